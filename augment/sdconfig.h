@@ -48,16 +48,26 @@ typedef struct {
 } clip_config;
 
 enum sd_sched_kind { SD_SCHED_DDIM, SD_SCHED_DPMPP_2M };
+enum sd_spacing { SD_SPACING_UNSET, SD_SPACING_LEADING, SD_SPACING_LINSPACE, SD_SPACING_TRAILING };
 
 typedef struct {
     int num_train_timesteps;
-    float beta_start, beta_end;
+    double beta_start, beta_end;                /* Python floats in diffusers: kept in double */
     int beta_schedule_scaled_linear;            /* 1: scaled_linear, 0: linear */
     int steps_offset;
     int set_alpha_to_one;
     int clip_sample;
-    int timestep_spacing_leading;               /* 1: "leading" (SD 1.5, diffusers 0.19 default) */
+    float clip_sample_range;                    /* 1.0 */
+    enum sd_spacing timestep_spacing;           /* UNSET: the scheduler class's own 0.19 default
+                                                   (DDIM "leading", DPM-Solver "linspace") */
     int prediction_epsilon;                     /* 1: epsilon; v_prediction is rejected at load */
+    /* DPM-Solver++ settings (used only by that scheduler; unsupported values are rejected when it is built) */
+    int solver_order;                           /* 2 */
+    int algorithm_dpmsolverpp;                  /* 1: "dpmsolver++" */
+    int solver_midpoint;                        /* 1: "midpoint", 0: "heun" */
+    int lower_order_final;                      /* 1 */
+    int use_karras_sigmas;                      /* 0 */
+    int thresholding;                           /* 0 */
 } sched_config;
 
 #endif
