@@ -1,0 +1,143 @@
+/* DDIM and DPM-Solver++ 2M against diffusers-0.19-semantics PyTorch (scripts/sd_ref.py): known answers computed
+ * with torch for SD 1.5's scheduler config, and the fixture tables when they are present. */
+#include <math.h>
+#include <string.h>
+#include "check.h"
+#include "err.h"
+#include "model_load.h"
+#include "scheduler.h"
+
+static const float X[8] = {0.5f, -1.25f, 2.0f, 0.0f, -0.3f, 1.7f, -2.2f, 0.9f};
+static const float E[8] = {0.1f, 0.4f, -0.8f, 1.2f, -0.5f, 0.05f, 0.6f, -1.1f};
+
+static void test_tables(const scheduler *s)
+{
+    /* torch.cumprod(1 - torch.linspace(0.00085**.5, 0.012**.5, 1000)**2) */
+    const int idx[5] = {0, 1, 499, 998, 999};
+    const double want[5] = {0.9991499781608582, 0.9982960224151611, 0.2776694595813751, 0.0047166962176561356,
+                            0.0046600960195064545};
+    const float *ac = scheduler_alphas_cumprod(s);
+    for (int i = 0; i < 5; i++)
+        CHECK(fabs(ac[idx[i]] - want[i]) <= 2e-7 * want[i], "alphas_cumprod[%d] = %.10g, torch %.10g", idx[i],
+              ac[idx[i]], want[i]);
+}
+
+static void test_ddim(const sched_config *cfg)
+{
+    scheduler *s = scheduler_create(SD_SCHED_DDIM, cfg);
+    CHECK(s != NULL, "%s", err_msg());
+    test_tables(s);
+    CHECK(scheduler_set_timesteps(s, 50) == 0, "%s", err_msg());
+    CHECK(scheduler_num_steps(s) == 50, "50 steps");
+    int ok = 1;
+    for (int i = 0; i < 50; i++) ok &= scheduler_timestep(s, i) == 981 - 20 * i;
+    CHECK(ok, "DDIM N=50 leading timesteps are 981, 961, ..., 1");
+
+    CHECK(scheduler_set_timesteps(s, 10) == 0, "%s", err_msg());
+    CHECK(scheduler_timestep(s, 3) == 601 && scheduler_timestep(s, 9) == 1, "DDIM N=10 timesteps");
+    const double want3[8] = {0.620789647102356, -1.7800661325454712, 2.9042515754699707, -0.4210928678512573,
+                             -0.21807311475276947, 2.212448835372925, -3.096421718597412, 1.566587209701538};
+    const double want9[8] = {0.49899962544441223, -1.255391240119934, 2.010568618774414, -0.014570139348506927,
+                             -0.2940574288368225, 1.700119972229004, -2.208225965499878, 0.9137408137321472};
+    float x[8];
+    sched_state st;
+    memcpy(x, X, sizeof x);
+    sched_state_init(&st, NULL, 0);
+    CHECK(scheduler_step(s, &st, 3, E, x, 8) == 0, "%s", err_msg());
+    double d = 0;
+    for (int i = 0; i < 8; i++) d = fmax(d, fabs(x[i] - want3[i]));
+    CHECK(d <= 2e-6, "DDIM step at t=601 differs from torch by %g", d);
+    memcpy(x, X, sizeof x);
+    sched_state_init(&st, NULL, 0);
+    CHECK(scheduler_step(s, &st, 9, E, x, 8) == 0, "%s", err_msg());
+    d = 0;
+    for (int i = 0; i < 8; i++) d = fmax(d, fabs(x[i] - want9[i]));
+    CHECK(d <= 2e-6, "DDIM last step (previous alpha = alphas_cumprod[0]) differs from torch by %g", d);
+    CHECK(scheduler_step(s, &st, 5, E, x, 8) == -1, "a step that does not follow the last one is refused");
+
+    CHECK(scheduler_set_timesteps(s, 0) == -1 && scheduler_set_timesteps(s, 1001) == -1, "step count range");
+    scheduler_free(s);
+}
+
+static void test_dpm(const sched_config *cfg)
+{
+    scheduler *s = scheduler_create(SD_SCHED_DPMPP_2M, cfg);
+    CHECK(s != NULL, "%s", err_msg());
+    test_tables(s);
+    /* 0.19 DPM-Solver default spacing "linspace": np.linspace(0, 999, 51).round()[::-1][:-1] */
+    static const int want50[50] = {999, 979, 959, 939, 919, 899, 879, 859, 839, 819, 799, 779, 759, 739, 719, 699,
+                                   679, 659, 639, 619, 599, 579, 559, 539, 519, 500, 480, 460, 440, 420, 400, 380,
+                                   360, 340, 320, 300, 280, 260, 240, 220, 200, 180, 160, 140, 120, 100, 80, 60,
+                                   40, 20};
+    CHECK(scheduler_set_timesteps(s, 50) == 0, "%s", err_msg());
+    int ok = scheduler_num_steps(s) == 50;
+    for (int i = 0; ok && i < 50; i++) ok &= scheduler_timestep(s, i) == want50[i];
+    CHECK(ok, "DPM-Solver++ N=50 linspace timesteps");
+
+    /* img2img-like: join at index 6 of 10 (first order), two second-order steps, lower-order final step */
+    CHECK(scheduler_set_timesteps(s, 10) == 0, "%s", err_msg());
+    CHECK(scheduler_timestep(s, 5) == 500 && scheduler_timestep(s, 9) == 100, "DPM N=10 timesteps");
+    static const double want[4][8] = {
+        {0.6254041194915771, -1.5609619617462158, 2.7615580558776855, -0.4128481149673462, -0.07350660860538483,
+         2.061133861541748, -2.762991428375244, 1.5864862203598022},
+        {0.7524440288543701, -1.8370412588119507, 3.52402925491333, -0.8583840131759644, 0.2016696184873581,
+         2.3943779468536377, -3.2746567726135254, 2.3158926963806152},
+        {0.8742830157279968, -2.0680761337280273, 4.258538246154785, -1.32680344581604, 0.5178983807563782,
+         2.683048725128174, -3.715174913406372, 3.06435227394104},
+        {1.005958080291748, -2.2835795879364014, 5.121277332305908, -1.978261113166809, 0.987923264503479,
+         2.9477901458740234, -4.144192695617676, 4.038311958312988}};
+    float x[8], e[8], prev[8];
+    sched_state st;
+    sched_state_init(&st, prev, 8);
+    memcpy(x, X, sizeof x);
+    for (int k = 6; k < 10; k++) {
+        for (int i = 0; i < 8; i++) e[i] = E[i] * (1.0f + 0.1f * k) - 0.05f * k;
+        CHECK(scheduler_step(s, &st, k, e, x, 8) == 0, "%s", err_msg());
+        double d = 0;
+        for (int i = 0; i < 8; i++) d = fmax(d, fabs(x[i] - want[k - 6][i]) / fmax(1.0, fabs(want[k - 6][i])));
+        CHECK(d <= 2e-6, "DPM-Solver++ step at index %d differs from torch by %g", k, d);
+    }
+    sched_state nobuf;
+    sched_state_init(&nobuf, NULL, 0);
+    CHECK(scheduler_step(s, &nobuf, 0, E, x, 8) == -1, "DPM step without a state buffer is refused");
+    scheduler_free(s);
+
+    sched_config bad = *cfg;
+    bad.solver_order = 3;
+    CHECK(scheduler_create(SD_SCHED_DPMPP_2M, &bad) == NULL && strstr(err_msg(), "solver_order"), "order 3: %s",
+          err_msg());
+}
+
+static void test_spacings(const sched_config *cfg)
+{
+    sched_config c = *cfg;
+    c.timestep_spacing = SD_SPACING_LEADING;
+    scheduler *s = scheduler_create(SD_SCHED_DPMPP_2M, &c);
+    /* leading for DPM: ratio 1000 // 51 = 19, (arange(51) * 19)[::-1][:-1] + 1 */
+    CHECK(s && scheduler_set_timesteps(s, 50) == 0 && scheduler_timestep(s, 0) == 951 &&
+              scheduler_timestep(s, 49) == 20, "DPM leading");
+    scheduler_free(s);
+    c.timestep_spacing = SD_SPACING_TRAILING;
+    s = scheduler_create(SD_SCHED_DDIM, &c);
+    /* trailing: round(arange(1000, 0, -1000/30)) - 1: 999, 966, ..., 32 */
+    CHECK(s && scheduler_set_timesteps(s, 30) == 0 && scheduler_timestep(s, 0) == 999 &&
+              scheduler_timestep(s, 1) == 966 && scheduler_timestep(s, 29) == 32, "DDIM trailing");
+    scheduler_free(s);
+    c.timestep_spacing = SD_SPACING_LINSPACE;
+    s = scheduler_create(SD_SCHED_DDIM, &c);
+    /* linspace: np.linspace(0, 999, 7).round()[::-1] = 999, 832, 666, 500, 333, 166, 0 */
+    CHECK(s && scheduler_set_timesteps(s, 7) == 0 && scheduler_timestep(s, 0) == 999 &&
+              scheduler_timestep(s, 1) == 832 && scheduler_timestep(s, 3) == 500 && scheduler_timestep(s, 6) == 0,
+          "DDIM linspace");
+    scheduler_free(s);
+}
+
+int main(void)
+{
+    sched_config cfg;
+    sd_default_configs(NULL, NULL, NULL, &cfg);
+    test_ddim(&cfg);
+    test_dpm(&cfg);
+    test_spacings(&cfg);
+    return check_done("test_scheduler");
+}
