@@ -25,7 +25,7 @@ OPT      := -O0 -g
 endif
 CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -pthread -g $(OPT) \
             -I. -Icommon -Isrc -Iaugment -I$(DARKNET)/include
-LDLIBS   += -L$(DARKNET) -Wl,-rpath,$(DARKNET) -ldarknet -lturbojpeg -lpng -lopenblas -lcjson -lm -pthread
+LDLIBS   += -L$(DARKNET) -Wl,-rpath,$(DARKNET) -ldarknet -lturbojpeg -lpng -lopenblas -lcjson -lz -lm -pthread
 ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined

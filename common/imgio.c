@@ -1,0 +1,232 @@
+#include "imgio.h"
+#include "err.h"
+
+#include <errno.h>
+#include <png.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <turbojpeg.h>
+#include <unistd.h>
+
+/* Beyond this an image is treated as corrupt rather than decoded: a flipped bit in a header must not become a
+ * multi-gigabyte allocation inside a loader thread. */
+#define IMGIO_MAX_SIDE 32768
+#define IMGIO_MAX_PIXELS (100 * 1000 * 1000)
+
+/* One TurboJPEG handle per thread, made on first use: handles are not thread-safe, and creating one per image
+ * costs more than decoding a 28x28 JPEG. */
+static pthread_key_t tj_key;
+static pthread_once_t tj_once = PTHREAD_ONCE_INIT;
+
+static void tj_destroy(void *h) { tjDestroy(h); }
+static void tj_key_make(void) { pthread_key_create(&tj_key, tj_destroy); }
+
+static tjhandle tj_decompressor(void)
+{
+    pthread_once(&tj_once, tj_key_make);
+    tjhandle h = pthread_getspecific(tj_key);
+    if (!h) {
+        h = tjInitDecompress();
+        if (h) pthread_setspecific(tj_key, h);
+    }
+    return h;
+}
+
+static int reserve(img_u8 *out, int w, int h)
+{
+    size_t need = (size_t)w * h * 3;
+    if (out->cap < need) {
+        unsigned char *p = realloc(out->rgb, need);
+        if (!p) return err_set("out of memory for a %dx%d image", w, h);
+        out->rgb = p;
+        out->cap = need;
+    }
+    out->w = w;
+    out->h = h;
+    return 0;
+}
+
+static int check_dims(const char *name, int w, int h)
+{
+    if (w <= 0 || h <= 0 || w > IMGIO_MAX_SIDE || h > IMGIO_MAX_SIDE || (long long)w * h > IMGIO_MAX_PIXELS)
+        return err_set("%s: absurd image dimensions %dx%d", name, w, h);
+    return 0;
+}
+
+static int decode_jpeg(const unsigned char *buf, size_t len, const char *name, int min_w, int min_h, img_u8 *out)
+{
+    tjhandle tj = tj_decompressor();
+    if (!tj) return err_set("%s: cannot create a JPEG decoder", name);
+    int w, h, subsamp, cs;
+    if (tjDecompressHeader3(tj, buf, len, &w, &h, &subsamp, &cs) != 0)
+        return err_set("%s: corrupt JPEG header (%s)", name, tjGetErrorStr2(tj));
+    if (check_dims(name, w, h)) return -1;
+
+    /* Largest reduction among 1/8, 1/4, 1/2 (the factors with SIMD IDCT) that keeps the requested size. */
+    int sw = w, sh = h;
+    if (min_w > 0 && min_h > 0) {
+        for (int d = 8; d >= 2; d /= 2) {
+            tjscalingfactor f = {1, d};
+            if (TJSCALED(w, f) >= min_w && TJSCALED(h, f) >= min_h) {
+                sw = TJSCALED(w, f);
+                sh = TJSCALED(h, f);
+                break;
+            }
+        }
+    }
+    int cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
+    if (cmyk) {
+        /* TurboJPEG will not convert CMYK to RGB; decode the 4 channels and convert (Adobe's inverted CMYK,
+         * which is what libjpeg-turbo and Photoshop write). */
+        unsigned char *tmp = malloc((size_t)sw * sh * 4);
+        if (!tmp) return err_set("%s: out of memory", name);
+        int rc = tjDecompress2(tj, buf, len, tmp, sw, 0, sh, TJPF_CMYK, 0);
+        if (rc != 0 && tjGetErrorCode(tj) != TJERR_WARNING) {
+            free(tmp);
+            return err_set("%s: corrupt JPEG data (%s)", name, tjGetErrorStr2(tj));
+        }
+        if (rc != 0) {
+            free(tmp);
+            return err_set("%s: truncated or damaged JPEG (%s)", name, tjGetErrorStr2(tj));
+        }
+        if (reserve(out, sw, sh)) {
+            free(tmp);
+            return -1;
+        }
+        for (size_t i = 0; i < (size_t)sw * sh; i++) {
+            unsigned k = tmp[4 * i + 3];
+            for (int c = 0; c < 3; c++)
+                out->rgb[3 * i + c] = (unsigned char)((tmp[4 * i + c] * k + 127) / 255);
+        }
+        free(tmp);
+        return 0;
+    }
+    if (reserve(out, sw, sh)) return -1;
+    /* A warning (premature end of data) still fills the buffer with grey: for training that is a corrupt
+     * sample, not a usable one. */
+    if (tjDecompress2(tj, buf, len, out->rgb, sw, 0, sh, TJPF_RGB, 0) != 0)
+        return err_set("%s: %s JPEG (%s)", name, tjGetErrorCode(tj) == TJERR_WARNING ? "truncated or damaged" : "corrupt",
+                       tjGetErrorStr2(tj));
+    return 0;
+}
+
+static int decode_png(const unsigned char *buf, size_t len, const char *name, img_u8 *out)
+{
+    png_image im;
+    memset(&im, 0, sizeof im);
+    im.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_memory(&im, buf, len))
+        return err_set("%s: corrupt PNG (%s)", name, im.message);
+    if (check_dims(name, (int)im.width, (int)im.height)) {
+        png_image_free(&im);
+        return -1;
+    }
+    im.format = PNG_FORMAT_RGB;
+    if (reserve(out, (int)im.width, (int)im.height)) {
+        png_image_free(&im);
+        return -1;
+    }
+    if (!png_image_finish_read(&im, NULL, out->rgb, 0, NULL))
+        return err_set("%s: truncated or corrupt PNG (%s)", name, im.message);
+    return 0;
+}
+
+int imgio_decode(const unsigned char *buf, size_t len, const char *name, int min_w, int min_h, img_u8 *out)
+{
+    if (len == 0) return err_set("%s: empty file", name);
+    if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF)
+        return decode_jpeg(buf, len, name, min_w, min_h, out);
+    if (len >= 8 && png_sig_cmp(buf, 0, 8) == 0) return decode_png(buf, len, name, out);
+    return err_set("%s: not a JPEG or PNG file", name);
+}
+
+/* Reads a whole file; the loader reuses *buf across calls. */
+static int read_file(const char *path, unsigned char **buf, size_t *cap, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set("%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return err_set("%s: not a regular file", path);
+    }
+    if (st.st_size > (off_t)1 << 30) {
+        fclose(f);
+        return err_set("%s: file too large (%lld bytes)", path, (long long)st.st_size);
+    }
+    size_t n = (size_t)st.st_size;
+    if (*cap < n + 1) {
+        unsigned char *p = realloc(*buf, n + 1);
+        if (!p) {
+            fclose(f);
+            return err_set("%s: out of memory", path);
+        }
+        *buf = p;
+        *cap = n + 1;
+    }
+    size_t got = fread(*buf, 1, n, f);
+    fclose(f);
+    if (got != n) return err_set("%s: read error", path);
+    *len = n;
+    return 0;
+}
+
+int imgio_load(const char *path, int min_w, int min_h, img_u8 *out)
+{
+    /* The compressed bytes go through a per-thread buffer that grows to the largest file seen. */
+    static _Thread_local unsigned char *file_buf;
+    static _Thread_local size_t file_cap;
+    size_t len = 0;
+    if (read_file(path, &file_buf, &file_cap, &len)) return -1;
+    return imgio_decode(file_buf, len, path, min_w, min_h, out);
+}
+
+void imgio_free(img_u8 *img)
+{
+    free(img->rgb);
+    img->rgb = NULL;
+    img->cap = 0;
+    img->w = img->h = 0;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcasecmp(s + n - m, suffix) == 0;
+}
+
+int imgio_write(const char *path, const unsigned char *rgb, int w, int h, int quality)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return err_set("%s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return err_set("%s: %s", tmp, strerror(errno));
+    int ok;
+    if (ends_with(path, ".jpg") || ends_with(path, ".jpeg")) {
+        tjhandle tj = tjInitCompress();
+        unsigned char *jpg = NULL;
+        unsigned long jlen = 0;
+        ok = tj && tjCompress2(tj, rgb, w, 0, h, TJPF_RGB, &jpg, &jlen, TJSAMP_444, quality, 0) == 0 &&
+             fwrite(jpg, 1, jlen, f) == jlen;
+        tjFree(jpg);
+        if (tj) tjDestroy(tj);
+    } else {
+        png_image im;
+        memset(&im, 0, sizeof im);
+        im.version = PNG_IMAGE_VERSION;
+        im.width = (png_uint_32)w;
+        im.height = (png_uint_32)h;
+        im.format = PNG_FORMAT_RGB;
+        ok = png_image_write_to_stdio(&im, f, 0, rgb, 0, NULL) != 0;
+    }
+    if (fclose(f) != 0) ok = 0;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return err_set("%s: cannot write image", path);
+    }
+    return 0;
+}

@@ -1,0 +1,406 @@
+/* `genie classifier train|valid|predict`: darknet's classifier loops on libdarknet, fed by genie's loader. */
+#include "classifier.h"
+#include "blas.h"
+#include "confusion.h"
+#include "dataset.h"
+#include "err.h"
+#include "loader.h"
+#include "netio.h"
+
+#include <libgen.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) { interrupted = sig; }
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static const char *arg_str(int argc, char **argv, const char *flag, const char *def)
+{
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], flag)) return argv[i + 1];
+    return def;
+}
+
+static int arg_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], flag)) return 1;
+    return 0;
+}
+
+/* Positional arguments after the subcommand, skipping "-flag value" pairs and bare flags. */
+static int positionals(int argc, char **argv, char **out, int max)
+{
+    static const char *const bare[] = {"-clear", "-topk", NULL};
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if (argv[i][0] == '-' && argv[i][1]) {
+            int is_bare = 0;
+            for (int b = 0; bare[b]; b++) is_bare |= !strcmp(argv[i], bare[b]);
+            if (!is_bare) i++;
+            continue;
+        }
+        if (n < max) out[n++] = argv[i];
+    }
+    return n;
+}
+
+static int default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static void cfg_base(const char *cfg, char *out, size_t n)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", cfg);
+    char *b = basename(tmp), *dot = strrchr(b, '.');
+    if (dot) *dot = 0;
+    snprintf(out, n, "%s", b);
+}
+
+/* Runs the network over a SEQUENTIAL pass of ds and fills conf (and the top-k hit count). */
+static int evaluate(network *net, const dataset *ds, const aug_params *aug, int threads, int k, confusion *conf,
+                    long *topk_hits, long *seen)
+{
+    loader_opts o = {.ds = ds, .aug = *aug, .batch = net->batch, .threads = threads, .sampling = SAMPLE_SEQUENTIAL};
+    o.aug.preset = AUG_EVAL;
+    loader *l = loader_start(&o);
+    int classes = ds->classes, *truth = malloc(net->batch * sizeof *truth), *idx = malloc(k * sizeof *idx);
+    *topk_hits = *seen = 0;
+    const loader_batch *b;
+    while ((b = loader_next(l))) {
+        float *p = network_predict(net, b->x);
+        for (int i = 0; i < b->n; i++) {
+            truth[i] = b->index[i] < 0 ? -1 : ds->cls[b->index[i]];
+            if (truth[i] < 0) continue;
+            top_k(p + (size_t)i * classes, classes, k, idx);
+            for (int j = 0; j < k; j++) *topk_hits += idx[j] == truth[i];
+            (*seen)++;
+        }
+        confusion_update(conf, truth, p, b->n);
+        loader_release(l, b);
+    }
+    int rc = loader_failed(l) ? -1 : 0;
+    loader_stop(l);
+    free(truth);
+    free(idx);
+    return rc;
+}
+
+static void print_accuracy(const confusion *conf, const dataset *ds, const int *train_count, int k, long topk_hits,
+                           long seen)
+{
+    printf("top-1: %.4f  top-%d: %.4f  (%ld images)\n", confusion_accuracy(conf), k,
+           seen ? (double)topk_hits / seen : 0, seen);
+    double grp_hit[3] = {0}, grp_tot[3] = {0};
+    printf("%-16s %8s %8s %10s\n", "class", "images", "top-1", "train-imgs");
+    for (int c = 0; c < ds->classes; c++) {
+        double tot = confusion_class_total(conf, c);
+        printf("%-16s %8.0f %8.4f", ds->labels[c], tot, confusion_class_accuracy(conf, c));
+        if (train_count) {
+            enum shot_group g = dataset_shot_group(train_count[c]);
+            printf(" %10d", train_count[c]);
+            grp_hit[g] += conf->m[c * ds->classes + c];
+            grp_tot[g] += tot;
+        }
+        printf("\n");
+    }
+    if (!train_count) return;
+    /* Only meaningful when the training set is long-tailed: all three groups present. */
+    if (grp_tot[SHOT_MANY] > 0 && grp_tot[SHOT_MEDIUM] + grp_tot[SHOT_FEW] > 0) {
+        static const char *const names[3] = {"Many (>100)", "Medium (20-100)", "Few (<20)"};
+        for (int g = 0; g < 3; g++)
+            if (grp_tot[g] > 0) printf("%-16s %8.0f %8.4f\n", names[g], grp_tot[g], grp_hit[g] / grp_tot[g]);
+    }
+}
+
+typedef struct {
+    const char *data, *cfg, *weights;
+    int clear, threads, topk, iters, backup_every;
+    uint64_t seed;
+    enum sampling sampling;
+} train_args;
+
+static int train(const train_args *a)
+{
+    datacfg dc;
+    if (datacfg_read(a->data, &dc)) return -1;
+    int rc = -1;
+    dataset ds = {0}, vs = {0};
+    network *net = NULL;
+    loader *l = NULL;
+    confusion live = {0};
+    if (!dc.train) {
+        err_set("%s: no train= line", a->data);
+        goto out;
+    }
+    if (dataset_load(dc.train, dc.labels, dc.classes, &ds)) goto out;
+    if (a->topk && (!dc.valid || dataset_load(dc.valid, dc.labels, dc.classes, &vs))) {
+        if (!dc.valid) err_set("%s: -topk needs a valid= line", a->data);
+        goto out;
+    }
+    net_extras ex;
+    if (!(net = netio_load(a->cfg, a->weights, a->clear, &ex))) goto out;
+    if (net->outputs != dc.classes) {
+        err_set("%s: the network has %d outputs but %s says classes=%d", a->cfg, net->outputs, a->data, dc.classes);
+        goto out;
+    }
+    if (netio_mkdirs(dc.backup)) goto out;
+    blas_init(a->threads);
+
+    char base[256], path[4400];
+    cfg_base(a->cfg, base, sizeof base);
+    int imgs = net->batch * net->subdivisions;
+    aug_params aug = netio_aug_params(net, &ex);
+    loader_opts o = {.ds = &ds, .aug = aug, .batch = imgs, .threads = a->threads, .seed = a->seed,
+                     .start = *net->seen, .sampling = a->sampling, .mixup = ex.mixup, .cutmix = ex.cutmix,
+                     .label_smooth = ex.label_smooth};
+    fprintf(stderr, "training %s on %d images (%d classes), batch %d, %d loader threads, seed %llu, from image %zu\n",
+            a->cfg, ds.n, ds.classes, imgs, a->threads, (unsigned long long)a->seed, *net->seen);
+    l = loader_start(&o);
+    confusion_init(&live, ds.classes, 0.98);
+
+    data d = {0};
+    d.shallow = 1;
+    d.X.rows = d.y.rows = imgs;
+    d.X.cols = net->inputs;
+    d.y.cols = ds.classes;
+    d.X.vals = malloc(imgs * sizeof(float *));
+    d.y.vals = malloc(imgs * sizeof(float *));
+    int *truth = malloc(imgs * sizeof *truth);
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    float avg_loss = -1;
+    double t_start = now(), wait_prev = 0;
+    int iter = 0, epoch = (int)(*net->seen / ds.n), topk_every = (ds.n + imgs - 1) / imgs;
+    while ((int)get_current_batch(net) < net->max_batches || net->max_batches == 0) {
+        if (interrupted || (a->iters && iter >= a->iters)) break;
+        double t0 = now();
+        const loader_batch *b = loader_next(l);
+        if (!b) goto out_data;
+        for (int i = 0; i < imgs; i++) {
+            d.X.vals[i] = b->x + (size_t)i * net->inputs;
+            d.y.vals[i] = b->y + (size_t)i * ds.classes;
+            truth[i] = argmax(d.y.vals[i], ds.classes);
+        }
+        float loss = train_network(net, d);
+        if (!(loss == loss)) {
+            loader_release(l, b);
+            err_set("loss became NaN at iteration %d (learning rate %g): lower learning_rate or check the data",
+                    (int)get_current_batch(net), get_current_rate(net));
+            goto out_data;
+        }
+        /* The output layer holds the last mini-batch's softmax: live training confusion. */
+        int last = (net->subdivisions - 1) * net->batch;
+        confusion_update(&live, truth + last, net->output, net->batch);
+        loader_release(l, b);
+        iter++;
+        avg_loss = avg_loss < 0 ? loss : avg_loss * .9f + loss * .1f;
+        double t2 = now();
+        loader_stats st;
+        loader_get_stats(l, &st);
+        printf("%d, %.3f: %f, %f avg, %f rate, %lf seconds, %zu images, %.0f img/s, data wait %.1f%%, train acc %.3f\n",
+               (int)get_current_batch(net), (double)*net->seen / ds.n, loss, avg_loss, get_current_rate(net), t2 - t0,
+               *net->seen, imgs / (t2 - t0), 100 * (st.wait_s - wait_prev) / (t2 - t0), confusion_accuracy(&live));
+        wait_prev = st.wait_s;
+        fflush(stdout);
+
+        int e = (int)(*net->seen / ds.n);
+        if (e > epoch) {
+            epoch = e;
+            snprintf(path, sizeof path, "%s/%s_%d.weights", dc.backup, base, epoch);
+            if (netio_save(net, path)) goto out_data;
+        }
+        if (a->backup_every && (int)get_current_batch(net) % a->backup_every == 0) {
+            snprintf(path, sizeof path, "%s/%s.backup", dc.backup, base);
+            if (netio_save(net, path)) goto out_data;
+        }
+        if (a->topk && (int)get_current_batch(net) % topk_every == 0) {
+            confusion vc;
+            long hits, seen;
+            confusion_init(&vc, ds.classes, 1);
+            if (evaluate(net, &vs, &aug, a->threads, dc.top, &vc, &hits, &seen) == 0)
+                printf("valid after %d: top-1 %.4f, top-%d %.4f\n", (int)get_current_batch(net), confusion_accuracy(&vc),
+                       dc.top, seen ? (double)hits / seen : 0);
+            confusion_free(&vc);
+        }
+    }
+    loader_stats st;
+    loader_get_stats(l, &st);
+    double wall = now() - t_start;
+    fprintf(stderr, "%d iterations in %.1f s: %.0f img/s, waited for data %.2f%% of the time, %llu bad images\n", iter,
+            wall, iter * imgs / wall, 100 * st.wait_s / wall, (unsigned long long)st.bad_images);
+    if (interrupted) {
+        snprintf(path, sizeof path, "%s/%s.backup", dc.backup, base);
+        fprintf(stderr, "interrupted: saving %s\n", path);
+        rc = netio_save(net, path);
+        goto out_data;
+    }
+    snprintf(path, sizeof path, "%s/%s.weights", dc.backup, base);
+    rc = netio_save(net, path);
+    if (rc == 0) fprintf(stderr, "saved %s\n", path);
+out_data:
+    free(d.X.vals);
+    free(d.y.vals);
+    free(truth);
+out:
+    loader_stop(l);
+    confusion_free(&live);
+    if (net) free_network(net);
+    dataset_free(&ds);
+    if (vs.paths) dataset_free(&vs);
+    datacfg_free(&dc);
+    return rc;
+}
+
+static int valid(const char *datafile, const char *cfg, const char *weights, int threads, const char *csv)
+{
+    datacfg dc;
+    if (datacfg_read(datafile, &dc)) return -1;
+    dataset vs = {0}, ts = {0};
+    network *net = NULL;
+    confusion conf = {0};
+    int rc = -1;
+    if (!dc.valid) {
+        err_set("%s: no valid= line", datafile);
+        goto out;
+    }
+    if (dataset_load(dc.valid, dc.labels, dc.classes, &vs)) goto out;
+    /* The training list's class counts define the Many/Medium/Few groups. */
+    int have_train = dc.train && dataset_load(dc.train, dc.labels, dc.classes, &ts) == 0;
+    net_extras ex;
+    if (!(net = netio_load(cfg, weights, 0, &ex))) goto out;
+    if (net->outputs != dc.classes) {
+        err_set("%s: the network has %d outputs but %s says classes=%d", cfg, net->outputs, datafile, dc.classes);
+        goto out;
+    }
+    blas_init(threads);
+    aug_params aug = netio_aug_params(net, &ex);
+    long hits, seen;
+    confusion_init(&conf, dc.classes, 1);
+    int k = dc.top < dc.classes ? dc.top : dc.classes;
+    if (evaluate(net, &vs, &aug, threads, k, &conf, &hits, &seen)) goto out;
+    print_accuracy(&conf, &vs, have_train ? ts.count : NULL, k, hits, seen);
+    char path[4400];
+    if (!csv) {
+        char base[256];
+        cfg_base(cfg, base, sizeof base);
+        if (netio_mkdirs(dc.backup)) goto out;
+        snprintf(path, sizeof path, "%s/%s_confusion.csv", dc.backup, base);
+        csv = path;
+    }
+    if (confusion_write_csv(&conf, vs.labels, csv)) goto out;
+    printf("confusion matrix: %s\n", csv);
+    rc = 0;
+out:
+    confusion_free(&conf);
+    if (net) free_network(net);
+    if (vs.paths) dataset_free(&vs);
+    if (ts.paths) dataset_free(&ts);
+    datacfg_free(&dc);
+    return rc;
+}
+
+static int predict(const char *datafile, const char *cfg, const char *weights, const char *image)
+{
+    datacfg dc;
+    if (datacfg_read(datafile, &dc)) return -1;
+    int rc = -1, n = 0;
+    char **names = NULL;
+    network *net = NULL;
+    img_u8 im = {0};
+    const char *names_path = dc.names ? dc.names : dc.labels;
+    FILE *f = fopen(names_path, "r");
+    if (!f) {
+        err_set("%s: cannot open the class names", names_path);
+        goto out;
+    }
+    char line[1024];
+    names = calloc(dc.classes, sizeof *names);
+    while (n < dc.classes && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (line[0]) names[n++] = strdup(line);
+    }
+    fclose(f);
+    net_extras ex;
+    if (!(net = netio_load(cfg, weights, 0, &ex))) goto out;
+    if (net->outputs != dc.classes || n != dc.classes) {
+        err_set("%s: %d outputs, %d names, classes=%d", cfg, net->outputs, n, dc.classes);
+        goto out;
+    }
+    set_batch_network(net, 1);
+    aug_params aug = netio_aug_params(net, &ex);
+    aug.preset = AUG_EVAL;
+    int min_w, min_h;
+    transform_min_decode(&aug, &min_w, &min_h);
+    if (imgio_load(image, min_w, min_h, &im)) goto out;
+    float *x = malloc(net->inputs * sizeof *x), *tmp = malloc(4 * (size_t)net->w * net->h * sizeof *tmp);
+    transform_sample(&aug, &im, NULL, x, tmp);
+    float *p = network_predict(net, x);
+    int k = dc.top < dc.classes ? dc.top : dc.classes, idx[64];
+    if (k > 64) k = 64;
+    top_k(p, dc.classes, k, idx);
+    printf("%s:\n", image);
+    for (int i = 0; i < k; i++) printf("%6.2f%%: %s\n", 100 * p[idx[i]], names[idx[i]]);
+    free(x);
+    free(tmp);
+    rc = 0;
+out:
+    imgio_free(&im);
+    if (net) free_network(net);
+    for (int i = 0; names && i < n; i++) free(names[i]);
+    free(names);
+    datacfg_free(&dc);
+    return rc;
+}
+
+int classifier_main(int argc, char **argv)
+{
+    if (argc < 1) return err_set("classifier: expected train, valid or predict");
+    const char *cmd = argv[0];
+    char *pos[4] = {0};
+    int np = positionals(argc - 1, argv + 1, pos, 4);
+    int threads = atoi(arg_str(argc, argv, "-threads", "0"));
+    if (threads <= 0) threads = default_threads();
+    if (!strcmp(cmd, "train")) {
+        if (np < 2) return err_set("usage: genie classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] [-topk]");
+        train_args a = {.data = pos[0], .cfg = pos[1], .weights = np > 2 ? pos[2] : NULL,
+                        .clear = arg_flag(argc, argv, "-clear"), .threads = threads,
+                        .topk = arg_flag(argc, argv, "-topk"), .iters = atoi(arg_str(argc, argv, "-iters", "0")),
+                        .backup_every = atoi(arg_str(argc, argv, "-backup", "1000")),
+                        .seed = strtoull(arg_str(argc, argv, "-seed", "1"), NULL, 10)};
+        const char *s = arg_str(argc, argv, "-sampling", "shuffle");
+        if (!strcmp(s, "shuffle")) a.sampling = SAMPLE_SHUFFLE;
+        else if (!strcmp(s, "replace")) a.sampling = SAMPLE_REPLACE;
+        else if (!strcmp(s, "balanced")) a.sampling = SAMPLE_BALANCED;
+        else return err_set("-sampling must be shuffle, replace or balanced, got '%s'", s);
+        return train(&a);
+    }
+    if (!strcmp(cmd, "valid")) {
+        if (np < 3) return err_set("usage: genie classifier valid <data> <cfg> <weights> [-csv file]");
+        return valid(pos[0], pos[1], pos[2], threads, arg_str(argc, argv, "-csv", NULL));
+    }
+    if (!strcmp(cmd, "predict")) {
+        if (np < 4) return err_set("usage: genie classifier predict <data> <cfg> <weights> <image>");
+        return predict(pos[0], pos[1], pos[2], pos[3]);
+    }
+    return err_set("classifier: unknown command '%s' (train, valid, predict)", cmd);
+}

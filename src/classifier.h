@@ -1,0 +1,6 @@
+/* `genie classifier train|valid|predict ...` */
+#ifndef GENIE_CLASSIFIER_H
+#define GENIE_CLASSIFIER_H
+/* argv[0] is the subcommand. Returns 0, or -1 with err_msg(). */
+int classifier_main(int argc, char **argv);
+#endif

@@ -1,0 +1,304 @@
+#include "loader.h"
+#include "err.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_IN_USE };
+
+typedef struct {
+    loader_batch b;
+    enum slot_state state;
+} slot;
+
+struct loader {
+    loader_opts o;
+    int nslots, row, classes, min_w, min_h;
+    slot *slots;
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t ready, freed;
+    uint64_t next_claim, next_take, total_batches; /* total_batches: SEQUENTIAL only */
+    int stop, failed;
+    char fail_msg[1024];
+    unsigned char *bad;           /* per dataset index: already reported as bad */
+    uint64_t images, bad_images, replaced;
+    double wait_s;
+};
+
+#define MAX_REPLACEMENTS 64
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* A bijection on [0, n) keyed by (seed, epoch): a 4-round Feistel network on the next even power of two,
+ * cycle-walking until the value falls in range. No per-epoch array, no synchronisation between threads. */
+static uint64_t permute(uint64_t x, uint64_t n, uint64_t seed, uint64_t epoch)
+{
+    int bits = 2;
+    while (((uint64_t)1 << bits) < n) bits += 2;
+    int half = bits / 2;
+    uint64_t mask = ((uint64_t)1 << half) - 1, key = philox_mix(seed, epoch);
+    do {
+        uint64_t l = x >> half, r = x & mask;
+        for (int round = 0; round < 4; round++) {
+            uint32_t w[4];
+            philox_block(key, 0xFE15, r << 2 | (uint64_t)round, w);
+            uint64_t t = r;
+            r = (l ^ w[0]) & mask;
+            l = t;
+        }
+        x = l << half | r;
+    } while (x >= n);
+    return x;
+}
+
+int loader_sample_index(const loader_opts *o, uint64_t k)
+{
+    const dataset *ds = o->ds;
+    uint64_t n = (uint64_t)ds->n;
+    philox_t g;
+    switch (o->sampling) {
+    case SAMPLE_SHUFFLE: return (int)permute(k % n, n, o->seed, k / n);
+    case SAMPLE_REPLACE:
+        philox_init(&g, o->seed, philox_mix(k, 0x5A));
+        return philox_int(&g, (int)n);
+    case SAMPLE_BALANCED: {
+        philox_init(&g, o->seed, philox_mix(k, 0xBA));
+        int c;
+        do c = philox_int(&g, ds->classes);
+        while (ds->count[c] == 0);
+        return ds->members[c][philox_int(&g, ds->count[c])];
+    }
+    case SAMPLE_SEQUENTIAL: break;
+    }
+    return (int)k;
+}
+
+/* Per-thread scratch, allocated once. */
+typedef struct {
+    img_u8 img;
+    float *tmp, *other;
+} scratch;
+
+/* Decodes dataset image idx into sc->img. A bad image is reported once (per path, whole run) and counted. */
+static int decode(loader *l, int idx, scratch *sc)
+{
+    if (imgio_load(l->o.ds->paths[idx], l->min_w, l->min_h, &sc->img) == 0) return 0;
+    if (!__atomic_exchange_n(&l->bad[idx], 1, __ATOMIC_RELAXED)) {
+        fprintf(stderr, "genie: bad image skipped: %s\n", err_msg());
+        __atomic_fetch_add(&l->bad_images, 1, __ATOMIC_RELAXED);
+    }
+    return -1;
+}
+
+/* Decodes sample k's image, or a deterministic replacement if it is bad; returns the index used or -1. */
+static int decode_or_replace(loader *l, uint64_t k, int idx, uint64_t purpose, scratch *sc)
+{
+    if (decode(l, idx, sc) == 0) return idx;
+    if (l->o.sampling == SAMPLE_SEQUENTIAL) return -1;
+    philox_t g;
+    philox_init(&g, l->o.seed, philox_mix(k, 0xBAD0 + purpose));
+    for (int a = 0; a < MAX_REPLACEMENTS; a++) {
+        int r = philox_int(&g, l->o.ds->n);
+        if (decode(l, r, sc) == 0) {
+            __atomic_fetch_add(&l->replaced, 1, __ATOMIC_RELAXED);
+            return r;
+        }
+    }
+    return -1;
+}
+
+/* Fills row i of the slot with sample k: image, augmentation, optional mixup/cutmix partner, soft labels. */
+static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc)
+{
+    const loader_opts *o = &l->o;
+    float *x = s->b.x + (size_t)i * l->row, *y = s->b.y + (size_t)i * l->classes;
+    memset(y, 0, l->classes * sizeof *y);
+    int idx = decode_or_replace(l, k, loader_sample_index(o, k), 0, sc);
+    s->b.index[i] = idx;
+    if (idx < 0) {
+        memset(x, 0, l->row * sizeof *x);
+        return o->sampling == SAMPLE_SEQUENTIAL ? 0 : -1;
+    }
+    philox_t g;
+    philox_init(&g, o->seed, philox_mix(k, 1));
+    transform_sample(&o->aug, &sc->img, &g, x, sc->tmp);
+    float lam = 1;
+    if ((o->mixup || o->cutmix) && philox_uniform(&g) < 0.5f) {
+        int cut = o->cutmix && (!o->mixup || (philox_next(&g) & 1));
+        int other = decode_or_replace(l, k, philox_int(&g, o->ds->n), 1, sc);
+        if (other < 0) return -1;
+        philox_t g2;
+        philox_init(&g2, o->seed, philox_mix(k, 2));
+        transform_sample(&o->aug, &sc->img, &g2, sc->other, sc->tmp);
+        int w = o->aug.w, h = o->aug.h, c = o->aug.c;
+        if (cut) {
+            /* A rectangle of 9..64% of the area (side fractions 0.3..0.8) from the partner. */
+            float f = philox_range(&g, 0.3f, 0.8f);
+            int rw = (int)(f * w + 0.5f), rh = (int)(f * h + 0.5f);
+            int x0 = philox_int(&g, w - rw + 1), y0 = philox_int(&g, h - rh + 1);
+            for (int ch = 0; ch < c; ch++)
+                for (int yy = y0; yy < y0 + rh; yy++)
+                    memcpy(x + ((size_t)ch * h + yy) * w + x0, sc->other + ((size_t)ch * h + yy) * w + x0,
+                           rw * sizeof *x);
+            lam = 1 - (float)(rw * rh) / (w * h);
+        } else {
+            for (int j = 0; j < l->row; j++) x[j] = 0.5f * (x[j] + sc->other[j]);
+            lam = 0.5f;
+        }
+        y[o->ds->cls[other]] += 1 - lam;
+    }
+    y[o->ds->cls[idx]] += lam;
+    if (o->label_smooth > 0)
+        for (int j = 0; j < l->classes; j++) y[j] = y[j] * (1 - o->label_smooth) + o->label_smooth / l->classes;
+    return 0;
+}
+
+static void *worker(void *arg)
+{
+    loader *l = arg;
+    scratch sc = {0};
+    size_t plane = (size_t)l->o.aug.w * l->o.aug.h;
+    sc.tmp = malloc(4 * plane * sizeof(float));
+    sc.other = malloc((size_t)l->row * sizeof(float));
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        if (l->stop || l->failed) break;
+        uint64_t b = l->next_claim;
+        if (l->o.sampling == SAMPLE_SEQUENTIAL && b >= l->total_batches) break;
+        l->next_claim++;
+        slot *s = &l->slots[b % l->nslots];
+        while (s->state != SLOT_FREE && !l->stop) pthread_cond_wait(&l->freed, &l->mu);
+        if (l->stop) break;
+        s->state = SLOT_FILLING;
+        pthread_mutex_unlock(&l->mu);
+
+        uint64_t first = l->o.start + b * (uint64_t)l->o.batch;
+        int n = l->o.batch, rc = 0;
+        if (l->o.sampling == SAMPLE_SEQUENTIAL && first + n > (uint64_t)l->o.ds->n) n = (int)(l->o.ds->n - first);
+        for (int i = 0; i < n && rc == 0; i++) rc = fill_row(l, s, i, first + i, &sc);
+        char msg[1024];
+        if (rc) snprintf(msg, sizeof msg, "no readable image after %d replacements (last: %s)", MAX_REPLACEMENTS, err_msg());
+
+        pthread_mutex_lock(&l->mu);
+        s->b.n = n;
+        s->b.number = b;
+        s->state = SLOT_READY;
+        l->images += n;
+        if (rc && !l->failed) {
+            l->failed = 1;
+            memcpy(l->fail_msg, msg, sizeof msg);
+        }
+        pthread_cond_broadcast(&l->ready);
+    }
+    pthread_mutex_unlock(&l->mu);
+    imgio_free(&sc.img);
+    free(sc.tmp);
+    free(sc.other);
+    return NULL;
+}
+
+loader *loader_start(const loader_opts *o)
+{
+    loader *l = calloc(1, sizeof *l);
+    l->o = *o;
+    if (l->o.threads <= 0) l->o.threads = 1;
+    l->nslots = o->slots > 1 ? o->slots : l->o.threads + 2;
+    l->row = o->aug.w * o->aug.h * o->aug.c;
+    l->classes = o->ds->classes;
+    transform_min_decode(&o->aug, &l->min_w, &l->min_h);
+    if (o->sampling == SAMPLE_SEQUENTIAL) l->total_batches = ((uint64_t)o->ds->n + o->batch - 1) / o->batch;
+    l->bad = calloc((size_t)o->ds->n, 1);
+    l->slots = calloc((size_t)l->nslots, sizeof *l->slots);
+    for (int i = 0; i < l->nslots; i++) {
+        loader_batch *b = &l->slots[i].b;
+        b->x = malloc((size_t)o->batch * l->row * sizeof(float));
+        b->y = malloc((size_t)o->batch * l->classes * sizeof(float));
+        b->index = malloc((size_t)o->batch * sizeof(int));
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->ready, NULL);
+    pthread_cond_init(&l->freed, NULL);
+    l->threads = calloc((size_t)l->o.threads, sizeof *l->threads);
+    for (int i = 0; i < l->o.threads; i++) pthread_create(&l->threads[i], NULL, worker, l);
+    return l;
+}
+
+const loader_batch *loader_next(loader *l)
+{
+    double t0 = now();
+    pthread_mutex_lock(&l->mu);
+    uint64_t b = l->next_take;
+    slot *s = &l->slots[b % l->nslots];
+    const loader_batch *out = NULL;
+    if (l->o.sampling == SAMPLE_SEQUENTIAL && b >= l->total_batches) goto done;
+    while (!(s->state == SLOT_READY && s->b.number == b) && !l->failed) pthread_cond_wait(&l->ready, &l->mu);
+    if (l->failed) {
+        err_set("%s", l->fail_msg);
+        goto done;
+    }
+    s->state = SLOT_IN_USE;
+    l->next_take++;
+    out = &s->b;
+done:
+    l->wait_s += now() - t0;
+    pthread_mutex_unlock(&l->mu);
+    return out;
+}
+
+void loader_release(loader *l, const loader_batch *b)
+{
+    pthread_mutex_lock(&l->mu);
+    l->slots[b->number % l->nslots].state = SLOT_FREE;
+    pthread_cond_broadcast(&l->freed);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void loader_get_stats(loader *l, loader_stats *s)
+{
+    pthread_mutex_lock(&l->mu);
+    s->images = l->images;
+    s->bad_images = __atomic_load_n(&l->bad_images, __ATOMIC_RELAXED);
+    s->replaced = __atomic_load_n(&l->replaced, __ATOMIC_RELAXED);
+    s->wait_s = l->wait_s;
+    pthread_mutex_unlock(&l->mu);
+}
+
+int loader_failed(loader *l)
+{
+    pthread_mutex_lock(&l->mu);
+    int f = l->failed;
+    pthread_mutex_unlock(&l->mu);
+    return f;
+}
+
+void loader_stop(loader *l)
+{
+    if (!l) return;
+    pthread_mutex_lock(&l->mu);
+    l->stop = 1;
+    pthread_cond_broadcast(&l->freed);
+    pthread_mutex_unlock(&l->mu);
+    for (int i = 0; i < l->o.threads; i++) pthread_join(l->threads[i], NULL);
+    for (int i = 0; i < l->nslots; i++) {
+        free(l->slots[i].b.x);
+        free(l->slots[i].b.y);
+        free(l->slots[i].b.index);
+    }
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->ready);
+    pthread_cond_destroy(&l->freed);
+    free(l->slots);
+    free(l->threads);
+    free(l->bad);
+    free(l);
+}

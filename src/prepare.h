@@ -1,0 +1,13 @@
+/* Data set preparation: Fashion-MNIST and Fashion-MNIST-LT in darknet layout. */
+#ifndef GENIE_PREPARE_H
+#define GENIE_PREPARE_H
+#include <stdint.h>
+
+#define FMNIST_CLASSES 10
+extern const char *const fmnist_classes[FMNIST_CLASSES];
+
+/* Writes OUTDIR/images, the train/test/labels lists and lt/train.list. */
+int prepare_fmnist(const char *outdir, uint64_t seed);
+/* Images per class of the LT profile, largest first (1280 ... 5). */
+void prepare_lt_counts(int *counts);
+#endif

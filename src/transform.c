@@ -1,0 +1,251 @@
+#include "transform.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Samples channel ch of the RGB byte image at (x, y) bilinearly; outside the image is 0, as darknet's
+ * bilinear_interpolate with get_pixel_extend. */
+static inline float sample_bilinear(const img_u8 *im, float x, float y, int ch)
+{
+    int ix = (int)floorf(x), iy = (int)floorf(y);
+    float dx = x - ix, dy = y - iy, v = 0;
+    for (int j = 0; j < 2; j++) {
+        int yy = iy + j;
+        if (yy < 0 || yy >= im->h) continue;
+        float wy = j ? dy : 1 - dy;
+        const unsigned char *row = im->rgb + (size_t)yy * im->w * 3 + ch;
+        if (ix >= 0 && ix < im->w) v += wy * (1 - dx) * row[3 * ix];
+        if (ix + 1 >= 0 && ix + 1 < im->w) v += wy * dx * row[3 * (ix + 1)];
+    }
+    return v * (1.0f / 255.0f);
+}
+
+/* out(x, y) = src(a*x + b*y + c0, d*x + e*y + f0): one affine resampling for crop, scale, rotation and flip. */
+static void warp_affine(const img_u8 *src, int w, int h, const float m[6], float *out)
+{
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float sx = m[0] * x + m[1] * y + m[2], sy = m[3] * x + m[4] * y + m[5];
+            for (int ch = 0; ch < 3; ch++) out[(size_t)ch * w * h + (size_t)y * w + x] = sample_bilinear(src, sx, sy, ch);
+        }
+}
+
+/* darknet's rand_scale: uniform in [1, s], inverted with probability 0.5. */
+static float rand_scale(philox_t *g, float s)
+{
+    float lo = s < 1 ? s : 1, hi = s < 1 ? 1 : s;
+    float v = philox_range(g, lo, hi);
+    return (philox_next(g) & 1) ? v : 1 / v;
+}
+
+/* darknet's random_augment_image + rotate_crop_image, as one affine map. */
+static void affine_darknet(const aug_params *p, const img_u8 *im, philox_t *g, float m[6])
+{
+    float aspect = rand_scale(g, p->aspect);
+    int lo = p->min_crop, hi = p->max_crop > p->min_crop ? p->max_crop : p->min_crop;
+    int r = lo + philox_int(g, hi - lo + 1);
+    float shorter = im->h < im->w * aspect ? im->h : im->w * aspect;
+    float s = r / shorter;
+    float rad = philox_range(g, -p->angle, p->angle) * (float)M_PI / 180.0f;
+    float dx = (im->w * s / aspect - p->w) / 2, dy = (im->h * s - p->h) / 2;
+    dx = philox_range(g, -fabsf(dx), fabsf(dx));
+    dy = philox_range(g, -fabsf(dy), fabsf(dy));
+    float c = cosf(rad), sn = sinf(rad);
+    /* rx = c*((x - w/2)/s*aspect + dx/s*aspect) - sn*((y - h/2)/s + dy/s) + W/2, likewise ry. */
+    float ax = aspect / s, ay = 1 / s;
+    float ox = (-p->w / 2.0f + dx) * ax, oy = (-p->h / 2.0f + dy) * ay;
+    m[0] = c * ax;  m[1] = -sn * ay; m[2] = c * ox - sn * oy + im->w / 2.0f;
+    m[3] = sn * ax; m[4] = c * ay;   m[5] = sn * ox + c * oy + im->h / 2.0f;
+}
+
+/* torchvision's RandomResizedCrop box (10 tries, then the centre crop of the clamped ratio), mapped to w x h. */
+static void affine_resized_crop(const aug_params *p, const img_u8 *im, philox_t *g, float m[6])
+{
+    float W = im->w, H = im->h, area = W * H, cw = W, ch = H, x0 = 0, y0 = 0;
+    int ok = 0;
+    for (int t = 0; t < 10 && !ok; t++) {
+        float target = area * philox_range(g, 0.2f, 1.0f);
+        float ratio = expf(philox_range(g, logf(3.0f / 4), logf(4.0f / 3)));
+        float bw = roundf(sqrtf(target * ratio)), bh = roundf(sqrtf(target / ratio));
+        if (bw > 0 && bh > 0 && bw <= W && bh <= H) {
+            cw = bw;
+            ch = bh;
+            x0 = (float)philox_int(g, (int)(W - bw) + 1);
+            y0 = (float)philox_int(g, (int)(H - bh) + 1);
+            ok = 1;
+        }
+    }
+    if (!ok) {
+        float r = W / H;
+        if (r < 3.0f / 4) ch = roundf(W / (3.0f / 4));
+        else if (r > 4.0f / 3) cw = roundf(H * (4.0f / 3));
+        x0 = (W - cw) / 2;
+        y0 = (H - ch) / 2;
+    }
+    float sx = cw / p->w, sy = ch / p->h;
+    m[0] = sx; m[1] = 0;  m[2] = x0 + 0.5f * sx - 0.5f;
+    m[3] = 0;  m[4] = sy; m[5] = y0 + 0.5f * sy - 0.5f;
+}
+
+/* Shorter side to the output size, centre crop: darknet's resize_min + crop_image for validation. */
+static void affine_eval(const aug_params *p, const img_u8 *im, float m[6])
+{
+    float s = (float)(im->w < im->h ? im->w : im->h) / (p->w < p->h ? p->w : p->h);
+    float x0 = (im->w - p->w * s) / 2, y0 = (im->h - p->h * s) / 2;
+    m[0] = s; m[1] = 0; m[2] = x0 + 0.5f * s - 0.5f;
+    m[3] = 0; m[4] = s; m[5] = y0 + 0.5f * s - 0.5f;
+}
+
+static void flip_horizontal(float m[6], int w)
+{
+    /* x -> (w-1-x): the source coordinate's x coefficient changes sign and the offset moves. */
+    m[2] += m[0] * (w - 1);
+    m[0] = -m[0];
+    m[5] += m[3] * (w - 1);
+    m[3] = -m[3];
+}
+
+static void rgb_to_hsv(float r, float g, float b, float *h, float *s, float *v)
+{
+    float mx = fmaxf(r, fmaxf(g, b)), mn = fminf(r, fminf(g, b)), d = mx - mn;
+    *v = mx;
+    *s = mx > 0 ? d / mx : 0;
+    if (d <= 0) {
+        *h = 0;
+        return;
+    }
+    float hh = r == mx ? (g - b) / d : g == mx ? 2 + (b - r) / d : 4 + (r - g) / d;
+    hh /= 6;
+    *h = hh < 0 ? hh + 1 : hh;
+}
+
+static void hsv_to_rgb(float h, float s, float v, float *r, float *g, float *b)
+{
+    float f = h * 6, i = floorf(f);
+    f -= i;
+    float p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
+    switch ((int)i % 6) {
+    case 0: *r = v; *g = t; *b = p; break;
+    case 1: *r = q; *g = v; *b = p; break;
+    case 2: *r = p; *g = v; *b = t; break;
+    case 3: *r = p; *g = q; *b = v; break;
+    case 4: *r = t; *g = p; *b = v; break;
+    default: *r = v; *g = p; *b = q; break;
+    }
+}
+
+static inline float clamp01(float x) { return x < 0 ? 0 : x > 1 ? 1 : x; }
+
+/* darknet's distort_image: hue shift (wrapping), saturation and value scaling, in HSV. */
+static void distort_hsv(float *im, size_t n, float dhue, float dsat, float dexp)
+{
+    float *R = im, *G = im + n, *B = im + 2 * n;
+    for (size_t i = 0; i < n; i++) {
+        float h, s, v;
+        rgb_to_hsv(R[i], G[i], B[i], &h, &s, &v);
+        h += dhue;
+        h -= floorf(h);
+        hsv_to_rgb(h, clamp01(s * dsat), clamp01(v * dexp), &R[i], &G[i], &B[i]);
+    }
+}
+
+static float luma(float r, float g, float b) { return 0.299f * r + 0.587f * g + 0.114f * b; }
+
+/* torchvision ColorJitter(0.4, 0.4, 0.4, 0.1) in a fixed order: brightness, contrast, saturation, hue. */
+static void color_jitter(float *im, size_t n, philox_t *g)
+{
+    float bri = philox_range(g, 0.6f, 1.4f), con = philox_range(g, 0.6f, 1.4f);
+    float sat = philox_range(g, 0.6f, 1.4f), hue = philox_range(g, -0.1f, 0.1f);
+    float *R = im, *G = im + n, *B = im + 2 * n;
+    double mean = 0;
+    for (size_t i = 0; i < n; i++) {
+        R[i] = clamp01(R[i] * bri), G[i] = clamp01(G[i] * bri), B[i] = clamp01(B[i] * bri);
+        mean += luma(R[i], G[i], B[i]);
+    }
+    float m = (float)(mean / n);
+    for (size_t i = 0; i < n; i++) {
+        R[i] = clamp01((R[i] - m) * con + m), G[i] = clamp01((G[i] - m) * con + m), B[i] = clamp01((B[i] - m) * con + m);
+        float l = luma(R[i], G[i], B[i]);
+        R[i] = clamp01((R[i] - l) * sat + l), G[i] = clamp01((G[i] - l) * sat + l), B[i] = clamp01((B[i] - l) * sat + l);
+    }
+    distort_hsv(im, n, hue, 1, 1);
+}
+
+static void to_gray(float *im, size_t n)
+{
+    for (size_t i = 0; i < n; i++) im[i] = im[n + i] = im[2 * n + i] = luma(im[i], im[n + i], im[2 * n + i]);
+}
+
+/* Separable Gaussian blur, kernel about 10% of the image side (SimCLR), reflecting at the borders. */
+static void gaussian_blur(float *im, int w, int h, float sigma, float *tmp)
+{
+    int k = (int)(0.1f * (w < h ? w : h));
+    if (k < 3) k = 3;
+    int r = k / 2;
+    float kern[64];
+    if (r > 31) r = 31;
+    float sum = 0;
+    for (int i = -r; i <= r; i++) sum += kern[i + r] = expf(-0.5f * i * i / (sigma * sigma));
+    for (int i = 0; i <= 2 * r; i++) kern[i] /= sum;
+    for (int ch = 0; ch < 3; ch++) {
+        float *p = im + (size_t)ch * w * h;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                float v = 0;
+                for (int i = -r; i <= r; i++) {
+                    int xx = x + i;
+                    xx = xx < 0 ? -xx : xx >= w ? 2 * w - 2 - xx : xx;
+                    v += kern[i + r] * p[y * w + (xx < 0 ? 0 : xx)];
+                }
+                tmp[y * w + x] = v;
+            }
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                float v = 0;
+                for (int i = -r; i <= r; i++) {
+                    int yy = y + i;
+                    yy = yy < 0 ? -yy : yy >= h ? 2 * h - 2 - yy : yy;
+                    v += kern[i + r] * tmp[(yy < 0 ? 0 : yy) * w + x];
+                }
+                p[y * w + x] = v;
+            }
+    }
+}
+
+void transform_sample(const aug_params *p, const img_u8 *src, philox_t *g, float *out, float *tmp)
+{
+    int w = p->w, h = p->h;
+    size_t n = (size_t)w * h;
+    float m[6];
+    /* Work in RGB; a 1-channel net gets luma at the end. */
+    float *rgb = p->c == 3 ? out : tmp + n;
+    if (p->preset == AUG_DARKNET)
+        affine_darknet(p, src, g, m);
+    else if (p->preset == AUG_WEAK || p->preset == AUG_STRONG)
+        affine_resized_crop(p, src, g, m);
+    else
+        affine_eval(p, src, m);
+    if (p->preset != AUG_EVAL && p->flip && (philox_next(g) & 1)) flip_horizontal(m, w);
+    warp_affine(src, w, h, m, rgb);
+    if (p->preset == AUG_DARKNET && (p->hue != 0 || p->saturation != 1 || p->exposure != 1)) {
+        float dhue = philox_range(g, -p->hue, p->hue);
+        float dsat = rand_scale(g, p->saturation), dexp = rand_scale(g, p->exposure);
+        distort_hsv(rgb, n, dhue, dsat, dexp);
+    }
+    if (p->preset == AUG_STRONG) {
+        if (philox_uniform(g) < 0.8f) color_jitter(rgb, n, g);
+        if (philox_uniform(g) < 0.2f) to_gray(rgb, n);
+        if (philox_uniform(g) < 0.5f) gaussian_blur(rgb, w, h, philox_range(g, 0.1f, 2.0f), tmp);
+    }
+    if (p->c == 1)
+        for (size_t i = 0; i < n; i++) out[i] = luma(rgb[i], rgb[n + i], rgb[2 * n + i]);
+}
+
+void transform_min_decode(const aug_params *p, int *min_w, int *min_h)
+{
+    /* darknet scales the shorter side to at most max_crop; a resized crop keeps at least sqrt(0.2) of a side. */
+    int side = p->w > p->h ? p->w : p->h;
+    if (p->preset == AUG_DARKNET && p->max_crop > side) side = p->max_crop;
+    if (p->preset == AUG_WEAK || p->preset == AUG_STRONG) side = (int)ceilf(side / sqrtf(0.2f));
+    *min_w = *min_h = side;
+}
