@@ -1,0 +1,129 @@
+/* Backend-neutral tensor ops for the diffusion networks (clip.c, vae.c, unet.c).
+ *
+ * One op per function, forward only, float32. Images are NCHW; token sequences are row-major [B, T, C]. A
+ * backend (ops_cpu.c here, ops_cuda.cu later) fills an ops_backend with function pointers that work on its own
+ * memory ("device" pointers): model code never sees which one it runs on.
+ *
+ * Work memory comes from an ops_arena, a stack allocator over one backend buffer. A model sizes its arena at
+ * load with a dry run of its forward pass at the largest batch/size it must serve: in a dry run the arena only
+ * counts and the op_* wrappers below do nothing. A forward pass then only pushes and pops; it never allocates. */
+#ifndef GENIE_OPS_H
+#define GENIE_OPS_H
+#include <stddef.h>
+#include <stdint.h>
+
+enum ops_act { OPS_ACT_NONE, OPS_ACT_SILU, OPS_ACT_GELU, OPS_ACT_QUICK_GELU };
+
+typedef struct ops_backend ops_backend;
+struct ops_backend {
+    const char *name;
+    void *impl;
+
+    /* memory: device buffers of n floats; weights are handed over from host float32 arrays (the CPU backend
+     * keeps the host pointer, a device backend copies) */
+    float *(*alloc)(ops_backend *be, size_t n);
+    void (*release)(ops_backend *be, float *p);
+    const float *(*weight_put)(ops_backend *be, const float *host, size_t n);
+    void (*weight_drop)(ops_backend *be, const float *dev);
+    void (*upload)(ops_backend *be, float *dst, const float *host, size_t n);
+    void (*download)(ops_backend *be, float *host, const float *src, size_t n);
+    void (*copy)(ops_backend *be, float *dst, const float *src, size_t n);   /* regions may overlap */
+    size_t (*count_nonfinite)(ops_backend *be, const float *x, size_t n);
+
+    /* y[B,Cout,Ho,Wo] = conv(x[B,Cin,H,W], w[Cout,Cin,k,k]) + bias; pads are top, left, bottom, right;
+     * Ho = (H + pt + pb - k) / stride + 1 */
+    void (*conv2d)(ops_backend *be, const float *x, int B, int Cin, int H, int W, const float *w,
+                   const float *bias, int Cout, int k, int stride, const int pad[4], float *y);
+    /* y[rows,out] = x[rows,in] @ w[out,in]^T + bias (bias may be NULL) */
+    void (*linear)(ops_backend *be, const float *x, int rows, int in, const float *w, const float *bias,
+                   int out, float *y);
+    /* per (batch, group) statistics over C/G channels x HW; then affine and an optional activation */
+    void (*group_norm)(ops_backend *be, const float *x, int B, int C, int HW, int G, float eps,
+                       const float *gamma, const float *beta, enum ops_act act, float *y);
+    void (*layer_norm)(ops_backend *be, const float *x, int rows, int C, float eps, const float *gamma,
+                       const float *beta, float *y);
+    /* y = a + b (y may alias a or b) */
+    void (*add)(ops_backend *be, const float *a, const float *b, size_t n, float *y);
+    void (*mul)(ops_backend *be, const float *a, const float *b, size_t n, float *y);
+    /* x[b,c,:] += v[b,c]: the time embedding added to a ResNet's feature map */
+    void (*add_channel)(ops_backend *be, float *x, int B, int C, int HW, const float *v);
+    void (*act)(ops_backend *be, enum ops_act act, const float *x, size_t n, float *y);
+    /* y[rows,inner] = x[:, :inner] * gelu(x[:, inner:]) for x[rows, 2*inner] */
+    void (*geglu)(ops_backend *be, const float *x, int rows, int inner, float *y);
+    /* Multi-head scaled dot-product attention. Row t of batch b of q starts at q + (b*Tq + t)*ldq, the same
+     * for k, v (ldk, ldv) and out (heads*dh contiguous); head h uses columns h*dh .. h*dh+dh-1.
+     * causal: query t sees keys 0..t. Scores are never materialised for all heads at once. */
+    void (*attention)(ops_backend *be, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
+                      int B, int Tq, int Tk, int heads, int dh, float scale, int causal, float *out);
+    void (*upsample2x)(ops_backend *be, const float *x, int B, int C, int H, int W, float *y);
+    /* y[B, Ca+Cb, HW] = cat(a[B,Ca,HW], b[B,Cb,HW]) along channels */
+    void (*concat)(ops_backend *be, const float *a, int Ca, const float *b, int Cb, int B, int HW, float *y);
+    /* [B,C,HW] -> [B,HW,C] and back */
+    void (*to_tokens)(ops_backend *be, const float *x, int B, int C, int HW, float *y);
+    void (*from_tokens)(ops_backend *be, const float *x, int B, int C, int HW, float *y);
+    /* y[B,dim] = sinusoidal embedding of the host timesteps t[B] (diffusers get_timestep_embedding, max period
+     * 10000): half = dim/2, f_i = exp(-ln(1e4) i / (half - shift)); [sin, cos], or [cos, sin] when flip */
+    void (*timestep_embedding)(ops_backend *be, const float *t, int B, int dim, int flip, float shift, float *y);
+    /* y[B,L,C] = tok[ids[b,l]] + pos[l], ids on the host (validated by the caller) */
+    void (*embed_tokens)(ops_backend *be, const int *ids, int B, int L, const float *tok, const float *pos, int C,
+                         float *y);
+
+    void (*destroy)(ops_backend *be);
+};
+
+/* CPU backend: OpenBLAS sgemm plus a persistent pthread pool of nthreads (<= 0: the number of online CPUs).
+ * Results do not depend on nthreads: work is split into tiles chosen from the sizes alone and every tile runs
+ * single-threaded sgemm. NULL + err_msg() on failure. */
+ops_backend *ops_cpu_create(int nthreads);
+int ops_cpu_threads(const ops_backend *be);
+
+/* ---- arena ---- */
+typedef struct {
+    ops_backend *be;
+    float *base;
+    size_t cap, top, peak;      /* in floats */
+    int dry;                    /* counting only: no memory, ops are skipped */
+} ops_arena;
+
+/* Arena pushes are rounded to 16 floats (64 bytes) so every buffer is cache-line aligned. A forward pass does
+ * a dry run first and refuses sizes whose peak exceeds cap, so a real push never overflows. */
+static inline float *ar_push(ops_arena *a, size_t n)
+{
+    size_t at = a->top;
+    a->top += (n + 15) & ~(size_t)15;
+    if (a->top > a->peak) a->peak = a->top;
+    return a->dry ? NULL : a->base + at;
+}
+static inline size_t ar_mark(const ops_arena *a) { return a->top; }
+static inline void ar_pop(ops_arena *a, size_t mark) { a->top = mark; }
+
+/* Starts a dry run (counting only) or a real one. */
+static inline void ar_begin(ops_arena *a, int dry)
+{
+    a->dry = dry;
+    a->top = a->peak = 0;
+}
+
+/* Makes the arena hold at least n floats (a backend allocation, done at load). -1 on failure. */
+static inline int ar_reserve(ops_arena *a, size_t n)
+{
+    if (n <= a->cap) return 0;
+    float *p = a->be->alloc(a->be, n);
+    if (!p) return -1;
+    if (a->base) a->be->release(a->be, a->base);
+    a->base = p;
+    a->cap = n;
+    return 0;
+}
+
+static inline void ar_free(ops_arena *a)
+{
+    if (a->base) a->be->release(a->be, a->base);
+    a->base = NULL;
+    a->cap = 0;
+}
+
+/* ---- op wrappers: skip the work during a dry run ---- */
+#define OPS_RUN(a, op, ...) do { if (!(a)->dry) (a)->be->op((a)->be, __VA_ARGS__); } while (0)
+
+#endif

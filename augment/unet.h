@@ -1,0 +1,25 @@
+/* The denoising UNet of latent diffusion (diffusers UNet2DConditionModel, SD 1.x/2.x family): sinusoidal time
+ * embedding, down path of ResNet (+ cross-attention transformer) blocks, cross-attention mid block, up path with
+ * skip concatenation, GroupNorm-SiLU-conv head. */
+#ifndef GENIE_UNET_H
+#define GENIE_UNET_H
+#include "ops.h"
+#include "sdconfig.h"
+#include "weights.h"
+
+typedef struct unet_model unet_model;
+
+/* Builds the UNet from cfg and w on backend be, with work memory for up to max_batch latents of max_h x max_w
+ * and contexts of up to max_ctx tokens. NULL + err_msg() on a missing or mis-shaped tensor or an unsupported
+ * config. */
+unet_model *unet_load(const unet_config *cfg, weights *w, ops_backend *be, int max_batch, int max_h, int max_w,
+                      int max_ctx);
+/* out[B, out_channels, h, w] = eps prediction for x[B, in_channels, h, w] at timesteps t[B] (float, per item)
+ * with context ctx[B, L, cross_attention_dim]. h and w must be multiples of unet_factor. -1 + err_msg() on a
+ * size beyond the arena or a non-finite value (naming the stage). */
+int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int B, int h, int w, int L,
+                 float *out);
+int unet_factor(const unet_model *m);
+void unet_free(unet_model *m);
+
+#endif
