@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Writes the SD fixtures the C engine's tests compare against (tests/fixtures/sd-tiny-{a,b}/, sd-tiny-a.safetensors).
+
+Deterministic: every random tensor comes from torch.manual_seed. The layout is documented in
+tests/fixtures/README.md. Self-consistency checks of the reference run first (asserts).
+"""
+import os
+import sys
+
+try:
+    import torch
+except ImportError:   # the python3 on PATH may be a pyenv without Debian's python3-torch
+    if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    raise
+
+import json
+import math
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sd_ref as R  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+
+CA, D, U, CAU = "CrossAttnDownBlock2D", "DownBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"
+
+LONG = "a photo of a golden retriever dog playing in the green park with a red ball, " * 5
+PROMPTS = ["", "a photo of a cat.", "A photo of a tench, Tinca tinca",
+           "it's 2 dogs' toys!!  and   3 CATS,\t10 zebras", "a xylophone and a quokka", LONG.strip()]
+# merges are learned on all prompts but the one with "xylophone"/"quokka", so those stay byte-level pieces
+MERGE_TEXTS = [p for p in PROMPTS if "quokka" not in p]
+N_MERGES = 120
+
+IMG_PROMPTS = ["a photo of a cat.", "A photo of a tench, Tinca tinca"]
+STRENGTH, STEPS, GUIDANCE = 0.6, 5, 7.5
+UNET_TIMESTEPS = [999, 500, 1]
+
+CONFIGS = [
+    dict(name="sd-tiny-a", seed=1, dtype=torch.float32, image=16,
+         unet=R.unet_config((16, 24), [CA, D], [U, CAU], 1, 2, 32, False, groups=8, sample_size=8),
+         vae=R.vae_config((8, 16), 1, groups=4, sample_size=16),
+         clip=dict(hidden=32, layers=2, heads=2, inter=64), deprecated_vae=False, clip_position_ids=False,
+         single_file=False),
+    dict(name="sd-tiny-b", seed=2, dtype=torch.float16, image=32,
+         unet=R.unet_config((8, 16, 16), [CA, CA, D], [U, CAU, CAU], 2, [1, 2, 4], 48, True, groups=4,
+                            sample_size=8),
+         vae=R.vae_config((8, 16, 16), 2, groups=4, sample_size=32),
+         clip=dict(hidden=48, layers=2, heads=4, inter=96), deprecated_vae=True, clip_position_ids=True,
+         single_file=True),
+]
+
+
+def perturb_norms(module, gen):
+    """Non-trivial affine parameters for every GroupNorm/LayerNorm (default init is 1/0, which would hide a
+    missing scale or shift)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=gen))
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=gen))
+
+
+def test_image(S, k):
+    """A smooth deterministic RGB pattern, uint8 [S,S,3]."""
+    y, x = np.mgrid[0:S, 0:S].astype(np.float64) / S
+    r = 0.5 + 0.5 * np.sin(2 * math.pi * (x + 0.3 * k) + 1.0)
+    g = 0.5 + 0.5 * np.cos(2 * math.pi * (y * (1 + k)) + 0.5 * x)
+    b = (x * (1 - y) + 0.25 * k) % 1.0
+    return np.clip(np.round(np.stack([r, g, b], -1) * 255), 0, 255).astype(np.uint8)
+
+
+def to_tensor(img):
+    """uint8 [H,W,3] -> [1,3,H,W] in [-1,1] (diffusers preprocess: x/255*2-1)."""
+    return torch.from_numpy(img.astype(np.float32) / 255.0 * 2 - 1).permute(2, 0, 1)[None].contiguous()
+
+
+def build(cfg, vocab, merges):
+    torch.manual_seed(cfg["seed"])
+    gen = torch.Generator().manual_seed(cfg["seed"] + 100)
+    c = cfg["clip"]
+    ccfg = R.clip_config(c["hidden"], c["layers"], c["heads"], c["inter"], len(vocab))
+    clip, unet, vae = R.CLIPTextModel(ccfg), R.UNet2DConditionModel(cfg["unet"]), R.AutoencoderKL(cfg["vae"])
+    for m in (clip, unet, vae):
+        perturb_norms(m, gen)
+        R.round_weights(m, cfg["dtype"])
+        m.eval()
+    return R.SDModel(R.CLIPTokenizer(vocab, merges), clip, unet, vae), ccfg
+
+
+def check_tokenizer(tok):
+    for p in PROMPTS:
+        ids = tok(p)
+        assert len(ids) == 77 and ids[0] == tok.bos
+        n = len(tok.tokens(p))
+        if n <= 75:
+            assert ids[n + 1] == tok.eos and all(i == tok.pad for i in ids[n + 2:])
+            assert tok.decode(ids).replace(" ", "") == R.clean_text(p).replace(" ", "")
+        else:
+            assert ids[76] == tok.eos and ids[1:76] == tok.tokens(p)[:75]
+    assert tok("") == [tok.bos, tok.eos] + [tok.eos] * 75
+    assert len(tok.tokens(LONG)) > 75
+    # "'s" splits off, digits are single tokens, a punctuation run is one word, case and whitespace fold
+    assert R.pre_tokenize("it's 10 DOGS!!  x") == ["it", "'s", "1", "0", "dogs", "!!", "x"]
+    # un-merged words fall back to byte symbols, last one with </w>
+    assert tok.bpe("quokka")[-1].endswith("</w>")
+
+
+def check_schedules():
+    ac, _ = R.alphas_cumprod()
+    assert abs(ac[0].item() - 0.99915) < 1e-6 and abs(ac[999].item() - 0.004660) < 2e-6
+    d = R.DDIM()
+    d.set_timesteps(50)
+    assert d.timesteps[0] == 981 and d.timesteps[-1] == 1 and len(d.timesteps) == 50
+    ts = R.SDModel.img2img_timesteps(R.DDIM(), 50, 0.3)
+    assert len(ts) == 15 and ts[0] == 281
+    assert len(R.SDModel.img2img_timesteps(R.DDIM(), 50, 1.0)) == 50
+    p = R.DPMSolverPP()
+    p.set_timesteps(50)
+    t = [int(v) for v in p.timesteps]
+    assert t[:2] == [999, 979] and 519 in t and 500 in t and 480 in t and t[-1] == 20
+    # with a perfect epsilon model every sampler lands exactly on the forward-noised point of its next timestep
+    g = torch.Generator().manual_seed(7)
+    x0, eps = torch.randn(1, 4, 4, 4, generator=g), torch.randn(1, 4, 4, 4, generator=g)
+    for kind, n in (("ddim", 10), ("dpm", 10), ("dpm", 20)):
+        s = R.make_scheduler(kind)
+        s.set_timesteps(n)
+        x = R.add_noise(s.ac, x0, eps, s.timesteps[0])
+        for i, t in enumerate(s.timesteps):
+            x = s.step(eps, t, x)
+            nxt = s.timesteps[i + 1] if i + 1 < len(s.timesteps) else None
+            if nxt is not None:
+                want = R.add_noise(s.ac, x0, eps, nxt)
+            elif kind == "ddim":
+                want = R.add_noise(s.ac, x0, eps, 0)   # set_alpha_to_one false: final alpha = ac[0]
+            else:
+                want = R.add_noise(s.ac, x0, eps, 0)   # 0.19 DPM ends at timestep 0
+            assert torch.allclose(x, want, atol=2e-5), (kind, n, i)
+
+
+def check_single_file(model, cfg):
+    usd, vsd, csd = model.unet.state_dict(), model.vae.state_dict(), model.clip.state_dict()
+    sf = R.to_single_file(usd, vsd, csd, cfg["unet"], cfg["vae"])
+    u2, v2, c2 = R.from_single_file(sf, cfg["unet"], cfg["vae"])
+    for a, b in ((usd, u2), (vsd, v2), (csd, c2)):
+        assert set(a) == set(b), set(a) ^ set(b)
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    assert len(sf) == len(usd) + len(vsd) + len(csd) + 8
+    # the generic layout reproduces SD 1.5's landmark names
+    sd15 = R.unet_config((320, 640, 1280, 1280), [CA, CA, CA, D], [U, CAU, CAU, CAU], 2, 8, 768, False)
+    names = {l for _, l, _ in R._unet_layout(sd15)}
+    for want in ("input_blocks.3.0.op", "input_blocks.6.0.op", "input_blocks.9.0.op", "input_blocks.11.0",
+                 "output_blocks.2.1.conv", "output_blocks.5.2.conv", "output_blocks.8.2.conv",
+                 "output_blocks.11.1", "middle_block.1", "input_blocks.8.1"):
+        assert want in names, want
+    assert "input_blocks.10.1" not in names and "output_blocks.2.1" not in names
+    vl = {d: l for d, l, _ in R._vae_layout(R.vae_config((128, 256, 512, 512), 2))}
+    assert vl["decoder.up_blocks.0.resnets.2"] == "decoder.up.3.block.2"
+    assert vl["decoder.up_blocks.3.resnets.0"] == "decoder.up.0.block.0"
+    assert vl["encoder.down_blocks.2.downsamplers.0.conv"] == "encoder.down.2.downsample.conv"
+    return sf
+
+
+def load_folder(dirpath, cfg, ccfg, vocab, merges):
+    """Rebuilds the models from the written folder (undoing the deprecated VAE names) to prove the files are
+    what the refs were computed from."""
+    clip, unet, vae = R.CLIPTextModel(ccfg), R.UNet2DConditionModel(cfg["unet"]), R.AutoencoderKL(cfg["vae"])
+    inv = {v: k for k, v in R.VAE_DEPRECATED_ATTN.items()}
+    vsd = {}
+    for k, v in R.load_safetensors(os.path.join(dirpath, "vae", "diffusion_pytorch_model.safetensors")).items():
+        for old, new in inv.items():
+            k = k.replace(".attentions.0." + old + ".", ".attentions.0." + new + ".")
+        vsd[k] = v.float()
+    csd = {k: v.float() for k, v in R.load_safetensors(os.path.join(dirpath, "text_encoder", "model.safetensors")).items()
+           if not k.endswith("position_ids")}
+    usd = {k: v.float() for k, v in
+           R.load_safetensors(os.path.join(dirpath, "unet", "diffusion_pytorch_model.safetensors")).items()}
+    clip.load_state_dict(csd, strict=True)
+    unet.load_state_dict(usd, strict=True)
+    vae.load_state_dict(vsd, strict=True)
+    tok = R.CLIPTokenizer.from_files(os.path.join(dirpath, "tokenizer", "vocab.json"),
+                                     os.path.join(dirpath, "tokenizer", "merges.txt"))
+    assert tok.vocab == vocab and list(tok.ranks) == [tuple(m) for m in merges]
+    for m in (clip, unet, vae):
+        m.eval()
+    return R.SDModel(tok, clip, unet, vae)
+
+
+def sched_refs(refs):
+    ac, _ = R.alphas_cumprod()
+    refs["sched.alphas_cumprod"] = ac
+    for kind, ns in (("ddim", (5, 20, 50)), ("dpm", (5, 20, 25, 50))):
+        for n in ns:
+            s = R.make_scheduler(kind)
+            s.set_timesteps(n)
+            refs[f"sched.{kind}.t{n}"] = s.timesteps.float()
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(1, 4, 4, 4, generator=g)
+    eps = torch.randn(20, 1, 4, 4, 4, generator=g)
+    refs["sched.x"], refs["sched.eps"] = x, eps
+    for kind, n, start in (("ddim", 5, 0), ("ddim", 20, 0), ("dpm", 5, 0), ("dpm", 5, 2), ("dpm", 20, 0)):
+        s = R.make_scheduler(kind)
+        s.set_timesteps(n)
+        y, traj = x.clone(), []
+        for i, t in enumerate(s.timesteps[start:]):
+            y = s.step(eps[i], t, y)
+            traj.append(y)
+        refs[f"sched.{kind}.n{n}s{start}"] = torch.stack(traj)
+
+
+@torch.no_grad()
+def model_refs(model, cfg, refs, info):
+    tok = model.tok
+    ids = torch.tensor([tok(p) for p in PROMPTS], dtype=torch.int64)
+    refs["tok.ids"] = ids.float()
+    tr = {}
+    refs["clip.hidden"] = model.clip(ids)
+    model.clip(ids[1:2], tr)
+    for k, v in tr.items():
+        refs[f"clip.trace.{k}"] = v
+    info["prompts"] = PROMPTS
+    info["clip_trace_prompt"] = 1
+
+    # VAE
+    S = cfg["image"]
+    imgs = [test_image(S, k) for k in range(2)]
+    for k, im in enumerate(imgs):
+        R.write_png(os.path.join(ROOT, cfg["name"], f"img{k}.png"), im)
+    image = torch.cat([to_tensor(im) for im in imgs])
+    g = torch.Generator().manual_seed(cfg["seed"] + 200)
+    h = S // 2 ** (len(cfg["vae"]["block_out_channels"]) - 1)
+    vae_noise = torch.randn(2, 4, h, h, generator=g)
+    latent_noise = torch.randn(2, 4, h, h, generator=g)
+    tr = {}
+    mean, logvar = model.vae.encode(image, tr)
+    refs["vae.image"], refs["vae.mean"], refs["vae.logvar"] = image, mean, logvar
+    refs["vae.noise"], refs["vae.sample"] = vae_noise, R.AutoencoderKL.sample(mean, logvar, vae_noise)
+    dec_in = 3.0 * torch.randn(2, 4, h, h, generator=g)
+    refs["vae.dec_in"] = dec_in
+    refs["vae.dec_out"] = model.vae.decode(dec_in, tr)
+    for k, v in tr.items():
+        if k.startswith("enc.") or k in ("dec.mid", "dec.up0"):
+            refs[f"vae.trace.{k}"] = v[:1]
+
+    # UNet at batch 2 (uncond "", cond prompt 1), three timesteps, CFG combination
+    x = torch.randn(2, 4, h, h, generator=g)
+    ctx = model.encode_prompts(["", PROMPTS[1]])
+    refs["unet.x"] = x   # context: clip.hidden rows 0 ("") and 1
+    for t in UNET_TIMESTEPS:
+        tr = {}
+        out = model.unet(x, torch.tensor(t), ctx, tr if t == UNET_TIMESTEPS[0] else None)
+        refs[f"unet.out.t{t}"] = out
+        refs[f"unet.cfg.t{t}"] = out[:1] + GUIDANCE * (out[1:] - out[:1])
+        single = torch.cat([model.unet(x[i:i + 1], torch.tensor(t), ctx[i:i + 1]) for i in range(2)])
+        assert torch.allclose(single, out, atol=1e-5), "UNet batch rows must be independent"
+        for k, v in tr.items():
+            refs[f"unet.trace.{k}"] = v[:1]
+    info["unet_timesteps"] = UNET_TIMESTEPS
+    info["unet_trace_timestep"] = UNET_TIMESTEPS[0]
+
+    # img2img (diffusers 0.19 StableDiffusionImg2ImgPipeline semantics) with both schedulers, and txt2img
+    R.save_safetensors({"vae_noise": vae_noise, "latent_noise": latent_noise},
+                       os.path.join(ROOT, cfg["name"], "noise.safetensors"))
+    refs["img2img.vae_noise"], refs["img2img.latent_noise"] = vae_noise, latent_noise
+    for kind in ("ddim", "dpm"):
+        traj = []
+        out, inf = model.img2img(image, IMG_PROMPTS, STRENGTH, STEPS, GUIDANCE, vae_noise, latent_noise, kind, traj)
+        assert len(traj) == int(STEPS * STRENGTH) == 3
+        refs[f"img2img.{kind}.timesteps"] = inf["timesteps"].float()
+        refs[f"img2img.{kind}.x_init"] = inf["x_init"]
+        refs[f"img2img.{kind}.latents"] = torch.stack(traj)
+        refs[f"img2img.{kind}.image"] = out
+        refs["img2img.z0"] = inf["z0"]
+        assert torch.equal(inf["ctx"], refs["clip.hidden"][[0, 0, 1, 2]])
+        # strength 1: every timestep of the schedule runs, from the noised image (not from pure noise)
+        s = R.make_scheduler(kind)
+        full = R.SDModel.img2img_timesteps(s, STEPS, 1.0)
+        assert torch.equal(full, s.timesteps)
+
+        traj = []
+        out, inf = model.txt2img(IMG_PROMPTS, 3, GUIDANCE, latent_noise, kind, traj)
+        refs[f"txt2img.{kind}.timesteps"] = inf["timesteps"].float()
+        refs[f"txt2img.{kind}.latents"] = torch.stack(traj)
+        refs[f"txt2img.{kind}.image"] = out
+        # txt2img == the denoising loop of img2img at strength 1 started from pure noise
+        s = R.make_scheduler(kind)
+        ts = R.SDModel.img2img_timesteps(s, 3, 1.0)
+        assert torch.allclose(model.denoise(s, ts, latent_noise, inf["ctx"], GUIDANCE), traj[-1], atol=0)
+    info["img2img"] = {"prompts": IMG_PROMPTS, "negative_prompt": "", "strength": STRENGTH, "steps": STEPS,
+                       "guidance": GUIDANCE, "images": ["img0.png", "img1.png"],
+                       "noise_file": "noise.safetensors"}
+    info["txt2img"] = {"prompts": IMG_PROMPTS, "steps": 3, "guidance": GUIDANCE,
+                       "initial_latents": "latent_noise"}
+
+
+def main():
+    check_schedules()
+    merges = R.learn_bpe(MERGE_TEXTS, N_MERGES)
+    vocab = R.build_vocab(merges)
+    total = 0
+    for cfg in CONFIGS:
+        model, ccfg = build(cfg, vocab, merges)
+        check_tokenizer(model.tok)
+        d = os.path.join(ROOT, cfg["name"])
+        os.makedirs(d, exist_ok=True)
+        R.write_diffusers(d, model, cfg["unet"], cfg["vae"], ccfg, merges, cfg["dtype"],
+                          cfg["deprecated_vae"], cfg["clip_position_ids"])
+        loaded = load_folder(d, cfg, ccfg, vocab, merges)
+        sf = check_single_file(model, cfg)
+        refs, info = {}, {"config": cfg["name"], "weights_dtype": str(cfg["dtype"]).replace("torch.", ""),
+                          "vocab_size": len(vocab), "n_merges": len(merges)}
+        sched_refs(refs)
+        model_refs(model, cfg, refs, info)
+        # the same refs from the models re-read from disk
+        ids = refs["tok.ids"].long()
+        assert torch.equal(loaded.clip(ids), refs["clip.hidden"])
+        assert torch.equal(loaded.unet(refs["unet.x"], torch.tensor(999), refs["clip.hidden"][:2]), refs["unet.out.t999"])
+        assert torch.equal(loaded.vae.decode(refs["vae.dec_in"]), refs["vae.dec_out"])
+        if cfg["single_file"]:
+            path = os.path.join(ROOT, cfg["name"] + ".safetensors")
+            R.save_safetensors({k: v.to(cfg["dtype"]) if v.is_floating_point() and v.dim() > 0 else v
+                                for k, v in sf.items()}, path)
+            u, v, c = R.from_single_file(R.load_safetensors(path), cfg["unet"], cfg["vae"])
+            m2 = R.UNet2DConditionModel(cfg["unet"])
+            m2.load_state_dict(u)
+            m2.eval()
+            with torch.no_grad():
+                assert torch.equal(m2(refs["unet.x"], torch.tensor(999), refs["clip.hidden"][:2]), refs["unet.out.t999"])
+            info["single_file"] = cfg["name"] + ".safetensors"
+        R.save_safetensors({k: v.float().contiguous() for k, v in refs.items()}, os.path.join(d, "refs.safetensors"))
+        info["tensors"] = {k: list(v.shape) for k, v in sorted(refs.items())}
+        R.write_json(os.path.join(d, "refs.json"), info)
+        for dp, _, fs in os.walk(d):
+            total += sum(os.path.getsize(os.path.join(dp, f)) for f in fs)
+        print(f"{cfg['name']}: {len(refs)} reference tensors, vocab {len(vocab)}")
+    total += sum(os.path.getsize(os.path.join(ROOT, c["name"] + ".safetensors")) for c in CONFIGS if c["single_file"])
+    print(f"fixtures: {total / 1e6:.2f} MB")
+    assert total < 3.3e6, "fixtures grew past 3.3 MB"
+
+
+if __name__ == "__main__":
+    main()
