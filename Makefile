@@ -91,7 +91,8 @@ bench-engine: genie
 	sh scripts/bench_engine.sh
 
 fixtures:
-	python3 scripts/make_fixtures.py
+	/usr/bin/python3 scripts/make_image_fixtures.py
+	/usr/bin/python3 scripts/make_fixtures.py
 
 clean:
 	rm -rf build build-asan genie

@@ -57,10 +57,17 @@ static int check_dims(const char *name, int w, int h)
     return 0;
 }
 
-static int decode_jpeg(const unsigned char *buf, size_t len, const char *name, int min_w, int min_h, img_u8 *out)
+/* After a failed decode TurboJPEG 2 can leave the handle mid-stream, so that the next, good, image fails too:
+ * drop it and start the next image with a fresh one. */
+static void tj_discard(tjhandle h)
 {
-    tjhandle tj = tj_decompressor();
-    if (!tj) return err_set("%s: cannot create a JPEG decoder", name);
+    tjDestroy(h);
+    pthread_setspecific(tj_key, NULL);
+}
+
+static int decode_jpeg_with(tjhandle tj, const unsigned char *buf, size_t len, const char *name, int min_w,
+                            int min_h, img_u8 *out)
+{
     int w, h, subsamp, cs;
     if (tjDecompressHeader3(tj, buf, len, &w, &h, &subsamp, &cs) != 0)
         return err_set("%s: corrupt JPEG header (%s)", name, tjGetErrorStr2(tj));
@@ -114,8 +121,24 @@ static int decode_jpeg(const unsigned char *buf, size_t len, const char *name, i
     return 0;
 }
 
+static int decode_jpeg(const unsigned char *buf, size_t len, const char *name, int min_w, int min_h, img_u8 *out)
+{
+    tjhandle tj = tj_decompressor();
+    if (!tj) return err_set("%s: cannot create a JPEG decoder", name);
+    int rc = decode_jpeg_with(tj, buf, len, name, min_w, min_h, out);
+    if (rc) tj_discard(tj);
+    return rc;
+}
+
 static int decode_png(const unsigned char *buf, size_t len, const char *name, img_u8 *out)
 {
+    /* IHDR is the first chunk: check its dimensions before libpng allocates anything for them. */
+    if (len >= 24 && memcmp(buf + 12, "IHDR", 4) == 0) {
+        unsigned long w = (unsigned long)buf[16] << 24 | buf[17] << 16 | buf[18] << 8 | buf[19];
+        unsigned long h = (unsigned long)buf[20] << 24 | buf[21] << 16 | buf[22] << 8 | buf[23];
+        if (w > IMGIO_MAX_SIDE || h > IMGIO_MAX_SIDE || w * h > IMGIO_MAX_PIXELS)
+            return err_set("%s: absurd image dimensions %lux%lu", name, w, h);
+    }
     png_image im;
     memset(&im, 0, sizeof im);
     im.version = PNG_IMAGE_VERSION;
