@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""PyTorch (CPU) timing of the SD reference on a model of realistic proportions with random weights, the
+counterpart of the C engine in scripts/bench_engine.sh.
+
+The model is seeded, so `--save DIR` (a diffusers folder + image.png + noise.safetensors + bench.json) lets the C
+engine load and run exactly the same computation. Output: machine-readable lines `torch <key> <value>`.
+
+  python3 scripts/bench_engine_ref.py [--threads T] [--steps N] [--strength R] [--scheduler dpm|ddim]
+                                      [--batch B] [--size PX] [--repeat K] [--save DIR] [--dtype f16|f32]
+                                      [--no-img2img]
+"""
+import os
+import sys
+
+try:
+    import torch
+except ImportError:   # the python3 on PATH may be a pyenv without Debian's python3-torch
+    if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    raise
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sd_ref as R  # noqa: E402
+
+PROMPT = "a photo of a golden retriever."
+CA, D, U, CAU = "CrossAttnDownBlock2D", "DownBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"
+
+
+def configs(size):
+    unet = R.unet_config((128, 256, 512), [CA, CA, D], [U, CAU, CAU], 2, 8, 768, False, groups=32,
+                         sample_size=size // 8)
+    vae = R.vae_config((64, 128, 256, 256), 2, groups=32, sample_size=size)
+    return unet, vae
+
+
+def build(size, seed):
+    torch.manual_seed(seed)
+    merges = R.learn_bpe([PROMPT], 100)
+    vocab = R.build_vocab(merges)
+    ucfg, vcfg = configs(size)
+    ccfg = R.clip_config(768, 4, 12, 3072, len(vocab))
+    model = R.SDModel(R.CLIPTokenizer(vocab, merges), R.CLIPTextModel(ccfg), R.UNet2DConditionModel(ucfg),
+                      R.AutoencoderKL(vcfg))
+    for m in (model.clip, model.unet, model.vae):
+        m.eval()
+    return model, ucfg, vcfg, ccfg, merges
+
+
+def image(size):
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    rgb = np.stack([0.5 + 0.5 * np.sin(6.283 * x), 0.5 + 0.5 * np.cos(6.283 * y * 2), (x + y) / 2], -1)
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def timed(fn, repeat):
+    ts, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--steps", type=int, default=10, help="scheduler steps N (img2img runs int(N*strength))")
+    ap.add_argument("--strength", type=float, default=0.5)
+    ap.add_argument("--scheduler", choices=("dpm", "ddim"), default="dpm")
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--batch", type=int, default=1, help="images per call (UNet runs at 2*batch)")
+    ap.add_argument("--size", type=int, default=256, help="image side in pixels (latent = size/8)")
+    ap.add_argument("--repeat", type=int, default=3, help="UNet timings: median of this many (after a warm-up)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", metavar="DIR", help="write the model as a diffusers folder (+ inputs) to DIR")
+    ap.add_argument("--dtype", choices=("f16", "f32"), default="f16", help="weight dtype for --save")
+    ap.add_argument("--no-img2img", action="store_true", help="time the UNet forward only")
+    a = ap.parse_args()
+    if a.size % 8:
+        ap.error("--size must be a multiple of 8")
+    torch.set_num_threads(a.threads)
+
+    model, ucfg, vcfg, ccfg, merges = build(a.size, a.seed)
+    dtype = torch.float16 if a.dtype == "f16" else torch.float32
+    if dtype == torch.float16:   # compute from exactly the weights the C engine will load
+        for m in (model.clip, model.unet, model.vae):
+            R.round_weights(m, dtype)
+    h = a.size // 8
+    g = torch.Generator().manual_seed(a.seed + 1)
+    vae_noise = torch.randn(a.batch, 4, h, h, generator=g)
+    latent_noise = torch.randn(a.batch, 4, h, h, generator=g)
+    img = image(a.size)
+    x_img = torch.from_numpy(img.astype(np.float32) / 255 * 2 - 1).permute(2, 0, 1)[None].repeat(a.batch, 1, 1, 1)
+    if a.save:
+        os.makedirs(a.save, exist_ok=True)
+        R.write_diffusers(a.save, model, ucfg, vcfg, ccfg, merges, dtype)
+        R.write_png(os.path.join(a.save, "image.png"), img)
+        R.save_safetensors({"vae_noise": vae_noise, "latent_noise": latent_noise},
+                           os.path.join(a.save, "noise.safetensors"))
+        R.write_json(os.path.join(a.save, "bench.json"), {
+            "prompt": PROMPT, "image": "image.png", "noise": "noise.safetensors", "batch": a.batch,
+            "steps": a.steps, "strength": a.strength, "scheduler": a.scheduler, "guidance": a.guidance,
+            "size": a.size, "seed": a.seed})
+
+    n_params = {k: sum(p.numel() for p in m.parameters())
+                for k, m in (("unet", model.unet), ("vae", model.vae), ("clip", model.clip))}
+    print(f"torch threads {a.threads}")
+    print(f"torch version {torch.__version__}")
+    for k, v in n_params.items():
+        print(f"torch {k}_params {v}")
+
+    with torch.no_grad():
+        ctx = torch.cat([model.encode_prompts([""] * a.batch), model.encode_prompts([PROMPT] * a.batch)])
+        x = torch.randn(2 * a.batch, 4, h, h, generator=g)
+        model.unet(x, torch.tensor(999), ctx)   # warm-up
+        t_unet, _ = timed(lambda: model.unet(x, torch.tensor(999), ctx), a.repeat)
+        print(f"torch unet_forward_s {t_unet:.4f}")
+        print(f"torch unet_batch {2 * a.batch}")
+        if not a.no_img2img:
+            t_clip, _ = timed(lambda: model.encode_prompts([""] * a.batch + [PROMPT] * a.batch), 1)
+            t_enc, _ = timed(lambda: model.vae.encode(x_img), 1)
+            t_dec, _ = timed(lambda: model.vae.decode(latent_noise), 1)
+            t0 = time.perf_counter()
+            out, info = model.img2img(x_img, [PROMPT] * a.batch, a.strength, a.steps, a.guidance, vae_noise,
+                                      latent_noise, a.scheduler)
+            t_all = time.perf_counter() - t0
+            print(f"torch clip_s {t_clip:.4f}")
+            print(f"torch vae_encode_s {t_enc:.4f}")
+            print(f"torch vae_decode_s {t_dec:.4f}")
+            print(f"torch img2img_steps {len(info['timesteps'])}")
+            print(f"torch img2img_s {t_all:.4f}")
+            print(f"torch img2img_mean {out.mean().item():.6f}")
+            if a.save:
+                R.save_safetensors({"image": out.contiguous()}, os.path.join(a.save, "torch_out.safetensors"))
+    print(f"torch peak_rss_mb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
+
+
+if __name__ == "__main__":
+    main()
