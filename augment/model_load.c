@@ -873,8 +873,8 @@ static int infer_clip(const st_file *f, clip_config *c, int *has_text_model)
     int n = 0;
     while (has(f, "%sencoder.layers.%d.mlp.fc1.weight", pfx, n)) n++;
     c->num_hidden_layers = n;
-    if (c->hidden_size % 64) return err_set("%s: CLIP width %d is not a multiple of 64", st_path(f), c->hidden_size);
-    c->num_attention_heads = c->hidden_size / 64;
+    /* heads are not in the tensors: CLIP uses 64 per head (0 = unknown, a config must say) */
+    c->num_attention_heads = c->hidden_size % 64 ? 0 : c->hidden_size / 64;
     return 0;
 }
 
@@ -900,6 +900,13 @@ static int load_single(const char *path, const char *config_dir, sd_model *m)
         if (path_join(p, config_dir, "scheduler/scheduler_config.json")) return -1;
         if (file_exists(p) && sd_parse_sched_config(p, &m->sched)) return -1;
     }
+    if (!m->clip.num_attention_heads)
+        return err_set("%s: CLIP width %d is not a multiple of 64, so its number of heads is unknown: give a config "
+                       "folder with text_encoder/config.json", path, m->clip.hidden_size);
+    for (int i = 0; i < m->unet.n_blocks; i++)
+        if (m->unet.block_out_channels[i] % m->unet.attention_head_dim[i])
+            return err_set("%s: UNet block %d has %d channels, not divisible into %d heads: give a config folder with "
+                           "unet/config.json", path, i, m->unet.block_out_channels[i], m->unet.attention_head_dim[i]);
     m->single_file = 1;
     m->map.unet = &m->unet;
     m->map.n_vae_blocks = m->vae.n_blocks;
