@@ -274,6 +274,16 @@ def model_refs(model, cfg, refs, info):
         refs[f"img2img.{kind}.image"] = out
         refs["img2img.z0"] = inf["z0"]
         assert torch.equal(inf["ctx"], refs["clip.hidden"][[0, 0, 1, 2]])
+        # other strengths (batched engines mix them) and the posterior mean instead of a sample: final latents
+        for r, name in ((0.4, "r04"), (1.0, "r10")):
+            traj = []
+            model.img2img(image, IMG_PROMPTS, r, STEPS, GUIDANCE, vae_noise, latent_noise, kind, traj)
+            assert len(traj) == int(STEPS * r)
+            refs[f"img2img.{kind}.{name}.final"] = traj[-1]
+        traj = []
+        model.img2img(image, IMG_PROMPTS, STRENGTH, STEPS, GUIDANCE, torch.zeros_like(vae_noise), latent_noise,
+                      kind, traj)
+        refs[f"img2img.{kind}.mean.final"] = traj[-1]
         # strength 1: every timestep of the schedule runs, from the noised image (not from pure noise)
         s = R.make_scheduler(kind)
         full = R.SDModel.img2img_timesteps(s, STEPS, 1.0)
