@@ -1,0 +1,193 @@
+/* CLIP tokenizer against known encodings: the three in data/clip-tokenizer/README.md (from the original CLIP
+ * tokenizer), and more made by scripts/clip_bpe_reference.py, an independent Python implementation on the
+ * `regex` module's pattern (`python3 scripts/clip_bpe_reference.py data/clip-tokenizer [MAX_LEN] < prompts`,
+ * prompts given as JSON strings). Also a tiny hand-made vocabulary, truncation, padding, and bad inputs. */
+#include "check.h"
+#include "err.h"
+#include "tokenizer.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SD_TOK "data/clip-tokenizer"
+
+static char dir[] = "/tmp/genie_test_tok_XXXXXX";
+
+/* expect[0..n) are the ids before padding (BOS ... EOS); the rest must be pad. */
+static void expect(const tokenizer *t, const char *text, int max_len, int full, const int *want, int n)
+{
+    int ids[128];
+    int r = tokenizer_encode(t, text, ids, max_len);
+    CHECK(r == full, "\"%s\": returned %d, want %d (%s)", text, r, full, r < 0 ? err_msg() : "");
+    if (r < 0) return;
+    int bad = -1;
+    for (int i = 0; i < max_len && bad < 0; i++)
+        if (ids[i] != (i < n ? want[i] : tokenizer_pad_id(t))) bad = i;
+    CHECK(bad < 0, "\"%s\": id %d is %d, want %d", text, bad, bad < 0 ? 0 : ids[bad],
+          bad < 0 ? 0 : bad < n ? want[bad] : tokenizer_pad_id(t));
+}
+
+#define EXPECT(t, text, ...)                                                                              \
+    do {                                                                                                  \
+        static const int w_[] = {__VA_ARGS__};                                                            \
+        int n_ = (int)(sizeof w_ / sizeof *w_);                                                           \
+        expect(t, text, 77, n_, w_, n_);                                                                  \
+    } while (0)
+
+static void test_sd_vocab(void)
+{
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    tokenizer *t = tokenizer_load(SD_TOK);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double secs = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+    CHECK(t != NULL, "load: %s", err_msg());
+    if (!t) return;
+    printf("tokenizer: loaded %s in %.3f s\n", SD_TOK, secs);
+    CHECK(secs < 2.0, "loading took %.2f s", secs);   /* ~0.1 s optimised; generous for sanitizer builds */
+    CHECK(tokenizer_max_length(t) == 77 && tokenizer_bos_id(t) == 49406 && tokenizer_eos_id(t) == 49407 &&
+              tokenizer_pad_id(t) == 49407 && tokenizer_vocab_size(t) == 49408,
+          "specials: max %d bos %d eos %d pad %d vocab %d", tokenizer_max_length(t), tokenizer_bos_id(t),
+          tokenizer_eos_id(t), tokenizer_pad_id(t), tokenizer_vocab_size(t));
+
+    /* data/clip-tokenizer/README.md */
+    EXPECT(t, "A photo of a sandal", 49406, 320, 1125, 539, 320, 42185, 49407);
+    EXPECT(t, "a photo of a great white shark.", 49406, 320, 1125, 539, 320, 830, 1579, 7980, 269, 49407);
+    EXPECT(t, "Hello,   WORLD!! it's 2024", 49406, 3306, 267, 1002, 748, 585, 568, 273, 271, 273, 275, 49407);
+    /* the empty negative prompt of classifier-free guidance, and whitespace only */
+    EXPECT(t, "", 49406, 49407);
+    EXPECT(t, " \t\n ", 49406, 49407);
+
+    /* scripts/clip_bpe_reference.py */
+    EXPECT(t, "a cat, a dog; and... (a bird)!?", 49406, 320, 2368, 267, 320, 1929, 282, 537, 678, 263, 320, 3329, 8,
+           6004, 49407);
+    EXPECT(t, "1234 apples and 3.5 pears, 2nd place", 49406, 272, 273, 274, 275, 14032, 537, 274, 269, 276, 39565,
+           267, 273, 1764, 1445, 49407);
+    EXPECT(t, "it's, they're, we've, I'm, you'll, he'd, don't, 'quoted'", 49406, 585, 568, 267, 889, 982, 267, 649,
+           1200, 267, 328, 880, 267, 592, 1342, 267, 797, 1896, 267, 847, 713, 267, 262, 27706, 262, 49407);
+    EXPECT(t, "  lots   of\t\twhite \n space  ", 49406, 2958, 539, 1579, 2138, 49407);
+    EXPECT(t, "caf\u00e9, stra\u00dfe, na\u00efve \u00dcber \u00c9COLE \u039f\u0394\u039f\u03a3 "
+              "\u043c\u043e\u0441\u043a\u0432\u0430 \u6771\u4eac \U0001F600",
+           49406, 15304, 267, 1894, 127, 253, 324, 267, 1097, 35689, 563, 6522, 1516, 3459, 8166, 138, 123, 138, 112,
+           138, 123, 139, 480, 38018, 13506, 23669, 27152, 39813, 27080, 48338, 21078, 361, 7334, 49407);
+    EXPECT(t, "it\u2019s \u201csmart\u201d \ufb01sh &amp; chips &#39;x&#39; \uff26\uff35\uff2c\uff2c", 49406, 585,
+           568, 257, 4115, 257, 2759, 261, 8855, 262, 343, 262, 1476, 49407);
+    EXPECT(t, "a <|endoftext|> b", 49406, 320, 49407, 321, 49407);
+
+    /* Truncation: "a photo of a cat" x 20 is 100 tokens; 75 are kept and EOS stays last. */
+    char longp[512] = "";
+    for (int i = 0; i < 20; i++) strcat(longp, i ? " a photo of a cat" : "a photo of a cat");
+    int want[77] = {49406};
+    static const int cycle[] = {320, 1125, 539, 320, 2368};
+    for (int i = 0; i < 75; i++) want[1 + i] = cycle[i % 5];
+    want[76] = 49407;
+    expect(t, longp, 77, 102, want, 77);
+    want[9] = 49407;
+    expect(t, longp, 10, 102, want, 10);
+    int ids[4];
+    CHECK(tokenizer_encode(t, "a cat", ids, 2) == 4 && ids[0] == 49406 && ids[1] == 49407, "max_len 2");
+
+    /* Invalid UTF-8 (stray continuation, overlong, truncated, surrogate, beyond U+10FFFF) and max_len < 2. */
+    static const char *const bad[] = {"a \x80 b", "\xc0\xaf", "ok \xe2\x82", "\xed\xa0\x80", "\xf4\x90\x80\x80"};
+    for (int i = 0; i < 5; i++)
+        CHECK(tokenizer_encode(t, bad[i], ids, 4) == -1 && strstr(err_msg(), "not valid UTF-8"), "bad %d: %s", i,
+              err_msg());
+    CHECK(tokenizer_encode(t, "a", ids, 1) == -1 && strstr(err_msg(), "max_len 1"), "max_len 1: %s", err_msg());
+    tokenizer_free(t);
+}
+
+static void write_file(const char *name, const char *text)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    if (f) fputs(text, f), fclose(f);
+}
+
+static void test_tiny_vocab(void)
+{
+    /* Byte symbols only for a, b, c (others fall back to <unk>), four merges, its own pad and unk tokens. */
+    write_file("vocab.json", "{\"a\":0,\"b\":1,\"c\":2,\"a</w>\":3,\"b</w>\":4,\"c</w>\":5,\"ab\":6,\"ab</w>\":7,"
+                             "\"abc</w>\":8,\"<|startoftext|>\":9,\"<|endoftext|>\":10,\"<unk>\":11,\"!</w>\":12,"
+                             "\"bc</w>\":13,\"<pad>\":14}");
+    write_file("merges.txt", "#version: 0.2\na b\nab c</w>\nb c</w>\na b</w>\n");
+    write_file("tokenizer_config.json", "{\"model_max_length\": 16, \"unk_token\": \"<unk>\"}");
+    write_file("special_tokens_map.json", "{\"pad_token\": {\"content\": \"<pad>\"}, \"unk_token\": \"<unk>\"}");
+    tokenizer *t = tokenizer_load(dir);
+    CHECK(t != NULL, "tiny: %s", err_msg());
+    if (!t) return;
+    CHECK(tokenizer_max_length(t) == 16 && tokenizer_bos_id(t) == 9 && tokenizer_eos_id(t) == 10 &&
+              tokenizer_pad_id(t) == 14, "tiny specials");
+    /* abc -> a b c</w> -> ab c</w> -> abc</w>; abab -> ab a b</w> -> ab ab</w>; zz -> <unk> <unk> */
+    static const int w1[] = {9, 8, 7, 6, 7, 2, 7, 12, 11, 11, 10};
+    expect(t, "abc ab abab cab! zz", 16, 11, w1, 11);
+    static const int w2[] = {9, 8, 7, 6, 7, 2, 7, 10};
+    expect(t, "abc ab abab cab! zz", 8, 11, w2, 8);
+    static const int w3[] = {9, 8, 13, 10};
+    expect(t, "ABC  bc", 16, 4, w3, 4);
+    tokenizer_free(t);
+
+    /* With an unk token that is not in the vocabulary, an unknown symbol is an error, not a crash. */
+    write_file("special_tokens_map.json", "{\"pad_token\": \"<pad>\"}");
+    write_file("tokenizer_config.json", "{\"unk_token\": \"<unk>\"}");
+    write_file("vocab.json", "{\"a</w>\":0,\"<|startoftext|>\":1,\"<|endoftext|>\":2,\"<pad>\":3}");
+    t = tokenizer_load(dir);
+    CHECK(t != NULL, "no unk: %s", err_msg());
+    int ids[8];
+    CHECK(t && tokenizer_max_length(t) == 77, "default max length");
+    CHECK(t && tokenizer_encode(t, "a", ids, 8) == 3 && ids[1] == 0 && ids[3] == 3, "no unk: a");
+    CHECK(t && tokenizer_encode(t, "ab", ids, 8) == -1 && strstr(err_msg(), "not in the vocabulary"), "no unk: %s",
+          err_msg());
+    tokenizer_free(t);
+}
+
+static void expect_load_error(const char *what)
+{
+    err_set("stale");
+    tokenizer *t = tokenizer_load(dir);
+    CHECK(t == NULL, "loaded despite %s", what);
+    tokenizer_free(t);
+    CHECK(strstr(err_msg(), dir) && strstr(err_msg(), what), "message \"%s\" lacks \"%s\"", err_msg(), what);
+}
+
+static void test_malformed(void)
+{
+    write_file("merges.txt", "#version: 0.2\na b\n");
+    write_file("special_tokens_map.json", "{}");
+    write_file("vocab.json", "{\"a\": 1, \"b\":");
+    expect_load_error("vocab.json: not valid JSON");
+    write_file("vocab.json", "[1, 2]");
+    expect_load_error("vocab.json: not a JSON object");
+    write_file("vocab.json", "{\"a\": \"1\", \"<|startoftext|>\": 2, \"<|endoftext|>\": 3}");
+    expect_load_error("token \"a\" has id that is not a non-negative integer");
+    write_file("vocab.json", "{\"a\": -4, \"<|startoftext|>\": 2, \"<|endoftext|>\": 3}");
+    expect_load_error("token \"a\" has id");
+    write_file("vocab.json", "{\"a\": 0, \"<|startoftext|>\": 2}");
+    expect_load_error("EOS token \"<|endoftext|>\" is not in the vocabulary");
+    write_file("vocab.json", "{\"a\": 0, \"<|startoftext|>\": 2, \"<|endoftext|>\": 3}");
+    write_file("merges.txt", "#version: 0.2\na b\nb c d\n");
+    expect_load_error("merges.txt: line 3 is not two symbols");
+    write_file("merges.txt", "a b\n");
+    write_file("tokenizer_config.json", "{\"model_max_length\": ");
+    expect_load_error("tokenizer_config.json: not valid JSON");
+    write_file("tokenizer_config.json", "{\"pad_token\": \"<nope>\"}");
+    expect_load_error("pad token \"<nope>\" is not in the vocabulary");
+    CHECK(tokenizer_load("/nonexistent-tokenizer") == NULL && strstr(err_msg(), "/nonexistent-tokenizer/vocab.json") &&
+              strstr(err_msg(), "cannot read"), "missing dir: %s", err_msg());
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_sd_vocab();
+    test_tiny_vocab();
+    test_malformed();
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
+    return check_done("tokenizer");
+}
