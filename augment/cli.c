@@ -1,0 +1,432 @@
+/* genie img2img / txt2img / sweep / bench-engine: argument parsing, image in/out, progress, timing. */
+#include "cli.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "engine.h"
+#include "err.h"
+#include "imgio.h"
+#include "safetensors.h"
+
+typedef struct {
+    engine_opts eo;
+    const char *input, *prompt, *output, *noise, *ref;
+    double r;
+    uint64_t seed;
+    int batch, repeat;
+} cli_args;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int parse_int(const char *opt, const char *v, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) return err_set("%s: \"%s\" is not an integer in %d..%d", opt, v, lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_double(const char *opt, const char *v, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x)) return err_set("%s: \"%s\" is not a number", opt, v);
+    *out = x;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, cli_args *a)
+{
+    memset(a, 0, sizeof *a);
+    engine_opts_default(&a->eo);
+    a->r = 0.8;
+    a->seed = 1;
+    a->batch = 1;
+    a->repeat = 3;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-vae-mean")) {
+            a->eo.vae_mean = 1;
+            continue;
+        }
+        if (o[0] != '-') return err_set("%s: unexpected argument \"%s\"", argv[0], o);
+        if (i + 1 >= argc) return err_set("%s: option %s needs a value", argv[0], o);
+        const char *v = argv[++i];
+        int rc = 0;
+        if (!strcmp(o, "-model")) a->eo.model = v;
+        else if (!strcmp(o, "-config")) a->eo.config_dir = v;
+        else if (!strcmp(o, "-i")) a->input = v;
+        else if (!strcmp(o, "-p")) a->prompt = v;
+        else if (!strcmp(o, "-o")) a->output = v;
+        else if (!strcmp(o, "-noise")) a->noise = v;
+        else if (!strcmp(o, "-ref")) a->ref = v;
+        else if (!strcmp(o, "-r")) rc = parse_double(o, v, &a->r);
+        else if (!strcmp(o, "-guidance")) rc = parse_double(o, v, &a->eo.guidance);
+        else if (!strcmp(o, "-steps")) rc = parse_int(o, v, 1, 1000, &a->eo.steps);
+        else if (!strcmp(o, "-threads")) rc = parse_int(o, v, 0, 1024, &a->eo.threads);
+        else if (!strcmp(o, "-batch")) rc = parse_int(o, v, 1, 256, &a->batch);
+        else if (!strcmp(o, "-repeat")) rc = parse_int(o, v, 1, 1000, &a->repeat);
+        else if (!strcmp(o, "-seed")) {
+            char *end;
+            errno = 0;
+            a->seed = strtoull(v, &end, 10);
+            if (errno || end == v || *end) rc = err_set("-seed: \"%s\" is not an unsigned integer", v);
+        } else if (!strcmp(o, "-scheduler")) {
+            if (!strcmp(v, "ddim")) a->eo.scheduler = SD_SCHED_DDIM;
+            else if (!strcmp(v, "dpmpp2m") || !strcmp(v, "dpm")) a->eo.scheduler = SD_SCHED_DPMPP_2M;
+            else rc = err_set("-scheduler: \"%s\" (ddim or dpmpp2m)", v);
+        } else if (!strcmp(o, "-size")) {
+            int w, h, n = 0;
+            if (sscanf(v, "%dx%d%n", &w, &h, &n) != 2 || v[n] || w <= 0 || h <= 0 || w > 8192 || h > 8192)
+                rc = err_set("-size: \"%s\" is not WxH", v);
+            a->eo.width = w;
+            a->eo.height = h;
+        } else {
+            rc = err_set("%s: unknown option %s", argv[0], o);
+        }
+        if (rc) return -1;
+    }
+    if (!a->eo.model) return err_set("%s: -model is required", argv[0]);
+    return 0;
+}
+
+/* ---- progress on stderr, once a run has taken more than a second ---- */
+typedef struct {
+    double t0;
+    int shown;
+} progress_state;
+
+static void progress_fn(void *ctx, int step, int total)
+{
+    progress_state *p = ctx;
+    double el = now_s() - p->t0;
+    if (el < 1.0 && step < total) return;
+    if (el < 1.0 && !p->shown) return;
+    fprintf(stderr, "\rstep %d/%d, %.1f s", step, total, el);
+    p->shown = 1;
+    if (step == total) fputc('\n', stderr);
+}
+
+/* ---- images ---- */
+
+/* Resamples interleaved RGB u8 (sw x sh) to planar float [3, dh, dw] in [0,1]: area averaging where the image
+ * shrinks, bilinear (half-pixel centres) where it grows, per axis. */
+static void resample(const img_u8 *src, int dw, int dh, float *dst)
+{
+    const int sw = src->w, sh = src->h;
+    float *tmp = malloc(sizeof(float) * 3 * (size_t)dw * sh);   /* horizontal pass: [sh][dw][3] */
+    if (!tmp) return;
+    for (int y = 0; y < sh; y++)
+        for (int x = 0; x < dw; x++) {
+            float acc[3] = {0, 0, 0};
+            if (sw > dw) {
+                double x0 = (double)x * sw / dw, x1 = (double)(x + 1) * sw / dw, wsum = 0;
+                for (int sx = (int)x0; sx < sw && sx < x1; sx++) {
+                    double wgt = fmin(x1, sx + 1) - fmax(x0, sx);
+                    for (int c = 0; c < 3; c++) acc[c] += wgt * src->rgb[((size_t)y * sw + sx) * 3 + c];
+                    wsum += wgt;
+                }
+                for (int c = 0; c < 3; c++) acc[c] /= wsum;
+            } else {
+                double fx = (x + 0.5) * sw / dw - 0.5;
+                int x0 = (int)floor(fx);
+                double t = fx - x0;
+                int xa = x0 < 0 ? 0 : x0, xb = x0 + 1 >= sw ? sw - 1 : x0 + 1;
+                for (int c = 0; c < 3; c++)
+                    acc[c] = (1 - t) * src->rgb[((size_t)y * sw + xa) * 3 + c] + t * src->rgb[((size_t)y * sw + xb) * 3 + c];
+            }
+            for (int c = 0; c < 3; c++) tmp[((size_t)y * dw + x) * 3 + c] = acc[c];
+        }
+    const size_t plane = (size_t)dw * dh;
+    for (int y = 0; y < dh; y++)
+        for (int x = 0; x < dw; x++) {
+            float acc[3] = {0, 0, 0};
+            if (sh > dh) {
+                double y0 = (double)y * sh / dh, y1 = (double)(y + 1) * sh / dh, wsum = 0;
+                for (int sy = (int)y0; sy < sh && sy < y1; sy++) {
+                    double wgt = fmin(y1, sy + 1) - fmax(y0, sy);
+                    for (int c = 0; c < 3; c++) acc[c] += wgt * tmp[((size_t)sy * dw + x) * 3 + c];
+                    wsum += wgt;
+                }
+                for (int c = 0; c < 3; c++) acc[c] /= wsum;
+            } else {
+                double fy = (y + 0.5) * sh / dh - 0.5;
+                int y0 = (int)floor(fy);
+                double t = fy - y0;
+                int ya = y0 < 0 ? 0 : y0, yb = y0 + 1 >= sh ? sh - 1 : y0 + 1;
+                for (int c = 0; c < 3; c++)
+                    acc[c] = (1 - t) * tmp[((size_t)ya * dw + x) * 3 + c] + t * tmp[((size_t)yb * dw + x) * 3 + c];
+            }
+            for (int c = 0; c < 3; c++) dst[c * plane + (size_t)y * dw + x] = acc[c] / 255.0f;
+        }
+    free(tmp);
+}
+
+static float *load_source(const char *path, int w, int h)
+{
+    img_u8 im = {0};
+    if (imgio_load(path, w, h, &im)) return NULL;
+    float *p = malloc(sizeof(float) * 3 * (size_t)w * h);
+    if (!p) {
+        imgio_free(&im);
+        err_set("%s: out of memory", path);
+        return NULL;
+    }
+    resample(&im, w, h, p);
+    imgio_free(&im);
+    return p;
+}
+
+/* planar [0,1] -> interleaved u8 at (ox, oy) of a canvas cw wide; rounding as numpy's round (half to even) */
+static void blit(unsigned char *canvas, int cw, int ox, int oy, const float *img, int w, int h)
+{
+    const size_t plane = (size_t)w * h;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++) {
+                float v = img[c * plane + (size_t)y * w + x] * 255.0f;
+                v = nearbyintf(v < 0 ? 0 : v > 255 ? 255 : v);
+                canvas[((size_t)(oy + y) * cw + ox + x) * 3 + c] = (unsigned char)v;
+            }
+}
+
+static int write_image(const char *path, const float *img, int w, int h)
+{
+    unsigned char *rgb = malloc((size_t)w * h * 3);
+    if (!rgb) return err_set("%s: out of memory", path);
+    blit(rgb, w, 0, 0, img, w, h);
+    int rc = imgio_write(path, rgb, w, h, 95);
+    free(rgb);
+    return rc;
+}
+
+/* 3x5 glyphs, one row per 3 bits (MSB left), for the labels of the sweep strip */
+static const unsigned char *glyph(char ch)
+{
+    static const unsigned char digits[10][5] = {
+        {7, 5, 5, 5, 7}, {2, 6, 2, 2, 7}, {7, 1, 7, 4, 7}, {7, 1, 7, 1, 7}, {5, 5, 7, 1, 1},
+        {7, 4, 7, 1, 7}, {7, 4, 7, 5, 7}, {7, 1, 1, 1, 1}, {7, 5, 7, 5, 7}, {7, 5, 7, 1, 7},
+    };
+    static const unsigned char r[5] = {0, 5, 6, 4, 4}, eq[5] = {0, 7, 0, 7, 0}, dot[5] = {0, 0, 0, 0, 2};
+    if (ch >= '0' && ch <= '9') return digits[ch - '0'];
+    return ch == 'r' ? r : ch == '=' ? eq : ch == '.' ? dot : NULL;
+}
+
+static void draw_text(unsigned char *canvas, int cw, int ox, int oy, int scale, const char *text)
+{
+    for (int i = 0; text[i]; i++) {
+        const unsigned char *g = glyph(text[i]);
+        if (!g) continue;
+        for (int gy = 0; gy < 5; gy++)
+            for (int gx = 0; gx < 3; gx++)
+                if (g[gy] >> (2 - gx) & 1)
+                    for (int sy = 0; sy < scale; sy++)
+                        for (int sx = 0; sx < scale; sx++) {
+                            unsigned char *px = canvas + ((size_t)(oy + gy * scale + sy) * cw + ox +
+                                                          (i * 4 + gx) * scale + sx) * 3;
+                            px[0] = px[1] = px[2] = 0;
+                        }
+    }
+}
+
+/* ---- external noise: vae_noise / latent_noise [B, C, h, w]; item k takes entry min(k, B-1) ---- */
+typedef struct {
+    st_file *f;
+    float *vae, *lat;
+    int n;
+} noise_file;
+
+static int noise_load(noise_file *nf, const char *path, const engine_info *info)
+{
+    memset(nf, 0, sizeof *nf);
+    if (!path) return 0;
+    if (!(nf->f = st_open(path))) return -1;
+    const char *names[2] = {"vae_noise", "latent_noise"};
+    float **dst[2] = {&nf->vae, &nf->lat};
+    for (int k = 0; k < 2; k++) {
+        const st_tensor *t = st_find(nf->f, names[k]);
+        if (!t) return err_set("%s: tensor %s is missing", path, names[k]);
+        if (t->ndim != 4 || t->shape[0] < 1 || t->shape[1] != info->latent_channels || t->shape[2] != info->latent_h ||
+            t->shape[3] != info->latent_w)
+            return err_set("%s: tensor %s must be [B, %d, %d, %d]", path, names[k], info->latent_channels,
+                           info->latent_h, info->latent_w);
+        if (k == 1 && t->shape[0] != nf->n) return err_set("%s: vae_noise and latent_noise batch sizes differ", path);
+        nf->n = (int)t->shape[0];
+        if (!(*dst[k] = malloc(sizeof(float) * t->numel))) return err_set("%s: out of memory", path);
+        if (st_to_f32(t, *dst[k])) return -1;
+    }
+    return 0;
+}
+
+static void noise_apply(const noise_file *nf, engine_item *it, int k, size_t nl)
+{
+    if (!nf->f) return;
+    int j = k < nf->n ? k : nf->n - 1;
+    it->vae_noise = nf->vae + j * nl;
+    it->latent_noise = nf->lat + j * nl;
+}
+
+static void noise_free(noise_file *nf)
+{
+    free(nf->vae);
+    free(nf->lat);
+    st_close(nf->f);
+}
+
+/* ---- commands ---- */
+
+enum { MODE_IMG2IMG, MODE_TXT2IMG, MODE_SWEEP, MODE_BENCH };
+
+static int run(int argc, char **argv, int mode)
+{
+    cli_args a;
+    engine *e = NULL;
+    float *src = NULL, *outs = NULL;
+    unsigned char *canvas = NULL;
+    noise_file nf = {0};
+    int rc = -1;
+    if (parse_args(argc, argv, &a)) goto done;
+    if (mode != MODE_TXT2IMG && !a.input) {
+        err_set("%s: -i <source image> is required", argv[0]);
+        goto done;
+    }
+    if (mode != MODE_BENCH && !a.output) {
+        err_set("%s: -o <output> is required", argv[0]);
+        goto done;
+    }
+    if (!a.prompt) a.prompt = "";
+    const int n = mode == MODE_SWEEP ? 10 : mode == MODE_BENCH ? a.batch : 1;
+    a.eo.max_batch = n;
+    progress_state ps = {0};
+    a.eo.progress = progress_fn;
+    a.eo.progress_ctx = &ps;
+    double t_load = now_s();
+    if (!(e = engine_load(&a.eo))) goto done;
+    t_load = now_s() - t_load;
+    engine_info info;
+    engine_get_info(e, &info);
+    const size_t ni = (size_t)3 * info.width * info.height;
+    const size_t nl = (size_t)info.latent_channels * info.latent_h * info.latent_w;
+    if (noise_load(&nf, a.noise, &info)) goto done;
+    if (a.input && !(src = load_source(a.input, info.width, info.height))) goto done;
+    if (!(outs = malloc(sizeof(float) * ni * n))) {
+        err_set("out of memory");
+        goto done;
+    }
+    double t_prompt = now_s();
+    int ph = engine_prompt(e, a.prompt);
+    t_prompt = now_s() - t_prompt;
+    if (ph < 0) goto done;
+    engine_item items[10];
+    engine_item *it = mode == MODE_BENCH ? calloc(n, sizeof *it) : items;
+    if (!it) {
+        err_set("out of memory");
+        goto done;
+    }
+    memset(it, 0, sizeof(engine_item) * n);
+    for (int k = 0; k < n; k++) {
+        it[k].image = mode == MODE_TXT2IMG ? NULL : src;
+        it[k].prompt = ph;
+        it[k].r = mode == MODE_SWEEP ? (k + 1) / 10.0 : a.r;
+        it[k].seed = a.seed;
+        it[k].stream = mode == MODE_BENCH ? (uint64_t)k : 0;
+        it[k].out = outs + k * ni;
+        noise_apply(&nf, &it[k], k, nl);
+    }
+    double t_unet = 0;
+    if (mode == MODE_BENCH) {
+        /* one UNet forward at the CFG batch (warm-up, then the median of -repeat runs) */
+        int ub = a.eo.guidance > 1.0 ? 2 * n : n;
+        double ts[1000];
+        if (engine_bench_unet(e, ub)) goto bench_done;
+        for (int k = 0; k < a.repeat; k++) {
+            double t0 = now_s();
+            if (engine_bench_unet(e, ub)) goto bench_done;
+            ts[k] = now_s() - t0;
+        }
+        for (int x = 1; x < a.repeat; x++)
+            for (int y = x; y > 0 && ts[y - 1] > ts[y]; y--) {
+                double tt = ts[y];
+                ts[y] = ts[y - 1];
+                ts[y - 1] = tt;
+            }
+        t_unet = ts[a.repeat / 2];
+        printf("genie unet_forward_s %.4f\n", t_unet);
+        printf("genie unet_batch %d\n", ub);
+    }
+    ps.t0 = now_s();
+    if (engine_img2img(e, it, n)) goto bench_done;
+    double t_run = now_s() - ps.t0;
+    if (mode == MODE_BENCH) {
+        double mean = 0;
+        for (size_t i = 0; i < ni * n; i++) mean += outs[i];
+        printf("genie load_s %.4f\n", t_load);
+        printf("genie clip_s %.4f\n", t_prompt);
+        printf("genie img2img_s %.4f\n", t_prompt + t_run);
+        printf("genie img2img_mean %.6f\n", mean / (ni * n));
+        printf("genie weights_mb %.1f\n", info.weight_file_bytes / 1048576.0);
+        if (a.ref) {
+            st_file *rf = st_open(a.ref);
+            const st_tensor *t = rf ? st_find(rf, "image") : NULL;
+            if (!t || (size_t)t->numel != ni * n) {
+                if (rf) err_set("%s: no tensor image of %zu values", a.ref, ni * n);
+                st_close(rf);
+                goto bench_done;
+            }
+            float *want = malloc(sizeof(float) * t->numel);
+            double d = 0;
+            if (want && !st_to_f32(t, want))
+                for (size_t i = 0; i < ni * n; i++) d = fmax(d, fabs(want[i] - outs[i]));
+            free(want);
+            st_close(rf);
+            printf("genie max_abs_diff_vs_torch %.3g\n", d);
+        }
+    } else if (mode == MODE_SWEEP) {
+        /* source + 10 results side by side, each under a label band with its r */
+        int W = info.width, H = info.height, scale = H / 64 > 1 ? H / 64 : 1, band = 7 * scale;
+        int cw = W * (n + 1), ch = H + band;
+        if (!(canvas = malloc((size_t)cw * ch * 3))) {
+            err_set("out of memory");
+            goto bench_done;
+        }
+        memset(canvas, 255, (size_t)cw * ch * 3);
+        blit(canvas, cw, 0, band, src, W, H);
+        for (int k = 0; k < n; k++) {
+            char label[16];
+            snprintf(label, sizeof label, "r=%.1f", it[k].r);
+            int tw = (int)strlen(label) * 4 * scale;
+            draw_text(canvas, cw, (k + 1) * W + (W > tw ? (W - tw) / 2 : 0), scale, scale, label);
+            blit(canvas, cw, (k + 1) * W, band, outs + k * ni, W, H);
+        }
+        if (imgio_write(a.output, canvas, cw, ch, 95)) goto bench_done;
+    } else if (write_image(a.output, outs, info.width, info.height)) {
+        goto bench_done;
+    }
+    rc = 0;
+bench_done:
+    if (it != items) free(it);
+done:
+    if (rc) fprintf(stderr, "genie: %s\n", err_msg());
+    noise_free(&nf);
+    engine_free(e);
+    free(src);
+    free(outs);
+    free(canvas);
+    return rc ? 1 : 0;
+}
+
+int cli_img2img(int argc, char **argv) { return run(argc, argv, MODE_IMG2IMG); }
+int cli_txt2img(int argc, char **argv) { return run(argc, argv, MODE_TXT2IMG); }
+int cli_sweep(int argc, char **argv) { return run(argc, argv, MODE_SWEEP); }
+int cli_bench_engine(int argc, char **argv) { return run(argc, argv, MODE_BENCH); }

@@ -1,0 +1,18 @@
+/* Command-line front ends of the diffusion engine. Each takes the arguments after "genie" (argv[0] is the
+ * command name), prints "genie: <message>" on failure and returns the process exit status (0 or 1).
+ *
+ *   genie img2img -model M -i src -p "prompt" -r 0.8 -o out.png [common options]
+ *   genie txt2img -model M -p "prompt" -o out.png [common options]
+ *   genie sweep   -model M -i src -p "prompt" -o strip.png [common options]   (r = 0.1 ... 1.0 in one batch)
+ *   genie bench-engine -model M -i src -p "prompt" [-r R] [-batch B] [-repeat K] [-ref out.safetensors]
+ * common: [-config DIR] [-steps 50] [-guidance 7.5] [-seed 1] [-scheduler ddim|dpmpp2m] [-threads N]
+ *         [-size WxH] [-noise file.safetensors] [-vae-mean] */
+#ifndef GENIE_CLI_H
+#define GENIE_CLI_H
+
+int cli_img2img(int argc, char **argv);
+int cli_txt2img(int argc, char **argv);
+int cli_sweep(int argc, char **argv);
+int cli_bench_engine(int argc, char **argv);
+
+#endif

@@ -1,0 +1,473 @@
+/* Batched img2img / txt2img over the CLIP, UNet and VAE model code (see engine.h for the contract). */
+#include "engine.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "clip.h"
+#include "err.h"
+#include "model_load.h"
+#include "ops.h"
+#include "philox.h"
+#include "scheduler.h"
+#include "tokenizer.h"
+#include "unet.h"
+#include "vae.h"
+#include "weights.h"
+
+typedef struct {
+    char *text;
+    float *emb;                 /* [L, hidden] */
+} prompt_entry;
+
+struct engine {
+    engine_opts o;
+    sd_model m;
+    weights *w_unet, *w_vae, *w_clip;
+    ops_backend *be;
+    tokenizer *tok;
+    clip_model *clip;
+    unet_model *unet;
+    vae_model *vae;
+    scheduler *sched;
+
+    int H, W, h, w, lc, f;      /* image size, latent size and channels, VAE factor */
+    size_t nlat, nimg;          /* floats per item latent / image */
+    int L, hidden;              /* context tokens and width */
+    int cfg;                    /* classifier-free guidance on */
+    int uncond;                 /* handle of the empty prompt */
+
+    prompt_entry *prompts;
+    int n_prompts, cap_prompts;
+    int *ids;                   /* [L] token ids scratch */
+
+    /* work buffers, sized at load for max_batch items */
+    float *x;                   /* [B, nlat] latents */
+    float *unet_in, *unet_out;  /* [2B, nlat] */
+    float *unet_t;              /* [2B] */
+    float *ctx;                 /* [2B, L, hidden] */
+    float *eps;                 /* [nlat] guided noise prediction of one item */
+    float *vae_noise, *lat_noise;   /* [B, nlat] */
+    float *mean, *logvar;       /* [vae_batch, nlat] */
+    float *img;                 /* [vae_batch, nimg] */
+    float *dpm_prev;            /* [B, nlat] scheduler state buffers */
+    sched_state *st;            /* [B] */
+    int *order, *start, *img_idx;   /* [B] items sorted by start index; start index per item; image items */
+    size_t weight_bytes;
+};
+
+void engine_opts_default(engine_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->max_batch = 1;
+    o->vae_batch = 1;
+    o->scheduler = SD_SCHED_DDIM;
+    o->steps = 50;
+    o->guidance = 7.5;
+}
+
+static void *xcalloc(size_t n, size_t size, int *fail)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) *fail = 1;
+    return p;
+}
+
+static size_t file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+static weights *open_weights(const char *path, weights_map_fn map, void *ctx)
+{
+    const char *paths[1] = {path};
+    weights *w = weights_open(paths, 1);
+    if (w && map) weights_set_map(w, map, ctx);
+    return w;
+}
+
+engine *engine_load(const engine_opts *o)
+{
+    if (!o->model) {
+        err_set("engine: no model path given");
+        return NULL;
+    }
+    if (o->max_batch < 1 || o->max_batch > 4096) {
+        err_set("engine: max_batch %d out of range", o->max_batch);
+        return NULL;
+    }
+    if (!(o->guidance == o->guidance)) {
+        err_set("engine: guidance is NaN");
+        return NULL;
+    }
+    engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        err_set("engine: out of memory");
+        return NULL;
+    }
+    e->o = *o;
+    if (e->o.vae_batch <= 0) e->o.vae_batch = 1;
+    if (e->o.vae_batch > e->o.max_batch) e->o.vae_batch = e->o.max_batch;
+    if (sd_model_find(o->model, o->config_dir, &e->m)) goto fail;
+    sd_model *m = &e->m;
+    if (m->unet.cross_attention_dim != m->clip.hidden_size) {
+        err_set("%s: UNet cross_attention_dim %d differs from the text encoder's hidden_size %d", o->model,
+                m->unet.cross_attention_dim, m->clip.hidden_size);
+        goto fail;
+    }
+    if (m->unet.in_channels != m->vae.latent_channels || m->unet.out_channels != m->vae.latent_channels) {
+        err_set("%s: UNet in/out channels %d/%d differ from the VAE's latent channels %d", o->model,
+                m->unet.in_channels, m->unet.out_channels, m->vae.latent_channels);
+        goto fail;
+    }
+    if (!(e->sched = scheduler_create(o->scheduler, &m->sched)) || scheduler_set_timesteps(e->sched, o->steps)) {
+        err_wrap("%s: ", o->model);
+        goto fail;
+    }
+    if (!(e->tok = tokenizer_load(m->tokenizer_dir))) goto fail;
+    e->L = tokenizer_max_length(e->tok);
+    if (e->L > m->clip.max_position_embeddings) {
+        err_set("%s: tokenizer max length %d exceeds the text encoder's %d positions", m->tokenizer_dir, e->L,
+                m->clip.max_position_embeddings);
+        goto fail;
+    }
+    e->hidden = m->clip.hidden_size;
+
+    e->f = 1 << (m->vae.n_blocks - 1);
+    int unet_f = 1 << (m->unet.n_blocks - 1);
+    e->H = o->height > 0 ? o->height : m->unet.sample_size * e->f;
+    e->W = o->width > 0 ? o->width : m->unet.sample_size * e->f;
+    if (e->H <= 0 || e->W <= 0) {
+        err_set("%s: the UNet config has no sample_size; give the image size", o->model);
+        goto fail;
+    }
+    if (e->H % (e->f * unet_f) || e->W % (e->f * unet_f)) {
+        err_set("%s: image size %dx%d is not a multiple of %d (VAE factor %d x UNet factor %d)", o->model, e->W, e->H,
+                e->f * unet_f, e->f, unet_f);
+        goto fail;
+    }
+    e->h = e->H / e->f;
+    e->w = e->W / e->f;
+    e->lc = m->vae.latent_channels;
+    e->nlat = (size_t)e->lc * e->h * e->w;
+    e->nimg = (size_t)3 * e->H * e->W;
+    if (m->vae.in_channels != 3 || m->vae.out_channels != 3) {
+        err_set("%s: VAE has %d/%d image channels; only RGB is supported", o->model, m->vae.in_channels,
+                m->vae.out_channels);
+        goto fail;
+    }
+    e->cfg = o->guidance > 1.0;
+
+    if (!(e->be = ops_cpu_create(o->threads))) goto fail;
+    void *mctx = &m->map;
+    e->w_unet = open_weights(m->unet_path, m->single_file ? sd_map_unet : NULL, mctx);
+    e->w_vae = e->w_unet ? open_weights(m->vae_path, m->single_file ? sd_map_vae : NULL, mctx) : NULL;
+    e->w_clip = e->w_vae ? open_weights(m->clip_path, m->single_file ? sd_map_clip : NULL, mctx) : NULL;
+    if (!e->w_clip) goto fail;
+    e->weight_bytes = file_size(m->unet_path);
+    if (!m->single_file) e->weight_bytes += file_size(m->vae_path) + file_size(m->clip_path);
+
+    int B = o->max_batch, UB = e->cfg ? 2 * B : B;
+    if (!(e->clip = clip_load(&m->clip, e->w_clip, e->be, 1))) {
+        err_wrap("%s: text encoder: ", m->clip_path);
+        goto fail;
+    }
+    if (!(e->unet = unet_load(&m->unet, e->w_unet, e->be, UB, e->h, e->w, e->L))) {
+        err_wrap("%s: unet: ", m->unet_path);
+        goto fail;
+    }
+    if (!(e->vae = vae_load(&m->vae, e->w_vae, e->be, VAE_ENCODER | VAE_DECODER, e->o.vae_batch, e->H, e->W))) {
+        err_wrap("%s: vae: ", m->vae_path);
+        goto fail;
+    }
+    if (vae_factor(e->vae) != e->f) {
+        err_set("%s: VAE factor %d, expected %d", m->vae_path, vae_factor(e->vae), e->f);
+        goto fail;
+    }
+
+    int fail = 0;
+    size_t nl = e->nlat, VB = (size_t)e->o.vae_batch;
+    e->ids = xcalloc(e->L, sizeof(int), &fail);
+    e->x = xcalloc(B * nl, sizeof(float), &fail);
+    e->unet_in = xcalloc(UB * nl, sizeof(float), &fail);
+    e->unet_out = xcalloc(UB * nl, sizeof(float), &fail);
+    e->unet_t = xcalloc(UB, sizeof(float), &fail);
+    e->ctx = xcalloc((size_t)UB * e->L * e->hidden, sizeof(float), &fail);
+    e->eps = xcalloc(nl, sizeof(float), &fail);
+    e->vae_noise = xcalloc(B * nl, sizeof(float), &fail);
+    e->lat_noise = xcalloc(B * nl, sizeof(float), &fail);
+    e->mean = xcalloc(VB * nl, sizeof(float), &fail);
+    e->logvar = xcalloc(VB * nl, sizeof(float), &fail);
+    e->img = xcalloc(VB * e->nimg, sizeof(float), &fail);
+    e->dpm_prev = xcalloc(B * nl, sizeof(float), &fail);
+    e->st = xcalloc(B, sizeof(sched_state), &fail);
+    e->order = xcalloc(B, sizeof(int), &fail);
+    e->start = xcalloc(B, sizeof(int), &fail);
+    e->img_idx = xcalloc(B, sizeof(int), &fail);
+    if (fail) {
+        err_set("engine: out of memory for %d items at %dx%d", B, e->W, e->H);
+        goto fail;
+    }
+    if ((e->uncond = engine_prompt(e, "")) < 0) goto fail;
+    return e;
+fail:
+    engine_free(e);
+    return NULL;
+}
+
+void engine_free(engine *e)
+{
+    if (!e) return;
+    clip_free(e->clip);
+    unet_free(e->unet);
+    vae_free(e->vae);
+    weights_close(e->w_unet);
+    weights_close(e->w_vae);
+    weights_close(e->w_clip);
+    if (e->be) e->be->destroy(e->be);
+    tokenizer_free(e->tok);
+    scheduler_free(e->sched);
+    for (int i = 0; i < e->n_prompts; i++) {
+        free(e->prompts[i].text);
+        free(e->prompts[i].emb);
+    }
+    free(e->prompts);
+    free(e->ids);
+    free(e->x);
+    free(e->unet_in);
+    free(e->unet_out);
+    free(e->unet_t);
+    free(e->ctx);
+    free(e->eps);
+    free(e->vae_noise);
+    free(e->lat_noise);
+    free(e->mean);
+    free(e->logvar);
+    free(e->img);
+    free(e->dpm_prev);
+    free(e->st);
+    free(e->order);
+    free(e->start);
+    free(e->img_idx);
+    free(e);
+}
+
+int engine_prompt(engine *e, const char *text)
+{
+    if (!text) return err_set("engine: prompt is NULL");
+    for (int i = 0; i < e->n_prompts; i++)
+        if (!strcmp(e->prompts[i].text, text)) return i;
+    if (tokenizer_encode(e->tok, text, e->ids, e->L) < 0) return err_wrap("prompt \"%.60s\": ", text);
+    if (e->n_prompts == e->cap_prompts) {
+        int cap = e->cap_prompts ? 2 * e->cap_prompts : 8;
+        prompt_entry *p = realloc(e->prompts, sizeof *p * cap);
+        if (!p) return err_set("engine: out of memory for prompts");
+        e->prompts = p;
+        e->cap_prompts = cap;
+    }
+    prompt_entry *pe = &e->prompts[e->n_prompts];
+    pe->text = strdup(text);
+    pe->emb = malloc(sizeof(float) * e->L * e->hidden);
+    if (!pe->text || !pe->emb) {
+        free(pe->text);
+        free(pe->emb);
+        return err_set("engine: out of memory for a prompt");
+    }
+    if (clip_encode(e->clip, e->ids, 1, e->L, pe->emb)) {
+        free(pe->text);
+        free(pe->emb);
+        return err_wrap("prompt \"%.60s\": ", text);
+    }
+    return e->n_prompts++;
+}
+
+static size_t count_nonfinite(const float *x, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += !isfinite(x[i]);
+    return k;
+}
+
+/* z0 = scaling_factor * (mean + exp(0.5 logvar) * eps) for the image items among idx[0..k) */
+static int encode_images(engine *e, engine_item *items, const int *idx, int k)
+{
+    const size_t nl = e->nlat, ni = e->nimg;
+    const float sf = e->m.vae.scaling_factor;
+    for (int b0 = 0; b0 < k; b0 += e->o.vae_batch) {
+        int nb = k - b0 < e->o.vae_batch ? k - b0 : e->o.vae_batch;
+        for (int j = 0; j < nb; j++) {
+            const float *src = items[idx[b0 + j]].image;
+            float *dst = e->img + j * ni;
+            for (size_t i = 0; i < ni; i++) dst[i] = 2.0f * src[i] - 1.0f;
+        }
+        if (vae_encode(e->vae, e->img, nb, e->H, e->W, e->mean, e->logvar))
+            return err_wrap("VAE encode: ");
+        for (int j = 0; j < nb; j++) {
+            int it = idx[b0 + j];
+            const float *mu = e->mean + j * nl, *lv = e->logvar + j * nl, *eps = e->vae_noise + it * nl;
+            float *z = e->x + it * nl;
+            for (size_t i = 0; i < nl; i++) {
+                float s = e->o.vae_mean ? mu[i] : mu[i] + expf(0.5f * lv[i]) * eps[i];
+                z[i] = sf * s;
+            }
+        }
+    }
+    return 0;
+}
+
+static int decode_latents(engine *e, engine_item *items, int n)
+{
+    const size_t nl = e->nlat, ni = e->nimg;
+    const float sf = e->m.vae.scaling_factor;
+    for (int b0 = 0; b0 < n; b0 += e->o.vae_batch) {
+        int nb = n - b0 < e->o.vae_batch ? n - b0 : e->o.vae_batch;
+        /* z / scaling_factor, staged in mean[] */
+        for (int j = 0; j < nb; j++) {
+            const float *z = e->x + (b0 + j) * nl;
+            float *d = e->mean + j * nl;
+            for (size_t i = 0; i < nl; i++) d[i] = z[i] / sf;
+        }
+        if (vae_decode(e->vae, e->mean, nb, e->h, e->w, e->img)) return err_wrap("VAE decode: ");
+        for (int j = 0; j < nb; j++) {
+            const float *src = e->img + j * ni;
+            float *out = items[b0 + j].out;
+            for (size_t i = 0; i < ni; i++) {
+                float v = src[i] / 2.0f + 0.5f;
+                out[i] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+            }
+        }
+    }
+    return 0;
+}
+
+int engine_img2img(engine *e, engine_item *items, int n)
+{
+    const int N = scheduler_num_steps(e->sched);
+    const size_t nl = e->nlat;
+    if (n < 1 || n > e->o.max_batch) return err_set("engine: %d items (1..%d per call)", n, e->o.max_batch);
+    for (int k = 0; k < n; k++) {
+        const engine_item *it = &items[k];
+        if (!it->out) return err_set("engine: item %d has no output buffer", k);
+        if (it->prompt < 0 || it->prompt >= e->n_prompts) return err_set("engine: item %d: bad prompt handle %d", k, it->prompt);
+        if (!it->image) {
+            e->start[k] = 0;
+            continue;
+        }
+        if (!(it->r > 0.0 && it->r <= 1.0)) return err_set("engine: item %d: r = %g is outside (0, 1]", k, it->r);
+        /* pipeline get_timesteps: init = min(int(N * strength), N); t_start = N - init */
+        int steps = (int)(N * it->r);
+        if (steps > N) steps = N;
+        if (steps < 1)
+            return err_set("engine: item %d: r = %g gives no denoising step with %d steps", k, it->r, N);
+        e->start[k] = N - steps;
+    }
+    /* items are processed in place in the order given; order[] lists them by start index (stable), so the
+     * active items at a step are a prefix of order[] */
+    for (int k = 0; k < n; k++) e->order[k] = k;
+    for (int a = 1; a < n; a++) {
+        int v = e->order[a], b = a;
+        while (b > 0 && e->start[e->order[b - 1]] > e->start[v]) e->order[b] = e->order[b - 1], b--;
+        e->order[b] = v;
+    }
+
+    /* noise: external, or Philox keyed by the item's identity and the purpose */
+    for (int k = 0; k < n; k++) {
+        const engine_item *it = &items[k];
+        float *vn = e->vae_noise + k * nl, *ln = e->lat_noise + k * nl;
+        if (it->vae_noise) memcpy(vn, it->vae_noise, nl * sizeof(float));
+        else philox_fill_normal(it->seed, philox_mix(it->stream, ENGINE_NOISE_VAE), vn, nl);
+        if (it->latent_noise) memcpy(ln, it->latent_noise, nl * sizeof(float));
+        else philox_fill_normal(it->seed, philox_mix(it->stream, ENGINE_NOISE_LATENT), ln, nl);
+    }
+
+    /* initial latents: img2img items encode their image and get noised to their first timestep */
+    int k_img = 0;
+    for (int k = 0; k < n; k++)
+        if (items[k].image) e->img_idx[k_img++] = k;
+    if (k_img && encode_images(e, items, e->img_idx, k_img)) return -1;
+    for (int k = 0; k < n; k++) {
+        float *x = e->x + k * nl;
+        if (items[k].image) {
+            scheduler_add_noise(e->sched, scheduler_timestep(e->sched, e->start[k]), x, e->lat_noise + k * nl, x, nl);
+        } else {
+            const float sigma = scheduler_init_noise_sigma(e->sched);
+            const float *ln = e->lat_noise + k * nl;
+            for (size_t i = 0; i < nl; i++) x[i] = ln[i] * sigma;
+        }
+        sched_state_init(&e->st[k], e->dpm_prev + k * nl, nl);
+        if (e->o.trace) e->o.trace(e->o.trace_ctx, k, -1, x);
+    }
+
+    /* context rows: per active item [uncond, cond] with CFG, so a prefix of items is a prefix of the batch */
+    const int per = e->cfg ? 2 : 1;
+    const size_t nctx = (size_t)e->L * e->hidden;
+    for (int a = 0; a < n; a++) {
+        const engine_item *it = &items[e->order[a]];
+        float *c = e->ctx + (size_t)a * per * nctx;
+        if (e->cfg) memcpy(c, e->prompts[e->uncond].emb, nctx * sizeof(float)), c += nctx;
+        memcpy(c, e->prompts[it->prompt].emb, nctx * sizeof(float));
+    }
+
+    const float g = (float)e->o.guidance;
+    const int first = e->start[e->order[0]];
+    for (int i = first; i < N; i++) {
+        const int t = scheduler_timestep(e->sched, i);
+        int na = 0;
+        while (na < n && e->start[e->order[na]] <= i) na++;
+        for (int a = 0; a < na; a++) {
+            const float *x = e->x + e->order[a] * nl;
+            for (int c = 0; c < per; c++) {
+                memcpy(e->unet_in + (size_t)(a * per + c) * nl, x, nl * sizeof(float));
+                e->unet_t[a * per + c] = (float)t;
+            }
+        }
+        if (unet_forward(e->unet, e->unet_in, e->unet_t, e->ctx, na * per, e->h, e->w, e->L, e->unet_out))
+            return err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
+        for (int a = 0; a < na; a++) {
+            const int k = e->order[a];
+            const float *eps = e->unet_out + (size_t)a * per * nl;
+            if (e->cfg) {
+                const float *eu = eps, *ec = eps + nl;
+                for (size_t j = 0; j < nl; j++) e->eps[j] = eu[j] + g * (ec[j] - eu[j]);
+                eps = e->eps;
+            }
+            float *x = e->x + k * nl;
+            if (scheduler_step(e->sched, &e->st[k], i, eps, x, nl)) return err_wrap("item %d: ", k);
+            size_t bad = count_nonfinite(x, nl);
+            if (bad)
+                return err_set("engine: item %d: %zu non-finite latent values after step %d/%d (t=%d)", k, bad,
+                               i + 1, N, t);
+            if (e->o.trace) e->o.trace(e->o.trace_ctx, k, i, x);
+        }
+        if (e->o.progress) e->o.progress(e->o.progress_ctx, i - first + 1, N - first);
+    }
+    for (int k = 0; k < n; k++)
+        if (items[k].latents_out) memcpy(items[k].latents_out, e->x + k * nl, nl * sizeof(float));
+    return decode_latents(e, items, n);
+}
+
+void engine_get_info(const engine *e, engine_info *info)
+{
+    info->height = e->H;
+    info->width = e->W;
+    info->latent_channels = e->lc;
+    info->latent_h = e->h;
+    info->latent_w = e->w;
+    info->steps = scheduler_num_steps(e->sched);
+    info->max_batch = e->o.max_batch;
+    info->weight_file_bytes = e->weight_bytes;
+}
+
+int engine_bench_unet(engine *e, int B)
+{
+    int UB = e->cfg ? 2 * e->o.max_batch : e->o.max_batch;
+    if (B < 1 || B > UB) return err_set("engine: UNet batch %d (1..%d)", B, UB);
+    const size_t nctx = (size_t)e->L * e->hidden;
+    for (int b = 0; b < B; b++) {
+        memcpy(e->ctx + b * nctx, e->prompts[e->uncond].emb, nctx * sizeof(float));
+        philox_fill_normal(1, (uint64_t)b, e->unet_in + b * e->nlat, e->nlat);
+        e->unet_t[b] = (float)scheduler_timestep(e->sched, 0);
+    }
+    return unet_forward(e->unet, e->unet_in, e->unet_t, e->ctx, B, e->h, e->w, e->L, e->unet_out);
+}

@@ -1,0 +1,77 @@
+/* The latent diffusion engine: SD-1.x-family img2img / txt2img as diffusers 0.19's
+ * StableDiffusionImg2ImgPipeline computes it (CFG with the empty negative prompt, VAE posterior sample * scaling
+ * factor, add_noise at the first kept timestep, int(N * r) denoising steps), batched over items.
+ *
+ * One engine is driven by one thread. All work memory is allocated by engine_load for max_batch items at the
+ * chosen image size; engine_img2img never allocates. Noise comes from Philox keyed by the item's (seed, stream)
+ * and a purpose, so an item's result does not depend on what else is in its batch. */
+#ifndef GENIE_ENGINE_H
+#define GENIE_ENGINE_H
+#include <stddef.h>
+#include <stdint.h>
+#include "sdconfig.h"
+
+typedef struct engine engine;
+
+typedef struct {
+    const char *model;              /* diffusers folder or single-file .safetensors checkpoint */
+    const char *config_dir;         /* optional diffusers config files overriding a single file's inferred ones */
+    int threads;                    /* CPU threads; <= 0: all online CPUs */
+    int max_batch;                  /* most items per engine_img2img call */
+    int vae_batch;                  /* images per VAE encode/decode call (memory vs. speed); <= 0: 1 */
+    int height, width;              /* image size; 0: the model's (UNet sample_size x VAE factor) */
+    enum sd_sched_kind scheduler;
+    int steps;                      /* inference steps N of the full schedule */
+    double guidance;                /* classifier-free guidance scale; <= 1 disables CFG (batch not doubled) */
+    int vae_mean;                   /* 1: use the posterior mean instead of sampling it */
+    /* called after every denoising step (may be NULL): step 1..total */
+    void (*progress)(void *ctx, int step, int total);
+    void *progress_ctx;
+    /* for tests and inspection (may be NULL): an item's latents [latent_channels, h, w] once initialised
+     * (step_index -1) and after each of its steps (the index into the full schedule) */
+    void (*trace)(void *ctx, int item, int step_index, const float *latents);
+    void *trace_ctx;
+} engine_opts;
+
+/* Defaults: max_batch 1, DDIM, 50 steps, guidance 7.5, sampled posterior, model size. */
+void engine_opts_default(engine_opts *o);
+
+/* NULL + err_msg() (missing files, bad configs, shapes, sizes). */
+engine *engine_load(const engine_opts *o);
+void engine_free(engine *e);
+
+/* Tokenizes and CLIP-encodes text (cached by text); returns a handle >= 0, or -1 + err_msg(). */
+int engine_prompt(engine *e, const char *text);
+
+typedef struct {
+    const float *image;             /* 3 x H x W in [0,1] (planar RGB), or NULL for txt2img */
+    int prompt;                     /* handle from engine_prompt */
+    double r;                       /* strength in (0,1]: int(steps * r) denoising steps (ignored for txt2img) */
+    uint64_t seed, stream;          /* Philox key and stream of this item's noise */
+    float *out;                     /* 3 x H x W in [0,1] */
+    const float *vae_noise;         /* optional [latent_channels, h, w]: the posterior sample's epsilon */
+    const float *latent_noise;      /* optional [latent_channels, h, w]: add_noise's epsilon / txt2img start */
+    float *latents_out;             /* optional [latent_channels, h, w]: the final latents (before decoding) */
+} engine_item;
+
+/* Runs n <= max_batch items as one batch: each joins the union of timesteps at its own start index
+ * N - int(N * r) (txt2img: 0) and all items' UNet evaluations at a step run together. 0, or -1 + err_msg()
+ * (r outside (0,1] or too small for one step, bad prompt handle, NaN in the latents naming the step). */
+int engine_img2img(engine *e, engine_item *items, int n);
+
+typedef struct {
+    int height, width;              /* image size */
+    int latent_channels, latent_h, latent_w;
+    int steps, max_batch;
+    size_t weight_file_bytes;       /* size of the weight files on disk (a single file counted once) */
+} engine_info;
+
+void engine_get_info(const engine *e, engine_info *info);
+
+/* Purposes mixed into an item's Philox stream. */
+enum { ENGINE_NOISE_VAE = 1, ENGINE_NOISE_LATENT = 2 };
+
+/* One UNet evaluation at batch B (CFG not applied) on the engine's buffers, for benchmarks. -1 + err_msg(). */
+int engine_bench_unet(engine *e, int B);
+
+#endif

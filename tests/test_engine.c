@@ -1,0 +1,273 @@
+/* The engine end to end against the PyTorch reference (scripts/sd_ref.py, diffusers 0.19 semantics):
+ * img2img and txt2img latent trajectories and decoded images for DDIM and DPM-Solver++ 2M with the stored noise,
+ * on both tiny model families and on the single-file checkpoint; batch composition; argument errors. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "check.h"
+#include "engine.h"
+#include "err.h"
+#include "imgio.h"
+#include "safetensors.h"
+
+#define FIX "tests/fixtures/"
+#define MAXB 4
+
+typedef struct {
+    st_file *f;
+    float *buf[64];
+    int n;
+} refs;
+
+static const float *ref(refs *r, const char *name, size_t numel)
+{
+    const st_tensor *t = st_find(r->f, name);
+    CHECK(t != NULL, "reference %s missing", name);
+    if (!t || (size_t)t->numel != numel) {
+        CHECK(t == NULL, "reference %s has %lld values, expected %zu", name, t ? (long long)t->numel : 0LL, numel);
+        return NULL;
+    }
+    float *b = malloc(sizeof(float) * numel);
+    st_to_f32(t, b);
+    r->buf[r->n++] = b;
+    return b;
+}
+
+static void refs_close(refs *r)
+{
+    for (int i = 0; i < r->n; i++) free(r->buf[i]);
+    st_close(r->f);
+}
+
+/* latents per item: lat[item][0] initial, lat[item][i + 1] after the step at schedule index i */
+typedef struct {
+    size_t nl;
+    float *lat[MAXB][64];
+} tracer;
+
+static void trace_fn(void *ctx, int item, int step_index, const float *x)
+{
+    tracer *t = ctx;
+    if (item < MAXB && step_index + 1 < 64) {
+        if (!t->lat[item][step_index + 1]) t->lat[item][step_index + 1] = malloc(sizeof(float) * t->nl);
+        memcpy(t->lat[item][step_index + 1], x, sizeof(float) * t->nl);
+    }
+}
+
+static void tracer_free(tracer *t)
+{
+    for (int i = 0; i < MAXB; i++)
+        for (int j = 0; j < 64; j++) free(t->lat[i][j]), t->lat[i][j] = NULL;
+}
+
+static float *load_image(const char *path, int W, int H)
+{
+    img_u8 im = {0};
+    if (imgio_load(path, 0, 0, &im)) {
+        CHECK(0, "%s", err_msg());
+        return NULL;
+    }
+    CHECK(im.w == W && im.h == H, "%s is %dx%d, expected %dx%d", path, im.w, im.h, W, H);
+    float *p = malloc(sizeof(float) * 3 * W * H);
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < W * H; i++) p[c * W * H + i] = im.rgb[i * 3 + c] / 255.0f;
+    imgio_free(&im);
+    return p;
+}
+
+/* One fixture run: img2img (or txt2img) of the two reference items, compared step by step. */
+static void check_run(const char *family, const char *model, const char *config_dir, enum sd_sched_kind kind,
+                      int txt2img)
+{
+    char p[512];
+    const char *sk = kind == SD_SCHED_DDIM ? "ddim" : "dpm";
+    const char *mode = txt2img ? "txt2img" : "img2img";
+    snprintf(p, sizeof p, FIX "%s/refs.safetensors", family);
+    refs r = {.f = st_open(p)};
+    CHECK(r.f != NULL, "%s", err_msg());
+    if (!r.f) return;
+    tracer tr = {0};
+    engine_opts o;
+    engine_opts_default(&o);
+    o.model = model;
+    o.config_dir = config_dir;
+    o.threads = 2;
+    o.max_batch = MAXB;
+    o.vae_batch = 2;
+    o.scheduler = kind;
+    o.steps = txt2img ? 3 : 5;             /* refs.json: txt2img 3 steps; img2img 5 steps at strength 0.6 */
+    o.trace = trace_fn;
+    o.trace_ctx = &tr;
+    engine *e = engine_load(&o);
+    CHECK(e != NULL, "%s: %s", model, err_msg());
+    if (!e) {
+        refs_close(&r);
+        return;
+    }
+    engine_info info;
+    engine_get_info(e, &info);
+    const size_t nl = (size_t)info.latent_channels * info.latent_h * info.latent_w;
+    const size_t ni = (size_t)3 * info.height * info.width;
+    tr.nl = nl;
+    const char *prompts[2] = {"a photo of a cat.", "A photo of a tench, Tinca tinca"};
+    snprintf(p, sizeof p, "%s.%s.latents", mode, sk);
+    const float *want_lat = ref(&r, p, 3 * 2 * nl);
+    snprintf(p, sizeof p, "%s.%s.image", mode, sk);
+    const float *want_img = ref(&r, p, 2 * ni);
+    const float *vae_noise = ref(&r, "img2img.vae_noise", 2 * nl);
+    const float *lat_noise = ref(&r, "img2img.latent_noise", 2 * nl);
+    snprintf(p, sizeof p, "img2img.%s.x_init", sk);
+    const float *want_init = txt2img ? lat_noise : ref(&r, p, 2 * nl);
+    float *img[2] = {0}, *out[MAXB];
+    for (int k = 0; k < MAXB; k++) out[k] = calloc(ni, sizeof(float));
+    if (!txt2img)
+        for (int k = 0; k < 2; k++) {
+            snprintf(p, sizeof p, FIX "%s/img%d.png", family, k);
+            img[k] = load_image(p, info.width, info.height);
+        }
+    engine_item it[MAXB];
+    memset(it, 0, sizeof it);
+    for (int k = 0; k < 2; k++) {
+        it[k].image = img[k];
+        it[k].prompt = engine_prompt(e, prompts[k]);
+        CHECK(it[k].prompt >= 0, "%s", err_msg());
+        it[k].r = 0.6;
+        it[k].out = out[k];
+        it[k].vae_noise = vae_noise ? vae_noise + k * nl : NULL;
+        it[k].latent_noise = lat_noise ? lat_noise + k * nl : NULL;
+    }
+    if (!want_lat || !want_img || !vae_noise || !lat_noise || !want_init || (!txt2img && (!img[0] || !img[1])))
+        goto done;
+
+    /* both items as one batch: trajectory and image against the reference */
+    CHECK(engine_img2img(e, it, 2) == 0, "%s %s %s: %s", model, mode, sk, err_msg());
+    const int first = txt2img ? 0 : 2;    /* N - int(N * 0.6) = 2 */
+    for (int k = 0; k < 2; k++) {
+        double d = tr.lat[k][0] ? check_max_abs(tr.lat[k][0], want_init + k * nl, nl) : INFINITY;
+        CHECK(d <= 1e-4, "%s %s %s item %d: initial latents differ by %g", model, mode, sk, k, d);
+        for (int s = 0; s < 3; s++) {
+            const float *got = tr.lat[k][first + s + 1];
+            d = got ? check_max_abs(got, want_lat + (s * 2 + k) * nl, nl) : INFINITY;
+            CHECK(d <= 2e-4, "%s %s %s item %d: latents after step %d differ by %g", model, mode, sk, k, s + 1, d);
+        }
+        d = check_max_abs(out[k], want_img + k * ni, ni);
+        CHECK(d <= 2e-4, "%s %s %s item %d: decoded image differs by %g", model, mode, sk, k, d);
+    }
+
+    /* batch 1, and batched behind an item of another strength (joins later) and one that starts earlier:
+     * an item's result does not depend on its company */
+    float *alone = malloc(sizeof(float) * ni);
+    memcpy(alone, out[1], sizeof(float) * ni);
+    engine_item one = it[1];
+    one.out = out[2];
+    CHECK(engine_img2img(e, &one, 1) == 0, "%s", err_msg());
+    CHECK(check_max_abs(out[2], alone, ni) <= 1e-5, "%s %s %s: batch 1 differs from batch 2 by %g", model, mode, sk,
+          check_max_abs(out[2], alone, ni));
+    if (!txt2img) {
+        engine_item mix[3] = {it[0], it[1], it[1]};
+        mix[0].r = 1.0;                    /* starts at index 0 */
+        mix[0].out = out[3];
+        mix[1].out = out[2];
+        mix[2].r = 0.2;                    /* one step, joins at index 4 */
+        mix[2].out = out[0];
+        mix[2].vae_noise = mix[2].latent_noise = NULL;
+        mix[2].seed = 7;
+        CHECK(engine_img2img(e, mix, 3) == 0, "%s", err_msg());
+        CHECK(check_max_abs(out[2], alone, ni) <= 1e-5, "%s %s: item in a mixed-r batch differs by %g", model, sk,
+              check_max_abs(out[2], alone, ni));
+        /* the r = 0.2 item alone gives the same as inside the batch */
+        engine_item solo = mix[2];
+        float *again = malloc(sizeof(float) * ni);
+        solo.out = again;
+        CHECK(engine_img2img(e, &solo, 1) == 0, "%s", err_msg());
+        CHECK(check_max_abs(again, out[0], ni) <= 1e-5, "Philox-noised item depends on its batch (%g)",
+              check_max_abs(again, out[0], ni));
+        free(again);
+    }
+    free(alone);
+done:
+    engine_free(e);
+    for (int k = 0; k < 2; k++) free(img[k]);
+    for (int k = 0; k < MAXB; k++) free(out[k]);
+    tracer_free(&tr);
+    refs_close(&r);
+}
+
+static void check_errors(void)
+{
+    engine_opts o;
+    engine_opts_default(&o);
+    o.model = FIX "sd-tiny-a";
+    o.steps = 5;
+    o.max_batch = 2;
+    engine *e = engine_load(&o);
+    CHECK(e != NULL, "%s", err_msg());
+    if (!e) return;
+    engine_info info;
+    engine_get_info(e, &info);
+    CHECK(info.height == 16 && info.width == 16 && info.latent_h == 8 && info.latent_channels == 4,
+          "model size from sample_size x VAE factor: %dx%d", info.width, info.height);
+    size_t ni = (size_t)3 * info.height * info.width;
+    float *src = calloc(ni, sizeof(float)), *out = calloc(ni, sizeof(float));
+    for (size_t i = 0; i < ni; i++) src[i] = (float)(i % 17) / 16.0f;
+    int empty = engine_prompt(e, "");
+    CHECK(empty >= 0 && engine_prompt(e, "") == empty, "empty prompt allowed and cached");
+    int cat = engine_prompt(e, "a photo of a cat.");
+    CHECK(cat >= 0 && cat != empty && engine_prompt(e, "a photo of a cat.") == cat, "prompt cache");
+    engine_item it = {.image = src, .prompt = empty, .r = 0.8, .seed = 3, .out = out};
+    CHECK(engine_img2img(e, &it, 1) == 0, "empty prompt: %s", err_msg());
+    double bad_r[4] = {0.0, -0.5, 1.5, NAN};
+    for (int i = 0; i < 4; i++) {
+        it.r = bad_r[i];
+        CHECK(engine_img2img(e, &it, 1) == -1 && strstr(err_msg(), "r ="), "r = %g accepted", bad_r[i]);
+    }
+    it.r = 0.1;                          /* int(5 * 0.1) = 0 steps */
+    CHECK(engine_img2img(e, &it, 1) == -1 && strstr(err_msg(), "no denoising step"), "r too small: %s", err_msg());
+    it.r = 0.5;
+    it.prompt = 99;
+    CHECK(engine_img2img(e, &it, 1) == -1 && strstr(err_msg(), "prompt"), "bad prompt handle");
+    it.prompt = cat;
+    engine_item three[3] = {it, it, it};
+    CHECK(engine_img2img(e, three, 3) == -1, "more items than max_batch refused");
+
+    /* same seed -> same result; another seed -> another result */
+    float *out2 = calloc(ni, sizeof(float));
+    CHECK(engine_img2img(e, &it, 1) == 0, "%s", err_msg());
+    it.out = out2;
+    CHECK(engine_img2img(e, &it, 1) == 0 && check_max_abs(out, out2, ni) == 0, "same seed reproduces");
+    it.seed = 4;
+    CHECK(engine_img2img(e, &it, 1) == 0 && check_max_abs(out, out2, ni) > 1e-3, "another seed differs");
+    engine_free(e);
+
+    /* CFG off (guidance 1): eps is the conditional prediction alone, a different image */
+    o.guidance = 1.0;
+    e = engine_load(&o);
+    CHECK(e != NULL, "%s", err_msg());
+    if (e) {
+        it.prompt = engine_prompt(e, "a photo of a cat.");
+        it.out = out;
+        CHECK(engine_img2img(e, &it, 1) == 0 && check_max_abs(out, out2, ni) > 1e-3, "guidance 1 differs from 7.5");
+        engine_free(e);
+    }
+    o.height = 18;
+    CHECK(engine_load(&o) == NULL && strstr(err_msg(), "multiple"), "bad size: %s", err_msg());
+    o.height = 0;
+    o.model = FIX "no-such-model";
+    CHECK(engine_load(&o) == NULL && strstr(err_msg(), "no-such-model"), "missing model: %s", err_msg());
+    free(src);
+    free(out);
+    free(out2);
+}
+
+int main(void)
+{
+    for (int kind = 0; kind < 2; kind++)
+        for (int t2i = 0; t2i < 2; t2i++) {
+            check_run("sd-tiny-a", FIX "sd-tiny-a", NULL, kind, t2i);
+            check_run("sd-tiny-b", FIX "sd-tiny-b", NULL, kind, t2i);
+        }
+    /* the single-file checkpoint with the folder's configs gives the folder's results */
+    check_run("sd-tiny-b", FIX "sd-tiny-b.safetensors", FIX "sd-tiny-b", SD_SCHED_DPMPP_2M, 0);
+    check_errors();
+    return check_done("test_engine");
+}
