@@ -169,7 +169,8 @@ static void test_conversion(void)
     CHECK(t && t->dtype == ST_BF16 && st_to_f32(t, out) == 0, "BF16");
     for (int i = 0; t && i < 7; i++)
         CHECK(bits(out[i]) == (uint32_t)b[i] << 16, "BF16 %04x -> %08x", b[i], bits(out[i]));
-    CHECK(t && out[6] == 3.140625f && out[2] > 0 && out[2] < 1e-39f, "BF16 values");
+    CHECK(t && out[6] == 3.140625f, "BF16 value %g", out[6]);   /* the subnormal is checked by its bits only: these
+                                                                 * test programs may run with denormals-are-zero */
     t = st_find(f, "d");
     CHECK(t && t->ndim == 2 && st_to_f32(t, out) == 0 && out[0] == 1.5f && out[1] == -0.1f && out[2] == 0,
           "F64 values");
