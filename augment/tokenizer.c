@@ -988,13 +988,16 @@ static size_t presplit(const tokenizer *t, const uint32_t *s, size_t n, int *spe
 int tokenizer_encode(const tokenizer *t, const char *text, int *ids, int max_len)
 {
     if (max_len < 2) return err_set("tokenizer: max_len %d leaves no room for BOS and EOS", max_len);
+    if (!text) return err_set("tokenizer: no prompt text");
     size_t nb = strlen(text);
+    /* cleanup expands at most 3x (ligatures), then 2x (the lowercase of U+0130); a piece is at most 4 bytes per
+     * code point and BPE needs one symbol per byte */
     uint32_t *cps = malloc((nb + 1) * sizeof *cps), *tmp = malloc((3 * nb + 1) * sizeof *tmp);
     uint32_t *clean = malloc((6 * nb + 1) * sizeof *clean);
-    unsigned char *piece = malloc(4 * 6 * nb + 1);
-    int *word = malloc((4 * 6 * nb + 1) * sizeof *word), *wtmp = malloc((4 * 6 * nb + 1) * sizeof *wtmp);
+    unsigned char *piece = NULL;
+    int *word = NULL, *wtmp = NULL;
     int rc = -1;
-    if (!cps || !tmp || !clean || !piece || !word || !wtmp) {
+    if (!cps || !tmp || !clean) {
         err_set("tokenizer: out of memory for a %zu-byte prompt", nb);
         goto out;
     }
@@ -1004,6 +1007,13 @@ int tokenizer_encode(const tokenizer *t, const char *text, int *ids, int max_len
         goto out;
     }
     size_t n = clean_text(cps, ncp, clean, tmp);
+    piece = malloc(4 * n + 1);
+    word = malloc((4 * n + 1) * sizeof *word);
+    wtmp = malloc((4 * n + 1) * sizeof *wtmp);
+    if (!piece || !word || !wtmp) {
+        err_set("tokenizer: out of memory for a %zu-byte prompt", nb);
+        goto out;
+    }
     int cap = max_len - 2, count = 0;
     for (size_t i = 0; i < n;) {
         int special;

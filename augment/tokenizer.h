@@ -21,7 +21,7 @@ void tokenizer_free(tokenizer *t);
  * tokens with EOS kept last (HF truncation=True). Returns the length the full sequence would have (tokens + 2):
  * a value > max_len means the text was truncated, and min(return, max_len) - 1 is the position of EOS.
  * The empty prompt is valid (BOS EOS pad...). -1 + err_msg() on invalid UTF-8, max_len < 2, or a symbol that is
- * neither in the vocabulary nor covered by an unk token. */
+ * neither in the vocabulary nor covered by an unk token. Thread-safe: the tokenizer is read-only after loading. */
 int tokenizer_encode(const tokenizer *t, const char *text, int *ids, int max_len);
 
 int tokenizer_max_length(const tokenizer *t);   /* model_max_length (77 for SD 1.x) */
