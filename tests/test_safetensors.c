@@ -263,6 +263,48 @@ static void test_bad(void)
 #undef T
 }
 
+/* The PyTorch-written fixtures (tests/fixtures/README.md): every file opens and every float tensor converts;
+ * the checkpoint's I64 position_ids buffer reads back as 0..76. */
+static void test_fixtures(void)
+{
+    static const char *const files[] = {
+        "tests/fixtures/sd-tiny-a/unet/diffusion_pytorch_model.safetensors",
+        "tests/fixtures/sd-tiny-a/vae/diffusion_pytorch_model.safetensors",
+        "tests/fixtures/sd-tiny-a/text_encoder/model.safetensors",
+        "tests/fixtures/sd-tiny-a/refs.safetensors",
+        "tests/fixtures/sd-tiny-b/unet/diffusion_pytorch_model.safetensors",
+        "tests/fixtures/sd-tiny-b.safetensors",
+    };
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        st_file *f = st_open(files[i]);
+        CHECK(f && st_count(f) > 10, "%s: %s", files[i], f ? "too few tensors" : err_msg());
+        int bad = 0;
+        for (int k = 0; f && k < st_count(f); k++) {
+            const st_tensor *t = st_at(f, k);
+            if (t->dtype != ST_F32 && t->dtype != ST_F16) continue;
+            float *d = malloc((size_t)t->numel * sizeof *d + 1);
+            bad += !d || st_to_f32(t, d) != 0;
+            for (int64_t j = 0; d && j < t->numel; j++) bad += !isfinite(d[j]);
+            free(d);
+        }
+        CHECK(bad == 0, "%s: %d tensors failed to convert or are not finite", files[i], bad);
+        st_close(f);
+    }
+    st_file *f = st_open("tests/fixtures/sd-tiny-b.safetensors");
+    const st_tensor *t = f ? st_find(f, "cond_stage_model.transformer.text_model.embeddings.position_ids") : NULL;
+    CHECK(t && t->dtype == ST_I64 && t->ndim == 2 && t->shape[0] == 1 && t->shape[1] == 77, "position_ids header");
+    int wrong = 0;
+    for (int j = 0; t && j < 77; j++) {
+        int64_t v;
+        memcpy(&v, (const char *)t->data + 8 * j, 8);
+        wrong += v != j;
+    }
+    CHECK(t && wrong == 0, "position_ids: %d values differ from 0..76", wrong);
+    t = f ? st_find(f, "model_ema.decay") : NULL;
+    CHECK(t && t->dtype == ST_F32 && t->ndim == 0 && t->numel == 1, "model_ema.decay is not an F32 scalar");
+    st_close(f);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) {
@@ -273,6 +315,7 @@ int main(void)
     test_many();
     test_conversion();
     test_bad();
+    test_fixtures();
     fuzz_stats fs = fuzz_safetensors_run(3000, 12345);
     CHECK(fs.iters == 3000 && fs.violations == 0 && fs.accepted > 50 && fs.rejected > 1000,
           "fuzz: %ld iterations, %ld accepted, %ld rejected, %ld violations", fs.iters, fs.accepted, fs.rejected,

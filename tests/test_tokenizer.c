@@ -1,10 +1,13 @@
 /* CLIP tokenizer against known encodings: the three in data/clip-tokenizer/README.md (from the original CLIP
  * tokenizer), and more made by scripts/clip_bpe_reference.py, an independent Python implementation on the
  * `regex` module's pattern (`python3 scripts/clip_bpe_reference.py data/clip-tokenizer [MAX_LEN] < prompts`,
- * prompts given as JSON strings). Also a tiny hand-made vocabulary, truncation, padding, and bad inputs. */
+ * prompts given as JSON strings); the token ids of the PyTorch fixtures; a tiny hand-made vocabulary,
+ * truncation, padding, and bad inputs. */
 #include "check.h"
 #include "err.h"
+#include "safetensors.h"
 #include "tokenizer.h"
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +100,48 @@ static void test_sd_vocab(void)
     tokenizer_free(t);
 }
 
+/* tok.ids of the PyTorch-side fixtures (made by scripts/sd_ref.py, tests/fixtures/README.md) for refs.json's
+ * prompts, through the fixtures' own 581-entry vocabulary. */
+static void test_fixture(const char *family)
+{
+    char p[256];
+    snprintf(p, sizeof p, "tests/fixtures/%s/tokenizer", family);
+    tokenizer *t = tokenizer_load(p);
+    snprintf(p, sizeof p, "tests/fixtures/%s/refs.safetensors", family);
+    st_file *f = st_open(p);
+    const st_tensor *ti = f ? st_find(f, "tok.ids") : NULL;
+    snprintf(p, sizeof p, "tests/fixtures/%s/refs.json", family);
+    FILE *fp = fopen(p, "rb");
+    char *json = malloc(1 << 22);
+    size_t n = fp && json ? fread(json, 1, (1 << 22) - 1, fp) : 0;
+    if (fp) fclose(fp);
+    cJSON *root = json && n ? (json[n] = 0, cJSON_Parse(json)) : NULL;
+    const cJSON *prompts = cJSON_GetObjectItemCaseSensitive(root, "prompts");
+    int np = cJSON_GetArraySize(prompts);
+    CHECK(t && ti && ti->ndim == 2 && ti->shape[0] == np && ti->shape[1] == 77 && np >= 6,
+          "%s: tokenizer, tok.ids or prompts missing (%s)", family, err_msg());
+    if (t && ti && ti->ndim == 2 && ti->shape[0] == np && ti->shape[1] == 77) {
+        float *ref = malloc((size_t)ti->numel * sizeof *ref);
+        st_to_f32(ti, ref);
+        int i = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, prompts) {
+            int ids[77], bad = -1;
+            int r = tokenizer_encode(t, cJSON_IsString(e) ? e->valuestring : "", ids, 77);
+            for (int k = 0; k < 77 && bad < 0; k++)
+                if (ids[k] != (int)ref[i * 77 + k]) bad = k;
+            CHECK(r >= 2 && bad < 0, "%s prompt %d: id %d is %d, fixture %d", family, i, bad, bad < 0 ? 0 : ids[bad],
+                  bad < 0 ? 0 : (int)ref[i * 77 + bad]);
+            i++;
+        }
+        free(ref);
+    }
+    cJSON_Delete(root);
+    free(json);
+    st_close(f);
+    tokenizer_free(t);
+}
+
 static void write_file(const char *name, const char *text)
 {
     char p[512];
@@ -184,6 +229,8 @@ int main(void)
         return 1;
     }
     test_sd_vocab();
+    test_fixture("sd-tiny-a");
+    test_fixture("sd-tiny-b");
     test_tiny_vocab();
     test_malformed();
     char cmd[600];
