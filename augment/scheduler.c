@@ -18,13 +18,23 @@ struct scheduler {
     int *ts;                    /* [n] descending */
 };
 
-/* torch.linspace(start, end, steps, dtype=float32) on the CPU: the step and both halves in float32 */
+/* torch.linspace(start, end, steps, dtype=float32) as the CPU kernel computes it (AVX2 build): blocks of 8 lanes
+ * whose base is start + step*idx (or end - step*(steps-idx-1) from the block at halfway on) with one rounding
+ * (the compiler fuses it), then base + step*lane rounded twice; the last steps % 16 values on the scalar path.
+ * This reproduces torch's betas bit for bit, so alphas_cumprod matches exactly. */
 static void linspace_f32(float start, float end, int steps, float *out)
 {
-    float step = (end - start) / (float)(steps - 1);
-    int half = steps / 2;
-    for (int i = 0; i < steps; i++)
-        out[i] = i < half ? start + step * (float)i : end - step * (float)(steps - i - 1);
+    const float step = (end - start) / (float)(steps - 1);
+    const int half = steps / 2, nvec = steps / 16 * 16;
+    for (int i0 = 0; i0 < nvec; i0 += 8) {
+        float base = i0 < half ? fmaf(step, (float)i0, start) : fmaf(-step, (float)(steps - i0 - 1), end);
+        for (int l = 0; l < 8; l++) {
+            float d = step * (float)l;
+            out[i0 + l] = base + d;
+        }
+    }
+    for (int i = nvec; i < steps; i++)
+        out[i] = i < half ? fmaf(step, (float)i, start) : fmaf(-step, (float)(steps - i - 1), end);
 }
 
 scheduler *scheduler_create(enum sd_sched_kind kind, const sched_config *cfg)

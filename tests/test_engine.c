@@ -185,11 +185,86 @@ static void check_run(const char *family, const char *model, const char *config_
         free(again);
     }
     free(alone);
+    if (!txt2img) {
+        /* strengths 0.4 and 1.0 (still from the image: add_noise at the first timestep) in one mixed batch */
+        snprintf(p, sizeof p, "img2img.%s.r04.final", sk);
+        const float *want04 = ref(&r, p, 2 * nl);
+        snprintf(p, sizeof p, "img2img.%s.r10.final", sk);
+        const float *want10 = ref(&r, p, 2 * nl);
+        float *lat[MAXB];
+        engine_item mix[MAXB];
+        for (int k = 0; k < MAXB; k++) {
+            mix[k] = it[k % 2];
+            mix[k].r = k < 2 ? 0.4 : 1.0;
+            mix[k].out = out[k];
+            mix[k].latents_out = lat[k] = malloc(sizeof(float) * nl);
+        }
+        CHECK(engine_img2img(e, mix, MAXB) == 0, "%s", err_msg());
+        for (int k = 0; k < MAXB && want04 && want10; k++) {
+            const float *want = (k < 2 ? want04 : want10) + (k % 2) * nl;
+            double d = check_max_abs(lat[k], want, nl);
+            CHECK(d <= 2e-4, "%s %s item %d at r=%.1f: final latents differ by %g", model, sk, k % 2, mix[k].r, d);
+        }
+        for (int k = 0; k < MAXB; k++) free(lat[k]);
+    }
 done:
     engine_free(e);
     for (int k = 0; k < 2; k++) free(img[k]);
     for (int k = 0; k < MAXB; k++) free(out[k]);
     tracer_free(&tr);
+    refs_close(&r);
+}
+
+/* z0 from the posterior mean instead of a sample (engine option vae_mean) */
+static void check_mean(const char *family, enum sd_sched_kind kind)
+{
+    char p[512];
+    const char *sk = kind == SD_SCHED_DDIM ? "ddim" : "dpm";
+    snprintf(p, sizeof p, FIX "%s/refs.safetensors", family);
+    refs r = {.f = st_open(p)};
+    CHECK(r.f != NULL, "%s", err_msg());
+    if (!r.f) return;
+    engine_opts o;
+    engine_opts_default(&o);
+    snprintf(p, sizeof p, FIX "%s", family);
+    o.model = p;
+    o.max_batch = 2;
+    o.scheduler = kind;
+    o.steps = 5;
+    o.vae_mean = 1;
+    engine *e = engine_load(&o);
+    CHECK(e != NULL, "%s", err_msg());
+    if (e) {
+        engine_info info;
+        engine_get_info(e, &info);
+        const size_t nl = (size_t)info.latent_channels * info.latent_h * info.latent_w;
+        const size_t ni = (size_t)3 * info.height * info.width;
+        const float *lat_noise = ref(&r, "img2img.latent_noise", 2 * nl);
+        char name[64];
+        snprintf(name, sizeof name, "img2img.%s.mean.final", sk);
+        const float *want = ref(&r, name, 2 * nl);
+        const char *prompts[2] = {"a photo of a cat.", "A photo of a tench, Tinca tinca"};
+        engine_item it[2];
+        float *img[2], *out[2], *lat[2];
+        memset(it, 0, sizeof it);
+        for (int k = 0; k < 2; k++) {
+            snprintf(p, sizeof p, FIX "%s/img%d.png", family, k);
+            img[k] = load_image(p, info.width, info.height);
+            out[k] = malloc(sizeof(float) * ni);
+            lat[k] = malloc(sizeof(float) * nl);
+            it[k] = (engine_item){.image = img[k], .prompt = engine_prompt(e, prompts[k]), .r = 0.6, .out = out[k],
+                                  .latent_noise = lat_noise ? lat_noise + k * nl : NULL, .latents_out = lat[k]};
+        }
+        if (want && lat_noise && img[0] && img[1]) {
+            CHECK(engine_img2img(e, it, 2) == 0, "%s", err_msg());
+            for (int k = 0; k < 2; k++) {
+                double d = check_max_abs(lat[k], want + k * nl, nl);
+                CHECK(d <= 2e-4, "%s %s item %d: posterior-mean final latents differ by %g", family, sk, k, d);
+            }
+        }
+        for (int k = 0; k < 2; k++) free(img[k]), free(out[k]), free(lat[k]);
+        engine_free(e);
+    }
     refs_close(&r);
 }
 
@@ -268,6 +343,10 @@ int main(void)
         }
     /* the single-file checkpoint with the folder's configs gives the folder's results */
     check_run("sd-tiny-b", FIX "sd-tiny-b.safetensors", FIX "sd-tiny-b", SD_SCHED_DPMPP_2M, 0);
+    for (int kind = 0; kind < 2; kind++) {
+        check_mean("sd-tiny-a", kind);
+        check_mean("sd-tiny-b", kind);
+    }
     check_errors();
     return check_done("test_engine");
 }

@@ -6,6 +6,8 @@
 #include "check.h"
 #include "err.h"
 #include "model_load.h"
+#include "safetensors.h"
+#include "weights.h"
 
 static char tmpdir[256];
 
@@ -185,6 +187,136 @@ static void test_map(void)
     CHECK(sd_map_unet("conv_in.weight", buf, 8, &m) == NULL, "buffer too small");
 }
 
+/* Both fixture folders: every config value as written in their config.json files. */
+static void test_fixture_folders(void)
+{
+    sd_model m;
+    CHECK(sd_model_find("tests/fixtures/sd-tiny-a", NULL, &m) == 0, "%s", err_msg());
+    CHECK(!m.single_file && strstr(m.unet_path, "unet/diffusion_pytorch_model.safetensors") &&
+              strstr(m.clip_path, "text_encoder/model.safetensors") && strstr(m.tokenizer_dir, "sd-tiny-a/tokenizer"),
+          "sd-tiny-a paths");
+    const unet_config *u = &m.unet;
+    CHECK(u->n_blocks == 2 && u->block_out_channels[0] == 16 && u->block_out_channels[1] == 24 &&
+              u->layers_per_block == 1 && u->attention_head_dim[0] == 2 && u->attention_head_dim[1] == 2 &&
+              u->cross_attention_dim == 32 && u->norm_num_groups == 8 && u->sample_size == 8 &&
+              !u->use_linear_projection && u->down_block_types[0] == SD_CROSS_ATTN_DOWN_BLOCK &&
+              u->down_block_types[1] == SD_DOWN_BLOCK && u->up_block_types[0] == SD_UP_BLOCK &&
+              u->up_block_types[1] == SD_CROSS_ATTN_UP_BLOCK && u->transformer_layers_per_block == 1,
+          "sd-tiny-a unet config");
+    CHECK(m.vae.n_blocks == 2 && m.vae.block_out_channels[0] == 8 && m.vae.block_out_channels[1] == 16 &&
+              m.vae.layers_per_block == 1 && m.vae.norm_num_groups == 4 && m.vae.latent_channels == 4 &&
+              m.vae.sample_size == 16 && m.vae.scaling_factor == 0.18215f, "sd-tiny-a vae config");
+    CHECK(m.clip.hidden_size == 32 && m.clip.num_hidden_layers == 2 && m.clip.num_attention_heads == 2 &&
+              m.clip.intermediate_size == 64 && m.clip.vocab_size == 581 && m.clip.max_position_embeddings == 77 &&
+              m.clip.hidden_act == SD_ACT_QUICK_GELU, "sd-tiny-a clip config");
+    sched_config sd;
+    sd_default_configs(NULL, NULL, NULL, &sd);
+    CHECK(memcmp(&m.sched, &sd, sizeof sd) == 0, "sd-tiny-a scheduler config is SD 1.5's");
+
+    CHECK(sd_model_find("tests/fixtures/sd-tiny-b", NULL, &m) == 0, "%s", err_msg());
+    CHECK(u->n_blocks == 3 && u->block_out_channels[0] == 8 && u->block_out_channels[2] == 16 &&
+              u->layers_per_block == 2 && u->attention_head_dim[0] == 1 && u->attention_head_dim[1] == 2 &&
+              u->attention_head_dim[2] == 4 && u->cross_attention_dim == 48 && u->norm_num_groups == 4 &&
+              u->use_linear_projection && u->down_block_types[1] == SD_CROSS_ATTN_DOWN_BLOCK &&
+              u->down_block_types[2] == SD_DOWN_BLOCK && u->up_block_types[0] == SD_UP_BLOCK &&
+              u->up_block_types[2] == SD_CROSS_ATTN_UP_BLOCK, "sd-tiny-b unet config");
+    CHECK(m.vae.n_blocks == 3 && m.vae.block_out_channels[2] == 16 && m.vae.layers_per_block == 2 &&
+              m.vae.sample_size == 32, "sd-tiny-b vae config");
+    CHECK(m.clip.hidden_size == 48 && m.clip.num_attention_heads == 4 && m.clip.intermediate_size == 96,
+          "sd-tiny-b clip config");
+}
+
+/* Every float tensor of the folder, asked for by its diffusers name through the single file's map, is bitwise the
+ * folder's. */
+static int compare_net(const char *folder_file, const char *single, weights_map_fn map, void *ctx)
+{
+    st_file *f = st_open(folder_file);
+    const char *p1[1] = {folder_file}, *p2[1] = {single};
+    weights *wf = weights_open(p1, 1), *ws = weights_open(p2, 1);
+    int bad = 0, n = 0;
+    if (!f || !wf || !ws) {
+        CHECK(0, "%s", err_msg());
+        bad = 1;
+        goto out;
+    }
+    weights_set_map(ws, map, ctx);
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        if (t->dtype != ST_F32 && t->dtype != ST_F16) continue;     /* position_ids */
+        const float *a = weights_get(wf, t->name, t->ndim, t->shape);
+        const float *b = weights_get(ws, t->name, t->ndim, t->shape);
+        if (!a || !b || memcmp(a, b, sizeof(float) * t->numel)) {
+            CHECK(0, "%s: %s differs or is missing in %s: %s", folder_file, t->name, single, err_msg());
+            bad++;
+        }
+        n++;
+    }
+    CHECK(n > 10, "%s: only %d tensors compared", folder_file, n);
+out:
+    weights_close(wf);
+    weights_close(ws);
+    st_close(f);
+    return bad;
+}
+
+static void test_single_file(void)
+{
+    const char *single = "tests/fixtures/sd-tiny-b.safetensors";
+    sd_model folder, m;
+    CHECK(sd_model_find("tests/fixtures/sd-tiny-b", NULL, &folder) == 0, "%s", err_msg());
+    /* without configs: sizes come from the tensors; heads cannot (48 is not a multiple of 64) */
+    CHECK(sd_model_find(single, NULL, &m) == -1 && strstr(err_msg(), "heads") && strstr(err_msg(), single),
+          "single file without configs: %s", err_msg());
+    CHECK(sd_model_find(single, "tests/fixtures/sd-tiny-b", &m) == 0, "%s", err_msg());
+    CHECK(m.single_file && !strcmp(m.unet_path, single) && !strcmp(m.vae_path, single), "single-file paths");
+    CHECK(memcmp(&m.unet, &folder.unet, sizeof m.unet) == 0 && memcmp(&m.vae, &folder.vae, sizeof m.vae) == 0 &&
+              memcmp(&m.clip, &folder.clip, sizeof m.clip) == 0, "single file + configs = folder configs");
+    CHECK(m.map.clip_has_text_model == 1 && m.map.n_vae_blocks == 3 && m.map.unet == &m.unet, "map context");
+    CHECK(compare_net("tests/fixtures/sd-tiny-b/unet/diffusion_pytorch_model.safetensors", single, sd_map_unet,
+                      &m.map) == 0, "unet weights through the map");
+    CHECK(compare_net("tests/fixtures/sd-tiny-b/vae/diffusion_pytorch_model.safetensors", single, sd_map_vae,
+                      &m.map) == 0, "vae weights through the map");
+    CHECK(compare_net("tests/fixtures/sd-tiny-b/text_encoder/model.safetensors", single, sd_map_clip, &m.map) == 0,
+          "clip weights through the map");
+
+    /* what the tensors tell, with only the text encoder's config given (for its head count) */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/cfg/text_encoder && cp tests/fixtures/sd-tiny-b/text_encoder/config.json "
+             "%s/cfg/text_encoder/", tmpdir, tmpdir);
+    CHECK(system(cmd) == 0, "copy config");
+    CHECK(sd_model_find(single, tmp_path("cfg"), &m) == 0, "%s", err_msg());
+    const unet_config *u = &m.unet, *fu = &folder.unet;
+    int same = u->n_blocks == fu->n_blocks && u->layers_per_block == fu->layers_per_block &&
+               u->cross_attention_dim == fu->cross_attention_dim && u->in_channels == 4 && u->out_channels == 4 &&
+               u->use_linear_projection == fu->use_linear_projection &&
+               u->transformer_layers_per_block == fu->transformer_layers_per_block;
+    for (int i = 0; same && i < u->n_blocks; i++)
+        same = u->block_out_channels[i] == fu->block_out_channels[i] &&
+               u->down_block_types[i] == fu->down_block_types[i] && u->up_block_types[i] == fu->up_block_types[i];
+    CHECK(same, "UNet sizes inferred from the tensors equal the folder's config");
+    same = m.vae.n_blocks == folder.vae.n_blocks && m.vae.layers_per_block == folder.vae.layers_per_block &&
+           m.vae.latent_channels == 4 && m.vae.in_channels == 3 && m.vae.out_channels == 3;
+    for (int i = 0; same && i < m.vae.n_blocks; i++) same = m.vae.block_out_channels[i] == folder.vae.block_out_channels[i];
+    CHECK(same, "VAE sizes inferred from the tensors equal the folder's config");
+
+    /* a truncated checkpoint is refused with its name */
+    FILE *in = fopen(single, "rb");
+    char trunc[512];
+    snprintf(trunc, sizeof trunc, "%s/trunc.safetensors", tmpdir);
+    FILE *out = fopen(trunc, "wb");
+    if (in && out) {
+        char buf[4096];
+        size_t n, total = 0;
+        while ((n = fread(buf, 1, sizeof buf, in)) > 0 && total < 40000) fwrite(buf, 1, n, out), total += n;
+    }
+    if (in) fclose(in);
+    if (out) fclose(out);
+    CHECK(sd_model_find(trunc, "tests/fixtures/sd-tiny-b", &m) == -1 && strstr(err_msg(), "trunc.safetensors"),
+          "truncated checkpoint: %s", err_msg());
+    CHECK(sd_model_find("tests/fixtures/sd-tiny-b/unet", NULL, &m) == -1 && strstr(err_msg(), "model_index.json"),
+          "a folder that is no pipeline: %s", err_msg());
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/genie-test-model-load-%d", (int)getpid());
@@ -195,6 +327,8 @@ int main(void)
     test_lists();
     test_errors();
     test_map();
+    test_fixture_folders();
+    test_single_file();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd)) return 1;
     return check_done("test_model_load");
