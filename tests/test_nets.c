@@ -245,6 +245,34 @@ static void test_bad_weights(void)
     st_close(f);
 }
 
+/* The whole UNet on 1 and on 2 threads: bitwise the same output. */
+static void test_threads(void)
+{
+    const char *dir = "tests/fixtures/sd-tiny-b";
+    unet_config uc;
+    if (sd_load_configs(dir, &uc, NULL, NULL, NULL)) return;
+    st_file *r = st_open("tests/fixtures/sd-tiny-b/refs.safetensors");
+    weights *w = open1(dir, "unet/diffusion_pytorch_model.safetensors");
+    ops_backend *b1 = ops_cpu_create(1), *b2 = ops_cpu_create(2);
+    if (r && w && b1 && b2) {
+        float *x = ref_f32(r, "unet.x"), *ctx = ref_f32(r, "clip.hidden"), *o[2];
+        float t[2] = {999, 1};
+        size_t n = 2 * 4 * 8 * 8;
+        for (int k = 0; k < 2; k++) {
+            unet_model *m = unet_load(&uc, w, k ? b2 : b1, 2, 8, 8, 77);
+            o[k] = calloc(n, sizeof(float));
+            CHECK(m && !unet_forward(m, x, t, ctx, 2, 8, 8, 77, o[k]), "%s", err_msg());
+            unet_free(m);
+        }
+        CHECK(!memcmp(o[0], o[1], n * sizeof(float)), "UNet output depends on the thread count");
+        free(x), free(ctx), free(o[0]), free(o[1]);
+    }
+    if (b1) b1->destroy(b1);
+    if (b2) b2->destroy(b2);
+    weights_close(w);
+    st_close(r);
+}
+
 int main(void)
 {
     be = ops_cpu_create(0);
@@ -254,6 +282,7 @@ int main(void)
     test_family("sd-tiny-b");
     test_single_file();
     test_bad_weights();
+    test_threads();
     be->destroy(be);
     return check_done("test_nets");
 }

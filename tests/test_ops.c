@@ -311,6 +311,8 @@ int main(void)
     test_conv(1, 8, 4, 4, 70, 3, 1, P1, 0);      /* few pixels: output channels split into tiles */
     test_conv(1, 2, 40, 40, 3, 3, 1, P1, 1);     /* more pixels than one tile */
     test_conv(1, 5, 45, 30, 4, 1, 1, P0, 1);     /* 1x1 over several pixel tiles */
+    test_conv(2, 2, 3, 1, 3, 3, 1, P1, 1);       /* one-pixel-wide map: every row touches both pads */
+    test_conv(1, 3, 2, 2, 2, 3, 2, P1, 1);
     test_linear(37, 19, 300, 1);                 /* few rows: columns split */
     test_linear(600, 33, 17, 0);
     test_linear(1, 64, 5, 1);
