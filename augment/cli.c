@@ -284,6 +284,18 @@ static void noise_free(noise_file *nf)
     st_close(nf->f);
 }
 
+/* peak resident set (VmHWM) of this process in MiB, or -1 */
+static double peak_rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb < 0 ? -1 : kb / 1024.0;
+}
+
 /* ---- commands ---- */
 
 enum { MODE_IMG2IMG, MODE_TXT2IMG, MODE_SWEEP, MODE_BENCH };
@@ -376,6 +388,7 @@ static int run(int argc, char **argv, int mode)
         printf("genie img2img_s %.4f\n", t_prompt + t_run);
         printf("genie img2img_mean %.6f\n", mean / (ni * n));
         printf("genie weights_mb %.1f\n", info.weight_file_bytes / 1048576.0);
+        printf("genie peak_rss_mb %.1f\n", peak_rss_mb());
         if (a.ref) {
             st_file *rf = st_open(a.ref);
             const st_tensor *t = rf ? st_find(rf, "image") : NULL;
