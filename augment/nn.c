@@ -137,19 +137,27 @@ float *nn_layer_norm_forward(ops_arena *a, const nn_norm *n, const float *x, int
 float *nn_resnet_forward(ops_arena *a, const nn_resnet *r, const float *x, int B, int H, int W,
                          const float *temb_silu)
 {
-    size_t n = (size_t)B * r->cout * H * W;
+    /* three maps deep: y, g (GN output, later the shortcut) and c (conv1 output, normalised in place) */
+    size_t n = (size_t)B * r->cout * H * W, ng = (size_t)B * (r->cin > r->cout ? r->cin : r->cout) * H * W;
     float *y = ar_push(a, n);
     size_t mark = ar_mark(a);
-    float *h = nn_group_norm_forward(a, &r->norm1, x, B, H * W, OPS_ACT_SILU);
-    h = nn_conv_forward(a, &r->conv1, h, B, H, W, 1, PAD1);
+    float *g = ar_push(a, ng), *c = ar_push(a, n);
+    OPS_RUN(a, group_norm, x, B, r->cin, H * W, r->norm1.groups, r->norm1.eps, r->norm1.g, r->norm1.b, OPS_ACT_SILU,
+            g);
+    OPS_RUN(a, conv2d, g, B, r->cin, H, W, r->conv1.w, r->conv1.b, r->cout, 3, 1, PAD1, c);
     if (r->temb) {
         float *e = nn_linear_forward(a, &r->temb_proj, temb_silu, B);
-        OPS_RUN(a, add_channel, h, B, r->cout, H * W, e);
+        OPS_RUN(a, add_channel, c, B, r->cout, H * W, e);
     }
-    h = nn_group_norm_forward(a, &r->norm2, h, B, H * W, OPS_ACT_SILU);
-    h = nn_conv_forward(a, &r->conv2, h, B, H, W, 1, PAD1);
-    const float *skip = r->cin != r->cout ? nn_conv_forward(a, &r->shortcut, x, B, H, W, 1, PAD0) : x;
-    OPS_RUN(a, add, h, skip, n, y);
+    OPS_RUN(a, group_norm, c, B, r->cout, H * W, r->norm2.groups, r->norm2.eps, r->norm2.g, r->norm2.b, OPS_ACT_SILU,
+            c);
+    OPS_RUN(a, conv2d, c, B, r->cout, H, W, r->conv2.w, r->conv2.b, r->cout, 3, 1, PAD1, y);
+    const float *skip = x;
+    if (r->cin != r->cout) {
+        OPS_RUN(a, conv2d, x, B, r->cin, H, W, r->shortcut.w, r->shortcut.b, r->cout, 1, 1, PAD0, g);
+        skip = g;
+    }
+    OPS_RUN(a, add, y, skip, n, y);
     ar_pop(a, mark);
     return y;
 }

@@ -37,7 +37,7 @@ struct ops_backend {
     /* y[rows,out] = x[rows,in] @ w[out,in]^T + bias (bias may be NULL) */
     void (*linear)(ops_backend *be, const float *x, int rows, int in, const float *w, const float *bias,
                    int out, float *y);
-    /* per (batch, group) statistics over C/G channels x HW; then affine and an optional activation */
+    /* per (batch, group) statistics over C/G channels x HW; then affine and an optional activation; y may be x */
     void (*group_norm)(ops_backend *be, const float *x, int B, int C, int HW, int G, float eps,
                        const float *gamma, const float *beta, enum ops_act act, float *y);
     void (*layer_norm)(ops_backend *be, const float *x, int rows, int C, float eps, const float *gamma,
@@ -47,7 +47,7 @@ struct ops_backend {
     void (*mul)(ops_backend *be, const float *a, const float *b, size_t n, float *y);
     /* x[b,c,:] += v[b,c]: the time embedding added to a ResNet's feature map */
     void (*add_channel)(ops_backend *be, float *x, int B, int C, int HW, const float *v);
-    void (*act)(ops_backend *be, enum ops_act act, const float *x, size_t n, float *y);
+    void (*act)(ops_backend *be, enum ops_act act, const float *x, size_t n, float *y);    /* y may be x */
     /* y[rows,inner] = x[:, :inner] * gelu(x[:, inner:]) for x[rows, 2*inner] */
     void (*geglu)(ops_backend *be, const float *x, int rows, int inner, float *y);
     /* Multi-head scaled dot-product attention. Row t of batch b of q starts at q + (b*Tq + t)*ldq, the same

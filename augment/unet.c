@@ -239,6 +239,8 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
     return unet_run(m, x, t, ctx, B, h, w, L, out);
 }
 
+size_t unet_work_bytes(const unet_model *m) { return m->ar.cap * sizeof(float); }
+
 void unet_free(unet_model *m)
 {
     if (!m) return;

@@ -20,6 +20,8 @@ unet_model *unet_load(const unet_config *cfg, weights *w, ops_backend *be, int m
 int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int B, int h, int w, int L,
                  float *out);
 int unet_factor(const unet_model *m);
+/* Bytes of work memory (the arena) reserved at load for the maximum sizes. */
+size_t unet_work_bytes(const unet_model *m);
 void unet_free(unet_model *m);
 
 #endif
