@@ -11,6 +11,7 @@
 
 #include <cblas.h>
 #include <dlfcn.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -665,6 +666,71 @@ void backward_convolutional_layer(layer l, network net)
     if (nt > 1)
         for (int t = 0; t < nt; ++t) axpy_cpu(l.nweights, 1, conv.dw[t].p, 1, l.weight_updates, 1);
     pthread_mutex_unlock(&conv.mu);
+}
+
+/* ---- max pooling: the library's loops, split over the (image, channel) planes of the batch ----
+ * Candidates are scanned in the library's order with its strict '>' so ties pick the same index. Backward adds
+ * each output gradient onto the input it came from; all of a plane's indexes lie in that plane, so planes can run
+ * in parallel without two tasks touching the same input. */
+
+struct pool_call {
+    const layer *l;
+    const network *net;
+};
+
+static void maxpool_forward_task(void *ctx, int t, int nt)
+{
+    const struct pool_call *pc = ctx;
+    const layer *l = pc->l;
+    int lo, hi;
+    split(l->batch * l->c, t, nt, &lo, &hi);
+    int off = -l->pad / 2, oh = l->out_h, ow = l->out_w;
+    for (int p = lo; p < hi; ++p) {
+        const float *in = pc->net->input;
+        size_t plane = (size_t)p * l->h * l->w;
+        for (int i = 0; i < oh; ++i)
+            for (int j = 0; j < ow; ++j) {
+                size_t out = (size_t)p * oh * ow + (size_t)i * ow + j;
+                float max = -FLT_MAX;
+                int max_i = -1;
+                for (int n = 0; n < l->size; ++n) {
+                    int y = off + i * l->stride + n;
+                    for (int m = 0; m < l->size; ++m) {
+                        int x = off + j * l->stride + m;
+                        int index = (int)(plane + (size_t)y * l->w + x);
+                        float val = (y >= 0 && y < l->h && x >= 0 && x < l->w) ? in[index] : -FLT_MAX;
+                        if (val > max) {
+                            max = val;
+                            max_i = index;
+                        }
+                    }
+                }
+                l->output[out] = max;
+                l->indexes[out] = max_i;
+            }
+    }
+}
+
+static void maxpool_backward_task(void *ctx, int t, int nt)
+{
+    const struct pool_call *pc = ctx;
+    const layer *l = pc->l;
+    int lo, hi;
+    split(l->batch * l->c, t, nt, &lo, &hi);
+    size_t per = (size_t)l->out_h * l->out_w;
+    for (size_t i = lo * per; i < hi * per; ++i) pc->net->delta[l->indexes[i]] += l->delta[i];
+}
+
+void forward_maxpool_layer(layer l, network net)
+{
+    struct pool_call pc = {&l, &net};
+    pool_run(maxpool_forward_task, &pc, pool_tasks((size_t)l.batch * (l.inputs + l.outputs)));
+}
+
+void backward_maxpool_layer(layer l, network net)
+{
+    struct pool_call pc = {&l, &net};
+    pool_run(maxpool_backward_task, &pc, pool_tasks((size_t)l.batch * (l.inputs + l.outputs)));
 }
 
 /* ---- vector helpers darknet's layers and updates call on whole buffers ---- */

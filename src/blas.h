@@ -39,6 +39,9 @@ void normalize_delta_cpu(float *x, float *mean, float *variance, float *mean_del
 void forward_convolutional_layer(layer l, network net);
 void backward_convolutional_layer(layer l, network net);
 
+void forward_maxpool_layer(layer l, network net);
+void backward_maxpool_layer(layer l, network net);
+
 void activate_array(float *x, const int n, const ACTIVATION a);
 void gradient_array(const float *x, const int n, const ACTIVATION a, float *delta);
 

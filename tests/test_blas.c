@@ -220,6 +220,7 @@ static void test_activations(void)
 typedef void (*axpy_fn)(int, float, float *, int, float *, int);
 typedef void (*scal_fn)(int, float, float *, int);
 typedef void (*copy_fn)(int, float *, int, float *, int);
+typedef void (*layer_fn)(layer, network);
 
 static void test_vectors(void)
 {
@@ -247,16 +248,64 @@ static void test_vectors(void)
 /* ---- end to end: a small network trained a few steps by our code and by the library ---- */
 
 static const char *net_cfg =
-    "[net]\nbatch=24\nsubdivisions=1\nheight=16\nwidth=16\nchannels=3\nlearning_rate=0.05\nmomentum=0.9\n"
+    "[net]\nbatch=24\nsubdivisions=1\nheight=15\nwidth=15\nchannels=3\nlearning_rate=0.05\nmomentum=0.9\n"
     "decay=0.0005\npolicy=constant\nmax_batches=100\n"
     "[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=1\npad=1\nactivation=leaky\n"
     "[maxpool]\nsize=2\nstride=2\n"
     "[convolutional]\nfilters=12\nsize=3\nstride=2\npad=1\nactivation=relu\n"
+    "[maxpool]\nsize=3\nstride=1\n"
     "[convolutional]\nbatch_normalize=1\nfilters=16\nsize=1\nstride=1\npad=1\nactivation=logistic\n"
     "[convolutional]\nfilters=5\nsize=1\nstride=1\npad=1\nactivation=linear\n"
     "[avgpool]\n[softmax]\ngroups=1\n";
 
-typedef void (*layer_fn)(layer, network);
+/* a network file with the given text; the caller unlinks it */
+static int write_cfg(char *path, const char *text)
+{
+    int fd = mkstemp(path);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    close(fd);
+    return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* Max pooling on inputs full of ties (values 0, .5, 1), with and without overlap and border padding: outputs,
+ * argmax indexes and the scattered gradient must equal the library's exactly. */
+static void test_maxpool(void)
+{
+    static const char *cfg = "[net]\nbatch=20\nheight=9\nwidth=9\nchannels=16\n"
+                             "[maxpool]\nsize=2\nstride=2\n[maxpool]\nsize=3\nstride=1\n"
+                             "[maxpool]\nsize=3\nstride=2\npadding=1\n";
+    char path[] = "/tmp/test_blas_XXXXXX";
+    CHECK(write_cfg(path, cfg) == 0, "cannot write %s", path);
+    network *net = parse_network_cfg(path);
+    unlink(path);
+    layer_fn lib_fwd = (layer_fn)ref("forward_maxpool_layer"), lib_bwd = (layer_fn)ref("backward_maxpool_layer");
+    for (int i = 0; i < net->n; i++) {
+        layer l = net->layers[i];
+        size_t nin = (size_t)l.inputs * l.batch, nout = (size_t)l.outputs * l.batch;
+        float *in = rnd(nin, 1);
+        for (size_t k = 0; k < nin; k++) in[k] = roundf(fabsf(in[k]) * 2) / 2 > 1 ? 1 : roundf(fabsf(in[k]) * 2) / 2;
+        network nn = *net;
+        nn.input = in;
+        forward_maxpool_layer(l, nn);
+        float *out = fdup(l.output, nout);
+        int *idx = malloc(nout * sizeof *idx);
+        memcpy(idx, l.indexes, nout * sizeof *idx);
+        lib_fwd(l, nn);
+        CHECK(check_max_abs(out, l.output, nout) == 0, "maxpool %d output differs", i);
+        CHECK(memcmp(idx, l.indexes, nout * sizeof *idx) == 0, "maxpool %d indexes differ", i);
+
+        float *dl = rnd(nout, 1), *d1 = rnd(nin, 1), *d2 = fdup(d1, nin);
+        memcpy(l.delta, dl, nout * sizeof *dl);
+        nn.delta = d1;
+        backward_maxpool_layer(l, nn);
+        nn.delta = d2;
+        lib_bwd(l, nn);
+        CHECK(check_max_abs(d1, d2, nin) == 0, "maxpool %d input gradient differs", i);
+        free(in), free(out), free(idx), free(dl), free(d1), free(d2);
+    }
+    free_network(net);
+}
 
 static void copy_params(network *dst, const network *src)
 {
@@ -277,11 +326,7 @@ static void copy_params(network *dst, const network *src)
 static void test_network(void)
 {
     char path[] = "/tmp/test_blas_XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0, "mkstemp failed");
-    if (fd < 0) return;
-    CHECK(write(fd, net_cfg, strlen(net_cfg)) == (ssize_t)strlen(net_cfg), "write %s failed", path);
-    close(fd);
+    CHECK(write_cfg(path, net_cfg) == 0, "cannot write %s", path);
 
     /* stderr carries the layer tables both parsers print */
     network *ours = parse_network_cfg(path), *stock = parse_network_cfg(path);
@@ -295,6 +340,9 @@ static void test_network(void)
                   "layer %d: our convolutional layer did not preempt the library's", i);
             stock->layers[i].forward = (layer_fn)ref("forward_convolutional_layer");
             stock->layers[i].backward = (layer_fn)ref("backward_convolutional_layer");
+        } else if (stock->layers[i].type == MAXPOOL) {
+            stock->layers[i].forward = (layer_fn)ref("forward_maxpool_layer");
+            stock->layers[i].backward = (layer_fn)ref("backward_maxpool_layer");
         }
 
     data d = {0};
@@ -351,6 +399,7 @@ int main(void)
     test_batchnorm();
     test_activations();
     test_vectors();
+    test_maxpool();
     test_network();
     return check_done("test_blas");
 }
