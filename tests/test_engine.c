@@ -4,7 +4,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "check.h"
+#include "cli.h"
 #include "engine.h"
 #include "err.h"
 #include "imgio.h"
@@ -334,6 +336,77 @@ static void check_errors(void)
     free(out2);
 }
 
+/* NaN in the latents is an error naming the step */
+static void check_nan(void)
+{
+    engine_opts o;
+    engine_opts_default(&o);
+    o.model = FIX "sd-tiny-a";
+    o.steps = 5;
+    engine *e = engine_load(&o);
+    CHECK(e != NULL, "%s", err_msg());
+    if (!e) return;
+    engine_info info;
+    engine_get_info(e, &info);
+    size_t nl = (size_t)info.latent_channels * info.latent_h * info.latent_w, ni = (size_t)3 * info.height * info.width;
+    float *noise = calloc(nl, sizeof(float)), *out = calloc(ni, sizeof(float));
+    noise[5] = NAN;
+    engine_item it = {.prompt = engine_prompt(e, "a photo of a cat."), .r = 1.0, .out = out, .latent_noise = noise};
+    CHECK(engine_img2img(e, &it, 1) == -1 && strstr(err_msg(), "step 1/5"), "NaN latents: %s", err_msg());
+    free(noise);
+    free(out);
+    engine_free(e);
+}
+
+/* genie img2img / sweep through the CLI: the PNG is the reference image as 8 bits */
+static void check_cli(void)
+{
+    refs r = {.f = st_open(FIX "sd-tiny-a/refs.safetensors")};
+    CHECK(r.f != NULL, "%s", err_msg());
+    if (!r.f) return;
+    const size_t ni = 3 * 16 * 16;
+    const float *want = ref(&r, "img2img.ddim.image", 2 * ni);
+    char out[256], strip[256];
+    snprintf(out, sizeof out, "/tmp/genie-test-engine-%d.png", (int)getpid());
+    snprintf(strip, sizeof strip, "/tmp/genie-test-engine-strip-%d.png", (int)getpid());
+    char *argv[] = {"img2img", "-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img0.png", "-p", "a photo of a cat.",
+                    "-r", "0.6", "-steps", "5", "-scheduler", "ddim", "-noise", FIX "sd-tiny-a/noise.safetensors",
+                    "-threads", "1", "-o", out};
+    CHECK(cli_img2img(sizeof argv / sizeof argv[0], argv) == 0, "genie img2img failed");
+    img_u8 im = {0};
+    if (want && imgio_load(out, 0, 0, &im) == 0) {
+        CHECK(im.w == 16 && im.h == 16, "output is %dx%d", im.w, im.h);
+        int worst = 0;
+        for (int c = 0; c < 3; c++)
+            for (int i = 0; i < 256; i++) {
+                int d = abs((int)im.rgb[i * 3 + c] - (int)lrintf(want[c * 256 + i] * 255.0f));
+                if (d > worst) worst = d;
+            }
+        CHECK(worst <= 1, "PNG differs from round(reference * 255) by %d levels", worst);
+    } else {
+        CHECK(0, "cannot read %s: %s", out, err_msg());
+    }
+    char *sweep[] = {"sweep", "-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img1.png", "-p", "a photo", "-steps",
+                     "10", "-size", "32x32", "-o", strip};
+    CHECK(cli_sweep(sizeof sweep / sizeof sweep[0], sweep) == 0, "genie sweep failed");
+    if (imgio_load(strip, 0, 0, &im) == 0) {
+        /* 11 tiles of 32 px under a 7-px label band, labels black on white */
+        CHECK(im.w == 11 * 32 && im.h == 32 + 7, "strip is %dx%d", im.w, im.h);
+        int dark = 0;
+        for (int x = 32; x < im.w; x++)
+            for (int y = 0; y < 7; y++) dark += im.rgb[((size_t)y * im.w + x) * 3] == 0;
+        CHECK(dark > 10 * 20, "labels drawn (%d dark pixels)", dark);
+    }
+    char *bad[] = {"img2img", "-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img0.png", "-r", "2", "-o", out};
+    CHECK(cli_img2img(sizeof bad / sizeof bad[0], bad) == 1, "r = 2 accepted by the CLI");
+    char *bad2[] = {"txt2img", "-model", FIX "sd-tiny-a", "-steps", "x", "-o", out};
+    CHECK(cli_txt2img(sizeof bad2 / sizeof bad2[0], bad2) == 1 && strstr(err_msg(), "-steps"), "bad -steps");
+    imgio_free(&im);
+    remove(out);
+    remove(strip);
+    refs_close(&r);
+}
+
 int main(void)
 {
     for (int kind = 0; kind < 2; kind++)
@@ -348,5 +421,7 @@ int main(void)
         check_mean("sd-tiny-b", kind);
     }
     check_errors();
+    check_nan();
+    check_cli();
     return check_done("test_engine");
 }
