@@ -154,13 +154,15 @@ static int train(const train_args *a)
         goto out;
     }
     net_extras ex;
+    /* libdarknet initialises weights with rand(): seeding it makes -seed reproduce a run from scratch too. */
+    srand((unsigned)a->seed);
     if (!(net = netio_load(a->cfg, a->weights, a->clear, &ex))) goto out;
     if (net->outputs != dc.classes) {
         err_set("%s: the network has %d outputs but %s says classes=%d", a->cfg, net->outputs, a->data, dc.classes);
         goto out;
     }
     if (netio_mkdirs(dc.backup)) goto out;
-    blas_init(a->threads);
+    blas_init(0);
 
     char base[256], path[4400];
     cfg_base(a->cfg, base, sizeof base);
@@ -292,7 +294,7 @@ static int valid(const char *datafile, const char *cfg, const char *weights, int
         err_set("%s: the network has %d outputs but %s says classes=%d", cfg, net->outputs, datafile, dc.classes);
         goto out;
     }
-    blas_init(threads);
+    blas_init(0);
     aug_params aug = netio_aug_params(net, &ex);
     long hits, seen;
     confusion_init(&conf, dc.classes, 1);
