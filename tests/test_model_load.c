@@ -294,6 +294,8 @@ static void test_single_file(void)
         same = u->block_out_channels[i] == fu->block_out_channels[i] &&
                u->down_block_types[i] == fu->down_block_types[i] && u->up_block_types[i] == fu->up_block_types[i];
     CHECK(same, "UNet sizes inferred from the tensors equal the folder's config");
+    CHECK(!strcmp(m.tokenizer_dir, "data/clip-tokenizer"), "no tokenizer/ near the file or config: the project's CLIP "
+          "vocabulary, got %s", m.tokenizer_dir);
     same = m.vae.n_blocks == folder.vae.n_blocks && m.vae.layers_per_block == folder.vae.layers_per_block &&
            m.vae.latent_channels == 4 && m.vae.in_channels == 3 && m.vae.out_channels == 3;
     for (int i = 0; same && i < m.vae.n_blocks; i++) same = m.vae.block_out_channels[i] == folder.vae.block_out_channels[i];
