@@ -1,0 +1,80 @@
+#!/bin/sh
+# `make bench`: training and loading speed on Fashion-MNIST with cfg/fmnist.cfg (batch 128), run from the
+# repository root after `make`.
+#
+#   (a) stock darknet: Debian's /usr/bin/darknet classifier train (its 32-thread load_data included)
+#   (b) ./genie classifier train: libdarknet with src/blas.c's replacements and genie's loader
+#   (c) PyTorch CPU, the same network on random inputs (scripts/bench_torch.py; the training step only)
+#   (d) loaders alone: darknet's load_data against genie's loader, same list, augmentation and thread count
+#
+# (a) and (b) train on the same .data and cfg for ITERS batches; img/s counts every batch after the first SKIP,
+# data waits included (darknet: "Loaded" + train seconds of each iteration; genie: its per-iteration seconds).
+# The machine is shared: the load average is printed with the results, and a busy machine lowers all numbers.
+#
+# Environment: ITERS (default 40), SKIP (5), THREADS (number of online CPUs), LOADER_BATCHES (30), PYTHON.
+set -eu
+
+ITERS=${ITERS:-40}
+SKIP=${SKIP:-5}
+THREADS=${THREADS:-$(getconf _NPROCESSORS_ONLN)}
+LOADER_BATCHES=${LOADER_BATCHES:-30}
+OUT=build/bench
+DARKNET=${DARKNET:-/usr/bin/darknet}
+
+[ -x ./genie ] || { echo "bench: run make first" >&2; exit 1; }
+[ -f data/fmnist/train.list ] || ./genie prepare fmnist data/fmnist
+
+# The shipped cfg and .data, stopped after ITERS batches and saving weights under $OUT.
+mkdir -p "$OUT/backup"
+sed "s/^max_batches=.*/max_batches=$ITERS/" cfg/fmnist.cfg > "$OUT/fmnist.cfg"
+sed "s|^backup=.*|backup=$OUT/backup|" cfg/fmnist.data > "$OUT/fmnist.data"
+
+echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg), $THREADS threads, $ITERS iterations (first $SKIP untimed)"
+
+echo "== (a) stock darknet: $DARKNET classifier train"
+"$DARKNET" classifier train "$OUT/fmnist.data" "$OUT/fmnist.cfg" > "$OUT/darknet.log" 2>&1
+# "Loaded: S seconds" precedes each iteration's "N, E: loss, avg, rate, S seconds, I images" line.
+DK=$(awk -v skip="$SKIP" '
+    /^Loaded:/ { wait = $2 }
+    / seconds, [0-9]+ images/ {
+        n++
+        for (i = 1; i < NF; i++) if ($(i + 1) == "seconds,") s = $i
+        if (n > skip) { t += wait + s; imgs += 128 }
+    }
+    END { if (t > 0) printf "%.1f", imgs / t; else print "0" }' "$OUT/darknet.log")
+echo "stock darknet: $DK img/s"
+
+echo "== (b) ./genie classifier train"
+./genie classifier train "$OUT/fmnist.data" "$OUT/fmnist.cfg" -clear -threads "$THREADS" > "$OUT/genie.log" 2>&1
+GN=$(awk -v skip="$SKIP" '
+    / seconds, [0-9]+ images, / {
+        n++
+        for (i = 1; i < NF; i++) if ($(i + 1) == "seconds,") s = $i
+        if (n > skip) { t += s; imgs += 128 }
+    }
+    END { if (t > 0) printf "%.1f", imgs / t; else print "0" }' "$OUT/genie.log")
+grep -E "img/s, waited" "$OUT/genie.log" || true
+echo "genie: $GN img/s"
+
+echo "== (c) PyTorch CPU"
+PY=${PYTHON:-python3}
+"$PY" -c "import torch" 2>/dev/null || PY=/usr/bin/python3
+TORCH_LINE=$("$PY" scripts/bench_torch.py --iters "$ITERS" --skip "$SKIP" --threads "$THREADS")
+echo "$TORCH_LINE"
+TH=$(echo "$TORCH_LINE" | awk '{ print $2 }')
+
+echo "== (d) loaders alone"
+make -s build/tests/bench_loader
+LOADER=$(build/tests/bench_loader "$OUT/fmnist.data" "$OUT/fmnist.cfg" "$THREADS" "$LOADER_BATCHES" 2> "$OUT/loader.log")
+echo "$LOADER"
+LD=$(echo "$LOADER" | awk '/^darknet loader/ { print $3 }')
+LG=$(echo "$LOADER" | awk '/^genie loader/ { print $3 }')
+
+echo "== summary (batch 128, $THREADS threads, load average now $(cut -d' ' -f1-3 /proc/loadavg))"
+awk -v dk="$DK" -v gn="$GN" -v th="$TH" -v ld="$LD" -v lg="$LG" 'BEGIN {
+    printf "stock darknet     %9.1f img/s\n", dk
+    printf "genie             %9.1f img/s   genie/darknet %.2fx\n", gn, (dk > 0 ? gn / dk : 0)
+    printf "torch CPU         %9.1f img/s   genie/torch   %.2fx\n", th, (th > 0 ? gn / th : 0)
+    printf "darknet loader    %9.1f img/s\n", ld
+    printf "genie loader      %9.1f img/s   loader/darknet-loader %.2fx\n", lg, (ld > 0 ? lg / ld : 0)
+}'
