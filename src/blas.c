@@ -678,6 +678,16 @@ struct pool_call {
     const network *net;
 };
 
+/* the library's scan of one output pixel's window: strict '>', so the first of equal maxima wins */
+#define MAXPOOL_TAKE(val, idx)                                                                                     \
+    do {                                                                                                           \
+        float v_ = (val);                                                                                          \
+        if (v_ > max) {                                                                                            \
+            max = v_;                                                                                              \
+            max_i = (idx);                                                                                         \
+        }                                                                                                          \
+    } while (0)
+
 static void maxpool_forward_task(void *ctx, int t, int nt)
 {
     const struct pool_call *pc = ctx;
@@ -685,28 +695,35 @@ static void maxpool_forward_task(void *ctx, int t, int nt)
     int lo, hi;
     split(l->batch * l->c, t, nt, &lo, &hi);
     int off = -l->pad / 2, oh = l->out_h, ow = l->out_w;
+    /* 2x2 windows at stride 2 that all lie inside the input: no bounds tests */
+    int simple = l->size == 2 && l->stride == 2 && off == 0 && 2 * oh <= l->h && 2 * ow <= l->w;
+    const float *in = pc->net->input;
     for (int p = lo; p < hi; ++p) {
-        const float *in = pc->net->input;
-        size_t plane = (size_t)p * l->h * l->w;
+        int plane = p * l->h * l->w;
+        float *out = l->output + (size_t)p * oh * ow;
+        int *outi = l->indexes + (size_t)p * oh * ow;
         for (int i = 0; i < oh; ++i)
             for (int j = 0; j < ow; ++j) {
-                size_t out = (size_t)p * oh * ow + (size_t)i * ow + j;
                 float max = -FLT_MAX;
                 int max_i = -1;
-                for (int n = 0; n < l->size; ++n) {
-                    int y = off + i * l->stride + n;
-                    for (int m = 0; m < l->size; ++m) {
-                        int x = off + j * l->stride + m;
-                        int index = (int)(plane + (size_t)y * l->w + x);
-                        float val = (y >= 0 && y < l->h && x >= 0 && x < l->w) ? in[index] : -FLT_MAX;
-                        if (val > max) {
-                            max = val;
-                            max_i = index;
+                if (simple) {
+                    int i0 = plane + 2 * i * l->w + 2 * j, i1 = i0 + l->w;
+                    MAXPOOL_TAKE(in[i0], i0);
+                    MAXPOOL_TAKE(in[i0 + 1], i0 + 1);
+                    MAXPOOL_TAKE(in[i1], i1);
+                    MAXPOOL_TAKE(in[i1 + 1], i1 + 1);
+                } else {
+                    for (int n = 0; n < l->size; ++n) {
+                        int y = off + i * l->stride + n;
+                        for (int m = 0; m < l->size; ++m) {
+                            int x = off + j * l->stride + m;
+                            int index = plane + y * l->w + x;
+                            MAXPOOL_TAKE((y >= 0 && y < l->h && x >= 0 && x < l->w) ? in[index] : -FLT_MAX, index);
                         }
                     }
                 }
-                l->output[out] = max;
-                l->indexes[out] = max_i;
+                out[i * ow + j] = max;
+                outi[i * ow + j] = max_i;
             }
     }
 }
@@ -735,14 +752,38 @@ void backward_maxpool_layer(layer l, network net)
 
 /* ---- vector helpers darknet's layers and updates call on whole buffers ---- */
 
+/* Contiguous fills and copies of whole layer buffers (darknet zeroes every layer's delta each forward pass and
+ * copies BN inputs twice) are split over the pool: one thread does not reach the memory bandwidth. */
+struct vec {
+    float *x, *y, alpha;
+    int n;
+};
+
+static void fill_task(void *ctx, int t, int nt)
+{
+    const struct vec *v = ctx;
+    int lo, hi;
+    split(v->n, t, nt, &lo, &hi);
+    if (v->alpha == 0) {
+        memset(v->x + lo, 0, sizeof(float) * (hi - lo));
+        return;
+    }
+    for (int i = lo; i < hi; ++i) v->x[i] = v->alpha;
+}
+
+static void copy_task(void *ctx, int t, int nt)
+{
+    const struct vec *v = ctx;
+    int lo, hi;
+    split(v->n, t, nt, &lo, &hi);
+    memcpy(v->y + lo, v->x + lo, sizeof(float) * (hi - lo));
+}
+
 void fill_cpu(int N, float ALPHA, float *X, int INCX)
 {
     if (INCX == 1) {
-        if (ALPHA == 0) {
-            memset(X, 0, sizeof(float) * N);
-            return;
-        }
-        for (int i = 0; i < N; ++i) X[i] = ALPHA;
+        struct vec v = {X, NULL, ALPHA, N};
+        pool_run(fill_task, &v, N > 0 ? pool_tasks(N) : 0);
         return;
     }
     for (int i = 0; i < N; ++i) X[(size_t)i * INCX] = ALPHA;
@@ -751,7 +792,13 @@ void fill_cpu(int N, float ALPHA, float *X, int INCX)
 void copy_cpu(int N, float *X, int INCX, float *Y, int INCY)
 {
     if (INCX == 1 && INCY == 1) {
-        memmove(Y, X, sizeof(float) * N);
+        /* overlapping buffers (never the case in darknet) keep memmove's meaning on one thread */
+        if (X + N <= Y || Y + N <= X) {
+            struct vec v = {X, Y, 0, N};
+            pool_run(copy_task, &v, N > 0 ? pool_tasks(N) : 0);
+        } else {
+            memmove(Y, X, sizeof(float) * N);
+        }
         return;
     }
     for (int i = 0; i < N; ++i) Y[(size_t)i * INCY] = X[(size_t)i * INCX];

@@ -224,25 +224,27 @@ typedef void (*layer_fn)(layer, network);
 
 static void test_vectors(void)
 {
-    enum { N = 1001 };
-    for (int inc = 1; inc <= 3; inc += 2) {
-        float *x = rnd(N * 3, 1), *y1 = rnd(N * 3, 1), *y2 = fdup(y1, N * 3);
-        axpy_cpu(N, -.3f, x, inc, y1, inc);
-        ((axpy_fn)ref("axpy_cpu"))(N, -.3f, x, inc, y2, inc);
-        CHECK(check_max_abs(y1, y2, N * 3) == 0, "axpy_cpu inc %d differs", inc);
-        copy_cpu(N, x, inc, y1, 1);
-        ((copy_fn)ref("copy_cpu"))(N, x, inc, y2, 1);
-        CHECK(check_max_abs(y1, y2, N * 3) == 0, "copy_cpu inc %d differs", inc);
-        scal_cpu(N, .9f, y1, inc);
-        ((scal_fn)ref("scal_cpu"))(N, .9f, y2, inc);
-        CHECK(check_max_abs(y1, y2, N * 3) == 0, "scal_cpu inc %d differs", inc);
-        for (int z = 0; z < 2; z++) {
-            fill_cpu(N, z ? 0 : 2.5f, y1, inc);
-            ((scal_fn)ref("fill_cpu"))(N, z ? 0 : 2.5f, y2, inc);
-            CHECK(check_max_abs(y1, y2, N * 3) == 0, "fill_cpu inc %d value %d differs", inc, z);
+    static const int sizes[] = {1001, 100003}; /* serial, and split over the pool */
+    for (int si = 0; si < 2; si++)
+        for (int inc = 1; inc <= 3; inc += 2) {
+            int N = sizes[si];
+            float *x = rnd(N * 3, 1), *y1 = rnd(N * 3, 1), *y2 = fdup(y1, N * 3);
+            axpy_cpu(N, -.3f, x, inc, y1, inc);
+            ((axpy_fn)ref("axpy_cpu"))(N, -.3f, x, inc, y2, inc);
+            CHECK(check_max_abs(y1, y2, N * 3) == 0, "axpy_cpu n %d inc %d differs", N, inc);
+            copy_cpu(N, x, inc, y1, 1);
+            ((copy_fn)ref("copy_cpu"))(N, x, inc, y2, 1);
+            CHECK(check_max_abs(y1, y2, N * 3) == 0, "copy_cpu n %d inc %d differs", N, inc);
+            scal_cpu(N, .9f, y1, inc);
+            ((scal_fn)ref("scal_cpu"))(N, .9f, y2, inc);
+            CHECK(check_max_abs(y1, y2, N * 3) == 0, "scal_cpu n %d inc %d differs", N, inc);
+            for (int z = 0; z < 2; z++) {
+                fill_cpu(N, z ? 0 : 2.5f, y1, inc);
+                ((scal_fn)ref("fill_cpu"))(N, z ? 0 : 2.5f, y2, inc);
+                CHECK(check_max_abs(y1, y2, N * 3) == 0, "fill_cpu n %d inc %d value %d differs", N, inc, z);
+            }
+            free(x), free(y1), free(y2);
         }
-        free(x), free(y1), free(y2);
-    }
 }
 
 /* ---- end to end: a small network trained a few steps by our code and by the library ---- */
@@ -272,9 +274,10 @@ static int write_cfg(char *path, const char *text)
  * argmax indexes and the scattered gradient must equal the library's exactly. */
 static void test_maxpool(void)
 {
-    static const char *cfg = "[net]\nbatch=20\nheight=9\nwidth=9\nchannels=16\n"
+    /* 10x10 -> 5x5 (windows inside: the fast path), overlapping 3x3, 2x2 over an odd size, padded 3x3 */
+    static const char *cfg = "[net]\nbatch=20\nheight=10\nwidth=10\nchannels=16\n"
                              "[maxpool]\nsize=2\nstride=2\n[maxpool]\nsize=3\nstride=1\n"
-                             "[maxpool]\nsize=3\nstride=2\npadding=1\n";
+                             "[maxpool]\nsize=2\nstride=2\n[maxpool]\nsize=3\nstride=2\npadding=1\n";
     char path[] = "/tmp/test_blas_XXXXXX";
     CHECK(write_cfg(path, cfg) == 0, "cannot write %s", path);
     network *net = parse_network_cfg(path);
