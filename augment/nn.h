@@ -53,6 +53,10 @@ float *nn_linear_forward(ops_arena *a, const nn_linear *l, const float *x, int r
 float *nn_group_norm_forward(ops_arena *a, const nn_norm *n, const float *x, int B, int HW, enum ops_act act);
 float *nn_layer_norm_forward(ops_arena *a, const nn_norm *n, const float *x, int rows);
 
+/* Moves h (computed above arena position slot) down to slot and drops everything above it, so a chain of blocks
+ * keeps the arena about one block's temporaries deep. Returns the new place of h. */
+float *nn_settle(ops_arena *a, size_t slot, const float *h, size_t n);
+
 /* -1 + err naming the network and stage when x[n] holds a NaN or infinity (skipped in a dry run). */
 int nn_check_finite(ops_arena *a, const float *x, size_t n, const char *net, const char *stage);
 

@@ -6,7 +6,8 @@
  *
  * Work memory comes from an ops_arena, a stack allocator over one backend buffer. A model sizes its arena at
  * load with a dry run of its forward pass at the largest batch/size it must serve: in a dry run the arena only
- * counts and the op_* wrappers below do nothing. A forward pass then only pushes and pops; it never allocates. */
+ * counts and the OPS_RUN wrapper below skips the op. A forward pass then only pushes and pops; it never allocates.
+ * A backend (and the models on it) is driven by one thread at a time; the backend parallelises inside each op. */
 #ifndef GENIE_OPS_H
 #define GENIE_OPS_H
 #include <stddef.h>

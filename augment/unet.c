@@ -116,13 +116,13 @@ typedef struct {
 
 #define MAX_SKIPS (1 + SD_MAX_BLOCKS * (MAX_LAYERS + 1))
 
-/* Moves h (computed above `slot`) down to arena position slot and drops everything above it. */
-static float *settle(ops_arena *a, size_t slot, const float *h, size_t n)
+/* Settles h on top of the skip stack and records it as the next skip connection; *top moves past it. */
+static float *push_skip(ops_arena *a, map *skips, int *ns, size_t *top, const float *h, int B, int C, int H, int W)
 {
-    ar_pop(a, slot);
-    float *y = ar_push(a, n);
-    OPS_RUN(a, copy, y, h, n);
-    return y;
+    float *p = nn_settle(a, *top, h, (size_t)B * C * H * W);
+    skips[(*ns)++] = (map){p, *top, C, H, W};
+    *top = ar_mark(a);
+    return p;
 }
 
 static int unet_run(unet_model *m, const float *x_in, const float *t, const float *ctx_in, int B, int H, int W, int L,
@@ -154,37 +154,29 @@ static int unet_run(unet_model *m, const float *x_in, const float *t, const floa
     OPS_RUN(a, upload, x, x_in, (size_t)B * c->in_channels * H * W);
     float *h = nn_conv_forward(a, &m->conv_in, x, B, H, W, 1, PAD1);
     int C = m->conv_in.cout;
-#define PUSH_SKIP()                                                                                               \
-    do {                                                                                                          \
-        size_t sz_ = (size_t)B * C * H * W;                                                                       \
-        h = settle(a, top, h, sz_);                                                                               \
-        skips[ns++] = (map){h, top, C, H, W};                                                                     \
-        top = ar_mark(a);                                                                                         \
-    } while (0)
-    PUSH_SKIP();
+    h = push_skip(a, skips, &ns, &top, h, B, C, H, W);
     for (int i = 0; i < n; i++) {
         const ublock *blk = &m->down[i];
         for (int j = 0; j < blk->nres; j++) {
             h = nn_resnet_forward(a, &blk->res[j], h, B, H, W, temb);
             C = blk->res[j].cout;
             if (blk->has_attn) h = transformer_forward(a, &blk->attn[j], h, B, H * W, ctx, L);
-            PUSH_SKIP();
+            h = push_skip(a, skips, &ns, &top, h, B, C, H, W);
         }
         if (blk->has_sample) {
             h = nn_conv_forward(a, &blk->sample, h, B, H, W, 2, PAD1);
             H /= 2;
             W /= 2;
-            PUSH_SKIP();
+            h = push_skip(a, skips, &ns, &top, h, B, C, H, W);
         }
         snprintf(stage, sizeof stage, "down block %d", i);
         if (nn_check_finite(a, h, (size_t)B * C * H * W, "unet", stage)) return -1;
     }
-#undef PUSH_SKIP
     h = nn_resnet_forward(a, &m->mid_res0, h, B, H, W, temb);
     h = transformer_forward(a, &m->mid_attn, h, B, H * W, ctx, L);
     h = nn_resnet_forward(a, &m->mid_res1, h, B, H, W, temb);
     size_t hmark = top;
-    h = settle(a, hmark, h, (size_t)B * C * H * W);
+    h = nn_settle(a, hmark, h, (size_t)B * C * H * W);
     if (nn_check_finite(a, h, (size_t)B * C * H * W, "unet", "mid block")) return -1;
 
     for (int i = 0; i < n; i++) {
@@ -199,7 +191,7 @@ static int unet_run(unet_model *m, const float *x_in, const float *t, const floa
             if (blk->has_attn) h = transformer_forward(a, &blk->attn[j], h, B, H * W, ctx, L);
             /* the consumed skip's place becomes the working map's */
             hmark = s.mark;
-            h = settle(a, hmark, h, (size_t)B * C * H * W);
+            h = nn_settle(a, hmark, h, (size_t)B * C * H * W);
         }
         if (blk->has_sample) {
             float *u = ar_push(a, (size_t)B * C * H * W * 4);
@@ -207,7 +199,7 @@ static int unet_run(unet_model *m, const float *x_in, const float *t, const floa
             H *= 2;
             W *= 2;
             float *y = nn_conv_forward(a, &blk->sample, u, B, H, W, 1, PAD1);
-            h = settle(a, hmark, y, (size_t)B * C * H * W);
+            h = nn_settle(a, hmark, y, (size_t)B * C * H * W);
         }
         snprintf(stage, sizeof stage, "up block %d", i);
         if (nn_check_finite(a, h, (size_t)B * C * H * W, "unet", stage)) return -1;

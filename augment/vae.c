@@ -95,16 +95,6 @@ static float *mid_forward(ops_arena *a, const vae_mid *m, const float *x, int B,
     return y;
 }
 
-/* Moves the map h down to arena position `slot`, dropping everything above it (h's inputs and temporaries), so a
- * chain of blocks keeps the arena about two feature maps deep. */
-static float *keep(ops_arena *a, size_t slot, const float *h, size_t n)
-{
-    ar_pop(a, slot);
-    float *y = ar_push(a, n);
-    OPS_RUN(a, copy, y, h, n);
-    return y;
-}
-
 static int encode_run(vae_model *m, const float *img, int B, int H, int W, float *mean, float *logvar)
 {
     ops_arena *a = &m->ar;
@@ -117,16 +107,16 @@ static int encode_run(vae_model *m, const float *img, int B, int H, int W, float
     for (int i = 0; i < c->n_blocks; i++) {
         const vae_block *blk = &m->down[i];
         for (int j = 0; j < c->layers_per_block; j++) {
-            /* ping-pong: h moves to the bottom of the arena after each layer so memory stays two maps deep */
+            /* each layer's output settles at the bottom of the arena, dropping its input and temporaries */
             h = nn_resnet_forward(a, &blk->res[j], h, B, H, W, NULL);
             C = blk->res[j].cout;
-            h = keep(a, base, h, (size_t)B * C * H * W);
+            h = nn_settle(a, base, h, (size_t)B * C * H * W);
         }
         if (blk->has_sample) {
             h = nn_conv_forward(a, &blk->sample, h, B, H, W, 2, PAD_BR);
             H /= 2;
             W /= 2;
-            h = keep(a, base, h, (size_t)B * C * H * W);
+            h = nn_settle(a, base, h, (size_t)B * C * H * W);
         }
         if (nn_check_finite(a, h, (size_t)B * C * H * W, "vae encoder", "a down block")) return -1;
     }
@@ -157,16 +147,16 @@ static int decode_run(vae_model *m, const float *z, int B, int H, int W, float *
     float *h = nn_conv_forward(a, &m->post_quant, x, B, H, W, 1, PAD0);
     h = nn_conv_forward(a, &m->dec_in, h, B, H, W, 1, PAD1);
     int C = m->dec_in.cout;
-    h = keep(a, base, h, (size_t)B * C * H * W);
+    h = nn_settle(a, base, h, (size_t)B * C * H * W);
     h = mid_forward(a, &m->dec_mid, h, B, H, W);
     if (nn_check_finite(a, h, (size_t)B * C * H * W, "vae decoder", "mid block")) return -1;
-    h = keep(a, base, h, (size_t)B * C * H * W);
+    h = nn_settle(a, base, h, (size_t)B * C * H * W);
     for (int i = 0; i < c->n_blocks; i++) {
         const vae_block *blk = &m->up[i];
         for (int j = 0; j < c->layers_per_block + 1; j++) {
             h = nn_resnet_forward(a, &blk->res[j], h, B, H, W, NULL);
             C = blk->res[j].cout;
-            h = keep(a, base, h, (size_t)B * C * H * W);
+            h = nn_settle(a, base, h, (size_t)B * C * H * W);
         }
         if (blk->has_sample) {
             float *u = ar_push(a, (size_t)B * C * H * W * 4);
@@ -174,7 +164,7 @@ static int decode_run(vae_model *m, const float *z, int B, int H, int W, float *
             H *= 2;
             W *= 2;
             h = nn_conv_forward(a, &blk->sample, u, B, H, W, 1, PAD1);
-            h = keep(a, base, h, (size_t)B * C * H * W);
+            h = nn_settle(a, base, h, (size_t)B * C * H * W);
         }
         if (nn_check_finite(a, h, (size_t)B * C * H * W, "vae decoder", "an up block")) return -1;
     }
