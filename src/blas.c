@@ -511,13 +511,139 @@ void normalize_delta_cpu(float *x, float *mean, float *variance, float *mean_del
     bn_run(normalize_delta_task, &a);
 }
 
+/* ---- the batch-norm layer: the library's sequence of passes, fused per filter ----
+ * The library makes up to seven passes over the whole output, each streaming it from memory. Here each filter's
+ * rows are finished while they are still in cache: mean, variance, then one pass writing x, x_norm and the
+ * output; backward, one pass for the four sums and one for the new delta. The per-element arithmetic is that of
+ * the functions above (so results match the library to float rounding, like them). */
+
+void forward_batchnorm_layer(layer l, network net);
+void backward_batchnorm_layer(layer l, network net);
+
+struct bn_layer {
+    const layer *l;
+    const float *mean, *var; /* batch statistics when training, rolling ones otherwise */
+    int train;
+};
+
+static void bn_forward_task(void *ctx, int t, int nt)
+{
+    const struct bn_layer *c = ctx;
+    const layer *l = c->l;
+    int lo, hi, sp = l->out_h * l->out_w, nf = l->out_c;
+    split(nf, t, nt, &lo, &hi);
+    float mscale = 1. / (l->batch * sp), vscale = 1. / (l->batch * sp - 1);
+    for (int f = lo; f < hi; ++f) {
+        if (c->train) {
+            float s = 0;
+            for (int b = 0; b < l->batch; ++b) s += sum_f(l->output + ((size_t)b * nf + f) * sp, sp);
+            l->mean[f] = s * mscale;
+            s = 0;
+            for (int b = 0; b < l->batch; ++b) s += sqdev_f(l->output + ((size_t)b * nf + f) * sp, l->mean[f], sp);
+            l->variance[f] = s * vscale;
+        }
+        float inv = 1. / (sqrt(c->var[f]) + .000001f), shift = -c->mean[f] * inv;
+        float scale = l->scales[f], bias = l->biases[f];
+        for (int b = 0; b < l->batch; ++b) {
+            size_t o = ((size_t)b * nf + f) * sp;
+            float *y = l->output + o, *x = l->x + o, *xn = l->x_norm + o;
+            for (int i = 0; i < sp; ++i) {
+                float v = y[i], n = v * inv + shift;
+                x[i] = v;
+                if (c->train) xn[i] = n;
+                y[i] = n * scale + bias;
+            }
+        }
+    }
+}
+
+void forward_batchnorm_layer(layer l, network net)
+{
+    if (l.type == BATCHNORM) copy_cpu(l.outputs * l.batch, net.input, 1, l.output, 1);
+    struct bn_layer c = {&l, net.train ? l.mean : l.rolling_mean, net.train ? l.variance : l.rolling_variance,
+                         net.train};
+    pool_run(bn_forward_task, &c, pool_tasks((size_t)l.outputs * l.batch));
+    if (net.train) {
+        /* the rolling statistics, with the library's calls and factors */
+        scal_cpu(l.out_c, .99, l.rolling_mean, 1);
+        axpy_cpu(l.out_c, .01, l.mean, 1, l.rolling_mean, 1);
+        scal_cpu(l.out_c, .99, l.rolling_variance, 1);
+        axpy_cpu(l.out_c, .01, l.variance, 1, l.rolling_variance, 1);
+    }
+}
+
+/* sums over one row of the four reductions backward needs; delta is scaled by s first, as scale_bias does */
+static void bn_backward_row(const float *d, const float *xn, const float *x, float s, float m, int n, float sums[4])
+{
+    float a[4][8] = {{0}};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k) {
+            float ds = d[i + k] * s;
+            a[0][k] += d[i + k];
+            a[1][k] += d[i + k] * xn[i + k];
+            a[2][k] += ds;
+            a[3][k] += ds * (x[i + k] - m);
+        }
+    float r[4] = {0};
+    for (; i < n; ++i) {
+        float ds = d[i] * s;
+        r[0] += d[i];
+        r[1] += d[i] * xn[i];
+        r[2] += ds;
+        r[3] += ds * (x[i] - m);
+    }
+    for (int j = 0; j < 4; ++j) {
+        for (int k = 0; k < 8; ++k) r[j] += a[j][k];
+        sums[j] += r[j];
+    }
+}
+
+static void bn_backward_task(void *ctx, int t, int nt)
+{
+    const struct bn_layer *c = ctx;
+    const layer *l = c->l;
+    int lo, hi, sp = l->out_h * l->out_w, nf = l->out_c;
+    split(nf, t, nt, &lo, &hi);
+    double n = (double)sp * l->batch;
+    for (int f = lo; f < hi; ++f) {
+        float s = l->scales[f], m = c->mean[f], v = c->var[f];
+        /* bias and scale gradients accumulate row by row, as backward_bias does */
+        float sums[4] = {0};
+        for (int b = 0; b < l->batch; ++b) {
+            size_t o = ((size_t)b * nf + f) * sp;
+            float row[4] = {0};
+            bn_backward_row(l->delta + o, l->x_norm + o, l->x + o, s, m, sp, row);
+            l->bias_updates[f] += row[0];
+            for (int j = 1; j < 4; ++j) sums[j] += row[j];
+        }
+        l->scale_updates[f] += sums[1];
+        l->mean_delta[f] = sums[2] * (-1. / sqrt(v + .00001f));
+        l->variance_delta[f] = sums[3] * (-.5 * pow(v + .00001f, (float)(-3. / 2.)));
+        float g = 1. / (sqrt(v) + .00001f);
+        float cx = l->variance_delta[f] * 2. / n;
+        float d0 = l->mean_delta[f] / n - cx * m;
+        for (int b = 0; b < l->batch; ++b) {
+            size_t o = ((size_t)b * nf + f) * sp;
+            float *dl = l->delta + o;
+            const float *x = l->x + o;
+            for (int i = 0; i < sp; ++i) dl[i] = (dl[i] * s) * g + cx * x[i] + d0;
+        }
+    }
+}
+
+void backward_batchnorm_layer(layer l, network net)
+{
+    struct bn_layer c = {&l, net.train ? l.mean : l.rolling_mean, net.train ? l.variance : l.rolling_variance,
+                         net.train};
+    pool_run(bn_backward_task, &c, pool_tasks((size_t)l.outputs * l.batch));
+    if (l.type == BATCHNORM) copy_cpu(l.outputs * l.batch, l.delta, 1, net.delta, 1);
+}
+
 /* ---- convolutional layer: the library's forward/backward with the images of a batch split over the pool ----
  * Each task has its own im2col workspace and, in backward, its own weight-gradient buffer that is added to
  * weight_updates after all tasks finish. Layer and arithmetic are the library's (pjreddie master); binary and
  * xnor layers go to the library's own functions. */
-
-void forward_batchnorm_layer(layer l, network net);
-void backward_batchnorm_layer(layer l, network net);
 
 struct buf {
     float *p;
@@ -678,15 +804,42 @@ struct pool_call {
     const network *net;
 };
 
-/* the library's scan of one output pixel's window: strict '>', so the first of equal maxima wins */
+/* the library's scan of one output pixel's window: strict '>', so the first of equal maxima wins (written as
+ * selects, not branches: the comparisons are data-dependent and mispredict half the time) */
 #define MAXPOOL_TAKE(val, idx)                                                                                     \
     do {                                                                                                           \
         float v_ = (val);                                                                                          \
-        if (v_ > max) {                                                                                            \
-            max = v_;                                                                                              \
-            max_i = (idx);                                                                                         \
-        }                                                                                                          \
+        max_i = v_ > max ? (idx) : max_i;                                                                          \
+        max = v_ > max ? v_ : max;                                                                                 \
     } while (0)
+
+/* One output row of a 2x2 stride-2 pool whose windows lie inside the input (row0 = the window's top input
+ * row, at index i0): the four candidates are gathered into arrays first so the select chain vectorises. */
+static void maxpool_row2x2(const float *row0, int w, int i0, int ow, float *out, int *outi)
+{
+    enum { CHUNK = 64 };
+    float a[CHUNK], b[CHUNK], c[CHUNK], d[CHUNK];
+    const float *row1 = row0 + w;
+    for (int j0 = 0; j0 < ow; j0 += CHUNK) {
+        int n = ow - j0 < CHUNK ? ow - j0 : CHUNK;
+        for (int j = 0; j < n; ++j) {
+            a[j] = row0[2 * (j0 + j)];
+            b[j] = row0[2 * (j0 + j) + 1];
+            c[j] = row1[2 * (j0 + j)];
+            d[j] = row1[2 * (j0 + j) + 1];
+        }
+        for (int j = 0; j < n; ++j) {
+            float max = -FLT_MAX;
+            int max_i = -1, k = i0 + 2 * (j0 + j);
+            MAXPOOL_TAKE(a[j], k);
+            MAXPOOL_TAKE(b[j], k + 1);
+            MAXPOOL_TAKE(c[j], k + w);
+            MAXPOOL_TAKE(d[j], k + w + 1);
+            out[j0 + j] = max;
+            outi[j0 + j] = max_i;
+        }
+    }
+}
 
 static void maxpool_forward_task(void *ctx, int t, int nt)
 {
@@ -702,29 +855,27 @@ static void maxpool_forward_task(void *ctx, int t, int nt)
         int plane = p * l->h * l->w;
         float *out = l->output + (size_t)p * oh * ow;
         int *outi = l->indexes + (size_t)p * oh * ow;
-        for (int i = 0; i < oh; ++i)
+        for (int i = 0; i < oh; ++i) {
+            if (simple) {
+                int i0 = plane + 2 * i * l->w;
+                maxpool_row2x2(in + i0, l->w, i0, ow, out + i * ow, outi + i * ow);
+                continue;
+            }
             for (int j = 0; j < ow; ++j) {
                 float max = -FLT_MAX;
                 int max_i = -1;
-                if (simple) {
-                    int i0 = plane + 2 * i * l->w + 2 * j, i1 = i0 + l->w;
-                    MAXPOOL_TAKE(in[i0], i0);
-                    MAXPOOL_TAKE(in[i0 + 1], i0 + 1);
-                    MAXPOOL_TAKE(in[i1], i1);
-                    MAXPOOL_TAKE(in[i1 + 1], i1 + 1);
-                } else {
-                    for (int n = 0; n < l->size; ++n) {
-                        int y = off + i * l->stride + n;
-                        for (int m = 0; m < l->size; ++m) {
-                            int x = off + j * l->stride + m;
-                            int index = plane + y * l->w + x;
-                            MAXPOOL_TAKE((y >= 0 && y < l->h && x >= 0 && x < l->w) ? in[index] : -FLT_MAX, index);
-                        }
+                for (int n = 0; n < l->size; ++n) {
+                    int y = off + i * l->stride + n;
+                    for (int m = 0; m < l->size; ++m) {
+                        int x = off + j * l->stride + m;
+                        int index = plane + y * l->w + x;
+                        MAXPOOL_TAKE((y >= 0 && y < l->h && x >= 0 && x < l->w) ? in[index] : -FLT_MAX, index);
                     }
                 }
                 out[i * ow + j] = max;
                 outi[i * ow + j] = max_i;
             }
+        }
     }
 }
 

@@ -58,6 +58,16 @@ static double rel_err(const float *a, const float *b, size_t n)
     return m;
 }
 
+/* a network file with the given text; the caller unlinks it */
+static int write_cfg(char *path, const char *text)
+{
+    int fd = mkstemp(path);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    close(fd);
+    return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
 typedef void (*gemm_fn)(int, int, int, int, int, float, float *, int, float *, int, float, float *, int);
 
 static void test_gemm(void)
@@ -247,6 +257,84 @@ static void test_vectors(void)
         }
 }
 
+/* The fused batch-norm layer against the library's forward_batchnorm_layer / backward_batchnorm_layer (which run
+ * the primitives checked above), in training and inference mode, for a convolutional and a connected layer:
+ * every buffer either may write is compared. (A [batchnorm] section gets no x/x_norm buffers from this
+ * libdarknet, so the library's own layer cannot train it either.) */
+enum { BN_BIG = 4, BN_FIELDS = 14 };
+
+static float **bn_fields(layer *l)
+{
+    static float **f[BN_FIELDS];
+    float **all[BN_FIELDS] = {&l->output,     &l->x,          &l->x_norm,           &l->delta,
+                              &l->mean,       &l->variance,   &l->rolling_mean,     &l->rolling_variance,
+                              &l->scales,     &l->biases,     &l->bias_updates,     &l->scale_updates,
+                              &l->mean_delta, &l->variance_delta};
+    memcpy(f, all, sizeof all);
+    return (float **)f;
+}
+
+static size_t bn_size(const layer *l, int k)
+{
+    return k < BN_BIG ? (size_t)l->outputs * l->batch : (size_t)l->out_c;
+}
+
+static void test_batchnorm_layer(void)
+{
+    static const char *cfg = "[net]\nbatch=12\nheight=9\nwidth=9\nchannels=3\n"
+                             "[convolutional]\nbatch_normalize=1\nfilters=6\nsize=3\npad=1\nactivation=linear\n"
+                             "[connected]\nbatch_normalize=1\noutput=7\nactivation=linear\n";
+    static const char *names[BN_FIELDS] = {"output", "x", "x_norm", "delta", "mean", "variance", "rolling_mean",
+                                           "rolling_variance", "scales", "biases", "bias_updates",
+                                           "scale_updates", "mean_delta", "variance_delta"};
+    char path[] = "/tmp/test_blas_XXXXXX";
+    CHECK(write_cfg(path, cfg) == 0, "cannot write %s", path);
+    network *net = parse_network_cfg(path);
+    unlink(path);
+    layer_fn lib_fwd = (layer_fn)ref("forward_batchnorm_layer"), lib_bwd = (layer_fn)ref("backward_batchnorm_layer");
+    for (int li = 0; li < net->n; li++) {
+        layer *l = &net->layers[li];
+        float **const *f = (float **const *)bn_fields(l);
+        float *saved[BN_FIELDS], *ours[BN_FIELDS];
+        for (int k = 0; k < BN_FIELDS; k++) {
+            CHECK(*f[k] != NULL, "layer %d has no %s", li, names[k]);
+            if (!*f[k]) return;
+            float *r = rnd(bn_size(l, k), 1);
+            /* variances must be positive */
+            if (k == 5 || k == 7)
+                for (size_t i = 0; i < bn_size(l, k); i++) r[i] = r[i] * r[i] + .1f;
+            memcpy(*f[k], r, bn_size(l, k) * sizeof *r);
+            free(r);
+            saved[k] = fdup(*f[k], bn_size(l, k));
+        }
+        float *in = rnd((size_t)l->inputs * l->batch, 1);
+        for (int train = 0; train < 2; train++)
+            for (int back = 0; back < 2; back++) {
+                network nn = *net;
+                nn.train = train;
+                nn.input = in;
+                for (int pass = 0; pass < 2; pass++) {
+                    for (int k = 0; k < BN_FIELDS; k++) memcpy(*f[k], saved[k], bn_size(l, k) * sizeof(float));
+                    if (back)
+                        (pass ? lib_bwd : backward_batchnorm_layer)(*l, nn);
+                    else
+                        (pass ? lib_fwd : forward_batchnorm_layer)(*l, nn);
+                    if (!pass)
+                        for (int k = 0; k < BN_FIELDS; k++) ours[k] = fdup(*f[k], bn_size(l, k));
+                }
+                for (int k = 0; k < BN_FIELDS; k++) {
+                    double e = rel_err(ours[k], *f[k], bn_size(l, k));
+                    CHECK(e < RED_TOL, "layer %d %s train=%d: %s rel err %g", li, back ? "backward" : "forward",
+                          train, names[k], e);
+                    free(ours[k]);
+                }
+            }
+        for (int k = 0; k < BN_FIELDS; k++) free(saved[k]);
+        free(in);
+    }
+    free_network(net);
+}
+
 /* ---- end to end: a small network trained a few steps by our code and by the library ---- */
 
 static const char *net_cfg =
@@ -260,15 +348,6 @@ static const char *net_cfg =
     "[convolutional]\nfilters=5\nsize=1\nstride=1\npad=1\nactivation=linear\n"
     "[avgpool]\n[softmax]\ngroups=1\n";
 
-/* a network file with the given text; the caller unlinks it */
-static int write_cfg(char *path, const char *text)
-{
-    int fd = mkstemp(path);
-    if (fd < 0) return -1;
-    ssize_t n = write(fd, text, strlen(text));
-    close(fd);
-    return n == (ssize_t)strlen(text) ? 0 : -1;
-}
 
 /* Max pooling on inputs full of ties (values 0, .5, 1), with and without overlap and border padding: outputs,
  * argmax indexes and the scattered gradient must equal the library's exactly. */
@@ -403,6 +482,7 @@ int main(void)
     test_activations();
     test_vectors();
     test_maxpool();
+    test_batchnorm_layer();
     test_network();
     return check_done("test_blas");
 }
