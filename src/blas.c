@@ -204,17 +204,18 @@ void im2col_cpu(float *data_im, int channels, int height, int width, int ksize, 
             float *out = data_col + ((size_t)c * height_col + h) * width_col;
             int row = kh + h * stride - pad;
             if (row < 0 || row >= height) {
-                memset(out, 0, sizeof(float) * width_col);
+                for (int w = 0; w < width_col; ++w) out[w] = 0;
                 continue;
             }
+            /* rows are short (tens of floats): plain loops, not memset/memcpy calls */
             const float *src = im + (size_t)row * width + col0;
-            memset(out, 0, sizeof(float) * w0);
+            for (int w = 0; w < w0; ++w) out[w] = 0;
             if (stride == 1) {
-                memcpy(out + w0, src + w0, sizeof(float) * (w1 - w0));
+                for (int w = w0; w < w1; ++w) out[w] = src[w];
             } else {
                 for (int w = w0; w < w1; ++w) out[w] = src[w * stride];
             }
-            memset(out + w1, 0, sizeof(float) * (width_col - w1));
+            for (int w = w1; w < width_col; ++w) out[w] = 0;
         }
     }
 }
