@@ -31,6 +31,7 @@
 #define POOL_MAX 64
 /* below this many floats touched, a loop runs on the calling thread: waking a worker costs more */
 #define PAR_MIN 32768
+#define TASKS_PER_THREAD 2
 
 typedef void (*task_fn)(void *ctx, int task, int ntasks);
 
@@ -99,7 +100,10 @@ static void pool_run(task_fn fn, void *ctx, int ntasks)
 /* how many tasks a loop touching `work` floats is worth */
 static int pool_tasks(size_t work)
 {
-    return work >= PAR_MIN && !in_task ? pool.n : 1;
+    if (work < PAR_MIN || in_task || pool.n <= 1) return 1;
+    /* a few tasks per thread: when another process holds a core, the threads that do run take up the slack */
+    int nt = pool.n * TASKS_PER_THREAD;
+    return nt < POOL_MAX ? nt : POOL_MAX;
 }
 
 /* task t's share [lo, hi) of n items */
