@@ -13,6 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The longest key sequence attention supports (a per-thread score tile holds at least one row). */
+#define OPS_MAX_KEYS (1 << 22)
+
 enum ops_act { OPS_ACT_NONE, OPS_ACT_SILU, OPS_ACT_GELU, OPS_ACT_QUICK_GELU };
 
 typedef struct ops_backend ops_backend;
@@ -51,8 +54,9 @@ struct ops_backend {
     void (*act)(ops_backend *be, enum ops_act act, const float *x, size_t n, float *y);    /* y may be x */
     /* y[rows,inner] = x[:, :inner] * gelu(x[:, inner:]) for x[rows, 2*inner] */
     void (*geglu)(ops_backend *be, const float *x, int rows, int inner, float *y);
-    /* Multi-head scaled dot-product attention. Row t of batch b of q starts at q + (b*Tq + t)*ldq, the same
-     * for k, v (ldk, ldv) and out (heads*dh contiguous); head h uses columns h*dh .. h*dh+dh-1.
+    /* Multi-head scaled dot-product attention, Tk <= OPS_MAX_KEYS. Row t of batch b of q starts at
+     * q + (b*Tq + t)*ldq, the same for k, v (ldk, ldv) and out (heads*dh contiguous); head h uses columns
+     * h*dh .. h*dh+dh-1.
      * causal: query t sees keys 0..t. Scores are never materialised for all heads at once. */
     void (*attention)(ops_backend *be, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
                       int B, int Tq, int Tk, int heads, int dh, float scale, int causal, float *out);

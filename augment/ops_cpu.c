@@ -18,8 +18,9 @@
 #define HAVE_AVX2_PATH 1
 #endif
 
-/* Per-thread scratch for im2col columns and attention score tiles: 4 Mi floats (16 MB). */
-#define SCRATCH_FLOATS ((size_t)1 << 22)
+/* Per-thread scratch for im2col columns and attention score tiles: 4 Mi floats (16 MB), one row of
+ * OPS_MAX_KEYS scores at least. */
+#define SCRATCH_FLOATS ((size_t)OPS_MAX_KEYS)
 /* Elementwise ops are split into tiles of this many floats. */
 #define EW_TILE ((size_t)1 << 16)
 

@@ -218,7 +218,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
                  float *out)
 {
     int f = unet_factor(m);
-    if (B < 1 || h < f || w < f || h % f || w % f || L < 1)
+    if (B < 1 || h < f || w < f || h % f || w % f || L < 1 || (size_t)h * w > OPS_MAX_KEYS || L > OPS_MAX_KEYS)
         return err_set("unet: batch %d of %dx%d latents with %d context tokens (sizes must be positive multiples "
                        "of %d)", B, h, w, L, f);
     ar_begin(&m->ar, 1);
@@ -374,7 +374,8 @@ unet_model *unet_load(const unet_config *cfg, weights *w, ops_backend *be, int m
         return NULL;
     }
     int f = 1 << (n - 1);
-    if (max_batch < 1 || max_h < f || max_w < f || max_h % f || max_w % f || max_ctx < 1) {
+    if (max_batch < 1 || max_h < f || max_w < f || max_h % f || max_w % f || max_ctx < 1 ||
+        (size_t)max_h * max_w > OPS_MAX_KEYS || max_ctx > OPS_MAX_KEYS) {
         err_set("unet: maximum size batch %d at %dx%d (%d context tokens) is not a positive multiple of %d",
                 max_batch, max_h, max_w, max_ctx, f);
         return NULL;

@@ -191,6 +191,7 @@ int vae_encode(vae_model *m, const float *img, int B, int H, int W, float *mean,
 {
     int f = vae_factor(m);
     if (!(m->parts & VAE_ENCODER)) return err_set("vae: encoder not loaded");
+    if ((size_t)(H / f) * (W / f) > OPS_MAX_KEYS) return err_set("vae encode: %dx%d images are too large", H, W);
     if (B < 1 || H < f || W < f || H % f || W % f)
         return err_set("vae encode: batch %d of %dx%d images (sizes must be positive multiples of %d)", B, H, W, f);
     ar_begin(&m->ar, 1);
@@ -204,7 +205,8 @@ int vae_decode(vae_model *m, const float *z, int B, int h, int w, float *img)
 {
     int f = vae_factor(m);
     if (!(m->parts & VAE_DECODER)) return err_set("vae: decoder not loaded");
-    if (B < 1 || h < 1 || w < 1) return err_set("vae decode: batch %d of %dx%d latents", B, h, w);
+    if (B < 1 || h < 1 || w < 1 || (size_t)h * w > OPS_MAX_KEYS)
+        return err_set("vae decode: batch %d of %dx%d latents", B, h, w);
     ar_begin(&m->ar, 1);
     decode_run(m, z, B, h, w, img);
     if (check_arena(m, "decode", B, h * f, w * f)) return -1;
@@ -288,6 +290,10 @@ vae_model *vae_load(const vae_config *cfg, weights *w, ops_backend *be, int part
     int f = 1 << (cfg->n_blocks - 1);
     if (max_batch < 1 || max_h < f || max_w < f || max_h % f || max_w % f) {
         err_set("vae: maximum size batch %d at %dx%d is not a positive multiple of %d", max_batch, max_h, max_w, f);
+        return NULL;
+    }
+    if ((size_t)(max_h / f) * (max_w / f) > OPS_MAX_KEYS) {
+        err_set("vae: %dx%d images are beyond the mid-block attention's %d positions", max_h, max_w, OPS_MAX_KEYS);
         return NULL;
     }
     vae_model *m = calloc(1, sizeof *m);

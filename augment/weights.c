@@ -186,7 +186,8 @@ static const char *file_list(weights *w, char *s, size_t len)
 {
     size_t o = 0;
     s[0] = 0;
-    for (int i = 0; i < w->n && o < len; i++) o += snprintf(s + o, len - o, "%s%s", i ? ", " : "", st_path(w->files[i]));
+    for (int i = 0; i < w->n && o < len; i++)
+        o += snprintf(s + o, len - o, "%s%s", i ? ", " : "", st_path(w->files[i]));
     return s;
 }
 

@@ -159,8 +159,9 @@ static void test_family(const char *fam)
     st_file *r = st_open(path);
     CHECK(r != NULL, "%s: %s", path, err_msg());
     if (!r) return;
-    weights *wc = open1(dir, "text_encoder/model.safetensors"), *wv = open1(dir, "vae/diffusion_pytorch_model.safetensors"),
-            *wu = open1(dir, "unet/diffusion_pytorch_model.safetensors");
+    weights *wc = open1(dir, "text_encoder/model.safetensors");
+    weights *wv = open1(dir, "vae/diffusion_pytorch_model.safetensors");
+    weights *wu = open1(dir, "unet/diffusion_pytorch_model.safetensors");
     if (wc) test_clip(fam, r, &cc, wc);
     if (wv) test_vae(fam, r, &vc, wv);
     if (wu) test_unet(fam, r, &uc, wu, 0);

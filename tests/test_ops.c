@@ -192,7 +192,8 @@ static void test_attention(int B, int Tq, int Tk, int heads, int dh, int causal)
                 for (int j = 0; j < nk; j++) {
                     double s = 0;
                     for (int d = 0; d < dh; d++)
-                        s += (double)q[((size_t)b * Tq + i) * ld + h * dh + d] * k[((size_t)b * Tk + j) * ld + h * dh + d];
+                        s += (double)q[((size_t)b * Tq + i) * ld + h * dh + d] *
+                             k[((size_t)b * Tk + j) * ld + h * dh + d];
                     p[j] = s * scale;
                     if (p[j] > mx) mx = p[j];
                 }
