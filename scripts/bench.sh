@@ -9,7 +9,8 @@
 #
 # (a) and (b) train on the same .data and cfg for ITERS batches; img/s counts every batch after the first SKIP,
 # data waits included (darknet: "Loaded" + train seconds of each iteration; genie: its per-iteration seconds).
-# The machine is shared: the load average is printed with the results, and a busy machine lowers all numbers.
+# The machine may be shared: the share of CPU time others used just before each part is printed with it, and a
+# busy machine lowers all numbers (PyTorch's OpenMP threads most of all).
 #
 # Environment: ITERS (default 40), SKIP (5), THREADS (number of online CPUs), LOADER_BATCHES (30), PYTHON.
 set -eu
@@ -29,9 +30,17 @@ mkdir -p "$OUT/backup"
 sed "s/^max_batches=.*/max_batches=$ITERS/" cfg/fmnist.cfg > "$OUT/fmnist.cfg"
 sed "s|^backup=.*|backup=$OUT/backup|" cfg/fmnist.data > "$OUT/fmnist.data"
 
-echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg), $THREADS threads, $ITERS iterations (first $SKIP untimed)"
+# Share of all CPUs busy over one second (other users of the machine), printed before each part.
+busy() {
+    a=$(head -n 1 /proc/stat); sleep 1; b=$(head -n 1 /proc/stat)
+    printf '%s\n%s\n' "$a" "$b" | awk 'NR == 1 { for (i = 2; i <= NF; i++) t1 += $i; i1 = $5 + $6 }
+        NR == 2 { for (i = 2; i <= NF; i++) t2 += $i; i2 = $5 + $6 }
+        END { printf "%.0f%%", 100 * (1 - (i2 - i1) / (t2 - t1)) }'
+}
 
-echo "== (a) stock darknet: $DARKNET classifier train"
+echo "== $THREADS threads, $ITERS iterations (first $SKIP untimed); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "== (a) stock darknet: $DARKNET classifier train (CPUs busy before: $(busy))"
 "$DARKNET" classifier train "$OUT/fmnist.data" "$OUT/fmnist.cfg" > "$OUT/darknet.log" 2>&1
 # "Loaded: S seconds" precedes each iteration's "N, E: loss, avg, rate, S seconds, I images" line.
 DK=$(awk -v skip="$SKIP" '
@@ -44,7 +53,7 @@ DK=$(awk -v skip="$SKIP" '
     END { if (t > 0) printf "%.1f", imgs / t; else print "0" }' "$OUT/darknet.log")
 echo "stock darknet: $DK img/s"
 
-echo "== (b) ./genie classifier train"
+echo "== (b) ./genie classifier train (CPUs busy before: $(busy))"
 ./genie classifier train "$OUT/fmnist.data" "$OUT/fmnist.cfg" -clear -threads "$THREADS" > "$OUT/genie.log" 2>&1
 GN=$(awk -v skip="$SKIP" '
     / seconds, [0-9]+ images, / {
@@ -56,15 +65,15 @@ GN=$(awk -v skip="$SKIP" '
 grep -E "img/s, waited" "$OUT/genie.log" || true
 echo "genie: $GN img/s"
 
-echo "== (c) PyTorch CPU"
+echo "== (c) PyTorch CPU (CPUs busy before: $(busy))"
 PY=${PYTHON:-python3}
 "$PY" -c "import torch" 2>/dev/null || PY=/usr/bin/python3
 TORCH_LINE=$("$PY" scripts/bench_torch.py --iters "$ITERS" --skip "$SKIP" --threads "$THREADS")
 echo "$TORCH_LINE"
 TH=$(echo "$TORCH_LINE" | awk '{ print $2 }')
 
-echo "== (d) loaders alone"
 make -s build/tests/bench_loader
+echo "== (d) loaders alone (CPUs busy before: $(busy))"
 LOADER=$(build/tests/bench_loader "$OUT/fmnist.data" "$OUT/fmnist.cfg" "$THREADS" "$LOADER_BATCHES" 2> "$OUT/loader.log")
 echo "$LOADER"
 LD=$(echo "$LOADER" | awk '/^darknet loader/ { print $3 }')
