@@ -2,6 +2,7 @@
 #include "err.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <png.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -167,35 +168,34 @@ int imgio_decode(const unsigned char *buf, size_t len, const char *name, int min
     return err_set("%s: not a JPEG or PNG file", name);
 }
 
-/* Reads a whole file; the loader reuses *buf across calls. */
+/* Reads a whole file into *buf, which is reused across calls (plain read(2): no stdio buffer per file). */
 static int read_file(const char *path, unsigned char **buf, size_t *cap, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set("%s: %s", path, strerror(errno));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return err_set("%s: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return err_set("%s: not a regular file", path);
-    }
-    if (st.st_size > (off_t)1 << 30) {
-        fclose(f);
-        return err_set("%s: file too large (%lld bytes)", path, (long long)st.st_size);
-    }
-    size_t n = (size_t)st.st_size;
-    if (*cap < n + 1) {
+    int rc = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        rc = err_set("%s: not a regular file", path);
+    else if (st.st_size > (off_t)1 << 30)
+        rc = err_set("%s: file too large (%lld bytes)", path, (long long)st.st_size);
+    size_t n = rc ? 0 : (size_t)st.st_size;
+    if (rc == 0 && *cap < n + 1) {
         unsigned char *p = realloc(*buf, n + 1);
-        if (!p) {
-            fclose(f);
-            return err_set("%s: out of memory", path);
-        }
-        *buf = p;
-        *cap = n + 1;
+        if (!p)
+            rc = err_set("%s: out of memory", path);
+        else
+            *buf = p, *cap = n + 1;
     }
-    size_t got = fread(*buf, 1, n, f);
-    fclose(f);
-    if (got != n) return err_set("%s: read error", path);
-    *len = n;
-    return 0;
+    size_t got = 0;
+    while (rc == 0 && got < n) {
+        ssize_t r = read(fd, *buf + got, n - got);
+        if (r <= 0) rc = err_set("%s: read error after %zu of %zu bytes", path, got, n);
+        got += r > 0 ? (size_t)r : 0;
+    }
+    close(fd);
+    *len = got;
+    return rc;
 }
 
 int imgio_load(const char *path, int min_w, int min_h, img_u8 *out)

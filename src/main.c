@@ -1,5 +1,7 @@
 /* genie: darknet-style command dispatch. */
+#include "bench_loader.h"
 #include "classifier.h"
+#include "cli.h"
 #include "err.h"
 #include "prepare.h"
 
@@ -14,11 +16,21 @@ static void usage(void)
             "  classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] [-topk]\n"
             "  classifier valid <data> <cfg> <weights> [-csv confusion.csv]\n"
             "  classifier predict <data> <cfg> <weights> <image>\n"
+            "  img2img -model M -i src -p \"A photo of a T\" -r 0.8 -o out.png [-steps N] [-guidance G] [-seed S]\n"
+            "          [-scheduler ddim|dpmpp2m] [-threads N] [-size WxH] [-noise file.safetensors] [-vae-mean]\n"
+            "  txt2img -model M -p \"prompt\" -o out.png [options as img2img]\n"
+            "  sweep -model M -i src -p \"prompt\" -o strip.png   (r = 0.1 ... 1.0, labelled strip)\n"
+            "  bench-engine -model M -i src -p \"prompt\" [-r R] [-batch B] [-repeat K]\n"
+            "  bench-loader <data> <cfg> [-threads N] [-batches K]   (genie's loader vs darknet's load_data)\n"
             "  prepare fmnist <outdir> [-seed S]\n");
 }
 
 int main(int argc, char **argv)
 {
+    if (argc < 2) {
+        usage();
+        return 1;
+    }
     if (argc >= 4 && strcmp(argv[1], "prepare") == 0 && strcmp(argv[2], "fmnist") == 0) {
         uint64_t seed = 1;
         for (int i = 4; i + 1 < argc; i++)
@@ -30,8 +42,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "prepared Fashion-MNIST and Fashion-MNIST-LT in %s\n", argv[3]);
         return 0;
     }
-    if (argc >= 3 && strcmp(argv[1], "classifier") == 0) {
-        if (classifier_main(argc - 2, argv + 2)) {
+    static const struct {
+        const char *name;
+        int (*run)(int, char **);
+    } diffusion[] = {{"img2img", cli_img2img}, {"txt2img", cli_txt2img}, {"sweep", cli_sweep},
+                     {"bench-engine", cli_bench_engine}};
+    for (size_t i = 0; i < sizeof diffusion / sizeof *diffusion; i++)
+        if (strcmp(argv[1], diffusion[i].name) == 0) return diffusion[i].run(argc - 1, argv + 1);
+    if (argc >= 3 && (strcmp(argv[1], "classifier") == 0 || strcmp(argv[1], "bench-loader") == 0)) {
+        int rc = strcmp(argv[1], "classifier") == 0 ? classifier_main(argc - 2, argv + 2)
+                                                     : bench_loader_main(argc - 2, argv + 2);
+        if (rc) {
             fprintf(stderr, "genie: %s\n", err_msg());
             return 1;
         }

@@ -3,30 +3,32 @@
 #include <math.h>
 #include <string.h>
 
-/* Samples channel ch of the RGB byte image at (x, y) bilinearly; outside the image is 0, as darknet's
- * bilinear_interpolate with get_pixel_extend. */
-static inline float sample_bilinear(const img_u8 *im, float x, float y, int ch)
-{
-    int ix = (int)floorf(x), iy = (int)floorf(y);
-    float dx = x - ix, dy = y - iy, v = 0;
-    for (int j = 0; j < 2; j++) {
-        int yy = iy + j;
-        if (yy < 0 || yy >= im->h) continue;
-        float wy = j ? dy : 1 - dy;
-        const unsigned char *row = im->rgb + (size_t)yy * im->w * 3 + ch;
-        if (ix >= 0 && ix < im->w) v += wy * (1 - dx) * row[3 * ix];
-        if (ix + 1 >= 0 && ix + 1 < im->w) v += wy * dx * row[3 * (ix + 1)];
-    }
-    return v * (1.0f / 255.0f);
-}
-
-/* out(x, y) = src(a*x + b*y + c0, d*x + e*y + f0): one affine resampling for crop, scale, rotation and flip. */
+/* out(x, y) = src(a*x + b*y + c0, d*x + e*y + f0), bilinear, 0 outside the image (darknet's
+ * bilinear_interpolate with get_pixel_extend): one resampling for crop, scale, rotation and flip. */
 static void warp_affine(const img_u8 *src, int w, int h, const float m[6], float *out)
 {
+    const size_t plane = (size_t)w * h;
+    const float k = 1.0f / 255.0f;
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             float sx = m[0] * x + m[1] * y + m[2], sy = m[3] * x + m[4] * y + m[5];
-            for (int ch = 0; ch < 3; ch++) out[(size_t)ch * w * h + (size_t)y * w + x] = sample_bilinear(src, sx, sy, ch);
+            int ix = (int)floorf(sx), iy = (int)floorf(sy);
+            float dx = sx - ix, dy = sy - iy, v[3] = {0, 0, 0};
+            for (int j = 0; j < 2; j++) {
+                int yy = iy + j;
+                if (yy < 0 || yy >= src->h) continue;
+                float wy = j ? dy : 1 - dy;
+                const unsigned char *row = src->rgb + (size_t)yy * src->w * 3;
+                for (int i = 0; i < 2; i++) {
+                    int xx = ix + i;
+                    if (xx < 0 || xx >= src->w) continue;
+                    float wgt = wy * (i ? dx : 1 - dx);
+                    const unsigned char *p = row + 3 * xx;
+                    v[0] += wgt * p[0], v[1] += wgt * p[1], v[2] += wgt * p[2];
+                }
+            }
+            size_t o = (size_t)y * w + x;
+            out[o] = v[0] * k, out[plane + o] = v[1] * k, out[2 * plane + o] = v[2] * k;
         }
 }
 
@@ -105,47 +107,29 @@ static void flip_horizontal(float m[6], int w)
     m[3] = -m[3];
 }
 
-static void rgb_to_hsv(float r, float g, float b, float *h, float *s, float *v)
-{
-    float mx = fmaxf(r, fmaxf(g, b)), mn = fminf(r, fminf(g, b)), d = mx - mn;
-    *v = mx;
-    *s = mx > 0 ? d / mx : 0;
-    if (d <= 0) {
-        *h = 0;
-        return;
-    }
-    float hh = r == mx ? (g - b) / d : g == mx ? 2 + (b - r) / d : 4 + (r - g) / d;
-    hh /= 6;
-    *h = hh < 0 ? hh + 1 : hh;
-}
-
-static void hsv_to_rgb(float h, float s, float v, float *r, float *g, float *b)
-{
-    float f = h * 6, i = floorf(f);
-    f -= i;
-    float p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
-    switch ((int)i % 6) {
-    case 0: *r = v; *g = t; *b = p; break;
-    case 1: *r = q; *g = v; *b = p; break;
-    case 2: *r = p; *g = v; *b = t; break;
-    case 3: *r = p; *g = q; *b = v; break;
-    case 4: *r = t; *g = p; *b = v; break;
-    default: *r = v; *g = p; *b = q; break;
-    }
-}
-
 static inline float clamp01(float x) { return x < 0 ? 0 : x > 1 ? 1 : x; }
 
-/* darknet's distort_image: hue shift (wrapping), saturation and value scaling, in HSV. */
-static void distort_hsv(float *im, size_t n, float dhue, float dsat, float dexp)
+/* darknet's distort_image: hue shift (wrapping), saturation and value scaling, in HSV. Written without
+ * branches (hsv -> rgb as c = v - v*s*clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6) so it vectorises: it is
+ * the costliest step of darknet's augmentation. */
+void transform_distort_hsv(float *im, size_t n, float dhue, float dsat, float dexp)
 {
     float *R = im, *G = im + n, *B = im + 2 * n;
     for (size_t i = 0; i < n; i++) {
-        float h, s, v;
-        rgb_to_hsv(R[i], G[i], B[i], &h, &s, &v);
-        h += dhue;
+        float r = R[i], g = G[i], b = B[i];
+        float mx = fmaxf(r, fmaxf(g, b)), mn = fminf(r, fminf(g, b)), d = mx - mn;
+        float inv = d > 0 ? 1 / d : 0;
+        float h = mx == r ? (g - b) * inv : mx == g ? 2 + (b - r) * inv : 4 + (r - g) * inv;
+        h = h * (1.0f / 6) + dhue;
         h -= floorf(h);
-        hsv_to_rgb(h, clamp01(s * dsat), clamp01(v * dexp), &R[i], &G[i], &B[i]);
+        /* Like darknet, saturation and value are scaled unclamped; only the RGB result is clamped. */
+        float sat = (mx > 0 ? d / mx : 0) * dsat;
+        float v = mx * dexp, vs = v * sat, h6 = 6 * h;
+        float k5 = h6 + 5, k3 = h6 + 3, k1 = h6 + 1;
+        k5 -= k5 >= 6 ? 6 : 0, k3 -= k3 >= 6 ? 6 : 0, k1 -= k1 >= 6 ? 6 : 0;
+        R[i] = clamp01(v - vs * clamp01(fminf(k5, 4 - k5)));
+        G[i] = clamp01(v - vs * clamp01(fminf(k3, 4 - k3)));
+        B[i] = clamp01(v - vs * clamp01(fminf(k1, 4 - k1)));
     }
 }
 
@@ -168,7 +152,7 @@ static void color_jitter(float *im, size_t n, philox_t *g)
         float l = luma(R[i], G[i], B[i]);
         R[i] = clamp01((R[i] - l) * sat + l), G[i] = clamp01((G[i] - l) * sat + l), B[i] = clamp01((B[i] - l) * sat + l);
     }
-    distort_hsv(im, n, hue, 1, 1);
+    transform_distort_hsv(im, n, hue, 1, 1);
 }
 
 static void to_gray(float *im, size_t n)
@@ -230,7 +214,7 @@ void transform_sample(const aug_params *p, const img_u8 *src, philox_t *g, float
     if (p->preset == AUG_DARKNET && (p->hue != 0 || p->saturation != 1 || p->exposure != 1)) {
         float dhue = philox_range(g, -p->hue, p->hue);
         float dsat = rand_scale(g, p->saturation), dexp = rand_scale(g, p->exposure);
-        distort_hsv(rgb, n, dhue, dsat, dexp);
+        transform_distort_hsv(rgb, n, dhue, dsat, dexp);
     }
     if (p->preset == AUG_STRONG) {
         if (philox_uniform(g) < 0.8f) color_jitter(rgb, n, g);

@@ -24,6 +24,9 @@ typedef struct {
 /* Writes c*h*w floats in [0,1], planar, into out. tmp holds at least 4*w*h floats of scratch. */
 void transform_sample(const aug_params *p, const img_u8 *src, philox_t *rng, float *out, float *tmp);
 
+/* darknet's distort_image on a planar RGB image of n pixels: hue shift (wrapping), saturation and value scale. */
+void transform_distort_hsv(float *im, size_t n, float dhue, float dsat, float dexp);
+
 /* The smallest decode size that loses no detail for this augmentation (lets JPEG decode at 1/2..1/8 scale). */
 void transform_min_decode(const aug_params *p, int *min_w, int *min_h);
 

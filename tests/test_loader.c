@@ -4,6 +4,10 @@
 #include "err.h"
 #include "loader.h"
 
+#include <darknet.h>
+/* Exported by libdarknet but not declared in darknet.h. */
+void distort_image(image im, float hue, float sat, float val);
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -223,6 +227,25 @@ int main(void)
             }
     }
     CHECK(exact && flips > 3 && flips < 17, "identity/mirror geometry (exact %d, %d flips of 20)", exact, flips);
+
+    /* The HSV distortion equals libdarknet's own distort_image (random colours incl. grays and saturation/value
+     * pushed past 1). */
+    {
+        enum { NPX = 4096 };
+        image ref = make_image(64, 64, 3);
+        float *mine = malloc(sizeof(float) * NPX * 3);
+        philox_t g;
+        philox_init(&g, 11, 0);
+        for (int k = 0; k < NPX * 3; k++) ref.data[k] = philox_uniform(&g);
+        for (int k = 0; k < 64; k++) ref.data[k] = ref.data[NPX + k] = ref.data[2 * NPX + k] = k / 63.f;
+        memcpy(mine, ref.data, sizeof(float) * NPX * 3);
+        distort_image(ref, 0.13f, 1.7f, 1.4f);
+        transform_distort_hsv(mine, NPX, 0.13f, 1.7f, 1.4f);
+        double d = check_max_abs(mine, ref.data, NPX * 3);
+        CHECK(d < 2e-5, "HSV distortion differs from darknet's distort_image by %g", d);
+        free(mine);
+        free_image(ref);
+    }
 
     /* Presets stay in [0,1]; a 1-channel net gets luma. */
     enum aug_preset presets[] = {AUG_WEAK, AUG_STRONG};
