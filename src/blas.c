@@ -113,13 +113,21 @@ static void split(int n, int t, int nt, int *lo, int *hi)
     *hi = (int)((long long)n * (t + 1) / nt);
 }
 
+/* OpenBLAS runs single-threaded inside our tasks; its own threads would fight them for the cores. Every path to
+ * cblas runs this first, so that holds even when blas_init is never called (then all runs on the caller). */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_single(void)
+{
+    openblas_set_num_threads(1);
+}
+
 void blas_init(int threads)
 {
+    pthread_once(&blas_once, blas_single);
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
     if (threads > POOL_MAX) threads = POOL_MAX;
-    /* OpenBLAS runs single-threaded inside our tasks; its own threads would fight them for the cores */
-    openblas_set_num_threads(1);
     if (pool.n > 1) return;
     int started = 1;
     for (; started < threads; ++started) {
@@ -163,6 +171,7 @@ void gemm_cpu(int TA, int TB, int M, int N, int K, float ALPHA, float *A, int ld
               float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
+    pthread_once(&blas_once, blas_single);
     struct gemm_args g = {TA, TB, M, N, K, lda, ldb, ldc, ALPHA, BETA, A, B, C};
     int nt = pool_tasks((size_t)M * N * (K > 0 ? K : 1) / 16);
     if (nt > M) nt = M;
@@ -738,6 +747,7 @@ static layer_fn library_layer_fn(const char *name)
 /* Reserves the per-task buffers; returns the task count, or 0 when memory is short (then the library runs it). */
 static int conv_prepare(const layer *l, int backward)
 {
+    pthread_once(&blas_once, blas_single);
     int nt = pool_tasks((size_t)l->batch * (l->outputs + l->inputs));
     if (nt > l->batch) nt = l->batch;
     if (nt < 1) nt = 1;

@@ -10,8 +10,9 @@
 
 #include <darknet.h>
 
-/* Sets the number of threads OpenBLAS and the loops here use (<= 0: one per online core). Call once, before
- * training, from one thread. */
+/* Starts the thread pool the replacements split their work over: `threads` threads including the caller
+ * (<= 0: one per online core). OpenBLAS itself always runs single-threaded inside the pool's tasks. Without
+ * blas_init everything runs on the calling thread. Call once, before training; later calls do nothing. */
 void blas_init(int threads);
 
 void gemm(int TA, int TB, int M, int N, int K, float ALPHA, float *A, int lda, float *B, int ldb, float BETA,

@@ -342,7 +342,7 @@ static const char *net_cfg =
     "decay=0.0005\npolicy=constant\nmax_batches=100\n"
     "[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=1\npad=1\nactivation=leaky\n"
     "[maxpool]\nsize=2\nstride=2\n"
-    "[convolutional]\nfilters=12\nsize=3\nstride=2\npad=1\nactivation=relu\n"
+    "[convolutional]\nfilters=12\nsize=3\nstride=2\npad=1\ngroups=2\nactivation=relu\n"
     "[maxpool]\nsize=3\nstride=1\n"
     "[convolutional]\nbatch_normalize=1\nfilters=16\nsize=1\nstride=1\npad=1\nactivation=logistic\n"
     "[convolutional]\nfilters=5\nsize=1\nstride=1\npad=1\nactivation=linear\n"
