@@ -4,8 +4,10 @@
  * pow/sqrt in double per element (variance_cpu, normalize_cpu), and do convolutions with a single-threaded
  * naive gemm. These keep each function's formula (including darknet's own epsilons and the unbiased
  * batch*spatial-1 variance divisor) but hoist per-channel terms out of the inner loops so the loops vectorise,
- * and hand gemm to OpenBLAS. Reductions sum in a different order than the library, so results match it to float
- * rounding, not bit for bit. */
+ * and hand gemm to OpenBLAS. On top, whole layers (convolutional, batch norm, max pool) are replaced by the same
+ * computation split over a small thread pool, and batch norm's seven passes are fused into three.
+ * Reductions sum in a different order than the library, so results match it to float rounding, not bit for
+ * bit; copies, im2col, col2im and max pooling match it exactly. */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #include "blas.h"
 

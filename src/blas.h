@@ -36,7 +36,7 @@ void variance_delta_cpu(float *x, float *delta, float *mean, float *variance, in
 void normalize_delta_cpu(float *x, float *mean, float *variance, float *mean_delta, float *variance_delta,
                          int batch, int filters, int spatial, float *delta);
 
-/* The batch-norm pass of convolutional (and [batchnorm]) layers, fused per filter. */
+/* The batch-norm pass of convolutional and connected layers with batch_normalize=1, fused per filter. */
 void forward_batchnorm_layer(layer l, network net);
 void backward_batchnorm_layer(layer l, network net);
 
