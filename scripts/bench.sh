@@ -5,7 +5,8 @@
 #   (a) stock darknet: Debian's /usr/bin/darknet classifier train (its 32-thread load_data included)
 #   (b) ./genie classifier train: libdarknet with src/blas.c's replacements and genie's loader
 #   (c) PyTorch CPU, the same network on random inputs (scripts/bench_torch.py; the training step only)
-#   (d) loaders alone: darknet's load_data against genie's loader, same list, augmentation and thread count
+#   (d) loaders alone: ./genie bench-loader, darknet's load_data against genie's loader (same list,
+#       augmentation and thread count)
 #
 # (a) and (b) train on the same .data and cfg for ITERS batches; img/s counts every batch after the first SKIP,
 # data waits included (darknet: "Loaded" + train seconds of each iteration; genie: its per-iteration seconds).
@@ -72,12 +73,13 @@ TORCH_LINE=$("$PY" scripts/bench_torch.py --iters "$ITERS" --skip "$SKIP" --thre
 echo "$TORCH_LINE"
 TH=$(echo "$TORCH_LINE" | awk '{ print $2 }')
 
-make -s build/tests/bench_loader
-echo "== (d) loaders alone (CPUs busy before: $(busy))"
-LOADER=$(build/tests/bench_loader "$OUT/fmnist.data" "$OUT/fmnist.cfg" "$THREADS" "$LOADER_BATCHES" 2> "$OUT/loader.log")
+echo "== (d) loaders alone: ./genie bench-loader (CPUs busy before: $(busy))"
+LOADER=$(./genie bench-loader "$OUT/fmnist.data" "$OUT/fmnist.cfg" -threads "$THREADS" -batches "$LOADER_BATCHES" \
+    2> "$OUT/loader.log")
 echo "$LOADER"
-LD=$(echo "$LOADER" | awk '/^darknet loader/ { print $3 }')
-LG=$(echo "$LOADER" | awk '/^genie loader/ { print $3 }')
+# "... genie G img/s, darknet load_data D img/s, ratio R"
+LG=$(echo "$LOADER" | sed -n 's/.*genie \([0-9.]*\) img\/s.*/\1/p')
+LD=$(echo "$LOADER" | sed -n 's/.*load_data \([0-9.]*\) img\/s.*/\1/p')
 
 echo "== summary (batch 128, $THREADS threads, load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 awk -v dk="$DK" -v gn="$GN" -v th="$TH" -v ld="$LD" -v lg="$LG" 'BEGIN {
