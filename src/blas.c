@@ -536,10 +536,15 @@ void normalize_delta_cpu(float *x, float *mean, float *variance, float *mean_del
 void forward_batchnorm_layer(layer l, network net);
 void backward_batchnorm_layer(layer l, network net);
 
+static void activate_range(float *x, const int n, const ACTIVATION a);
+static void gradient_range(const float *x, const int n, const ACTIVATION a, float *delta);
+
 struct bn_layer {
     const layer *l;
     const float *mean, *var; /* batch statistics when training, rolling ones otherwise */
     int train;
+    int fuse_act; /* the convolutional layer's activation (forward) or its gradient (backward) is done here too,
+                     row by row while the row is in cache */
 };
 
 static void bn_forward_task(void *ctx, int t, int nt)
@@ -569,23 +574,29 @@ static void bn_forward_task(void *ctx, int t, int nt)
                 if (c->train) xn[i] = n;
                 y[i] = n * scale + bias;
             }
+            if (c->fuse_act) activate_range(y, sp, l->activation);
         }
+    }
+}
+
+static void bn_forward(const layer *l, const network *net, int fuse_act)
+{
+    struct bn_layer c = {l, net->train ? l->mean : l->rolling_mean, net->train ? l->variance : l->rolling_variance,
+                         net->train, fuse_act};
+    pool_run(bn_forward_task, &c, pool_tasks((size_t)l->outputs * l->batch));
+    if (net->train) {
+        /* the rolling statistics, with the library's calls and factors */
+        scal_cpu(l->out_c, .99, l->rolling_mean, 1);
+        axpy_cpu(l->out_c, .01, l->mean, 1, l->rolling_mean, 1);
+        scal_cpu(l->out_c, .99, l->rolling_variance, 1);
+        axpy_cpu(l->out_c, .01, l->variance, 1, l->rolling_variance, 1);
     }
 }
 
 void forward_batchnorm_layer(layer l, network net)
 {
     if (l.type == BATCHNORM) copy_cpu(l.outputs * l.batch, net.input, 1, l.output, 1);
-    struct bn_layer c = {&l, net.train ? l.mean : l.rolling_mean, net.train ? l.variance : l.rolling_variance,
-                         net.train};
-    pool_run(bn_forward_task, &c, pool_tasks((size_t)l.outputs * l.batch));
-    if (net.train) {
-        /* the rolling statistics, with the library's calls and factors */
-        scal_cpu(l.out_c, .99, l.rolling_mean, 1);
-        axpy_cpu(l.out_c, .01, l.mean, 1, l.rolling_mean, 1);
-        scal_cpu(l.out_c, .99, l.rolling_variance, 1);
-        axpy_cpu(l.out_c, .01, l.variance, 1, l.rolling_variance, 1);
-    }
+    bn_forward(&l, &net, 0);
 }
 
 /* sums over one row of the four reductions backward needs; delta is scaled by s first, as scale_bias does */
@@ -629,6 +640,7 @@ static void bn_backward_task(void *ctx, int t, int nt)
         for (int b = 0; b < l->batch; ++b) {
             size_t o = ((size_t)b * nf + f) * sp;
             float row[4] = {0};
+            if (c->fuse_act) gradient_range(l->output + o, sp, l->activation, l->delta + o);
             bn_backward_row(l->delta + o, l->x_norm + o, l->x + o, s, m, sp, row);
             l->bias_updates[f] += row[0];
             for (int j = 1; j < 4; ++j) sums[j] += row[j];
@@ -648,11 +660,16 @@ static void bn_backward_task(void *ctx, int t, int nt)
     }
 }
 
+static void bn_backward(const layer *l, const network *net, int fuse_act)
+{
+    struct bn_layer c = {l, net->train ? l->mean : l->rolling_mean, net->train ? l->variance : l->rolling_variance,
+                         net->train, fuse_act};
+    pool_run(bn_backward_task, &c, pool_tasks((size_t)l->outputs * l->batch));
+}
+
 void backward_batchnorm_layer(layer l, network net)
 {
-    struct bn_layer c = {&l, net.train ? l.mean : l.rolling_mean, net.train ? l.variance : l.rolling_variance,
-                         net.train};
-    pool_run(bn_backward_task, &c, pool_tasks((size_t)l.outputs * l.batch));
+    bn_backward(&l, &net, 0);
     if (l.type == BATCHNORM) copy_cpu(l.outputs * l.batch, l.delta, 1, net.delta, 1);
 }
 
@@ -780,11 +797,12 @@ void forward_convolutional_layer(layer l, network net)
         library_layer_fn("forward_convolutional_layer")(l, net);
         return;
     }
-    if (l.batch_normalize)
-        forward_batchnorm_layer(l, net);
-    else
+    if (l.batch_normalize) {
+        bn_forward(&l, &net, 1); /* forward_batchnorm_layer + activate_array */
+    } else {
         add_bias(l.output, l.biases, l.batch, l.n, l.out_h * l.out_w);
-    activate_array(l.output, l.outputs * l.batch, l.activation);
+        activate_array(l.output, l.outputs * l.batch, l.activation);
+    }
 }
 
 void backward_convolutional_layer(layer l, network net)
@@ -799,11 +817,12 @@ void backward_convolutional_layer(layer l, network net)
         library_layer_fn("backward_convolutional_layer")(l, net);
         return;
     }
-    gradient_array(l.output, l.outputs * l.batch, l.activation, l.delta);
-    if (l.batch_normalize)
-        backward_batchnorm_layer(l, net);
-    else
+    if (l.batch_normalize) {
+        bn_backward(&l, &net, 1); /* gradient_array + backward_batchnorm_layer */
+    } else {
+        gradient_array(l.output, l.outputs * l.batch, l.activation, l.delta);
         backward_bias(l.bias_updates, l.delta, l.batch, l.n, l.out_w * l.out_h);
+    }
     struct conv_call cc = {&l, &net};
     pool_run(conv_backward_task, &cc, nt);
     if (nt > 1)
