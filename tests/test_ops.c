@@ -314,6 +314,11 @@ int main(void)
     test_conv(1, 5, 45, 30, 4, 1, 1, P0, 1);     /* 1x1 over several pixel tiles */
     test_conv(2, 2, 3, 1, 3, 3, 1, P1, 1);       /* one-pixel-wide map: every row touches both pads */
     test_conv(1, 3, 2, 2, 2, 3, 2, P1, 1);
+    /* 3x3 convs: even and odd maps, several pixel and channel tiles, no bias, a wide input */
+    test_conv(2, 16, 8, 8, 16, 3, 1, P1, 1);
+    test_conv(1, 24, 13, 7, 40, 3, 1, P1, 1);
+    test_conv(1, 17, 19, 18, 130, 3, 1, P1, 0);
+    test_conv(1, 2600, 4, 6, 20, 3, 1, P1, 1);
     test_linear(37, 19, 300, 1);                 /* few rows: columns split */
     test_linear(600, 33, 17, 0);
     test_linear(1, 64, 5, 1);
