@@ -1,8 +1,9 @@
 # genie: a Darknet classifier trainer with an online GeNIe (latent diffusion) augmenter.
 #
 #   make            CPU build of ./genie
-#   make GPU=1      also compiles the CUDA backend with nvcc (cuBLAS, cuRAND)
-#   make test       builds and runs every tests/test_*.c (closing line: N passed, N failed)
+#   make GPU=1      also compiles the CUDA code with nvcc (cuBLAS, cuRAND), into build-gpu/genie
+#   make test       installs missing Debian packages, builds and runs every tests/test_*.c
+#                   (closing line: N passed, N failed)
 #   make asan       the same tests under AddressSanitizer + UBSan
 #   make demo       the main job: data, training, validation on Fashion-MNIST-LT
 #   make bench      trainer and loader benchmarks against stock darknet
@@ -16,6 +17,7 @@ SAN      ?= 0
 CUDA     ?= /usr/local/cuda
 DARKNET  ?= /usr/lib/darknet
 BUILD    ?= build
+BIN      ?= genie
 
 CC       ?= cc
 NVCC     ?= $(CUDA)/bin/nvcc
@@ -30,6 +32,7 @@ ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 BUILD    := build-asan
+BIN      := build-asan/genie
 endif
 
 COMMON_SRC  := $(wildcard common/*.c)
@@ -37,6 +40,8 @@ TRAIN_SRC   := $(filter-out src/main.c,$(wildcard src/*.c))
 AUG_SRC     := $(wildcard augment/*.c)
 CUDA_SRC    := $(wildcard augment/*.cu)
 ifeq ($(GPU),1)
+BUILD       := build-gpu
+BIN         := build-gpu/genie
 CFLAGS      += -DGENIE_CUDA -I$(CUDA)/include
 LDLIBS      += -L$(CUDA)/lib64 -Wl,-rpath,$(CUDA)/lib64 -lcublas -lcurand -lcudart -lstdc++
 NVFLAGS     := -O2 -std=c++17 -Icommon -Iaugment -DGENIE_CUDA \
@@ -50,10 +55,10 @@ LIB_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(TRAIN_SRC:%.c=$(BUILD)/%.o) $(AUG_S
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 FUZZERS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/fuzz_*.c))
 
-.PHONY: all test asan demo bench bench-engine fixtures fuzz clean data
-all: genie
+.PHONY: all deps test run-tests asan demo bench bench-engine fixtures fuzz clean data
+all: $(BIN)
 
-genie: $(BUILD)/src/main.o $(LIB_OBJ)
+$(BIN): $(BUILD)/src/main.o $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.c $(wildcard common/*.h src/*.h augment/*.h)
@@ -64,13 +69,19 @@ $(BUILD)/%.cu.o: %.cu $(wildcard common/*.h augment/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/%.c tests/check.h $(LIB_OBJ)
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
 
 # Tests run from the repository root; each prints its own closing line, tests/run.sh adds them up.
-test: genie $(TESTS)
-	@BUILD=$(BUILD) sh tests/run.sh $(TESTS)
+deps:
+	@sh scripts/install_deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory run-tests
+
+run-tests: $(BIN) $(TESTS)
+	@GENIE=./$(BIN) sh tests/run.sh $(TESTS)
 
 asan:
 	$(MAKE) SAN=1 test
@@ -81,13 +92,14 @@ fuzz: $(FUZZERS)
 data:
 	sh scripts/prepare_fmnist.sh
 
-demo: genie
+demo: deps
+	@$(MAKE) --no-print-directory $(BIN)
 	sh scripts/demo.sh
 
-bench: genie
+bench: $(BIN)
 	sh scripts/bench.sh
 
-bench-engine: genie
+bench-engine: $(BIN)
 	sh scripts/bench_engine.sh
 
 fixtures:
@@ -95,4 +107,4 @@ fixtures:
 	/usr/bin/python3 scripts/make_fixtures.py
 
 clean:
-	rm -rf build build-asan genie
+	rm -rf build build-asan build-gpu genie

@@ -192,7 +192,9 @@ static int train(const train_args *a)
 
     float avg_loss = -1;
     double t_start = now(), wait_prev = 0;
+    /* -topk: once an epoch, but small data sets (an LT epoch is ~20 iterations) no more often than every 200. */
     int iter = 0, epoch = (int)(*net->seen / ds.n), topk_every = (ds.n + imgs - 1) / imgs;
+    if (topk_every < 200) topk_every = 200;
     while ((int)get_current_batch(net) < net->max_batches || net->max_batches == 0) {
         if (interrupted || (a->iters && iter >= a->iters)) break;
         double t0 = now();

@@ -13,6 +13,10 @@ enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_IN_USE };
 typedef struct {
     loader_batch b;
     enum slot_state state;
+    /* The batch this slot takes next (slot index + k * nslots). Without it a fast worker could fill a just-freed
+     * slot with a later batch while the worker that claimed the slot's own batch was still waking up: the
+     * consumer would then wait for a batch that can never be written. */
+    uint64_t turn;
 } slot;
 
 struct loader {
@@ -177,7 +181,7 @@ static void *worker(void *arg)
         if (l->o.sampling == SAMPLE_SEQUENTIAL && b >= l->total_batches) break;
         l->next_claim++;
         slot *s = &l->slots[b % l->nslots];
-        while (s->state != SLOT_FREE && !l->stop) pthread_cond_wait(&l->freed, &l->mu);
+        while ((s->state != SLOT_FREE || s->turn != b) && !l->stop) pthread_cond_wait(&l->freed, &l->mu);
         if (l->stop) break;
         s->state = SLOT_FILLING;
         pthread_mutex_unlock(&l->mu);
@@ -220,6 +224,7 @@ loader *loader_start(const loader_opts *o)
     l->bad = calloc((size_t)o->ds->n, 1);
     l->slots = calloc((size_t)l->nslots, sizeof *l->slots);
     for (int i = 0; i < l->nslots; i++) {
+        l->slots[i].turn = (uint64_t)i;
         loader_batch *b = &l->slots[i].b;
         b->x = malloc((size_t)o->batch * l->row * sizeof(float));
         b->y = malloc((size_t)o->batch * l->classes * sizeof(float));
@@ -258,7 +263,9 @@ done:
 void loader_release(loader *l, const loader_batch *b)
 {
     pthread_mutex_lock(&l->mu);
-    l->slots[b->number % l->nslots].state = SLOT_FREE;
+    slot *s = &l->slots[b->number % l->nslots];
+    s->state = SLOT_FREE;
+    s->turn = b->number + (uint64_t)l->nslots;
     pthread_cond_broadcast(&l->freed);
     pthread_mutex_unlock(&l->mu);
 }

@@ -146,6 +146,23 @@ int main(void)
     run(o, NB, x2, y2, i2);
     CHECK(check_max_abs(x1, x2, (size_t)NB * B * row) > 0.1, "seed does not change the batches");
 
+    /* More workers than slots, one-image batches, a consumer that takes them as fast as it can: the ring must
+     * hand out every batch in order and never deadlock (the alarm turns a hang into a failure). */
+    alarm(120);
+    {
+        loader_opts f = {.ds = &ds, .aug = darknet_aug(), .batch = 1, .threads = 4, .slots = 2, .seed = 1};
+        loader *l = loader_start(&f);
+        int in_order = 1;
+        for (uint64_t b = 0; b < 3000; b++) {
+            const loader_batch *lb = loader_next(l);
+            in_order &= lb && lb->number == b;
+            if (lb) loader_release(l, lb);
+        }
+        loader_stop(l);
+        CHECK(in_order, "batches out of order under contention");
+    }
+    alarm(0);
+
     /* Bad images never reach a batch: every row is a good image, none is black. */
     int bad_rows = 0, black = 0;
     for (int r = 0; r < NB * B; r++) {

@@ -11,11 +11,13 @@
 
 #define T "build/test_trainer"
 
-/* Runs a shell command, returns its exit status and (the tail of) its output in out. */
+/* Runs a shell command with $G standing for the genie binary under test (GENIE, default ./genie); returns its
+ * exit status and (the tail of) its output in out. */
 static int sh(const char *cmd, char *out, size_t n)
 {
-    char full[2048];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    char full[4096];
+    const char *g = getenv("GENIE");
+    snprintf(full, sizeof full, "G='%s'; %s 2>&1", g ? g : "./genie", cmd);
     FILE *p = popen(full, "r");
     size_t len = 0;
     char buf[4096];
@@ -69,7 +71,7 @@ int main(void)
 {
     static char out[1 << 16];
     if (access("data/fmnist/train.list", R_OK) != 0)
-        CHECK(sh("./genie prepare fmnist data/fmnist", out, sizeof out) == 0, "prepare: %s", out);
+        CHECK(sh("$G prepare fmnist data/fmnist", out, sizeof out) == 0, "prepare: %s", out);
     mkdir("build", 0755);
     CHECK(system("rm -rf " T " && mkdir -p " T) == 0, "workdir");
     /* 6000 training images (the list is in data set order, so classes are mixed), 1000 test images. */
@@ -83,13 +85,13 @@ int main(void)
     CHECK(system("sed -e 's/^max_batches=.*/max_batches=150/' -e 's/^burn_in=.*/burn_in=20/' cfg/fmnist.cfg > " T
                  "/fm.cfg") == 0, "cfg");
 
-    int rc = sh("./genie classifier train " T "/fm.data " T "/fm.cfg -seed 3", out, sizeof out);
+    int rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -seed 3", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "img/s") && strstr(out, "data wait"), "train exit %d: %s", rc, out);
     CHECK(weights_seen(T "/backup/fm.weights") == 150 * 128, "seen %llu after 150 iterations",
           (unsigned long long)weights_seen(T "/backup/fm.weights"));
     CHECK(access(T "/backup/fm_1.weights", R_OK) == 0 && access(T "/backup/fm_3.weights", R_OK) == 0,
           "per-epoch weights missing");
-    rc = sh("./genie classifier valid " T "/fm.data " T "/fm.cfg " T "/backup/fm.weights", out, sizeof out);
+    rc = sh("$G classifier valid " T "/fm.data " T "/fm.cfg " T "/backup/fm.weights", out, sizeof out);
     float top1 = 0;
     char *p = strstr(out, "top-1: ");
     if (p) top1 = strtof(p + 7, NULL);
@@ -98,9 +100,9 @@ int main(void)
     CHECK(access(T "/backup/fm_confusion.csv", R_OK) == 0, "confusion CSV missing");
 
     /* A seed reproduces a run bit for bit; another seed does not. */
-    CHECK(sh("./genie classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 && cp " T "/backup/fm.weights " T
-             "/a.weights && ./genie classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 -threads 1 && cp " T
-             "/backup/fm.weights " T "/b.weights && ./genie classifier train " T "/fm.data " T
+    CHECK(sh("$G classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 && cp " T "/backup/fm.weights " T
+             "/a.weights && $G classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 -threads 1 && cp " T
+             "/backup/fm.weights " T "/b.weights && $G classifier train " T "/fm.data " T
              "/fm.cfg -seed 6 -iters 4 && cp " T "/backup/fm.weights " T "/c.weights",
              out, sizeof out) == 0,
           "seed runs: %s", out);
@@ -108,7 +110,7 @@ int main(void)
     CHECK(!same_file(T "/a.weights", T "/c.weights"), "different seeds gave the same weights");
 
     /* Resume: 4 iterations with a backup every 2, then 3 more from the backup: seen continues. */
-    rc = sh("./genie classifier train " T "/fm.data " T "/fm.cfg -iters 4 -backup 2 && ./genie classifier train " T
+    rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -iters 4 -backup 2 && $G classifier train " T
             "/fm.data " T "/fm.cfg " T "/backup/fm.backup -iters 3",
             out, sizeof out);
     CHECK(rc == 0 && weights_seen(T "/backup/fm.weights") == 7 * 128, "resume: seen %llu, want %d: %s",
@@ -116,28 +118,28 @@ int main(void)
     CHECK(strstr(out, "from image 512"), "resume did not start at image 512: %s", out);
 
     /* valid on Fashion-MNIST-LT: the training list's counts give Many/Medium/Few. */
-    rc = sh("./genie classifier valid " T "/lt.data " T "/fm.cfg " T "/backup/fm_1.weights", out, sizeof out);
+    rc = sh("$G classifier valid " T "/lt.data " T "/fm.cfg " T "/backup/fm_1.weights", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "Many (>100)") && strstr(out, "Medium (20-100)") && strstr(out, "Few (<20)"),
           "no Many/Medium/Few: %s", out);
 
     /* Bad inputs: clear messages naming the file, non-zero exit, no crash. */
     CHECK(system("head -c 1000 " T "/backup/fm.weights > " T "/trunc.weights") == 0, "truncate");
-    rc = sh("./genie classifier valid " T "/fm.data " T "/fm.cfg " T "/trunc.weights", out, sizeof out);
+    rc = sh("$G classifier valid " T "/fm.data " T "/fm.cfg " T "/trunc.weights", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "trunc.weights") && strstr(out, "truncated"), "truncated weights: %d %s", rc, out);
     CHECK(system("sed -e 's/filters=128/filters=96/' " T "/fm.cfg > " T "/other.cfg") == 0, "cfg");
-    rc = sh("./genie classifier valid " T "/fm.data " T "/other.cfg " T "/backup/fm.weights", out, sizeof out);
+    rc = sh("$G classifier valid " T "/fm.data " T "/other.cfg " T "/backup/fm.weights", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "another network"), "mismatched weights: %d %s", rc, out);
-    rc = sh("./genie classifier train " T "/fm.data " T "/missing.cfg", out, sizeof out);
+    rc = sh("$G classifier train " T "/fm.data " T "/missing.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "missing.cfg"), "missing cfg: %d %s", rc, out);
     CHECK(system("sed -e 's/^batch=.*/batch=0/' cfg/fmnist.cfg > " T "/zero.cfg") == 0, "cfg");
-    rc = sh("./genie classifier train " T "/fm.data " T "/zero.cfg", out, sizeof out);
+    rc = sh("$G classifier train " T "/fm.data " T "/zero.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "zero.cfg") && strstr(out, "batch"), "batch=0: %d %s", rc, out);
     write_file(T "/bad.data", "classes=10\ntrain=" T "/bad.list\nlabels=data/fmnist/labels.list\n");
     write_file(T "/bad.list", "data/fmnist/images/train/00000_boot.jpg\nimages/123_shirt_tee.jpg\n");
-    rc = sh("./genie classifier train " T "/bad.data cfg/fmnist.cfg", out, sizeof out);
+    rc = sh("$G classifier train " T "/bad.data cfg/fmnist.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "bad.list:2") && strstr(out, "ambiguous"), "ambiguous label: %d %s", rc, out);
     write_file(T "/five.data", "classes=5\ntrain=" T "/train.list\nlabels=data/fmnist/labels.list\n");
-    rc = sh("./genie classifier train " T "/five.data cfg/fmnist.cfg", out, sizeof out);
+    rc = sh("$G classifier train " T "/five.data cfg/fmnist.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "labels.list"), "classes mismatch: %d %s", rc, out);
     return check_done("trainer");
 }
