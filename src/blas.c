@@ -28,7 +28,8 @@
 #endif
 
 /* ---- a persistent thread pool: the calling thread and pool.n-1 workers share the tasks of one call ----
- * Work is split into at most pool.n tasks by static ranges, so results depend only on the thread count. */
+ * Work is split into a few tasks per thread by static ranges, and any thread may run any task: results depend
+ * on the thread count, never on which thread ran what. */
 
 #define POOL_MAX 64
 /* below this many floats touched, a loop runs on the calling thread: waking a worker costs more */
