@@ -81,7 +81,7 @@ test: deps
 	@$(MAKE) --no-print-directory run-tests
 
 run-tests: $(BIN) $(TESTS)
-	@GENIE=./$(BIN) sh tests/run.sh $(TESTS)
+	@GENIE=./$(BIN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp sh tests/run.sh $(TESTS)
 
 asan:
 	$(MAKE) SAN=1 test
@@ -89,8 +89,8 @@ asan:
 fuzz: $(FUZZERS)
 	@for f in $(FUZZERS); do echo "== $$f"; $$f 20000 || exit 1; done
 
-data:
-	sh scripts/prepare_fmnist.sh
+data: $(BIN)
+	./$(BIN) prepare fmnist data/fmnist
 
 demo: deps
 	@$(MAKE) --no-print-directory $(BIN)

@@ -200,20 +200,16 @@ static int read_file(const char *path, unsigned char **buf, size_t *cap, size_t 
 
 int imgio_load(const char *path, int min_w, int min_h, img_u8 *out)
 {
-    /* The compressed bytes go through a per-thread buffer that grows to the largest file seen. */
-    static _Thread_local unsigned char *file_buf;
-    static _Thread_local size_t file_cap;
     size_t len = 0;
-    if (read_file(path, &file_buf, &file_cap, &len)) return -1;
-    return imgio_decode(file_buf, len, path, min_w, min_h, out);
+    if (read_file(path, &out->file, &out->file_cap, &len)) return -1;
+    return imgio_decode(out->file, len, path, min_w, min_h, out);
 }
 
 void imgio_free(img_u8 *img)
 {
     free(img->rgb);
-    img->rgb = NULL;
-    img->cap = 0;
-    img->w = img->h = 0;
+    free(img->file);
+    memset(img, 0, sizeof *img);
 }
 
 static int ends_with(const char *s, const char *suffix)

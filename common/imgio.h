@@ -8,6 +8,8 @@ typedef struct {
     int w, h;
     unsigned char *rgb;         /* w*h*3, interleaved, malloc'd (or owned by the caller's buffer) */
     size_t cap;                 /* bytes allocated at rgb, so a buffer can be reused without malloc */
+    unsigned char *file;        /* imgio_load's buffer for the compressed bytes, reused likewise */
+    size_t file_cap;
 } img_u8;
 
 /* Decodes path into out, reusing out->rgb when it is big enough. With min_w/min_h > 0 a JPEG may be decoded
@@ -16,6 +18,7 @@ typedef struct {
 int imgio_load(const char *path, int min_w, int min_h, img_u8 *out);
 /* Same, from memory; name is only used in messages. */
 int imgio_decode(const unsigned char *buf, size_t len, const char *name, int min_w, int min_h, img_u8 *out);
+/* Frees both buffers; img can be reused afterwards. */
 void imgio_free(img_u8 *img);
 
 /* Writes interleaved RGB as PNG (or JPEG at the given quality when the path ends in .jpg/.jpeg) through a

@@ -226,7 +226,7 @@ int main(void)
     /* darknet geometry with min_crop = max_crop = size, no rotation/aspect/colour: the image or its mirror. */
     unsigned char px[W * W * 3];
     pattern(3, px);
-    img_u8 im = {W, W, px, sizeof px};
+    img_u8 im = {.w = W, .h = W, .rgb = px, .cap = sizeof px};
     aug_params a = {.preset = AUG_DARKNET, .w = W, .h = W, .c = 3, .min_crop = W, .max_crop = W, .aspect = 1,
                     .saturation = 1, .exposure = 1, .flip = 1};
     float out[W * W * 3], tmp[4 * W * W];

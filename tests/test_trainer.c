@@ -117,6 +117,27 @@ int main(void)
           (unsigned long long)weights_seen(T "/backup/fm.weights"), 7 * 128, out);
     CHECK(strstr(out, "from image 512"), "resume did not start at image 512: %s", out);
 
+    /* predict: the top classes of one test image, by name. */
+    rc = sh("$G classifier predict " T "/fm.data " T "/fm.cfg " T "/backup/fm_3.weights data/fmnist/images/test/00001_pullover.jpg",
+            out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "00001_pullover.jpg:") && strstr(out, "%: pullover"), "predict: %d %s", rc, out);
+
+    /* Ctrl-C: the run stops and leaves a loadable backup; -topk validates during training. */
+    CHECK(system("rm -f " T "/backup/fm.backup") == 0, "rm");
+    /* The signal goes after the first iteration line: before the handler is installed a background job of a
+     * non-interactive shell ignores SIGINT. */
+    rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -backup 0 > " T "/int.log 2>&1 & pid=$!; n=0; "
+            "until grep -q img/s " T "/int.log || [ $n -gt 600 ]; do sleep 0.1; n=$((n+1)); done; "
+            "kill -INT $pid; wait $pid; s=$?; cat " T "/int.log; exit $s",
+            out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "interrupted: saving") && access(T "/backup/fm.backup", R_OK) == 0 &&
+              weights_seen(T "/backup/fm.backup") > 0,
+          "SIGINT: %d %s", rc, out);
+    rc = sh("sed -e 's/^max_batches=.*/max_batches=200/' " T "/fm.cfg > " T "/k.cfg && $G classifier train " T
+            "/fm.data " T "/k.cfg -topk -iters 200",
+            out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "valid after 200: top-1"), "-topk: %d %s", rc, out);
+
     /* valid on Fashion-MNIST-LT: the training list's counts give Many/Medium/Few. */
     rc = sh("$G classifier valid " T "/lt.data " T "/fm.cfg " T "/backup/fm_1.weights", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "Many (>100)") && strstr(out, "Medium (20-100)") && strstr(out, "Few (<20)"),
