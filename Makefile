@@ -80,7 +80,8 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory run-tests
 
-run-tests: $(BIN) $(TESTS)
+# Tests read real Fashion-MNIST (data/fmnist, prepared from Debian's dataset-fashion-mnist).
+run-tests: $(BIN) $(TESTS) data/fmnist/train.list
 	@GENIE=./$(BIN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp sh tests/run.sh $(TESTS)
 
 asan:
@@ -89,7 +90,9 @@ asan:
 fuzz: $(FUZZERS)
 	@for f in $(FUZZERS); do echo "== $$f"; $$f 20000 || exit 1; done
 
-data: $(BIN)
+data: data/fmnist/train.list
+
+data/fmnist/train.list: | $(BIN)
 	./$(BIN) prepare fmnist data/fmnist
 
 demo: deps

@@ -97,7 +97,8 @@ static int parse_args(int argc, char **argv, cli_args *a)
         }
         if (rc) return -1;
     }
-    if (!a->eo.model) return err_set("%s: -model is required", argv[0]);
+    /* The bundled Fashion-MNIST model (data/models/fmnist-ldm), relative to the repository root genie runs from. */
+    if (!a->eo.model) a->eo.model = "data/models/fmnist-ldm";
     return 0;
 }
 

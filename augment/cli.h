@@ -5,6 +5,7 @@
  *   genie txt2img -model M -p "prompt" -o out.png [common options]
  *   genie sweep   -model M -i src -p "prompt" -o strip.png [common options]   (r = 0.1 ... 1.0 in one batch)
  *   genie bench-engine -model M -i src -p "prompt" [-r R] [-batch B] [-repeat K] [-ref out.safetensors]
+ * -model defaults to the bundled data/models/fmnist-ldm.
  * common: [-config DIR] [-steps 50] [-guidance 7.5] [-seed 1] [-scheduler ddim|dpmpp2m] [-threads N]
  *         [-size WxH] [-noise file.safetensors] [-vae-mean] */
 #ifndef GENIE_CLI_H
