@@ -12,12 +12,6 @@ engine load and run exactly the same computation. Output: machine-readable lines
 import os
 import sys
 
-try:
-    import torch
-except ImportError:   # the python3 on PATH may be a pyenv without Debian's python3-torch
-    if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    raise
 
 import argparse
 import json
@@ -25,10 +19,11 @@ import resource
 import statistics
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sd_ref as R  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402  (after sd_ref, which re-runs the script under python3-torch)
 
 PROMPT = "a photo of a golden retriever."
 CA, D, U, CAU = "CrossAttnDownBlock2D", "DownBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"

@@ -14,22 +14,17 @@ usage: ldm_torch_check.py MODEL OUTDIR [--prompt P] [--r R] [--steps N] [--guida
 import os
 import sys
 
-try:
-    import torch
-except ImportError:   # the python3 on PATH may be a pyenv without Debian's python3-torch
-    if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    raise
 
 import argparse
 import json
 import struct
 import zlib
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sd_ref as R  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402  (after sd_ref, which re-runs the script under python3-torch)
 import train_fmnist_ldm as T  # noqa: E402
 
 

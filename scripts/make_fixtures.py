@@ -7,20 +7,15 @@ tests/fixtures/README.md. Self-consistency checks of the reference run first (as
 import os
 import sys
 
-try:
-    import torch
-except ImportError:   # the python3 on PATH may be a pyenv without Debian's python3-torch
-    if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    raise
 
 import json
 import math
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sd_ref as R  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402  (after sd_ref, which re-runs the script under python3-torch)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 

@@ -15,8 +15,15 @@ import os
 import re
 import struct
 
+import sys
+
+try:
+    import torch
+except ImportError:  # the python3 on PATH may be a pyenv without Debian's python3-torch
+    if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    raise
 import numpy as np
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -29,12 +29,6 @@ usage: scripts/train_fmnist_ldm.py [--out DIR] [--seed S] [--vae-steps N] [--une
 import os
 import sys
 
-try:
-    import torch
-except ImportError:   # the python3 on PATH may be a pyenv without Debian's python3-torch
-    if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    raise
 
 import argparse
 import copy
@@ -42,11 +36,12 @@ import gzip
 import json
 import time
 
-import numpy as np
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sd_ref as R  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402  (after sd_ref, which re-runs the script under python3-torch)
+import torch.nn.functional as F  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 IDX_DIR = "/usr/share/datasets/fashion-mnist"
