@@ -82,6 +82,7 @@ test: deps
 
 # Tests read real Fashion-MNIST (data/fmnist, prepared from Debian's dataset-fashion-mnist).
 run-tests: $(BIN) $(TESTS) data/fmnist/train.list
+	@mkdir -p build
 	@GENIE=./$(BIN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp sh tests/run.sh $(TESTS)
 
 asan:

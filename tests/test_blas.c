@@ -287,7 +287,7 @@ static void test_batchnorm_layer(void)
     static const char *names[BN_FIELDS] = {"output", "x", "x_norm", "delta", "mean", "variance", "rolling_mean",
                                            "rolling_variance", "scales", "biases", "bias_updates",
                                            "scale_updates", "mean_delta", "variance_delta"};
-    char path[] = "/tmp/test_blas_XXXXXX";
+    char path[] = "build/test_blas_XXXXXX";
     CHECK(write_cfg(path, cfg) == 0, "cannot write %s", path);
     network *net = parse_network_cfg(path);
     unlink(path);
@@ -357,7 +357,7 @@ static void test_maxpool(void)
     static const char *cfg = "[net]\nbatch=20\nheight=10\nwidth=10\nchannels=16\n"
                              "[maxpool]\nsize=2\nstride=2\n[maxpool]\nsize=3\nstride=1\n"
                              "[maxpool]\nsize=2\nstride=2\n[maxpool]\nsize=3\nstride=2\npadding=1\n";
-    char path[] = "/tmp/test_blas_XXXXXX";
+    char path[] = "build/test_blas_XXXXXX";
     CHECK(write_cfg(path, cfg) == 0, "cannot write %s", path);
     network *net = parse_network_cfg(path);
     unlink(path);
@@ -407,7 +407,7 @@ static void copy_params(network *dst, const network *src)
 
 static void test_network(void)
 {
-    char path[] = "/tmp/test_blas_XXXXXX";
+    char path[] = "build/test_blas_XXXXXX";
     CHECK(write_cfg(path, net_cfg) == 0, "cannot write %s", path);
 
     /* stderr carries the layer tables both parsers print */

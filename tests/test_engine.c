@@ -367,8 +367,8 @@ static void check_cli(void)
     const size_t ni = 3 * 16 * 16;
     const float *want = ref(&r, "img2img.ddim.image", 2 * ni);
     char out[256], strip[256];
-    snprintf(out, sizeof out, "/tmp/genie-test-engine-%d.png", (int)getpid());
-    snprintf(strip, sizeof strip, "/tmp/genie-test-engine-strip-%d.png", (int)getpid());
+    snprintf(out, sizeof out, "build/genie-test-engine-%d.png", (int)getpid());
+    snprintf(strip, sizeof strip, "build/genie-test-engine-strip-%d.png", (int)getpid());
     char *argv[] = {"img2img", "-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img0.png", "-p", "a photo of a cat.",
                     "-r", "0.6", "-steps", "5", "-scheduler", "ddim", "-noise", FIX "sd-tiny-a/noise.safetensors",
                     "-threads", "1", "-o", out};

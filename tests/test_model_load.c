@@ -321,7 +321,7 @@ static void test_single_file(void)
 
 int main(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/genie-test-model-load-%d", (int)getpid());
+    snprintf(tmpdir, sizeof tmpdir, "build/genie-test-model-load-%d", (int)getpid());
     char cmd[300];
     snprintf(cmd, sizeof cmd, "mkdir -p %s", tmpdir);
     if (system(cmd)) return 1;

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static char dir[] = "/tmp/genie_test_st_XXXXXX";
+static char dir[] = "build/genie_test_st_XXXXXX";
 
 static void path_in(char *out, size_t cap, const char *name) { snprintf(out, cap, "%s/%s", dir, name); }
 

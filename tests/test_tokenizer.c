@@ -15,7 +15,7 @@
 
 #define SD_TOK "data/clip-tokenizer"
 
-static char dir[] = "/tmp/genie_test_tok_XXXXXX";
+static char dir[] = "build/genie_test_tok_XXXXXX";
 
 /* expect[0..n) are the ids before padding (BOS ... EOS); the rest must be pad. */
 static void expect(const tokenizer *t, const char *text, int max_len, int full, const int *want, int n)
