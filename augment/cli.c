@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "engine.h"
 #include "err.h"
+#include "util.h"
 #include "imgio.h"
 #include "safetensors.h"
 
@@ -18,13 +18,6 @@ typedef struct {
     uint64_t seed;
     int batch, repeat;
 } cli_args;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int parse_int(const char *opt, const char *v, int lo, int hi, int *out)
 {
@@ -111,7 +104,7 @@ typedef struct {
 static void progress_fn(void *ctx, int step, int total)
 {
     progress_state *p = ctx;
-    double el = now_s() - p->t0;
+    double el = util_now() - p->t0;
     if (el < 1.0 && step < total) return;
     if (el < 1.0 && !p->shown) return;
     fprintf(stderr, "\rstep %d/%d, %.1f s", step, total, el);
@@ -324,9 +317,9 @@ static int run(int argc, char **argv, int mode)
     progress_state ps = {0};
     a.eo.progress = progress_fn;
     a.eo.progress_ctx = &ps;
-    double t_load = now_s();
+    double t_load = util_now();
     if (!(e = engine_load(&a.eo))) goto done;
-    t_load = now_s() - t_load;
+    t_load = util_now() - t_load;
     engine_info info;
     engine_get_info(e, &info);
     const size_t ni = (size_t)3 * info.width * info.height;
@@ -337,9 +330,9 @@ static int run(int argc, char **argv, int mode)
         err_set("out of memory");
         goto done;
     }
-    double t_prompt = now_s();
+    double t_prompt = util_now();
     int ph = engine_prompt(e, a.prompt);
-    t_prompt = now_s() - t_prompt;
+    t_prompt = util_now() - t_prompt;
     if (ph < 0) goto done;
     engine_item items[10];
     engine_item *it = mode == MODE_BENCH ? calloc(n, sizeof *it) : items;
@@ -364,9 +357,9 @@ static int run(int argc, char **argv, int mode)
         double ts[1000];
         if (engine_bench_unet(e, ub)) goto bench_done;
         for (int k = 0; k < a.repeat; k++) {
-            double t0 = now_s();
+            double t0 = util_now();
             if (engine_bench_unet(e, ub)) goto bench_done;
-            ts[k] = now_s() - t0;
+            ts[k] = util_now() - t0;
         }
         for (int x = 1; x < a.repeat; x++)
             for (int y = x; y > 0 && ts[y - 1] > ts[y]; y--) {
@@ -378,9 +371,9 @@ static int run(int argc, char **argv, int mode)
         printf("genie unet_forward_s %.4f\n", t_unet);
         printf("genie unet_batch %d\n", ub);
     }
-    ps.t0 = now_s();
+    ps.t0 = util_now();
     if (engine_img2img(e, it, n)) goto bench_done;
-    double t_run = now_s() - ps.t0;
+    double t_run = util_now() - ps.t0;
     if (mode == MODE_BENCH) {
         double mean = 0;
         for (size_t i = 0; i < ni * n; i++) mean += outs[i];

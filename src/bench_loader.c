@@ -3,21 +3,14 @@
 #include "bench_loader.h"
 #include "dataset.h"
 #include "err.h"
+#include "util.h"
 #include "loader.h"
 #include "netio.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* darknet's classifier loop: one load_data in flight while the previous batch is used. */
 static double darknet_rate(const dataset *ds, const network *net, int imgs, int threads, int batches)
@@ -42,7 +35,7 @@ static double darknet_rate(const dataset *ds, const network *net, int imgs, int 
     args.type = CLASSIFICATION_DATA;
     data buffer;
     args.d = &buffer;
-    double t0 = now();
+    double t0 = util_now();
     pthread_t th = load_data(args);
     for (int b = 0; b < batches; b++) {
         pthread_join(th, 0);
@@ -50,20 +43,20 @@ static double darknet_rate(const dataset *ds, const network *net, int imgs, int 
         if (b + 1 < batches) th = load_data(args);
         free_data(d);
     }
-    return (double)batches * imgs / (now() - t0);
+    return (double)batches * imgs / (util_now() - t0);
 }
 
 static double genie_rate(const dataset *ds, const aug_params *aug, int imgs, int threads, int batches)
 {
     loader_opts o = {.ds = ds, .aug = *aug, .batch = imgs, .threads = threads, .seed = 1};
-    double t0 = now();
+    double t0 = util_now();
     loader *l = loader_start(&o);
     for (int b = 0; b < batches; b++) {
         const loader_batch *lb = loader_next(l);
         if (!lb) break;
         loader_release(l, lb);
     }
-    double rate = (double)batches * imgs / (now() - t0);
+    double rate = (double)batches * imgs / (util_now() - t0);
     loader_stop(l);
     return rate;
 }

@@ -4,6 +4,7 @@
 #include "confusion.h"
 #include "dataset.h"
 #include "err.h"
+#include "util.h"
 #include "loader.h"
 #include "netio.h"
 
@@ -13,18 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) { interrupted = sig; }
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static const char *arg_str(int argc, char **argv, const char *flag, const char *def)
 {
@@ -161,7 +154,7 @@ static int train(const train_args *a)
         err_set("%s: the network has %d outputs but %s says classes=%d", a->cfg, net->outputs, a->data, dc.classes);
         goto out;
     }
-    if (netio_mkdirs(dc.backup)) goto out;
+    if (util_mkdirs(dc.backup)) goto out;
     blas_init(0);
 
     char base[256], path[4400];
@@ -191,13 +184,13 @@ static int train(const train_args *a)
     sigaction(SIGTERM, &sa, NULL);
 
     float avg_loss = -1;
-    double t_start = now(), wait_prev = 0;
+    double t_start = util_now(), wait_prev = 0;
     /* -topk: once an epoch, but small data sets (an LT epoch is ~20 iterations) no more often than every 200. */
     int iter = 0, epoch = (int)(*net->seen / ds.n), topk_every = (ds.n + imgs - 1) / imgs;
     if (topk_every < 200) topk_every = 200;
     while ((int)get_current_batch(net) < net->max_batches || net->max_batches == 0) {
         if (interrupted || (a->iters && iter >= a->iters)) break;
-        double t0 = now();
+        double t0 = util_now();
         const loader_batch *b = loader_next(l);
         if (!b) goto out_data;
         for (int i = 0; i < imgs; i++) {
@@ -218,7 +211,7 @@ static int train(const train_args *a)
         loader_release(l, b);
         iter++;
         avg_loss = avg_loss < 0 ? loss : avg_loss * .9f + loss * .1f;
-        double t2 = now();
+        double t2 = util_now();
         loader_stats st;
         loader_get_stats(l, &st);
         printf("%d, %.3f: %f, %f avg, %f rate, %lf seconds, %zu images, %.0f img/s, data wait %.1f%%, train acc %.3f\n",
@@ -249,7 +242,7 @@ static int train(const train_args *a)
     }
     loader_stats st;
     loader_get_stats(l, &st);
-    double wall = now() - t_start;
+    double wall = util_now() - t_start;
     fprintf(stderr, "%d iterations in %.1f s: %.0f img/s, waited for data %.2f%% of the time, %llu bad images\n", iter,
             wall, iter * imgs / wall, 100 * st.wait_s / wall, (unsigned long long)st.bad_images);
     if (interrupted) {
@@ -307,7 +300,7 @@ static int valid(const char *datafile, const char *cfg, const char *weights, int
     if (!csv) {
         char base[256];
         cfg_base(cfg, base, sizeof base);
-        if (netio_mkdirs(dc.backup)) goto out;
+        if (util_mkdirs(dc.backup)) goto out;
         snprintf(path, sizeof path, "%s/%s_confusion.csv", dc.backup, base);
         csv = path;
     }

@@ -1,19 +1,12 @@
 #include "dataset.h"
 #include "err.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s)) s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
-    return s;
-}
 
 int datacfg_read(const char *path, datacfg *d)
 {
@@ -26,7 +19,7 @@ int datacfg_read(const char *path, datacfg *d)
     int lineno = 0;
     while (fgets(line, sizeof line, f)) {
         lineno++;
-        char *s = trim(line);
+        char *s = util_trim(line);
         if (!*s || *s == '#' || *s == ';') continue;
         char *eq = strchr(s, '=');
         if (!eq) {
@@ -35,7 +28,7 @@ int datacfg_read(const char *path, datacfg *d)
             return err_set("%s:%d: expected key=value, got '%s'", path, lineno, s);
         }
         *eq = 0;
-        char *key = trim(s), *val = trim(eq + 1);
+        char *key = util_trim(s), *val = util_trim(eq + 1);
         char **str = !strcmp(key, "train")    ? &d->train
                      : !strcmp(key, "valid")  ? &d->valid
                      : !strcmp(key, "labels") ? &d->labels

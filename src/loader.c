@@ -1,12 +1,12 @@
 #include "loader.h"
 #include "err.h"
+#include "util.h"
 
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_IN_USE };
 
@@ -35,13 +35,6 @@ struct loader {
 };
 
 #define MAX_REPLACEMENTS 64
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* A bijection on [0, n) keyed by (seed, epoch): a 4-round Feistel network on the next even power of two,
  * cycle-walking until the value falls in range. No per-epoch array, no synchronisation between threads. */
@@ -240,7 +233,7 @@ loader *loader_start(const loader_opts *o)
 
 const loader_batch *loader_next(loader *l)
 {
-    double t0 = now();
+    double t0 = util_now();
     pthread_mutex_lock(&l->mu);
     uint64_t b = l->next_take;
     slot *s = &l->slots[b % l->nslots];
@@ -255,7 +248,7 @@ const loader_batch *loader_next(loader *l)
     l->next_take++;
     out = &s->b;
 done:
-    l->wait_s += now() - t0;
+    l->wait_s += util_now() - t0;
     pthread_mutex_unlock(&l->mu);
     return out;
 }

@@ -1,7 +1,7 @@
 #include "netio.h"
 #include "err.h"
+#include "util.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,29 +9,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-int netio_mkdirs(const char *path)
-{
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return err_set("%s: path too long", path);
-    for (char *p = tmp + 1;; p++) {
-        if (*p != '/' && *p) continue;
-        char c = *p;
-        *p = 0;
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: %s", tmp, strerror(errno));
-        if (!c) break;
-        *p = c;
-    }
-    return 0;
-}
-
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s)) s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
-    return s;
-}
 
 /* Reads the [net] section for the keys darknet's parser drops, checking the first section is [net]. */
 static int read_extras(const char *cfg, net_extras *ex)
@@ -46,7 +23,7 @@ static int read_extras(const char *cfg, net_extras *ex)
     int section = 0, lineno = 0, rc = 0;
     while (rc == 0 && fgets(line, sizeof line, f)) {
         lineno++;
-        char *s = trim(line);
+        char *s = util_trim(line);
         if (!*s || *s == '#' || *s == ';') continue;
         if (*s == '[') {
             if (section == 0 && strcmp(s, "[net]") && strcmp(s, "[network]"))
@@ -61,7 +38,7 @@ static int read_extras(const char *cfg, net_extras *ex)
         char *eq = strchr(s, '=');
         if (!eq) continue;
         *eq = 0;
-        char *key = trim(s), *val = trim(eq + 1), *end;
+        char *key = util_trim(s), *val = util_trim(eq + 1), *end;
         double v = strtod(val, &end);
         int numeric = end != val && *end == 0;
         if (!strcmp(key, "augment")) {

@@ -20,7 +20,5 @@ network *netio_load(const char *cfg, const char *weights, int clear, net_extras 
 int netio_save(network *net, const char *path);
 /* The augmentation parameters the network's [net] section asks for. */
 aug_params netio_aug_params(const network *net, const net_extras *ex);
-/* Creates a directory and its parents. */
-int netio_mkdirs(const char *path);
 
 #endif

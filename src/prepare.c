@@ -7,6 +7,7 @@
  * OUTDIR/lt/train.list (cfg/fmnist.data and cfg/fmnist-lt.data point at OUTDIR=data/fmnist). */
 #include "prepare.h"
 #include "err.h"
+#include "util.h"
 #include "philox.h"
 
 #include <errno.h>
@@ -64,20 +65,6 @@ static unsigned char *idx_read(const char *path, int want_dims, unsigned *count,
     return buf;
 }
 
-static int mkdir_p(const char *path)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: %s", tmp, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: %s", tmp, strerror(errno));
-    return 0;
-}
-
 /* Text files are written whole to a temporary name and renamed, so an interrupted run leaves no half list. */
 static FILE *open_tmp(const char *path, char *tmp, size_t n)
 {
@@ -109,7 +96,7 @@ static int write_split(const char *out, const char *split, const char *images, c
         return lab ? err_set("%s: %u labels for %u images of %zu pixels", path, nl, n, isz) : -1;
     }
     snprintf(dir, sizeof dir, "%s/images/%s", out, split);
-    if (mkdir_p(dir)) goto fail;
+    if (util_mkdirs(dir)) goto fail;
     snprintf(path, sizeof path, "%s/%s.list", out, split);
     FILE *list = open_tmp(path, tmp, sizeof tmp);
     if (!list) goto fail;
@@ -224,7 +211,7 @@ static int write_lt(const char *out, uint64_t seed)
     }
     free(idx);
     snprintf(path, sizeof path, "%s/lt", out);
-    int rc = mkdir_p(path);
+    int rc = util_mkdirs(path);
     snprintf(path, sizeof path, "%s/lt/train.list", out);
     FILE *f = rc ? NULL : open_tmp(path, tmp, sizeof tmp);
     if (f) {
@@ -254,7 +241,7 @@ static int write_text(const char *path, const char *text)
 int prepare_fmnist(const char *out, uint64_t seed)
 {
     char path[4096], text[1024];
-    if (mkdir_p(out)) return -1;
+    if (util_mkdirs(out)) return -1;
     if (write_split(out, "train", "train", "train") || write_split(out, "test", "t10k", "t10k")) return -1;
     if (write_lt(out, seed)) return -1;
     text[0] = 0;
