@@ -114,57 +114,50 @@ static void progress_fn(void *ctx, int step, int total)
 
 /* ---- images ---- */
 
-/* Resamples interleaved RGB u8 (sw x sh) to planar float [3, dh, dw] in [0,1]: area averaging where the image
- * shrinks, bilinear (half-pixel centres) where it grows, per axis. */
-static void resample(const img_u8 *src, int dw, int dh, float *dst)
+/* One axis: out[i * ostride], i < dn, from in[j * istride], j < sn; area averaging where the axis shrinks,
+ * bilinear (half-pixel centres) where it grows. */
+static void resample_axis(const float *in, size_t istride, int sn, float *out, size_t ostride, int dn)
+{
+    for (int i = 0; i < dn; i++) {
+        float v = 0;
+        if (sn > dn) {
+            double a = (double)i * sn / dn, b = (double)(i + 1) * sn / dn, wsum = 0;
+            for (int j = (int)a; j < sn && j < b; j++) {
+                double wgt = fmin(b, j + 1) - fmax(a, j);
+                v += wgt * in[j * istride];
+                wsum += wgt;
+            }
+            v /= wsum;
+        } else {
+            double f = (i + 0.5) * sn / dn - 0.5;
+            int j0 = (int)floor(f);
+            double t = f - j0;
+            int ja = j0 < 0 ? 0 : j0, jb = j0 + 1 >= sn ? sn - 1 : j0 + 1;
+            v = (1 - t) * in[ja * istride] + t * in[jb * istride];
+        }
+        out[i * ostride] = v;
+    }
+}
+
+/* Resamples interleaved RGB u8 (sw x sh) to planar float [3, dh, dw] in [0,1], one axis at a time. */
+static int resample(const img_u8 *src, int dw, int dh, float *dst)
 {
     const int sw = src->w, sh = src->h;
-    float *tmp = malloc(sizeof(float) * 3 * (size_t)dw * sh);   /* horizontal pass: [sh][dw][3] */
-    if (!tmp) return;
+    const size_t nin = 3 * (size_t)sw * sh, nrows = 3 * (size_t)dw * sh, plane = (size_t)dw * dh;
+    float *in = malloc(sizeof(float) * (nin + nrows + 3 * plane));
+    if (!in) return err_set("out of memory resampling a %dx%d image to %dx%d", sw, sh, dw, dh);
+    float *rows = in + nin, *out = rows + nrows; /* interleaved [sh][dw][3], then [dh][dw][3] */
+    for (size_t i = 0; i < nin; i++) in[i] = src->rgb[i];
     for (int y = 0; y < sh; y++)
-        for (int x = 0; x < dw; x++) {
-            float acc[3] = {0, 0, 0};
-            if (sw > dw) {
-                double x0 = (double)x * sw / dw, x1 = (double)(x + 1) * sw / dw, wsum = 0;
-                for (int sx = (int)x0; sx < sw && sx < x1; sx++) {
-                    double wgt = fmin(x1, sx + 1) - fmax(x0, sx);
-                    for (int c = 0; c < 3; c++) acc[c] += wgt * src->rgb[((size_t)y * sw + sx) * 3 + c];
-                    wsum += wgt;
-                }
-                for (int c = 0; c < 3; c++) acc[c] /= wsum;
-            } else {
-                double fx = (x + 0.5) * sw / dw - 0.5;
-                int x0 = (int)floor(fx);
-                double t = fx - x0;
-                int xa = x0 < 0 ? 0 : x0, xb = x0 + 1 >= sw ? sw - 1 : x0 + 1;
-                for (int c = 0; c < 3; c++)
-                    acc[c] = (1 - t) * src->rgb[((size_t)y * sw + xa) * 3 + c] + t * src->rgb[((size_t)y * sw + xb) * 3 + c];
-            }
-            for (int c = 0; c < 3; c++) tmp[((size_t)y * dw + x) * 3 + c] = acc[c];
-        }
-    const size_t plane = (size_t)dw * dh;
-    for (int y = 0; y < dh; y++)
-        for (int x = 0; x < dw; x++) {
-            float acc[3] = {0, 0, 0};
-            if (sh > dh) {
-                double y0 = (double)y * sh / dh, y1 = (double)(y + 1) * sh / dh, wsum = 0;
-                for (int sy = (int)y0; sy < sh && sy < y1; sy++) {
-                    double wgt = fmin(y1, sy + 1) - fmax(y0, sy);
-                    for (int c = 0; c < 3; c++) acc[c] += wgt * tmp[((size_t)sy * dw + x) * 3 + c];
-                    wsum += wgt;
-                }
-                for (int c = 0; c < 3; c++) acc[c] /= wsum;
-            } else {
-                double fy = (y + 0.5) * sh / dh - 0.5;
-                int y0 = (int)floor(fy);
-                double t = fy - y0;
-                int ya = y0 < 0 ? 0 : y0, yb = y0 + 1 >= sh ? sh - 1 : y0 + 1;
-                for (int c = 0; c < 3; c++)
-                    acc[c] = (1 - t) * tmp[((size_t)ya * dw + x) * 3 + c] + t * tmp[((size_t)yb * dw + x) * 3 + c];
-            }
-            for (int c = 0; c < 3; c++) dst[c * plane + (size_t)y * dw + x] = acc[c] / 255.0f;
-        }
-    free(tmp);
+        for (int c = 0; c < 3; c++)
+            resample_axis(in + (size_t)y * sw * 3 + c, 3, sw, rows + (size_t)y * dw * 3 + c, 3, dw);
+    for (int x = 0; x < dw; x++)
+        for (int c = 0; c < 3; c++)
+            resample_axis(rows + (size_t)x * 3 + c, 3 * (size_t)dw, sh, out + (size_t)x * 3 + c, 3 * (size_t)dw, dh);
+    for (size_t p = 0; p < plane; p++)
+        for (int c = 0; c < 3; c++) dst[c * plane + p] = out[p * 3 + c] / 255.0f;
+    free(in);
+    return 0;
 }
 
 static float *load_source(const char *path, int w, int h)
@@ -177,8 +170,13 @@ static float *load_source(const char *path, int w, int h)
         err_set("%s: out of memory", path);
         return NULL;
     }
-    resample(&im, w, h, p);
+    int rc = resample(&im, w, h, p);
     imgio_free(&im);
+    if (rc) {
+        free(p);
+        err_wrap("%s: ", path);
+        return NULL;
+    }
     return p;
 }
 
