@@ -53,6 +53,7 @@ struct engine {
     float *dpm_prev;            /* [B, nlat] scheduler state buffers */
     sched_state *st;            /* [B] */
     int *order, *start, *img_idx;   /* [B] items sorted by start index; start index per item; image items */
+    int *start_dup;             /* [B] an earlier item with the same image and posterior noise, or -1 */
     size_t weight_bytes;
 };
 
@@ -205,6 +206,7 @@ engine *engine_load(const engine_opts *o)
     e->order = xcalloc(B, sizeof(int), &fail);
     e->start = xcalloc(B, sizeof(int), &fail);
     e->img_idx = xcalloc(B, sizeof(int), &fail);
+    e->start_dup = xcalloc(B, sizeof(int), &fail);
     if (fail) {
         err_set("engine: out of memory for %d items at %dx%d", B, e->W, e->H);
         goto fail;
@@ -250,6 +252,7 @@ void engine_free(engine *e)
     free(e->order);
     free(e->start);
     free(e->img_idx);
+    free(e->start_dup);
     free(e);
 }
 
@@ -289,8 +292,9 @@ static size_t count_nonfinite(const float *x, size_t n)
     return k;
 }
 
-/* z0 = scaling_factor * (mean + exp(0.5 logvar) * eps) for the image items among idx[0..k) */
-static int encode_images(engine *e, engine_item *items, const int *idx, int k)
+/* z0 = scaling_factor * (mean + exp(0.5 logvar) * eps) for the image items among idx[0..k); use_mean: the
+ * posterior mean alone */
+static int encode_images(engine *e, engine_item *items, const int *idx, int k, int use_mean)
 {
     const size_t nl = e->nlat, ni = e->nimg;
     const float sf = e->m.vae.scaling_factor;
@@ -308,7 +312,7 @@ static int encode_images(engine *e, engine_item *items, const int *idx, int k)
             const float *mu = e->mean + j * nl, *lv = e->logvar + j * nl, *eps = e->vae_noise + it * nl;
             float *z = e->x + it * nl;
             for (size_t i = 0; i < nl; i++) {
-                float s = e->o.vae_mean ? mu[i] : mu[i] + expf(0.5f * lv[i]) * eps[i];
+                float s = use_mean ? mu[i] : mu[i] + expf(0.5f * lv[i]) * eps[i];
                 z[i] = sf * s;
             }
         }
@@ -381,11 +385,20 @@ int engine_img2img(engine *e, engine_item *items, int n)
         else philox_fill_normal(it->seed, philox_mix(it->stream, ENGINE_NOISE_LATENT), ln, nl);
     }
 
-    /* initial latents: img2img items encode their image and get noised to their first timestep */
+    /* initial latents: img2img items encode their image and get noised to their first timestep. Items that
+     * share an image and its posterior noise (GeNIe-Ada's ratios of one pair) are encoded once. */
     int k_img = 0;
+    for (int k = 0; k < n; k++) {
+        e->start_dup[k] = -1;
+        if (!items[k].image) continue;
+        for (int j = 0; j < k && e->start_dup[k] < 0; j++)
+            if (items[j].image == items[k].image && !memcmp(e->vae_noise + j * nl, e->vae_noise + k * nl, nl * sizeof(float)))
+                e->start_dup[k] = j;
+        if (e->start_dup[k] < 0) e->img_idx[k_img++] = k;
+    }
+    if (k_img && encode_images(e, items, e->img_idx, k_img, e->o.vae_mean)) return -1;
     for (int k = 0; k < n; k++)
-        if (items[k].image) e->img_idx[k_img++] = k;
-    if (k_img && encode_images(e, items, e->img_idx, k_img)) return -1;
+        if (e->start_dup[k] >= 0) memcpy(e->x + k * nl, e->x + e->start_dup[k] * nl, nl * sizeof(float));
     for (int k = 0; k < n; k++) {
         float *x = e->x + k * nl;
         if (items[k].image) {
@@ -444,6 +457,17 @@ int engine_img2img(engine *e, engine_item *items, int n)
     }
     for (int k = 0; k < n; k++)
         if (items[k].latents_out) memcpy(items[k].latents_out, e->x + k * nl, nl * sizeof(float));
+    return decode_latents(e, items, n);
+}
+
+int engine_roundtrip(engine *e, engine_item *items, int n)
+{
+    if (n < 1 || n > e->o.max_batch) return err_set("engine: %d items (1..%d per call)", n, e->o.max_batch);
+    for (int k = 0; k < n; k++) {
+        if (!items[k].image || !items[k].out) return err_set("engine: round trip item %d needs an image and an output", k);
+        e->img_idx[k] = k;
+    }
+    if (encode_images(e, items, e->img_idx, n, 1)) return -1;
     return decode_latents(e, items, n);
 }
 

@@ -59,6 +59,10 @@ typedef struct {
  * (r outside (0,1] or too small for one step, bad prompt handle, NaN in the latents naming the step). */
 int engine_img2img(engine *e, engine_item *items, int n);
 
+/* VAE round trip of n <= max_batch items: out = decode(encode(image)) with the posterior mean (no noise, no
+ * UNet): what the autoencoder alone does to an image. Uses each item's image and out. 0, or -1 + err_msg(). */
+int engine_roundtrip(engine *e, engine_item *items, int n);
+
 typedef struct {
     int height, width;              /* image size */
     int latent_channels, latent_h, latent_w;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 double util_now(void)
 {
@@ -36,4 +37,33 @@ char *util_trim(char *s)
     char *e = s + strlen(s);
     while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
     return s;
+}
+
+FILE *util_open_tmp(const char *path, char *tmp, size_t n)
+{
+    static unsigned long counter;
+    unsigned long k = __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED);
+    if (snprintf(tmp, n, "%s.%ld.%lu.tmp", path, (long)getpid(), k) >= (int)n) {
+        err_set("%s: path too long", path);
+        return NULL;
+    }
+    FILE *f = fopen(tmp, "w");
+    if (!f) err_set("%s: %s", tmp, strerror(errno));
+    return f;
+}
+
+int util_commit(FILE *f, const char *tmp, const char *path)
+{
+    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+    int err = errno;
+    if (fclose(f) != 0 && !bad) {
+        bad = 1;
+        err = errno;
+    }
+    if (bad || rename(tmp, path) != 0) {
+        if (!bad) err = errno;
+        unlink(tmp);
+        return err_set("%s: cannot write (%s); left as it was", path, strerror(err));
+    }
+    return 0;
 }

@@ -9,4 +9,11 @@ int util_mkdirs(const char *path);
 /* Strips leading and trailing white space in place; returns the start of what is left. */
 char *util_trim(char *s);
 
+/* Whole-file writes: util_open_tmp opens a temporary file beside path (a name unique to this process and call,
+ * so concurrent writers never share one); util_commit checks every write, syncs and renames it over path, or
+ * removes it and leaves path as it was. Both -1/NULL with err_msg() naming the file. */
+#include <stdio.h>
+FILE *util_open_tmp(const char *path, char *tmp, size_t n);
+int util_commit(FILE *f, const char *tmp, const char *path);
+
 #endif

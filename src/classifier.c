@@ -142,6 +142,8 @@ static int train(const train_args *a)
         goto out;
     }
     if (dataset_load(dc.train, dc.labels, dc.classes, &ds)) goto out;
+    if (dc.generated && dataset_add_generated(&ds, dc.generated)) goto out;
+    if (dc.roundtrip && dataset_add_roundtrips(&ds, dc.roundtrip)) goto out;
     if (a->topk && (!dc.valid || dataset_load(dc.valid, dc.labels, dc.classes, &vs))) {
         if (!dc.valid) err_set("%s: -topk needs a valid= line", a->data);
         goto out;
@@ -163,9 +165,14 @@ static int train(const train_args *a)
     aug_params aug = netio_aug_params(net, &ex);
     loader_opts o = {.ds = &ds, .aug = aug, .batch = imgs, .threads = a->threads, .seed = a->seed,
                      .start = *net->seen, .sampling = a->sampling, .mixup = ex.mixup, .cutmix = ex.cutmix,
-                     .label_smooth = ex.label_smooth};
+                     .label_smooth = ex.label_smooth, .tail_share = dc.tail_share, .gen_soft = dc.gen_soft,
+                     .roundtrip_p = dc.roundtrip_p};
     fprintf(stderr, "training %s on %d images (%d classes), batch %d, %d loader threads, seed %llu, from image %zu\n",
             a->cfg, ds.n, ds.classes, imgs, a->threads, (unsigned long long)a->seed, *net->seen);
+    if (ds.n > ds.n_real || ds.alt)
+        fprintf(stderr, "%d generated samples (%s), tail_share %g, gen_soft %g, round trips %s with p %g\n",
+                ds.n - ds.n_real, dc.generated ? dc.generated : "none", dc.tail_share, dc.gen_soft,
+                dc.roundtrip ? dc.roundtrip : "none", dc.roundtrip_p);
     l = loader_start(&o);
     confusion_init(&live, ds.classes, 0.98);
 
@@ -254,6 +261,9 @@ static int train(const train_args *a)
     snprintf(path, sizeof path, "%s/%s.weights", dc.backup, base);
     rc = netio_save(net, path);
     if (rc == 0) fprintf(stderr, "saved %s\n", path);
+    /* what the model got wrong on its (augmented) training samples at the end: GeNIe's source classes */
+    snprintf(path, sizeof path, "%s/%s_train_confusion.csv", dc.backup, base);
+    if (rc == 0 && (rc = confusion_write_csv(&live, ds.labels, path)) == 0) fprintf(stderr, "training confusion: %s\n", path);
 out_data:
     free(d.X.vals);
     free(d.y.vals);

@@ -72,7 +72,7 @@ int confusion_write_csv(const confusion *c, char *const *labels, const char *pat
     fputc('\n', f);
     for (int t = 0; t < c->classes; t++) {
         fprintf(f, "%s", labels[t]);
-        for (int j = 0; j < c->classes; j++) fprintf(f, ",%.0f", c->m[t * c->classes + j]);
+        for (int j = 0; j < c->classes; j++) fprintf(f, ",%.6g", c->m[t * c->classes + j]);
         fputc('\n', f);
     }
     if (fclose(f) != 0 || rename(tmp, path) != 0) {

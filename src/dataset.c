@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* qsort_r */
 #include "dataset.h"
 #include "err.h"
 #include "util.h"
@@ -30,6 +31,8 @@ int datacfg_read(const char *path, datacfg *d)
         *eq = 0;
         char *key = util_trim(s), *val = util_trim(eq + 1);
         char **str = !strcmp(key, "train")    ? &d->train
+                     : !strcmp(key, "generated") ? &d->generated
+                     : !strcmp(key, "roundtrip") ? &d->roundtrip
                      : !strcmp(key, "valid")  ? &d->valid
                      : !strcmp(key, "labels") ? &d->labels
                      : !strcmp(key, "names")  ? &d->names
@@ -47,6 +50,15 @@ int datacfg_read(const char *path, datacfg *d)
                 return err_set("%s:%d: %s must be a positive integer, got '%s'", path, lineno, key, val);
             }
             *(!strcmp(key, "top") ? &d->top : &d->classes) = (int)v;
+        } else if (!strcmp(key, "tail_share") || !strcmp(key, "gen_soft") || !strcmp(key, "roundtrip_p")) {
+            char *end;
+            double v = strtod(val, &end);
+            if (end == val || *end || !(v >= 0 && v <= 1)) {
+                fclose(f);
+                datacfg_free(d);
+                return err_set("%s:%d: %s must be a number in [0, 1], got '%s'", path, lineno, key, val);
+            }
+            *(!strcmp(key, "tail_share") ? &d->tail_share : !strcmp(key, "gen_soft") ? &d->gen_soft : &d->roundtrip_p) = v;
         }
     }
     fclose(f);
@@ -66,6 +78,8 @@ void datacfg_free(datacfg *d)
     free(d->labels);
     free(d->names);
     free(d->backup);
+    free(d->generated);
+    free(d->roundtrip);
     memset(d, 0, sizeof *d);
 }
 
@@ -177,6 +191,18 @@ static void free_lines(char **lines, int n)
     free(lines);
 }
 
+static void build_members(dataset *ds)
+{
+    if (ds->members)
+        for (int c = 0; c < ds->classes; c++) free(ds->members[c]);
+    free(ds->members);
+    ds->members = malloc((size_t)ds->classes * sizeof *ds->members);
+    int *fill = calloc((size_t)ds->classes, sizeof *fill);
+    for (int c = 0; c < ds->classes; c++) ds->members[c] = malloc((size_t)(ds->count[c] + 1) * sizeof(int));
+    for (int i = 0; i < ds->n; i++) ds->members[ds->cls[i]][fill[ds->cls[i]]++] = i;
+    free(fill);
+}
+
 int dataset_load(const char *list_path, const char *labels_path, int classes, dataset *ds)
 {
     memset(ds, 0, sizeof *ds);
@@ -193,8 +219,9 @@ int dataset_load(const char *list_path, const char *labels_path, int classes, da
         while (l && isspace((unsigned char)t[l - 1])) t[--l] = 0;
         for (int j = 0; j < i; j++)
             if (!strcasecmp(labels[j], t)) {
+                err_set("%s: label '%s' appears twice", labels_path, t);
                 free_lines(labels, nl);
-                return err_set("%s: label '%s' appears twice", labels_path, t);
+                return -1;
             }
     }
     int n;
@@ -224,11 +251,12 @@ int dataset_load(const char *list_path, const char *labels_path, int classes, da
         ds->cls[i] = c;
         ds->count[c]++;
     }
-    ds->members = malloc((size_t)classes * sizeof *ds->members);
-    int *fill = calloc((size_t)classes, sizeof *fill);
-    for (int c = 0; c < classes; c++) ds->members[c] = malloc((size_t)(ds->count[c] + 1) * sizeof(int));
-    for (int i = 0; i < n; i++) ds->members[ds->cls[i]][fill[ds->cls[i]]++] = i;
-    free(fill);
+    ds->n_real = n;
+    ds->real_count = malloc((size_t)classes * sizeof *ds->real_count);
+    memcpy(ds->real_count, ds->count, (size_t)classes * sizeof *ds->real_count);
+    ds->src_cls = malloc((size_t)n * sizeof *ds->src_cls);
+    for (int i = 0; i < n; i++) ds->src_cls[i] = -1;
+    build_members(ds);
     return 0;
 }
 
@@ -241,7 +269,119 @@ void dataset_free(dataset *ds)
     free(ds->members);
     free(ds->cls);
     free(ds->count);
+    free(ds->real_count);
+    free(ds->src_cls);
+    if (ds->alt)
+        for (int i = 0; i < ds->n_real; i++) free(ds->alt[i]);
+    free(ds->alt);
     memset(ds, 0, sizeof *ds);
+}
+
+/* The rows of a `genie generate` index: fields output, source, target (the rest unused here). */
+typedef struct {
+    char **lines;
+    int n;
+} index_file;
+
+static int index_read(const char *path, index_file *ix)
+{
+    if (!(ix->lines = read_lines(path, &ix->n))) return -1;
+    if (ix->n == 0 || strncmp(ix->lines[0], "output,source,target,r,seed", 27)) {
+        free_lines(ix->lines, ix->n);
+        return err_set("%s: not a genie generate index (header output,source,target,r,seed,gaps)", path);
+    }
+    return 0;
+}
+
+/* Splits index line i in place into output, source, target. */
+static int index_fields(const char *path, char *line, int lineno, char **out, char **src, char **tgt)
+{
+    char *c1 = strchr(line, ','), *c2 = c1 ? strchr(c1 + 1, ',') : NULL, *c3 = c2 ? strchr(c2 + 1, ',') : NULL;
+    if (!c3 || c1 == line) return err_set("%s:%d: expected output,source,target,...", path, lineno);
+    *c1 = *c2 = *c3 = 0;
+    *out = line;
+    *src = c1 + 1;
+    *tgt = c2 + 1;
+    return 0;
+}
+
+int dataset_add_generated(dataset *ds, const char *index_path)
+{
+    index_file ix;
+    if (index_read(index_path, &ix)) return -1;
+    int add = ix.n - 1, n = ds->n;
+    char **paths = realloc(ds->paths, (size_t)(n + add) * sizeof *paths);
+    if (paths) ds->paths = paths;
+    int *cls = paths ? realloc(ds->cls, (size_t)(n + add) * sizeof *cls) : NULL;
+    if (cls) ds->cls = cls;
+    int *src = cls ? realloc(ds->src_cls, (size_t)(n + add) * sizeof *src) : NULL;
+    if (src) ds->src_cls = src;
+    if (!src) {
+        free_lines(ix.lines, ix.n);
+        return err_set("%s: out of memory", index_path);
+    }
+    int rc = 0;
+    for (int i = 1; i < ix.n && rc == 0; i++) {
+        char *out, *source, *target;
+        if ((rc = index_fields(index_path, ix.lines[i], i + 1, &out, &source, &target))) break;
+        int c = -1;
+        for (int k = 0; k < ds->classes && c < 0; k++)
+            if (!strcmp(ds->labels[k], target)) c = k;
+        if (c < 0) {
+            rc = err_set("%s:%d: target '%s' is not a label", index_path, i + 1, target);
+            break;
+        }
+        int s = *source ? labels_match(source, ds->labels, ds->classes) : -1;
+        ds->paths[ds->n] = strdup(out);
+        ds->cls[ds->n] = c;
+        ds->src_cls[ds->n] = s < 0 ? -1 : s;
+        ds->count[c]++;
+        ds->n++;
+    }
+    free_lines(ix.lines, ix.n);
+    if (rc == 0) build_members(ds);
+    return rc;
+}
+
+static int by_path(const void *a, const void *b, void *paths)
+{
+    return strcmp(((char **)paths)[*(const int *)a], ((char **)paths)[*(const int *)b]);
+}
+
+int dataset_add_roundtrips(dataset *ds, const char *index_path)
+{
+    index_file ix;
+    if (index_read(index_path, &ix)) return -1;
+    int *order = malloc((size_t)ds->n_real * sizeof *order);
+    if (!ds->alt) ds->alt = calloc((size_t)ds->n_real, sizeof *ds->alt);
+    if (!order || !ds->alt) {
+        free(order);
+        free_lines(ix.lines, ix.n);
+        return err_set("%s: out of memory", index_path);
+    }
+    for (int i = 0; i < ds->n_real; i++) order[i] = i;
+    qsort_r(order, ds->n_real, sizeof *order, by_path, ds->paths);
+    int rc = 0;
+    for (int i = 1; i < ix.n && rc == 0; i++) {
+        char *out, *source, *target;
+        if ((rc = index_fields(index_path, ix.lines[i], i + 1, &out, &source, &target))) break;
+        int lo = 0, hi = ds->n_real - 1, hit = -1;
+        while (lo <= hi) {
+            int mid = (lo + hi) / 2, cmp = strcmp(source, ds->paths[order[mid]]);
+            if (!cmp) {
+                hit = order[mid];
+                break;
+            }
+            if (cmp < 0) hi = mid - 1;
+            else lo = mid + 1;
+        }
+        if (hit < 0) continue;    /* a round trip of an image this list does not hold */
+        free(ds->alt[hit]);
+        ds->alt[hit] = strdup(out);
+    }
+    free(order);
+    free_lines(ix.lines, ix.n);
+    return rc;
 }
 
 enum shot_group dataset_shot_group(int count)

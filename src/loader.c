@@ -58,11 +58,33 @@ static uint64_t permute(uint64_t x, uint64_t n, uint64_t seed, uint64_t epoch)
     return x;
 }
 
+/* A Few class (fewer than 20 real images, at least one sample), uniformly, then one of its real or generated
+ * samples; -1 when the data set has no Few class. */
+static int tail_index(const dataset *ds, philox_t *g)
+{
+    int tails = 0;
+    for (int c = 0; c < ds->classes; c++) tails += dataset_shot_group(ds->real_count[c]) == SHOT_FEW && ds->count[c] > 0;
+    if (!tails) return -1;
+    int pick = philox_int(g, tails);
+    for (int c = 0; c < ds->classes; c++)
+        if (dataset_shot_group(ds->real_count[c]) == SHOT_FEW && ds->count[c] > 0 && pick-- == 0)
+            return ds->members[c][philox_int(g, ds->count[c])];
+    return -1;
+}
+
 int loader_sample_index(const loader_opts *o, uint64_t k)
 {
     const dataset *ds = o->ds;
-    uint64_t n = (uint64_t)ds->n;
+    /* with a tail share, generated samples enter only through the tail rows */
+    uint64_t n = (uint64_t)(o->tail_share > 0 && o->sampling != SAMPLE_SEQUENTIAL ? ds->n_real : ds->n);
     philox_t g;
+    if (o->tail_share > 0 && o->sampling != SAMPLE_SEQUENTIAL) {
+        philox_init(&g, o->seed, philox_mix(k, 0x7A11));
+        if (philox_uniform(&g) < o->tail_share) {
+            int idx = tail_index(ds, &g);
+            if (idx >= 0) return idx;
+        }
+    }
     switch (o->sampling) {
     case SAMPLE_SHUFFLE: return (int)permute(k % n, n, o->seed, k / n);
     case SAMPLE_REPLACE:
@@ -73,7 +95,10 @@ int loader_sample_index(const loader_opts *o, uint64_t k)
         int c;
         do c = philox_int(&g, ds->classes);
         while (ds->count[c] == 0);
-        return ds->members[c][philox_int(&g, ds->count[c])];
+        int idx;
+        do idx = ds->members[c][philox_int(&g, ds->count[c])];
+        while ((uint64_t)idx >= n);   /* only real images when generated ones enter through the tail rows */
+        return idx;
     }
     case SAMPLE_SEQUENTIAL: break;
     }
@@ -86,16 +111,19 @@ typedef struct {
     float *tmp, *other;
 } scratch;
 
-/* Decodes dataset image idx into sc->img. A bad image is reported once (per path, whole run) and counted. */
-static int decode(loader *l, int idx, scratch *sc)
+/* Decodes dataset image idx into sc->img. A bad image is reported once (per path, whole run) and counted.
+ * alt: its VAE round trip instead. */
+static int decode_path(loader *l, int idx, const char *path, scratch *sc)
 {
-    if (imgio_load(l->o.ds->paths[idx], l->min_w, l->min_h, &sc->img) == 0) return 0;
+    if (imgio_load(path, l->min_w, l->min_h, &sc->img) == 0) return 0;
     if (!__atomic_exchange_n(&l->bad[idx], 1, __ATOMIC_RELAXED)) {
         fprintf(stderr, "genie: bad image skipped: %s\n", err_msg());
         __atomic_fetch_add(&l->bad_images, 1, __ATOMIC_RELAXED);
     }
     return -1;
 }
+
+static int decode(loader *l, int idx, scratch *sc) { return decode_path(l, idx, l->o.ds->paths[idx], sc); }
 
 /* Decodes sample k's image, or a deterministic replacement if it is bad; returns the index used or -1. */
 static int decode_or_replace(loader *l, uint64_t k, int idx, uint64_t purpose, scratch *sc)
@@ -120,14 +148,22 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc)
     const loader_opts *o = &l->o;
     float *x = s->b.x + (size_t)i * l->row, *y = s->b.y + (size_t)i * l->classes;
     memset(y, 0, l->classes * sizeof *y);
-    int idx = decode_or_replace(l, k, loader_sample_index(o, k), 0, sc);
+    const dataset *ds = o->ds;
+    int idx = loader_sample_index(o, k);
+    philox_t g;
+    philox_init(&g, o->seed, philox_mix(k, 1));
+    /* the draw is made whether or not the image has a round trip, so the rest of the stream stays put */
+    int alt = o->roundtrip_p > 0 && philox_uniform(&g) < o->roundtrip_p && idx < ds->n_real && ds->alt && ds->alt[idx];
+    if (alt && decode_path(l, idx, ds->alt[idx], sc) == 0) {
+        /* the round trip took the sample's place */
+    } else {
+        idx = decode_or_replace(l, k, idx, 0, sc);
+    }
     s->b.index[i] = idx;
     if (idx < 0) {
         memset(x, 0, l->row * sizeof *x);
         return o->sampling == SAMPLE_SEQUENTIAL ? 0 : -1;
     }
-    philox_t g;
-    philox_init(&g, o->seed, philox_mix(k, 1));
     transform_sample(&o->aug, &sc->img, &g, x, sc->tmp);
     float lam = 1;
     if ((o->mixup || o->cutmix) && philox_uniform(&g) < 0.5f) {
@@ -154,7 +190,12 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc)
         }
         y[o->ds->cls[other]] += 1 - lam;
     }
-    y[o->ds->cls[idx]] += lam;
+    if (o->gen_soft > 0 && ds->src_cls[idx] >= 0 && ds->src_cls[idx] != ds->cls[idx]) {
+        y[ds->cls[idx]] += lam * (float)(1 - o->gen_soft);
+        y[ds->src_cls[idx]] += lam * (float)o->gen_soft;
+    } else {
+        y[ds->cls[idx]] += lam;
+    }
     if (o->label_smooth > 0)
         for (int j = 0; j < l->classes; j++) y[j] = y[j] * (1 - o->label_smooth) + o->label_smooth / l->classes;
     return 0;

@@ -26,6 +26,10 @@ typedef struct {
     enum sampling sampling;
     int mixup, cutmix;           /* AlexeyAB's [net] keys: each sample mixed with probability 0.5 */
     float label_smooth;          /* label_smooth_eps */
+    /* generated samples (dataset rows from n_real on) and the recipe of the .data keys (dataset.h) */
+    double tail_share;           /* rows drawn class-balanced from the Few classes (real + generated) */
+    double gen_soft;             /* generated sample's label: 1 - gen_soft on its target, gen_soft on its source */
+    double roundtrip_p;          /* a real image is replaced by its VAE round trip (ds->alt) with this probability */
 } loader_opts;
 
 typedef struct {

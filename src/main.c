@@ -3,6 +3,8 @@
 #include "classifier.h"
 #include "cli.h"
 #include "err.h"
+#include "generate.h"
+#include "plan.h"
 #include "prepare.h"
 
 #include <stdio.h>
@@ -22,7 +24,10 @@ static void usage(void)
             "  sweep -model M -i src -p \"prompt\" -o strip.png   (r = 0.1 ... 1.0, labelled strip)\n"
             "  bench-engine -model M -i src -p \"prompt\" [-r R] [-batch B] [-repeat K]\n"
             "  bench-loader <data> <cfg> [-threads N] [-batches K]   (genie's loader vs darknet's load_data)\n"
-            "  prepare fmnist <outdir> [-seed S]\n");
+            "  generate <plan.csv> -data D [-model M] [-batch B] [-backbone cfg -weights W]   (see src/generate.h)\n"
+            "  plan <data> -mode genie|ada|img2img|txt2img|roundtrip -dir OUT -o plan.csv [-confusion csv]   (src/plan.h)\n"
+            "  prepare fmnist <outdir> [-seed S]\n"
+            "  prepare fmnist-lt <outdir> [-seed S] [-from data/fmnist]   (another long-tail split)\n");
 }
 
 int main(int argc, char **argv)
@@ -31,15 +36,21 @@ int main(int argc, char **argv)
         usage();
         return 1;
     }
-    if (argc >= 4 && strcmp(argv[1], "prepare") == 0 && strcmp(argv[2], "fmnist") == 0) {
+    if (argc >= 4 && strcmp(argv[1], "prepare") == 0 &&
+        (strcmp(argv[2], "fmnist") == 0 || strcmp(argv[2], "fmnist-lt") == 0)) {
         uint64_t seed = 1;
-        for (int i = 4; i + 1 < argc; i++)
+        const char *from = "data/fmnist";
+        for (int i = 4; i + 1 < argc; i++) {
             if (strcmp(argv[i], "-seed") == 0) seed = strtoull(argv[i + 1], NULL, 10);
-        if (prepare_fmnist(argv[3], seed)) {
+            if (strcmp(argv[i], "-from") == 0) from = argv[i + 1];
+        }
+        int lt = strcmp(argv[2], "fmnist-lt") == 0;
+        if (lt ? prepare_fmnist_lt(from, argv[3], seed) : prepare_fmnist(argv[3], seed)) {
             fprintf(stderr, "genie: %s\n", err_msg());
             return 1;
         }
-        fprintf(stderr, "prepared Fashion-MNIST and Fashion-MNIST-LT in %s\n", argv[3]);
+        fprintf(stderr, lt ? "prepared a Fashion-MNIST-LT split in %s/train.list\n"
+                           : "prepared Fashion-MNIST and Fashion-MNIST-LT in %s\n", argv[3]);
         return 0;
     }
     static const struct {
@@ -49,9 +60,12 @@ int main(int argc, char **argv)
                      {"bench-engine", cli_bench_engine}};
     for (size_t i = 0; i < sizeof diffusion / sizeof *diffusion; i++)
         if (strcmp(argv[1], diffusion[i].name) == 0) return diffusion[i].run(argc - 1, argv + 1);
-    if (argc >= 3 && (strcmp(argv[1], "classifier") == 0 || strcmp(argv[1], "bench-loader") == 0)) {
+    if (argc >= 3 && (strcmp(argv[1], "classifier") == 0 || strcmp(argv[1], "bench-loader") == 0 ||
+                      strcmp(argv[1], "generate") == 0 || strcmp(argv[1], "plan") == 0)) {
         int rc = strcmp(argv[1], "classifier") == 0 ? classifier_main(argc - 2, argv + 2)
-                                                     : bench_loader_main(argc - 2, argv + 2);
+                 : strcmp(argv[1], "generate") == 0 ? generate_main(argc - 2, argv + 2)
+                 : strcmp(argv[1], "plan") == 0     ? plan_main(argc - 2, argv + 2)
+                                                    : bench_loader_main(argc - 2, argv + 2);
         if (rc) {
             fprintf(stderr, "genie: %s\n", err_msg());
             return 1;

@@ -65,21 +65,6 @@ static unsigned char *idx_read(const char *path, int want_dims, unsigned *count,
     return buf;
 }
 
-/* Text files are written whole to a temporary name and renamed, so an interrupted run leaves no half list. */
-static FILE *open_tmp(const char *path, char *tmp, size_t n)
-{
-    snprintf(tmp, n, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) err_set("%s: %s", tmp, strerror(errno));
-    return f;
-}
-
-static int close_rename(FILE *f, const char *tmp, const char *path)
-{
-    if (fclose(f) != 0 || rename(tmp, path) != 0) return err_set("%s: cannot write", path);
-    return 0;
-}
-
 static int write_split(const char *out, const char *split, const char *images, const char *labels)
 {
     char path[4096], tmp[4200], dir[4096];
@@ -98,7 +83,7 @@ static int write_split(const char *out, const char *split, const char *images, c
     snprintf(dir, sizeof dir, "%s/images/%s", out, split);
     if (util_mkdirs(dir)) goto fail;
     snprintf(path, sizeof path, "%s/%s.list", out, split);
-    FILE *list = open_tmp(path, tmp, sizeof tmp);
+    FILE *list = util_open_tmp(path, tmp, sizeof tmp);
     if (!list) goto fail;
     tjhandle tj = tjInitCompress();
     unsigned done = 0;
@@ -128,7 +113,7 @@ static int write_split(const char *out, const char *split, const char *images, c
         fclose(list);
         goto fail;
     }
-    if (close_rename(list, tmp, path)) goto fail;
+    if (util_commit(list, tmp, path)) goto fail;
     free(px);
     free(lab);
     return 0;
@@ -153,12 +138,11 @@ static int lt_cmp(const void *a, const void *b, void *keys)
 
 /* The LT list: the seed shuffles which class gets which count, then keeps a seeded choice of each class's
  * images (in their original order, so the list reads naturally). */
-static int write_lt(const char *out, uint64_t seed)
+static int write_lt(const char *in_list, const char *out_list, uint64_t seed)
 {
     char path[4096], tmp[4200], line[4096];
-    snprintf(path, sizeof path, "%s/train.list", out);
-    FILE *in = fopen(path, "r");
-    if (!in) return err_set("%s: %s", path, strerror(errno));
+    FILE *in = fopen(in_list, "r");
+    if (!in) return err_set("%s: %s", in_list, strerror(errno));
     int counts[FMNIST_CLASSES], order[FMNIST_CLASSES];
     prepare_lt_counts(counts);
     philox_t g;
@@ -210,14 +194,15 @@ static int write_lt(const char *out, uint64_t seed)
         keep[idx[i]] = run < want[cls[idx[i]]];
     }
     free(idx);
-    snprintf(path, sizeof path, "%s/lt", out);
-    int rc = util_mkdirs(path);
-    snprintf(path, sizeof path, "%s/lt/train.list", out);
-    FILE *f = rc ? NULL : open_tmp(path, tmp, sizeof tmp);
+    snprintf(path, sizeof path, "%s", out_list);
+    char *slash = strrchr(path, '/');
+    if (slash) *slash = 0;
+    int rc = slash ? util_mkdirs(path) : 0;
+    FILE *f = rc ? NULL : util_open_tmp(out_list, tmp, sizeof tmp);
     if (f) {
         for (int i = 0; i < n; i++)
             if (keep[i]) fprintf(f, "%s\n", lines[i]);
-        rc = close_rename(f, tmp, path);
+        rc = util_commit(f, tmp, out_list);
     } else {
         rc = -1;
     }
@@ -232,10 +217,10 @@ static int write_lt(const char *out, uint64_t seed)
 static int write_text(const char *path, const char *text)
 {
     char tmp[4200];
-    FILE *f = open_tmp(path, tmp, sizeof tmp);
+    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
     if (!f) return -1;
     fputs(text, f);
-    return close_rename(f, tmp, path);
+    return util_commit(f, tmp, path);
 }
 
 int prepare_fmnist(const char *out, uint64_t seed)
@@ -243,10 +228,21 @@ int prepare_fmnist(const char *out, uint64_t seed)
     char path[4096], text[1024];
     if (util_mkdirs(out)) return -1;
     if (write_split(out, "train", "train", "train") || write_split(out, "test", "t10k", "t10k")) return -1;
-    if (write_lt(out, seed)) return -1;
+    char in_list[4096], lt_list[4200];
+    snprintf(in_list, sizeof in_list, "%s/train.list", out);
+    snprintf(lt_list, sizeof lt_list, "%s/lt/train.list", out);
+    if (write_lt(in_list, lt_list, seed)) return -1;
     text[0] = 0;
     for (int i = 0; i < FMNIST_CLASSES; i++) strcat(strcat(text, fmnist_classes[i]), "\n");
     snprintf(path, sizeof path, "%s/labels.list", out);
     if (write_text(path, text)) return -1;
     return 0;
+}
+
+int prepare_fmnist_lt(const char *from, const char *out, uint64_t seed)
+{
+    char in_list[4096], path[4200];
+    snprintf(in_list, sizeof in_list, "%s/train.list", from);
+    snprintf(path, sizeof path, "%s/train.list", out);
+    return write_lt(in_list, path, seed);
 }

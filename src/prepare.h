@@ -8,6 +8,9 @@ extern const char *const fmnist_classes[FMNIST_CLASSES];
 
 /* Writes OUTDIR/images, the train/test/labels lists and lt/train.list. */
 int prepare_fmnist(const char *outdir, uint64_t seed);
+/* Another Fashion-MNIST-LT split: OUTDIR/train.list cut from FROM/train.list (a prepared fmnist folder) with the
+ * LT profile; the seed decides which class gets which count (seed 1 is FROM/lt/train.list's split). */
+int prepare_fmnist_lt(const char *from, const char *outdir, uint64_t seed);
 /* Images per class of the LT profile, largest first (1280 ... 5). */
 void prepare_lt_counts(int *counts);
 #endif

@@ -1,0 +1,22 @@
+/* f_theta for GeNIe-Ada: a darknet classifier used as a feature extractor. The only file of augment/ that
+ * includes darknet.h (always without GPU/CUDNN defines: libdarknet's struct layout depends on them).
+ *
+ * An embedding is the output of one layer (default: the input of the last connected/convolutional layer, i.e.
+ * the classifier's penultimate features), averaged over space when spatial, L2-normalised. Images go through the
+ * classifier's own evaluation transform (shorter side to the net size, centre crop), as the trainer sees them. */
+#ifndef GENIE_BACKBONE_H
+#define GENIE_BACKBONE_H
+#include "imgio.h"
+
+typedef struct backbone backbone;
+
+/* embed_layer: a layer index whose OUTPUT is embedded, or -1 for the default. NULL + err_msg(). */
+backbone *backbone_load(const char *cfg, const char *weights, int embed_layer, int max_batch);
+void backbone_free(backbone *b);
+int backbone_dim(const backbone *b);
+int backbone_max_batch(const backbone *b);
+
+/* n <= max_batch decoded images -> n rows of backbone_dim floats. 0, or -1 + err_msg(). */
+int backbone_embed(backbone *b, const img_u8 *imgs, int n, float *out);
+
+#endif

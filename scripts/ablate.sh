@@ -1,0 +1,176 @@
+#!/bin/sh
+# GeNIe ablation on a Fashion-MNIST-LT split: Many / Medium / Few accuracy per arm, over seeds.
+#
+#   scripts/ablate.sh [train.list]        (default: the project's split, data/fmnist/lt/train.list)
+#   genie prepare fmnist-lt build/split4 -seed 4 && scripts/ablate.sh build/split4/train.list
+#
+# Per seed: a plain model is trained on the split (cfg/fmnist.cfg, the demo's schedule); its end-of-training
+# confusion gives each Few class's top-4 most confused classes (GeNIe's sources). Every arm then fine-tunes that
+# model the same way (cfg/fmnist-ft.cfg from its weights with -clear, the same recipe keys, the same seed); only
+# what is added differs:
+#   none                 nothing
+#   weak strong          augment=weak / strong in [net]
+#   cutmix mixup         cutmix=1 / mixup=1 in [net]
+#   img2img-L img2img-H  50 images per Few class: its own images at r 0.3 / 0.7 under its own prompt
+#   txt2img              50 per Few class from the prompt alone
+#   genie                50 per Few class: images of its top-4 confused classes at r 0.8 under its prompt
+#   genie-ada            the same pairs, r chosen per pair by GeNIe-Ada over 0.5..0.9 with f_theta = the plain
+#                        model (the paper's frozen backbone)
+# The recipe (every arm, from the environment): TAIL_SHARE (default 0.25), GEN_SOFT (0), RT_P (0.5: real images
+# replaced by their VAE round trip with this probability, so "looks generated" carries no label).
+# Many/Medium/Few always by the split's real per-class counts. Results: OUT/results.csv (arm,seed,top1,many,
+# medium,few), OUT/table.md (means +- std), OUT/ablation.png; with RESULTS=path also copied there
+# (path.csv/.md/.png). Resumable: finished models, images and rows are kept.
+#
+# Environment: SEEDS ("1 2 3"), ARMS (all), OUT (build/ablate/<split>), MODEL (data/models/fmnist-ldm),
+# PER_CLASS (50), GUIDANCE (3), STEPS (25), THREADS (loader threads, 2), PHASE (all | base | gen | arms | report)
+set -e
+cd "$(dirname "$0")/.."
+LIST=${1:-data/fmnist/lt/train.list}
+[ -f "$LIST" ] || { echo "ablate: $LIST: no such list (genie prepare fmnist-lt DIR -seed K makes one)" >&2; exit 1; }
+NAME=$(basename "$(dirname "$LIST")")
+OUT=${OUT:-build/ablate/$NAME}
+SEEDS=${SEEDS:-1 2 3}
+ARMS=${ARMS:-none weak strong cutmix mixup img2img-L img2img-H txt2img genie genie-ada}
+MODEL=${MODEL:-data/models/fmnist-ldm}
+PER_CLASS=${PER_CLASS:-50}
+GUIDANCE=${GUIDANCE:-3}
+STEPS=${STEPS:-25}
+THREADS=${THREADS:-2}
+TAIL_SHARE=${TAIL_SHARE:-0.25}
+GEN_SOFT=${GEN_SOFT:-0}
+RT_P=${RT_P:-0.5}
+PHASE=${PHASE:-all}
+G=./genie
+mkdir -p "$OUT"
+echo "ablate: $LIST -> $OUT; seeds $SEEDS; recipe tail_share=$TAIL_SHARE gen_soft=$GEN_SOFT roundtrip_p=$RT_P; model $MODEL"
+
+mkdata() {   # file backup [extra lines]
+    f=$1; b=$2; shift 2
+    { echo "classes=10"; echo "train=$LIST"; echo "valid=data/fmnist/test.list"
+      echo "labels=data/fmnist/labels.list"; echo "backup=$b"; echo "top=2"
+      for l in "$@"; do echo "$l"; done; } > "$f"
+}
+
+gen_mode() {  # arm -> "mode r"
+    case $1 in
+        img2img-L) echo "img2img 0.3" ;; img2img-H) echo "img2img 0.7" ;; txt2img) echo "txt2img 1" ;;
+        genie) echo "genie 0.8" ;; genie-ada) echo "ada 0.8" ;; *) echo "" ;;
+    esac
+}
+
+base() {   # seed
+    d=$OUT/s$1
+    mkdir -p "$d"
+    mkdata "$d/base.data" "$d/base"
+    if [ ! -f "$d/base/fmnist.weights" ]; then
+        echo "== seed $1: plain model"
+        $G classifier train "$d/base.data" cfg/fmnist.cfg -seed "$1" -threads "$THREADS" > "$d/base.log" 2>&1
+    fi
+}
+
+generate() {   # seed
+    d=$OUT/s$1
+    if [ "$RT_P" != 0 ] && [ ! -f "$OUT/rt.csv.done" ]; then
+        echo "== VAE round trips of the split"
+        $G plan "$d/base.data" -mode roundtrip -dir "$OUT/rt" -o "$OUT/rt.csv"
+        $G generate "$OUT/rt.csv" -data "$d/base.data" -model "$MODEL" -batch 32 -index "$OUT/rt.index.csv"
+        touch "$OUT/rt.csv.done"
+    fi
+    for arm in $ARMS; do
+        m=$(gen_mode "$arm")
+        [ -n "$m" ] || continue
+        [ -f "$d/gen/$arm.done" ] && continue
+        set -- $m "$1"
+        mkdir -p "$d/gen"
+        echo "== seed $3: generating $arm"
+        $G plan "$d/base.data" -mode "$1" -r "$2" -per-class "$PER_CLASS" -top-k 4 -seed "$3" \
+            -confusion "$d/base/fmnist_train_confusion.csv" -dir "$d/gen/$arm" -o "$d/gen/$arm.csv"
+        $G generate "$d/gen/$arm.csv" -data "$d/base.data" -model "$MODEL" -guidance "$GUIDANCE" -steps "$STEPS" \
+            -batch 20 -backbone cfg/fmnist.cfg -weights "$d/base/fmnist.weights" -index "$d/gen/$arm.index.csv"
+        touch "$d/gen/$arm.done"
+        set -- "$3"
+    done
+}
+
+valid_row() {   # arm seed data cfg weights
+    $G classifier valid "$3" "$4" "$5" -csv "$OUT/s$2/$1.confusion.csv" 2>/dev/null | awk -v arm="$1" -v seed="$2" '
+        /^top-1:/ { t = $2 } /^Many/ { m = $NF } /^Medium/ { md = $NF } /^Few/ { f = $NF }
+        END { if (t == "" || f == "") exit 1; printf "%s,%s,%s,%s,%s,%s\n", arm, seed, t, m, md, f }'
+}
+
+arms() {   # seed
+    d=$OUT/s$1
+    [ -f "$OUT/results.csv" ] || echo "arm,seed,top1,many,medium,few" > "$OUT/results.csv"
+    grep -q "^plain,$1," "$OUT/results.csv" || valid_row plain "$1" "$d/base.data" cfg/fmnist.cfg "$d/base/fmnist.weights" >> "$OUT/results.csv"
+    mkdir -p "$OUT/cfg"
+    for arm in $ARMS; do
+        grep -q "^$arm,$1," "$OUT/results.csv" && continue
+        extra="tail_share=$TAIL_SHARE"
+        [ "$GEN_SOFT" != 0 ] && extra="$extra
+gen_soft=$GEN_SOFT"
+        [ "$RT_P" != 0 ] && extra="$extra
+roundtrip=$OUT/rt.index.csv
+roundtrip_p=$RT_P"
+        [ -n "$(gen_mode "$arm")" ] && extra="$extra
+generated=$d/gen/$arm.index.csv"
+        cfg=cfg/fmnist-ft.cfg
+        case $arm in
+            weak|strong|cutmix|mixup)
+                cfg=$OUT/cfg/fmnist-ft-$arm.cfg
+                key=$arm=1
+                case $arm in weak|strong) key=augment=$arm ;; esac
+                sed "s/^\[net\]$/[net]\n$key/" cfg/fmnist-ft.cfg > "$cfg" ;;
+        esac
+        mkdata "$d/$arm.data" "$d/$arm" "$extra"
+        echo "== seed $1: $arm"
+        $G classifier train "$d/$arm.data" "$cfg" "$d/base/fmnist.weights" -clear -seed "$1" -threads "$THREADS" \
+            > "$d/$arm.log" 2>&1
+        valid_row "$arm" "$1" "$d/$arm.data" "$cfg" "$d/$arm/$(basename "$cfg" .cfg).weights" >> "$OUT/results.csv"
+        tail -n 1 "$OUT/results.csv"
+    done
+}
+
+report() {
+    awk -F, 'NR > 1 { k = $1; if (!(k in n)) order[++no] = k; n[k]++
+                      for (i = 3; i <= 6; i++) { s[k, i] += $i; q[k, i] += $i * $i } }
+        END { print "| arm | seeds | top-1 | Many | Medium | Few |"; print "|---|---|---|---|---|---|"
+              for (j = 1; j <= no; j++) { k = order[j]; line = "| " k " | " n[k]
+                  for (i = 3; i <= 6; i++) { m = s[k, i] / n[k]; v = q[k, i] / n[k] - m * m
+                      line = line sprintf(" | %.3f ± %.3f", m, v > 0 ? sqrt(v) : 0) }
+                  print line " |" } }' "$OUT/results.csv" > "$OUT/table.md"
+    awk -F, 'NR > 1 { k = $1; if (!(k in n)) order[++no] = k; n[k]++; for (i = 4; i <= 6; i++) { s[k, i] += $i; q[k, i] += $i * $i } }
+        END { for (j = 1; j <= no; j++) { k = order[j]; printf "%s", k
+                  for (i = 4; i <= 6; i++) { m = s[k, i] / n[k]; v = q[k, i] / n[k] - m * m; printf " %.4f %.4f", m, v > 0 ? sqrt(v) : 0 }
+                  printf "\n" } }' "$OUT/results.csv" > "$OUT/means.dat"
+    if command -v gnuplot > /dev/null; then
+        gnuplot <<GP
+set terminal pngcairo size 1100,480 font ",10"
+set output "$OUT/ablation.png"
+set title "Fashion-MNIST-LT ($NAME): accuracy by shot group, mean ± std over seeds $SEEDS"
+set ylabel "top-1 accuracy"
+set xlabel "arm"
+set yrange [0:1]
+set style data histograms
+set style histogram errorbars gap 2 lw 1
+set style fill solid 0.8 border -1
+set xtics rotate by -30
+set key top right
+plot "$OUT/means.dat" using 2:3:xtic(1) title "Many", '' using 4:5 title "Medium", '' using 6:7 title "Few"
+GP
+    else
+        echo "ablate: gnuplot not installed (apt-get install gnuplot-nox): no plot" >&2
+    fi
+    cat "$OUT/table.md"
+    if [ -n "$RESULTS" ]; then
+        mkdir -p "$(dirname "$RESULTS")"
+        cp "$OUT/results.csv" "$RESULTS.csv"
+        cp "$OUT/table.md" "$RESULTS.md"
+        [ -f "$OUT/ablation.png" ] && cp "$OUT/ablation.png" "$RESULTS.png"
+    fi
+}
+
+for s in $SEEDS; do case $PHASE in all|base) base "$s" ;; esac; done
+for s in $SEEDS; do case $PHASE in all|gen) generate "$s" ;; esac; done
+for s in $SEEDS; do case $PHASE in all|arms) arms "$s" ;; esac; done
+case $PHASE in all|report|arms) report ;; esac

@@ -1,0 +1,516 @@
+#include "generate.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "dataset.h"
+#include "err.h"
+#include "genie.h"
+#include "resample.h"
+#include "util.h"
+
+typedef struct {
+    char *source, *output;
+    int target;
+    double r;
+    uint64_t seed;
+    int done;              /* output existed at start or was made now */
+    char *index_line;      /* what the index says of it */
+} plan_row;
+
+typedef struct {
+    plan_row *rows;
+    int n, cap;
+} plan;
+
+static void plan_free(plan *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        free(p->rows[i].source);
+        free(p->rows[i].output);
+        free(p->rows[i].index_line);
+    }
+    free(p->rows);
+}
+
+static int split_fields(char *line, char **f, int max)
+{
+    int n = 0;
+    for (char *s = line;; s++) {
+        if (n < max) f[n] = s;
+        n++;
+        s = strchr(s, ',');
+        if (!s) break;
+        *s = 0;
+    }
+    for (int i = 0; i < n && i < max; i++) f[i] = util_trim(f[i]);
+    return n;
+}
+
+static int find_label(char *const *labels, int classes, const char *name)
+{
+    for (int c = 0; c < classes; c++)
+        if (!strcmp(labels[c], name)) return c;
+    return -1;
+}
+
+static int plan_read(const char *path, char *const *labels, int classes, plan *p)
+{
+    memset(p, 0, sizeof *p);
+    FILE *f = fopen(path, "r");
+    if (!f) return err_set("%s: %s", path, strerror(errno));
+    char line[8192];
+    int lineno = 0, rc = -1;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            err_set("%s:%d: line too long", path, lineno);
+            goto out;
+        }
+        char *s = util_trim(line), *fl[5];
+        if (!*s || *s == '#') continue;
+        if (lineno == 1) {
+            if (strcmp(s, "source,target,r,seed,output")) {
+                err_set("%s:1: the header must be \"source,target,r,seed,output\", got \"%.80s\"", path, s);
+                goto out;
+            }
+            continue;
+        }
+        int nf = split_fields(s, fl, 5);
+        if (nf != 5) {
+            err_set("%s:%d: %d fields (source,target,r,seed,output)", path, lineno, nf);
+            goto out;
+        }
+        plan_row row = {0};
+        if ((row.target = find_label(labels, classes, fl[1])) < 0) {
+            err_set("%s:%d: target \"%s\" is not a label", path, lineno, fl[1]);
+            goto out;
+        }
+        char *end;
+        if (!strcmp(fl[2], "ada")) {
+            row.r = GENIE_R_ADA;
+        } else {
+            errno = 0;
+            row.r = strtod(fl[2], &end);
+            if (errno || end == fl[2] || *end || !(row.r >= 0 && row.r <= 1)) {
+                err_set("%s:%d: r \"%s\" is not in [0, 1] or \"ada\"", path, lineno, fl[2]);
+                goto out;
+            }
+        }
+        errno = 0;
+        row.seed = strtoull(fl[3], &end, 10);
+        if (errno || end == fl[3] || *end || fl[3][0] == '-') {
+            err_set("%s:%d: seed \"%s\" is not an unsigned integer", path, lineno, fl[3]);
+            goto out;
+        }
+        if (!*fl[4]) {
+            err_set("%s:%d: no output path", path, lineno);
+            goto out;
+        }
+        if (!*fl[0] && (row.r == 0 || row.r == GENIE_R_ADA)) {
+            err_set("%s:%d: r %s needs a source image", path, lineno, fl[2]);
+            goto out;
+        }
+        for (int i = 0; i < p->n; i++)
+            if (!strcmp(p->rows[i].output, fl[4])) {
+                err_set("%s:%d: output %s is also made by an earlier line", path, lineno, fl[4]);
+                goto out;
+            }
+        if (p->n == p->cap) {
+            p->cap = p->cap ? 2 * p->cap : 256;
+            plan_row *r = realloc(p->rows, p->cap * sizeof *r);
+            if (!r) {
+                err_set("%s: out of memory", path);
+                goto out;
+            }
+            p->rows = r;
+        }
+        row.source = *fl[0] ? strdup(fl[0]) : NULL;
+        row.output = strdup(fl[4]);
+        p->rows[p->n++] = row;
+    }
+    rc = 0;
+out:
+    fclose(f);
+    return rc;
+}
+
+/* Index lines of an earlier run, kept for outputs that still exist. */
+static void index_recover(const char *path, plan *p)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        char *comma = strchr(line, ',');
+        if (!comma || !strncmp(line, "output,", 7)) continue;
+        for (int i = 0; i < p->n; i++)
+            if (p->rows[i].done && !p->rows[i].index_line && strlen(p->rows[i].output) == (size_t)(comma - line) &&
+                !strncmp(line, p->rows[i].output, comma - line))
+                p->rows[i].index_line = strdup(line);
+    }
+    fclose(f);
+}
+
+static int index_write(const char *path, const plan *p, char *const *labels)
+{
+    char tmp[4200];
+    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    fprintf(f, "output,source,target,r,seed,gaps\n");
+    for (int i = 0; i < p->n; i++) {
+        const plan_row *r = &p->rows[i];
+        if (!r->done) continue;
+        if (r->index_line) fprintf(f, "%s\n", r->index_line);
+        else   /* made by a run that left no index line: what the plan asked for */
+            fprintf(f, "%s,%s,%s,%s,%llu,\n", r->output, r->source ? r->source : "", labels[r->target],
+                    r->r == GENIE_R_ADA ? "ada" : "", (unsigned long long)r->seed);
+    }
+    return util_commit(f, tmp, path);
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+}
+
+static int parent_dirs(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return 0;
+    *slash = 0;
+    return util_mkdirs(dir);
+}
+
+/* Class prompt words: the labels, or one line per label from a names file. */
+static char **read_words(const char *names, char *const *labels, int classes)
+{
+    char **w = calloc(classes, sizeof *w);
+    if (!w) return NULL;
+    if (!names) {
+        for (int c = 0; c < classes; c++) w[c] = strdup(labels[c]);
+        return w;
+    }
+    FILE *f = fopen(names, "r");
+    char line[1024];
+    int n = 0;
+    while (f && n < classes && fgets(line, sizeof line, f)) {
+        char *s = util_trim(line);
+        if (*s) w[n++] = strdup(s);
+    }
+    if (f) fclose(f);
+    if (n != classes) {
+        err_set("%s: %s (%d names for %d labels)", names, f ? "one line of prompt words per label" : strerror(errno), n, classes);
+        for (int c = 0; c < n; c++) free(w[c]);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* Z_T: up to per_class real training images of each Ada target, spread evenly over the class's list. */
+static int set_means(genie *g, const char *data, const plan *p, int classes)
+{
+    datacfg dc;
+    dataset ds = {0};
+    if (datacfg_read(data, &dc)) return -1;
+    int rc = -1, per_class = 256;
+    img_u8 **imgs = calloc(classes, sizeof *imgs);
+    int *counts = calloc(classes, sizeof *counts), *need = calloc(classes, sizeof *need);
+    if (!dc.train) {
+        err_set("%s: no train= line (GeNIe-Ada's class means come from the training images)", data);
+        goto out;
+    }
+    if (dataset_load(dc.train, dc.labels, dc.classes, &ds)) goto out;
+    if (ds.classes != classes) {
+        err_set("%s: %d classes, the plan's labels have %d", data, ds.classes, classes);
+        goto out;
+    }
+    for (int i = 0; i < p->n; i++)
+        if (p->rows[i].r == GENIE_R_ADA && !p->rows[i].done) need[p->rows[i].target] = 1;
+    for (int c = 0; c < classes; c++) {
+        if (!need[c]) continue;
+        if (!ds.count[c]) {
+            err_set("%s: no training image of class %s for GeNIe-Ada's target mean", dc.train, ds.labels[c]);
+            goto out;
+        }
+        int m = ds.count[c] < per_class ? ds.count[c] : per_class;
+        imgs[c] = calloc(m, sizeof **imgs);
+        for (int j = 0; j < m; j++) {
+            const char *path = ds.paths[ds.members[c][(size_t)j * ds.count[c] / m]];
+            if (imgio_load(path, 0, 0, &imgs[c][j])) goto out;
+        }
+        counts[c] = m;
+    }
+    rc = genie_set_class_means(g, imgs, counts);
+out:
+    for (int c = 0; c < classes; c++) {
+        for (int j = 0; imgs && imgs[c] && j < counts[c]; j++) imgio_free(&imgs[c][j]);
+        if (imgs) free(imgs[c]);
+    }
+    free(imgs);
+    free(counts);
+    free(need);
+    if (ds.paths) dataset_free(&ds);
+    datacfg_free(&dc);
+    return rc;
+}
+
+static void progress(int done, int total, double t0, int made)
+{
+    double el = util_now() - t0, rate = el > 0 ? made / el : 0;
+    int bar = total ? 30 * done / total : 30;
+    char b[31];
+    for (int i = 0; i < 30; i++) b[i] = i < bar ? '#' : '.';
+    b[30] = 0;
+    fprintf(stderr, "\r[%s] %d/%d images, %.1f img/s, %.0f s left   ", b, done, total, rate,
+            rate > 0 ? (total - done) / rate : 0.0);
+    if (done == total) fputc('\n', stderr);
+}
+
+static const char *opt(int argc, char **argv, const char *name, const char *def)
+{
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) return argv[i + 1];
+    return def;
+}
+
+static int opt_int(int argc, char **argv, const char *name, int def, int lo, int hi, int *out)
+{
+    const char *v = opt(argc, argv, name, NULL);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi) return err_set("%s: \"%s\" is not an integer in %d..%d", name, v, lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+static int opt_double(int argc, char **argv, const char *name, double def, double *out)
+{
+    const char *v = opt(argc, argv, name, NULL);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    char *end;
+    *out = strtod(v, &end);
+    if (end == v || *end || !isfinite(*out)) return err_set("%s: \"%s\" is not a number", name, v);
+    return 0;
+}
+
+static const char *const known[] = {"-model", "-labels", "-data", "-names", "-template", "-index", "-backbone",
+                                    "-weights", "-embed-layer", "-rset", "-batch", "-steps", "-guidance",
+                                    "-scheduler", "-threads", NULL};
+
+int generate_main(int argc, char **argv)
+{
+    if (argc < 1 || argv[0][0] == '-')
+        return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model M] [-backbone cfg -weights W] "
+                       "[-batch 10] [-steps 25] [-guidance 3] [-scheduler dpmpp2m|ddim] [-threads N] [-rset 0.5,...] "
+                       "[-template \"A photo of a {}\"] [-names file] [-index out.csv]");
+    for (int i = 1; i < argc; i += 2) {
+        int ok = 0;
+        for (int k = 0; known[k]; k++) ok |= !strcmp(argv[i], known[k]);
+        if (!ok || i + 1 >= argc) return err_set("generate: %s \"%s\"", ok ? "no value for" : "unknown option", argv[i]);
+    }
+    const char *plan_path = argv[0], *data = opt(argc, argv, "-data", NULL);
+    genie_opts go;
+    genie_opts_default(&go);
+    go.eo.model = opt(argc, argv, "-model", "data/models/fmnist-ldm");
+    go.prompt_template = opt(argc, argv, "-template", go.prompt_template);
+    go.backbone_cfg = opt(argc, argv, "-backbone", NULL);
+    go.backbone_weights = opt(argc, argv, "-weights", NULL);
+    const char *sched = opt(argc, argv, "-scheduler", "dpmpp2m"), *rset = opt(argc, argv, "-rset", NULL);
+    if (opt_int(argc, argv, "-batch", 10, 1, 1024, &go.eo.max_batch) ||
+        opt_int(argc, argv, "-steps", go.eo.steps, 1, 1000, &go.eo.steps) ||
+        opt_int(argc, argv, "-threads", 0, 0, 1024, &go.eo.threads) ||
+        opt_int(argc, argv, "-embed-layer", -1, -1, 100000, &go.embed_layer) ||
+        opt_double(argc, argv, "-guidance", go.eo.guidance, &go.eo.guidance))
+        return -1;
+    if (!strcmp(sched, "ddim")) go.eo.scheduler = SD_SCHED_DDIM;
+    else if (!strcmp(sched, "dpmpp2m")) go.eo.scheduler = SD_SCHED_DPMPP_2M;
+    else return err_set("-scheduler: \"%s\" (ddim or dpmpp2m)", sched);
+    if (rset && (go.n_r = ada_parse_rset(rset, go.r_set, ADA_MAX_R)) < 0) return -1;
+
+    datacfg dc = {0};
+    const char *labels_path = opt(argc, argv, "-labels", NULL);
+    if (!labels_path && data) {
+        if (datacfg_read(data, &dc)) return -1;
+        labels_path = dc.labels;
+    }
+    if (!labels_path) return err_set("generate: -labels <file> or -data <file.data> is needed for the target names");
+    char idx_default[4200];
+    snprintf(idx_default, sizeof idx_default, "%s.index.csv", plan_path);
+    const char *index_path = opt(argc, argv, "-index", idx_default);
+
+    int rc = -1, classes = 0, B = 0;
+    char **labels = NULL, **words = NULL;
+    plan p = {0};
+    genie *g = NULL;
+    genie_request *rq = NULL;
+    genie_result *res = NULL;
+    img_u8 *src = NULL;
+    float *imgs = NULL;
+    unsigned char *rgb = NULL;
+    {
+        /* labels: one per line */
+        FILE *f = fopen(labels_path, "r");
+        if (!f) {
+            err_set("%s: %s", labels_path, strerror(errno));
+            goto out;
+        }
+        char line[1024];
+        while (fgets(line, sizeof line, f)) {
+            char *s = util_trim(line);
+            if (!*s) continue;
+            labels = realloc(labels, (classes + 1) * sizeof *labels);
+            labels[classes++] = strdup(s);
+        }
+        fclose(f);
+    }
+    if (!classes) {
+        err_set("%s: no labels", labels_path);
+        goto out;
+    }
+    if (plan_read(plan_path, labels, classes, &p)) goto out;
+    int todo = 0, ada = 0;
+    for (int i = 0; i < p.n; i++) {
+        p.rows[i].done = file_exists(p.rows[i].output);
+        todo += !p.rows[i].done;
+        ada |= !p.rows[i].done && p.rows[i].r == GENIE_R_ADA;
+    }
+    index_recover(index_path, &p);
+    fprintf(stderr, "%s: %d requests, %d already made, %d to make\n", plan_path, p.n, p.n - todo, todo);
+    if (!todo) {
+        rc = index_write(index_path, &p, labels);
+        goto out;
+    }
+    if (ada && (!go.backbone_cfg || !go.backbone_weights || !data)) {
+        err_set("%s: GeNIe-Ada rows need -backbone <cfg> -weights <file> (f_theta) and -data <file.data> (the "
+                "target classes' training images)", plan_path);
+        goto out;
+    }
+    if (!ada) go.backbone_cfg = NULL;
+    if (!(words = read_words(opt(argc, argv, "-names", NULL), labels, classes))) goto out;
+    if (!(g = genie_load(&go, words, classes))) goto out;
+    if (ada && set_means(g, data, &p, classes)) goto out;
+    int W, H;
+    B = go.eo.max_batch;
+    genie_image_size(g, &W, &H);
+    size_t ni = genie_image_floats(g);
+    rq = calloc(B, sizeof *rq);
+    res = calloc(B, sizeof *res);
+    src = calloc(B, sizeof *src);
+    imgs = malloc(sizeof(float) * ni * B);
+    rgb = malloc((size_t)W * H * 3);
+    int *rows = calloc(B, sizeof *rows);
+    if (!rq || !res || !src || !imgs || !rgb || !rows) {
+        free(rows);
+        err_set("out of memory");
+        goto out;
+    }
+    double t0 = util_now(), rt_mse = 0;
+    int made = 0, rt_n = 0;
+    float *want = malloc(sizeof(float) * ni);
+    if (!want) {
+        free(rows);
+        err_set("out of memory");
+        goto out;
+    }
+    for (int i = 0; i < p.n;) {
+        /* pack undone rows into one engine batch */
+        int nq = 0, cost = 0;
+        for (; i < p.n; i++) {
+            plan_row *r = &p.rows[i];
+            if (r->done) continue;
+            genie_request q = {.target = r->target, .r = r->r, .seed = r->seed};
+            int c = genie_request_cost(g, &q);
+            if (nq > 0 && cost + c > B) break;
+            if (r->source && imgio_load(r->source, 0, 0, &src[nq])) {
+                err_wrap("plan row %d: ", i + 1);
+                free(rows);
+                free(want);
+                goto out;
+            }
+            q.source = r->source ? &src[nq] : NULL;
+            rq[nq] = q;
+            res[nq].image = imgs + (size_t)nq * ni;
+            rows[nq++] = i;
+            cost += c;
+        }
+        if (!nq) break;
+        if (genie_run(g, rq, nq, res)) {
+            free(rows);
+            free(want);
+            goto out;
+        }
+        for (int q = 0; q < nq; q++) {
+            plan_row *r = &p.rows[rows[q]];
+            if (r->r == 0 && resample_to_planar(&src[q], W, H, want) == 0) {
+                /* what the autoencoder costs: the round trip against its source at the model's size */
+                double se = 0;
+                for (size_t j = 0; j < ni; j++) se += (double)(res[q].image[j] - want[j]) * (res[q].image[j] - want[j]);
+                rt_mse += se / ni;
+                rt_n++;
+            }
+            imgio_from_planar(res[q].image, W, H, rgb);
+            if (parent_dirs(r->output) || imgio_write(r->output, rgb, W, H, 95)) {
+                free(rows);
+                free(want);
+                goto out;
+            }
+            char gaps[256] = "";
+            for (int k = 0, o = 0; k < res[q].n_gaps; k++)
+                o += snprintf(gaps + o, sizeof gaps - o, "%s%.5f", k ? ";" : "", res[q].gaps[k]);
+            char line[9000];
+            snprintf(line, sizeof line, "%s,%s,%s,%g,%llu,%s%s", r->output, r->source ? r->source : "",
+                     labels[r->target], res[q].r, (unsigned long long)r->seed, gaps,
+                     res[q].ada_fallback ? "fallback" : "");
+            free(r->index_line);
+            r->index_line = strdup(line);
+            r->done = 1;
+            made++;
+        }
+        if (index_write(index_path, &p, labels)) {
+            free(rows);
+            free(want);
+            goto out;
+        }
+        progress(p.n - todo + made, p.n, t0, made);
+    }
+    free(rows);
+    free(want);
+    if (rt_n)   /* images in [0, 1]: PSNR = -10 log10(MSE) */
+        fprintf(stderr, "VAE round trips: MSE %.5f, PSNR %.2f dB over %d images (at %dx%d, in [0,1])\n", rt_mse / rt_n,
+                -10 * log10(rt_mse / rt_n), rt_n, W, H);
+    fprintf(stderr, "made %d images in %.1f s (%.1f img/s); index %s\n", made, util_now() - t0,
+            made / (util_now() - t0 + 1e-9), index_path);
+    rc = 0;
+out:
+    for (int i = 0; src && i < B; i++) imgio_free(&src[i]);
+    free(src);
+    free(rq);
+    free(res);
+    free(imgs);
+    free(rgb);
+    genie_free(g);
+    plan_free(&p);
+    for (int c = 0; c < classes; c++) {
+        free(labels[c]);
+        if (words) free(words[c]);
+    }
+    free(labels);
+    free(words);
+    datacfg_free(&dc);
+    return rc;
+}

@@ -1,0 +1,160 @@
+#include "plan.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "dataset.h"
+#include "err.h"
+#include "philox.h"
+#include "util.h"
+
+int plan_confused(const double *m, int classes, int t, int k, int *out)
+{
+    int n = 0;
+    for (int s = 0; s < classes; s++) {
+        if (s == t) continue;
+        double v = m[t * classes + s] + m[s * classes + t];
+        int pos = n < k ? n++ : k;
+        /* insertion into the top-k list, strict comparison keeps lower classes ahead on ties */
+        while (pos > 0 && v > m[t * classes + out[pos - 1]] + m[out[pos - 1] * classes + t]) {
+            if (pos < k) out[pos] = out[pos - 1];
+            pos--;
+        }
+        if (pos < k) out[pos] = s;
+    }
+    return n;
+}
+
+/* Reads the square confusion CSV written by confusion_write_csv (labels in the header, in class order). */
+static int read_confusion(const char *path, const dataset *ds, double *m)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return err_set("%s: %s", path, strerror(errno));
+    char line[16384];
+    int row = -1, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        if (row < 0) {
+            row = 0;
+            continue;
+        }
+        if (!*util_trim(line)) continue;
+        if (row >= ds->classes) {
+            rc = err_set("%s: more than %d rows", path, ds->classes);
+            break;
+        }
+        char *s = strchr(line, ',');
+        for (int j = 0; j < ds->classes; j++) {
+            char *end;
+            if (!s || (m[row * ds->classes + j] = strtod(s + 1, &end), end == s + 1)) {
+                rc = err_set("%s:%d: expected %d counts", path, row + 2, ds->classes);
+                break;
+            }
+            s = *end == ',' ? end : NULL;
+        }
+        row++;
+    }
+    fclose(f);
+    if (rc == 0 && row != ds->classes) rc = err_set("%s: %d rows, expected %d", path, row < 0 ? 0 : row, ds->classes);
+    return rc;
+}
+
+static const char *opt(int argc, char **argv, const char *name, const char *def)
+{
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) return argv[i + 1];
+    return def;
+}
+
+static const char *base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+int plan_main(int argc, char **argv)
+{
+    if (argc < 1 || argv[0][0] == '-')
+        return err_set("usage: genie plan <data> -mode genie|ada|img2img|txt2img|roundtrip -dir OUTDIR -o plan.csv "
+                       "[-confusion train_confusion.csv] [-r 0.8] [-per-class 50] [-top-k 4] [-targets few|all] [-seed S]");
+    static const char *const known[] = {"-mode", "-dir", "-o", "-confusion", "-r", "-per-class", "-top-k",
+                                        "-targets", "-seed", NULL};
+    for (int i = 1; i < argc; i += 2) {
+        int ok = 0;
+        for (int k = 0; known[k]; k++) ok |= !strcmp(argv[i], known[k]);
+        if (!ok || i + 1 >= argc) return err_set("plan: %s \"%s\"", ok ? "no value for" : "unknown option", argv[i]);
+    }
+    const char *mode = opt(argc, argv, "-mode", NULL), *dir = opt(argc, argv, "-dir", NULL),
+               *out = opt(argc, argv, "-o", NULL), *conf = opt(argc, argv, "-confusion", NULL),
+               *targets = opt(argc, argv, "-targets", "few");
+    double r = atof(opt(argc, argv, "-r", "0.8"));
+    int per = atoi(opt(argc, argv, "-per-class", "50")), topk = atoi(opt(argc, argv, "-top-k", "4"));
+    uint64_t seed = strtoull(opt(argc, argv, "-seed", "1"), NULL, 10);
+    if (!mode || !dir || !out) return err_set("plan: -mode, -dir and -o are required");
+    int m_genie = !strcmp(mode, "genie"), m_ada = !strcmp(mode, "ada"), m_i2i = !strcmp(mode, "img2img"),
+        m_t2i = !strcmp(mode, "txt2img"), m_rt = !strcmp(mode, "roundtrip");
+    if (!(m_genie || m_ada || m_i2i || m_t2i || m_rt)) return err_set("plan: -mode \"%s\" (genie, ada, img2img, txt2img, roundtrip)", mode);
+    if ((m_genie || m_ada) && !conf) return err_set("plan: -mode %s needs -confusion (the classes most confused with each target)", mode);
+    if (per < 1 || topk < 1 || !(r > 0 && r <= 1)) return err_set("plan: -per-class, -top-k must be positive and -r in (0, 1]");
+    if (strcmp(targets, "few") && strcmp(targets, "all")) return err_set("plan: -targets \"%s\" (few or all)", targets);
+
+    datacfg dc;
+    dataset ds = {0};
+    if (datacfg_read(argv[0], &dc)) return -1;
+    int rc = -1;
+    double *m = NULL;
+    FILE *f = NULL;
+    char tmp[4200];
+    if (!dc.train) {
+        err_set("%s: no train= line", argv[0]);
+        goto done;
+    }
+    if (dataset_load(dc.train, dc.labels, dc.classes, &ds)) goto done;
+    if (!(m = calloc((size_t)ds.classes * ds.classes, sizeof *m))) goto done;
+    if (conf && read_confusion(conf, &ds, m)) goto done;
+    if (!(f = util_open_tmp(out, tmp, sizeof tmp))) goto done;
+    fprintf(f, "source,target,r,seed,output\n");
+    uint64_t k = 0;
+    if (m_rt) {
+        for (int i = 0; i < ds.n; i++) {
+            const char *b = base_name(ds.paths[i]), *dot = strrchr(b, '.');
+            fprintf(f, "%s,%s,0,0,%s/%.*s.png\n", ds.paths[i], ds.labels[ds.cls[i]], dir,
+                    (int)(dot ? dot - b : (long)strlen(b)), b);
+        }
+    }
+    for (int t = 0; t < ds.classes && !m_rt; t++) {
+        if (!strcmp(targets, "few") && dataset_shot_group(ds.count[t]) != SHOT_FEW) continue;
+        int src[64], ns = 0;
+        if (m_genie || m_ada) ns = plan_confused(m, ds.classes, t, topk < 64 ? topk : 64, src);
+        else if (m_i2i) src[ns++] = t;
+        for (int j = 0; j < per; j++, k++) {
+            philox_t g;
+            philox_init(&g, seed, philox_mix(k, 0x91A));
+            uint64_t item_seed = (uint64_t)philox_next(&g) << 21 ^ philox_next(&g);
+            const char *path = "";
+            if (ns) {
+                int s = src[philox_int(&g, ns)];
+                if (!ds.count[s]) {
+                    err_set("%s: class %s has no training image to use as a source", dc.train, ds.labels[s]);
+                    goto done;
+                }
+                path = ds.paths[ds.members[s][philox_int(&g, ds.count[s])]];
+            }
+            char rbuf[32];
+            if (m_ada) snprintf(rbuf, sizeof rbuf, "ada");
+            else snprintf(rbuf, sizeof rbuf, "%g", m_t2i ? 1.0 : r);
+            fprintf(f, "%s,%s,%s,%llu,%s/%05llu_%s.png\n", path, ds.labels[t], rbuf, (unsigned long long)item_seed,
+                    dir, (unsigned long long)k, ds.labels[t]);
+        }
+    }
+    rc = util_commit(f, tmp, out);
+    f = NULL;
+done:
+    if (f) {
+        fclose(f);
+        remove(tmp);
+    }
+    free(m);
+    if (ds.paths) dataset_free(&ds);
+    datacfg_free(&dc);
+    return rc;
+}

@@ -1,0 +1,20 @@
+/* `genie plan`: writes a `genie generate` plan for a data set, as the GeNIe paper's long-tail protocol does:
+ * `-per-class` requests for each target class (default: the Few classes, < 20 training images), with sources
+ * by mode:
+ *   genie, ada   a real training image of one of the `-top-k` classes most confused with the target
+ *                (confusion CSV of `genie classifier valid`/train: truth rows, predicted columns; both
+ *                directions count), the class drawn uniformly among them
+ *   img2img      a real training image of the target class itself
+ *   txt2img      none (r = 1)
+ *   roundtrip    every training image once (r = 0): the real set with the autoencoder's look
+ * Every draw comes from Philox keyed by (-seed, request number), so a plan is a pure function of its inputs. */
+#ifndef GENIE_PLAN_H
+#define GENIE_PLAN_H
+
+/* Ranks the classes most confused with target t: m[t][s] + m[s][t] over s != t, largest first (ties: lower
+ * class first). Writes up to k classes into out and returns how many. */
+int plan_confused(const double *m, int classes, int t, int k, int *out);
+
+int plan_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,188 @@
+/* The training recipe for generated samples (.data keys generated=, tail_share=, gen_soft=, roundtrip=,
+ * roundtrip_p=): indexes of `genie generate` join the data set, tail rows, soft labels, round-trip swaps. */
+#include "check.h"
+#include "dataset.h"
+#include "err.h"
+#include "loader.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define W 28
+static char dir[] = "build/test_recipe_XXXXXX";
+static char *labels[] = {"rain", "snow", "sun"};
+
+static void image(const char *path, int value)
+{
+    unsigned char px[W * W * 3];
+    memset(px, value, sizeof px);
+    imgio_write(path, px, W, W, 100);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Rows of nb batches: index, first pixel, labels. */
+static void run(loader_opts o, int nb, int *idx, float *px, float *y)
+{
+    loader *l = loader_start(&o);
+    int row = o.aug.w * o.aug.h * o.aug.c;
+    for (int b = 0; b < nb; b++) {
+        const loader_batch *lb = loader_next(l);
+        for (int i = 0; i < o.batch; i++) {
+            idx[b * o.batch + i] = lb->index[i];
+            px[b * o.batch + i] = lb->x[(size_t)i * row];
+            memcpy(y + (size_t)(b * o.batch + i) * 3, lb->y + (size_t)i * 3, 3 * sizeof(float));
+        }
+        loader_release(l, lb);
+    }
+    loader_stop(l);
+}
+
+int main(void)
+{
+    mkdir("build", 0755);
+    if (!mkdtemp(dir)) return 1;
+    char path[512], list[512], gen[512], rt[512], text[65536];
+    /* real: rain 30 (Medium), snow 120 (Many), sun 3 (Few); pixel value 10 + class * 20 */
+    snprintf(list, sizeof list, "%s/train.list", dir);
+    FILE *f = fopen(list, "w");
+    int counts[3] = {30, 120, 3};
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < counts[c]; i++) {
+            snprintf(path, sizeof path, "%s/r%03d_%s.png", dir, i, labels[c]);
+            image(path, 10 + c * 20);
+            fprintf(f, "%s\n", path);
+        }
+    fclose(f);
+    snprintf(path, sizeof path, "%s/labels.list", dir);
+    write_text(path, "rain\nsnow\nsun\n");
+    char labels_path[512];
+    snprintf(labels_path, sizeof labels_path, "%s", path);
+
+    /* generated: 6 sun from rain sources (value 200), 2 snow from nothing (value 220) */
+    snprintf(gen, sizeof gen, "%s/gen.index.csv", dir);
+    int o = sprintf(text, "output,source,target,r,seed,gaps\n");
+    for (int i = 0; i < 8; i++) {
+        snprintf(path, sizeof path, "%s/g%d.png", dir, i);
+        image(path, i < 6 ? 200 : 220);
+        o += sprintf(text + o, "%s,%s,%s,0.8,%d,\n", path, i < 6 ? "x/r000_rain.png" : "", i < 6 ? "sun" : "snow", i);
+    }
+    write_text(gen, text);
+    /* round trips of every real image: value 250 */
+    snprintf(rt, sizeof rt, "%s/rt.index.csv", dir);
+    snprintf(path, sizeof path, "%s/rt.png", dir);
+    image(path, 250);
+    dataset ds;
+    CHECK(dataset_load(list, labels_path, 3, &ds) == 0, "%s", err_msg());
+    o = sprintf(text, "output,source,target,r,seed,gaps\n");
+    for (int i = 0; i < ds.n; i++) o += sprintf(text + o, "%s,%s,%s,0,0,\n", path, ds.paths[i], labels[ds.cls[i]]);
+    write_text(rt, text);
+
+    CHECK(dataset_add_generated(&ds, gen) == 0, "%s", err_msg());
+    CHECK(ds.n == 161 && ds.n_real == 153, "n %d, n_real %d", ds.n, ds.n_real);
+    CHECK(ds.count[2] == 9 && ds.real_count[2] == 3 && ds.count[1] == 122 && ds.real_count[1] == 120,
+          "counts sun %d/%d snow %d/%d", ds.count[2], ds.real_count[2], ds.count[1], ds.real_count[1]);
+    CHECK(ds.cls[153] == 2 && ds.src_cls[153] == 0 && ds.cls[160] == 1 && ds.src_cls[160] == -1,
+          "generated classes %d/%d %d/%d", ds.cls[153], ds.src_cls[153], ds.cls[160], ds.src_cls[160]);
+    CHECK(dataset_add_roundtrips(&ds, rt) == 0, "%s", err_msg());
+    int with_alt = 0;
+    for (int i = 0; i < ds.n_real; i++) with_alt += ds.alt[i] != NULL;
+    CHECK(with_alt == 153, "%d real images have a round trip", with_alt);
+
+    aug_params aug = {.preset = AUG_EVAL, .w = W, .h = W, .c = 3};
+    enum { NB = 40, B = 32, N = NB * B };
+    int *idx = malloc(N * sizeof *idx);
+    float *px = malloc(N * sizeof *px), *y = malloc(N * 3 * sizeof *y);
+
+    /* no recipe keys: generated samples join the shuffle, nothing is swapped */
+    loader_opts lo = {.ds = &ds, .aug = aug, .batch = B, .threads = 2, .seed = 7, .sampling = SAMPLE_SHUFFLE};
+    run(lo, NB, idx, px, y);
+    int gen_rows = 0, snow_gen = 0, alt_rows = 0;
+    for (int i = 0; i < N; i++) {
+        gen_rows += idx[i] >= ds.n_real;
+        snow_gen += idx[i] >= 159;
+        alt_rows += px[i] > 0.97f;
+    }
+    CHECK(gen_rows > 0 && snow_gen > 0 && alt_rows == 0, "plain: %d generated rows (%d snow), %d swapped", gen_rows,
+          snow_gen, alt_rows);
+
+    /* tail_share 0.5: about half the rows are sun (real or generated); generated rows only there */
+    lo.tail_share = 0.5;
+    run(lo, NB, idx, px, y);
+    int sun = 0, bad_gen = 0, sun_gen = 0;
+    for (int i = 0; i < N; i++) {
+        sun += ds.cls[idx[i]] == 2;
+        sun_gen += idx[i] >= ds.n_real && ds.cls[idx[i]] == 2;
+        bad_gen += idx[i] >= ds.n_real && ds.cls[idx[i]] != 2;
+    }
+    CHECK(sun > N * 0.45 && sun < N * 0.56, "tail rows %d of %d", sun, N);
+    CHECK(bad_gen == 0 && sun_gen > sun / 2, "generated outside the tail %d, generated sun %d of %d", bad_gen, sun_gen, sun);
+
+    /* gen_soft 0.3: sun made from a rain source -> 0.7 sun, 0.3 rain; real rows stay one-hot */
+    lo.gen_soft = 0.3;
+    run(lo, NB, idx, px, y);
+    int soft_ok = 1, checked = 0;
+    for (int i = 0; i < N; i++) {
+        const float *r = y + (size_t)i * 3;
+        if (idx[i] >= ds.n_real) {
+            soft_ok &= fabsf(r[2] - 0.7f) < 1e-6f && fabsf(r[0] - 0.3f) < 1e-6f;
+            checked++;
+        } else {
+            soft_ok &= r[ds.cls[idx[i]]] == 1.0f;
+        }
+    }
+    CHECK(soft_ok && checked > 0, "soft labels (%d generated rows)", checked);
+
+    /* roundtrip_p 1: every real row shows its round trip; 0.5: about half; generated rows never */
+    lo.gen_soft = 0;
+    lo.tail_share = 0;
+    lo.roundtrip_p = 1;
+    run(lo, NB, idx, px, y);
+    int real = 0, swapped = 0, gen_swapped = 0;
+    for (int i = 0; i < N; i++) {
+        if (idx[i] < ds.n_real) real++, swapped += px[i] > 0.97f;
+        else gen_swapped += px[i] > 0.97f;
+    }
+    CHECK(real == swapped && gen_swapped == 0, "p 1: %d of %d real rows swapped, %d generated", swapped, real, gen_swapped);
+    lo.roundtrip_p = 0.5;
+    run(lo, NB, idx, px, y);
+    real = swapped = 0;
+    for (int i = 0; i < N; i++)
+        if (idx[i] < ds.n_real) real++, swapped += px[i] > 0.97f;
+    CHECK(swapped > real * 0.4 && swapped < real * 0.6, "p 0.5: %d of %d swapped", swapped, real);
+
+    /* bad indexes name the file and line */
+    snprintf(path, sizeof path, "%s/bad.csv", dir);
+    write_text(path, "path,label\n");
+    CHECK(dataset_add_generated(&ds, path) < 0 && strstr(err_msg(), "bad.csv") && strstr(err_msg(), "header"), "%s", err_msg());
+    write_text(path, "output,source,target,r,seed,gaps\nx.png,,hail,0.8,1,\n");
+    CHECK(dataset_add_generated(&ds, path) < 0 && strstr(err_msg(), "bad.csv:2") && strstr(err_msg(), "hail"), "%s", err_msg());
+    write_text(path, "output,source,target,r,seed,gaps\nx.png\n");
+    CHECK(dataset_add_roundtrips(&ds, path) < 0 && strstr(err_msg(), "bad.csv:2"), "%s", err_msg());
+
+    /* .data keys: ranges checked */
+    datacfg dc;
+    snprintf(path, sizeof path, "%s/x.data", dir);
+    write_text(path, "classes=3\ntail_share=0.25\ngen_soft=0.2\nroundtrip_p=0.5\ngenerated=a.csv\nroundtrip=b.csv\n");
+    CHECK(datacfg_read(path, &dc) == 0 && dc.tail_share == 0.25 && dc.gen_soft == 0.2 && dc.roundtrip_p == 0.5 &&
+              !strcmp(dc.generated, "a.csv") && !strcmp(dc.roundtrip, "b.csv"), "%s", err_msg());
+    datacfg_free(&dc);
+    write_text(path, "classes=3\ntail_share=1.5\n");
+    CHECK(datacfg_read(path, &dc) < 0 && strstr(err_msg(), "x.data:2") && strstr(err_msg(), "tail_share"), "%s", err_msg());
+
+    free(idx);
+    free(px);
+    free(y);
+    dataset_free(&ds);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) return 1;
+    return check_done("test_recipe");
+}
