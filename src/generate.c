@@ -362,6 +362,8 @@ int generate_main(int argc, char **argv)
     img_u8 *src = NULL;
     float *imgs = NULL;
     unsigned char *rgb = NULL;
+    int *rows = NULL;
+    float *want = NULL;
     {
         /* labels: one per line */
         FILE *f = fopen(labels_path, "r");
@@ -413,20 +415,14 @@ int generate_main(int argc, char **argv)
     src = calloc(B, sizeof *src);
     imgs = malloc(sizeof(float) * ni * B);
     rgb = malloc((size_t)W * H * 3);
-    int *rows = calloc(B, sizeof *rows);
-    if (!rq || !res || !src || !imgs || !rgb || !rows) {
-        free(rows);
+    rows = calloc(B, sizeof *rows);
+    want = malloc(sizeof(float) * ni);
+    if (!rq || !res || !src || !imgs || !rgb || !rows || !want) {
         err_set("out of memory");
         goto out;
     }
     double t0 = util_now(), rt_mse = 0;
     int made = 0, rt_n = 0;
-    float *want = malloc(sizeof(float) * ni);
-    if (!want) {
-        free(rows);
-        err_set("out of memory");
-        goto out;
-    }
     for (int i = 0; i < p.n;) {
         /* pack undone rows into one engine batch */
         int nq = 0, cost = 0;
@@ -438,8 +434,6 @@ int generate_main(int argc, char **argv)
             if (nq > 0 && cost + c > B) break;
             if (r->source && imgio_load(r->source, 0, 0, &src[nq])) {
                 err_wrap("plan row %d: ", i + 1);
-                free(rows);
-                free(want);
                 goto out;
             }
             q.source = r->source ? &src[nq] : NULL;
@@ -450,8 +444,6 @@ int generate_main(int argc, char **argv)
         }
         if (!nq) break;
         if (genie_run(g, rq, nq, res)) {
-            free(rows);
-            free(want);
             goto out;
         }
         for (int q = 0; q < nq; q++) {
@@ -465,8 +457,6 @@ int generate_main(int argc, char **argv)
             }
             imgio_from_planar(res[q].image, W, H, rgb);
             if (parent_dirs(r->output) || imgio_write(r->output, rgb, W, H, 95)) {
-                free(rows);
-                free(want);
                 goto out;
             }
             char gaps[256] = "";
@@ -482,14 +472,10 @@ int generate_main(int argc, char **argv)
             made++;
         }
         if (index_write(index_path, &p, labels)) {
-            free(rows);
-            free(want);
             goto out;
         }
         progress(p.n - todo + made, p.n, t0, made);
     }
-    free(rows);
-    free(want);
     if (rt_n)   /* images in [0, 1]: PSNR = -10 log10(MSE) */
         fprintf(stderr, "VAE round trips: MSE %.5f, PSNR %.2f dB over %d images (at %dx%d, in [0,1])\n", rt_mse / rt_n,
                 -10 * log10(rt_mse / rt_n), rt_n, W, H);
@@ -497,6 +483,8 @@ int generate_main(int argc, char **argv)
             made / (util_now() - t0 + 1e-9), index_path);
     rc = 0;
 out:
+    free(rows);
+    free(want);
     for (int i = 0; src && i < B; i++) imgio_free(&src[i]);
     free(src);
     free(rq);
