@@ -4,8 +4,8 @@
 #   scripts/ablate.sh [train.list]        (default: the project's split, data/fmnist/lt/train.list)
 #   genie prepare fmnist-lt build/split4 -seed 4 && scripts/ablate.sh build/split4/train.list
 #
-# Per seed: a plain model is trained on the split (cfg/fmnist.cfg, the demo's schedule); its end-of-training
-# confusion gives each Few class's top-4 most confused classes (GeNIe's sources). Every arm then fine-tunes that
+# Per seed: a plain model is trained on the split (cfg/fmnist.cfg, the demo's schedule); its soft confusion on
+# the training list (`classifier valid -soft`) gives each Few class's top-4 most confused classes (GeNIe's sources). Every arm then fine-tunes that
 # model the same way (cfg/fmnist-ft.cfg from its weights with -clear, the same recipe keys, the same seed); only
 # what is added differs:
 #   none                 nothing
@@ -67,6 +67,11 @@ base() {   # seed
         echo "== seed $1: plain model"
         $G classifier train "$d/base.data" cfg/fmnist.cfg -seed "$1" -threads "$THREADS" > "$d/base.log" 2>&1
     fi
+    if [ ! -f "$d/train_confusion.csv" ]; then
+        mkdata "$d/trainconf.data" "$d/base" && sed -i "s|^valid=.*|valid=$LIST|" "$d/trainconf.data"
+        $G classifier valid "$d/trainconf.data" cfg/fmnist.cfg "$d/base/fmnist.weights" -soft \
+            -csv "$d/train_confusion.csv" > /dev/null 2>&1
+    fi
 }
 
 generate() {   # seed
@@ -85,7 +90,7 @@ generate() {   # seed
         mkdir -p "$d/gen"
         echo "== seed $3: generating $arm"
         $G plan "$d/base.data" -mode "$1" -r "$2" -per-class "$PER_CLASS" -top-k 4 -seed "$3" \
-            -confusion "$d/base/fmnist_train_confusion.csv" -dir "$d/gen/$arm" -o "$d/gen/$arm.csv"
+            -confusion "$d/train_confusion.csv" -dir "$d/gen/$arm" -o "$d/gen/$arm.csv"
         $G generate "$d/gen/$arm.csv" -data "$d/base.data" -model "$MODEL" -guidance "$GUIDANCE" -steps "$STEPS" \
             -batch 20 -backbone cfg/fmnist.cfg -weights "$d/base/fmnist.weights" -index "$d/gen/$arm.index.csv"
         touch "$d/gen/$arm.done"

@@ -36,7 +36,7 @@ static int arg_flag(int argc, char **argv, const char *flag)
 /* Positional arguments after the subcommand, skipping "-flag value" pairs and bare flags. */
 static int positionals(int argc, char **argv, char **out, int max)
 {
-    static const char *const bare[] = {"-clear", "-topk", NULL};
+    static const char *const bare[] = {"-clear", "-topk", "-soft", NULL};
     int n = 0;
     for (int i = 0; i < argc; i++) {
         if (argv[i][0] == '-' && argv[i][1]) {
@@ -66,8 +66,8 @@ static void cfg_base(const char *cfg, char *out, size_t n)
 }
 
 /* Runs the network over a SEQUENTIAL pass of ds and fills conf (and the top-k hit count). */
-static int evaluate(network *net, const dataset *ds, const aug_params *aug, int threads, int k, confusion *conf,
-                    long *topk_hits, long *seen)
+static int evaluate(network *net, const dataset *ds, const aug_params *aug, int threads, int k, int soft,
+                    confusion *conf, long *topk_hits, long *seen)
 {
     loader_opts o = {.ds = ds, .aug = *aug, .batch = net->batch, .threads = threads, .sampling = SAMPLE_SEQUENTIAL};
     o.aug.preset = AUG_EVAL;
@@ -84,7 +84,7 @@ static int evaluate(network *net, const dataset *ds, const aug_params *aug, int 
             for (int j = 0; j < k; j++) *topk_hits += idx[j] == truth[i];
             (*seen)++;
         }
-        confusion_update(conf, truth, p, b->n);
+        (soft ? confusion_update_soft : confusion_update)(conf, truth, p, b->n);
         loader_release(l, b);
     }
     int rc = loader_failed(l) ? -1 : 0;
@@ -241,7 +241,7 @@ static int train(const train_args *a)
             confusion vc;
             long hits, seen;
             confusion_init(&vc, ds.classes, 1);
-            if (evaluate(net, &vs, &aug, a->threads, dc.top, &vc, &hits, &seen) == 0)
+            if (evaluate(net, &vs, &aug, a->threads, dc.top, 0, &vc, &hits, &seen) == 0)
                 printf("valid after %d: top-1 %.4f, top-%d %.4f\n", (int)get_current_batch(net), confusion_accuracy(&vc),
                        dc.top, seen ? (double)hits / seen : 0);
             confusion_free(&vc);
@@ -261,9 +261,7 @@ static int train(const train_args *a)
     snprintf(path, sizeof path, "%s/%s.weights", dc.backup, base);
     rc = netio_save(net, path);
     if (rc == 0) fprintf(stderr, "saved %s\n", path);
-    /* what the model got wrong on its (augmented) training samples at the end: GeNIe's source classes */
-    snprintf(path, sizeof path, "%s/%s_train_confusion.csv", dc.backup, base);
-    if (rc == 0 && (rc = confusion_write_csv(&live, ds.labels, path)) == 0) fprintf(stderr, "training confusion: %s\n", path);
+
 out_data:
     free(d.X.vals);
     free(d.y.vals);
@@ -278,7 +276,7 @@ out:
     return rc;
 }
 
-static int valid(const char *datafile, const char *cfg, const char *weights, int threads, const char *csv)
+static int valid(const char *datafile, const char *cfg, const char *weights, int threads, const char *csv, int soft)
 {
     datacfg dc;
     if (datacfg_read(datafile, &dc)) return -1;
@@ -304,7 +302,8 @@ static int valid(const char *datafile, const char *cfg, const char *weights, int
     long hits, seen;
     confusion_init(&conf, dc.classes, 1);
     int k = dc.top < dc.classes ? dc.top : dc.classes;
-    if (evaluate(net, &vs, &aug, threads, k, &conf, &hits, &seen)) goto out;
+    if (evaluate(net, &vs, &aug, threads, k, soft, &conf, &hits, &seen)) goto out;
+    if (soft) printf("soft confusion: rows sum the softmax (accuracies below are expected accuracies)\n");
     print_accuracy(&conf, &vs, have_train ? ts.count : NULL, k, hits, seen);
     char path[4400];
     if (!csv) {
@@ -402,8 +401,8 @@ int classifier_main(int argc, char **argv)
         return train(&a);
     }
     if (!strcmp(cmd, "valid")) {
-        if (np < 3) return err_set("usage: genie classifier valid <data> <cfg> <weights> [-csv file]");
-        return valid(pos[0], pos[1], pos[2], threads, arg_str(argc, argv, "-csv", NULL));
+        if (np < 3) return err_set("usage: genie classifier valid <data> <cfg> <weights> [-csv file] [-soft]");
+        return valid(pos[0], pos[1], pos[2], threads, arg_str(argc, argv, "-csv", NULL), arg_flag(argc, argv, "-soft"));
     }
     if (!strcmp(cmd, "predict")) {
         if (np < 4) return err_set("usage: genie classifier predict <data> <cfg> <weights> <image>");

@@ -38,6 +38,16 @@ void confusion_update(confusion *c, const int *truth, const float *probs, int n)
         if (truth[i] >= 0) c->m[truth[i] * k + argmax(probs + (size_t)i * k, k)] += 1;
 }
 
+void confusion_update_soft(confusion *c, const int *truth, const float *probs, int n)
+{
+    int k = c->classes;
+    if (c->decay < 1)
+        for (int i = 0; i < k * k; i++) c->m[i] *= c->decay;
+    for (int i = 0; i < n; i++)
+        if (truth[i] >= 0)
+            for (int j = 0; j < k; j++) c->m[truth[i] * k + j] += probs[(size_t)i * k + j];
+}
+
 double confusion_class_total(const confusion *c, int t)
 {
     double s = 0;

@@ -13,6 +13,9 @@ int confusion_init(confusion *c, int classes, double decay);
 void confusion_free(confusion *c);
 /* Adds n predictions: truth[i] (a class index) against the argmax of probs row i (classes floats). */
 void confusion_update(confusion *c, const int *truth, const float *probs, int n);
+/* The same with each row's whole softmax added: where a model puts probability mass even when its argmax is
+ * right (a model that fits its training set still ranks the classes a tail class is confused with). */
+void confusion_update_soft(confusion *c, const int *truth, const float *probs, int n);
 double confusion_accuracy(const confusion *c);
 double confusion_class_accuracy(const confusion *c, int truth);
 double confusion_class_total(const confusion *c, int truth);

@@ -8,19 +8,28 @@
 #include "philox.h"
 #include "util.h"
 
+/* how confused t and s are: the share of t's row that went to s plus the share of s's row that went to t */
+static double confusion_rate(const double *m, int classes, int t, int s)
+{
+    double rt = 0, rs = 0;
+    for (int j = 0; j < classes; j++) rt += m[t * classes + j], rs += m[s * classes + j];
+    return (rt > 0 ? m[t * classes + s] / rt : 0) + (rs > 0 ? m[s * classes + t] / rs : 0);
+}
+
 int plan_confused(const double *m, int classes, int t, int k, int *out)
 {
     int n = 0;
+    double v[64];
     for (int s = 0; s < classes; s++) {
         if (s == t) continue;
-        double v = m[t * classes + s] + m[s * classes + t];
+        double x = confusion_rate(m, classes, t, s);
         int pos = n < k ? n++ : k;
-        /* insertion into the top-k list, strict comparison keeps lower classes ahead on ties */
-        while (pos > 0 && v > m[t * classes + out[pos - 1]] + m[out[pos - 1] * classes + t]) {
-            if (pos < k) out[pos] = out[pos - 1];
+        /* insertion into the top-k list; strict comparison keeps lower classes ahead on ties */
+        while (pos > 0 && x > v[pos - 1]) {
+            if (pos < k) out[pos] = out[pos - 1], v[pos] = v[pos - 1];
             pos--;
         }
-        if (pos < k) out[pos] = s;
+        if (pos < k) out[pos] = s, v[pos] = x;
     }
     return n;
 }

@@ -2,8 +2,9 @@
  * `-per-class` requests for each target class (default: the Few classes, < 20 training images), with sources
  * by mode:
  *   genie, ada   a real training image of one of the `-top-k` classes most confused with the target
- *                (confusion CSV of `genie classifier valid`/train: truth rows, predicted columns; both
- *                directions count), the class drawn uniformly among them
+ *                (a confusion CSV: truth rows, predicted columns, e.g. `genie classifier valid -soft` of the
+ *                plain model on its training list; both directions count, as rates), the class drawn
+ *                uniformly among them
  *   img2img      a real training image of the target class itself
  *   txt2img      none (r = 1)
  *   roundtrip    every training image once (r = 0): the real set with the autoencoder's look
@@ -11,8 +12,9 @@
 #ifndef GENIE_PLAN_H
 #define GENIE_PLAN_H
 
-/* Ranks the classes most confused with target t: m[t][s] + m[s][t] over s != t, largest first (ties: lower
- * class first). Writes up to k classes into out and returns how many. */
+/* Ranks the classes most confused with target t by rates, so big classes do not win by their size alone:
+ * m[t][s] / row(t) + m[s][t] / row(s) over s != t, largest first (ties: lower class first). Writes up to
+ * k <= 64 classes into out and returns how many. */
 int plan_confused(const double *m, int classes, int t, int k, int *out);
 
 int plan_main(int argc, char **argv);

@@ -108,13 +108,17 @@ static void test_ada_rule(void)
 
 static void test_plan_confused(void)
 {
-    /* 5 classes; target 0 is confused with 3 (8 + 1), then 4 (5), then 1 (2 + 2), never with 2 */
+    /* 5 classes, as rates: target 0's row (10) goes 0.8 to 3 and 0.2 to 1; all of rows 3 (1), 4 (5) and 1 (2) go
+     * to 0; row 2 stays home. Class 4 sent 5 images but class 1 is more confused with 0 (0.2 + 1 > 0 + 1). */
     double m[25] = {0};
     m[0 * 5 + 3] = 8, m[3 * 5 + 0] = 1, m[4 * 5 + 0] = 5, m[0 * 5 + 1] = 2, m[1 * 5 + 0] = 2, m[2 * 5 + 2] = 50;
     int out[4];
-    CHECK(plan_confused(m, 5, 0, 3, out) == 3 && out[0] == 3 && out[1] == 4 && out[2] == 1, "top-3 %d %d %d", out[0],
+    CHECK(plan_confused(m, 5, 0, 3, out) == 3 && out[0] == 3 && out[1] == 1 && out[2] == 4, "top-3 %d %d %d", out[0],
           out[1], out[2]);
     CHECK(plan_confused(m, 5, 0, 4, out) == 4 && out[3] == 2, "the 4th (a zero) is class 2: %d", out[3]);
+    /* a big class does not win by its size: 1000 images of class 2 with 1% to 0 vs 5 of class 1 with 40% */
+    double b[9] = {10, 0, 0, 2, 3, 0, 10, 0, 990};
+    CHECK(plan_confused(b, 3, 0, 1, out) == 1 && out[0] == 1, "rates, not counts: %d", out[0]);
     double z[25] = {0};
     CHECK(plan_confused(z, 5, 2, 2, out) == 2 && out[0] == 0 && out[1] == 1, "ties go to lower classes");
 }
@@ -196,7 +200,7 @@ static void test_cli(void)
     mkdir(DIR, 0755);
     write_text(DIR "/lt.data", "classes=10\ntrain=data/fmnist/lt/train.list\nlabels=data/fmnist/labels.list\n");
     write_text(DIR "/conf.csv", "truth\\predicted,tee,trouser,pullover,dress,coat,sandal,shirt,sneaker,bag,boot\n"
-                                "tee,1,0,0,0,0,0,5,0,0,0\ntrouser,0,1,0,0,0,0,0,0,0,0\npullover,0,0,1,0,0,0,0,0,0,0\n"
+                                "tee,5,0,0,0,0,0,1,0,0,0\ntrouser,0,1,0,0,0,0,0,0,0,0\npullover,0,0,1,0,0,0,0,0,0,0\n"
                                 "dress,0,0,0,1,0,0,0,0,0,0\ncoat,0,0,0,0,1,0,0,0,0,0\nsandal,0,0,0,0,0,1,0,0,0,0\n"
                                 "shirt,3,0,9,0,0,0,1,0,0,0\nsneaker,0,0,0,0,0,0,0,1,0,0\nbag,0,0,0,0,0,0,0,0,1,0\n"
                                 "boot,0,0,0,0,0,0,0,0,0,1\n");
