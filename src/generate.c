@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "dataset.h"
 #include "err.h"
 #include "genie.h"
@@ -262,16 +263,20 @@ out:
     return rc;
 }
 
-static void progress(int done, int total, double t0, int made)
+/* A bar redrawn in place on a terminal; in a log, one line per tenth of the plan. */
+static void progress(int done, int total, double t0, int made, int *last_tenth)
 {
     double el = util_now() - t0, rate = el > 0 ? made / el : 0;
+    int tty = isatty(fileno(stderr)), tenth = total ? 10 * done / total : 10;
+    if (!tty && tenth == *last_tenth) return;
+    *last_tenth = tenth;
     int bar = total ? 30 * done / total : 30;
     char b[31];
     for (int i = 0; i < 30; i++) b[i] = i < bar ? '#' : '.';
     b[30] = 0;
-    fprintf(stderr, "\r[%s] %d/%d images, %.1f img/s, %.0f s left   ", b, done, total, rate,
-            rate > 0 ? (total - done) / rate : 0.0);
-    if (done == total) fputc('\n', stderr);
+    fprintf(stderr, "%s[%s] %d/%d images, %.1f img/s, %.0f s left%s", tty ? "\r" : "", b, done, total, rate,
+            rate > 0 ? (total - done) / rate : 0.0, tty ? "   " : "\n");
+    if (tty && done == total) fputc('\n', stderr);
 }
 
 static const char *opt(int argc, char **argv, const char *name, const char *def)
@@ -422,7 +427,7 @@ int generate_main(int argc, char **argv)
         goto out;
     }
     double t0 = util_now(), rt_mse = 0;
-    int made = 0, rt_n = 0;
+    int made = 0, rt_n = 0, tenth = -1;
     for (int i = 0; i < p.n;) {
         /* pack undone rows into one engine batch */
         int nq = 0, cost = 0;
@@ -474,7 +479,7 @@ int generate_main(int argc, char **argv)
         if (index_write(index_path, &p, labels)) {
             goto out;
         }
-        progress(p.n - todo + made, p.n, t0, made);
+        progress(p.n - todo + made, p.n, t0, made, &tenth);
     }
     if (rt_n)   /* images in [0, 1]: PSNR = -10 log10(MSE) */
         fprintf(stderr, "VAE round trips: MSE %.5f, PSNR %.2f dB over %d images (at %dx%d, in [0,1])\n", rt_mse / rt_n,
