@@ -55,7 +55,7 @@ LIB_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(TRAIN_SRC:%.c=$(BUILD)/%.o) $(AUG_S
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 FUZZERS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/fuzz_*.c))
 
-.PHONY: all deps test run-tests asan demo bench bench-engine fixtures fuzz clean data
+.PHONY: all deps test run-tests asan demo bench bench-engine ablate fixtures fuzz clean data
 all: $(BIN)
 
 $(BIN): $(BUILD)/src/main.o $(LIB_OBJ)
@@ -105,6 +105,12 @@ bench: $(BIN)
 
 bench-engine: $(BIN)
 	sh scripts/bench_engine.sh
+
+# GeNIe ablation on the project's Fashion-MNIST-LT split (hours on 2 cores; scripts/ablate.sh says what it runs)
+ablate: deps data
+	@sh scripts/install_deps.sh gnuplot-nox
+	@$(MAKE) --no-print-directory $(BIN)
+	RESULTS=data/results/fmnist-lt-ablation sh scripts/ablate.sh
 
 fixtures:
 	/usr/bin/python3 scripts/make_image_fixtures.py

@@ -1,5 +1,6 @@
 #include "imgio.h"
 #include "err.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -221,10 +222,10 @@ static int ends_with(const char *s, const char *suffix)
 
 int imgio_write(const char *path, const unsigned char *rgb, int w, int h, int quality)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return err_set("%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return err_set("%s: %s", tmp, strerror(errno));
+    /* a temporary name of this process and call: concurrent writers of one path never share one */
+    char tmp[4200];
+    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
     int ok;
     if (ends_with(path, ".jpg") || ends_with(path, ".jpeg")) {
         tjhandle tj = tjInitCompress();

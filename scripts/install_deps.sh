@@ -1,7 +1,8 @@
 #!/bin/sh
-# Installs the Debian packages genie builds, tests and runs with, when any is missing (needs root or sudo).
+# Installs the Debian packages genie builds, tests and runs with, and any named as arguments, when one is missing
+# (needs root or sudo).
 set -e
-PKGS="gcc make darknet libturbojpeg0-dev libopenblas-dev libpng-dev libcjson-dev zlib1g-dev dataset-fashion-mnist"
+PKGS="gcc make darknet libturbojpeg0-dev libopenblas-dev libpng-dev libcjson-dev zlib1g-dev dataset-fashion-mnist $*"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
