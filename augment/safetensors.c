@@ -1,5 +1,6 @@
 #include "safetensors.h"
 #include "err.h"
+#include "util.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -378,7 +379,7 @@ int st_write_f32(const char *path, int n, const char *const *names, const float 
 {
     cJSON *root = cJSON_CreateObject();
     size_t *bytes = calloc(n > 0 ? n : 1, sizeof *bytes);
-    char *hdr = NULL, *tmp = NULL;
+    char *hdr = NULL, tmp[4200];
     FILE *fp = NULL;
     int rc = -1;
     if (!root || !bytes) {
@@ -439,38 +440,23 @@ int st_write_f32(const char *path, int n, const char *const *names, const float 
     size_t hl = strlen(hdr), padded = (hl + 7) & ~(size_t)7;   /* keeps the data 8-byte aligned */
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    if (!(tmp = malloc(strlen(path) + 5))) {
-        err_set("%s: out of memory", path);
-        goto out;
-    }
-    sprintf(tmp, "%s.tmp", path);
-    if (!(fp = fopen(tmp, "wb"))) {
-        err_set("%s: cannot create: %s", tmp, strerror(errno));
-        goto out;
-    }
+    if (!(fp = util_open_tmp(path, tmp, sizeof tmp))) goto out;
     int ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(hdr, 1, hl, fp) == hl;
     for (size_t i = hl; ok && i < padded; i++) ok = fputc(' ', fp) != EOF;
     for (int i = 0; ok && i < n; i++) ok = !bytes[i] || fwrite(data[i], 1, bytes[i], fp) == bytes[i];
-    ok = fflush(fp) == 0 && ok;
-    ok = fclose(fp) == 0 && ok;
-    fp = NULL;
     if (!ok) {
-        err_set("%s: write failed: %s", tmp, strerror(errno));
-        remove(tmp);
+        err_set("%s: write failed: %s", path, strerror(errno));
         goto out;
     }
-    if (rename(tmp, path)) {
-        err_set("%s: cannot rename from %s: %s", path, tmp, strerror(errno));
-        remove(tmp);
-        goto out;
-    }
+    FILE *done = fp;
+    fp = NULL;
+    if (util_commit(done, tmp, path)) goto out;
     rc = 0;
 out:
     if (fp) {
         fclose(fp);
-        remove(tmp);
+        unlink(tmp);
     }
-    free(tmp);
     free(hdr);
     free(bytes);
     cJSON_Delete(root);

@@ -71,9 +71,11 @@ static void tj_discard(tjhandle h)
 static int decode_jpeg_with(tjhandle tj, const unsigned char *buf, size_t len, const char *name, int min_w,
                             int min_h, img_u8 *out)
 {
-    int w, h, subsamp, cs;
+    /* TurboJPEG can return success on a header it could not read (a 20-byte file) without setting the outputs */
+    int w = 0, h = 0, subsamp = -1, cs = -1;
     if (tjDecompressHeader3(tj, buf, len, &w, &h, &subsamp, &cs) != 0)
         return err_set("%s: corrupt JPEG header (%s)", name, tjGetErrorStr2(tj));
+    if (w <= 0 || h <= 0) return err_set("%s: corrupt JPEG header (no frame size)", name);
     if (check_dims(name, w, h)) return -1;
 
     /* Largest reduction among 1/8, 1/4, 1/2 (the factors with SIMD IDCT) that keeps the requested size. */
@@ -173,7 +175,9 @@ int imgio_decode(const unsigned char *buf, size_t len, const char *name, int min
 /* Reads a whole file into *buf, which is reused across calls (plain read(2): no stdio buffer per file). */
 static int read_file(const char *path, unsigned char **buf, size_t *cap, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; the regular-file check
+     * below then rejects it like any other non-file. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return err_set("%s: %s", path, strerror(errno));
     struct stat st;
     int rc = 0;
@@ -244,12 +248,12 @@ int imgio_write(const char *path, const unsigned char *rgb, int w, int h, int qu
         im.format = PNG_FORMAT_RGB;
         ok = png_image_write_to_stdio(&im, f, 0, rgb, 0, NULL) != 0;
     }
-    if (fclose(f) != 0) ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
+    if (!ok) {
+        fclose(f);
         unlink(tmp);
         return err_set("%s: cannot write image", path);
     }
-    return 0;
+    return util_commit(f, tmp, path);
 }
 
 void imgio_from_planar(const float *planar, int w, int h, unsigned char *rgb)

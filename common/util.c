@@ -52,9 +52,9 @@ FILE *util_open_tmp(const char *path, char *tmp, size_t n)
     return f;
 }
 
-int util_commit(FILE *f, const char *tmp, const char *path)
+static int finish(FILE *f, const char *tmp, const char *path, int durable)
 {
-    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+    int bad = fflush(f) != 0 || ferror(f) || (durable && fsync(fileno(f)) != 0);
     int err = errno;
     if (fclose(f) != 0 && !bad) {
         bad = 1;
@@ -67,3 +67,6 @@ int util_commit(FILE *f, const char *tmp, const char *path)
     }
     return 0;
 }
+
+int util_commit(FILE *f, const char *tmp, const char *path) { return finish(f, tmp, path, 1); }
+int util_commit_nosync(FILE *f, const char *tmp, const char *path) { return finish(f, tmp, path, 0); }

@@ -15,5 +15,7 @@ char *util_trim(char *s);
 #include <stdio.h>
 FILE *util_open_tmp(const char *path, char *tmp, size_t n);
 int util_commit(FILE *f, const char *tmp, const char *path);
+/* The same without the fsync, for many small files made durable together afterwards (one syncfs). */
+int util_commit_nosync(FILE *f, const char *tmp, const char *path);
 
 #endif

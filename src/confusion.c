@@ -1,5 +1,6 @@
 #include "confusion.h"
 #include "err.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -74,9 +75,8 @@ double confusion_accuracy(const confusion *c)
 int confusion_write_csv(const confusion *c, char *const *labels, const char *path)
 {
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return err_set("%s: %s", tmp, strerror(errno));
+    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
     fprintf(f, "truth\\predicted");
     for (int j = 0; j < c->classes; j++) fprintf(f, ",%s", labels[j]);
     fputc('\n', f);
@@ -85,9 +85,5 @@ int confusion_write_csv(const confusion *c, char *const *labels, const char *pat
         for (int j = 0; j < c->classes; j++) fprintf(f, ",%.6g", c->m[t * c->classes + j]);
         fputc('\n', f);
     }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return err_set("%s: cannot write", path);
-    }
-    return 0;
+    return util_commit(f, tmp, path);
 }

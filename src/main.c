@@ -7,6 +7,7 @@
 #include "plan.h"
 #include "prepare.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@ int main(int argc, char **argv)
         usage();
         return 1;
     }
+    /* Past a file-size limit a write must fail with EFBIG (and be reported as any failed write), not kill us. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc >= 4 && strcmp(argv[1], "prepare") == 0 &&
         (strcmp(argv[2], "fmnist") == 0 || strcmp(argv[2], "fmnist-lt") == 0)) {
         uint64_t seed = 1;

@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,15 +168,28 @@ network *netio_load(const char *cfg, const char *weights, int clear, net_extras 
 int netio_save(network *net, const char *path)
 {
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    /* save_weights exit()s when it cannot open the file: find out first. */
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return err_set("%s: %s", tmp, strerror(errno));
+    /* save_weights exit()s when it cannot open the file and ignores every write error (a full disk left a
+     * truncated file behind a "saved" line): it writes to a temporary file opened here first, whose size is then
+     * checked against what the network holds and synced before it replaces path. */
+    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
     fclose(f);
     save_weights(net, tmp);
-    if (rename(tmp, path) != 0) {
+    int checkable, fd = open(tmp, O_RDONLY);
+    long long want = 3 * sizeof(int) + sizeof(size_t) + weights_payload(net, &checkable);
+    struct stat st = {.st_size = -1};
+    const char *why = NULL;
+    if (fd < 0 || fstat(fd, &st) != 0 || fsync(fd) != 0) why = strerror(errno);
+    else if (checkable && st.st_size != want) why = "short write (is the disk full?)";
+    if (fd >= 0) close(fd);
+    if (!why && rename(tmp, path) != 0) why = strerror(errno);
+    if (why) {
+        long long got = st.st_size;
         unlink(tmp);
-        return err_set("%s: %s", path, strerror(errno));
+        if (checkable && got >= 0 && got != want)
+            return err_set("%s: not saved: %s, %lld of %lld bytes written; the previous file is kept", path, why,
+                           got, want);
+        return err_set("%s: not saved: %s; the previous file is kept", path, why);
     }
     return 0;
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <turbojpeg.h>
+#include <unistd.h>
 #include <zlib.h>
 
 /* Class names as labels: none is a substring of another ("tee", not "t-shirt", which contains "shirt"). */
@@ -96,20 +97,36 @@ static int write_split(const char *out, const char *split, const char *images, c
         snprintf(img, sizeof img, "%s/%05u_%s.jpg", dir, i, fmnist_classes[lab[i]]);
         unsigned char *jpg = NULL;
         unsigned long jlen = 0;
+        char tmpimg[4300];
         FILE *f = NULL;
-        if (tjCompress2(tj, px + (size_t)i * isz, 28, 0, 28, TJPF_GRAY, &jpg, &jlen, TJSAMP_GRAY, 95, 0) != 0 ||
-            !(f = fopen(img, "wb")) || fwrite(jpg, 1, jlen, f) != jlen) {
-            err_set("%s: cannot write", img);
-            if (f) fclose(f);
+        if (tjCompress2(tj, px + (size_t)i * isz, 28, 0, 28, TJPF_GRAY, &jpg, &jlen, TJSAMP_GRAY, 95, 0) != 0) {
+            err_set("%s: cannot encode", img);
             tjFree(jpg);
             break;
         }
-        fclose(f);
+        if (!(f = util_open_tmp(img, tmpimg, sizeof tmpimg))) {
+            tjFree(jpg);
+            break;
+        }
+        int wrote = fwrite(jpg, 1, jlen, f) == jlen;
         tjFree(jpg);
+        if (!wrote) {
+            fclose(f);
+            unlink(tmpimg);
+            err_set("%s: cannot write", img);
+            break;
+        }
+        if (util_commit_nosync(f, tmpimg, img)) break;
         fprintf(list, "%s\n", img);
     }
     tjDestroy(tj);
     if (done != n) {
+        fclose(list);
+        goto fail;
+    }
+    /* the images reach the disk before the list that names them does */
+    if (syncfs(fileno(list)) != 0) {
+        err_set("%s: cannot sync: %s", dir, strerror(errno));
         fclose(list);
         goto fail;
     }

@@ -4,8 +4,10 @@
 #include "err.h"
 #include "imgio.h"
 
+#include <glob.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -103,7 +105,8 @@ int main(void)
     char out[] = "build/test_imgio_out.png";
     CHECK(imgio_write(out, px, 6, 4, 0) == 0, "write: %s", err_msg());
     CHECK(imgio_load(out, 0, 0, &im) == 0 && im.w == 6 && max_diff(im.rgb, px, sizeof px) == 0, "PNG round trip");
-    CHECK(access("build/test_imgio_out.png.tmp", F_OK) != 0, "temp file left behind");
+    glob_t left;
+    CHECK(glob("build/test_imgio_out.png*.tmp", 0, NULL, &left) == GLOB_NOMATCH, "temp file left behind");
     CHECK(imgio_write("no/such/dir/x.png", px, 6, 4, 0) == -1 && strstr(err_msg(), "no/such/dir"), "unwritable path");
     unlink(out);
 
@@ -113,6 +116,7 @@ int main(void)
     check_bad("empty.jpg", jpg, 0, "empty");
     check_bad("truncated.jpg", jpg, len / 2, "JPEG");
     check_bad("header-only.jpg", jpg, 3, "");
+    check_bad("20-bytes.jpg", jpg, 20, "JPEG");
     unsigned char *bad = malloc(len);
     memcpy(bad, jpg, len);
     for (size_t i = len / 3; i < len - 2; i++) bad[i] = (unsigned char)(i * 31);
@@ -134,6 +138,12 @@ int main(void)
           "missing file: %s", err_msg());
     CHECK(imgio_load("tests/fixtures/images", 0, 0, &im) == -1 && strstr(err_msg(), "not a regular file"),
           "directory: %s", err_msg());
+    /* A FIFO in a list is a bad image, not a read that waits for a writer forever. */
+    unlink("build/test_imgio.fifo");
+    CHECK(mkfifo("build/test_imgio.fifo", 0600) == 0, "mkfifo");
+    CHECK(imgio_load("build/test_imgio.fifo", 0, 0, &im) == -1 && strstr(err_msg(), "not a regular file"),
+          "FIFO: %s", err_msg());
+    unlink("build/test_imgio.fifo");
     /* A failed decode must not poison the thread's decoder for the next, good image. */
     check_fixture("rgb444.jpg", 1);
     free(bad);

@@ -4,6 +4,7 @@
 #include "err.h"
 #include "fuzz_safetensors.h"
 #include "safetensors.h"
+#include <glob.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,8 +50,9 @@ static void test_roundtrip(void)
     path_in(p, sizeof p, "rt.safetensors");
     CHECK(st_write_f32(p, 5, names, data, ndim, shape) == 0, "write: %s", err_msg());
     char tmp[520];
-    snprintf(tmp, sizeof tmp, "%s.tmp", p);
-    CHECK(access(tmp, F_OK) != 0, "temporary file left behind");
+    glob_t left;
+    snprintf(tmp, sizeof tmp, "%s*.tmp", p);
+    CHECK(glob(tmp, 0, NULL, &left) == GLOB_NOMATCH, "temporary file left behind");
 
     st_file *f = st_open(p);
     CHECK(f != NULL, "open: %s", err_msg());
@@ -81,7 +83,7 @@ static void test_roundtrip(void)
 
     /* Writer errors: a directory that does not exist, a name given twice. */
     CHECK(st_write_f32("/nonexistent-dir/x.safetensors", 1, names, data, ndim, shape) == -1 &&
-              strstr(err_msg(), "/nonexistent-dir/x.safetensors.tmp"), "bad dir: %s", err_msg());
+              strstr(err_msg(), "/nonexistent-dir/x.safetensors."), "bad dir: %s", err_msg());
     const char *dup[] = {"a", "a"};
     CHECK(st_write_f32(p, 2, dup, data, ndim, shape) == -1 && strstr(err_msg(), "given twice"), "dup: %s", err_msg());
 }

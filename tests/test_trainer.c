@@ -117,6 +117,17 @@ int main(void)
           (unsigned long long)weights_seen(T "/backup/fm.weights"), 7 * 128, out);
     CHECK(strstr(out, "from image 512"), "resume did not start at image 512: %s", out);
 
+    /* A save that cannot be completed (here a file-size limit below the weights' size, as a full disk) fails
+     * the run, names the file and leaves the previous weights as they were. */
+    CHECK(system("cp " T "/backup/fm.weights " T "/before.weights") == 0, "cp");
+    rc = sh("ulimit -f 600; $G classifier train " T "/fm.data " T "/fm.cfg " T "/backup/fm.weights -iters 1",
+            out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "fm.weights: not saved") && strstr(out, "previous file is kept") &&
+              !strstr(out, "saved " T),
+          "save past a file-size limit: %d %s", rc, out);
+    CHECK(same_file(T "/backup/fm.weights", T "/before.weights"), "a failed save changed the previous weights");
+    CHECK(system("ls " T "/backup | grep -q tmp") != 0, "a failed save left a temporary file");
+
     /* predict: the top classes of one test image, by name. */
     rc = sh("$G classifier predict " T "/fm.data " T "/fm.cfg " T "/backup/fm_3.weights data/fmnist/images/test/00001_pullover.jpg",
             out, sizeof out);
