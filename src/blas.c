@@ -28,13 +28,15 @@
 #endif
 
 /* ---- a persistent thread pool: the calling thread and pool.n-1 workers share the tasks of one call ----
- * Work is split into a few tasks per thread by static ranges, and any thread may run any task: results depend
- * on the thread count, never on which thread ran what. */
+ * Work is split into POOL_TASKS tasks by static ranges and any thread may run any task: a task's result never
+ * depends on which thread ran it, and the split never depends on the pool's size, so one seed gives the same
+ * weights on any machine (sums such as the convolution's weight gradient are taken per task, then in order). */
 
-#define POOL_MAX 64
 /* below this many floats touched, a loop runs on the calling thread: waking a worker costs more */
 #define PAR_MIN 32768
-#define TASKS_PER_THREAD 2
+/* Fixed, so that results do not depend on the core count; it also caps the threads one call can use. 4 is what
+ * a 2-core pool used to split into, so results made on 2 cores stayed as they were. */
+#define POOL_TASKS 4
 
 typedef void (*task_fn)(void *ctx, int task, int ntasks);
 
@@ -83,7 +85,10 @@ static void *pool_main(void *arg)
 static void pool_run(task_fn fn, void *ctx, int ntasks)
 {
     if (ntasks <= 1 || pool.n <= 1 || in_task || pthread_mutex_trylock(&pool.call) != 0) {
+        int outer = in_task;
+        in_task = 1; /* as on the pool: what the tasks call inside runs serially either way */
         for (int t = 0; t < ntasks; ++t) fn(ctx, t, ntasks);
+        in_task = outer;
         return;
     }
     pthread_mutex_lock(&pool.mu);
@@ -103,10 +108,7 @@ static void pool_run(task_fn fn, void *ctx, int ntasks)
 /* how many tasks a loop touching `work` floats is worth */
 static int pool_tasks(size_t work)
 {
-    if (work < PAR_MIN || in_task || pool.n <= 1) return 1;
-    /* a few tasks per thread: when another process holds a core, the threads that do run take up the slack */
-    int nt = pool.n * TASKS_PER_THREAD;
-    return nt < POOL_MAX ? nt : POOL_MAX;
+    return work < PAR_MIN || in_task ? 1 : POOL_TASKS;
 }
 
 /* task t's share [lo, hi) of n items */
@@ -130,7 +132,7 @@ void blas_init(int threads)
     pthread_once(&blas_once, blas_single);
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
-    if (threads > POOL_MAX) threads = POOL_MAX;
+    if (threads > POOL_TASKS) threads = POOL_TASKS; /* more could never run at once */
     if (pool.n > 1) return;
     int started = 1;
     for (; started < threads; ++started) {
@@ -686,7 +688,7 @@ struct buf {
 
 static struct {
     pthread_mutex_t mu; /* the buffers below belong to one layer call at a time */
-    struct buf ws[POOL_MAX], dw[POOL_MAX];
+    struct buf ws[POOL_TASKS], dw[POOL_TASKS];
 } conv = {PTHREAD_MUTEX_INITIALIZER, {{0}}, {{0}}};
 
 static int buf_reserve(struct buf *b, size_t n)

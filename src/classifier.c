@@ -123,7 +123,7 @@ static void print_accuracy(const confusion *conf, const dataset *ds, const int *
 
 typedef struct {
     const char *data, *cfg, *weights;
-    int clear, threads, topk, iters, backup_every;
+    int clear, threads, blas_threads, topk, iters, backup_every;
     uint64_t seed;
     enum sampling sampling;
 } train_args;
@@ -157,7 +157,7 @@ static int train(const train_args *a)
         goto out;
     }
     if (util_mkdirs(dc.backup)) goto out;
-    blas_init(0);
+    blas_init(a->blas_threads);
 
     char base[256], path[4400];
     cfg_base(a->cfg, base, sizeof base);
@@ -387,9 +387,10 @@ int classifier_main(int argc, char **argv)
     int threads = atoi(arg_str(argc, argv, "-threads", "0"));
     if (threads <= 0) threads = default_threads();
     if (!strcmp(cmd, "train")) {
-        if (np < 2) return err_set("usage: genie classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] [-topk]");
+        if (np < 2) return err_set("usage: genie classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] [-blas-threads N] [-topk]");
         train_args a = {.data = pos[0], .cfg = pos[1], .weights = np > 2 ? pos[2] : NULL,
                         .clear = arg_flag(argc, argv, "-clear"), .threads = threads,
+                        .blas_threads = atoi(arg_str(argc, argv, "-blas-threads", "0")),
                         .topk = arg_flag(argc, argv, "-topk"), .iters = atoi(arg_str(argc, argv, "-iters", "0")),
                         .backup_every = atoi(arg_str(argc, argv, "-backup", "1000")),
                         .seed = strtoull(arg_str(argc, argv, "-seed", "1"), NULL, 10)};

@@ -109,6 +109,12 @@ int main(void)
     CHECK(same_file(T "/a.weights", T "/b.weights"), "same seed, 2 vs 1 loader threads: different weights");
     CHECK(!same_file(T "/a.weights", T "/c.weights"), "different seeds gave the same weights");
 
+    /* ... and on any machine: compute pools of 1 to 4 threads give the same weights. */
+    CHECK(sh("for b in 1 3 4; do $G classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 -blas-threads $b && "
+             "cmp " T "/backup/fm.weights " T "/a.weights || exit 1; done",
+             out, sizeof out) == 0,
+          "same seed, compute pools of 1, 3, 4 threads vs the default: different weights: %s", out);
+
     /* Resume: 4 iterations with a backup every 2, then 3 more from the backup: seen continues. */
     rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -iters 4 -backup 2 && $G classifier train " T
             "/fm.data " T "/fm.cfg " T "/backup/fm.backup -iters 3",
