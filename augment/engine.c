@@ -380,9 +380,9 @@ int engine_img2img(engine *e, engine_item *items, int n)
         const engine_item *it = &items[k];
         float *vn = e->vae_noise + k * nl, *ln = e->lat_noise + k * nl;
         if (it->vae_noise) memcpy(vn, it->vae_noise, nl * sizeof(float));
-        else philox_fill_normal(it->seed, philox_mix(it->stream, ENGINE_NOISE_VAE), vn, nl);
+        else philox_fill_normal(it->seed, philox_mix(it->stream, PHILOX_ENGINE_VAE), vn, nl);
         if (it->latent_noise) memcpy(ln, it->latent_noise, nl * sizeof(float));
-        else philox_fill_normal(it->seed, philox_mix(it->stream, ENGINE_NOISE_LATENT), ln, nl);
+        else philox_fill_normal(it->seed, philox_mix(it->stream, PHILOX_ENGINE_LATENT), ln, nl);
     }
 
     /* initial latents: img2img items encode their image and get noised to their first timestep. Items that

@@ -72,9 +72,6 @@ typedef struct {
 
 void engine_get_info(const engine *e, engine_info *info);
 
-/* Purposes mixed into an item's Philox stream. */
-enum { ENGINE_NOISE_VAE = 1, ENGINE_NOISE_LATENT = 2 };
-
 /* One UNet evaluation at batch B (CFG not applied) on the engine's buffers, for benchmarks. -1 + err_msg(). */
 int engine_bench_unet(engine *e, int B);
 

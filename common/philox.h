@@ -77,4 +77,22 @@ void philox_fill_normal(uint64_t seed, uint64_t stream, float *out, size_t n);
 /* Mixes identities (run seed, sample id, epoch, ...) into one 64-bit stream id (splitmix64 finaliser). */
 uint64_t philox_mix(uint64_t a, uint64_t b);
 
+/* Every purpose a stream is drawn for, in one place: two users that key streams the same way (the loader and the
+ * generation module both key by sample number) must never share a purpose, or their numbers would correlate.
+ * The values are part of every result: changing one changes what a seed makes. */
+enum philox_purpose {
+    PHILOX_SAMPLE = 1,             /* loader: sample k's round-trip draw, augmentation, mixup/cutmix choices */
+    PHILOX_PARTNER = 2,            /* loader: the augmentation of sample k's mixup/cutmix partner */
+    PHILOX_SPLIT_ORDER = 0x17,     /* prepare: a long-tail split's class order */
+    PHILOX_SPLIT_KEYS = 0x1700,    /* prepare: + class: the keys that pick a split's images */
+    PHILOX_REPLACE = 0x5A,         /* loader: sampling with replacement */
+    PHILOX_BALANCED = 0xBA,        /* loader: class-balanced sampling */
+    PHILOX_PLAN = 0x91A,           /* plan: a planned item's seed */
+    PHILOX_BAD_IMAGE = 0xBAD0,     /* loader: + 0 (sample) or 1 (partner): a bad image's replacement */
+    PHILOX_SHUFFLE = 0xFE15,       /* loader: the rounds of an epoch's permutation */
+    PHILOX_TAIL = 0x7A11,          /* loader: tail rows */
+    PHILOX_ENGINE_VAE = 0xE7A1,    /* engine: an item's VAE posterior noise */
+    PHILOX_ENGINE_LATENT = 0xE7A2, /* engine: an item's initial latent noise */
+};
+
 #endif

@@ -48,7 +48,7 @@ static uint64_t permute(uint64_t x, uint64_t n, uint64_t seed, uint64_t epoch)
         uint64_t l = x >> half, r = x & mask;
         for (int round = 0; round < 4; round++) {
             uint32_t w[4];
-            philox_block(key, 0xFE15, r << 2 | (uint64_t)round, w);
+            philox_block(key, PHILOX_SHUFFLE, r << 2 | (uint64_t)round, w);
             uint64_t t = r;
             r = (l ^ w[0]) & mask;
             l = t;
@@ -79,7 +79,7 @@ int loader_sample_index(const loader_opts *o, uint64_t k)
     uint64_t n = (uint64_t)(o->tail_share > 0 && o->sampling != SAMPLE_SEQUENTIAL ? ds->n_real : ds->n);
     philox_t g;
     if (o->tail_share > 0 && o->sampling != SAMPLE_SEQUENTIAL) {
-        philox_init(&g, o->seed, philox_mix(k, 0x7A11));
+        philox_init(&g, o->seed, philox_mix(k, PHILOX_TAIL));
         if (philox_uniform(&g) < o->tail_share) {
             int idx = tail_index(ds, &g);
             if (idx >= 0) return idx;
@@ -88,10 +88,10 @@ int loader_sample_index(const loader_opts *o, uint64_t k)
     switch (o->sampling) {
     case SAMPLE_SHUFFLE: return (int)permute(k % n, n, o->seed, k / n);
     case SAMPLE_REPLACE:
-        philox_init(&g, o->seed, philox_mix(k, 0x5A));
+        philox_init(&g, o->seed, philox_mix(k, PHILOX_REPLACE));
         return philox_int(&g, (int)n);
     case SAMPLE_BALANCED: {
-        philox_init(&g, o->seed, philox_mix(k, 0xBA));
+        philox_init(&g, o->seed, philox_mix(k, PHILOX_BALANCED));
         int c;
         do c = philox_int(&g, ds->classes);
         while (ds->count[c] == 0);
@@ -131,7 +131,7 @@ static int decode_or_replace(loader *l, uint64_t k, int idx, uint64_t purpose, s
     if (decode(l, idx, sc) == 0) return idx;
     if (l->o.sampling == SAMPLE_SEQUENTIAL) return -1;
     philox_t g;
-    philox_init(&g, l->o.seed, philox_mix(k, 0xBAD0 + purpose));
+    philox_init(&g, l->o.seed, philox_mix(k, PHILOX_BAD_IMAGE + purpose));
     for (int a = 0; a < MAX_REPLACEMENTS; a++) {
         int r = philox_int(&g, l->o.ds->n);
         if (decode(l, r, sc) == 0) {
@@ -151,7 +151,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc)
     const dataset *ds = o->ds;
     int idx = loader_sample_index(o, k);
     philox_t g;
-    philox_init(&g, o->seed, philox_mix(k, 1));
+    philox_init(&g, o->seed, philox_mix(k, PHILOX_SAMPLE));
     /* the draw is made whether or not the image has a round trip, so the rest of the stream stays put */
     int alt = o->roundtrip_p > 0 && philox_uniform(&g) < o->roundtrip_p && idx < ds->n_real && ds->alt && ds->alt[idx];
     if (alt && decode_path(l, idx, ds->alt[idx], sc) == 0) {
@@ -171,7 +171,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc)
         int other = decode_or_replace(l, k, philox_int(&g, o->ds->n), 1, sc);
         if (other < 0) return -1;
         philox_t g2;
-        philox_init(&g2, o->seed, philox_mix(k, 2));
+        philox_init(&g2, o->seed, philox_mix(k, PHILOX_PARTNER));
         transform_sample(&o->aug, &sc->img, &g2, sc->other, sc->tmp);
         int w = o->aug.w, h = o->aug.h, c = o->aug.c;
         if (cut) {

@@ -137,7 +137,7 @@ int plan_main(int argc, char **argv)
         else if (m_i2i) src[ns++] = t;
         for (int j = 0; j < per; j++, k++) {
             philox_t g;
-            philox_init(&g, seed, philox_mix(k, 0x91A));
+            philox_init(&g, seed, philox_mix(k, PHILOX_PLAN));
             uint64_t item_seed = (uint64_t)philox_next(&g) << 21 ^ philox_next(&g);
             const char *path = "";
             if (ns) {

@@ -163,7 +163,7 @@ static int write_lt(const char *in_list, const char *out_list, uint64_t seed)
     int counts[FMNIST_CLASSES], order[FMNIST_CLASSES];
     prepare_lt_counts(counts);
     philox_t g;
-    philox_init(&g, seed, 0x17);
+    philox_init(&g, seed, PHILOX_SPLIT_ORDER);
     for (int i = 0; i < FMNIST_CLASSES; i++) order[i] = i;
     for (int i = FMNIST_CLASSES - 1; i > 0; i--) {
         int j = philox_int(&g, i + 1), t = order[i];
@@ -200,7 +200,7 @@ static int write_lt(const char *in_list, const char *out_list, uint64_t seed)
     int *idx = malloc(n * sizeof *idx);
     for (int i = 0; i < n; i++) {
         uint32_t w[4];
-        philox_block(seed, 0x1700 + (uint64_t)cls[i], (uint64_t)i, w);
+        philox_block(seed, PHILOX_SPLIT_KEYS + (uint64_t)cls[i], (uint64_t)i, w);
         lt_key[i] = (uint64_t)cls[i] << 32 | w[0];
         idx[i] = i;
     }
