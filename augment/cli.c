@@ -1,5 +1,6 @@
 /* genie img2img / txt2img / sweep / bench-engine: argument parsing, image in/out, progress, timing. */
 #include "cli.h"
+#include "args.h"
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -20,79 +21,49 @@ typedef struct {
     int batch, repeat;
 } cli_args;
 
-static int parse_int(const char *opt, const char *v, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) return err_set("%s: \"%s\" is not an integer in %d..%d", opt, v, lo, hi);
-    *out = (int)x;
-    return 0;
-}
-
-static int parse_double(const char *opt, const char *v, double *out)
-{
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(x)) return err_set("%s: \"%s\" is not a number", opt, v);
-    *out = x;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, cli_args *a)
 {
     memset(a, 0, sizeof *a);
     engine_opts_default(&a->eo);
+    /* The bundled Fashion-MNIST model (data/models/fmnist-ldm), relative to the repository root genie runs from. */
+    a->eo.model = "data/models/fmnist-ldm";
     a->r = 0.8;
     a->seed = 1;
     a->batch = 1;
     a->repeat = 3;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (!strcmp(o, "-vae-mean")) {
-            a->eo.vae_mean = 1;
-            continue;
-        }
-        if (o[0] != '-') return err_set("%s: unexpected argument \"%s\"", argv[0], o);
-        if (i + 1 >= argc) return err_set("%s: option %s needs a value", argv[0], o);
-        const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(o, "-model")) a->eo.model = v;
-        else if (!strcmp(o, "-config")) a->eo.config_dir = v;
-        else if (!strcmp(o, "-i")) a->input = v;
-        else if (!strcmp(o, "-p")) a->prompt = v;
-        else if (!strcmp(o, "-o")) a->output = v;
-        else if (!strcmp(o, "-noise")) a->noise = v;
-        else if (!strcmp(o, "-ref")) a->ref = v;
-        else if (!strcmp(o, "-r")) rc = parse_double(o, v, &a->r);
-        else if (!strcmp(o, "-guidance")) rc = parse_double(o, v, &a->eo.guidance);
-        else if (!strcmp(o, "-steps")) rc = parse_int(o, v, 1, 1000, &a->eo.steps);
-        else if (!strcmp(o, "-threads")) rc = parse_int(o, v, 0, 1024, &a->eo.threads);
-        else if (!strcmp(o, "-batch")) rc = parse_int(o, v, 1, 256, &a->batch);
-        else if (!strcmp(o, "-repeat")) rc = parse_int(o, v, 1, 1000, &a->repeat);
-        else if (!strcmp(o, "-seed")) {
-            char *end;
-            errno = 0;
-            a->seed = strtoull(v, &end, 10);
-            if (errno || end == v || *end) rc = err_set("-seed: \"%s\" is not an unsigned integer", v);
-        } else if (!strcmp(o, "-scheduler")) {
-            if (!strcmp(v, "ddim")) a->eo.scheduler = SD_SCHED_DDIM;
-            else if (!strcmp(v, "dpmpp2m") || !strcmp(v, "dpm")) a->eo.scheduler = SD_SCHED_DPMPP_2M;
-            else rc = err_set("-scheduler: \"%s\" (ddim or dpmpp2m)", v);
-        } else if (!strcmp(o, "-size")) {
-            int w, h, n = 0;
-            if (sscanf(v, "%dx%d%n", &w, &h, &n) != 2 || v[n] || w <= 0 || h <= 0 || w > 8192 || h > 8192)
-                rc = err_set("-size: \"%s\" is not WxH", v);
-            a->eo.width = w;
-            a->eo.height = h;
-        } else {
-            rc = err_set("%s: unknown option %s", argv[0], o);
-        }
-        if (rc) return -1;
+    const char *sched = NULL, *size = NULL;
+    const arg_opt opts[] = {ARG_OPT("-vae-mean", ARG_SWITCH, &a->eo.vae_mean),
+                            ARG_OPT("-model", ARG_STR, &a->eo.model),
+                            ARG_OPT("-config", ARG_STR, &a->eo.config_dir),
+                            ARG_OPT("-i", ARG_STR, &a->input),
+                            ARG_OPT("-p", ARG_STR, &a->prompt),
+                            ARG_OPT("-o", ARG_STR, &a->output),
+                            ARG_OPT("-noise", ARG_STR, &a->noise),
+                            ARG_OPT("-ref", ARG_STR, &a->ref),
+                            ARG_RANGE("-r", ARG_DOUBLE, &a->r, 0, 1),
+                            ARG_RANGE("-guidance", ARG_DOUBLE, &a->eo.guidance, 0, 100),
+                            ARG_RANGE("-steps", ARG_INT, &a->eo.steps, 1, 1000),
+                            ARG_RANGE("-threads", ARG_INT, &a->eo.threads, 0, 1024),
+                            ARG_RANGE("-batch", ARG_INT, &a->batch, 1, 256),
+                            ARG_RANGE("-repeat", ARG_INT, &a->repeat, 1, 1000),
+                            ARG_OPT("-seed", ARG_U64, &a->seed),
+                            ARG_OPT("-scheduler", ARG_STR, &sched),
+                            ARG_OPT("-size", ARG_STR, &size),
+                            ARG_END};
+    char *pos[1];
+    if (args_parse(argv[0], argc - 1, argv + 1, opts, pos, 0) < 0) return -1;
+    if (sched) {
+        if (!strcmp(sched, "ddim")) a->eo.scheduler = SD_SCHED_DDIM;
+        else if (!strcmp(sched, "dpmpp2m") || !strcmp(sched, "dpm")) a->eo.scheduler = SD_SCHED_DPMPP_2M;
+        else return err_set("-scheduler: \"%s\" (ddim or dpmpp2m)", sched);
     }
-    /* The bundled Fashion-MNIST model (data/models/fmnist-ldm), relative to the repository root genie runs from. */
-    if (!a->eo.model) a->eo.model = "data/models/fmnist-ldm";
+    if (size) {
+        int w, h, n = 0;
+        if (sscanf(size, "%dx%d%n", &w, &h, &n) != 2 || size[n] || w <= 0 || h <= 0 || w > 8192 || h > 8192)
+            return err_set("-size: \"%s\" is not WxH", size);
+        a->eo.width = w;
+        a->eo.height = h;
+    }
     return 0;
 }
 

@@ -1,12 +1,15 @@
 /* `genie bench-loader <data> <cfg> [-threads N] [-batches K]`: the loader alone (decode + augment to the net
  * size) against libdarknet's own load_data, same list, same cfg augmentation, same thread count, one run. */
 #include "bench_loader.h"
+#include "args.h"
+#include "imgio.h"
 #include "dataset.h"
 #include "err.h"
 #include "util.h"
 #include "loader.h"
 #include "netio.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,27 +64,47 @@ static double genie_rate(const dataset *ds, const aug_params *aug, int imgs, int
     return rate;
 }
 
+/* libdarknet's load_data runs system("echo <path> >> bad.list") for an image it cannot read, and its image
+ * decoder aborts the process on some bad files: it only ever sees a list genie has checked first, where every
+ * path is a decodable regular file whose name holds no character a shell would act on. */
+static int check_for_darknet(const dataset *ds, const char *list)
+{
+    img_u8 im = {0};
+    int rc = 0;
+    for (int i = 0; i < ds->n && rc == 0; i++) {
+        const char *p = ds->paths[i];
+        for (const char *c = p; *c && rc == 0; c++)
+            if (!isalnum((unsigned char)*c) && !strchr("._-/+,=@%:", *c))
+                rc = err_set("%s: \"%s\" has the character '%c', which libdarknet's load_data would hand to a shell: "
+                             "not benchmarked against it", list, p, *c);
+        if (rc == 0 && imgio_load(p, 0, 0, &im))
+            rc = err_wrap("%s: not benchmarked against libdarknet's load_data, which cannot take a bad image: ", list);
+    }
+    imgio_free(&im);
+    return rc;
+}
+
 int bench_loader_main(int argc, char **argv)
 {
-    if (argc < 2) return err_set("usage: genie bench-loader <data> <cfg> [-threads N] [-batches K]");
     int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), batches = 50;
-    for (int i = 2; i + 1 < argc; i++) {
-        if (!strcmp(argv[i], "-threads")) threads = atoi(argv[i + 1]);
-        if (!strcmp(argv[i], "-batches")) batches = atoi(argv[i + 1]);
-    }
-    if (threads < 1 || batches < 1) return err_set("-threads and -batches must be positive");
+    const arg_opt opts[] = {ARG_RANGE("-threads", ARG_INT, &threads, 1, 1024),
+                            ARG_RANGE("-batches", ARG_INT, &batches, 1, 1000000), ARG_END};
+    char *pos[2];
+    int np = args_parse("bench-loader", argc, argv, opts, pos, 2);
+    if (np < 0) return -1;
+    if (np < 2) return err_set("usage: genie bench-loader <data> <cfg> [-threads N] [-batches K]");
     datacfg dc;
-    if (datacfg_read(argv[0], &dc)) return -1;
+    if (datacfg_read(pos[0], &dc)) return -1;
     dataset ds;
     net_extras ex;
     network *net = NULL;
     int rc = -1;
     if (!dc.train || dataset_load(dc.train, dc.labels, dc.classes, &ds)) {
-        if (!dc.train) err_set("%s: no train= line", argv[0]);
+        if (!dc.train) err_set("%s: no train= line", pos[0]);
         datacfg_free(&dc);
         return -1;
     }
-    if ((net = netio_load(argv[1], NULL, 0, &ex))) {
+    if (check_for_darknet(&ds, dc.train) == 0 && (net = netio_load(pos[1], NULL, 0, &ex))) {
         aug_params aug = netio_aug_params(net, &ex);
         int imgs = net->batch * net->subdivisions;
         /* Warm the page cache for both. */

@@ -1,5 +1,6 @@
 /* `genie classifier train|valid|predict`: darknet's classifier loops on libdarknet, fed by genie's loader. */
 #include "classifier.h"
+#include "args.h"
 #include "blas.h"
 #include "confusion.h"
 #include "dataset.h"
@@ -18,37 +19,6 @@
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) { interrupted = sig; }
-
-static const char *arg_str(int argc, char **argv, const char *flag, const char *def)
-{
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], flag)) return argv[i + 1];
-    return def;
-}
-
-static int arg_flag(int argc, char **argv, const char *flag)
-{
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], flag)) return 1;
-    return 0;
-}
-
-/* Positional arguments after the subcommand, skipping "-flag value" pairs and bare flags. */
-static int positionals(int argc, char **argv, char **out, int max)
-{
-    static const char *const bare[] = {"-clear", "-topk", "-soft", NULL};
-    int n = 0;
-    for (int i = 0; i < argc; i++) {
-        if (argv[i][0] == '-' && argv[i][1]) {
-            int is_bare = 0;
-            for (int b = 0; bare[b]; b++) is_bare |= !strcmp(argv[i], bare[b]);
-            if (!is_bare) i++;
-            continue;
-        }
-        if (n < max) out[n++] = argv[i];
-    }
-    return n;
-}
 
 static int default_threads(void)
 {
@@ -383,18 +353,28 @@ int classifier_main(int argc, char **argv)
     if (argc < 1) return err_set("classifier: expected train, valid or predict");
     const char *cmd = argv[0];
     char *pos[4] = {0};
-    int np = positionals(argc - 1, argv + 1, pos, 4);
-    int threads = atoi(arg_str(argc, argv, "-threads", "0"));
-    if (threads <= 0) threads = default_threads();
+    int threads = 0;
     if (!strcmp(cmd, "train")) {
-        if (np < 2) return err_set("usage: genie classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] [-blas-threads N] [-topk]");
-        train_args a = {.data = pos[0], .cfg = pos[1], .weights = np > 2 ? pos[2] : NULL,
-                        .clear = arg_flag(argc, argv, "-clear"), .threads = threads,
-                        .blas_threads = atoi(arg_str(argc, argv, "-blas-threads", "0")),
-                        .topk = arg_flag(argc, argv, "-topk"), .iters = atoi(arg_str(argc, argv, "-iters", "0")),
-                        .backup_every = atoi(arg_str(argc, argv, "-backup", "1000")),
-                        .seed = strtoull(arg_str(argc, argv, "-seed", "1"), NULL, 10)};
-        const char *s = arg_str(argc, argv, "-sampling", "shuffle");
+        train_args a = {.backup_every = 1000, .seed = 1};
+        const char *s = "shuffle";
+        const arg_opt opts[] = {ARG_OPT("-clear", ARG_SWITCH, &a.clear),
+                                ARG_OPT("-topk", ARG_SWITCH, &a.topk),
+                                ARG_OPT("-seed", ARG_U64, &a.seed),
+                                ARG_RANGE("-threads", ARG_INT, &threads, 0, 1024),
+                                ARG_RANGE("-blas-threads", ARG_INT, &a.blas_threads, 0, 1024),
+                                ARG_RANGE("-iters", ARG_INT, &a.iters, 0, 1e9),
+                                ARG_RANGE("-backup", ARG_INT, &a.backup_every, 0, 1e9),
+                                ARG_OPT("-sampling", ARG_STR, &s),
+                                ARG_END};
+        int np = args_parse("classifier train", argc - 1, argv + 1, opts, pos, 3);
+        if (np < 0) return -1;
+        if (np < 2)
+            return err_set("usage: genie classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] "
+                           "[-blas-threads N] [-iters N] [-backup N] [-sampling shuffle|replace|balanced] [-topk]");
+        a.data = pos[0];
+        a.cfg = pos[1];
+        a.weights = pos[2];
+        a.threads = threads > 0 ? threads : default_threads();
         if (!strcmp(s, "shuffle")) a.sampling = SAMPLE_SHUFFLE;
         else if (!strcmp(s, "replace")) a.sampling = SAMPLE_REPLACE;
         else if (!strcmp(s, "balanced")) a.sampling = SAMPLE_BALANCED;
@@ -402,10 +382,21 @@ int classifier_main(int argc, char **argv)
         return train(&a);
     }
     if (!strcmp(cmd, "valid")) {
-        if (np < 3) return err_set("usage: genie classifier valid <data> <cfg> <weights> [-csv file] [-soft]");
-        return valid(pos[0], pos[1], pos[2], threads, arg_str(argc, argv, "-csv", NULL), arg_flag(argc, argv, "-soft"));
+        const char *csv = NULL;
+        int soft = 0;
+        const arg_opt opts[] = {ARG_OPT("-csv", ARG_STR, &csv),
+                                ARG_OPT("-soft", ARG_SWITCH, &soft),
+                                ARG_RANGE("-threads", ARG_INT, &threads, 0, 1024),
+                                ARG_END};
+        int np = args_parse("classifier valid", argc - 1, argv + 1, opts, pos, 3);
+        if (np < 0) return -1;
+        if (np < 3) return err_set("usage: genie classifier valid <data> <cfg> <weights> [-csv file] [-soft] [-threads N]");
+        return valid(pos[0], pos[1], pos[2], threads > 0 ? threads : default_threads(), csv, soft);
     }
     if (!strcmp(cmd, "predict")) {
+        const arg_opt opts[] = {ARG_END};
+        int np = args_parse("classifier predict", argc - 1, argv + 1, opts, pos, 4);
+        if (np < 0) return -1;
         if (np < 4) return err_set("usage: genie classifier predict <data> <cfg> <weights> <image>");
         return predict(pos[0], pos[1], pos[2], pos[3]);
     }

@@ -1,4 +1,5 @@
 #include "generate.h"
+#include "args.h"
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -279,76 +280,46 @@ static void progress(int done, int total, double t0, int made, int *last_tenth)
     if (tty && done == total) fputc('\n', stderr);
 }
 
-static const char *opt(int argc, char **argv, const char *name, const char *def)
-{
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], name)) return argv[i + 1];
-    return def;
-}
-
-static int opt_int(int argc, char **argv, const char *name, int def, int lo, int hi, int *out)
-{
-    const char *v = opt(argc, argv, name, NULL);
-    if (!v) {
-        *out = def;
-        return 0;
-    }
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end || x < lo || x > hi) return err_set("%s: \"%s\" is not an integer in %d..%d", name, v, lo, hi);
-    *out = (int)x;
-    return 0;
-}
-
-static int opt_double(int argc, char **argv, const char *name, double def, double *out)
-{
-    const char *v = opt(argc, argv, name, NULL);
-    if (!v) {
-        *out = def;
-        return 0;
-    }
-    char *end;
-    *out = strtod(v, &end);
-    if (end == v || *end || !isfinite(*out)) return err_set("%s: \"%s\" is not a number", name, v);
-    return 0;
-}
-
-static const char *const known[] = {"-model", "-labels", "-data", "-names", "-template", "-index", "-backbone",
-                                    "-weights", "-embed-layer", "-rset", "-batch", "-steps", "-guidance",
-                                    "-scheduler", "-threads", NULL};
-
 int generate_main(int argc, char **argv)
 {
-    if (argc < 1 || argv[0][0] == '-')
+    genie_opts go;
+    genie_opts_default(&go);
+    go.eo.model = "data/models/fmnist-ldm";
+    go.eo.max_batch = 10;
+    go.eo.threads = 0;
+    go.embed_layer = -1;
+    const char *data = NULL, *sched = "dpmpp2m", *rset = NULL, *labels_path = NULL, *index_path = NULL, *names = NULL;
+    const arg_opt opts[] = {ARG_OPT("-model", ARG_STR, &go.eo.model),
+                            ARG_OPT("-labels", ARG_STR, &labels_path),
+                            ARG_OPT("-data", ARG_STR, &data),
+                            ARG_OPT("-names", ARG_STR, &names),
+                            ARG_OPT("-template", ARG_STR, &go.prompt_template),
+                            ARG_OPT("-index", ARG_STR, &index_path),
+                            ARG_OPT("-backbone", ARG_STR, &go.backbone_cfg),
+                            ARG_OPT("-weights", ARG_STR, &go.backbone_weights),
+                            ARG_RANGE("-embed-layer", ARG_INT, &go.embed_layer, -1, 100000),
+                            ARG_OPT("-rset", ARG_STR, &rset),
+                            ARG_RANGE("-batch", ARG_INT, &go.eo.max_batch, 1, 1024),
+                            ARG_RANGE("-steps", ARG_INT, &go.eo.steps, 1, 1000),
+                            ARG_RANGE("-guidance", ARG_DOUBLE, &go.eo.guidance, 0, 100),
+                            ARG_OPT("-scheduler", ARG_STR, &sched),
+                            ARG_RANGE("-threads", ARG_INT, &go.eo.threads, 0, 1024),
+                            ARG_END};
+    char *pos[1];
+    int np = args_parse("generate", argc, argv, opts, pos, 1);
+    if (np < 0) return -1;
+    if (np < 1)
         return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model M] [-backbone cfg -weights W] "
                        "[-batch 10] [-steps 25] [-guidance 3] [-scheduler dpmpp2m|ddim] [-threads N] [-rset 0.5,...] "
                        "[-template \"A photo of a {}\"] [-names file] [-index out.csv]");
-    for (int i = 1; i < argc; i += 2) {
-        int ok = 0;
-        for (int k = 0; known[k]; k++) ok |= !strcmp(argv[i], known[k]);
-        if (!ok || i + 1 >= argc) return err_set("generate: %s \"%s\"", ok ? "no value for" : "unknown option", argv[i]);
-    }
-    const char *plan_path = argv[0], *data = opt(argc, argv, "-data", NULL);
-    genie_opts go;
-    genie_opts_default(&go);
-    go.eo.model = opt(argc, argv, "-model", "data/models/fmnist-ldm");
-    go.prompt_template = opt(argc, argv, "-template", go.prompt_template);
-    go.backbone_cfg = opt(argc, argv, "-backbone", NULL);
-    go.backbone_weights = opt(argc, argv, "-weights", NULL);
-    const char *sched = opt(argc, argv, "-scheduler", "dpmpp2m"), *rset = opt(argc, argv, "-rset", NULL);
-    if (opt_int(argc, argv, "-batch", 10, 1, 1024, &go.eo.max_batch) ||
-        opt_int(argc, argv, "-steps", go.eo.steps, 1, 1000, &go.eo.steps) ||
-        opt_int(argc, argv, "-threads", 0, 0, 1024, &go.eo.threads) ||
-        opt_int(argc, argv, "-embed-layer", -1, -1, 100000, &go.embed_layer) ||
-        opt_double(argc, argv, "-guidance", go.eo.guidance, &go.eo.guidance))
-        return -1;
+    const char *plan_path = pos[0];
     if (!strcmp(sched, "ddim")) go.eo.scheduler = SD_SCHED_DDIM;
     else if (!strcmp(sched, "dpmpp2m")) go.eo.scheduler = SD_SCHED_DPMPP_2M;
     else return err_set("-scheduler: \"%s\" (ddim or dpmpp2m)", sched);
     if (rset && (go.n_r = ada_parse_rset(rset, go.r_set, ADA_MAX_R)) < 0) return -1;
 
     datacfg dc = {0};
-    const char *labels_path = opt(argc, argv, "-labels", NULL);
+
     if (!labels_path && data) {
         if (datacfg_read(data, &dc)) return -1;
         labels_path = dc.labels;
@@ -356,7 +327,7 @@ int generate_main(int argc, char **argv)
     if (!labels_path) return err_set("generate: -labels <file> or -data <file.data> is needed for the target names");
     char idx_default[4200];
     snprintf(idx_default, sizeof idx_default, "%s.index.csv", plan_path);
-    const char *index_path = opt(argc, argv, "-index", idx_default);
+    if (!index_path) index_path = idx_default;
 
     int rc = -1, classes = 0, B = 0;
     char **labels = NULL, **words = NULL;
@@ -408,7 +379,7 @@ int generate_main(int argc, char **argv)
         goto out;
     }
     if (!ada) go.backbone_cfg = NULL;
-    if (!(words = read_words(opt(argc, argv, "-names", NULL), labels, classes))) goto out;
+    if (!(words = read_words(names, labels, classes))) goto out;
     if (!(g = genie_load(&go, words, classes))) goto out;
     if (ada && set_means(g, data, &p, classes)) goto out;
     int W, H;

@@ -1,4 +1,5 @@
 /* genie: darknet-style command dispatch. */
+#include "args.h"
 #include "bench_loader.h"
 #include "classifier.h"
 #include "cli.h"
@@ -39,21 +40,23 @@ int main(int argc, char **argv)
     }
     /* Past a file-size limit a write must fail with EFBIG (and be reported as any failed write), not kill us. */
     signal(SIGXFSZ, SIG_IGN);
-    if (argc >= 4 && strcmp(argv[1], "prepare") == 0 &&
+    if (argc >= 3 && strcmp(argv[1], "prepare") == 0 &&
         (strcmp(argv[2], "fmnist") == 0 || strcmp(argv[2], "fmnist-lt") == 0)) {
         uint64_t seed = 1;
         const char *from = "data/fmnist";
-        for (int i = 4; i + 1 < argc; i++) {
-            if (strcmp(argv[i], "-seed") == 0) seed = strtoull(argv[i + 1], NULL, 10);
-            if (strcmp(argv[i], "-from") == 0) from = argv[i + 1];
-        }
         int lt = strcmp(argv[2], "fmnist-lt") == 0;
-        if (lt ? prepare_fmnist_lt(from, argv[3], seed) : prepare_fmnist(argv[3], seed)) {
+        /* -from only for fmnist-lt: for fmnist the table ends before it */
+        const arg_opt opts[] = {ARG_OPT("-seed", ARG_U64, &seed), ARG_OPT(lt ? "-from" : NULL, ARG_STR, &from),
+                                ARG_END};
+        char *pos[1];
+        int np = args_parse(lt ? "prepare fmnist-lt" : "prepare fmnist", argc - 3, argv + 3, opts, pos, 1);
+        if (np == 0) err_set("usage: genie prepare %s <outdir>%s [-seed S]", argv[2], lt ? " [-from data/fmnist]" : "");
+        if (np < 1 || (lt ? prepare_fmnist_lt(from, pos[0], seed) : prepare_fmnist(pos[0], seed))) {
             fprintf(stderr, "genie: %s\n", err_msg());
             return 1;
         }
         fprintf(stderr, lt ? "prepared a Fashion-MNIST-LT split in %s/train.list\n"
-                           : "prepared Fashion-MNIST and Fashion-MNIST-LT in %s\n", argv[3]);
+                           : "prepared Fashion-MNIST and Fashion-MNIST-LT in %s\n", pos[0]);
         return 0;
     }
     static const struct {

@@ -1,4 +1,5 @@
 #include "plan.h"
+#include "args.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,13 +68,6 @@ static int read_confusion(const char *path, const dataset *ds, double *m)
     return rc;
 }
 
-static const char *opt(int argc, char **argv, const char *name, const char *def)
-{
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], name)) return argv[i + 1];
-    return def;
-}
-
 static const char *base_name(const char *p)
 {
     const char *s = strrchr(p, '/');
@@ -82,39 +76,44 @@ static const char *base_name(const char *p)
 
 int plan_main(int argc, char **argv)
 {
-    if (argc < 1 || argv[0][0] == '-')
+    const char *mode = NULL, *dir = NULL, *out = NULL, *conf = NULL, *targets = "few";
+    double r = 0.8;
+    int per = 50, topk = 4;
+    uint64_t seed = 1;
+    const arg_opt opts[] = {ARG_OPT("-mode", ARG_STR, &mode),
+                            ARG_OPT("-dir", ARG_STR, &dir),
+                            ARG_OPT("-o", ARG_STR, &out),
+                            ARG_OPT("-confusion", ARG_STR, &conf),
+                            ARG_OPT("-targets", ARG_STR, &targets),
+                            ARG_RANGE("-r", ARG_DOUBLE, &r, 0, 1),
+                            ARG_RANGE("-per-class", ARG_INT, &per, 1, 1000000),
+                            ARG_RANGE("-top-k", ARG_INT, &topk, 1, 1000),
+                            ARG_OPT("-seed", ARG_U64, &seed),
+                            ARG_END};
+    char *pos[1];
+    int np = args_parse("plan", argc, argv, opts, pos, 1);
+    if (np < 0) return -1;
+    if (np < 1)
         return err_set("usage: genie plan <data> -mode genie|ada|img2img|txt2img|roundtrip -dir OUTDIR -o plan.csv "
                        "[-confusion train_confusion.csv] [-r 0.8] [-per-class 50] [-top-k 4] [-targets few|all] [-seed S]");
-    static const char *const known[] = {"-mode", "-dir", "-o", "-confusion", "-r", "-per-class", "-top-k",
-                                        "-targets", "-seed", NULL};
-    for (int i = 1; i < argc; i += 2) {
-        int ok = 0;
-        for (int k = 0; known[k]; k++) ok |= !strcmp(argv[i], known[k]);
-        if (!ok || i + 1 >= argc) return err_set("plan: %s \"%s\"", ok ? "no value for" : "unknown option", argv[i]);
-    }
-    const char *mode = opt(argc, argv, "-mode", NULL), *dir = opt(argc, argv, "-dir", NULL),
-               *out = opt(argc, argv, "-o", NULL), *conf = opt(argc, argv, "-confusion", NULL),
-               *targets = opt(argc, argv, "-targets", "few");
-    double r = atof(opt(argc, argv, "-r", "0.8"));
-    int per = atoi(opt(argc, argv, "-per-class", "50")), topk = atoi(opt(argc, argv, "-top-k", "4"));
-    uint64_t seed = strtoull(opt(argc, argv, "-seed", "1"), NULL, 10);
+    const char *data = pos[0];
     if (!mode || !dir || !out) return err_set("plan: -mode, -dir and -o are required");
     int m_genie = !strcmp(mode, "genie"), m_ada = !strcmp(mode, "ada"), m_i2i = !strcmp(mode, "img2img"),
         m_t2i = !strcmp(mode, "txt2img"), m_rt = !strcmp(mode, "roundtrip");
     if (!(m_genie || m_ada || m_i2i || m_t2i || m_rt)) return err_set("plan: -mode \"%s\" (genie, ada, img2img, txt2img, roundtrip)", mode);
     if ((m_genie || m_ada) && !conf) return err_set("plan: -mode %s needs -confusion (the classes most confused with each target)", mode);
-    if (per < 1 || topk < 1 || !(r > 0 && r <= 1)) return err_set("plan: -per-class, -top-k must be positive and -r in (0, 1]");
+    if (!(r > 0)) return err_set("plan: -r must be in (0, 1]");
     if (strcmp(targets, "few") && strcmp(targets, "all")) return err_set("plan: -targets \"%s\" (few or all)", targets);
 
     datacfg dc;
     dataset ds = {0};
-    if (datacfg_read(argv[0], &dc)) return -1;
+    if (datacfg_read(data, &dc)) return -1;
     int rc = -1;
     double *m = NULL;
     FILE *f = NULL;
     char tmp[4200];
     if (!dc.train) {
-        err_set("%s: no train= line", argv[0]);
+        err_set("%s: no train= line", data);
         goto done;
     }
     if (dataset_load(dc.train, dc.labels, dc.classes, &ds)) goto done;

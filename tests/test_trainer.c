@@ -169,6 +169,13 @@ int main(void)
     CHECK(rc == 1 && strstr(out, "another network"), "mismatched weights: %d %s", rc, out);
     rc = sh("$G classifier train " T "/fm.data " T "/missing.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "missing.cfg"), "missing cfg: %d %s", rc, out);
+    /* A misspelled flag or a bad number stops the command before it starts; it is never skipped or read as 0. */
+    rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -iter 1 -thread 1", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "unknown option -iter") && !strstr(out, "img/s"), "misspelled flag: %d %s", rc, out);
+    rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -seed abc -iters 1", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "-seed \"abc\""), "-seed abc: %d %s", rc, out);
+    rc = sh("$G txt2img -p x -o " T "/x.png -seed -1", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "-seed \"-1\" is not an unsigned integer"), "-seed -1: %d %s", rc, out);
     CHECK(system("sed -e 's/^batch=.*/batch=0/' cfg/fmnist.cfg > " T "/zero.cfg") == 0, "cfg");
     rc = sh("$G classifier train " T "/fm.data " T "/zero.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "zero.cfg") && strstr(out, "batch"), "batch=0: %d %s", rc, out);
@@ -179,5 +186,14 @@ int main(void)
     write_file(T "/five.data", "classes=5\ntrain=" T "/train.list\nlabels=data/fmnist/labels.list\n");
     rc = sh("$G classifier train " T "/five.data cfg/fmnist.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "labels.list"), "classes mismatch: %d %s", rc, out);
+    /* bench-loader never hands a list entry to libdarknet's load_data, which runs a shell on an unreadable one. */
+    CHECK(system("rm -f PWNED bad.list") == 0, "rm");
+    write_file(T "/evil.list", T "/evil/00001_sneaker;touch PWNED;.jpg\n");
+    write_file(T "/evil.data", "classes=10\ntrain=" T "/evil.list\nlabels=data/fmnist/labels.list\n");
+    rc = sh("$G bench-loader " T "/evil.data " T "/fm.cfg -batches 1", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "evil.list") && strstr(out, "shell") && access("PWNED", F_OK) != 0 &&
+              access("bad.list", F_OK) != 0,
+          "bench-loader on a list entry with shell characters: %d %s", rc, out);
+    CHECK(system("rm -f PWNED bad.list") == 0, "rm");
     return check_done("trainer");
 }
