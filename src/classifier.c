@@ -136,7 +136,7 @@ static int train(const train_args *a)
     loader_opts o = {.ds = &ds, .aug = aug, .batch = imgs, .threads = a->threads, .seed = a->seed,
                      .start = *net->seen, .sampling = a->sampling, .mixup = ex.mixup, .cutmix = ex.cutmix,
                      .label_smooth = ex.label_smooth, .tail_share = dc.tail_share, .gen_soft = dc.gen_soft,
-                     .roundtrip_p = dc.roundtrip_p};
+                     .roundtrip_p = dc.roundtrip_p, .cancel = &interrupted};
     fprintf(stderr, "training %s on %d images (%d classes), batch %d, %d loader threads, seed %llu, from image %zu\n",
             a->cfg, ds.n, ds.classes, imgs, a->threads, (unsigned long long)a->seed, *net->seen);
     if (ds.n > ds.n_real || ds.alt)
@@ -169,6 +169,7 @@ static int train(const train_args *a)
         if (interrupted || (a->iters && iter >= a->iters)) break;
         double t0 = util_now();
         const loader_batch *b = loader_next(l);
+        if (!b && interrupted) break;
         if (!b) goto out_data;
         for (int i = 0; i < imgs; i++) {
             d.X.vals[i] = b->x + (size_t)i * net->inputs;
@@ -347,6 +348,8 @@ out:
     datacfg_free(&dc);
     return rc;
 }
+
+int classifier_signal(void) { return interrupted; }
 
 int classifier_main(int argc, char **argv)
 {

@@ -2,11 +2,13 @@
 #include "err.h"
 #include "util.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_IN_USE };
 
@@ -27,7 +29,7 @@ struct loader {
     pthread_mutex_t mu;
     pthread_cond_t ready, freed;
     uint64_t next_claim, next_take, total_batches; /* total_batches: SEQUENTIAL only */
-    int stop, failed;
+    int stop, failed, running;
     char fail_msg[1024];
     unsigned char *bad;           /* per dataset index: already reported as bad */
     uint64_t images, bad_images, replaced;
@@ -238,6 +240,8 @@ static void *worker(void *arg)
         }
         pthread_cond_broadcast(&l->ready);
     }
+    l->running--;
+    pthread_cond_broadcast(&l->ready);
     pthread_mutex_unlock(&l->mu);
     imgio_free(&sc.img);
     free(sc.tmp);
@@ -268,7 +272,19 @@ loader *loader_start(const loader_opts *o)
     pthread_cond_init(&l->ready, NULL);
     pthread_cond_init(&l->freed, NULL);
     l->threads = calloc((size_t)l->o.threads, sizeof *l->threads);
-    for (int i = 0; i < l->o.threads; i++) pthread_create(&l->threads[i], NULL, worker, l);
+    for (int i = 0; i < l->o.threads; i++) {
+        l->running++;
+        if (pthread_create(&l->threads[i], NULL, worker, l) != 0) {
+            /* fewer workers still load every batch: each claims the next one free */
+            l->running--;
+            l->o.threads = i;
+            break;
+        }
+    }
+    if (l->o.threads == 0) {
+        l->failed = 1;
+        snprintf(l->fail_msg, sizeof l->fail_msg, "loader: cannot start a thread");
+    }
     return l;
 }
 
@@ -280,7 +296,22 @@ const loader_batch *loader_next(loader *l)
     slot *s = &l->slots[b % l->nslots];
     const loader_batch *out = NULL;
     if (l->o.sampling == SAMPLE_SEQUENTIAL && b >= l->total_batches) goto done;
-    while (!(s->state == SLOT_READY && s->b.number == b) && !l->failed) pthread_cond_wait(&l->ready, &l->mu);
+    while (!(s->state == SLOT_READY && s->b.number == b) && !l->failed) {
+        if (!l->o.cancel) {
+            pthread_cond_wait(&l->ready, &l->mu);
+            continue;
+        }
+        /* a signal does not wake a condition wait: look at the flag ten times a second */
+        if (*l->o.cancel) {
+            err_set("interrupted");
+            goto done;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100000000;
+        if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&l->ready, &l->mu, &until);
+    }
     if (l->failed) {
         err_set("%s", l->fail_msg);
         goto done;
@@ -328,7 +359,21 @@ void loader_stop(loader *l)
     pthread_mutex_lock(&l->mu);
     l->stop = 1;
     pthread_cond_broadcast(&l->freed);
+    /* After an interrupt a worker stuck in a read (a hung network file system) is not waited for: it is detached
+     * with the loader it uses, which is left allocated, and the process exits without it. */
+    int cancelled = l->o.cancel && *l->o.cancel;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    while (l->running > 0)
+        if (!cancelled) pthread_cond_wait(&l->ready, &l->mu);
+        else if (pthread_cond_timedwait(&l->ready, &l->mu, &until) == ETIMEDOUT) break;
+    int stuck = l->running > 0;
     pthread_mutex_unlock(&l->mu);
+    if (stuck) {
+        for (int i = 0; i < l->o.threads; i++) pthread_detach(l->threads[i]);
+        return;
+    }
     for (int i = 0; i < l->o.threads; i++) pthread_join(l->threads[i], NULL);
     for (int i = 0; i < l->nslots; i++) {
         free(l->slots[i].b.x);

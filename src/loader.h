@@ -5,6 +5,7 @@
  * the Philox stream (seed, k), so the thread count never changes what the network sees. */
 #ifndef GENIE_LOADER_H
 #define GENIE_LOADER_H
+#include <signal.h>
 #include <stdint.h>
 
 #include "dataset.h"
@@ -30,6 +31,8 @@ typedef struct {
     double tail_share;           /* rows drawn class-balanced from the Few classes (real + generated) */
     double gen_soft;             /* generated sample's label: 1 - gen_soft on its target, gen_soft on its source */
     double roundtrip_p;          /* a real image is replaced by its VAE round trip (ds->alt) with this probability */
+    volatile sig_atomic_t *cancel; /* optional: once non-zero (a signal handler sets it), loader_next stops waiting
+                                    * and returns NULL, and loader_stop waits for stuck workers only briefly */
 } loader_opts;
 
 typedef struct {

@@ -76,7 +76,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "genie: %s\n", err_msg());
             return 1;
         }
-        return 0;
+        /* stopped by a signal, with what could be saved saved: the shell's convention, 128 + the signal */
+        return classifier_signal() ? 128 + classifier_signal() : 0;
     }
     usage();
     return 1;

@@ -147,9 +147,17 @@ int main(void)
             "until grep -q img/s " T "/int.log || [ $n -gt 600 ]; do sleep 0.1; n=$((n+1)); done; "
             "kill -INT $pid; wait $pid; s=$?; cat " T "/int.log; exit $s",
             out, sizeof out);
-    CHECK(rc == 0 && strstr(out, "interrupted: saving") && access(T "/backup/fm.backup", R_OK) == 0 &&
+    CHECK(rc == 130 && strstr(out, "interrupted: saving") && access(T "/backup/fm.backup", R_OK) == 0 &&
               weights_seen(T "/backup/fm.backup") > 0,
           "SIGINT: %d %s", rc, out);
+    /* SIGTERM the same way, with the shell's 128 + 15 */
+    CHECK(system("rm -f " T "/backup/fm.backup") == 0, "rm");
+    rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -backup 0 > " T "/term.log 2>&1 & pid=$!; n=0; "
+            "until grep -q img/s " T "/term.log || [ $n -gt 600 ]; do sleep 0.1; n=$((n+1)); done; "
+            "kill -TERM $pid; wait $pid; s=$?; cat " T "/term.log; exit $s",
+            out, sizeof out);
+    CHECK(rc == 143 && strstr(out, "interrupted: saving") && weights_seen(T "/backup/fm.backup") > 0,
+          "SIGTERM: %d %s", rc, out);
     rc = sh("sed -e 's/^max_batches=.*/max_batches=200/' " T "/fm.cfg > " T "/k.cfg && $G classifier train " T
             "/fm.data " T "/k.cfg -topk -iters 200",
             out, sizeof out);
