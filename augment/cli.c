@@ -32,6 +32,7 @@ static int parse_args(int argc, char **argv, cli_args *a)
     a->batch = 1;
     a->repeat = 3;
     const char *sched = NULL, *size = NULL;
+    int max_px = 0;
     const arg_opt opts[] = {ARG_OPT("-vae-mean", ARG_SWITCH, &a->eo.vae_mean),
                             ARG_OPT("-model", ARG_STR, &a->eo.model),
                             ARG_OPT("-config", ARG_STR, &a->eo.config_dir),
@@ -49,9 +50,11 @@ static int parse_args(int argc, char **argv, cli_args *a)
                             ARG_OPT("-seed", ARG_U64, &a->seed),
                             ARG_OPT("-scheduler", ARG_STR, &sched),
                             ARG_OPT("-size", ARG_STR, &size),
+                            ARG_RANGE("-max-pixels", ARG_INT, &max_px, 1, 1 << 30),
                             ARG_END};
     char *pos[1];
     if (args_parse(argv[0], argc - 1, argv + 1, opts, pos, 0) < 0) return -1;
+    imgio_set_max_pixels(max_px);
     if (sched) {
         if (!strcmp(sched, "ddim")) a->eo.scheduler = SD_SCHED_DDIM;
         else if (!strcmp(sched, "dpmpp2m") || !strcmp(sched, "dpm")) a->eo.scheduler = SD_SCHED_DPMPP_2M;

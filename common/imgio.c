@@ -18,7 +18,14 @@
 /* Beyond this an image is treated as corrupt rather than decoded: a flipped bit in a header must not become a
  * multi-gigabyte allocation inside a loader thread. */
 #define IMGIO_MAX_SIDE 32768
-#define IMGIO_MAX_PIXELS (100 * 1000 * 1000)
+/* The pixel limit (imgio_set_max_pixels); each decoding thread's buffers stay below about 4 bytes per pixel of
+ * it (3 for RGB, the compressed file a little more), whatever the files are. */
+static long long max_pixels = IMGIO_DEFAULT_MAX_PIXELS;
+
+void imgio_set_max_pixels(long long n) { max_pixels = n > 0 ? n : IMGIO_DEFAULT_MAX_PIXELS; }
+long long imgio_max_pixels(void) { return max_pixels; }
+
+static long long max_file_bytes(void) { return 4 * max_pixels + (1 << 20); }
 
 /* One TurboJPEG handle per thread, made on first use: handles are not thread-safe, and creating one per image
  * costs more than decoding a 28x28 JPEG. */
@@ -55,8 +62,10 @@ static int reserve(img_u8 *out, int w, int h)
 
 static int check_dims(const char *name, int w, int h)
 {
-    if (w <= 0 || h <= 0 || w > IMGIO_MAX_SIDE || h > IMGIO_MAX_SIDE || (long long)w * h > IMGIO_MAX_PIXELS)
+    if (w <= 0 || h <= 0 || w > IMGIO_MAX_SIDE || h > IMGIO_MAX_SIDE)
         return err_set("%s: absurd image dimensions %dx%d", name, w, h);
+    if ((long long)w * h > max_pixels)
+        return err_set("%s: %dx%d is more than the pixel limit %lld (max_pixels)", name, w, h, max_pixels);
     return 0;
 }
 
@@ -141,8 +150,10 @@ static int decode_png(const unsigned char *buf, size_t len, const char *name, im
     if (len >= 24 && memcmp(buf + 12, "IHDR", 4) == 0) {
         unsigned long w = (unsigned long)buf[16] << 24 | buf[17] << 16 | buf[18] << 8 | buf[19];
         unsigned long h = (unsigned long)buf[20] << 24 | buf[21] << 16 | buf[22] << 8 | buf[23];
-        if (w > IMGIO_MAX_SIDE || h > IMGIO_MAX_SIDE || w * h > IMGIO_MAX_PIXELS)
+        if (w > IMGIO_MAX_SIDE || h > IMGIO_MAX_SIDE)
             return err_set("%s: absurd image dimensions %lux%lu", name, w, h);
+        if ((long long)(w * h) > max_pixels)
+            return err_set("%s: %lux%lu is more than the pixel limit %lld (max_pixels)", name, w, h, max_pixels);
     }
     png_image im;
     memset(&im, 0, sizeof im);
@@ -183,8 +194,9 @@ static int read_file(const char *path, unsigned char **buf, size_t *cap, size_t 
     int rc = 0;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
         rc = err_set("%s: not a regular file", path);
-    else if (st.st_size > (off_t)1 << 30)
-        rc = err_set("%s: file too large (%lld bytes)", path, (long long)st.st_size);
+    else if (st.st_size > max_file_bytes())
+        rc = err_set("%s: file too large (%lld bytes for the pixel limit %lld)", path, (long long)st.st_size,
+                     max_pixels);
     size_t n = rc ? 0 : (size_t)st.st_size;
     if (rc == 0 && *cap < n + 1) {
         unsigned char *p = realloc(*buf, n + 1);

@@ -18,6 +18,12 @@ typedef struct {
 int imgio_load(const char *path, int min_w, int min_h, img_u8 *out);
 /* Same, from memory; name is only used in messages. */
 int imgio_decode(const unsigned char *buf, size_t len, const char *name, int min_w, int min_h, img_u8 *out);
+/* Images of more pixels than this are refused as bad images (default: 4096 x 4096, which holds every image of
+ * common training sets; a flipped header bit must not become a gigabyte allocation in a loader thread). Set it
+ * before any thread decodes; <= 0 restores the default. */
+#define IMGIO_DEFAULT_MAX_PIXELS (4096LL * 4096)
+void imgio_set_max_pixels(long long n);
+long long imgio_max_pixels(void);
 /* Frees both buffers; img can be reused afterwards. */
 void imgio_free(img_u8 *img);
 

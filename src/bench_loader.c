@@ -95,6 +95,7 @@ int bench_loader_main(int argc, char **argv)
     if (np < 2) return err_set("usage: genie bench-loader <data> <cfg> [-threads N] [-batches K]");
     datacfg dc;
     if (datacfg_read(pos[0], &dc)) return -1;
+    imgio_set_max_pixels(dc.max_pixels);
     dataset ds;
     net_extras ex;
     network *net = NULL;

@@ -5,6 +5,7 @@
 #include "confusion.h"
 #include "dataset.h"
 #include "err.h"
+#include "imgio.h"
 #include "util.h"
 #include "loader.h"
 #include "netio.h"
@@ -128,6 +129,7 @@ static int train(const train_args *a)
     }
     if (util_mkdirs(dc.backup)) goto out;
     blas_init(a->blas_threads);
+    imgio_set_max_pixels(dc.max_pixels);
 
     char base[256], path[4400];
     cfg_base(a->cfg, base, sizeof base);
@@ -269,6 +271,7 @@ static int valid(const char *datafile, const char *cfg, const char *weights, int
         goto out;
     }
     blas_init(0);
+    imgio_set_max_pixels(dc.max_pixels);
     aug_params aug = netio_aug_params(net, &ex);
     long hits, seen;
     confusion_init(&conf, dc.classes, 1);

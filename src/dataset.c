@@ -50,6 +50,15 @@ int datacfg_read(const char *path, datacfg *d)
                 return err_set("%s:%d: %s must be a positive integer, got '%s'", path, lineno, key, val);
             }
             *(!strcmp(key, "top") ? &d->top : &d->classes) = (int)v;
+        } else if (!strcmp(key, "max_pixels")) {
+            char *end;
+            long long v = strtoll(val, &end, 10);
+            if (end == val || *end || v < 1 || v > (1LL << 30)) {
+                fclose(f);
+                datacfg_free(d);
+                return err_set("%s:%d: max_pixels must be an integer in 1..%lld, got '%s'", path, lineno, 1LL << 30, val);
+            }
+            d->max_pixels = v;
         } else if (!strcmp(key, "tail_share") || !strcmp(key, "gen_soft") || !strcmp(key, "roundtrip_p")) {
             char *end;
             double v = strtod(val, &end);

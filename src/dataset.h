@@ -15,6 +15,7 @@ typedef struct {
      * roundtrip_p=P           each real image is replaced by its round trip with probability P */
     char *generated, *roundtrip;
     double tail_share, gen_soft, roundtrip_p;
+    long long max_pixels;      /* max_pixels=N: larger images are bad images (0: imgio's default, 4096 x 4096) */
 } datacfg;
 
 /* Reads a darknet .data file. Unlike darknet's reader, values keep inner spaces (paths with spaces work). */

@@ -69,6 +69,12 @@ int main(void)
     write_file(path, "train=x\n");
     CHECK(datacfg_read(path, &d) == -1 && strstr(err_msg(), "classes"), "missing classes: %s", err_msg());
     CHECK(datacfg_read("build/no/such.data", &d) == -1 && strstr(err_msg(), "no/such.data"), "missing .data");
+    write_file(path, "classes=3\nmax_pixels=1000000\n");
+    CHECK(datacfg_read(path, &d) == 0 && d.max_pixels == 1000000, "max_pixels: %s", err_msg());
+    datacfg_free(&d);
+    write_file(path, "classes=3\nmax_pixels=10e6\n");
+    CHECK(datacfg_read(path, &d) == -1 && strstr(err_msg(), ":2:") && strstr(err_msg(), "max_pixels"),
+          "bad max_pixels: %s", err_msg());
 
     /* A whole list: every path is checked at start-up, the first bad one stops with path and line. */
     snprintf(labels, sizeof labels, "%s/labels.txt", dir);

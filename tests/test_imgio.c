@@ -133,6 +133,13 @@ int main(void)
     unsigned char png[64];
     check_bad("huge.png", png, png_with_dims(png, 100000, 100000), "absurd image dimensions");
     check_bad("zero.png", png, png_with_dims(png, 0, 5), "PNG");
+    /* The pixel limit: 4096 x 4096 by default, settable; beyond it an image is a bad image. */
+    check_bad("10000x10000.png", png, png_with_dims(png, 10000, 10000), "pixel limit 16777216");
+    imgio_set_max_pixels(64 * 32);
+    CHECK(imgio_load(DIR "big.jpg", 0, 0, &im) == -1 && strstr(err_msg(), "pixel limit 2048"), "limit: %s", err_msg());
+    imgio_set_max_pixels(0);
+    CHECK(imgio_max_pixels() == IMGIO_DEFAULT_MAX_PIXELS && imgio_load(DIR "big.jpg", 0, 0, &im) == 0,
+          "default limit restored: %s", err_msg());
     check_bad("text.jpg", (const unsigned char *)"hello world", 11, "not a JPEG or PNG");
     CHECK(imgio_load("tests/fixtures/images/missing.jpg", 0, 0, &im) == -1 && strstr(err_msg(), "missing.jpg"),
           "missing file: %s", err_msg());
