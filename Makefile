@@ -5,6 +5,7 @@
 #   make test       installs missing Debian packages, builds and runs every tests/test_*.c
 #                   (closing line: N passed, N failed)
 #   make asan       the same tests under AddressSanitizer + UBSan
+#   make tsan       the same tests under ThreadSanitizer
 #   make demo       the main job: data, training, validation on Fashion-MNIST-LT
 #   make bench      trainer and loader benchmarks against stock darknet
 #
@@ -34,6 +35,12 @@ LDFLAGS  += -fsanitize=address,undefined
 BUILD    := build-asan
 BIN      := build-asan/genie
 endif
+ifeq ($(SAN),thread)
+CFLAGS   += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS  += -fsanitize=thread
+BUILD    := build-tsan
+BIN      := build-tsan/genie
+endif
 
 COMMON_SRC  := $(wildcard common/*.c)
 TRAIN_SRC   := $(filter-out src/main.c,$(wildcard src/*.c))
@@ -55,7 +62,7 @@ LIB_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(TRAIN_SRC:%.c=$(BUILD)/%.o) $(AUG_S
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 FUZZERS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/fuzz_*.c))
 
-.PHONY: all deps test run-tests asan demo bench bench-engine ablate fixtures fuzz clean data
+.PHONY: all deps test run-tests asan tsan demo bench bench-engine ablate fixtures fuzz clean data
 all: $(BIN)
 
 $(BIN): $(BUILD)/src/main.o $(LIB_OBJ)
@@ -88,6 +95,9 @@ run-tests: $(BIN) $(TESTS) data/fmnist/train.list
 asan:
 	$(MAKE) SAN=1 test
 
+tsan:
+	$(MAKE) SAN=thread test
+
 fuzz: $(FUZZERS)
 	@for f in $(FUZZERS); do echo "== $$f"; $$f 20000 || exit 1; done
 
@@ -100,7 +110,9 @@ demo: deps
 	@$(MAKE) --no-print-directory $(BIN)
 	sh scripts/demo.sh
 
-bench: $(BIN)
+bench: deps
+	@sh scripts/install_deps.sh python3-torch
+	@$(MAKE) --no-print-directory $(BIN)
 	sh scripts/bench.sh
 
 bench-engine: $(BIN)
@@ -117,4 +129,4 @@ fixtures:
 	/usr/bin/python3 scripts/make_fixtures.py
 
 clean:
-	rm -rf build build-asan build-gpu genie
+	rm -rf build build-asan build-tsan build-gpu genie

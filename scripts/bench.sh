@@ -69,9 +69,14 @@ echo "genie: $GN img/s"
 echo "== (c) PyTorch CPU (CPUs busy before: $(busy))"
 PY=${PYTHON:-python3}
 "$PY" -c "import torch" 2>/dev/null || PY=/usr/bin/python3
-TORCH_LINE=$("$PY" scripts/bench_torch.py --iters "$ITERS" --skip "$SKIP" --threads "$THREADS")
-echo "$TORCH_LINE"
-TH=$(echo "$TORCH_LINE" | awk '{ print $2 }')
+if "$PY" -c "import torch" 2>/dev/null; then
+    TORCH_LINE=$("$PY" scripts/bench_torch.py --iters "$ITERS" --skip "$SKIP" --threads "$THREADS")
+    echo "$TORCH_LINE"
+    TH=$(echo "$TORCH_LINE" | awk '{ print $2 }')
+else
+    echo "PyTorch is not installed (apt-get install python3-torch; make bench installs it): no PyTorch row"
+    TH=0
+fi
 
 echo "== (d) loaders alone: ./genie bench-loader (CPUs busy before: $(busy))"
 LOADER=$(./genie bench-loader "$OUT/fmnist.data" "$OUT/fmnist.cfg" -threads "$THREADS" -batches "$LOADER_BATCHES" \
@@ -85,7 +90,8 @@ echo "== summary (batch 128, $THREADS threads, load average now $(cut -d' ' -f1-
 awk -v dk="$DK" -v gn="$GN" -v th="$TH" -v ld="$LD" -v lg="$LG" 'BEGIN {
     printf "stock darknet     %9.1f img/s\n", dk
     printf "genie             %9.1f img/s   genie/darknet %.2fx\n", gn, (dk > 0 ? gn / dk : 0)
-    printf "torch CPU         %9.1f img/s   genie/torch   %.2fx\n", th, (th > 0 ? gn / th : 0)
+    if (th > 0) printf "torch CPU         %9.1f img/s   genie/torch   %.2fx\n", th, gn / th
+    else print "torch CPU         (not measured: PyTorch is not installed)"
     printf "darknet loader    %9.1f img/s\n", ld
     printf "genie loader      %9.1f img/s   loader/darknet-loader %.2fx\n", lg, (ld > 0 ? lg / ld : 0)
 }'
