@@ -1,9 +1,11 @@
 #include "netio.h"
+#include "cfgcheck.h"
 #include "err.h"
 #include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Reads the [net] section for the keys darknet's parser drops, checking the first section is [net]. */
+/* Reads the [net] keys darknet's parser drops. cfgcheck_file has checked the file (first section [net], every value
+ * in range), so this only collects values; white space is stripped everywhere in a line, as darknet does. */
 static int read_extras(const char *cfg, net_extras *ex)
 {
     ex->flip = 1;
@@ -20,52 +23,33 @@ static int read_extras(const char *cfg, net_extras *ex)
     ex->preset = AUG_DARKNET;
     FILE *f = fopen(cfg, "r");
     if (!f) return err_set("%s: %s", cfg, strerror(errno));
-    char line[1024];
-    int section = 0, lineno = 0, rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
-        lineno++;
-        char *s = util_trim(line);
-        if (!*s || *s == '#' || *s == ';') continue;
-        if (*s == '[') {
-            if (section == 0 && strcmp(s, "[net]") && strcmp(s, "[network]"))
-                rc = err_set("%s:%d: the first section must be [net], got %s", cfg, lineno, s);
+    char *line = NULL;
+    size_t cap = 0;
+    int section = 0;
+    while (getline(&line, &cap, f) >= 0) {
+        char *d = line;
+        for (char *s = line; *s; s++)
+            if (*s != ' ' && *s != '\t' && *s != '\n') *d++ = *s;
+        *d = 0;
+        if (!*line || *line == '#' || *line == ';') continue;
+        if (*line == '[') {
             if (++section > 1) break;
             continue;
         }
-        if (section == 0) {
-            rc = err_set("%s:%d: '%s' outside any section", cfg, lineno, s);
-            break;
-        }
-        char *eq = strchr(s, '=');
+        char *eq = strchr(line, '=');
         if (!eq) continue;
         *eq = 0;
-        char *key = util_trim(s), *val = util_trim(eq + 1), *end;
-        double v = strtod(val, &end);
-        int numeric = end != val && *end == 0;
-        if (!strcmp(key, "augment")) {
-            if (!strcasecmp(val, "darknet")) ex->preset = AUG_DARKNET;
-            else if (!strcasecmp(val, "weak")) ex->preset = AUG_WEAK;
-            else if (!strcasecmp(val, "strong")) ex->preset = AUG_STRONG;
-            else rc = err_set("%s:%d: augment must be darknet, weak or strong, got '%s'", cfg, lineno, val);
-        } else if (!strcmp(key, "flip") || !strcmp(key, "mixup") || !strcmp(key, "cutmix")) {
-            if (!numeric || (v != 0 && v != 1))
-                rc = err_set("%s:%d: %s must be 0 or 1, got '%s'", cfg, lineno, key, val);
-            *(!strcmp(key, "flip") ? &ex->flip : !strcmp(key, "mixup") ? &ex->mixup : &ex->cutmix) = (int)v;
-        } else if (!strcmp(key, "label_smooth_eps")) {
-            if (!numeric || !(v >= 0 && v < 1)) rc = err_set("%s:%d: label_smooth_eps must be in [0,1), got '%s'", cfg, lineno, val);
-            ex->label_smooth = (float)v;
-        } else if (!strcmp(key, "batch") || !strcmp(key, "subdivisions") || !strcmp(key, "width") ||
-                   !strcmp(key, "height") || !strcmp(key, "channels")) {
-            /* darknet accepts 0 or garbage here and fails later with a division by zero or a huge malloc. */
-            if (!numeric || v < 1 || v > 65536 || v != (int)v)
-                rc = err_set("%s:%d: %s must be a positive integer, got '%s'", cfg, lineno, key, val);
-        } else if (!strcmp(key, "learning_rate") || !strcmp(key, "momentum") || !strcmp(key, "decay")) {
-            if (!numeric || !(v >= 0) || v != v) rc = err_set("%s:%d: %s must be a non-negative number, got '%s'", cfg, lineno, key, val);
-        }
+        const char *key = line, *val = eq + 1;
+        if (!strcmp(key, "augment"))
+            ex->preset = !strcasecmp(val, "weak") ? AUG_WEAK : !strcasecmp(val, "strong") ? AUG_STRONG : AUG_DARKNET;
+        else if (!strcmp(key, "flip")) ex->flip = atoi(val);
+        else if (!strcmp(key, "mixup")) ex->mixup = atoi(val);
+        else if (!strcmp(key, "cutmix")) ex->cutmix = atoi(val);
+        else if (!strcmp(key, "label_smooth_eps")) ex->label_smooth = strtof(val, NULL);
     }
+    free(line);
     fclose(f);
-    if (rc == 0 && section == 0) rc = err_set("%s: no [net] section", cfg);
-    return rc;
+    return 0;
 }
 
 /* Bytes a .weights file holds for this network, as save_weights writes it (after the header). */
@@ -94,6 +78,9 @@ static long long weights_payload(const network *net, int *checkable)
     return floats * (long long)sizeof(float);
 }
 
+/* The header as libdarknet's load_weights reads it: major, minor, revision, then `seen` as a size_t from version 0.2
+ * on (an int before). Nothing there is checked by libdarknet: a corrupt `seen` resumes "from image 2^63" with a
+ * negative learning rate. */
 static int check_weights(const network *net, const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -104,10 +91,28 @@ static int check_weights(const network *net, const char *path)
         fclose(f);
         return err_set("%s: truncated weights header", path);
     }
+    static const char *field[3] = {"major version", "minor version", "revision"};
+    for (int i = 0; i < 3; i++)
+        if (hdr[i] < 0 || hdr[i] > 1000) {
+            fclose(f);
+            return err_set("%s: weights header: %s %d is not in 0..1000 (not a darknet weights file?)", path,
+                           field[i], hdr[i]);
+        }
+    int wide = hdr[0] * 10 + hdr[1] >= 2 && hdr[0] < 1000 && hdr[1] < 1000;
+    uint64_t seen = 0;
+    int32_t seen32 = 0;
+    size_t got = wide ? fread(&seen, sizeof seen, 1, f) : fread(&seen32, sizeof seen32, 1, f);
     fclose(f);
-    if (hdr[0] < 0 || hdr[0] > 1000 || hdr[1] < 0 || hdr[1] > 1000)
-        return err_set("%s: not a darknet weights file (version %d.%d.%d)", path, hdr[0], hdr[1], hdr[2]);
-    long long header = 3 * sizeof(int) + ((hdr[0] * 10 + hdr[1]) >= 2 ? sizeof(size_t) : sizeof(int));
+    if (got != 1) return err_set("%s: truncated weights header", path);
+    if (!wide && seen32 < 0)
+        return err_set("%s: weights header: seen %d is negative (version %d.%d keeps it in an int): a corrupt header",
+                       path, seen32, hdr[0], hdr[1]);
+    if (!wide) seen = (uint64_t)seen32;
+    /* 2^48 images is years of training at any speed; more is a corrupt or foreign header */
+    if (seen > (uint64_t)1 << 48)
+        return err_set("%s: weights header: seen %llu is more than 2^48 images: a corrupt header", path,
+                       (unsigned long long)seen);
+    long long header = 3 * sizeof(int) + (wide ? sizeof(uint64_t) : sizeof(int32_t));
     int checkable;
     long long want = header + weights_payload(net, &checkable);
     if (!checkable) return 0;
@@ -139,7 +144,8 @@ static int check_finite(const network *net, const char *path)
 network *netio_load(const char *cfg, const char *weights, int clear, net_extras *extras)
 {
     net_extras ex;
-    if (read_extras(cfg, &ex)) return NULL;
+    /* before parse_network_cfg, which crashes or allocates without bound on bad values */
+    if (cfgcheck_file(cfg) || read_extras(cfg, &ex)) return NULL;
     if (weights && access(weights, R_OK) != 0) {
         err_set("%s: %s", weights, strerror(errno));
         return NULL;

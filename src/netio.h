@@ -13,8 +13,9 @@ typedef struct {
     enum aug_preset preset;     /* augment=darknet|weak|strong */
 } net_extras;
 
-/* Parses cfg (checked first: readable, starts with [net]), loads weights when given (size checked against
- * what the network needs), zeroes the seen counter on clear. NULL with err_msg() on any problem. */
+/* Parses cfg (checked first by cfgcheck: every section, key, value and layer shape), loads weights when given
+ * (header and size checked against what the network needs), zeroes the seen counter on clear. NULL with err_msg()
+ * on any problem. */
 network *netio_load(const char *cfg, const char *weights, int clear, net_extras *extras);
 /* save_weights through a temporary file and a rename: an interrupted save never leaves a half file. */
 int netio_save(network *net, const char *path);
