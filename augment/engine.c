@@ -133,6 +133,13 @@ engine *engine_load(const engine_opts *o)
                 m->clip.max_position_embeddings);
         goto fail;
     }
+    /* a tokenizer from elsewhere (a single-file checkpoint falls back to data/clip-tokenizer) must fit the text
+     * encoder's embedding table, or the first prompt would index past it */
+    if (tokenizer_vocab_size(e->tok) > m->clip.vocab_size) {
+        err_set("%s: the tokenizer has %d ids but the text encoder embeds only %d", m->tokenizer_dir,
+                tokenizer_vocab_size(e->tok), m->clip.vocab_size);
+        goto fail;
+    }
     e->hidden = m->clip.hidden_size;
 
     e->f = 1 << (m->vae.n_blocks - 1);

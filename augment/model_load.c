@@ -81,18 +81,23 @@ static int jint(const char *path, const cJSON *o, const char *key, int *out)
     return v ? jint_value(path, key, v, out) : 0;
 }
 
+/* A positive integer when present (absent: the default stays). */
 static int jpos(const char *path, const cJSON *o, const char *key, int *out)
 {
-    if (jint(path, o, key, out)) return -1;
+    const cJSON *v = jget(o, key);
+    if (!v) return 0;
+    if (jint_value(path, key, v, out)) return -1;
     if (*out <= 0) return err_set("%s: \"%s\" must be positive, got %d", path, key, *out);
     return 0;
 }
 
+/* cJSON reads 1e999 as infinity: a number here is always finite. */
 static int jdouble(const char *path, const cJSON *o, const char *key, double *out)
 {
     const cJSON *v = jget(o, key);
     if (!v) return 0;
     if (!cJSON_IsNumber(v)) return err_set("%s: \"%s\" must be a number", path, key);
+    if (!isfinite(v->valuedouble)) return err_set("%s: \"%s\" must be a finite number", path, key);
     *out = v->valuedouble;
     return 0;
 }
@@ -289,6 +294,93 @@ void sd_default_configs(unet_config *u, vae_config *v, clip_config *c, sched_con
     }
 }
 
+/* ---------- value ranges ---------- */
+
+/* What the model code can run, checked when a config is read (or inferred from a single file's tensors): a
+ * negative eps or a zero size would otherwise surface as NaN latents steps later, naming nothing. */
+
+static int need_pos(const char *path, const char *key, int i, int v)
+{
+    if (v > 0) return 0;
+    if (i >= 0) return err_set("%s: \"%s\"[%d] must be positive, got %d", path, key, i, v);
+    return err_set("%s: \"%s\" must be positive, got %d", path, key, v);
+}
+
+static int need_eps(const char *path, const char *key, double v)
+{
+    return isfinite(v) && v > 0 ? 0 : err_set("%s: \"%s\" must be a positive finite number, got %g", path, key, v);
+}
+
+static int need_blocks(const char *path, int n)
+{
+    if (n >= 1 && n <= SD_MAX_BLOCKS) return 0;
+    return err_set("%s: %d blocks in \"block_out_channels\" (1..%d supported)", path, n, SD_MAX_BLOCKS);
+}
+
+static int check_unet(const char *path, const unet_config *u)
+{
+    if (need_pos(path, "in_channels", -1, u->in_channels) || need_pos(path, "out_channels", -1, u->out_channels) ||
+        need_pos(path, "layers_per_block", -1, u->layers_per_block) ||
+        need_pos(path, "norm_num_groups", -1, u->norm_num_groups) ||
+        need_pos(path, "cross_attention_dim", -1, u->cross_attention_dim) ||
+        need_pos(path, "transformer_layers_per_block", -1, u->transformer_layers_per_block) ||
+        need_eps(path, "norm_eps", u->norm_eps) || need_blocks(path, u->n_blocks))
+        return -1;
+    /* 0 is diffusers' None: the caller gives the image size */
+    if (u->sample_size < 0) return err_set("%s: \"sample_size\" must be positive, got %d", path, u->sample_size);
+    for (int i = 0; i < u->n_blocks; i++)
+        if (need_pos(path, "block_out_channels", i, u->block_out_channels[i]) ||
+            need_pos(path, "attention_head_dim", i, u->attention_head_dim[i]))
+            return -1;
+    /* the timestep embedding divides by half the first block's channels minus the shift */
+    int half = u->block_out_channels[0] / 2;
+    if (!isfinite(u->freq_shift) || u->freq_shift < 0 || u->freq_shift >= half)
+        return err_set("%s: \"freq_shift\" is %g; it must be in [0, %d) (half of block_out_channels[0])", path,
+                       u->freq_shift, half);
+    return 0;
+}
+
+static int check_vae(const char *path, const vae_config *v)
+{
+    if (need_pos(path, "in_channels", -1, v->in_channels) || need_pos(path, "out_channels", -1, v->out_channels) ||
+        need_pos(path, "latent_channels", -1, v->latent_channels) ||
+        need_pos(path, "sample_size", -1, v->sample_size) ||
+        need_pos(path, "layers_per_block", -1, v->layers_per_block) ||
+        need_pos(path, "norm_num_groups", -1, v->norm_num_groups) ||
+        need_eps(path, "scaling_factor", v->scaling_factor) || need_blocks(path, v->n_blocks))
+        return -1;
+    for (int i = 0; i < v->n_blocks; i++)
+        if (need_pos(path, "block_out_channels", i, v->block_out_channels[i])) return -1;
+    return 0;
+}
+
+static int check_clip(const char *path, const clip_config *c)
+{
+    if (need_pos(path, "vocab_size", -1, c->vocab_size) || need_pos(path, "hidden_size", -1, c->hidden_size) ||
+        need_pos(path, "intermediate_size", -1, c->intermediate_size) ||
+        need_pos(path, "num_hidden_layers", -1, c->num_hidden_layers) ||
+        need_pos(path, "num_attention_heads", -1, c->num_attention_heads) ||
+        need_pos(path, "max_position_embeddings", -1, c->max_position_embeddings) ||
+        need_eps(path, "layer_norm_eps", c->layer_norm_eps))
+        return -1;
+    return 0;
+}
+
+static int check_sched(const char *path, const sched_config *s)
+{
+    /* scheduler_create's limits: the schedule interpolates between at least two training steps */
+    if (s->num_train_timesteps < 2 || s->num_train_timesteps > 100000)
+        return err_set("%s: \"num_train_timesteps\" is %d; it must be in 2..100000", path, s->num_train_timesteps);
+    if (need_pos(path, "solver_order", -1, s->solver_order) ||
+        need_eps(path, "clip_sample_range", s->clip_sample_range))
+        return -1;
+    if (!(s->beta_start > 0) || !(s->beta_end > s->beta_start) || s->beta_end >= 1)
+        return err_set("%s: beta_start %g / beta_end %g are not 0 < start < end < 1", path, s->beta_start, s->beta_end);
+    if (s->steps_offset < 0 || s->steps_offset >= s->num_train_timesteps)
+        return err_set("%s: \"steps_offset\" %d is out of range", path, s->steps_offset);
+    return 0;
+}
+
 /* ---------- parsers ---------- */
 
 static int parse_block_types(const char *path, const cJSON *o, const char *key, int up, enum sd_block_type *t, int *n)
@@ -338,7 +430,7 @@ static int parse_unet(const char *path, const cJSON *o, unet_config *u)
 {
     int nb = u->n_blocks, nd = nb, nu = nb;
     if (jpos(path, o, "in_channels", &u->in_channels) || jpos(path, o, "out_channels", &u->out_channels) ||
-        jint(path, o, "sample_size", &u->sample_size) ||
+        jpos(path, o, "sample_size", &u->sample_size) ||
         jint_list(path, o, "block_out_channels", u->block_out_channels, &nb) ||
         parse_block_types(path, o, "down_block_types", 0, u->down_block_types, &nd) ||
         parse_block_types(path, o, "up_block_types", 1, u->up_block_types, &nu) ||
@@ -397,7 +489,7 @@ static int parse_unet(const char *path, const cJSON *o, unet_config *u)
         jabsent(path, o, "time_cond_proj_dim") || jabsent(path, o, "time_embedding_dim") ||
         jabsent(path, o, "timestep_post_act") || jabsent(path, o, "cross_attention_norm"))
         return -1;
-    return 0;
+    return check_unet(path, u);
 }
 
 static int parse_vae(const char *path, const cJSON *o, vae_config *v)
@@ -431,8 +523,7 @@ static int parse_vae(const char *path, const cJSON *o, vae_config *v)
         if (v->block_out_channels[i] % v->norm_num_groups)
             return err_set("%s: block_out_channels[%d]=%d is not a multiple of norm_num_groups=%d", path, i,
                            v->block_out_channels[i], v->norm_num_groups);
-    if (!(v->scaling_factor > 0)) return err_set("%s: \"scaling_factor\" must be positive", path);
-    return 0;
+    return check_vae(path, v);
 }
 
 static int parse_clip(const char *path, const cJSON *o, clip_config *c)
@@ -455,7 +546,7 @@ static int parse_clip(const char *path, const cJSON *o, clip_config *c)
     if (c->hidden_size % c->num_attention_heads)
         return err_set("%s: hidden_size %d is not divisible into %d heads", path, c->hidden_size,
                        c->num_attention_heads);
-    return 0;
+    return check_clip(path, c);
 }
 
 static int parse_sched(const char *path, const cJSON *o, sched_config *s)
@@ -496,11 +587,7 @@ static int parse_sched(const char *path, const cJSON *o, sched_config *s)
         else if (!strcmp(st, "heun")) s->solver_midpoint = 0;
         else return err_set("%s: \"solver_type\" is \"%s\"; supported: midpoint, heun", path, st);
     }
-    if (!(s->beta_start > 0) || !(s->beta_end > s->beta_start) || s->beta_end >= 1)
-        return err_set("%s: beta_start %g / beta_end %g are not 0 < start < end < 1", path, s->beta_start, s->beta_end);
-    if (s->steps_offset < 0 || s->steps_offset >= s->num_train_timesteps)
-        return err_set("%s: \"steps_offset\" %d is out of range", path, s->steps_offset);
-    return 0;
+    return check_sched(path, s);
 }
 
 typedef int (*parse_fn)(const char *, const cJSON *, void *);
@@ -717,6 +804,84 @@ const char *sd_map_clip(const char *name, char *buf, size_t len, void *ctx)
                                   : emit(buf, len, "cond_stage_model.transformer.%s", s);
 }
 
+/* ---------- model_index.json ---------- */
+
+/* A short description of a JSON value for messages. */
+static const char *json_kind(const cJSON *v, char *buf, size_t len)
+{
+    if (cJSON_IsNumber(v)) snprintf(buf, len, "%g", v->valuedouble);
+    else if (cJSON_IsString(v)) snprintf(buf, len, "\"%.40s\"", v->valuestring);
+    else if (cJSON_IsBool(v)) snprintf(buf, len, "%s", cJSON_IsTrue(v) ? "true" : "false");
+    else if (cJSON_IsNull(v)) snprintf(buf, len, "null");
+    else if (cJSON_IsArray(v)) snprintf(buf, len, "a list of %d entries", cJSON_GetArraySize(v));
+    else snprintf(buf, len, "an object");
+    return buf;
+}
+
+/* diffusers' [library, class] pair; with_null: nulls (a component left out, [null, null]) also pass. */
+static int is_pair(const cJSON *v, int with_null)
+{
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2) return 0;
+    for (int i = 0; i < 2; i++) {
+        const cJSON *e = cJSON_GetArrayItem(v, i);
+        if (!cJSON_IsString(e) && !(with_null && cJSON_IsNull(e))) return 0;
+    }
+    return 1;
+}
+
+/* The pipeline's component list as diffusers' from_pretrained reads it. genie builds the five parts of a Stable
+ * Diffusion pipeline itself, so each must be listed with a class it implements; the scheduler's class is not used
+ * (the engine runs DDIM or DPM-Solver++ on its config). Other list entries must be pairs too; plain values
+ * (requires_safety_checker) are pipeline arguments. */
+static int check_model_index(const char *path)
+{
+    static const struct {
+        const char *key, *library, *cls[3];
+    } parts[] = {
+        {"unet", "diffusers", {"UNet2DConditionModel"}},
+        {"vae", "diffusers", {"AutoencoderKL"}},
+        {"text_encoder", "transformers", {"CLIPTextModel"}},
+        {"tokenizer", "transformers", {"CLIPTokenizer", "CLIPTokenizerFast"}},
+        {"scheduler", "diffusers", {NULL}},
+    };
+    cJSON *j = json_read(path);
+    if (!j) return -1;
+    char got[64];
+    int rc = 0;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "_class_name");
+    if (e && !cJSON_IsString(e))
+        rc = err_set("%s: \"_class_name\" must be a string, got %s", path, json_kind(e, got, sizeof got));
+    for (size_t i = 0; !rc && i < sizeof parts / sizeof *parts; i++) {
+        const char *key = parts[i].key, *lib = parts[i].library;
+        const char *c0 = parts[i].cls[0] ? parts[i].cls[0] : "PNDMScheduler";
+        e = cJSON_GetObjectItemCaseSensitive(j, key);
+        if (!e) {
+            rc = err_set("%s: no \"%s\" entry (a Stable Diffusion pipeline lists unet, vae, text_encoder, "
+                         "tokenizer and scheduler)", path, key);
+        } else if (!is_pair(e, 0)) {
+            rc = err_set("%s: \"%s\" must be a [library, class] pair such as [\"%s\", \"%s\"], got %s", path, key, lib,
+                         c0, json_kind(e, got, sizeof got));
+        } else {
+            const char *l = cJSON_GetArrayItem(e, 0)->valuestring, *c = cJSON_GetArrayItem(e, 1)->valuestring;
+            int known = !parts[i].cls[0];
+            for (int k = 0; k < 3 && parts[i].cls[k]; k++) known |= !strcmp(c, parts[i].cls[k]);
+            if (strcmp(l, lib))
+                rc = err_set("%s: \"%s\" is from library \"%.40s\"; expected \"%s\"", path, key, l, lib);
+            else if (!known)
+                rc = err_set("%s: \"%s\" is a %.60s; genie implements %s%s%s", path, key, c, c0,
+                             parts[i].cls[1] ? " and " : "", parts[i].cls[1] ? parts[i].cls[1] : "");
+        }
+    }
+    cJSON_ArrayForEach(e, j) {
+        if (rc) break;
+        if (e->string[0] != '_' && cJSON_IsArray(e) && !is_pair(e, 1))
+            rc = err_set("%s: \"%s\" must be a [library, class] pair (or nulls), got %s", path, e->string,
+                         json_kind(e, got, sizeof got));
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
 /* ---------- finding the model ---------- */
 
 static int file_exists(const char *p)
@@ -744,28 +909,44 @@ static int find_weights(char *out, const char *dir, const char *sub, const char 
                    dir, sub, cands[0], cands[1]);
 }
 
-static int find_tokenizer(sd_model *m, const char *near_dir)
+/* dir/sub as a CLIP tokenizer folder, into out: 1 when it holds vocab.json and merges.txt, 0 when there is no such
+ * folder, -1 naming the missing file (found here, not as a token id outside a smaller vocabulary later). */
+static int tokenizer_at(char *out, const char *dir, const char *sub)
 {
+    static const char *const files[] = {"vocab.json", "merges.txt"};
     char p[SD_PATH_MAX];
-    if (!path_join(m->tokenizer_dir, near_dir, "tokenizer") && !path_join(p, m->tokenizer_dir, "vocab.json") &&
-        file_exists(p))
-        return 0;
-    /* the project's copy of the CLIP vocabulary: relative to the working directory, then to the executable */
-    snprintf(m->tokenizer_dir, SD_PATH_MAX, "data/clip-tokenizer");
-    if (file_exists("data/clip-tokenizer/vocab.json")) return 0;
+    if (path_join(out, dir, sub)) return -1;
+    if (!dir_exists(out)) return 0;
+    for (int i = 0; i < 2; i++) {
+        if (path_join(p, out, files[i])) return -1;
+        if (!file_exists(p))
+            return err_set("%s: missing (a CLIP tokenizer folder needs vocab.json and merges.txt)", p);
+    }
+    return 1;
+}
+
+/* A single file carries no tokenizer: config_dir's or the checkpoint folder's tokenizer/, else the project's copy
+ * of the CLIP vocabulary (relative to the working directory, then to the executable). */
+static int find_tokenizer(sd_model *m, const char *config_dir, const char *near_dir)
+{
+    int r = config_dir ? tokenizer_at(m->tokenizer_dir, config_dir, "tokenizer") : 0;
+    if (!r) r = tokenizer_at(m->tokenizer_dir, near_dir, "tokenizer");
+    if (!r) r = tokenizer_at(m->tokenizer_dir, ".", "data/clip-tokenizer");
     char exe[SD_PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    ssize_t n = r ? -1 : readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
         exe[n] = 0;
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = 0;
-            if (!path_join(m->tokenizer_dir, exe, "data/clip-tokenizer") &&
-                !path_join(p, m->tokenizer_dir, "vocab.json") && file_exists(p))
-                return 0;
+            r = tokenizer_at(m->tokenizer_dir, exe, "data/clip-tokenizer");
         }
     }
-    return err_set("%s: no tokenizer/ folder next to the model and no data/clip-tokenizer/vocab.json", near_dir);
+    if (r < 0) return -1;
+    if (!r) return err_set("%s: no tokenizer/ folder next to the model and no data/clip-tokenizer", near_dir);
+    if (!strncmp(m->tokenizer_dir, "./", 2))
+        memmove(m->tokenizer_dir, m->tokenizer_dir + 2, strlen(m->tokenizer_dir) - 1);
+    return 0;
 }
 
 static const st_tensor *need(const st_file *f, const char *name, int ndim)
@@ -907,6 +1088,10 @@ static int load_single(const char *path, const char *config_dir, sd_model *m)
         if (m->unet.block_out_channels[i] % m->unet.attention_head_dim[i])
             return err_set("%s: UNet block %d has %d channels, not divisible into %d heads: give a config folder with "
                            "unet/config.json", path, i, m->unet.block_out_channels[i], m->unet.attention_head_dim[i]);
+    /* sizes read off the tensors go through the same checks as a config's */
+    if (check_unet(path, &m->unet) || check_vae(path, &m->vae) || check_clip(path, &m->clip) ||
+        check_sched(path, &m->sched))
+        return -1;
     m->single_file = 1;
     m->map.unet = &m->unet;
     m->map.n_vae_blocks = m->vae.n_blocks;
@@ -919,8 +1104,7 @@ static int load_single(const char *path, const char *config_dir, sd_model *m)
     char *slash = strrchr(dir, '/');
     if (slash) *slash = 0;
     else strcpy(dir, ".");
-    if (config_dir && !find_tokenizer(m, config_dir)) return 0;
-    return find_tokenizer(m, dir);
+    return find_tokenizer(m, config_dir, dir);
 }
 
 int sd_model_find(const char *path, const char *config_dir, sd_model *m)
@@ -931,11 +1115,14 @@ int sd_model_find(const char *path, const char *config_dir, sd_model *m)
     char p[SD_PATH_MAX];
     if (path_join(p, path, "model_index.json")) return -1;
     if (!file_exists(p)) return err_set("%s: not a diffusers folder (no model_index.json)", path);
-    if (sd_load_configs(path, &m->unet, &m->vae, &m->clip, &m->sched)) return -1;
+    if (check_model_index(p) || sd_load_configs(path, &m->unet, &m->vae, &m->clip, &m->sched)) return -1;
     const char *const dw[] = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors", NULL};
     const char *const tw[] = {"model.safetensors", "model.fp16.safetensors", NULL};
     if (find_weights(m->unet_path, path, "unet", dw) || find_weights(m->vae_path, path, "vae", dw) ||
         find_weights(m->clip_path, path, "text_encoder", tw))
         return -1;
-    return find_tokenizer(m, path);
+    /* the folder's own tokenizer, always: another one's ids need not fit this text encoder */
+    int r = tokenizer_at(m->tokenizer_dir, path, "tokenizer");
+    if (!r) err_set("%s: no tokenizer/ folder (model_index.json lists one)", path);
+    return r == 1 ? 0 : -1;
 }

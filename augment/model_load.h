@@ -56,7 +56,9 @@ typedef struct {
 
 /* Opens path (a diffusers folder or a single .safetensors checkpoint); config_dir (may be NULL) holds diffusers
  * config files that override what a single file's tensors tell. m must not be moved afterwards (m->map points into
- * it). 0, or -1 + err_msg(). */
+ * it). A folder's model_index.json must list unet, vae, text_encoder, tokenizer and scheduler as [library, class]
+ * pairs genie implements, and its tokenizer/ must hold vocab.json and merges.txt; every config value is checked
+ * against its range (sizes positive, eps positive and finite...). 0, or -1 + err_msg() naming the file and key. */
 int sd_model_find(const char *path, const char *config_dir, sd_model *m);
 
 #endif

@@ -1,3 +1,28 @@
+/* CLIP tokenizer (see tokenizer.h). The text cleanup is what HF CLIPTokenizer (the one diffusers uses) runs before
+ * BPE, whitespace_clean(ftfy.fix_text(text)).lower(), with ftfy 6.3's default configuration.
+ *
+ * Matched: fix_text's split into lines and its loop over all fixers until the text stops changing; HTML entities
+ * (the HTML5 names ending in ';' of at most 24 characters, ftfy's all-caps forms such as P&EACUTE;REZ, numeric
+ * references by html.unescape's rules; none on or after the first line that holds a '<'; nested escapes resolve
+ * fully, &amp;amp; -> &); mojibake: ftfy's badness heuristic (every rule of BADNESS_RE) deciding whether a line
+ * is re-read as UTF-8 through Latin-1 or Windows-1252 (with restore_byte_a0 and the utf-8-variants codec), else
+ * its UTF-8-looking runs alone (decode_inconsistent_utf8); C1 controls as Windows-1252; Latin ligatures;
+ * character width; curly quotes; ANSI terminal escapes; control characters; NFC.
+ *
+ * Not matched (tests/test_tokenizer.c pins what happens instead):
+ * - NFC covers the canonical (de)compositions whose mark is in U+0300..U+036F or a kana voicing mark, and the
+ *   singleton decompositions (Angstrom and Kelvin signs, Greek oxia...), with exact canonical reordering of those
+ *   marks. Hangul jamo are not composed, CJK compatibility ideographs not decomposed, and other combining marks
+ *   (Hebrew points, Indic nukta, Arabic hamza...) are not reordered and block composition like starters.
+ * - Mojibake through the other single-byte encodings ftfy tries (Windows-1250/1251/1253/1254/1257, ISO-8859-2,
+ *   MacRoman, cp437) stays; so does mojibake that lost bytes to U+FFFD or '?' (replace_lossy_sequences). The
+ *   UTF-8-run pattern of decode_inconsistent_utf8 is used with its Latin-1/Windows-1252 characters only.
+ * - An all-caps entity decodes to the entity's own character where ftfy gives char.upper(): the same after
+ *   lowercasing, except where upper-casing changes the letter (&SZLIG; -> SS, &SIGMA;), which keep ftfy's value.
+ * - fix_line_breaks is not run: every break it rewrites is whitespace and collapses to one space anyway.
+ * - In ANSI escapes only ASCII digits count (Python's \d also takes other decimal digits).
+ * - OpenAI's simple_tokenizer, unlike HF's, also applies html.unescape twice after ftfy, which decodes entities
+ *   without their ';' (&amp, &copy2024) and entities on lines with a '<'. genie follows HF. */
 #include "tokenizer.h"
 #include "err.h"
 #include <cjson/cJSON.h>
@@ -300,6 +325,788 @@ static const uint32_t uni_cased[][2] = {
     {0x1d6a8, 0x1d6c0}, {0x1d6c2, 0x1d6da}, {0x1d6dc, 0x1d6fa}, {0x1d6fc, 0x1d714}, {0x1d716, 0x1d734}, {0x1d736, 0x1d74e},
     {0x1d750, 0x1d76e}, {0x1d770, 0x1d788}, {0x1d78a, 0x1d7a8}, {0x1d7aa, 0x1d7c2}, {0x1d7c4, 0x1d7cb}, {0x1df00, 0x1df09},
     {0x1df0b, 0x1df1e}, {0x1e900, 0x1e943}, {0x1f130, 0x1f149}, {0x1f150, 0x1f169}, {0x1f170, 0x1f189},
+};
+
+/* Tables of the text cleanup (see the top of the file), generated with Python 3.11's unicodedata (Unicode 14.0.0)
+ * and html.entities.html5:
+ * - nfc_decomp: every canonical decomposition (code point, first, second) whose second part is a mark of
+ *   U+0300..U+036F or U+3099/U+309A, and every singleton but the CJK compatibility ideographs; nfc_compose: the
+ *   indices of the pairs NFC composes (unicodedata.normalize('NFC', first + second) == code point), sorted by pair;
+ *   ccc_0300: unicodedata.combining of U+0300..U+036F.
+ * - html5: the names of html.entities.html5 that end in ';' (without it) and fit ftfy's 24 characters, sorted by
+ *   strcmp; html5_no_upper: all-lower-case names whose all-caps form ftfy does not decode (html.unescape knows a
+ *   prefix of it); html5_upper: the all-caps forms whose char.upper() does not lowercase back to the character.
+ * - width_map: unicodedata.normalize('NFKC', c) for U+FF5F..U+FFEF where it differs (ftfy's WIDTH_MAP). */
+static const uint32_t nfc_decomp[][3] = {
+    {0xc0, 0x41, 0x300}, {0xc1, 0x41, 0x301}, {0xc2, 0x41, 0x302}, {0xc3, 0x41, 0x303}, {0xc4, 0x41, 0x308},
+    {0xc5, 0x41, 0x30a}, {0xc7, 0x43, 0x327}, {0xc8, 0x45, 0x300}, {0xc9, 0x45, 0x301}, {0xca, 0x45, 0x302},
+    {0xcb, 0x45, 0x308}, {0xcc, 0x49, 0x300}, {0xcd, 0x49, 0x301}, {0xce, 0x49, 0x302}, {0xcf, 0x49, 0x308},
+    {0xd1, 0x4e, 0x303}, {0xd2, 0x4f, 0x300}, {0xd3, 0x4f, 0x301}, {0xd4, 0x4f, 0x302}, {0xd5, 0x4f, 0x303},
+    {0xd6, 0x4f, 0x308}, {0xd9, 0x55, 0x300}, {0xda, 0x55, 0x301}, {0xdb, 0x55, 0x302}, {0xdc, 0x55, 0x308},
+    {0xdd, 0x59, 0x301}, {0xe0, 0x61, 0x300}, {0xe1, 0x61, 0x301}, {0xe2, 0x61, 0x302}, {0xe3, 0x61, 0x303},
+    {0xe4, 0x61, 0x308}, {0xe5, 0x61, 0x30a}, {0xe7, 0x63, 0x327}, {0xe8, 0x65, 0x300}, {0xe9, 0x65, 0x301},
+    {0xea, 0x65, 0x302}, {0xeb, 0x65, 0x308}, {0xec, 0x69, 0x300}, {0xed, 0x69, 0x301}, {0xee, 0x69, 0x302},
+    {0xef, 0x69, 0x308}, {0xf1, 0x6e, 0x303}, {0xf2, 0x6f, 0x300}, {0xf3, 0x6f, 0x301}, {0xf4, 0x6f, 0x302},
+    {0xf5, 0x6f, 0x303}, {0xf6, 0x6f, 0x308}, {0xf9, 0x75, 0x300}, {0xfa, 0x75, 0x301}, {0xfb, 0x75, 0x302},
+    {0xfc, 0x75, 0x308}, {0xfd, 0x79, 0x301}, {0xff, 0x79, 0x308}, {0x100, 0x41, 0x304}, {0x101, 0x61, 0x304},
+    {0x102, 0x41, 0x306}, {0x103, 0x61, 0x306}, {0x104, 0x41, 0x328}, {0x105, 0x61, 0x328}, {0x106, 0x43, 0x301},
+    {0x107, 0x63, 0x301}, {0x108, 0x43, 0x302}, {0x109, 0x63, 0x302}, {0x10a, 0x43, 0x307}, {0x10b, 0x63, 0x307},
+    {0x10c, 0x43, 0x30c}, {0x10d, 0x63, 0x30c}, {0x10e, 0x44, 0x30c}, {0x10f, 0x64, 0x30c}, {0x112, 0x45, 0x304},
+    {0x113, 0x65, 0x304}, {0x114, 0x45, 0x306}, {0x115, 0x65, 0x306}, {0x116, 0x45, 0x307}, {0x117, 0x65, 0x307},
+    {0x118, 0x45, 0x328}, {0x119, 0x65, 0x328}, {0x11a, 0x45, 0x30c}, {0x11b, 0x65, 0x30c}, {0x11c, 0x47, 0x302},
+    {0x11d, 0x67, 0x302}, {0x11e, 0x47, 0x306}, {0x11f, 0x67, 0x306}, {0x120, 0x47, 0x307}, {0x121, 0x67, 0x307},
+    {0x122, 0x47, 0x327}, {0x123, 0x67, 0x327}, {0x124, 0x48, 0x302}, {0x125, 0x68, 0x302}, {0x128, 0x49, 0x303},
+    {0x129, 0x69, 0x303}, {0x12a, 0x49, 0x304}, {0x12b, 0x69, 0x304}, {0x12c, 0x49, 0x306}, {0x12d, 0x69, 0x306},
+    {0x12e, 0x49, 0x328}, {0x12f, 0x69, 0x328}, {0x130, 0x49, 0x307}, {0x134, 0x4a, 0x302}, {0x135, 0x6a, 0x302},
+    {0x136, 0x4b, 0x327}, {0x137, 0x6b, 0x327}, {0x139, 0x4c, 0x301}, {0x13a, 0x6c, 0x301}, {0x13b, 0x4c, 0x327},
+    {0x13c, 0x6c, 0x327}, {0x13d, 0x4c, 0x30c}, {0x13e, 0x6c, 0x30c}, {0x143, 0x4e, 0x301}, {0x144, 0x6e, 0x301},
+    {0x145, 0x4e, 0x327}, {0x146, 0x6e, 0x327}, {0x147, 0x4e, 0x30c}, {0x148, 0x6e, 0x30c}, {0x14c, 0x4f, 0x304},
+    {0x14d, 0x6f, 0x304}, {0x14e, 0x4f, 0x306}, {0x14f, 0x6f, 0x306}, {0x150, 0x4f, 0x30b}, {0x151, 0x6f, 0x30b},
+    {0x154, 0x52, 0x301}, {0x155, 0x72, 0x301}, {0x156, 0x52, 0x327}, {0x157, 0x72, 0x327}, {0x158, 0x52, 0x30c},
+    {0x159, 0x72, 0x30c}, {0x15a, 0x53, 0x301}, {0x15b, 0x73, 0x301}, {0x15c, 0x53, 0x302}, {0x15d, 0x73, 0x302},
+    {0x15e, 0x53, 0x327}, {0x15f, 0x73, 0x327}, {0x160, 0x53, 0x30c}, {0x161, 0x73, 0x30c}, {0x162, 0x54, 0x327},
+    {0x163, 0x74, 0x327}, {0x164, 0x54, 0x30c}, {0x165, 0x74, 0x30c}, {0x168, 0x55, 0x303}, {0x169, 0x75, 0x303},
+    {0x16a, 0x55, 0x304}, {0x16b, 0x75, 0x304}, {0x16c, 0x55, 0x306}, {0x16d, 0x75, 0x306}, {0x16e, 0x55, 0x30a},
+    {0x16f, 0x75, 0x30a}, {0x170, 0x55, 0x30b}, {0x171, 0x75, 0x30b}, {0x172, 0x55, 0x328}, {0x173, 0x75, 0x328},
+    {0x174, 0x57, 0x302}, {0x175, 0x77, 0x302}, {0x176, 0x59, 0x302}, {0x177, 0x79, 0x302}, {0x178, 0x59, 0x308},
+    {0x179, 0x5a, 0x301}, {0x17a, 0x7a, 0x301}, {0x17b, 0x5a, 0x307}, {0x17c, 0x7a, 0x307}, {0x17d, 0x5a, 0x30c},
+    {0x17e, 0x7a, 0x30c}, {0x1a0, 0x4f, 0x31b}, {0x1a1, 0x6f, 0x31b}, {0x1af, 0x55, 0x31b}, {0x1b0, 0x75, 0x31b},
+    {0x1cd, 0x41, 0x30c}, {0x1ce, 0x61, 0x30c}, {0x1cf, 0x49, 0x30c}, {0x1d0, 0x69, 0x30c}, {0x1d1, 0x4f, 0x30c},
+    {0x1d2, 0x6f, 0x30c}, {0x1d3, 0x55, 0x30c}, {0x1d4, 0x75, 0x30c}, {0x1d5, 0xdc, 0x304}, {0x1d6, 0xfc, 0x304},
+    {0x1d7, 0xdc, 0x301}, {0x1d8, 0xfc, 0x301}, {0x1d9, 0xdc, 0x30c}, {0x1da, 0xfc, 0x30c}, {0x1db, 0xdc, 0x300},
+    {0x1dc, 0xfc, 0x300}, {0x1de, 0xc4, 0x304}, {0x1df, 0xe4, 0x304}, {0x1e0, 0x226, 0x304}, {0x1e1, 0x227, 0x304},
+    {0x1e2, 0xc6, 0x304}, {0x1e3, 0xe6, 0x304}, {0x1e6, 0x47, 0x30c}, {0x1e7, 0x67, 0x30c}, {0x1e8, 0x4b, 0x30c},
+    {0x1e9, 0x6b, 0x30c}, {0x1ea, 0x4f, 0x328}, {0x1eb, 0x6f, 0x328}, {0x1ec, 0x1ea, 0x304}, {0x1ed, 0x1eb, 0x304},
+    {0x1ee, 0x1b7, 0x30c}, {0x1ef, 0x292, 0x30c}, {0x1f0, 0x6a, 0x30c}, {0x1f4, 0x47, 0x301}, {0x1f5, 0x67, 0x301},
+    {0x1f8, 0x4e, 0x300}, {0x1f9, 0x6e, 0x300}, {0x1fa, 0xc5, 0x301}, {0x1fb, 0xe5, 0x301}, {0x1fc, 0xc6, 0x301},
+    {0x1fd, 0xe6, 0x301}, {0x1fe, 0xd8, 0x301}, {0x1ff, 0xf8, 0x301}, {0x200, 0x41, 0x30f}, {0x201, 0x61, 0x30f},
+    {0x202, 0x41, 0x311}, {0x203, 0x61, 0x311}, {0x204, 0x45, 0x30f}, {0x205, 0x65, 0x30f}, {0x206, 0x45, 0x311},
+    {0x207, 0x65, 0x311}, {0x208, 0x49, 0x30f}, {0x209, 0x69, 0x30f}, {0x20a, 0x49, 0x311}, {0x20b, 0x69, 0x311},
+    {0x20c, 0x4f, 0x30f}, {0x20d, 0x6f, 0x30f}, {0x20e, 0x4f, 0x311}, {0x20f, 0x6f, 0x311}, {0x210, 0x52, 0x30f},
+    {0x211, 0x72, 0x30f}, {0x212, 0x52, 0x311}, {0x213, 0x72, 0x311}, {0x214, 0x55, 0x30f}, {0x215, 0x75, 0x30f},
+    {0x216, 0x55, 0x311}, {0x217, 0x75, 0x311}, {0x218, 0x53, 0x326}, {0x219, 0x73, 0x326}, {0x21a, 0x54, 0x326},
+    {0x21b, 0x74, 0x326}, {0x21e, 0x48, 0x30c}, {0x21f, 0x68, 0x30c}, {0x226, 0x41, 0x307}, {0x227, 0x61, 0x307},
+    {0x228, 0x45, 0x327}, {0x229, 0x65, 0x327}, {0x22a, 0xd6, 0x304}, {0x22b, 0xf6, 0x304}, {0x22c, 0xd5, 0x304},
+    {0x22d, 0xf5, 0x304}, {0x22e, 0x4f, 0x307}, {0x22f, 0x6f, 0x307}, {0x230, 0x22e, 0x304}, {0x231, 0x22f, 0x304},
+    {0x232, 0x59, 0x304}, {0x233, 0x79, 0x304}, {0x340, 0x300, 0x0}, {0x341, 0x301, 0x0}, {0x343, 0x313, 0x0},
+    {0x344, 0x308, 0x301}, {0x374, 0x2b9, 0x0}, {0x37e, 0x3b, 0x0}, {0x385, 0xa8, 0x301}, {0x386, 0x391, 0x301},
+    {0x387, 0xb7, 0x0}, {0x388, 0x395, 0x301}, {0x389, 0x397, 0x301}, {0x38a, 0x399, 0x301}, {0x38c, 0x39f, 0x301},
+    {0x38e, 0x3a5, 0x301}, {0x38f, 0x3a9, 0x301}, {0x390, 0x3ca, 0x301}, {0x3aa, 0x399, 0x308}, {0x3ab, 0x3a5, 0x308},
+    {0x3ac, 0x3b1, 0x301}, {0x3ad, 0x3b5, 0x301}, {0x3ae, 0x3b7, 0x301}, {0x3af, 0x3b9, 0x301}, {0x3b0, 0x3cb, 0x301},
+    {0x3ca, 0x3b9, 0x308}, {0x3cb, 0x3c5, 0x308}, {0x3cc, 0x3bf, 0x301}, {0x3cd, 0x3c5, 0x301}, {0x3ce, 0x3c9, 0x301},
+    {0x3d3, 0x3d2, 0x301}, {0x3d4, 0x3d2, 0x308}, {0x400, 0x415, 0x300}, {0x401, 0x415, 0x308}, {0x403, 0x413, 0x301},
+    {0x407, 0x406, 0x308}, {0x40c, 0x41a, 0x301}, {0x40d, 0x418, 0x300}, {0x40e, 0x423, 0x306}, {0x419, 0x418, 0x306},
+    {0x439, 0x438, 0x306}, {0x450, 0x435, 0x300}, {0x451, 0x435, 0x308}, {0x453, 0x433, 0x301}, {0x457, 0x456, 0x308},
+    {0x45c, 0x43a, 0x301}, {0x45d, 0x438, 0x300}, {0x45e, 0x443, 0x306}, {0x476, 0x474, 0x30f}, {0x477, 0x475, 0x30f},
+    {0x4c1, 0x416, 0x306}, {0x4c2, 0x436, 0x306}, {0x4d0, 0x410, 0x306}, {0x4d1, 0x430, 0x306}, {0x4d2, 0x410, 0x308},
+    {0x4d3, 0x430, 0x308}, {0x4d6, 0x415, 0x306}, {0x4d7, 0x435, 0x306}, {0x4da, 0x4d8, 0x308}, {0x4db, 0x4d9, 0x308},
+    {0x4dc, 0x416, 0x308}, {0x4dd, 0x436, 0x308}, {0x4de, 0x417, 0x308}, {0x4df, 0x437, 0x308}, {0x4e2, 0x418, 0x304},
+    {0x4e3, 0x438, 0x304}, {0x4e4, 0x418, 0x308}, {0x4e5, 0x438, 0x308}, {0x4e6, 0x41e, 0x308}, {0x4e7, 0x43e, 0x308},
+    {0x4ea, 0x4e8, 0x308}, {0x4eb, 0x4e9, 0x308}, {0x4ec, 0x42d, 0x308}, {0x4ed, 0x44d, 0x308}, {0x4ee, 0x423, 0x304},
+    {0x4ef, 0x443, 0x304}, {0x4f0, 0x423, 0x308}, {0x4f1, 0x443, 0x308}, {0x4f2, 0x423, 0x30b}, {0x4f3, 0x443, 0x30b},
+    {0x4f4, 0x427, 0x308}, {0x4f5, 0x447, 0x308}, {0x4f8, 0x42b, 0x308}, {0x4f9, 0x44b, 0x308}, {0x1e00, 0x41, 0x325},
+    {0x1e01, 0x61, 0x325}, {0x1e02, 0x42, 0x307}, {0x1e03, 0x62, 0x307}, {0x1e04, 0x42, 0x323}, {0x1e05, 0x62, 0x323},
+    {0x1e06, 0x42, 0x331}, {0x1e07, 0x62, 0x331}, {0x1e08, 0xc7, 0x301}, {0x1e09, 0xe7, 0x301}, {0x1e0a, 0x44, 0x307},
+    {0x1e0b, 0x64, 0x307}, {0x1e0c, 0x44, 0x323}, {0x1e0d, 0x64, 0x323}, {0x1e0e, 0x44, 0x331}, {0x1e0f, 0x64, 0x331},
+    {0x1e10, 0x44, 0x327}, {0x1e11, 0x64, 0x327}, {0x1e12, 0x44, 0x32d}, {0x1e13, 0x64, 0x32d},
+    {0x1e14, 0x112, 0x300}, {0x1e15, 0x113, 0x300}, {0x1e16, 0x112, 0x301}, {0x1e17, 0x113, 0x301},
+    {0x1e18, 0x45, 0x32d}, {0x1e19, 0x65, 0x32d}, {0x1e1a, 0x45, 0x330}, {0x1e1b, 0x65, 0x330},
+    {0x1e1c, 0x228, 0x306}, {0x1e1d, 0x229, 0x306}, {0x1e1e, 0x46, 0x307}, {0x1e1f, 0x66, 0x307},
+    {0x1e20, 0x47, 0x304}, {0x1e21, 0x67, 0x304}, {0x1e22, 0x48, 0x307}, {0x1e23, 0x68, 0x307}, {0x1e24, 0x48, 0x323},
+    {0x1e25, 0x68, 0x323}, {0x1e26, 0x48, 0x308}, {0x1e27, 0x68, 0x308}, {0x1e28, 0x48, 0x327}, {0x1e29, 0x68, 0x327},
+    {0x1e2a, 0x48, 0x32e}, {0x1e2b, 0x68, 0x32e}, {0x1e2c, 0x49, 0x330}, {0x1e2d, 0x69, 0x330}, {0x1e2e, 0xcf, 0x301},
+    {0x1e2f, 0xef, 0x301}, {0x1e30, 0x4b, 0x301}, {0x1e31, 0x6b, 0x301}, {0x1e32, 0x4b, 0x323}, {0x1e33, 0x6b, 0x323},
+    {0x1e34, 0x4b, 0x331}, {0x1e35, 0x6b, 0x331}, {0x1e36, 0x4c, 0x323}, {0x1e37, 0x6c, 0x323},
+    {0x1e38, 0x1e36, 0x304}, {0x1e39, 0x1e37, 0x304}, {0x1e3a, 0x4c, 0x331}, {0x1e3b, 0x6c, 0x331},
+    {0x1e3c, 0x4c, 0x32d}, {0x1e3d, 0x6c, 0x32d}, {0x1e3e, 0x4d, 0x301}, {0x1e3f, 0x6d, 0x301}, {0x1e40, 0x4d, 0x307},
+    {0x1e41, 0x6d, 0x307}, {0x1e42, 0x4d, 0x323}, {0x1e43, 0x6d, 0x323}, {0x1e44, 0x4e, 0x307}, {0x1e45, 0x6e, 0x307},
+    {0x1e46, 0x4e, 0x323}, {0x1e47, 0x6e, 0x323}, {0x1e48, 0x4e, 0x331}, {0x1e49, 0x6e, 0x331}, {0x1e4a, 0x4e, 0x32d},
+    {0x1e4b, 0x6e, 0x32d}, {0x1e4c, 0xd5, 0x301}, {0x1e4d, 0xf5, 0x301}, {0x1e4e, 0xd5, 0x308}, {0x1e4f, 0xf5, 0x308},
+    {0x1e50, 0x14c, 0x300}, {0x1e51, 0x14d, 0x300}, {0x1e52, 0x14c, 0x301}, {0x1e53, 0x14d, 0x301},
+    {0x1e54, 0x50, 0x301}, {0x1e55, 0x70, 0x301}, {0x1e56, 0x50, 0x307}, {0x1e57, 0x70, 0x307}, {0x1e58, 0x52, 0x307},
+    {0x1e59, 0x72, 0x307}, {0x1e5a, 0x52, 0x323}, {0x1e5b, 0x72, 0x323}, {0x1e5c, 0x1e5a, 0x304},
+    {0x1e5d, 0x1e5b, 0x304}, {0x1e5e, 0x52, 0x331}, {0x1e5f, 0x72, 0x331}, {0x1e60, 0x53, 0x307},
+    {0x1e61, 0x73, 0x307}, {0x1e62, 0x53, 0x323}, {0x1e63, 0x73, 0x323}, {0x1e64, 0x15a, 0x307},
+    {0x1e65, 0x15b, 0x307}, {0x1e66, 0x160, 0x307}, {0x1e67, 0x161, 0x307}, {0x1e68, 0x1e62, 0x307},
+    {0x1e69, 0x1e63, 0x307}, {0x1e6a, 0x54, 0x307}, {0x1e6b, 0x74, 0x307}, {0x1e6c, 0x54, 0x323},
+    {0x1e6d, 0x74, 0x323}, {0x1e6e, 0x54, 0x331}, {0x1e6f, 0x74, 0x331}, {0x1e70, 0x54, 0x32d}, {0x1e71, 0x74, 0x32d},
+    {0x1e72, 0x55, 0x324}, {0x1e73, 0x75, 0x324}, {0x1e74, 0x55, 0x330}, {0x1e75, 0x75, 0x330}, {0x1e76, 0x55, 0x32d},
+    {0x1e77, 0x75, 0x32d}, {0x1e78, 0x168, 0x301}, {0x1e79, 0x169, 0x301}, {0x1e7a, 0x16a, 0x308},
+    {0x1e7b, 0x16b, 0x308}, {0x1e7c, 0x56, 0x303}, {0x1e7d, 0x76, 0x303}, {0x1e7e, 0x56, 0x323},
+    {0x1e7f, 0x76, 0x323}, {0x1e80, 0x57, 0x300}, {0x1e81, 0x77, 0x300}, {0x1e82, 0x57, 0x301}, {0x1e83, 0x77, 0x301},
+    {0x1e84, 0x57, 0x308}, {0x1e85, 0x77, 0x308}, {0x1e86, 0x57, 0x307}, {0x1e87, 0x77, 0x307}, {0x1e88, 0x57, 0x323},
+    {0x1e89, 0x77, 0x323}, {0x1e8a, 0x58, 0x307}, {0x1e8b, 0x78, 0x307}, {0x1e8c, 0x58, 0x308}, {0x1e8d, 0x78, 0x308},
+    {0x1e8e, 0x59, 0x307}, {0x1e8f, 0x79, 0x307}, {0x1e90, 0x5a, 0x302}, {0x1e91, 0x7a, 0x302}, {0x1e92, 0x5a, 0x323},
+    {0x1e93, 0x7a, 0x323}, {0x1e94, 0x5a, 0x331}, {0x1e95, 0x7a, 0x331}, {0x1e96, 0x68, 0x331}, {0x1e97, 0x74, 0x308},
+    {0x1e98, 0x77, 0x30a}, {0x1e99, 0x79, 0x30a}, {0x1e9b, 0x17f, 0x307}, {0x1ea0, 0x41, 0x323},
+    {0x1ea1, 0x61, 0x323}, {0x1ea2, 0x41, 0x309}, {0x1ea3, 0x61, 0x309}, {0x1ea4, 0xc2, 0x301}, {0x1ea5, 0xe2, 0x301},
+    {0x1ea6, 0xc2, 0x300}, {0x1ea7, 0xe2, 0x300}, {0x1ea8, 0xc2, 0x309}, {0x1ea9, 0xe2, 0x309}, {0x1eaa, 0xc2, 0x303},
+    {0x1eab, 0xe2, 0x303}, {0x1eac, 0x1ea0, 0x302}, {0x1ead, 0x1ea1, 0x302}, {0x1eae, 0x102, 0x301},
+    {0x1eaf, 0x103, 0x301}, {0x1eb0, 0x102, 0x300}, {0x1eb1, 0x103, 0x300}, {0x1eb2, 0x102, 0x309},
+    {0x1eb3, 0x103, 0x309}, {0x1eb4, 0x102, 0x303}, {0x1eb5, 0x103, 0x303}, {0x1eb6, 0x1ea0, 0x306},
+    {0x1eb7, 0x1ea1, 0x306}, {0x1eb8, 0x45, 0x323}, {0x1eb9, 0x65, 0x323}, {0x1eba, 0x45, 0x309},
+    {0x1ebb, 0x65, 0x309}, {0x1ebc, 0x45, 0x303}, {0x1ebd, 0x65, 0x303}, {0x1ebe, 0xca, 0x301}, {0x1ebf, 0xea, 0x301},
+    {0x1ec0, 0xca, 0x300}, {0x1ec1, 0xea, 0x300}, {0x1ec2, 0xca, 0x309}, {0x1ec3, 0xea, 0x309}, {0x1ec4, 0xca, 0x303},
+    {0x1ec5, 0xea, 0x303}, {0x1ec6, 0x1eb8, 0x302}, {0x1ec7, 0x1eb9, 0x302}, {0x1ec8, 0x49, 0x309},
+    {0x1ec9, 0x69, 0x309}, {0x1eca, 0x49, 0x323}, {0x1ecb, 0x69, 0x323}, {0x1ecc, 0x4f, 0x323}, {0x1ecd, 0x6f, 0x323},
+    {0x1ece, 0x4f, 0x309}, {0x1ecf, 0x6f, 0x309}, {0x1ed0, 0xd4, 0x301}, {0x1ed1, 0xf4, 0x301}, {0x1ed2, 0xd4, 0x300},
+    {0x1ed3, 0xf4, 0x300}, {0x1ed4, 0xd4, 0x309}, {0x1ed5, 0xf4, 0x309}, {0x1ed6, 0xd4, 0x303}, {0x1ed7, 0xf4, 0x303},
+    {0x1ed8, 0x1ecc, 0x302}, {0x1ed9, 0x1ecd, 0x302}, {0x1eda, 0x1a0, 0x301}, {0x1edb, 0x1a1, 0x301},
+    {0x1edc, 0x1a0, 0x300}, {0x1edd, 0x1a1, 0x300}, {0x1ede, 0x1a0, 0x309}, {0x1edf, 0x1a1, 0x309},
+    {0x1ee0, 0x1a0, 0x303}, {0x1ee1, 0x1a1, 0x303}, {0x1ee2, 0x1a0, 0x323}, {0x1ee3, 0x1a1, 0x323},
+    {0x1ee4, 0x55, 0x323}, {0x1ee5, 0x75, 0x323}, {0x1ee6, 0x55, 0x309}, {0x1ee7, 0x75, 0x309},
+    {0x1ee8, 0x1af, 0x301}, {0x1ee9, 0x1b0, 0x301}, {0x1eea, 0x1af, 0x300}, {0x1eeb, 0x1b0, 0x300},
+    {0x1eec, 0x1af, 0x309}, {0x1eed, 0x1b0, 0x309}, {0x1eee, 0x1af, 0x303}, {0x1eef, 0x1b0, 0x303},
+    {0x1ef0, 0x1af, 0x323}, {0x1ef1, 0x1b0, 0x323}, {0x1ef2, 0x59, 0x300}, {0x1ef3, 0x79, 0x300},
+    {0x1ef4, 0x59, 0x323}, {0x1ef5, 0x79, 0x323}, {0x1ef6, 0x59, 0x309}, {0x1ef7, 0x79, 0x309}, {0x1ef8, 0x59, 0x303},
+    {0x1ef9, 0x79, 0x303}, {0x1f00, 0x3b1, 0x313}, {0x1f01, 0x3b1, 0x314}, {0x1f02, 0x1f00, 0x300},
+    {0x1f03, 0x1f01, 0x300}, {0x1f04, 0x1f00, 0x301}, {0x1f05, 0x1f01, 0x301}, {0x1f06, 0x1f00, 0x342},
+    {0x1f07, 0x1f01, 0x342}, {0x1f08, 0x391, 0x313}, {0x1f09, 0x391, 0x314}, {0x1f0a, 0x1f08, 0x300},
+    {0x1f0b, 0x1f09, 0x300}, {0x1f0c, 0x1f08, 0x301}, {0x1f0d, 0x1f09, 0x301}, {0x1f0e, 0x1f08, 0x342},
+    {0x1f0f, 0x1f09, 0x342}, {0x1f10, 0x3b5, 0x313}, {0x1f11, 0x3b5, 0x314}, {0x1f12, 0x1f10, 0x300},
+    {0x1f13, 0x1f11, 0x300}, {0x1f14, 0x1f10, 0x301}, {0x1f15, 0x1f11, 0x301}, {0x1f18, 0x395, 0x313},
+    {0x1f19, 0x395, 0x314}, {0x1f1a, 0x1f18, 0x300}, {0x1f1b, 0x1f19, 0x300}, {0x1f1c, 0x1f18, 0x301},
+    {0x1f1d, 0x1f19, 0x301}, {0x1f20, 0x3b7, 0x313}, {0x1f21, 0x3b7, 0x314}, {0x1f22, 0x1f20, 0x300},
+    {0x1f23, 0x1f21, 0x300}, {0x1f24, 0x1f20, 0x301}, {0x1f25, 0x1f21, 0x301}, {0x1f26, 0x1f20, 0x342},
+    {0x1f27, 0x1f21, 0x342}, {0x1f28, 0x397, 0x313}, {0x1f29, 0x397, 0x314}, {0x1f2a, 0x1f28, 0x300},
+    {0x1f2b, 0x1f29, 0x300}, {0x1f2c, 0x1f28, 0x301}, {0x1f2d, 0x1f29, 0x301}, {0x1f2e, 0x1f28, 0x342},
+    {0x1f2f, 0x1f29, 0x342}, {0x1f30, 0x3b9, 0x313}, {0x1f31, 0x3b9, 0x314}, {0x1f32, 0x1f30, 0x300},
+    {0x1f33, 0x1f31, 0x300}, {0x1f34, 0x1f30, 0x301}, {0x1f35, 0x1f31, 0x301}, {0x1f36, 0x1f30, 0x342},
+    {0x1f37, 0x1f31, 0x342}, {0x1f38, 0x399, 0x313}, {0x1f39, 0x399, 0x314}, {0x1f3a, 0x1f38, 0x300},
+    {0x1f3b, 0x1f39, 0x300}, {0x1f3c, 0x1f38, 0x301}, {0x1f3d, 0x1f39, 0x301}, {0x1f3e, 0x1f38, 0x342},
+    {0x1f3f, 0x1f39, 0x342}, {0x1f40, 0x3bf, 0x313}, {0x1f41, 0x3bf, 0x314}, {0x1f42, 0x1f40, 0x300},
+    {0x1f43, 0x1f41, 0x300}, {0x1f44, 0x1f40, 0x301}, {0x1f45, 0x1f41, 0x301}, {0x1f48, 0x39f, 0x313},
+    {0x1f49, 0x39f, 0x314}, {0x1f4a, 0x1f48, 0x300}, {0x1f4b, 0x1f49, 0x300}, {0x1f4c, 0x1f48, 0x301},
+    {0x1f4d, 0x1f49, 0x301}, {0x1f50, 0x3c5, 0x313}, {0x1f51, 0x3c5, 0x314}, {0x1f52, 0x1f50, 0x300},
+    {0x1f53, 0x1f51, 0x300}, {0x1f54, 0x1f50, 0x301}, {0x1f55, 0x1f51, 0x301}, {0x1f56, 0x1f50, 0x342},
+    {0x1f57, 0x1f51, 0x342}, {0x1f59, 0x3a5, 0x314}, {0x1f5b, 0x1f59, 0x300}, {0x1f5d, 0x1f59, 0x301},
+    {0x1f5f, 0x1f59, 0x342}, {0x1f60, 0x3c9, 0x313}, {0x1f61, 0x3c9, 0x314}, {0x1f62, 0x1f60, 0x300},
+    {0x1f63, 0x1f61, 0x300}, {0x1f64, 0x1f60, 0x301}, {0x1f65, 0x1f61, 0x301}, {0x1f66, 0x1f60, 0x342},
+    {0x1f67, 0x1f61, 0x342}, {0x1f68, 0x3a9, 0x313}, {0x1f69, 0x3a9, 0x314}, {0x1f6a, 0x1f68, 0x300},
+    {0x1f6b, 0x1f69, 0x300}, {0x1f6c, 0x1f68, 0x301}, {0x1f6d, 0x1f69, 0x301}, {0x1f6e, 0x1f68, 0x342},
+    {0x1f6f, 0x1f69, 0x342}, {0x1f70, 0x3b1, 0x300}, {0x1f71, 0x3ac, 0x0}, {0x1f72, 0x3b5, 0x300},
+    {0x1f73, 0x3ad, 0x0}, {0x1f74, 0x3b7, 0x300}, {0x1f75, 0x3ae, 0x0}, {0x1f76, 0x3b9, 0x300}, {0x1f77, 0x3af, 0x0},
+    {0x1f78, 0x3bf, 0x300}, {0x1f79, 0x3cc, 0x0}, {0x1f7a, 0x3c5, 0x300}, {0x1f7b, 0x3cd, 0x0},
+    {0x1f7c, 0x3c9, 0x300}, {0x1f7d, 0x3ce, 0x0}, {0x1f80, 0x1f00, 0x345}, {0x1f81, 0x1f01, 0x345},
+    {0x1f82, 0x1f02, 0x345}, {0x1f83, 0x1f03, 0x345}, {0x1f84, 0x1f04, 0x345}, {0x1f85, 0x1f05, 0x345},
+    {0x1f86, 0x1f06, 0x345}, {0x1f87, 0x1f07, 0x345}, {0x1f88, 0x1f08, 0x345}, {0x1f89, 0x1f09, 0x345},
+    {0x1f8a, 0x1f0a, 0x345}, {0x1f8b, 0x1f0b, 0x345}, {0x1f8c, 0x1f0c, 0x345}, {0x1f8d, 0x1f0d, 0x345},
+    {0x1f8e, 0x1f0e, 0x345}, {0x1f8f, 0x1f0f, 0x345}, {0x1f90, 0x1f20, 0x345}, {0x1f91, 0x1f21, 0x345},
+    {0x1f92, 0x1f22, 0x345}, {0x1f93, 0x1f23, 0x345}, {0x1f94, 0x1f24, 0x345}, {0x1f95, 0x1f25, 0x345},
+    {0x1f96, 0x1f26, 0x345}, {0x1f97, 0x1f27, 0x345}, {0x1f98, 0x1f28, 0x345}, {0x1f99, 0x1f29, 0x345},
+    {0x1f9a, 0x1f2a, 0x345}, {0x1f9b, 0x1f2b, 0x345}, {0x1f9c, 0x1f2c, 0x345}, {0x1f9d, 0x1f2d, 0x345},
+    {0x1f9e, 0x1f2e, 0x345}, {0x1f9f, 0x1f2f, 0x345}, {0x1fa0, 0x1f60, 0x345}, {0x1fa1, 0x1f61, 0x345},
+    {0x1fa2, 0x1f62, 0x345}, {0x1fa3, 0x1f63, 0x345}, {0x1fa4, 0x1f64, 0x345}, {0x1fa5, 0x1f65, 0x345},
+    {0x1fa6, 0x1f66, 0x345}, {0x1fa7, 0x1f67, 0x345}, {0x1fa8, 0x1f68, 0x345}, {0x1fa9, 0x1f69, 0x345},
+    {0x1faa, 0x1f6a, 0x345}, {0x1fab, 0x1f6b, 0x345}, {0x1fac, 0x1f6c, 0x345}, {0x1fad, 0x1f6d, 0x345},
+    {0x1fae, 0x1f6e, 0x345}, {0x1faf, 0x1f6f, 0x345}, {0x1fb0, 0x3b1, 0x306}, {0x1fb1, 0x3b1, 0x304},
+    {0x1fb2, 0x1f70, 0x345}, {0x1fb3, 0x3b1, 0x345}, {0x1fb4, 0x3ac, 0x345}, {0x1fb6, 0x3b1, 0x342},
+    {0x1fb7, 0x1fb6, 0x345}, {0x1fb8, 0x391, 0x306}, {0x1fb9, 0x391, 0x304}, {0x1fba, 0x391, 0x300},
+    {0x1fbb, 0x386, 0x0}, {0x1fbc, 0x391, 0x345}, {0x1fbe, 0x3b9, 0x0}, {0x1fc1, 0xa8, 0x342},
+    {0x1fc2, 0x1f74, 0x345}, {0x1fc3, 0x3b7, 0x345}, {0x1fc4, 0x3ae, 0x345}, {0x1fc6, 0x3b7, 0x342},
+    {0x1fc7, 0x1fc6, 0x345}, {0x1fc8, 0x395, 0x300}, {0x1fc9, 0x388, 0x0}, {0x1fca, 0x397, 0x300},
+    {0x1fcb, 0x389, 0x0}, {0x1fcc, 0x397, 0x345}, {0x1fcd, 0x1fbf, 0x300}, {0x1fce, 0x1fbf, 0x301},
+    {0x1fcf, 0x1fbf, 0x342}, {0x1fd0, 0x3b9, 0x306}, {0x1fd1, 0x3b9, 0x304}, {0x1fd2, 0x3ca, 0x300},
+    {0x1fd3, 0x390, 0x0}, {0x1fd6, 0x3b9, 0x342}, {0x1fd7, 0x3ca, 0x342}, {0x1fd8, 0x399, 0x306},
+    {0x1fd9, 0x399, 0x304}, {0x1fda, 0x399, 0x300}, {0x1fdb, 0x38a, 0x0}, {0x1fdd, 0x1ffe, 0x300},
+    {0x1fde, 0x1ffe, 0x301}, {0x1fdf, 0x1ffe, 0x342}, {0x1fe0, 0x3c5, 0x306}, {0x1fe1, 0x3c5, 0x304},
+    {0x1fe2, 0x3cb, 0x300}, {0x1fe3, 0x3b0, 0x0}, {0x1fe4, 0x3c1, 0x313}, {0x1fe5, 0x3c1, 0x314},
+    {0x1fe6, 0x3c5, 0x342}, {0x1fe7, 0x3cb, 0x342}, {0x1fe8, 0x3a5, 0x306}, {0x1fe9, 0x3a5, 0x304},
+    {0x1fea, 0x3a5, 0x300}, {0x1feb, 0x38e, 0x0}, {0x1fec, 0x3a1, 0x314}, {0x1fed, 0xa8, 0x300}, {0x1fee, 0x385, 0x0},
+    {0x1fef, 0x60, 0x0}, {0x1ff2, 0x1f7c, 0x345}, {0x1ff3, 0x3c9, 0x345}, {0x1ff4, 0x3ce, 0x345},
+    {0x1ff6, 0x3c9, 0x342}, {0x1ff7, 0x1ff6, 0x345}, {0x1ff8, 0x39f, 0x300}, {0x1ff9, 0x38c, 0x0},
+    {0x1ffa, 0x3a9, 0x300}, {0x1ffb, 0x38f, 0x0}, {0x1ffc, 0x3a9, 0x345}, {0x1ffd, 0xb4, 0x0}, {0x2000, 0x2002, 0x0},
+    {0x2001, 0x2003, 0x0}, {0x2126, 0x3a9, 0x0}, {0x212a, 0x4b, 0x0}, {0x212b, 0xc5, 0x0}, {0x219a, 0x2190, 0x338},
+    {0x219b, 0x2192, 0x338}, {0x21ae, 0x2194, 0x338}, {0x21cd, 0x21d0, 0x338}, {0x21ce, 0x21d4, 0x338},
+    {0x21cf, 0x21d2, 0x338}, {0x2204, 0x2203, 0x338}, {0x2209, 0x2208, 0x338}, {0x220c, 0x220b, 0x338},
+    {0x2224, 0x2223, 0x338}, {0x2226, 0x2225, 0x338}, {0x2241, 0x223c, 0x338}, {0x2244, 0x2243, 0x338},
+    {0x2247, 0x2245, 0x338}, {0x2249, 0x2248, 0x338}, {0x2260, 0x3d, 0x338}, {0x2262, 0x2261, 0x338},
+    {0x226d, 0x224d, 0x338}, {0x226e, 0x3c, 0x338}, {0x226f, 0x3e, 0x338}, {0x2270, 0x2264, 0x338},
+    {0x2271, 0x2265, 0x338}, {0x2274, 0x2272, 0x338}, {0x2275, 0x2273, 0x338}, {0x2278, 0x2276, 0x338},
+    {0x2279, 0x2277, 0x338}, {0x2280, 0x227a, 0x338}, {0x2281, 0x227b, 0x338}, {0x2284, 0x2282, 0x338},
+    {0x2285, 0x2283, 0x338}, {0x2288, 0x2286, 0x338}, {0x2289, 0x2287, 0x338}, {0x22ac, 0x22a2, 0x338},
+    {0x22ad, 0x22a8, 0x338}, {0x22ae, 0x22a9, 0x338}, {0x22af, 0x22ab, 0x338}, {0x22e0, 0x227c, 0x338},
+    {0x22e1, 0x227d, 0x338}, {0x22e2, 0x2291, 0x338}, {0x22e3, 0x2292, 0x338}, {0x22ea, 0x22b2, 0x338},
+    {0x22eb, 0x22b3, 0x338}, {0x22ec, 0x22b4, 0x338}, {0x22ed, 0x22b5, 0x338}, {0x2329, 0x3008, 0x0},
+    {0x232a, 0x3009, 0x0}, {0x2adc, 0x2add, 0x338}, {0x304c, 0x304b, 0x3099}, {0x304e, 0x304d, 0x3099},
+    {0x3050, 0x304f, 0x3099}, {0x3052, 0x3051, 0x3099}, {0x3054, 0x3053, 0x3099}, {0x3056, 0x3055, 0x3099},
+    {0x3058, 0x3057, 0x3099}, {0x305a, 0x3059, 0x3099}, {0x305c, 0x305b, 0x3099}, {0x305e, 0x305d, 0x3099},
+    {0x3060, 0x305f, 0x3099}, {0x3062, 0x3061, 0x3099}, {0x3065, 0x3064, 0x3099}, {0x3067, 0x3066, 0x3099},
+    {0x3069, 0x3068, 0x3099}, {0x3070, 0x306f, 0x3099}, {0x3071, 0x306f, 0x309a}, {0x3073, 0x3072, 0x3099},
+    {0x3074, 0x3072, 0x309a}, {0x3076, 0x3075, 0x3099}, {0x3077, 0x3075, 0x309a}, {0x3079, 0x3078, 0x3099},
+    {0x307a, 0x3078, 0x309a}, {0x307c, 0x307b, 0x3099}, {0x307d, 0x307b, 0x309a}, {0x3094, 0x3046, 0x3099},
+    {0x309e, 0x309d, 0x3099}, {0x30ac, 0x30ab, 0x3099}, {0x30ae, 0x30ad, 0x3099}, {0x30b0, 0x30af, 0x3099},
+    {0x30b2, 0x30b1, 0x3099}, {0x30b4, 0x30b3, 0x3099}, {0x30b6, 0x30b5, 0x3099}, {0x30b8, 0x30b7, 0x3099},
+    {0x30ba, 0x30b9, 0x3099}, {0x30bc, 0x30bb, 0x3099}, {0x30be, 0x30bd, 0x3099}, {0x30c0, 0x30bf, 0x3099},
+    {0x30c2, 0x30c1, 0x3099}, {0x30c5, 0x30c4, 0x3099}, {0x30c7, 0x30c6, 0x3099}, {0x30c9, 0x30c8, 0x3099},
+    {0x30d0, 0x30cf, 0x3099}, {0x30d1, 0x30cf, 0x309a}, {0x30d3, 0x30d2, 0x3099}, {0x30d4, 0x30d2, 0x309a},
+    {0x30d6, 0x30d5, 0x3099}, {0x30d7, 0x30d5, 0x309a}, {0x30d9, 0x30d8, 0x3099}, {0x30da, 0x30d8, 0x309a},
+    {0x30dc, 0x30db, 0x3099}, {0x30dd, 0x30db, 0x309a}, {0x30f4, 0x30a6, 0x3099}, {0x30f7, 0x30ef, 0x3099},
+    {0x30f8, 0x30f0, 0x3099}, {0x30f9, 0x30f1, 0x3099}, {0x30fa, 0x30f2, 0x3099}, {0x30fe, 0x30fd, 0x3099},
+};
+static const uint16_t nfc_compose[] = {
+    831, 828, 832, 0, 1, 2, 3, 53, 55, 238, 4, 491, 5, 165, 208, 210, 489, 334, 57, 336, 338, 340, 59, 61, 63, 65, 6,
+    344, 67, 346, 350, 352, 348, 7, 8, 9, 517, 69, 71, 73, 10, 515, 77, 212, 214, 513, 240, 75, 358, 360, 364, 198,
+    79, 366, 81, 83, 187, 85, 87, 368, 372, 236, 370, 374, 376, 11, 12, 13, 89, 91, 93, 97, 14, 529, 167, 216, 218,
+    531, 95, 378, 98, 382, 189, 384, 100, 386, 102, 106, 388, 104, 394, 392, 396, 398, 400, 200, 108, 15, 402, 112,
+    404, 110, 408, 406, 16, 17, 18, 19, 114, 116, 246, 20, 535, 118, 169, 220, 222, 161, 533, 191, 418, 420, 120, 422,
+    124, 224, 226, 424, 122, 428, 126, 128, 430, 132, 432, 232, 130, 440, 136, 442, 234, 134, 446, 444, 21, 22, 23,
+    138, 140, 142, 24, 559, 144, 146, 171, 228, 230, 163, 557, 448, 148, 452, 450, 458, 460, 462, 464, 150, 468, 466,
+    470, 472, 474, 571, 25, 152, 577, 250, 476, 154, 575, 573, 155, 478, 157, 159, 480, 482, 26, 27, 28, 29, 54, 56,
+    239, 30, 492, 31, 166, 209, 211, 490, 335, 58, 337, 339, 341, 60, 62, 64, 66, 32, 345, 68, 347, 351, 353, 349, 33,
+    34, 35, 518, 70, 72, 74, 36, 516, 78, 213, 215, 514, 241, 76, 359, 361, 365, 199, 80, 367, 82, 84, 188, 86, 88,
+    369, 373, 237, 371, 375, 377, 484, 37, 38, 39, 90, 92, 94, 40, 530, 168, 217, 219, 532, 96, 379, 99, 197, 383,
+    190, 385, 101, 387, 103, 107, 389, 105, 395, 393, 397, 399, 401, 201, 109, 41, 403, 113, 405, 111, 409, 407, 42,
+    43, 44, 45, 115, 117, 247, 46, 536, 119, 170, 221, 223, 162, 534, 192, 419, 421, 121, 423, 125, 225, 227, 425,
+    123, 429, 127, 129, 431, 133, 433, 233, 131, 441, 485, 137, 443, 235, 135, 447, 445, 47, 48, 49, 139, 141, 143,
+    50, 560, 145, 147, 172, 229, 231, 164, 558, 449, 149, 453, 451, 459, 461, 463, 465, 151, 469, 467, 486, 471, 473,
+    475, 572, 51, 153, 578, 251, 477, 52, 576, 487, 574, 156, 479, 158, 160, 481, 483, 794, 258, 754, 495, 493, 499,
+    497, 181, 202, 204, 185, 342, 521, 519, 525, 523, 380, 539, 537, 543, 541, 410, 244, 412, 242, 206, 179, 175, 173,
+    177, 496, 494, 500, 498, 182, 203, 205, 186, 343, 522, 520, 526, 524, 381, 540, 538, 544, 542, 411, 245, 413, 243,
+    207, 180, 176, 174, 178, 505, 503, 509, 507, 506, 504, 510, 508, 354, 356, 355, 357, 414, 416, 415, 417, 434, 435,
+    436, 437, 454, 455, 456, 457, 488, 549, 547, 553, 551, 555, 550, 548, 554, 552, 556, 563, 561, 567, 565, 569, 564,
+    562, 568, 566, 570, 195, 193, 194, 183, 184, 362, 363, 248, 249, 196, 750, 259, 749, 748, 587, 588, 752, 760, 261,
+    601, 602, 762, 262, 615, 616, 764, 776, 263, 775, 774, 268, 631, 632, 802, 264, 645, 646, 793, 791, 265, 790, 789,
+    269, 659, 804, 266, 671, 672, 806, 745, 757, 679, 270, 742, 741, 579, 580, 746, 744, 681, 271, 595, 596, 683, 272,
+    607, 608, 758, 756, 685, 273, 769, 768, 275, 623, 624, 772, 687, 277, 639, 640, 785, 786, 689, 278, 782, 781, 276,
+    651, 652, 787, 691, 279, 663, 664, 800, 798, 770, 267, 773, 783, 274, 788, 799, 280, 281, 285, 302, 304, 284, 282,
+    306, 283, 300, 310, 312, 287, 314, 289, 316, 286, 318, 324, 288, 326, 328, 330, 332, 322, 303, 305, 293, 291, 307,
+    292, 301, 311, 313, 296, 315, 290, 317, 295, 319, 325, 297, 327, 329, 331, 333, 323, 294, 298, 299, 308, 309, 320,
+    321, 390, 391, 426, 427, 438, 439, 501, 511, 502, 512, 527, 528, 545, 546, 581, 583, 585, 693, 582, 584, 586, 694,
+    695, 696, 697, 698, 699, 700, 589, 591, 593, 701, 590, 592, 594, 702, 703, 704, 705, 706, 707, 708, 597, 599, 598,
+    600, 603, 605, 604, 606, 609, 611, 613, 709, 610, 612, 614, 710, 711, 712, 713, 714, 715, 716, 617, 619, 621, 717,
+    618, 620, 622, 718, 719, 720, 721, 722, 723, 724, 625, 627, 629, 626, 628, 630, 633, 635, 637, 634, 636, 638, 641,
+    643, 642, 644, 647, 649, 648, 650, 653, 655, 657, 654, 656, 658, 660, 661, 662, 665, 667, 669, 725, 666, 668, 670,
+    726, 727, 728, 729, 730, 731, 732, 673, 675, 677, 733, 674, 676, 678, 734, 735, 736, 737, 738, 739, 740, 743, 755,
+    797, 747, 765, 766, 767, 759, 801, 778, 779, 780, 813, 814, 815, 816, 818, 817, 819, 820, 821, 822, 823, 824, 825,
+    826, 827, 830, 829, 833, 834, 835, 836, 837, 838, 839, 840, 849, 850, 841, 842, 843, 844, 851, 852, 845, 846, 847,
+    848, 853, 854, 855, 856, 885, 860, 861, 862, 863, 864, 865, 866, 867, 868, 869, 870, 871, 872, 873, 874, 875, 876,
+    877, 878, 879, 880, 881, 882, 883, 884, 886, 912, 887, 888, 889, 890, 891, 892, 893, 894, 895, 896, 897, 898, 899,
+    900, 901, 902, 903, 904, 905, 906, 907, 908, 909, 910, 911, 913, 914, 915, 916, 917,
+};
+static const uint8_t ccc_0300[112] = {
+    230, 230, 230, 230, 230, 230, 230, 230, 230, 230, 230, 230, 230, 230, 230, 230,
+    230, 230, 230, 230, 230, 232, 220, 220, 220, 220, 232, 216, 220, 220, 220, 220,
+    220, 202, 202, 220, 220, 220, 220, 202, 202, 220, 220, 220, 220, 220, 220, 220,
+    220, 220, 220, 220, 1, 1, 1, 1, 1, 220, 220, 220, 220, 230, 230, 230,
+    230, 230, 230, 230, 230, 240, 230, 220, 220, 220, 230, 230, 230, 220, 220, 0,
+    230, 230, 230, 220, 220, 220, 220, 230, 232, 220, 220, 230, 233, 234, 234, 233,
+    234, 234, 233, 230, 230, 230, 230, 230, 230, 230, 230, 230, 230, 230, 230, 230,
+};
+
+struct html_entity {
+    const char *name;
+    uint32_t cp[2];
+};
+static const struct html_entity html5[] = {
+    {"AElig", {0xc6}}, {"AMP", {0x26}}, {"Aacute", {0xc1}}, {"Abreve", {0x102}}, {"Acirc", {0xc2}}, {"Acy", {0x410}},
+    {"Afr", {0x1d504}}, {"Agrave", {0xc0}}, {"Alpha", {0x391}}, {"Amacr", {0x100}}, {"And", {0x2a53}},
+    {"Aogon", {0x104}}, {"Aopf", {0x1d538}}, {"ApplyFunction", {0x2061}}, {"Aring", {0xc5}}, {"Ascr", {0x1d49c}},
+    {"Assign", {0x2254}}, {"Atilde", {0xc3}}, {"Auml", {0xc4}}, {"Backslash", {0x2216}}, {"Barv", {0x2ae7}},
+    {"Barwed", {0x2306}}, {"Bcy", {0x411}}, {"Because", {0x2235}}, {"Bernoullis", {0x212c}}, {"Beta", {0x392}},
+    {"Bfr", {0x1d505}}, {"Bopf", {0x1d539}}, {"Breve", {0x2d8}}, {"Bscr", {0x212c}}, {"Bumpeq", {0x224e}},
+    {"CHcy", {0x427}}, {"COPY", {0xa9}}, {"Cacute", {0x106}}, {"Cap", {0x22d2}}, {"CapitalDifferentialD", {0x2145}},
+    {"Cayleys", {0x212d}}, {"Ccaron", {0x10c}}, {"Ccedil", {0xc7}}, {"Ccirc", {0x108}}, {"Cconint", {0x2230}},
+    {"Cdot", {0x10a}}, {"Cedilla", {0xb8}}, {"CenterDot", {0xb7}}, {"Cfr", {0x212d}}, {"Chi", {0x3a7}},
+    {"CircleDot", {0x2299}}, {"CircleMinus", {0x2296}}, {"CirclePlus", {0x2295}}, {"CircleTimes", {0x2297}},
+    {"ClockwiseContourIntegral", {0x2232}}, {"CloseCurlyDoubleQuote", {0x201d}}, {"CloseCurlyQuote", {0x2019}},
+    {"Colon", {0x2237}}, {"Colone", {0x2a74}}, {"Congruent", {0x2261}}, {"Conint", {0x222f}},
+    {"ContourIntegral", {0x222e}}, {"Copf", {0x2102}}, {"Coproduct", {0x2210}}, {"Cross", {0x2a2f}},
+    {"Cscr", {0x1d49e}}, {"Cup", {0x22d3}}, {"CupCap", {0x224d}}, {"DD", {0x2145}}, {"DDotrahd", {0x2911}},
+    {"DJcy", {0x402}}, {"DScy", {0x405}}, {"DZcy", {0x40f}}, {"Dagger", {0x2021}}, {"Darr", {0x21a1}},
+    {"Dashv", {0x2ae4}}, {"Dcaron", {0x10e}}, {"Dcy", {0x414}}, {"Del", {0x2207}}, {"Delta", {0x394}},
+    {"Dfr", {0x1d507}}, {"DiacriticalAcute", {0xb4}}, {"DiacriticalDot", {0x2d9}},
+    {"DiacriticalDoubleAcute", {0x2dd}}, {"DiacriticalGrave", {0x60}}, {"DiacriticalTilde", {0x2dc}},
+    {"Diamond", {0x22c4}}, {"DifferentialD", {0x2146}}, {"Dopf", {0x1d53b}}, {"Dot", {0xa8}}, {"DotDot", {0x20dc}},
+    {"DotEqual", {0x2250}}, {"DoubleContourIntegral", {0x222f}}, {"DoubleDot", {0xa8}}, {"DoubleDownArrow", {0x21d3}},
+    {"DoubleLeftArrow", {0x21d0}}, {"DoubleLeftRightArrow", {0x21d4}}, {"DoubleLeftTee", {0x2ae4}},
+    {"DoubleLongLeftArrow", {0x27f8}}, {"DoubleLongLeftRightArrow", {0x27fa}}, {"DoubleLongRightArrow", {0x27f9}},
+    {"DoubleRightArrow", {0x21d2}}, {"DoubleRightTee", {0x22a8}}, {"DoubleUpArrow", {0x21d1}},
+    {"DoubleUpDownArrow", {0x21d5}}, {"DoubleVerticalBar", {0x2225}}, {"DownArrow", {0x2193}},
+    {"DownArrowBar", {0x2913}}, {"DownArrowUpArrow", {0x21f5}}, {"DownBreve", {0x311}},
+    {"DownLeftRightVector", {0x2950}}, {"DownLeftTeeVector", {0x295e}}, {"DownLeftVector", {0x21bd}},
+    {"DownLeftVectorBar", {0x2956}}, {"DownRightTeeVector", {0x295f}}, {"DownRightVector", {0x21c1}},
+    {"DownRightVectorBar", {0x2957}}, {"DownTee", {0x22a4}}, {"DownTeeArrow", {0x21a7}}, {"Downarrow", {0x21d3}},
+    {"Dscr", {0x1d49f}}, {"Dstrok", {0x110}}, {"ENG", {0x14a}}, {"ETH", {0xd0}}, {"Eacute", {0xc9}},
+    {"Ecaron", {0x11a}}, {"Ecirc", {0xca}}, {"Ecy", {0x42d}}, {"Edot", {0x116}}, {"Efr", {0x1d508}},
+    {"Egrave", {0xc8}}, {"Element", {0x2208}}, {"Emacr", {0x112}}, {"EmptySmallSquare", {0x25fb}},
+    {"EmptyVerySmallSquare", {0x25ab}}, {"Eogon", {0x118}}, {"Eopf", {0x1d53c}}, {"Epsilon", {0x395}},
+    {"Equal", {0x2a75}}, {"EqualTilde", {0x2242}}, {"Equilibrium", {0x21cc}}, {"Escr", {0x2130}}, {"Esim", {0x2a73}},
+    {"Eta", {0x397}}, {"Euml", {0xcb}}, {"Exists", {0x2203}}, {"ExponentialE", {0x2147}}, {"Fcy", {0x424}},
+    {"Ffr", {0x1d509}}, {"FilledSmallSquare", {0x25fc}}, {"FilledVerySmallSquare", {0x25aa}}, {"Fopf", {0x1d53d}},
+    {"ForAll", {0x2200}}, {"Fouriertrf", {0x2131}}, {"Fscr", {0x2131}}, {"GJcy", {0x403}}, {"GT", {0x3e}},
+    {"Gamma", {0x393}}, {"Gammad", {0x3dc}}, {"Gbreve", {0x11e}}, {"Gcedil", {0x122}}, {"Gcirc", {0x11c}},
+    {"Gcy", {0x413}}, {"Gdot", {0x120}}, {"Gfr", {0x1d50a}}, {"Gg", {0x22d9}}, {"Gopf", {0x1d53e}},
+    {"GreaterEqual", {0x2265}}, {"GreaterEqualLess", {0x22db}}, {"GreaterFullEqual", {0x2267}},
+    {"GreaterGreater", {0x2aa2}}, {"GreaterLess", {0x2277}}, {"GreaterSlantEqual", {0x2a7e}},
+    {"GreaterTilde", {0x2273}}, {"Gscr", {0x1d4a2}}, {"Gt", {0x226b}}, {"HARDcy", {0x42a}}, {"Hacek", {0x2c7}},
+    {"Hat", {0x5e}}, {"Hcirc", {0x124}}, {"Hfr", {0x210c}}, {"HilbertSpace", {0x210b}}, {"Hopf", {0x210d}},
+    {"HorizontalLine", {0x2500}}, {"Hscr", {0x210b}}, {"Hstrok", {0x126}}, {"HumpDownHump", {0x224e}},
+    {"HumpEqual", {0x224f}}, {"IEcy", {0x415}}, {"IJlig", {0x132}}, {"IOcy", {0x401}}, {"Iacute", {0xcd}},
+    {"Icirc", {0xce}}, {"Icy", {0x418}}, {"Idot", {0x130}}, {"Ifr", {0x2111}}, {"Igrave", {0xcc}}, {"Im", {0x2111}},
+    {"Imacr", {0x12a}}, {"ImaginaryI", {0x2148}}, {"Implies", {0x21d2}}, {"Int", {0x222c}}, {"Integral", {0x222b}},
+    {"Intersection", {0x22c2}}, {"InvisibleComma", {0x2063}}, {"InvisibleTimes", {0x2062}}, {"Iogon", {0x12e}},
+    {"Iopf", {0x1d540}}, {"Iota", {0x399}}, {"Iscr", {0x2110}}, {"Itilde", {0x128}}, {"Iukcy", {0x406}},
+    {"Iuml", {0xcf}}, {"Jcirc", {0x134}}, {"Jcy", {0x419}}, {"Jfr", {0x1d50d}}, {"Jopf", {0x1d541}},
+    {"Jscr", {0x1d4a5}}, {"Jsercy", {0x408}}, {"Jukcy", {0x404}}, {"KHcy", {0x425}}, {"KJcy", {0x40c}},
+    {"Kappa", {0x39a}}, {"Kcedil", {0x136}}, {"Kcy", {0x41a}}, {"Kfr", {0x1d50e}}, {"Kopf", {0x1d542}},
+    {"Kscr", {0x1d4a6}}, {"LJcy", {0x409}}, {"LT", {0x3c}}, {"Lacute", {0x139}}, {"Lambda", {0x39b}},
+    {"Lang", {0x27ea}}, {"Laplacetrf", {0x2112}}, {"Larr", {0x219e}}, {"Lcaron", {0x13d}}, {"Lcedil", {0x13b}},
+    {"Lcy", {0x41b}}, {"LeftAngleBracket", {0x27e8}}, {"LeftArrow", {0x2190}}, {"LeftArrowBar", {0x21e4}},
+    {"LeftArrowRightArrow", {0x21c6}}, {"LeftCeiling", {0x2308}}, {"LeftDoubleBracket", {0x27e6}},
+    {"LeftDownTeeVector", {0x2961}}, {"LeftDownVector", {0x21c3}}, {"LeftDownVectorBar", {0x2959}},
+    {"LeftFloor", {0x230a}}, {"LeftRightArrow", {0x2194}}, {"LeftRightVector", {0x294e}}, {"LeftTee", {0x22a3}},
+    {"LeftTeeArrow", {0x21a4}}, {"LeftTeeVector", {0x295a}}, {"LeftTriangle", {0x22b2}},
+    {"LeftTriangleBar", {0x29cf}}, {"LeftTriangleEqual", {0x22b4}}, {"LeftUpDownVector", {0x2951}},
+    {"LeftUpTeeVector", {0x2960}}, {"LeftUpVector", {0x21bf}}, {"LeftUpVectorBar", {0x2958}},
+    {"LeftVector", {0x21bc}}, {"LeftVectorBar", {0x2952}}, {"Leftarrow", {0x21d0}}, {"Leftrightarrow", {0x21d4}},
+    {"LessEqualGreater", {0x22da}}, {"LessFullEqual", {0x2266}}, {"LessGreater", {0x2276}}, {"LessLess", {0x2aa1}},
+    {"LessSlantEqual", {0x2a7d}}, {"LessTilde", {0x2272}}, {"Lfr", {0x1d50f}}, {"Ll", {0x22d8}},
+    {"Lleftarrow", {0x21da}}, {"Lmidot", {0x13f}}, {"LongLeftArrow", {0x27f5}}, {"LongLeftRightArrow", {0x27f7}},
+    {"LongRightArrow", {0x27f6}}, {"Longleftarrow", {0x27f8}}, {"Longleftrightarrow", {0x27fa}},
+    {"Longrightarrow", {0x27f9}}, {"Lopf", {0x1d543}}, {"LowerLeftArrow", {0x2199}}, {"LowerRightArrow", {0x2198}},
+    {"Lscr", {0x2112}}, {"Lsh", {0x21b0}}, {"Lstrok", {0x141}}, {"Lt", {0x226a}}, {"Map", {0x2905}}, {"Mcy", {0x41c}},
+    {"MediumSpace", {0x205f}}, {"Mellintrf", {0x2133}}, {"Mfr", {0x1d510}}, {"MinusPlus", {0x2213}},
+    {"Mopf", {0x1d544}}, {"Mscr", {0x2133}}, {"Mu", {0x39c}}, {"NJcy", {0x40a}}, {"Nacute", {0x143}},
+    {"Ncaron", {0x147}}, {"Ncedil", {0x145}}, {"Ncy", {0x41d}}, {"NegativeMediumSpace", {0x200b}},
+    {"NegativeThickSpace", {0x200b}}, {"NegativeThinSpace", {0x200b}}, {"NegativeVeryThinSpace", {0x200b}},
+    {"NestedGreaterGreater", {0x226b}}, {"NestedLessLess", {0x226a}}, {"NewLine", {0xa}}, {"Nfr", {0x1d511}},
+    {"NoBreak", {0x2060}}, {"NonBreakingSpace", {0xa0}}, {"Nopf", {0x2115}}, {"Not", {0x2aec}},
+    {"NotCongruent", {0x2262}}, {"NotCupCap", {0x226d}}, {"NotDoubleVerticalBar", {0x2226}}, {"NotElement", {0x2209}},
+    {"NotEqual", {0x2260}}, {"NotEqualTilde", {0x2242, 0x338}}, {"NotExists", {0x2204}}, {"NotGreater", {0x226f}},
+    {"NotGreaterEqual", {0x2271}}, {"NotGreaterFullEqual", {0x2267, 0x338}}, {"NotGreaterGreater", {0x226b, 0x338}},
+    {"NotGreaterLess", {0x2279}}, {"NotGreaterSlantEqual", {0x2a7e, 0x338}}, {"NotGreaterTilde", {0x2275}},
+    {"NotHumpDownHump", {0x224e, 0x338}}, {"NotHumpEqual", {0x224f, 0x338}}, {"NotLeftTriangle", {0x22ea}},
+    {"NotLeftTriangleBar", {0x29cf, 0x338}}, {"NotLeftTriangleEqual", {0x22ec}}, {"NotLess", {0x226e}},
+    {"NotLessEqual", {0x2270}}, {"NotLessGreater", {0x2278}}, {"NotLessLess", {0x226a, 0x338}},
+    {"NotLessSlantEqual", {0x2a7d, 0x338}}, {"NotLessTilde", {0x2274}}, {"NotNestedGreaterGreater", {0x2aa2, 0x338}},
+    {"NotNestedLessLess", {0x2aa1, 0x338}}, {"NotPrecedes", {0x2280}}, {"NotPrecedesEqual", {0x2aaf, 0x338}},
+    {"NotPrecedesSlantEqual", {0x22e0}}, {"NotReverseElement", {0x220c}}, {"NotRightTriangle", {0x22eb}},
+    {"NotRightTriangleBar", {0x29d0, 0x338}}, {"NotRightTriangleEqual", {0x22ed}},
+    {"NotSquareSubset", {0x228f, 0x338}}, {"NotSquareSubsetEqual", {0x22e2}}, {"NotSquareSuperset", {0x2290, 0x338}},
+    {"NotSquareSupersetEqual", {0x22e3}}, {"NotSubset", {0x2282, 0x20d2}}, {"NotSubsetEqual", {0x2288}},
+    {"NotSucceeds", {0x2281}}, {"NotSucceedsEqual", {0x2ab0, 0x338}}, {"NotSucceedsSlantEqual", {0x22e1}},
+    {"NotSucceedsTilde", {0x227f, 0x338}}, {"NotSuperset", {0x2283, 0x20d2}}, {"NotSupersetEqual", {0x2289}},
+    {"NotTilde", {0x2241}}, {"NotTildeEqual", {0x2244}}, {"NotTildeFullEqual", {0x2247}}, {"NotTildeTilde", {0x2249}},
+    {"NotVerticalBar", {0x2224}}, {"Nscr", {0x1d4a9}}, {"Ntilde", {0xd1}}, {"Nu", {0x39d}}, {"OElig", {0x152}},
+    {"Oacute", {0xd3}}, {"Ocirc", {0xd4}}, {"Ocy", {0x41e}}, {"Odblac", {0x150}}, {"Ofr", {0x1d512}},
+    {"Ograve", {0xd2}}, {"Omacr", {0x14c}}, {"Omega", {0x3a9}}, {"Omicron", {0x39f}}, {"Oopf", {0x1d546}},
+    {"OpenCurlyDoubleQuote", {0x201c}}, {"OpenCurlyQuote", {0x2018}}, {"Or", {0x2a54}}, {"Oscr", {0x1d4aa}},
+    {"Oslash", {0xd8}}, {"Otilde", {0xd5}}, {"Otimes", {0x2a37}}, {"Ouml", {0xd6}}, {"OverBar", {0x203e}},
+    {"OverBrace", {0x23de}}, {"OverBracket", {0x23b4}}, {"OverParenthesis", {0x23dc}}, {"PartialD", {0x2202}},
+    {"Pcy", {0x41f}}, {"Pfr", {0x1d513}}, {"Phi", {0x3a6}}, {"Pi", {0x3a0}}, {"PlusMinus", {0xb1}},
+    {"Poincareplane", {0x210c}}, {"Popf", {0x2119}}, {"Pr", {0x2abb}}, {"Precedes", {0x227a}},
+    {"PrecedesEqual", {0x2aaf}}, {"PrecedesSlantEqual", {0x227c}}, {"PrecedesTilde", {0x227e}}, {"Prime", {0x2033}},
+    {"Product", {0x220f}}, {"Proportion", {0x2237}}, {"Proportional", {0x221d}}, {"Pscr", {0x1d4ab}},
+    {"Psi", {0x3a8}}, {"QUOT", {0x22}}, {"Qfr", {0x1d514}}, {"Qopf", {0x211a}}, {"Qscr", {0x1d4ac}},
+    {"RBarr", {0x2910}}, {"REG", {0xae}}, {"Racute", {0x154}}, {"Rang", {0x27eb}}, {"Rarr", {0x21a0}},
+    {"Rarrtl", {0x2916}}, {"Rcaron", {0x158}}, {"Rcedil", {0x156}}, {"Rcy", {0x420}}, {"Re", {0x211c}},
+    {"ReverseElement", {0x220b}}, {"ReverseEquilibrium", {0x21cb}}, {"ReverseUpEquilibrium", {0x296f}},
+    {"Rfr", {0x211c}}, {"Rho", {0x3a1}}, {"RightAngleBracket", {0x27e9}}, {"RightArrow", {0x2192}},
+    {"RightArrowBar", {0x21e5}}, {"RightArrowLeftArrow", {0x21c4}}, {"RightCeiling", {0x2309}},
+    {"RightDoubleBracket", {0x27e7}}, {"RightDownTeeVector", {0x295d}}, {"RightDownVector", {0x21c2}},
+    {"RightDownVectorBar", {0x2955}}, {"RightFloor", {0x230b}}, {"RightTee", {0x22a2}}, {"RightTeeArrow", {0x21a6}},
+    {"RightTeeVector", {0x295b}}, {"RightTriangle", {0x22b3}}, {"RightTriangleBar", {0x29d0}},
+    {"RightTriangleEqual", {0x22b5}}, {"RightUpDownVector", {0x294f}}, {"RightUpTeeVector", {0x295c}},
+    {"RightUpVector", {0x21be}}, {"RightUpVectorBar", {0x2954}}, {"RightVector", {0x21c0}},
+    {"RightVectorBar", {0x2953}}, {"Rightarrow", {0x21d2}}, {"Ropf", {0x211d}}, {"RoundImplies", {0x2970}},
+    {"Rrightarrow", {0x21db}}, {"Rscr", {0x211b}}, {"Rsh", {0x21b1}}, {"RuleDelayed", {0x29f4}}, {"SHCHcy", {0x429}},
+    {"SHcy", {0x428}}, {"SOFTcy", {0x42c}}, {"Sacute", {0x15a}}, {"Sc", {0x2abc}}, {"Scaron", {0x160}},
+    {"Scedil", {0x15e}}, {"Scirc", {0x15c}}, {"Scy", {0x421}}, {"Sfr", {0x1d516}}, {"ShortDownArrow", {0x2193}},
+    {"ShortLeftArrow", {0x2190}}, {"ShortRightArrow", {0x2192}}, {"ShortUpArrow", {0x2191}}, {"Sigma", {0x3a3}},
+    {"SmallCircle", {0x2218}}, {"Sopf", {0x1d54a}}, {"Sqrt", {0x221a}}, {"Square", {0x25a1}},
+    {"SquareIntersection", {0x2293}}, {"SquareSubset", {0x228f}}, {"SquareSubsetEqual", {0x2291}},
+    {"SquareSuperset", {0x2290}}, {"SquareSupersetEqual", {0x2292}}, {"SquareUnion", {0x2294}}, {"Sscr", {0x1d4ae}},
+    {"Star", {0x22c6}}, {"Sub", {0x22d0}}, {"Subset", {0x22d0}}, {"SubsetEqual", {0x2286}}, {"Succeeds", {0x227b}},
+    {"SucceedsEqual", {0x2ab0}}, {"SucceedsSlantEqual", {0x227d}}, {"SucceedsTilde", {0x227f}},
+    {"SuchThat", {0x220b}}, {"Sum", {0x2211}}, {"Sup", {0x22d1}}, {"Superset", {0x2283}}, {"SupersetEqual", {0x2287}},
+    {"Supset", {0x22d1}}, {"THORN", {0xde}}, {"TRADE", {0x2122}}, {"TSHcy", {0x40b}}, {"TScy", {0x426}},
+    {"Tab", {0x9}}, {"Tau", {0x3a4}}, {"Tcaron", {0x164}}, {"Tcedil", {0x162}}, {"Tcy", {0x422}}, {"Tfr", {0x1d517}},
+    {"Therefore", {0x2234}}, {"Theta", {0x398}}, {"ThickSpace", {0x205f, 0x200a}}, {"ThinSpace", {0x2009}},
+    {"Tilde", {0x223c}}, {"TildeEqual", {0x2243}}, {"TildeFullEqual", {0x2245}}, {"TildeTilde", {0x2248}},
+    {"Topf", {0x1d54b}}, {"TripleDot", {0x20db}}, {"Tscr", {0x1d4af}}, {"Tstrok", {0x166}}, {"Uacute", {0xda}},
+    {"Uarr", {0x219f}}, {"Uarrocir", {0x2949}}, {"Ubrcy", {0x40e}}, {"Ubreve", {0x16c}}, {"Ucirc", {0xdb}},
+    {"Ucy", {0x423}}, {"Udblac", {0x170}}, {"Ufr", {0x1d518}}, {"Ugrave", {0xd9}}, {"Umacr", {0x16a}},
+    {"UnderBar", {0x5f}}, {"UnderBrace", {0x23df}}, {"UnderBracket", {0x23b5}}, {"UnderParenthesis", {0x23dd}},
+    {"Union", {0x22c3}}, {"UnionPlus", {0x228e}}, {"Uogon", {0x172}}, {"Uopf", {0x1d54c}}, {"UpArrow", {0x2191}},
+    {"UpArrowBar", {0x2912}}, {"UpArrowDownArrow", {0x21c5}}, {"UpDownArrow", {0x2195}}, {"UpEquilibrium", {0x296e}},
+    {"UpTee", {0x22a5}}, {"UpTeeArrow", {0x21a5}}, {"Uparrow", {0x21d1}}, {"Updownarrow", {0x21d5}},
+    {"UpperLeftArrow", {0x2196}}, {"UpperRightArrow", {0x2197}}, {"Upsi", {0x3d2}}, {"Upsilon", {0x3a5}},
+    {"Uring", {0x16e}}, {"Uscr", {0x1d4b0}}, {"Utilde", {0x168}}, {"Uuml", {0xdc}}, {"VDash", {0x22ab}},
+    {"Vbar", {0x2aeb}}, {"Vcy", {0x412}}, {"Vdash", {0x22a9}}, {"Vdashl", {0x2ae6}}, {"Vee", {0x22c1}},
+    {"Verbar", {0x2016}}, {"Vert", {0x2016}}, {"VerticalBar", {0x2223}}, {"VerticalLine", {0x7c}},
+    {"VerticalSeparator", {0x2758}}, {"VerticalTilde", {0x2240}}, {"VeryThinSpace", {0x200a}}, {"Vfr", {0x1d519}},
+    {"Vopf", {0x1d54d}}, {"Vscr", {0x1d4b1}}, {"Vvdash", {0x22aa}}, {"Wcirc", {0x174}}, {"Wedge", {0x22c0}},
+    {"Wfr", {0x1d51a}}, {"Wopf", {0x1d54e}}, {"Wscr", {0x1d4b2}}, {"Xfr", {0x1d51b}}, {"Xi", {0x39e}},
+    {"Xopf", {0x1d54f}}, {"Xscr", {0x1d4b3}}, {"YAcy", {0x42f}}, {"YIcy", {0x407}}, {"YUcy", {0x42e}},
+    {"Yacute", {0xdd}}, {"Ycirc", {0x176}}, {"Ycy", {0x42b}}, {"Yfr", {0x1d51c}}, {"Yopf", {0x1d550}},
+    {"Yscr", {0x1d4b4}}, {"Yuml", {0x178}}, {"ZHcy", {0x416}}, {"Zacute", {0x179}}, {"Zcaron", {0x17d}},
+    {"Zcy", {0x417}}, {"Zdot", {0x17b}}, {"ZeroWidthSpace", {0x200b}}, {"Zeta", {0x396}}, {"Zfr", {0x2128}},
+    {"Zopf", {0x2124}}, {"Zscr", {0x1d4b5}}, {"aacute", {0xe1}}, {"abreve", {0x103}}, {"ac", {0x223e}},
+    {"acE", {0x223e, 0x333}}, {"acd", {0x223f}}, {"acirc", {0xe2}}, {"acute", {0xb4}}, {"acy", {0x430}},
+    {"aelig", {0xe6}}, {"af", {0x2061}}, {"afr", {0x1d51e}}, {"agrave", {0xe0}}, {"alefsym", {0x2135}},
+    {"aleph", {0x2135}}, {"alpha", {0x3b1}}, {"amacr", {0x101}}, {"amalg", {0x2a3f}}, {"amp", {0x26}},
+    {"and", {0x2227}}, {"andand", {0x2a55}}, {"andd", {0x2a5c}}, {"andslope", {0x2a58}}, {"andv", {0x2a5a}},
+    {"ang", {0x2220}}, {"ange", {0x29a4}}, {"angle", {0x2220}}, {"angmsd", {0x2221}}, {"angmsdaa", {0x29a8}},
+    {"angmsdab", {0x29a9}}, {"angmsdac", {0x29aa}}, {"angmsdad", {0x29ab}}, {"angmsdae", {0x29ac}},
+    {"angmsdaf", {0x29ad}}, {"angmsdag", {0x29ae}}, {"angmsdah", {0x29af}}, {"angrt", {0x221f}},
+    {"angrtvb", {0x22be}}, {"angrtvbd", {0x299d}}, {"angsph", {0x2222}}, {"angst", {0xc5}}, {"angzarr", {0x237c}},
+    {"aogon", {0x105}}, {"aopf", {0x1d552}}, {"ap", {0x2248}}, {"apE", {0x2a70}}, {"apacir", {0x2a6f}},
+    {"ape", {0x224a}}, {"apid", {0x224b}}, {"apos", {0x27}}, {"approx", {0x2248}}, {"approxeq", {0x224a}},
+    {"aring", {0xe5}}, {"ascr", {0x1d4b6}}, {"ast", {0x2a}}, {"asymp", {0x2248}}, {"asympeq", {0x224d}},
+    {"atilde", {0xe3}}, {"auml", {0xe4}}, {"awconint", {0x2233}}, {"awint", {0x2a11}}, {"bNot", {0x2aed}},
+    {"backcong", {0x224c}}, {"backepsilon", {0x3f6}}, {"backprime", {0x2035}}, {"backsim", {0x223d}},
+    {"backsimeq", {0x22cd}}, {"barvee", {0x22bd}}, {"barwed", {0x2305}}, {"barwedge", {0x2305}}, {"bbrk", {0x23b5}},
+    {"bbrktbrk", {0x23b6}}, {"bcong", {0x224c}}, {"bcy", {0x431}}, {"bdquo", {0x201e}}, {"becaus", {0x2235}},
+    {"because", {0x2235}}, {"bemptyv", {0x29b0}}, {"bepsi", {0x3f6}}, {"bernou", {0x212c}}, {"beta", {0x3b2}},
+    {"beth", {0x2136}}, {"between", {0x226c}}, {"bfr", {0x1d51f}}, {"bigcap", {0x22c2}}, {"bigcirc", {0x25ef}},
+    {"bigcup", {0x22c3}}, {"bigodot", {0x2a00}}, {"bigoplus", {0x2a01}}, {"bigotimes", {0x2a02}},
+    {"bigsqcup", {0x2a06}}, {"bigstar", {0x2605}}, {"bigtriangledown", {0x25bd}}, {"bigtriangleup", {0x25b3}},
+    {"biguplus", {0x2a04}}, {"bigvee", {0x22c1}}, {"bigwedge", {0x22c0}}, {"bkarow", {0x290d}},
+    {"blacklozenge", {0x29eb}}, {"blacksquare", {0x25aa}}, {"blacktriangle", {0x25b4}},
+    {"blacktriangledown", {0x25be}}, {"blacktriangleleft", {0x25c2}}, {"blacktriangleright", {0x25b8}},
+    {"blank", {0x2423}}, {"blk12", {0x2592}}, {"blk14", {0x2591}}, {"blk34", {0x2593}}, {"block", {0x2588}},
+    {"bne", {0x3d, 0x20e5}}, {"bnequiv", {0x2261, 0x20e5}}, {"bnot", {0x2310}}, {"bopf", {0x1d553}},
+    {"bot", {0x22a5}}, {"bottom", {0x22a5}}, {"bowtie", {0x22c8}}, {"boxDL", {0x2557}}, {"boxDR", {0x2554}},
+    {"boxDl", {0x2556}}, {"boxDr", {0x2553}}, {"boxH", {0x2550}}, {"boxHD", {0x2566}}, {"boxHU", {0x2569}},
+    {"boxHd", {0x2564}}, {"boxHu", {0x2567}}, {"boxUL", {0x255d}}, {"boxUR", {0x255a}}, {"boxUl", {0x255c}},
+    {"boxUr", {0x2559}}, {"boxV", {0x2551}}, {"boxVH", {0x256c}}, {"boxVL", {0x2563}}, {"boxVR", {0x2560}},
+    {"boxVh", {0x256b}}, {"boxVl", {0x2562}}, {"boxVr", {0x255f}}, {"boxbox", {0x29c9}}, {"boxdL", {0x2555}},
+    {"boxdR", {0x2552}}, {"boxdl", {0x2510}}, {"boxdr", {0x250c}}, {"boxh", {0x2500}}, {"boxhD", {0x2565}},
+    {"boxhU", {0x2568}}, {"boxhd", {0x252c}}, {"boxhu", {0x2534}}, {"boxminus", {0x229f}}, {"boxplus", {0x229e}},
+    {"boxtimes", {0x22a0}}, {"boxuL", {0x255b}}, {"boxuR", {0x2558}}, {"boxul", {0x2518}}, {"boxur", {0x2514}},
+    {"boxv", {0x2502}}, {"boxvH", {0x256a}}, {"boxvL", {0x2561}}, {"boxvR", {0x255e}}, {"boxvh", {0x253c}},
+    {"boxvl", {0x2524}}, {"boxvr", {0x251c}}, {"bprime", {0x2035}}, {"breve", {0x2d8}}, {"brvbar", {0xa6}},
+    {"bscr", {0x1d4b7}}, {"bsemi", {0x204f}}, {"bsim", {0x223d}}, {"bsime", {0x22cd}}, {"bsol", {0x5c}},
+    {"bsolb", {0x29c5}}, {"bsolhsub", {0x27c8}}, {"bull", {0x2022}}, {"bullet", {0x2022}}, {"bump", {0x224e}},
+    {"bumpE", {0x2aae}}, {"bumpe", {0x224f}}, {"bumpeq", {0x224f}}, {"cacute", {0x107}}, {"cap", {0x2229}},
+    {"capand", {0x2a44}}, {"capbrcup", {0x2a49}}, {"capcap", {0x2a4b}}, {"capcup", {0x2a47}}, {"capdot", {0x2a40}},
+    {"caps", {0x2229, 0xfe00}}, {"caret", {0x2041}}, {"caron", {0x2c7}}, {"ccaps", {0x2a4d}}, {"ccaron", {0x10d}},
+    {"ccedil", {0xe7}}, {"ccirc", {0x109}}, {"ccups", {0x2a4c}}, {"ccupssm", {0x2a50}}, {"cdot", {0x10b}},
+    {"cedil", {0xb8}}, {"cemptyv", {0x29b2}}, {"cent", {0xa2}}, {"centerdot", {0xb7}}, {"cfr", {0x1d520}},
+    {"chcy", {0x447}}, {"check", {0x2713}}, {"checkmark", {0x2713}}, {"chi", {0x3c7}}, {"cir", {0x25cb}},
+    {"cirE", {0x29c3}}, {"circ", {0x2c6}}, {"circeq", {0x2257}}, {"circlearrowleft", {0x21ba}},
+    {"circlearrowright", {0x21bb}}, {"circledR", {0xae}}, {"circledS", {0x24c8}}, {"circledast", {0x229b}},
+    {"circledcirc", {0x229a}}, {"circleddash", {0x229d}}, {"cire", {0x2257}}, {"cirfnint", {0x2a10}},
+    {"cirmid", {0x2aef}}, {"cirscir", {0x29c2}}, {"clubs", {0x2663}}, {"clubsuit", {0x2663}}, {"colon", {0x3a}},
+    {"colone", {0x2254}}, {"coloneq", {0x2254}}, {"comma", {0x2c}}, {"commat", {0x40}}, {"comp", {0x2201}},
+    {"compfn", {0x2218}}, {"complement", {0x2201}}, {"complexes", {0x2102}}, {"cong", {0x2245}},
+    {"congdot", {0x2a6d}}, {"conint", {0x222e}}, {"copf", {0x1d554}}, {"coprod", {0x2210}}, {"copy", {0xa9}},
+    {"copysr", {0x2117}}, {"crarr", {0x21b5}}, {"cross", {0x2717}}, {"cscr", {0x1d4b8}}, {"csub", {0x2acf}},
+    {"csube", {0x2ad1}}, {"csup", {0x2ad0}}, {"csupe", {0x2ad2}}, {"ctdot", {0x22ef}}, {"cudarrl", {0x2938}},
+    {"cudarrr", {0x2935}}, {"cuepr", {0x22de}}, {"cuesc", {0x22df}}, {"cularr", {0x21b6}}, {"cularrp", {0x293d}},
+    {"cup", {0x222a}}, {"cupbrcap", {0x2a48}}, {"cupcap", {0x2a46}}, {"cupcup", {0x2a4a}}, {"cupdot", {0x228d}},
+    {"cupor", {0x2a45}}, {"cups", {0x222a, 0xfe00}}, {"curarr", {0x21b7}}, {"curarrm", {0x293c}},
+    {"curlyeqprec", {0x22de}}, {"curlyeqsucc", {0x22df}}, {"curlyvee", {0x22ce}}, {"curlywedge", {0x22cf}},
+    {"curren", {0xa4}}, {"curvearrowleft", {0x21b6}}, {"curvearrowright", {0x21b7}}, {"cuvee", {0x22ce}},
+    {"cuwed", {0x22cf}}, {"cwconint", {0x2232}}, {"cwint", {0x2231}}, {"cylcty", {0x232d}}, {"dArr", {0x21d3}},
+    {"dHar", {0x2965}}, {"dagger", {0x2020}}, {"daleth", {0x2138}}, {"darr", {0x2193}}, {"dash", {0x2010}},
+    {"dashv", {0x22a3}}, {"dbkarow", {0x290f}}, {"dblac", {0x2dd}}, {"dcaron", {0x10f}}, {"dcy", {0x434}},
+    {"dd", {0x2146}}, {"ddagger", {0x2021}}, {"ddarr", {0x21ca}}, {"ddotseq", {0x2a77}}, {"deg", {0xb0}},
+    {"delta", {0x3b4}}, {"demptyv", {0x29b1}}, {"dfisht", {0x297f}}, {"dfr", {0x1d521}}, {"dharl", {0x21c3}},
+    {"dharr", {0x21c2}}, {"diam", {0x22c4}}, {"diamond", {0x22c4}}, {"diamondsuit", {0x2666}}, {"diams", {0x2666}},
+    {"die", {0xa8}}, {"digamma", {0x3dd}}, {"disin", {0x22f2}}, {"div", {0xf7}}, {"divide", {0xf7}},
+    {"divideontimes", {0x22c7}}, {"divonx", {0x22c7}}, {"djcy", {0x452}}, {"dlcorn", {0x231e}}, {"dlcrop", {0x230d}},
+    {"dollar", {0x24}}, {"dopf", {0x1d555}}, {"dot", {0x2d9}}, {"doteq", {0x2250}}, {"doteqdot", {0x2251}},
+    {"dotminus", {0x2238}}, {"dotplus", {0x2214}}, {"dotsquare", {0x22a1}}, {"doublebarwedge", {0x2306}},
+    {"downarrow", {0x2193}}, {"downdownarrows", {0x21ca}}, {"downharpoonleft", {0x21c3}},
+    {"downharpoonright", {0x21c2}}, {"drbkarow", {0x2910}}, {"drcorn", {0x231f}}, {"drcrop", {0x230c}},
+    {"dscr", {0x1d4b9}}, {"dscy", {0x455}}, {"dsol", {0x29f6}}, {"dstrok", {0x111}}, {"dtdot", {0x22f1}},
+    {"dtri", {0x25bf}}, {"dtrif", {0x25be}}, {"duarr", {0x21f5}}, {"duhar", {0x296f}}, {"dwangle", {0x29a6}},
+    {"dzcy", {0x45f}}, {"dzigrarr", {0x27ff}}, {"eDDot", {0x2a77}}, {"eDot", {0x2251}}, {"eacute", {0xe9}},
+    {"easter", {0x2a6e}}, {"ecaron", {0x11b}}, {"ecir", {0x2256}}, {"ecirc", {0xea}}, {"ecolon", {0x2255}},
+    {"ecy", {0x44d}}, {"edot", {0x117}}, {"ee", {0x2147}}, {"efDot", {0x2252}}, {"efr", {0x1d522}}, {"eg", {0x2a9a}},
+    {"egrave", {0xe8}}, {"egs", {0x2a96}}, {"egsdot", {0x2a98}}, {"el", {0x2a99}}, {"elinters", {0x23e7}},
+    {"ell", {0x2113}}, {"els", {0x2a95}}, {"elsdot", {0x2a97}}, {"emacr", {0x113}}, {"empty", {0x2205}},
+    {"emptyset", {0x2205}}, {"emptyv", {0x2205}}, {"emsp", {0x2003}}, {"emsp13", {0x2004}}, {"emsp14", {0x2005}},
+    {"eng", {0x14b}}, {"ensp", {0x2002}}, {"eogon", {0x119}}, {"eopf", {0x1d556}}, {"epar", {0x22d5}},
+    {"eparsl", {0x29e3}}, {"eplus", {0x2a71}}, {"epsi", {0x3b5}}, {"epsilon", {0x3b5}}, {"epsiv", {0x3f5}},
+    {"eqcirc", {0x2256}}, {"eqcolon", {0x2255}}, {"eqsim", {0x2242}}, {"eqslantgtr", {0x2a96}},
+    {"eqslantless", {0x2a95}}, {"equals", {0x3d}}, {"equest", {0x225f}}, {"equiv", {0x2261}}, {"equivDD", {0x2a78}},
+    {"eqvparsl", {0x29e5}}, {"erDot", {0x2253}}, {"erarr", {0x2971}}, {"escr", {0x212f}}, {"esdot", {0x2250}},
+    {"esim", {0x2242}}, {"eta", {0x3b7}}, {"eth", {0xf0}}, {"euml", {0xeb}}, {"euro", {0x20ac}}, {"excl", {0x21}},
+    {"exist", {0x2203}}, {"expectation", {0x2130}}, {"exponentiale", {0x2147}}, {"fallingdotseq", {0x2252}},
+    {"fcy", {0x444}}, {"female", {0x2640}}, {"ffilig", {0xfb03}}, {"fflig", {0xfb00}}, {"ffllig", {0xfb04}},
+    {"ffr", {0x1d523}}, {"filig", {0xfb01}}, {"fjlig", {0x66, 0x6a}}, {"flat", {0x266d}}, {"fllig", {0xfb02}},
+    {"fltns", {0x25b1}}, {"fnof", {0x192}}, {"fopf", {0x1d557}}, {"forall", {0x2200}}, {"fork", {0x22d4}},
+    {"forkv", {0x2ad9}}, {"fpartint", {0x2a0d}}, {"frac12", {0xbd}}, {"frac13", {0x2153}}, {"frac14", {0xbc}},
+    {"frac15", {0x2155}}, {"frac16", {0x2159}}, {"frac18", {0x215b}}, {"frac23", {0x2154}}, {"frac25", {0x2156}},
+    {"frac34", {0xbe}}, {"frac35", {0x2157}}, {"frac38", {0x215c}}, {"frac45", {0x2158}}, {"frac56", {0x215a}},
+    {"frac58", {0x215d}}, {"frac78", {0x215e}}, {"frasl", {0x2044}}, {"frown", {0x2322}}, {"fscr", {0x1d4bb}},
+    {"gE", {0x2267}}, {"gEl", {0x2a8c}}, {"gacute", {0x1f5}}, {"gamma", {0x3b3}}, {"gammad", {0x3dd}},
+    {"gap", {0x2a86}}, {"gbreve", {0x11f}}, {"gcirc", {0x11d}}, {"gcy", {0x433}}, {"gdot", {0x121}}, {"ge", {0x2265}},
+    {"gel", {0x22db}}, {"geq", {0x2265}}, {"geqq", {0x2267}}, {"geqslant", {0x2a7e}}, {"ges", {0x2a7e}},
+    {"gescc", {0x2aa9}}, {"gesdot", {0x2a80}}, {"gesdoto", {0x2a82}}, {"gesdotol", {0x2a84}},
+    {"gesl", {0x22db, 0xfe00}}, {"gesles", {0x2a94}}, {"gfr", {0x1d524}}, {"gg", {0x226b}}, {"ggg", {0x22d9}},
+    {"gimel", {0x2137}}, {"gjcy", {0x453}}, {"gl", {0x2277}}, {"glE", {0x2a92}}, {"gla", {0x2aa5}}, {"glj", {0x2aa4}},
+    {"gnE", {0x2269}}, {"gnap", {0x2a8a}}, {"gnapprox", {0x2a8a}}, {"gne", {0x2a88}}, {"gneq", {0x2a88}},
+    {"gneqq", {0x2269}}, {"gnsim", {0x22e7}}, {"gopf", {0x1d558}}, {"grave", {0x60}}, {"gscr", {0x210a}},
+    {"gsim", {0x2273}}, {"gsime", {0x2a8e}}, {"gsiml", {0x2a90}}, {"gt", {0x3e}}, {"gtcc", {0x2aa7}},
+    {"gtcir", {0x2a7a}}, {"gtdot", {0x22d7}}, {"gtlPar", {0x2995}}, {"gtquest", {0x2a7c}}, {"gtrapprox", {0x2a86}},
+    {"gtrarr", {0x2978}}, {"gtrdot", {0x22d7}}, {"gtreqless", {0x22db}}, {"gtreqqless", {0x2a8c}},
+    {"gtrless", {0x2277}}, {"gtrsim", {0x2273}}, {"gvertneqq", {0x2269, 0xfe00}}, {"gvnE", {0x2269, 0xfe00}},
+    {"hArr", {0x21d4}}, {"hairsp", {0x200a}}, {"half", {0xbd}}, {"hamilt", {0x210b}}, {"hardcy", {0x44a}},
+    {"harr", {0x2194}}, {"harrcir", {0x2948}}, {"harrw", {0x21ad}}, {"hbar", {0x210f}}, {"hcirc", {0x125}},
+    {"hearts", {0x2665}}, {"heartsuit", {0x2665}}, {"hellip", {0x2026}}, {"hercon", {0x22b9}}, {"hfr", {0x1d525}},
+    {"hksearow", {0x2925}}, {"hkswarow", {0x2926}}, {"hoarr", {0x21ff}}, {"homtht", {0x223b}},
+    {"hookleftarrow", {0x21a9}}, {"hookrightarrow", {0x21aa}}, {"hopf", {0x1d559}}, {"horbar", {0x2015}},
+    {"hscr", {0x1d4bd}}, {"hslash", {0x210f}}, {"hstrok", {0x127}}, {"hybull", {0x2043}}, {"hyphen", {0x2010}},
+    {"iacute", {0xed}}, {"ic", {0x2063}}, {"icirc", {0xee}}, {"icy", {0x438}}, {"iecy", {0x435}}, {"iexcl", {0xa1}},
+    {"iff", {0x21d4}}, {"ifr", {0x1d526}}, {"igrave", {0xec}}, {"ii", {0x2148}}, {"iiiint", {0x2a0c}},
+    {"iiint", {0x222d}}, {"iinfin", {0x29dc}}, {"iiota", {0x2129}}, {"ijlig", {0x133}}, {"imacr", {0x12b}},
+    {"image", {0x2111}}, {"imagline", {0x2110}}, {"imagpart", {0x2111}}, {"imath", {0x131}}, {"imof", {0x22b7}},
+    {"imped", {0x1b5}}, {"in", {0x2208}}, {"incare", {0x2105}}, {"infin", {0x221e}}, {"infintie", {0x29dd}},
+    {"inodot", {0x131}}, {"int", {0x222b}}, {"intcal", {0x22ba}}, {"integers", {0x2124}}, {"intercal", {0x22ba}},
+    {"intlarhk", {0x2a17}}, {"intprod", {0x2a3c}}, {"iocy", {0x451}}, {"iogon", {0x12f}}, {"iopf", {0x1d55a}},
+    {"iota", {0x3b9}}, {"iprod", {0x2a3c}}, {"iquest", {0xbf}}, {"iscr", {0x1d4be}}, {"isin", {0x2208}},
+    {"isinE", {0x22f9}}, {"isindot", {0x22f5}}, {"isins", {0x22f4}}, {"isinsv", {0x22f3}}, {"isinv", {0x2208}},
+    {"it", {0x2062}}, {"itilde", {0x129}}, {"iukcy", {0x456}}, {"iuml", {0xef}}, {"jcirc", {0x135}}, {"jcy", {0x439}},
+    {"jfr", {0x1d527}}, {"jmath", {0x237}}, {"jopf", {0x1d55b}}, {"jscr", {0x1d4bf}}, {"jsercy", {0x458}},
+    {"jukcy", {0x454}}, {"kappa", {0x3ba}}, {"kappav", {0x3f0}}, {"kcedil", {0x137}}, {"kcy", {0x43a}},
+    {"kfr", {0x1d528}}, {"kgreen", {0x138}}, {"khcy", {0x445}}, {"kjcy", {0x45c}}, {"kopf", {0x1d55c}},
+    {"kscr", {0x1d4c0}}, {"lAarr", {0x21da}}, {"lArr", {0x21d0}}, {"lAtail", {0x291b}}, {"lBarr", {0x290e}},
+    {"lE", {0x2266}}, {"lEg", {0x2a8b}}, {"lHar", {0x2962}}, {"lacute", {0x13a}}, {"laemptyv", {0x29b4}},
+    {"lagran", {0x2112}}, {"lambda", {0x3bb}}, {"lang", {0x27e8}}, {"langd", {0x2991}}, {"langle", {0x27e8}},
+    {"lap", {0x2a85}}, {"laquo", {0xab}}, {"larr", {0x2190}}, {"larrb", {0x21e4}}, {"larrbfs", {0x291f}},
+    {"larrfs", {0x291d}}, {"larrhk", {0x21a9}}, {"larrlp", {0x21ab}}, {"larrpl", {0x2939}}, {"larrsim", {0x2973}},
+    {"larrtl", {0x21a2}}, {"lat", {0x2aab}}, {"latail", {0x2919}}, {"late", {0x2aad}}, {"lates", {0x2aad, 0xfe00}},
+    {"lbarr", {0x290c}}, {"lbbrk", {0x2772}}, {"lbrace", {0x7b}}, {"lbrack", {0x5b}}, {"lbrke", {0x298b}},
+    {"lbrksld", {0x298f}}, {"lbrkslu", {0x298d}}, {"lcaron", {0x13e}}, {"lcedil", {0x13c}}, {"lceil", {0x2308}},
+    {"lcub", {0x7b}}, {"lcy", {0x43b}}, {"ldca", {0x2936}}, {"ldquo", {0x201c}}, {"ldquor", {0x201e}},
+    {"ldrdhar", {0x2967}}, {"ldrushar", {0x294b}}, {"ldsh", {0x21b2}}, {"le", {0x2264}}, {"leftarrow", {0x2190}},
+    {"leftarrowtail", {0x21a2}}, {"leftharpoondown", {0x21bd}}, {"leftharpoonup", {0x21bc}},
+    {"leftleftarrows", {0x21c7}}, {"leftrightarrow", {0x2194}}, {"leftrightarrows", {0x21c6}},
+    {"leftrightharpoons", {0x21cb}}, {"leftrightsquigarrow", {0x21ad}}, {"leftthreetimes", {0x22cb}},
+    {"leg", {0x22da}}, {"leq", {0x2264}}, {"leqq", {0x2266}}, {"leqslant", {0x2a7d}}, {"les", {0x2a7d}},
+    {"lescc", {0x2aa8}}, {"lesdot", {0x2a7f}}, {"lesdoto", {0x2a81}}, {"lesdotor", {0x2a83}},
+    {"lesg", {0x22da, 0xfe00}}, {"lesges", {0x2a93}}, {"lessapprox", {0x2a85}}, {"lessdot", {0x22d6}},
+    {"lesseqgtr", {0x22da}}, {"lesseqqgtr", {0x2a8b}}, {"lessgtr", {0x2276}}, {"lesssim", {0x2272}},
+    {"lfisht", {0x297c}}, {"lfloor", {0x230a}}, {"lfr", {0x1d529}}, {"lg", {0x2276}}, {"lgE", {0x2a91}},
+    {"lhard", {0x21bd}}, {"lharu", {0x21bc}}, {"lharul", {0x296a}}, {"lhblk", {0x2584}}, {"ljcy", {0x459}},
+    {"ll", {0x226a}}, {"llarr", {0x21c7}}, {"llcorner", {0x231e}}, {"llhard", {0x296b}}, {"lltri", {0x25fa}},
+    {"lmidot", {0x140}}, {"lmoust", {0x23b0}}, {"lmoustache", {0x23b0}}, {"lnE", {0x2268}}, {"lnap", {0x2a89}},
+    {"lnapprox", {0x2a89}}, {"lne", {0x2a87}}, {"lneq", {0x2a87}}, {"lneqq", {0x2268}}, {"lnsim", {0x22e6}},
+    {"loang", {0x27ec}}, {"loarr", {0x21fd}}, {"lobrk", {0x27e6}}, {"longleftarrow", {0x27f5}},
+    {"longleftrightarrow", {0x27f7}}, {"longmapsto", {0x27fc}}, {"longrightarrow", {0x27f6}},
+    {"looparrowleft", {0x21ab}}, {"looparrowright", {0x21ac}}, {"lopar", {0x2985}}, {"lopf", {0x1d55d}},
+    {"loplus", {0x2a2d}}, {"lotimes", {0x2a34}}, {"lowast", {0x2217}}, {"lowbar", {0x5f}}, {"loz", {0x25ca}},
+    {"lozenge", {0x25ca}}, {"lozf", {0x29eb}}, {"lpar", {0x28}}, {"lparlt", {0x2993}}, {"lrarr", {0x21c6}},
+    {"lrcorner", {0x231f}}, {"lrhar", {0x21cb}}, {"lrhard", {0x296d}}, {"lrm", {0x200e}}, {"lrtri", {0x22bf}},
+    {"lsaquo", {0x2039}}, {"lscr", {0x1d4c1}}, {"lsh", {0x21b0}}, {"lsim", {0x2272}}, {"lsime", {0x2a8d}},
+    {"lsimg", {0x2a8f}}, {"lsqb", {0x5b}}, {"lsquo", {0x2018}}, {"lsquor", {0x201a}}, {"lstrok", {0x142}},
+    {"lt", {0x3c}}, {"ltcc", {0x2aa6}}, {"ltcir", {0x2a79}}, {"ltdot", {0x22d6}}, {"lthree", {0x22cb}},
+    {"ltimes", {0x22c9}}, {"ltlarr", {0x2976}}, {"ltquest", {0x2a7b}}, {"ltrPar", {0x2996}}, {"ltri", {0x25c3}},
+    {"ltrie", {0x22b4}}, {"ltrif", {0x25c2}}, {"lurdshar", {0x294a}}, {"luruhar", {0x2966}},
+    {"lvertneqq", {0x2268, 0xfe00}}, {"lvnE", {0x2268, 0xfe00}}, {"mDDot", {0x223a}}, {"macr", {0xaf}},
+    {"male", {0x2642}}, {"malt", {0x2720}}, {"maltese", {0x2720}}, {"map", {0x21a6}}, {"mapsto", {0x21a6}},
+    {"mapstodown", {0x21a7}}, {"mapstoleft", {0x21a4}}, {"mapstoup", {0x21a5}}, {"marker", {0x25ae}},
+    {"mcomma", {0x2a29}}, {"mcy", {0x43c}}, {"mdash", {0x2014}}, {"measuredangle", {0x2221}}, {"mfr", {0x1d52a}},
+    {"mho", {0x2127}}, {"micro", {0xb5}}, {"mid", {0x2223}}, {"midast", {0x2a}}, {"midcir", {0x2af0}},
+    {"middot", {0xb7}}, {"minus", {0x2212}}, {"minusb", {0x229f}}, {"minusd", {0x2238}}, {"minusdu", {0x2a2a}},
+    {"mlcp", {0x2adb}}, {"mldr", {0x2026}}, {"mnplus", {0x2213}}, {"models", {0x22a7}}, {"mopf", {0x1d55e}},
+    {"mp", {0x2213}}, {"mscr", {0x1d4c2}}, {"mstpos", {0x223e}}, {"mu", {0x3bc}}, {"multimap", {0x22b8}},
+    {"mumap", {0x22b8}}, {"nGg", {0x22d9, 0x338}}, {"nGt", {0x226b, 0x20d2}}, {"nGtv", {0x226b, 0x338}},
+    {"nLeftarrow", {0x21cd}}, {"nLeftrightarrow", {0x21ce}}, {"nLl", {0x22d8, 0x338}}, {"nLt", {0x226a, 0x20d2}},
+    {"nLtv", {0x226a, 0x338}}, {"nRightarrow", {0x21cf}}, {"nVDash", {0x22af}}, {"nVdash", {0x22ae}},
+    {"nabla", {0x2207}}, {"nacute", {0x144}}, {"nang", {0x2220, 0x20d2}}, {"nap", {0x2249}},
+    {"napE", {0x2a70, 0x338}}, {"napid", {0x224b, 0x338}}, {"napos", {0x149}}, {"napprox", {0x2249}},
+    {"natur", {0x266e}}, {"natural", {0x266e}}, {"naturals", {0x2115}}, {"nbsp", {0xa0}}, {"nbump", {0x224e, 0x338}},
+    {"nbumpe", {0x224f, 0x338}}, {"ncap", {0x2a43}}, {"ncaron", {0x148}}, {"ncedil", {0x146}}, {"ncong", {0x2247}},
+    {"ncongdot", {0x2a6d, 0x338}}, {"ncup", {0x2a42}}, {"ncy", {0x43d}}, {"ndash", {0x2013}}, {"ne", {0x2260}},
+    {"neArr", {0x21d7}}, {"nearhk", {0x2924}}, {"nearr", {0x2197}}, {"nearrow", {0x2197}}, {"nedot", {0x2250, 0x338}},
+    {"nequiv", {0x2262}}, {"nesear", {0x2928}}, {"nesim", {0x2242, 0x338}}, {"nexist", {0x2204}},
+    {"nexists", {0x2204}}, {"nfr", {0x1d52b}}, {"ngE", {0x2267, 0x338}}, {"nge", {0x2271}}, {"ngeq", {0x2271}},
+    {"ngeqq", {0x2267, 0x338}}, {"ngeqslant", {0x2a7e, 0x338}}, {"nges", {0x2a7e, 0x338}}, {"ngsim", {0x2275}},
+    {"ngt", {0x226f}}, {"ngtr", {0x226f}}, {"nhArr", {0x21ce}}, {"nharr", {0x21ae}}, {"nhpar", {0x2af2}},
+    {"ni", {0x220b}}, {"nis", {0x22fc}}, {"nisd", {0x22fa}}, {"niv", {0x220b}}, {"njcy", {0x45a}},
+    {"nlArr", {0x21cd}}, {"nlE", {0x2266, 0x338}}, {"nlarr", {0x219a}}, {"nldr", {0x2025}}, {"nle", {0x2270}},
+    {"nleftarrow", {0x219a}}, {"nleftrightarrow", {0x21ae}}, {"nleq", {0x2270}}, {"nleqq", {0x2266, 0x338}},
+    {"nleqslant", {0x2a7d, 0x338}}, {"nles", {0x2a7d, 0x338}}, {"nless", {0x226e}}, {"nlsim", {0x2274}},
+    {"nlt", {0x226e}}, {"nltri", {0x22ea}}, {"nltrie", {0x22ec}}, {"nmid", {0x2224}}, {"nopf", {0x1d55f}},
+    {"not", {0xac}}, {"notin", {0x2209}}, {"notinE", {0x22f9, 0x338}}, {"notindot", {0x22f5, 0x338}},
+    {"notinva", {0x2209}}, {"notinvb", {0x22f7}}, {"notinvc", {0x22f6}}, {"notni", {0x220c}}, {"notniva", {0x220c}},
+    {"notnivb", {0x22fe}}, {"notnivc", {0x22fd}}, {"npar", {0x2226}}, {"nparallel", {0x2226}},
+    {"nparsl", {0x2afd, 0x20e5}}, {"npart", {0x2202, 0x338}}, {"npolint", {0x2a14}}, {"npr", {0x2280}},
+    {"nprcue", {0x22e0}}, {"npre", {0x2aaf, 0x338}}, {"nprec", {0x2280}}, {"npreceq", {0x2aaf, 0x338}},
+    {"nrArr", {0x21cf}}, {"nrarr", {0x219b}}, {"nrarrc", {0x2933, 0x338}}, {"nrarrw", {0x219d, 0x338}},
+    {"nrightarrow", {0x219b}}, {"nrtri", {0x22eb}}, {"nrtrie", {0x22ed}}, {"nsc", {0x2281}}, {"nsccue", {0x22e1}},
+    {"nsce", {0x2ab0, 0x338}}, {"nscr", {0x1d4c3}}, {"nshortmid", {0x2224}}, {"nshortparallel", {0x2226}},
+    {"nsim", {0x2241}}, {"nsime", {0x2244}}, {"nsimeq", {0x2244}}, {"nsmid", {0x2224}}, {"nspar", {0x2226}},
+    {"nsqsube", {0x22e2}}, {"nsqsupe", {0x22e3}}, {"nsub", {0x2284}}, {"nsubE", {0x2ac5, 0x338}}, {"nsube", {0x2288}},
+    {"nsubset", {0x2282, 0x20d2}}, {"nsubseteq", {0x2288}}, {"nsubseteqq", {0x2ac5, 0x338}}, {"nsucc", {0x2281}},
+    {"nsucceq", {0x2ab0, 0x338}}, {"nsup", {0x2285}}, {"nsupE", {0x2ac6, 0x338}}, {"nsupe", {0x2289}},
+    {"nsupset", {0x2283, 0x20d2}}, {"nsupseteq", {0x2289}}, {"nsupseteqq", {0x2ac6, 0x338}}, {"ntgl", {0x2279}},
+    {"ntilde", {0xf1}}, {"ntlg", {0x2278}}, {"ntriangleleft", {0x22ea}}, {"ntrianglelefteq", {0x22ec}},
+    {"ntriangleright", {0x22eb}}, {"ntrianglerighteq", {0x22ed}}, {"nu", {0x3bd}}, {"num", {0x23}},
+    {"numero", {0x2116}}, {"numsp", {0x2007}}, {"nvDash", {0x22ad}}, {"nvHarr", {0x2904}}, {"nvap", {0x224d, 0x20d2}},
+    {"nvdash", {0x22ac}}, {"nvge", {0x2265, 0x20d2}}, {"nvgt", {0x3e, 0x20d2}}, {"nvinfin", {0x29de}},
+    {"nvlArr", {0x2902}}, {"nvle", {0x2264, 0x20d2}}, {"nvlt", {0x3c, 0x20d2}}, {"nvltrie", {0x22b4, 0x20d2}},
+    {"nvrArr", {0x2903}}, {"nvrtrie", {0x22b5, 0x20d2}}, {"nvsim", {0x223c, 0x20d2}}, {"nwArr", {0x21d6}},
+    {"nwarhk", {0x2923}}, {"nwarr", {0x2196}}, {"nwarrow", {0x2196}}, {"nwnear", {0x2927}}, {"oS", {0x24c8}},
+    {"oacute", {0xf3}}, {"oast", {0x229b}}, {"ocir", {0x229a}}, {"ocirc", {0xf4}}, {"ocy", {0x43e}},
+    {"odash", {0x229d}}, {"odblac", {0x151}}, {"odiv", {0x2a38}}, {"odot", {0x2299}}, {"odsold", {0x29bc}},
+    {"oelig", {0x153}}, {"ofcir", {0x29bf}}, {"ofr", {0x1d52c}}, {"ogon", {0x2db}}, {"ograve", {0xf2}},
+    {"ogt", {0x29c1}}, {"ohbar", {0x29b5}}, {"ohm", {0x3a9}}, {"oint", {0x222e}}, {"olarr", {0x21ba}},
+    {"olcir", {0x29be}}, {"olcross", {0x29bb}}, {"oline", {0x203e}}, {"olt", {0x29c0}}, {"omacr", {0x14d}},
+    {"omega", {0x3c9}}, {"omicron", {0x3bf}}, {"omid", {0x29b6}}, {"ominus", {0x2296}}, {"oopf", {0x1d560}},
+    {"opar", {0x29b7}}, {"operp", {0x29b9}}, {"oplus", {0x2295}}, {"or", {0x2228}}, {"orarr", {0x21bb}},
+    {"ord", {0x2a5d}}, {"order", {0x2134}}, {"orderof", {0x2134}}, {"ordf", {0xaa}}, {"ordm", {0xba}},
+    {"origof", {0x22b6}}, {"oror", {0x2a56}}, {"orslope", {0x2a57}}, {"orv", {0x2a5b}}, {"oscr", {0x2134}},
+    {"oslash", {0xf8}}, {"osol", {0x2298}}, {"otilde", {0xf5}}, {"otimes", {0x2297}}, {"otimesas", {0x2a36}},
+    {"ouml", {0xf6}}, {"ovbar", {0x233d}}, {"par", {0x2225}}, {"para", {0xb6}}, {"parallel", {0x2225}},
+    {"parsim", {0x2af3}}, {"parsl", {0x2afd}}, {"part", {0x2202}}, {"pcy", {0x43f}}, {"percnt", {0x25}},
+    {"period", {0x2e}}, {"permil", {0x2030}}, {"perp", {0x22a5}}, {"pertenk", {0x2031}}, {"pfr", {0x1d52d}},
+    {"phi", {0x3c6}}, {"phiv", {0x3d5}}, {"phmmat", {0x2133}}, {"phone", {0x260e}}, {"pi", {0x3c0}},
+    {"pitchfork", {0x22d4}}, {"piv", {0x3d6}}, {"planck", {0x210f}}, {"planckh", {0x210e}}, {"plankv", {0x210f}},
+    {"plus", {0x2b}}, {"plusacir", {0x2a23}}, {"plusb", {0x229e}}, {"pluscir", {0x2a22}}, {"plusdo", {0x2214}},
+    {"plusdu", {0x2a25}}, {"pluse", {0x2a72}}, {"plusmn", {0xb1}}, {"plussim", {0x2a26}}, {"plustwo", {0x2a27}},
+    {"pm", {0xb1}}, {"pointint", {0x2a15}}, {"popf", {0x1d561}}, {"pound", {0xa3}}, {"pr", {0x227a}},
+    {"prE", {0x2ab3}}, {"prap", {0x2ab7}}, {"prcue", {0x227c}}, {"pre", {0x2aaf}}, {"prec", {0x227a}},
+    {"precapprox", {0x2ab7}}, {"preccurlyeq", {0x227c}}, {"preceq", {0x2aaf}}, {"precnapprox", {0x2ab9}},
+    {"precneqq", {0x2ab5}}, {"precnsim", {0x22e8}}, {"precsim", {0x227e}}, {"prime", {0x2032}}, {"primes", {0x2119}},
+    {"prnE", {0x2ab5}}, {"prnap", {0x2ab9}}, {"prnsim", {0x22e8}}, {"prod", {0x220f}}, {"profalar", {0x232e}},
+    {"profline", {0x2312}}, {"profsurf", {0x2313}}, {"prop", {0x221d}}, {"propto", {0x221d}}, {"prsim", {0x227e}},
+    {"prurel", {0x22b0}}, {"pscr", {0x1d4c5}}, {"psi", {0x3c8}}, {"puncsp", {0x2008}}, {"qfr", {0x1d52e}},
+    {"qint", {0x2a0c}}, {"qopf", {0x1d562}}, {"qprime", {0x2057}}, {"qscr", {0x1d4c6}}, {"quaternions", {0x210d}},
+    {"quatint", {0x2a16}}, {"quest", {0x3f}}, {"questeq", {0x225f}}, {"quot", {0x22}}, {"rAarr", {0x21db}},
+    {"rArr", {0x21d2}}, {"rAtail", {0x291c}}, {"rBarr", {0x290f}}, {"rHar", {0x2964}}, {"race", {0x223d, 0x331}},
+    {"racute", {0x155}}, {"radic", {0x221a}}, {"raemptyv", {0x29b3}}, {"rang", {0x27e9}}, {"rangd", {0x2992}},
+    {"range", {0x29a5}}, {"rangle", {0x27e9}}, {"raquo", {0xbb}}, {"rarr", {0x2192}}, {"rarrap", {0x2975}},
+    {"rarrb", {0x21e5}}, {"rarrbfs", {0x2920}}, {"rarrc", {0x2933}}, {"rarrfs", {0x291e}}, {"rarrhk", {0x21aa}},
+    {"rarrlp", {0x21ac}}, {"rarrpl", {0x2945}}, {"rarrsim", {0x2974}}, {"rarrtl", {0x21a3}}, {"rarrw", {0x219d}},
+    {"ratail", {0x291a}}, {"ratio", {0x2236}}, {"rationals", {0x211a}}, {"rbarr", {0x290d}}, {"rbbrk", {0x2773}},
+    {"rbrace", {0x7d}}, {"rbrack", {0x5d}}, {"rbrke", {0x298c}}, {"rbrksld", {0x298e}}, {"rbrkslu", {0x2990}},
+    {"rcaron", {0x159}}, {"rcedil", {0x157}}, {"rceil", {0x2309}}, {"rcub", {0x7d}}, {"rcy", {0x440}},
+    {"rdca", {0x2937}}, {"rdldhar", {0x2969}}, {"rdquo", {0x201d}}, {"rdquor", {0x201d}}, {"rdsh", {0x21b3}},
+    {"real", {0x211c}}, {"realine", {0x211b}}, {"realpart", {0x211c}}, {"reals", {0x211d}}, {"rect", {0x25ad}},
+    {"reg", {0xae}}, {"rfisht", {0x297d}}, {"rfloor", {0x230b}}, {"rfr", {0x1d52f}}, {"rhard", {0x21c1}},
+    {"rharu", {0x21c0}}, {"rharul", {0x296c}}, {"rho", {0x3c1}}, {"rhov", {0x3f1}}, {"rightarrow", {0x2192}},
+    {"rightarrowtail", {0x21a3}}, {"rightharpoondown", {0x21c1}}, {"rightharpoonup", {0x21c0}},
+    {"rightleftarrows", {0x21c4}}, {"rightleftharpoons", {0x21cc}}, {"rightrightarrows", {0x21c9}},
+    {"rightsquigarrow", {0x219d}}, {"rightthreetimes", {0x22cc}}, {"ring", {0x2da}}, {"risingdotseq", {0x2253}},
+    {"rlarr", {0x21c4}}, {"rlhar", {0x21cc}}, {"rlm", {0x200f}}, {"rmoust", {0x23b1}}, {"rmoustache", {0x23b1}},
+    {"rnmid", {0x2aee}}, {"roang", {0x27ed}}, {"roarr", {0x21fe}}, {"robrk", {0x27e7}}, {"ropar", {0x2986}},
+    {"ropf", {0x1d563}}, {"roplus", {0x2a2e}}, {"rotimes", {0x2a35}}, {"rpar", {0x29}}, {"rpargt", {0x2994}},
+    {"rppolint", {0x2a12}}, {"rrarr", {0x21c9}}, {"rsaquo", {0x203a}}, {"rscr", {0x1d4c7}}, {"rsh", {0x21b1}},
+    {"rsqb", {0x5d}}, {"rsquo", {0x2019}}, {"rsquor", {0x2019}}, {"rthree", {0x22cc}}, {"rtimes", {0x22ca}},
+    {"rtri", {0x25b9}}, {"rtrie", {0x22b5}}, {"rtrif", {0x25b8}}, {"rtriltri", {0x29ce}}, {"ruluhar", {0x2968}},
+    {"rx", {0x211e}}, {"sacute", {0x15b}}, {"sbquo", {0x201a}}, {"sc", {0x227b}}, {"scE", {0x2ab4}},
+    {"scap", {0x2ab8}}, {"scaron", {0x161}}, {"sccue", {0x227d}}, {"sce", {0x2ab0}}, {"scedil", {0x15f}},
+    {"scirc", {0x15d}}, {"scnE", {0x2ab6}}, {"scnap", {0x2aba}}, {"scnsim", {0x22e9}}, {"scpolint", {0x2a13}},
+    {"scsim", {0x227f}}, {"scy", {0x441}}, {"sdot", {0x22c5}}, {"sdotb", {0x22a1}}, {"sdote", {0x2a66}},
+    {"seArr", {0x21d8}}, {"searhk", {0x2925}}, {"searr", {0x2198}}, {"searrow", {0x2198}}, {"sect", {0xa7}},
+    {"semi", {0x3b}}, {"seswar", {0x2929}}, {"setminus", {0x2216}}, {"setmn", {0x2216}}, {"sext", {0x2736}},
+    {"sfr", {0x1d530}}, {"sfrown", {0x2322}}, {"sharp", {0x266f}}, {"shchcy", {0x449}}, {"shcy", {0x448}},
+    {"shortmid", {0x2223}}, {"shortparallel", {0x2225}}, {"shy", {0xad}}, {"sigma", {0x3c3}}, {"sigmaf", {0x3c2}},
+    {"sigmav", {0x3c2}}, {"sim", {0x223c}}, {"simdot", {0x2a6a}}, {"sime", {0x2243}}, {"simeq", {0x2243}},
+    {"simg", {0x2a9e}}, {"simgE", {0x2aa0}}, {"siml", {0x2a9d}}, {"simlE", {0x2a9f}}, {"simne", {0x2246}},
+    {"simplus", {0x2a24}}, {"simrarr", {0x2972}}, {"slarr", {0x2190}}, {"smallsetminus", {0x2216}},
+    {"smashp", {0x2a33}}, {"smeparsl", {0x29e4}}, {"smid", {0x2223}}, {"smile", {0x2323}}, {"smt", {0x2aaa}},
+    {"smte", {0x2aac}}, {"smtes", {0x2aac, 0xfe00}}, {"softcy", {0x44c}}, {"sol", {0x2f}}, {"solb", {0x29c4}},
+    {"solbar", {0x233f}}, {"sopf", {0x1d564}}, {"spades", {0x2660}}, {"spadesuit", {0x2660}}, {"spar", {0x2225}},
+    {"sqcap", {0x2293}}, {"sqcaps", {0x2293, 0xfe00}}, {"sqcup", {0x2294}}, {"sqcups", {0x2294, 0xfe00}},
+    {"sqsub", {0x228f}}, {"sqsube", {0x2291}}, {"sqsubset", {0x228f}}, {"sqsubseteq", {0x2291}}, {"sqsup", {0x2290}},
+    {"sqsupe", {0x2292}}, {"sqsupset", {0x2290}}, {"sqsupseteq", {0x2292}}, {"squ", {0x25a1}}, {"square", {0x25a1}},
+    {"squarf", {0x25aa}}, {"squf", {0x25aa}}, {"srarr", {0x2192}}, {"sscr", {0x1d4c8}}, {"ssetmn", {0x2216}},
+    {"ssmile", {0x2323}}, {"sstarf", {0x22c6}}, {"star", {0x2606}}, {"starf", {0x2605}}, {"straightepsilon", {0x3f5}},
+    {"straightphi", {0x3d5}}, {"strns", {0xaf}}, {"sub", {0x2282}}, {"subE", {0x2ac5}}, {"subdot", {0x2abd}},
+    {"sube", {0x2286}}, {"subedot", {0x2ac3}}, {"submult", {0x2ac1}}, {"subnE", {0x2acb}}, {"subne", {0x228a}},
+    {"subplus", {0x2abf}}, {"subrarr", {0x2979}}, {"subset", {0x2282}}, {"subseteq", {0x2286}},
+    {"subseteqq", {0x2ac5}}, {"subsetneq", {0x228a}}, {"subsetneqq", {0x2acb}}, {"subsim", {0x2ac7}},
+    {"subsub", {0x2ad5}}, {"subsup", {0x2ad3}}, {"succ", {0x227b}}, {"succapprox", {0x2ab8}},
+    {"succcurlyeq", {0x227d}}, {"succeq", {0x2ab0}}, {"succnapprox", {0x2aba}}, {"succneqq", {0x2ab6}},
+    {"succnsim", {0x22e9}}, {"succsim", {0x227f}}, {"sum", {0x2211}}, {"sung", {0x266a}}, {"sup", {0x2283}},
+    {"sup1", {0xb9}}, {"sup2", {0xb2}}, {"sup3", {0xb3}}, {"supE", {0x2ac6}}, {"supdot", {0x2abe}},
+    {"supdsub", {0x2ad8}}, {"supe", {0x2287}}, {"supedot", {0x2ac4}}, {"suphsol", {0x27c9}}, {"suphsub", {0x2ad7}},
+    {"suplarr", {0x297b}}, {"supmult", {0x2ac2}}, {"supnE", {0x2acc}}, {"supne", {0x228b}}, {"supplus", {0x2ac0}},
+    {"supset", {0x2283}}, {"supseteq", {0x2287}}, {"supseteqq", {0x2ac6}}, {"supsetneq", {0x228b}},
+    {"supsetneqq", {0x2acc}}, {"supsim", {0x2ac8}}, {"supsub", {0x2ad4}}, {"supsup", {0x2ad6}}, {"swArr", {0x21d9}},
+    {"swarhk", {0x2926}}, {"swarr", {0x2199}}, {"swarrow", {0x2199}}, {"swnwar", {0x292a}}, {"szlig", {0xdf}},
+    {"target", {0x2316}}, {"tau", {0x3c4}}, {"tbrk", {0x23b4}}, {"tcaron", {0x165}}, {"tcedil", {0x163}},
+    {"tcy", {0x442}}, {"tdot", {0x20db}}, {"telrec", {0x2315}}, {"tfr", {0x1d531}}, {"there4", {0x2234}},
+    {"therefore", {0x2234}}, {"theta", {0x3b8}}, {"thetasym", {0x3d1}}, {"thetav", {0x3d1}},
+    {"thickapprox", {0x2248}}, {"thicksim", {0x223c}}, {"thinsp", {0x2009}}, {"thkap", {0x2248}},
+    {"thksim", {0x223c}}, {"thorn", {0xfe}}, {"tilde", {0x2dc}}, {"times", {0xd7}}, {"timesb", {0x22a0}},
+    {"timesbar", {0x2a31}}, {"timesd", {0x2a30}}, {"tint", {0x222d}}, {"toea", {0x2928}}, {"top", {0x22a4}},
+    {"topbot", {0x2336}}, {"topcir", {0x2af1}}, {"topf", {0x1d565}}, {"topfork", {0x2ada}}, {"tosa", {0x2929}},
+    {"tprime", {0x2034}}, {"trade", {0x2122}}, {"triangle", {0x25b5}}, {"triangledown", {0x25bf}},
+    {"triangleleft", {0x25c3}}, {"trianglelefteq", {0x22b4}}, {"triangleq", {0x225c}}, {"triangleright", {0x25b9}},
+    {"trianglerighteq", {0x22b5}}, {"tridot", {0x25ec}}, {"trie", {0x225c}}, {"triminus", {0x2a3a}},
+    {"triplus", {0x2a39}}, {"trisb", {0x29cd}}, {"tritime", {0x2a3b}}, {"trpezium", {0x23e2}}, {"tscr", {0x1d4c9}},
+    {"tscy", {0x446}}, {"tshcy", {0x45b}}, {"tstrok", {0x167}}, {"twixt", {0x226c}}, {"twoheadleftarrow", {0x219e}},
+    {"twoheadrightarrow", {0x21a0}}, {"uArr", {0x21d1}}, {"uHar", {0x2963}}, {"uacute", {0xfa}}, {"uarr", {0x2191}},
+    {"ubrcy", {0x45e}}, {"ubreve", {0x16d}}, {"ucirc", {0xfb}}, {"ucy", {0x443}}, {"udarr", {0x21c5}},
+    {"udblac", {0x171}}, {"udhar", {0x296e}}, {"ufisht", {0x297e}}, {"ufr", {0x1d532}}, {"ugrave", {0xf9}},
+    {"uharl", {0x21bf}}, {"uharr", {0x21be}}, {"uhblk", {0x2580}}, {"ulcorn", {0x231c}}, {"ulcorner", {0x231c}},
+    {"ulcrop", {0x230f}}, {"ultri", {0x25f8}}, {"umacr", {0x16b}}, {"uml", {0xa8}}, {"uogon", {0x173}},
+    {"uopf", {0x1d566}}, {"uparrow", {0x2191}}, {"updownarrow", {0x2195}}, {"upharpoonleft", {0x21bf}},
+    {"upharpoonright", {0x21be}}, {"uplus", {0x228e}}, {"upsi", {0x3c5}}, {"upsih", {0x3d2}}, {"upsilon", {0x3c5}},
+    {"upuparrows", {0x21c8}}, {"urcorn", {0x231d}}, {"urcorner", {0x231d}}, {"urcrop", {0x230e}}, {"uring", {0x16f}},
+    {"urtri", {0x25f9}}, {"uscr", {0x1d4ca}}, {"utdot", {0x22f0}}, {"utilde", {0x169}}, {"utri", {0x25b5}},
+    {"utrif", {0x25b4}}, {"uuarr", {0x21c8}}, {"uuml", {0xfc}}, {"uwangle", {0x29a7}}, {"vArr", {0x21d5}},
+    {"vBar", {0x2ae8}}, {"vBarv", {0x2ae9}}, {"vDash", {0x22a8}}, {"vangrt", {0x299c}}, {"varepsilon", {0x3f5}},
+    {"varkappa", {0x3f0}}, {"varnothing", {0x2205}}, {"varphi", {0x3d5}}, {"varpi", {0x3d6}}, {"varpropto", {0x221d}},
+    {"varr", {0x2195}}, {"varrho", {0x3f1}}, {"varsigma", {0x3c2}}, {"varsubsetneq", {0x228a, 0xfe00}},
+    {"varsubsetneqq", {0x2acb, 0xfe00}}, {"varsupsetneq", {0x228b, 0xfe00}}, {"varsupsetneqq", {0x2acc, 0xfe00}},
+    {"vartheta", {0x3d1}}, {"vartriangleleft", {0x22b2}}, {"vartriangleright", {0x22b3}}, {"vcy", {0x432}},
+    {"vdash", {0x22a2}}, {"vee", {0x2228}}, {"veebar", {0x22bb}}, {"veeeq", {0x225a}}, {"vellip", {0x22ee}},
+    {"verbar", {0x7c}}, {"vert", {0x7c}}, {"vfr", {0x1d533}}, {"vltri", {0x22b2}}, {"vnsub", {0x2282, 0x20d2}},
+    {"vnsup", {0x2283, 0x20d2}}, {"vopf", {0x1d567}}, {"vprop", {0x221d}}, {"vrtri", {0x22b3}}, {"vscr", {0x1d4cb}},
+    {"vsubnE", {0x2acb, 0xfe00}}, {"vsubne", {0x228a, 0xfe00}}, {"vsupnE", {0x2acc, 0xfe00}},
+    {"vsupne", {0x228b, 0xfe00}}, {"vzigzag", {0x299a}}, {"wcirc", {0x175}}, {"wedbar", {0x2a5f}},
+    {"wedge", {0x2227}}, {"wedgeq", {0x2259}}, {"weierp", {0x2118}}, {"wfr", {0x1d534}}, {"wopf", {0x1d568}},
+    {"wp", {0x2118}}, {"wr", {0x2240}}, {"wreath", {0x2240}}, {"wscr", {0x1d4cc}}, {"xcap", {0x22c2}},
+    {"xcirc", {0x25ef}}, {"xcup", {0x22c3}}, {"xdtri", {0x25bd}}, {"xfr", {0x1d535}}, {"xhArr", {0x27fa}},
+    {"xharr", {0x27f7}}, {"xi", {0x3be}}, {"xlArr", {0x27f8}}, {"xlarr", {0x27f5}}, {"xmap", {0x27fc}},
+    {"xnis", {0x22fb}}, {"xodot", {0x2a00}}, {"xopf", {0x1d569}}, {"xoplus", {0x2a01}}, {"xotime", {0x2a02}},
+    {"xrArr", {0x27f9}}, {"xrarr", {0x27f6}}, {"xscr", {0x1d4cd}}, {"xsqcup", {0x2a06}}, {"xuplus", {0x2a04}},
+    {"xutri", {0x25b3}}, {"xvee", {0x22c1}}, {"xwedge", {0x22c0}}, {"yacute", {0xfd}}, {"yacy", {0x44f}},
+    {"ycirc", {0x177}}, {"ycy", {0x44b}}, {"yen", {0xa5}}, {"yfr", {0x1d536}}, {"yicy", {0x457}}, {"yopf", {0x1d56a}},
+    {"yscr", {0x1d4ce}}, {"yucy", {0x44e}}, {"yuml", {0xff}}, {"zacute", {0x17a}}, {"zcaron", {0x17e}},
+    {"zcy", {0x437}}, {"zdot", {0x17c}}, {"zeetrf", {0x2128}}, {"zeta", {0x3b6}}, {"zfr", {0x1d537}},
+    {"zhcy", {0x436}}, {"zigrarr", {0x21dd}}, {"zopf", {0x1d56b}}, {"zscr", {0x1d4cf}}, {"zwj", {0x200d}},
+    {"zwnj", {0x200c}},
+};
+static const char *const html5_no_upper[] = {
+    "copysr", "gtcc", "gtcir", "gtdot", "gtquest", "gtrapprox", "gtrarr", "gtrdot", "gtreqless", "gtreqqless",
+    "gtrless", "gtrsim", "ltcc", "ltcir", "ltdot", "lthree", "ltimes", "ltlarr", "ltquest", "ltri", "ltrie", "ltrif",
+};
+static const struct html_entity html5_upper[] = {
+    {"epsiv", {0x395}}, {"imath", {0x49}}, {"inodot", {0x49}}, {"kappav", {0x39a}}, {"micro", {0x39c}},
+    {"phiv", {0x3a6}}, {"piv", {0x3a0}}, {"rhov", {0x3a1}}, {"sigma", {0x3a3}}, {"sigmaf", {0x3a3}},
+    {"sigmav", {0x3a3}}, {"straightepsilon", {0x395}}, {"straightphi", {0x3a6}}, {"szlig", {0x53, 0x53}},
+    {"thetasym", {0x398}}, {"thetav", {0x398}}, {"varepsilon", {0x395}}, {"varkappa", {0x39a}}, {"varphi", {0x3a6}},
+    {"varpi", {0x3a0}}, {"varrho", {0x3a1}}, {"varsigma", {0x3a3}}, {"vartheta", {0x398}},
+};
+
+static const uint32_t width_map[][3] = {
+    {0xff5f, 0x2985, 0x0}, {0xff60, 0x2986, 0x0}, {0xff61, 0x3002, 0x0}, {0xff62, 0x300c, 0x0}, {0xff63, 0x300d, 0x0},
+    {0xff64, 0x3001, 0x0}, {0xff65, 0x30fb, 0x0}, {0xff66, 0x30f2, 0x0}, {0xff67, 0x30a1, 0x0}, {0xff68, 0x30a3, 0x0},
+    {0xff69, 0x30a5, 0x0}, {0xff6a, 0x30a7, 0x0}, {0xff6b, 0x30a9, 0x0}, {0xff6c, 0x30e3, 0x0}, {0xff6d, 0x30e5, 0x0},
+    {0xff6e, 0x30e7, 0x0}, {0xff6f, 0x30c3, 0x0}, {0xff70, 0x30fc, 0x0}, {0xff71, 0x30a2, 0x0}, {0xff72, 0x30a4, 0x0},
+    {0xff73, 0x30a6, 0x0}, {0xff74, 0x30a8, 0x0}, {0xff75, 0x30aa, 0x0}, {0xff76, 0x30ab, 0x0}, {0xff77, 0x30ad, 0x0},
+    {0xff78, 0x30af, 0x0}, {0xff79, 0x30b1, 0x0}, {0xff7a, 0x30b3, 0x0}, {0xff7b, 0x30b5, 0x0}, {0xff7c, 0x30b7, 0x0},
+    {0xff7d, 0x30b9, 0x0}, {0xff7e, 0x30bb, 0x0}, {0xff7f, 0x30bd, 0x0}, {0xff80, 0x30bf, 0x0}, {0xff81, 0x30c1, 0x0},
+    {0xff82, 0x30c4, 0x0}, {0xff83, 0x30c6, 0x0}, {0xff84, 0x30c8, 0x0}, {0xff85, 0x30ca, 0x0}, {0xff86, 0x30cb, 0x0},
+    {0xff87, 0x30cc, 0x0}, {0xff88, 0x30cd, 0x0}, {0xff89, 0x30ce, 0x0}, {0xff8a, 0x30cf, 0x0}, {0xff8b, 0x30d2, 0x0},
+    {0xff8c, 0x30d5, 0x0}, {0xff8d, 0x30d8, 0x0}, {0xff8e, 0x30db, 0x0}, {0xff8f, 0x30de, 0x0}, {0xff90, 0x30df, 0x0},
+    {0xff91, 0x30e0, 0x0}, {0xff92, 0x30e1, 0x0}, {0xff93, 0x30e2, 0x0}, {0xff94, 0x30e4, 0x0}, {0xff95, 0x30e6, 0x0},
+    {0xff96, 0x30e8, 0x0}, {0xff97, 0x30e9, 0x0}, {0xff98, 0x30ea, 0x0}, {0xff99, 0x30eb, 0x0}, {0xff9a, 0x30ec, 0x0},
+    {0xff9b, 0x30ed, 0x0}, {0xff9c, 0x30ef, 0x0}, {0xff9d, 0x30f3, 0x0}, {0xff9e, 0x3099, 0x0}, {0xff9f, 0x309a, 0x0},
+    {0xffa0, 0x1160, 0x0}, {0xffa1, 0x1100, 0x0}, {0xffa2, 0x1101, 0x0}, {0xffa3, 0x11aa, 0x0}, {0xffa4, 0x1102, 0x0},
+    {0xffa5, 0x11ac, 0x0}, {0xffa6, 0x11ad, 0x0}, {0xffa7, 0x1103, 0x0}, {0xffa8, 0x1104, 0x0}, {0xffa9, 0x1105, 0x0},
+    {0xffaa, 0x11b0, 0x0}, {0xffab, 0x11b1, 0x0}, {0xffac, 0x11b2, 0x0}, {0xffad, 0x11b3, 0x0}, {0xffae, 0x11b4, 0x0},
+    {0xffaf, 0x11b5, 0x0}, {0xffb0, 0x111a, 0x0}, {0xffb1, 0x1106, 0x0}, {0xffb2, 0x1107, 0x0}, {0xffb3, 0x1108, 0x0},
+    {0xffb4, 0x1121, 0x0}, {0xffb5, 0x1109, 0x0}, {0xffb6, 0x110a, 0x0}, {0xffb7, 0x110b, 0x0}, {0xffb8, 0x110c, 0x0},
+    {0xffb9, 0x110d, 0x0}, {0xffba, 0x110e, 0x0}, {0xffbb, 0x110f, 0x0}, {0xffbc, 0x1110, 0x0}, {0xffbd, 0x1111, 0x0},
+    {0xffbe, 0x1112, 0x0}, {0xffc2, 0x1161, 0x0}, {0xffc3, 0x1162, 0x0}, {0xffc4, 0x1163, 0x0}, {0xffc5, 0x1164, 0x0},
+    {0xffc6, 0x1165, 0x0}, {0xffc7, 0x1166, 0x0}, {0xffca, 0x1167, 0x0}, {0xffcb, 0x1168, 0x0}, {0xffcc, 0x1169, 0x0},
+    {0xffcd, 0x116a, 0x0}, {0xffce, 0x116b, 0x0}, {0xffcf, 0x116c, 0x0}, {0xffd2, 0x116d, 0x0}, {0xffd3, 0x116e, 0x0},
+    {0xffd4, 0x116f, 0x0}, {0xffd5, 0x1170, 0x0}, {0xffd6, 0x1171, 0x0}, {0xffd7, 0x1172, 0x0}, {0xffda, 0x1173, 0x0},
+    {0xffdb, 0x1174, 0x0}, {0xffdc, 0x1175, 0x0}, {0xffe0, 0xa2, 0x0}, {0xffe1, 0xa3, 0x0}, {0xffe2, 0xac, 0x0},
+    {0xffe3, 0x20, 0x304}, {0xffe4, 0xa6, 0x0}, {0xffe5, 0xa5, 0x0}, {0xffe6, 0x20a9, 0x0}, {0xffe8, 0x2502, 0x0},
+    {0xffe9, 0x2190, 0x0}, {0xffea, 0x2191, 0x0}, {0xffeb, 0x2192, 0x0}, {0xffec, 0x2193, 0x0}, {0xffed, 0x25a0, 0x0},
+    {0xffee, 0x25cb, 0x0},
 };
 
 #define RANGES(t) t, (int)(sizeof t / sizeof *t)
@@ -747,7 +1554,7 @@ int tokenizer_bos_id(const tokenizer *t) { return t->bos; }
 int tokenizer_eos_id(const tokenizer *t) { return t->eos; }
 int tokenizer_vocab_size(const tokenizer *t) { return t->vocab_size; }
 
-/* ---- text cleanup ---- */
+/* ---- UTF-8 ---- */
 
 /* Strict UTF-8 -> code points (no overlongs, surrogates or values above U+10FFFF); -1 at the first bad byte. */
 static int utf8_decode(const unsigned char *s, size_t n, uint32_t *out, size_t *nout, size_t *bad_at)
@@ -803,42 +1610,6 @@ static int utf8_put(uint32_t c, unsigned char *o)
     return 4;
 }
 
-/* The entity starting at s[0] == '&' (named: amp lt gt quot apos nbsp; numeric: decimal or hex, decoded only to
- * printable ASCII or a non-control, non-surrogate code point from U+00A0 on); its length, or 0. */
-static size_t html_entity(const uint32_t *s, size_t n, uint32_t *out)
-{
-    static const struct { const char *name; uint32_t cp; } named[] = {
-        {"amp;", '&'}, {"lt;", '<'}, {"gt;", '>'}, {"quot;", '"'}, {"apos;", '\''}, {"nbsp;", 0xa0},
-    };
-    for (size_t k = 0; k < sizeof named / sizeof *named; k++) {
-        size_t L = strlen(named[k].name), j = 0;
-        while (j < L && 1 + j < n && s[1 + j] == (uint32_t)named[k].name[j]) j++;
-        if (j == L) {
-            *out = named[k].cp;
-            return 1 + L;
-        }
-    }
-    if (n < 4 || s[1] != '#') return 0;
-    size_t i = 2;
-    int hex = s[2] == 'x' || s[2] == 'X';
-    i += hex;
-    uint32_t v = 0;
-    size_t digits = 0;
-    for (; i < n && digits < (hex ? 6u : 7u); i++, digits++) {
-        uint32_t c = s[i], d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (hex && (c | 0x20) >= 'a' && (c | 0x20) <= 'f') d = (c | 0x20) - 'a' + 10;
-        else break;
-        v = v * (hex ? 16 : 10) + d;
-    }
-    if (!digits || i >= n || s[i] != ';') return 0;
-    int ok = (v >= 0x20 && v <= 0x7e) || (v >= 0xa0 && v <= 0x10ffff && !(v >= 0xd800 && v < 0xe000) &&
-                                          !(v >= 0xfdd0 && v <= 0xfdef) && (v & 0xfffe) != 0xfffe);
-    if (!ok) return 0;
-    *out = v;
-    return i + 1;
-}
-
 /* ftfy's ligature table (fix_latin_ligatures): code point -> up to 3 code points. */
 static int ligature(uint32_t c, uint32_t out[3])
 {
@@ -865,50 +1636,666 @@ static int is_control(uint32_t c)
            c == 0xfeff || (c >= 0xfff9 && c <= 0xfffc);
 }
 
-/* in[0, n) -> out (capacity 3n + 1): the ftfy subset, whitespace collapse and strip, lowercase. */
-static size_t clean_text(const uint32_t *in, size_t n, uint32_t *out, uint32_t *tmp)
+/* ---- text cleanup: ftfy.fix_text (6.3, default configuration), as CLIPTokenizer applies it ---- */
+
+typedef struct {
+    uint32_t *v;
+    size_t n, cap;
+    int oom;
+} u32buf;
+
+static void put(u32buf *b, uint32_t c)
 {
-    int has_lt = 0;
-    for (size_t i = 0; i < n; i++) has_lt |= in[i] == '<';
-    size_t m = 0;
-    for (size_t i = 0; i < n;) {   /* entities, then per code point: ligatures, width, quotes, controls */
-        uint32_t c = in[i], exp[3];
-        size_t used = 1;
-        if (c == '&' && !has_lt) {
-            size_t k = html_entity(in + i, n - i, &c);
-            if (k) used = k;
-            else c = '&';
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 64;
+        uint32_t *v = b->oom ? NULL : realloc(b->v, cap * sizeof *v);
+        if (!v) {
+            b->oom = 1;
+            return;
         }
-        i += used;
+        b->v = v;
+        b->cap = cap;
+    }
+    b->v[b->n++] = c;
+}
+
+static void put_n(u32buf *b, const uint32_t *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) put(b, s[i]);
+}
+
+static int same_text(const u32buf *a, const u32buf *b)
+{
+    return a->n == b->n && (!a->n || !memcmp(a->v, b->v, a->n * sizeof *a->v));
+}
+
+/* Windows-1252 bytes 0x80..0x9f; the five it leaves undefined stand for themselves (ftfy's "sloppy" codec,
+ * html.unescape's table of invalid character references). */
+static const uint16_t cp1252_c1[32] = {
+    0x20ac, 0x81,   0x201a, 0x192,  0x201e, 0x2026, 0x2020, 0x2021, 0x2c6,  0x2030, 0x160,
+    0x2039, 0x152,  0x8d,   0x17d,  0x8f,   0x90,   0x2018, 0x2019, 0x201c, 0x201d, 0x2022,
+    0x2013, 0x2014, 0x2dc,  0x2122, 0x161,  0x203a, 0x153,  0x9d,   0x17e,  0x178,
+};
+
+/* -- HTML entities (fixes.unescape_html) -- */
+
+static int entity_cmp(const void *key, const void *e)
+{
+    return strcmp(key, ((const struct html_entity *)e)->name);
+}
+
+static int name_cmp(const void *key, const void *e) { return strcmp(key, *(const char *const *)e); }
+
+static void put_entity(u32buf *out, const struct html_entity *e)
+{
+    put(out, e->cp[0]);
+    if (e->cp[1]) put(out, e->cp[1]);
+}
+
+/* The replacement of the match s[0, len) of &#?[0-9A-Za-z]{1,24}; into out, or 0 to keep it as written. Named:
+ * the HTML5 entities (with their ';'), and the all-caps form of an all-lower-case name that html.unescape does
+ * not know (P&EACUTE;REZ). Numeric: html.unescape's rules for character references. */
+static int entity_value(const uint32_t *s, size_t len, u32buf *out)
+{
+    char name[32];
+    size_t k = len - 2;
+    for (size_t i = 0; i < k; i++) name[i] = (char)s[1 + i];
+    name[k] = 0;
+    const size_t nent = sizeof html5 / sizeof *html5;
+    if (name[0] != '#') {
+        const struct html_entity *e = bsearch(name, html5, nent, sizeof *html5, entity_cmp);
+        int upper = 0, lower = 0;
+        for (size_t i = 0; i < k; i++) {
+            upper |= name[i] >= 'A' && name[i] <= 'Z';
+            lower |= name[i] >= 'a' && name[i] <= 'z';
+        }
+        if (!e && upper && !lower) {
+            for (size_t i = 0; i < k; i++) name[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+            if (bsearch(name, html5_no_upper, sizeof html5_no_upper / sizeof *html5_no_upper, sizeof *html5_no_upper,
+                        name_cmp))
+                return 0;
+            /* ftfy gives char.upper(); the lower-case character tokenizes the same after CLIP's lowercasing,
+             * except where upper-casing changes the letter (these keep their upper-case form) */
+            const struct html_entity *u = bsearch(name, html5_upper, sizeof html5_upper / sizeof *html5_upper,
+                                                  sizeof *html5_upper, entity_cmp);
+            e = u ? u : bsearch(name, html5, nent, sizeof *html5, entity_cmp);
+        }
+        if (!e) return 0;
+        put_entity(out, e);
+        return 1;
+    }
+    int hex = name[1] == 'x' || name[1] == 'X';
+    const char *d = name + 1 + hex;
+    if (!*d) return 0;
+    uint32_t v = 0;
+    for (; *d; d++) {
+        int c = *d, dig = -1;
+        if (c >= '0' && c <= '9') dig = c - '0';
+        else if (hex && (c | 0x20) >= 'a' && (c | 0x20) <= 'f') dig = (c | 0x20) - 'a' + 10;
+        if (dig < 0) return 0;   /* html.unescape decodes a prefix and leaves the ';': ftfy keeps the original */
+        v = v > 0x10ffff ? v : v * (hex ? 16 : 10) + (uint32_t)dig;
+    }
+    if (v == ';') return 0;      /* ftfy keeps what decodes to a ';' too */
+    if (v == 0) put(out, 0xfffd);
+    else if (v >= 0x80 && v <= 0x9f) put(out, cp1252_c1[v - 0x80]);
+    else if ((v >= 0xd800 && v <= 0xdfff) || v > 0x10ffff) put(out, 0xfffd);
+    else if (!((v >= 0x1 && v <= 0x8) || v == 0xb || (v >= 0xe && v <= 0x1f) || v == 0x7f ||
+               (v >= 0xfdd0 && v <= 0xfdef) || (v & 0xfffe) == 0xfffe))
+        put(out, v);             /* the invalid code points decode to nothing */
+    return 1;
+}
+
+static int ascii_alnum(uint32_t c)
+{
+    return c < 0x80 && ((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'));
+}
+
+static void unescape_html(const uint32_t *s, size_t n, u32buf *out)
+{
+    for (size_t i = 0; i < n;) {
+        if (s[i] == '&') {
+            size_t j = i + 1 + (i + 1 < n && s[i + 1] == '#'), a = j;
+            while (j < n && j - a < 24 && ascii_alnum(s[j])) j++;
+            if (j > a && j < n && s[j] == ';') {
+                if (!entity_value(s + i, j + 1 - i, out)) put_n(out, s + i, j + 1 - i);
+                i = j + 1;
+                continue;
+            }
+        }
+        put(out, s[i++]);
+    }
+}
+
+/* -- mojibake (badness.is_bad, fix_encoding) -- */
+
+enum {
+    MJ_COMMON = 1, MJ_C1 = 2, MJ_BAD = 4, MJ_LAW = 8, MJ_CURR = 16, MJ_START = 32, MJ_END = 64, MJ_NUM = 128,
+    MJ_KAO = 256, MJ_UPA = 512, MJ_LOA = 1024, MJ_UPC = 2048, MJ_LOC = 4096, MJ_BOX = 8192,
+};
+
+/* generated from ftfy 6.3's badness.MOJIBAKE_CATEGORIES */
+static const struct { uint32_t lo, hi; uint16_t cat; } moji_cats[] = {
+    {0x80, 0x9f, MJ_C1}, {0xa0, 0xa0, MJ_COMMON}, {0xa1, 0xa1, MJ_START}, {0xa2, 0xa3, MJ_CURR}, {0xa4, 0xa4, MJ_BAD},
+    {0xa5, 0xa5, MJ_CURR}, {0xa6, 0xa6, MJ_BAD}, {0xa7, 0xa7, MJ_LAW}, {0xa8, 0xa8, MJ_BAD}, {0xa9, 0xa9, MJ_START},
+    {0xaa, 0xaa, MJ_BAD}, {0xab, 0xab, MJ_START}, {0xac, 0xac, MJ_BAD}, {0xad, 0xad, MJ_COMMON}, {0xae, 0xae, MJ_END},
+    {0xaf, 0xaf, MJ_BAD}, {0xb0, 0xb0, MJ_KAO}, {0xb1, 0xb3, MJ_NUM}, {0xb4, 0xb4, MJ_COMMON}, {0xb5, 0xb5, MJ_NUM},
+    {0xb6, 0xb6, MJ_LAW}, {0xb7, 0xb7, MJ_COMMON}, {0xb8, 0xb8, MJ_BAD}, {0xb9, 0xb9, MJ_NUM}, {0xba, 0xba, MJ_BAD},
+    {0xbb, 0xbb, MJ_END}, {0xbc, 0xbe, MJ_NUM}, {0xbf, 0xbf, MJ_START}, {0xc0, 0xd1, MJ_UPA}, {0xd2, 0xd6, MJ_KAO},
+    {0xd7, 0xd7, MJ_NUM}, {0xd8, 0xd8, MJ_UPA}, {0xd9, 0xdb, MJ_KAO}, {0xdc, 0xdc, MJ_KAO|MJ_UPA},
+    {0xdd, 0xdd, MJ_UPA}, {0xde, 0xde, MJ_UPC}, {0xdf, 0xf1, MJ_LOA}, {0xf2, 0xf6, MJ_KAO}, {0xf7, 0xf7, MJ_NUM},
+    {0xf8, 0xfb, MJ_KAO}, {0xfc, 0xfc, MJ_KAO|MJ_LOA}, {0x100, 0x100, MJ_UPA}, {0x101, 0x101, MJ_LOA},
+    {0x102, 0x102, MJ_UPA}, {0x103, 0x103, MJ_LOA}, {0x104, 0x104, MJ_UPA}, {0x105, 0x105, MJ_LOA},
+    {0x106, 0x106, MJ_UPA}, {0x107, 0x107, MJ_LOA}, {0x10c, 0x10c, MJ_UPA}, {0x10d, 0x10d, MJ_LOA},
+    {0x10e, 0x10e, MJ_UPA}, {0x10f, 0x10f, MJ_LOA}, {0x110, 0x110, MJ_UPA}, {0x111, 0x111, MJ_LOA},
+    {0x112, 0x112, MJ_UPA}, {0x113, 0x113, MJ_LOA}, {0x116, 0x116, MJ_UPA}, {0x117, 0x117, MJ_LOA},
+    {0x118, 0x118, MJ_UPA}, {0x119, 0x119, MJ_LOA}, {0x11a, 0x11a, MJ_UPA}, {0x11b, 0x11b, MJ_LOA},
+    {0x11e, 0x11e, MJ_UPA}, {0x11f, 0x11f, MJ_LOA}, {0x122, 0x122, MJ_UPA}, {0x123, 0x123, MJ_LOA},
+    {0x12a, 0x12a, MJ_UPA}, {0x12b, 0x12b, MJ_LOA}, {0x12f, 0x12f, MJ_LOA}, {0x130, 0x130, MJ_UPA},
+    {0x136, 0x136, MJ_UPA}, {0x137, 0x137, MJ_LOA}, {0x139, 0x139, MJ_UPA}, {0x13a, 0x13a, MJ_LOA},
+    {0x13b, 0x13b, MJ_UPA}, {0x13c, 0x13c, MJ_LOA}, {0x13d, 0x13d, MJ_UPA}, {0x13e, 0x13e, MJ_LOA},
+    {0x141, 0x141, MJ_UPA}, {0x142, 0x142, MJ_LOA}, {0x143, 0x143, MJ_UPA}, {0x145, 0x145, MJ_UPA},
+    {0x147, 0x147, MJ_UPA}, {0x14c, 0x14c, MJ_KAO}, {0x150, 0x150, MJ_KAO}, {0x152, 0x152, MJ_UPA},
+    {0x153, 0x153, MJ_LOA}, {0x155, 0x155, MJ_LOA}, {0x158, 0x158, MJ_UPA}, {0x15a, 0x15a, MJ_UPA},
+    {0x15b, 0x15b, MJ_LOA}, {0x15e, 0x15e, MJ_UPA}, {0x15f, 0x15f, MJ_LOA}, {0x160, 0x160, MJ_UPA},
+    {0x161, 0x161, MJ_LOA}, {0x162, 0x162, MJ_UPA}, {0x164, 0x164, MJ_UPA}, {0x165, 0x165, MJ_LOA},
+    {0x16a, 0x16a, MJ_KAO}, {0x16e, 0x16e, MJ_UPA}, {0x170, 0x170, MJ_UPA}, {0x172, 0x172, MJ_KAO},
+    {0x178, 0x179, MJ_UPA}, {0x17a, 0x17a, MJ_LOA}, {0x17b, 0x17b, MJ_UPA}, {0x17c, 0x17c, MJ_LOA},
+    {0x17d, 0x17d, MJ_UPA}, {0x17e, 0x17e, MJ_LOA}, {0x192, 0x192, MJ_BAD}, {0x2c6, 0x2c7, MJ_BAD},
+    {0x2d8, 0x2d8, MJ_BAD}, {0x2db, 0x2dc, MJ_BAD}, {0x2dd, 0x2dd, MJ_END}, {0x384, 0x385, MJ_START},
+    {0x386, 0x386, MJ_UPC}, {0x388, 0x38a, MJ_UPC}, {0x38c, 0x38c, MJ_UPC}, {0x38e, 0x38f, MJ_UPC},
+    {0x391, 0x3ab, MJ_UPC}, {0x3ac, 0x3c9, MJ_LOC}, {0x401, 0x42f, MJ_UPC}, {0x430, 0x45f, MJ_LOC},
+    {0x490, 0x490, MJ_UPA}, {0x491, 0x491, MJ_LOA}, {0x2013, 0x2015, MJ_COMMON}, {0x2018, 0x2018, MJ_START},
+    {0x2019, 0x2019, MJ_COMMON}, {0x201a, 0x201a, MJ_START}, {0x201c, 0x201c, MJ_START}, {0x201d, 0x201d, MJ_END},
+    {0x201e, 0x201e, MJ_START}, {0x2020, 0x2021, MJ_BAD}, {0x2022, 0x2022, MJ_START}, {0x2026, 0x2026, MJ_COMMON},
+    {0x2030, 0x2030, MJ_BAD}, {0x2039, 0x2039, MJ_START}, {0x203a, 0x203a, MJ_END}, {0x2044, 0x2044, MJ_NUM},
+    {0x20a7, 0x20a7, MJ_CURR}, {0x20ac, 0x20ac, MJ_CURR}, {0x2116, 0x2116, MJ_NUM}, {0x2122, 0x2122, MJ_END},
+    {0x2202, 0x2202, MJ_NUM}, {0x2206, 0x2206, MJ_NUM}, {0x220f, 0x220f, MJ_NUM}, {0x2211, 0x2211, MJ_NUM},
+    {0x221a, 0x221a, MJ_NUM}, {0x221e, 0x221e, MJ_NUM}, {0x2229, 0x2229, MJ_NUM}, {0x222b, 0x222b, MJ_NUM},
+    {0x2248, 0x2248, MJ_NUM}, {0x2260, 0x2261, MJ_NUM}, {0x2264, 0x2265, MJ_NUM}, {0x2310, 0x2310, MJ_BAD},
+    {0x2502, 0x2502, MJ_BOX}, {0x250c, 0x250c, MJ_BOX}, {0x2510, 0x2510, MJ_BOX}, {0x2518, 0x2518, MJ_BOX},
+    {0x251c, 0x251c, MJ_BOX}, {0x2524, 0x2524, MJ_BOX}, {0x252c, 0x252c, MJ_BOX}, {0x253c, 0x253c, MJ_BOX},
+    {0x2550, 0x256c, MJ_BOX}, {0x2580, 0x2580, MJ_BOX}, {0x2584, 0x2584, MJ_BOX}, {0x2588, 0x2588, MJ_BOX},
+    {0x258c, 0x258c, MJ_BOX}, {0x2590, 0x2593, MJ_BOX}, {0x25ca, 0x25ca, MJ_BAD}, {0xf8ff, 0xf8ff, MJ_START},
+    {0xfb01, 0xfb02, MJ_LOA}, {0xfffd, 0xfffd, MJ_BAD},
+};
+
+static unsigned mcat(const uint32_t *s, size_t n, size_t i)
+{
+    if (i >= n || s[i] < 0x80) return 0;
+    int lo = 0, hi = (int)(sizeof moji_cats / sizeof *moji_cats) - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (s[i] < moji_cats[mid].lo) hi = mid - 1;
+        else if (s[i] > moji_cats[mid].hi) lo = mid + 1;
+        else return moji_cats[mid].cat;
+    }
+    return 0;
+}
+
+static int at(const uint32_t *s, size_t n, size_t i, uint32_t c) { return i < n && s[i] == c; }
+
+/* s[i] is one of the code points of set (zero-terminated) */
+static int one_of(const uint32_t *s, size_t n, size_t i, const uint32_t *set)
+{
+    if (i >= n) return 0;
+    for (; *set; set++)
+        if (*set == s[i]) return 1;
+    return 0;
+}
+
+static int latin_az(const uint32_t *s, size_t n, size_t i)
+{
+    return i < n && s[i] < 0x80 && (s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z';
+}
+
+static int lower_az(const uint32_t *s, size_t n, size_t i) { return i < n && s[i] >= 'a' && s[i] <= 'z'; }
+
+static int word_char(const uint32_t *s, size_t n, size_t i)
+{
+    return i < n && (s[i] == '_' || is_letter(s[i]) || is_number(s[i]));
+}
+
+/* ftfy's BADNESS_RE (rule for rule, in its order): sequences far more likely to be UTF-8 decoded in a
+ * single-byte encoding than meant. */
+static int is_bad(const uint32_t *s, size_t n)
+{
+    enum { ACC = MJ_LOA | MJ_UPA, PUNCT = MJ_START | MJ_END, QUAD = MJ_COMMON | MJ_CURR | MJ_BAD | MJ_NUM | MJ_START };
+    for (size_t i = 0; i < n; i++) {
+        unsigned a = mcat(s, n, i), b = mcat(s, n, i + 1), c = mcat(s, n, i + 2);
+        uint32_t x = s[i];
+        if ((a & MJ_C1) || ((a & (MJ_BAD | ACC | MJ_BOX | PUNCT | MJ_CURR | MJ_NUM | MJ_LAW)) && (b & MJ_BAD)) ||
+            (latin_az(s, n, i) && (b & (MJ_LOC | MJ_UPC)) && (c & MJ_BAD)) ||
+            ((a & MJ_BAD) && (b & (ACC | MJ_BOX | PUNCT | MJ_CURR | MJ_NUM | MJ_LAW))) ||
+            ((a & (MJ_LOA | MJ_LOC | MJ_BOX | MJ_END | MJ_CURR | MJ_NUM)) && (b & MJ_UPA)) ||
+            ((a & (MJ_BOX | MJ_END | MJ_CURR | MJ_NUM)) && (b & MJ_LOA)) ||
+            ((a & (MJ_LOA | MJ_BOX | MJ_END)) && (b & MJ_CURR)) || (is_space(x) && (b & MJ_UPA) && (c & MJ_CURR)) ||
+            ((a & (MJ_UPA | MJ_BOX)) && (b & (MJ_NUM | MJ_LAW))) ||
+            ((a & (ACC | MJ_BOX | MJ_CURR | MJ_END)) && (b & MJ_START) && (c & MJ_NUM)) ||
+            ((a & (ACC | MJ_CURR | MJ_NUM | MJ_BOX | MJ_LAW)) && (b & MJ_END) && (c & MJ_START)) ||
+            ((a & (MJ_CURR | MJ_NUM | MJ_BOX)) && (b & MJ_START)) ||
+            (lower_az(s, n, i) && (b & MJ_UPA) && (c & (MJ_START | MJ_CURR))) || ((a & MJ_BOX) && (b & MJ_KAO)) ||
+            ((a & (ACC | MJ_CURR | MJ_NUM | PUNCT | MJ_LAW)) && (b & MJ_BOX)) || ((a & MJ_BOX) && (b & MJ_END)) ||
+            ((a & ACC) && (b & PUNCT) && word_char(s, n, i + 2)))
+            return 1;
+        if ((x == 0x152 || x == 0x153) && i + 1 < n && !latin_az(s, n, i + 1)) return 1;
+        if ((a & MJ_UPA) && at(s, n, i + 1, 0xb0)) return 1;
+        /* common Windows-1252 two-character mojibake: A-circumflex, A-tilde, I-circumflex, ETH first */
+        if (one_of(s, n, i, U"\u00c2\u00c3\u00ce\u00d0") &&
+            ((b & PUNCT) || one_of(s, n, i + 1, U"\u20ac\u0153\u0160\u0161\u00a2\u00a3\u0178\u017e\u00a0\u00ad\u00ae"
+                                                U"\u00a9\u00b0\u00b7\u00bb\u2013\u2014\u00b4")))
+            return 1;
+        if (x == 0xd7 && one_of(s, n, i + 1, U"\u00b2\u00b3")) return 1;
+        if (one_of(s, n, i, U"\u00d8\u00d9") && one_of(s, n, i + 2, U"\u00d8\u00d9") &&
+            ((b & QUAD) || one_of(s, n, i + 1, U"\u0178\u0160\u00ae\u00b0\u00b5\u00bb")) &&
+            ((mcat(s, n, i + 3) & QUAD) || one_of(s, n, i + 3, U"\u0178\u0160\u00ae\u00b0\u00b5\u00bb")))
+            return 1;
+        if (x == 0xe0 && one_of(s, n, i + 1, U"\u00b2\u00b5\u00b9\u00bc\u00bd\u00be")) return 1;
+        /* MacRoman */
+        if (x == 0x221a &&
+            one_of(s, n, i + 1, U"\u00b1\u2202\u2020\u2260\u00ae\u2122\u00b4\u2264\u2265\u00a5\u00b5\u00f8"))
+            return 1;
+        if (x == 0x2248 && one_of(s, n, i + 1, U"\u00b0\u00a2")) return 1;
+        if (x == 0x201a && at(s, n, i + 1, 0xc4) &&
+            one_of(s, n, i + 2, U"\u00ec\u00ee\u00ef\u00f2\u00f4\u00fa\u00f9\u00fb\u2020\u00b0\u00a2\u03c0"))
+            return 1;
+        if (x == 0x201a && one_of(s, n, i + 1, U"\u00e2\u00f3") && one_of(s, n, i + 2, U"\u00e0\u00e4\u00b0\u00ea"))
+            return 1;
+        /* Windows-1251 */
+        if (x == 0x432 && at(s, n, i + 1, 0x402)) return 1;
+        if (one_of(s, n, i, U"\u0412\u0413\u0420\u0421") && one_of(s, n, i + 2, U"\u0412\u0413\u0420\u0421") &&
+            ((b & (MJ_C1 | MJ_BAD | PUNCT | MJ_CURR)) || one_of(s, n, i + 1, U"\u00b0\u00b5")))
+            return 1;
+        if (x == 0x413 && at(s, n, i + 1, 0x45e) && at(s, n, i + 2, 0x412) && at(s, n, i + 3, 0x402) &&
+            at(s, n, i + 4, 0x412) && i + 5 < n && s[i + 5] != '\n' && (at(s, n, i + 6, ' ') || latin_az(s, n, i + 6)))
+            return 1;
+        /* Windows-1252 encodings of a-grave, a-acute and the no-break space itself */
+        if (x == 0xc3 && one_of(s, n, i + 1, U"\u00a0\u00a1")) return 1;
+        if ((x == 0xc3 || x == 0xc2) && at(s, n, i + 1, ' ') &&
+            (i == 0 || lower_az(s, n, i - 1) || (i >= 2 && is_space(s[i - 1]) && lower_az(s, n, i - 2))))
+            return 1;
+        if (x == 0xc2 && i > 0 &&
+            (lower_az(s, n, i - 1) || one_of(s, n, i - 1, U".,?!") || (mcat(s, n, i - 1) & MJ_END)) &&
+            (at(s, n, i + 1, ' ') || (b & PUNCT)))
+            return 1;
+        /* Windows-1253, Windows-1257 */
+        if (x == 0x3b2 && at(s, n, i + 1, 0x20ac) && one_of(s, n, i + 2, U"\u2122\u00a0\u0386\u00ad\u00ae\u00b0"))
+            return 1;
+        if (one_of(s, n, i, U"\u0392\u0393\u039e\u039f") && one_of(s, n, i + 2, U"\u0392\u0393\u039e\u039f") &&
+            ((b & (MJ_C1 | MJ_BAD | PUNCT | MJ_CURR)) || at(s, n, i + 1, 0xb0)))
+            return 1;
+        if (x == 0x101 && at(s, n, i + 1, 0x20ac)) return 1;
+    }
+    return 0;
+}
+
+/* The byte code point c stands for in Latin-1 (enc 0) or ftfy's sloppy Windows-1252 (enc 1), or -1. In the
+ * sloppy codec byte 0x1a means U+FFFD, so a literal U+001A is not encodable there. */
+static int enc_byte(uint32_t c, int enc)
+{
+    if (c < 0x80) return enc && c == 0x1a ? -1 : (int)c;
+    if (!enc) return c <= 0xff ? (int)c : -1;
+    if (c >= 0xa0 && c <= 0xff) return (int)c;
+    for (int k = 0; k < 32; k++)
+        if (cp1252_c1[k] == c) return 0x80 + k;
+    return -1;
+}
+
+/* ftfy's restore_byte_a0: a space that stands where a UTF-8 sequence needs byte 0xa0 becomes 0xa0 again
+ * ("voil\xc3 le" -> "voil\xc3\xa0 le": a-grave keeps a space after it). out holds 2n bytes. */
+static size_t restore_byte_a0(const unsigned char *b, size_t n, unsigned char *out)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        out[m++] = b[i];
+        if (b[i] != 0xc3 || i + 1 >= n || b[i + 1] != ' ') continue;
+        const unsigned char *r = b + i + 2;
+        size_t left = n - i - 2;
+        static const char *const keep[] = {" ", "quele", "quela", "quilo", "s "};
+        int skip = 0;
+        for (int k = 0; k < 5; k++) skip |= left >= strlen(keep[k]) && !memcmp(r, keep[k], strlen(keep[k]));
+        if (!skip) out[m++] = 0xa0;
+    }
+#define CONT(x) ((x) >= 0x80 && (x) <= 0xbf)
+#define CONT_NO_A0_85(x) (CONT(x) && (x) != 0x85 && (x) != 0xa0)
+    for (size_t i = 0; i < m;) {
+        unsigned char *p = out + i;
+        size_t left = m - i, len = 0;
+        if (left >= 2 && memchr("\xc2\xc3\xc5\xce\xd0\xd9", p[0], 6) && p[1] == ' ') len = 2;
+        else if (left >= 3 && (p[0] == 0xe2 || p[0] == 0xe3) && p[1] == ' ' && CONT_NO_A0_85(p[2])) len = 3;
+        else if (left >= 3 && p[0] >= 0xe0 && p[0] <= 0xe3 && CONT_NO_A0_85(p[1]) && p[2] == ' ') len = 3;
+        else if (left >= 4 && p[0] == 0xf0 && ((p[1] == ' ' && CONT(p[2]) && CONT(p[3])) ||
+                                               (CONT(p[1]) && p[2] == ' ' && CONT(p[3])) ||
+                                               (CONT(p[1]) && CONT(p[2]) && p[3] == ' ')))
+            len = 4;
+        for (size_t k = 0; k < len; k++)
+            if (p[k] == ' ') p[k] = 0xa0;
+        i += len ? len : 1;
+    }
+#undef CONT_NO_A0_85
+#undef CONT
+    return m;
+}
+
+/* ftfy decodes with its "utf-8-variants" codec when the bytes hold 0xed or 0xc0: CESU-8 surrogate pairs and
+ * Java's C0 80 for U+0000 besides standard UTF-8. -1 when it does not decode. */
+static int decode_utf8_variants(const unsigned char *b, size_t n, uint32_t *out, size_t *nout)
+{
+    size_t k = 0, bad;
+    for (size_t i = 0; i < n;) {
+        if (b[i] == 0xc0 && i + 1 < n && b[i + 1] == 0x80) {
+            out[k++] = 0;
+            i += 2;
+        } else if (b[i] == 0xed && i + 5 < n && b[i + 1] >= 0xa0 && b[i + 1] <= 0xaf && (b[i + 2] & 0xc0) == 0x80 &&
+                   b[i + 3] == 0xed && b[i + 4] >= 0xb0 && b[i + 4] <= 0xbf && (b[i + 5] & 0xc0) == 0x80) {
+            uint32_t hi = 0xd000u | (b[i + 1] & 0x3fu) << 6 | (b[i + 2] & 0x3fu);
+            uint32_t lo = 0xd000u | (b[i + 4] & 0x3fu) << 6 | (b[i + 5] & 0x3fu);
+            out[k++] = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
+            i += 6;
+        } else {
+            /* one standard sequence */
+            size_t len = b[i] < 0x80 ? 1 : (b[i] & 0xe0) == 0xc0 ? 2 : (b[i] & 0xf0) == 0xe0 ? 3 : 4, got;
+            if (i + len > n || utf8_decode(b + i, len, out + k, &got, &bad)) return -1;
+            k += got;
+            i += len;
+        }
+    }
+    *nout = k;
+    return 0;
+}
+
+/* One step of ftfy's fix_encoding for text that is_bad: the whole text re-read as UTF-8 through Latin-1 or
+ * Windows-1252 (the other single-byte encodings ftfy tries are not modelled), else the UTF-8-looking runs inside
+ * it on their own (decode_inconsistent_utf8). 1 with the fixed text in out, 0 when nothing applies. */
+static int fix_encoding(const uint32_t *s, size_t n, u32buf *out);
+
+/* decode_inconsistent_utf8's pattern, over the Latin-1/Windows-1252 characters for UTF-8 lead and continuation
+ * bytes; a run may not follow a character that stands for a continuation byte itself. */
+static int cont_char(uint32_t c, int strict)
+{
+    if (c >= 0x80 && c <= 0xbf) return 1;
+    if (!strict && c == ' ') return 1;
+    static const uint32_t loose[] = {0x2013, 0x2014, 0x2018, 0x2019, 0x201a, 0x201c, 0x201d, 0x201e, 0x2022, 0x2026, 0};
+    for (int k = 0; k < 32; k++)
+        if (cp1252_c1[k] == c && cp1252_c1[k] >= 0x100) {
+            if (!strict) return 1;
+            for (int j = 0; loose[j]; j++)
+                if (loose[j] == c) return 0;
+            return 1;
+        }
+    return 0;
+}
+
+static size_t utf8_run(const uint32_t *s, size_t n, size_t i)
+{
+    size_t j = i;
+    while (j < n) {
+        uint32_t c = s[j];
+        size_t need = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c == 0xf0 || c == 0xf3 ? 3 : 0;
+        if (!need || j + need >= n) break;
+        size_t k = 1;
+        while (k <= need && cont_char(s[j + k], 0)) k++;
+        if (k <= need) break;
+        j += need + 1;
+    }
+    return j - i;
+}
+
+static int decode_inconsistent(const uint32_t *s, size_t n, u32buf *out)
+{
+    int changed = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = i > 0 && cont_char(s[i - 1], 1) ? 0 : utf8_run(s, n, i);
+        if (len && len < n && is_bad(s + i, len)) {
+            /* ftfy.fix_encoding of the run: steps until nothing changes */
+            u32buf cur = {0}, nxt = {0};
+            put_n(&cur, s + i, len);
+            for (int step = 0; step < 8 && !cur.oom; step++) {
+                nxt.n = 0;
+                if (!fix_encoding(cur.v, cur.n, &nxt)) break;
+                u32buf t = cur;
+                cur = nxt, nxt = t;
+            }
+            changed |= cur.n != len || memcmp(cur.v, s + i, len * sizeof *s);
+            put_n(out, cur.v, cur.n);
+            out->oom |= cur.oom | nxt.oom;
+            free(cur.v), free(nxt.v);
+            i += len;
+        } else if (len) {
+            put_n(out, s + i, len);
+            i += len;
+        } else {
+            put(out, s[i++]);
+        }
+    }
+    return changed;
+}
+
+static int fix_encoding(const uint32_t *s, size_t n, u32buf *out)
+{
+    int ascii = 1;
+    for (size_t i = 0; i < n; i++) ascii &= s[i] < 0x80;
+    if (ascii || !is_bad(s, n)) return 0;
+    size_t start = out->n;
+    unsigned char *bytes = malloc(3 * n + 1);
+    uint32_t *dec = malloc((2 * n + 1) * sizeof *dec);
+    int done = 0;
+    if (!bytes || !dec) {
+        out->oom = 1;
+        goto out;
+    }
+    for (int enc = 0; enc < 2 && !done; enc++) {
+        size_t i = 0;
+        for (; i < n; i++) {
+            int b = enc_byte(s[i], enc);
+            if (b < 0) break;
+            bytes[i] = (unsigned char)b;
+        }
+        if (i < n) continue;
+        unsigned char *b = bytes + n;
+        size_t nb = restore_byte_a0(bytes, n, b);
+        int variants = memchr(b, 0xed, nb) || memchr(b, 0xc0, nb);
+        size_t nd, bad;
+        if (variants ? decode_utf8_variants(b, nb, dec, &nd) : utf8_decode(b, nb, dec, &nd, &bad)) continue;
+        put_n(out, dec, nd);
+        done = 1;
+    }
+    if (!done) done = decode_inconsistent(s, n, out);
+out:
+    if (!done) out->n = start;
+    free(bytes);
+    free(dec);
+    return done;
+}
+
+/* Per code point, in ftfy's order: C1 controls as Windows-1252, Latin ligatures, character width, quotes. */
+static void fix_chars(const uint32_t *s, size_t n, u32buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = s[i], exp[3];
+        if (c >= 0x80 && c <= 0x9f) c = cp1252_c1[c - 0x80];
         int ne = ligature(c, exp);
         if (!ne) exp[0] = c, ne = 1;
         for (int j = 0; j < ne; j++) {
-            uint32_t d = exp[j];
-            if (d >= 0xff01 && d <= 0xff5e) d -= 0xfee0;
-            else if (d == 0x3000) d = ' ';
+            uint32_t d = exp[j], d2 = 0;
+            if (d >= 0xff01 && d <= 0xff5e) {
+                d -= 0xfee0;
+            } else if (d == 0x3000) {
+                d = ' ';
+            } else if (d >= 0xff5f && d <= 0xffef) {
+                int lo = 0, hi = (int)(sizeof width_map / sizeof *width_map) - 1;
+                while (lo <= hi) {
+                    int mid = (lo + hi) / 2;
+                    if (width_map[mid][0] == d) {
+                        d = width_map[mid][1], d2 = width_map[mid][2];
+                        break;
+                    }
+                    if (width_map[mid][0] < d) lo = mid + 1;
+                    else hi = mid - 1;
+                }
+            }
             if (d == 0x2bc || (d >= 0x2018 && d <= 0x201b)) d = '\'';
             else if (d >= 0x201c && d <= 0x201f) d = '"';
-            if (!is_control(d)) tmp[m++] = d;
+            put(out, d);
+            if (d2) put(out, d2);
         }
     }
-    size_t k = 0;
-    for (size_t i = 0; i < m; i++) {
-        if (is_space(tmp[i])) {
-            if (k && out[k - 1] != ' ') out[k++] = ' ';
+}
+
+/* ANSI terminal escapes (ESC [ digits-and-semicolons letter), then the control characters ftfy removes. */
+static void strip_controls(const uint32_t *s, size_t n, u32buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == 0x1b && i + 1 < n && s[i + 1] == '[') {
+            size_t j = i + 2;
+            while (j < n && ((s[j] >= '0' && s[j] <= '9') || s[j] == ';')) j++;
+            if (j < n && s[j] < 0x80 && (s[j] | 0x20) >= 'a' && (s[j] | 0x20) <= 'z') {
+                i = j;
+                continue;
+            }
+        }
+        if (!is_control(s[i])) put(out, s[i]);
+    }
+}
+
+/* -- NFC over the table above (marks U+0300..U+036F and the kana voicing marks) -- */
+
+static int ccc(uint32_t c)
+{
+    if (c >= 0x300 && c < 0x370) return ccc_0300[c - 0x300];
+    return c == 0x3099 || c == 0x309a ? 8 : 0;
+}
+
+static const uint32_t *decomposition(uint32_t c)
+{
+    int lo = 0, hi = (int)(sizeof nfc_decomp / sizeof *nfc_decomp) - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (nfc_decomp[mid][0] == c) return nfc_decomp[mid];
+        if (nfc_decomp[mid][0] < c) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return NULL;
+}
+
+static int composition(uint32_t a, uint32_t b, uint32_t *c)
+{
+    int lo = 0, hi = (int)(sizeof nfc_compose / sizeof *nfc_compose) - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        const uint32_t *d = nfc_decomp[nfc_compose[mid]];
+        if (d[1] == a && d[2] == b) return *c = d[0], 1;
+        if (d[1] < a || (d[1] == a && d[2] < b)) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return 0;
+}
+
+/* Full canonical decomposition of c appended to out, each mark moved before the marks of a higher class. */
+static void decompose(uint32_t c, u32buf *out)
+{
+    const uint32_t *d = c >= 0xc0 ? decomposition(c) : NULL;
+    if (d) {
+        decompose(d[1], out);
+        if (d[2]) decompose(d[2], out);
+        return;
+    }
+    put(out, c);
+    int cc = ccc(c);
+    for (size_t i = out->n - 1; cc && i > 0 && ccc(out->v[i - 1]) > cc && !out->oom; i--) {
+        uint32_t t = out->v[i - 1];
+        out->v[i - 1] = out->v[i], out->v[i] = t;
+    }
+}
+
+/* Canonical composition in place (UAX #15): a mark joins the last starter unless an uncombined character of the
+ * same or a higher class, or a starter, stands between them. */
+static void nfc(const uint32_t *s, size_t n, u32buf *out)
+{
+    for (size_t i = 0; i < n; i++) decompose(s[i], out);
+    if (out->oom || !out->n) return;
+    uint32_t *v = out->v;
+    size_t starter = 0, w = 1;
+    int have = ccc(v[0]) == 0, last = have ? 0 : 256;
+    for (size_t i = 1; i < out->n; i++) {
+        uint32_t c = v[i], comp;
+        int cc = ccc(c);
+        if (have && (last < cc || last == 0) && composition(v[starter], c, &comp)) {
+            v[starter] = comp;
             continue;
         }
-        uint32_t c = tmp[i];
-        if (c == 0x3a3 && final_sigma(tmp, m, i)) {
-            out[k++] = 0x3c2;
+        if (!cc) starter = w, have = 1;
+        last = cc;
+        v[w++] = c;
+    }
+    out->n = w;
+}
+
+/* One fix_text segment (a line with its '\n'): the fixers in ftfy's order, repeated until the text stops changing. */
+static void fix_segment(const uint32_t *s, size_t n, int entities, u32buf *out)
+{
+    u32buf cur = {0}, a = {0}, b = {0};
+    put_n(&cur, s, n);
+    for (int pass = 0; pass < 16 && !cur.oom && !a.oom && !b.oom; pass++) {
+        a.n = 0;
+        if (entities) unescape_html(cur.v, cur.n, &a);
+        else put_n(&a, cur.v, cur.n);
+        for (int step = 0; step < 8 && !a.oom && !b.oom; step++) {
+            b.n = 0;
+            if (!fix_encoding(a.v, a.n, &b)) break;
+            u32buf t = a;
+            a = b, b = t;
+        }
+        b.n = 0;
+        fix_chars(a.v, a.n, &b);
+        a.n = 0;
+        strip_controls(b.v, b.n, &a);
+        b.n = 0;
+        nfc(a.v, a.n, &b);
+        int done = same_text(&b, &cur);
+        u32buf t = cur;
+        cur = b, b = t;
+        if (done) break;
+    }
+    put_n(out, cur.v, cur.n);
+    out->oom |= cur.oom | a.oom | b.oom;
+    free(cur.v), free(a.v), free(b.v);
+}
+
+/* in[0, n) -> *out: ftfy.fix_text line by line (HTML entities only before the first line with a '<'), whitespace
+ * runs collapsed to one space and stripped, Python's str.lower(). -1 when out of memory. */
+static int clean_text(const uint32_t *in, size_t n, u32buf *out)
+{
+    u32buf fixed = {0};
+    int entities = 1;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && in[j] != '\n') j++;
+        j += j < n;
+        for (size_t k = i; k < j && entities; k++) entities = in[k] != '<';
+        fix_segment(in + i, j - i, entities, &fixed);
+        i = j;
+    }
+    const uint32_t *t = fixed.v;
+    size_t m = fixed.n;
+    for (size_t i = 0; i < m; i++) {
+        if (is_space(t[i])) {
+            if (out->n && out->v[out->n - 1] != ' ') put(out, ' ');
+            continue;
+        }
+        uint32_t c = t[i];
+        if (c == 0x3a3 && final_sigma(t, m, i)) {
+            put(out, 0x3c2);
         } else if (c == 0x130) {   /* the one code point whose lowercase is two: i + combining dot above */
-            out[k++] = 'i';
-            out[k++] = 0x307;
+            put(out, 'i');
+            put(out, 0x307);
         } else {
-            out[k++] = to_lower(c);
+            put(out, to_lower(c));
         }
     }
-    if (k && out[k - 1] == ' ') k--;
-    return k;
+    if (out->n && out->v[out->n - 1] == ' ') out->n--;
+    int oom = fixed.oom || out->oom;
+    free(fixed.v);
+    return oom ? -1 : 0;
 }
 
 /* ---- encoding ---- */
@@ -990,14 +2377,13 @@ int tokenizer_encode(const tokenizer *t, const char *text, int *ids, int max_len
     if (max_len < 2) return err_set("tokenizer: max_len %d leaves no room for BOS and EOS", max_len);
     if (!text) return err_set("tokenizer: no prompt text");
     size_t nb = strlen(text);
-    /* cleanup expands at most 3x (ligatures), then 2x (the lowercase of U+0130); a piece is at most 4 bytes per
-     * code point and BPE needs one symbol per byte */
-    uint32_t *cps = malloc((nb + 1) * sizeof *cps), *tmp = malloc((3 * nb + 1) * sizeof *tmp);
-    uint32_t *clean = malloc((6 * nb + 1) * sizeof *clean);
+    /* a piece is at most 4 bytes per code point and BPE needs one symbol per byte */
+    uint32_t *cps = malloc((nb + 1) * sizeof *cps);
+    u32buf cleaned = {0};
     unsigned char *piece = NULL;
     int *word = NULL, *wtmp = NULL;
     int rc = -1;
-    if (!cps || !tmp || !clean) {
+    if (!cps) {
         err_set("tokenizer: out of memory for a %zu-byte prompt", nb);
         goto out;
     }
@@ -1006,7 +2392,12 @@ int tokenizer_encode(const tokenizer *t, const char *text, int *ids, int max_len
         err_set("tokenizer: prompt is not valid UTF-8 (byte %zu): \"%.60s\"", bad, text);
         goto out;
     }
-    size_t n = clean_text(cps, ncp, clean, tmp);
+    if (clean_text(cps, ncp, &cleaned)) {
+        err_set("tokenizer: out of memory for a %zu-byte prompt", nb);
+        goto out;
+    }
+    const uint32_t *clean = cleaned.v;
+    size_t n = cleaned.n;
     piece = malloc(4 * n + 1);
     word = malloc((4 * n + 1) * sizeof *word);
     wtmp = malloc((4 * n + 1) * sizeof *wtmp);
@@ -1038,6 +2429,6 @@ int tokenizer_encode(const tokenizer *t, const char *text, int *ids, int max_len
     for (int i = 2 + kept; i < max_len; i++) ids[i] = t->pad;
     rc = count + 2;
 out:
-    free(cps), free(tmp), free(clean), free(piece), free(word), free(wtmp);
+    free(cps), free(cleaned.v), free(piece), free(word), free(wtmp);
     return rc;
 }

@@ -1,10 +1,10 @@
 /* CLIP byte-level BPE tokenizer (OpenAI CLIP's simple_tokenizer / HF CLIPTokenizer), loaded from a diffusers
  * `tokenizer/` folder: vocab.json, merges.txt, and optionally special_tokens_map.json / tokenizer_config.json.
  *
- * Text goes through: strict UTF-8 check; the part of ftfy.fix_text that matters for prompts (HTML entities
- * &amp; &lt; &gt; &quot; &apos; &nbsp; &#N; &#xH; when the text has no '<'; the Latin ligatures; fullwidth ASCII
- * and the ideographic space; curly quotes to straight ones; control characters removed; no mojibake repair and
- * no NFC normalisation); whitespace runs collapsed to one space and stripped; Python's str.lower(); CLIP's
+ * Text goes through: strict UTF-8 check; ftfy.fix_text as CLIPTokenizer runs it (HTML5 entities, mojibake read
+ * through Latin-1/Windows-1252, C1 controls, ligatures, character width, curly quotes, ANSI escapes, control
+ * characters, NFC; what is and is not matched exactly is listed at the top of tokenizer.c); whitespace runs
+ * collapsed to one space and stripped; Python's str.lower(); CLIP's
  * pre-split pattern (the two special tokens, 's 't 're 've 'm 'll 'd, runs of letters, ONE number character,
  * runs of anything else but whitespace); byte-to-unicode symbols with </w> on a word's last; BPE by merge rank. */
 #ifndef GENIE_TOKENIZER_H

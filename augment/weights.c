@@ -2,6 +2,7 @@
 #include "err.h"
 #include "philox.h"
 #include "safetensors.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@ typedef struct owned {
     char *name;
     float *data;
     size_t n;
+    size_t bad;             /* non-finite values found at conversion: asked again, the tensor is refused again */
     struct owned *next;
 } owned;
 
@@ -54,7 +56,7 @@ static float *owned_add(weights *w, const char *name, size_t n)
         err_set("weights: out of memory for tensor %s (%zu floats)", name, n);
         return NULL;
     }
-    *o = (owned){nm, d, n, NULL};
+    *o = (owned){nm, d, n, 0, NULL};
     size_t b = name_hash(name) % OWNED_BUCKETS;
     o->next = w->table[b];
     w->table[b] = o;
@@ -230,6 +232,37 @@ static const float *random_get(weights *w, const char *name, int ndim, const int
     return d;
 }
 
+/* Number of NaN/inf values in x[n] and the index of the first. The fast pass only tests exponent bits, so the
+ * whole checkpoint is scanned once at load at memory speed. */
+static size_t count_nonfinite(const float *x, size_t n, size_t *first)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i += 4096) {
+        size_t e = n - i < 4096 ? n : i + 4096;
+        uint32_t any = 0;
+        for (size_t j = i; j < e; j++) {
+            uint32_t b;
+            memcpy(&b, x + j, sizeof b);
+            any |= (b & 0x7f800000u) == 0x7f800000u;
+        }
+        if (any)
+            for (size_t j = i; j < e; j++)
+                if (!isfinite(x[j]) && !bad++) *first = j;
+    }
+    return bad;
+}
+
+/* A weight that is NaN or infinite is refused by name here, rather than found as NaN latents steps later. */
+static const float *finite_or_null(const st_tensor *t, const char *name, const float *d, size_t bad, size_t first)
+{
+    if (!bad) return d;
+    char also[600] = "";
+    if (strcmp(t->name, name)) snprintf(also, sizeof also, " (stored as %s)", t->name);
+    err_set("weights: %s: tensor %s%s has %zu non-finite value%s (NaN or inf), the first at element %zu of %lld",
+            t->file, name, also, bad, bad == 1 ? "" : "s", first, (long long)t->numel);
+    return NULL;
+}
+
 const float *weights_get(weights *w, const char *name, int ndim, const int64_t *shape)
 {
     if (w->random) return random_get(w, name, ndim, shape);
@@ -254,7 +287,11 @@ const float *weights_get(weights *w, const char *name, int ndim, const int64_t *
             err_set("weights: %s: tensor %s has shape %s, expected %s", t->file, name, have, want);
         return NULL;
     }
-    if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) return t->data;
+    size_t first = 0, bad;
+    if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) {
+        bad = count_nonfinite(t->data, (size_t)t->numel, &first);
+        return finite_or_null(t, name, t->data, bad, first);
+    }
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64) {
         err_set("weights: %s: tensor %s has dtype %s, expected a float type", t->file, t->name,
                 st_dtype_name(t->dtype));
@@ -263,8 +300,13 @@ const float *weights_get(weights *w, const char *name, int ndim, const int64_t *
     char key[1024];
     snprintf(key, sizeof key, "%s\n%s", t->file, t->name);
     owned *o = owned_find(w, key);
-    if (o) return o->data;
+    if (o) {
+        if (o->bad) count_nonfinite(o->data, o->n, &first);
+        return finite_or_null(t, name, o->data, o->bad, first);
+    }
     float *d = owned_add(w, key, (size_t)t->numel);
-    if (!d) return NULL;
-    return st_to_f32(t, d) ? NULL : d;
+    if (!d || st_to_f32(t, d)) return NULL;
+    o = owned_find(w, key);
+    o->bad = count_nonfinite(d, o->n, &first);
+    return finite_or_null(t, name, d, o->bad, first);
 }

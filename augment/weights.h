@@ -22,7 +22,8 @@ void weights_set_map(weights *w, weights_map_fn map, void *ctx);
 /* float32 view of tensor `name`, checked against shape[ndim]; a stored shape that differs only by trailing
  * singleton dims is accepted (attention projections stored as 1x1 convs [C,C,1,1] where a Linear [C,C] is
  * expected). Missing to_q/to_k/to_v/to_out.0 fall back to the old diffusers VAE names query/key/value/proj_attn.
- * NULL + err_msg() naming the file(s), the tensor (requested and stored names) and both shapes. */
+ * NULL + err_msg() naming the file(s), the tensor (requested and stored names) and both shapes; also NULL, naming
+ * file and tensor, when the values hold a NaN or infinity (found at load, not as NaN latents later). */
 const float *weights_get(weights *w, const char *name, int ndim, const int64_t *shape);
 int weights_has(weights *w, const char *name);
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Independent Python model of the CLIP tokenizer that augment/tokenizer.c implements, used to produce the expected
 ids hard-coded in tests/test_tokenizer.c. It follows OpenAI CLIP's simple_tokenizer (the `regex` module's pattern,
-bytes_to_unicode, BPE by rank) with the documented subset of ftfy.fix_text (ftfy is not packaged in Debian).
+bytes_to_unicode, BPE by rank) with a subset of ftfy.fix_text (ftfy is not packaged in Debian) that covers the
+fixture prompts; the C tokenizer's fuller ftfy model (NFC, HTML5 entities, mojibake) is tested in test_tokenizer.c.
 
     python3 scripts/clip_bpe_reference.py TOKENIZER_DIR [MAX_LEN] < prompts.txt
 

@@ -1,9 +1,12 @@
 /* Config parsing (diffusers defaults, SD 1.5 values, errors naming file and value) and the LDM name map. */
+#include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "check.h"
+#include "engine.h"
 #include "err.h"
 #include "model_load.h"
 #include "safetensors.h"
@@ -124,6 +127,28 @@ static void test_errors(void)
     expect_error("{\"timestep_spacing\": 3}", 3, "timestep_spacing", NULL);
     expect_error("{\"num_train_timesteps\": 1000,", 3, "JSON", NULL);
     expect_error("[1, 2]", 3, "object", NULL);
+    /* values out of their range are refused when read, naming the key (not found as NaN latents later) */
+    expect_error("{\"norm_eps\": -1}", 0, "norm_eps", "positive");
+    expect_error("{\"norm_eps\": 0}", 0, "norm_eps", "positive");
+    expect_error("{\"norm_eps\": 1e999}", 0, "norm_eps", "finite");
+    expect_error("{\"sample_size\": -8}", 0, "sample_size", "positive");
+    expect_error("{\"sample_size\": 0}", 0, "sample_size", "positive");
+    expect_error("{\"freq_shift\": 1000}", 0, "freq_shift", NULL);
+    expect_error("{\"freq_shift\": -1}", 0, "freq_shift", NULL);
+    expect_error("{\"cross_attention_dim\": [768, 0, 768, 768]}", 0, "cross_attention_dim", "positive");
+    expect_error("{\"norm_num_groups\": 0}", 0, "norm_num_groups", "positive");
+    expect_error("{\"scaling_factor\": 1e999}", 1, "scaling_factor", "finite");
+    expect_error("{\"scaling_factor\": -0.18215}", 1, "scaling_factor", "positive");
+    expect_error("{\"sample_size\": -512}", 1, "sample_size", "positive");
+    expect_error("{\"latent_channels\": 0}", 1, "latent_channels", "positive");
+    expect_error("{\"layer_norm_eps\": -1}", 2, "layer_norm_eps", "positive");
+    expect_error("{\"layer_norm_eps\": 0}", 2, "layer_norm_eps", "positive");
+    expect_error("{\"num_hidden_layers\": 0}", 2, "num_hidden_layers", "positive");
+    expect_error("{\"max_position_embeddings\": -77}", 2, "max_position_embeddings", "positive");
+    expect_error("{\"clip_sample_range\": -1}", 3, "clip_sample_range", "positive");
+    expect_error("{\"num_train_timesteps\": 1}", 3, "num_train_timesteps", NULL);
+    expect_error("{\"beta_end\": 1e999}", 3, "beta_end", "finite");
+    expect_error("{\"solver_order\": 0}", 3, "solver_order", "positive");
     unet_config u;
     CHECK(sd_parse_unet_config(tmp_path("does-not-exist.json"), &u) == -1 &&
               strstr(err_msg(), "does-not-exist.json"), "missing file: %s", err_msg());
@@ -319,6 +344,168 @@ static void test_single_file(void)
           "a folder that is no pipeline: %s", err_msg());
 }
 
+/* sd_model_find on a folder holding only model_index.json with this text: -1 naming the file and needle. */
+static void expect_index_error(const char *json, const char *needle)
+{
+    write_file("mi/model_index.json", json);
+    sd_model m;
+    int rc = sd_model_find(tmp_path("mi"), NULL, &m);
+    CHECK(rc == -1, "model_index.json accepted: %s", json);
+    CHECK(strstr(err_msg(), "mi/model_index.json") && strstr(err_msg(), needle), "message '%s' lacks the file or '%s'",
+          err_msg(), needle);
+}
+
+#define INDEX_OK_HEAD                                                                                                 \
+    "{\"_class_name\": \"StableDiffusionPipeline\", \"scheduler\": [\"diffusers\", \"PNDMScheduler\"],"          \
+    " \"text_encoder\": [\"transformers\", \"CLIPTextModel\"], \"tokenizer\": [\"transformers\", \"CLIPTokenizer\"],"
+
+static void test_model_index(void)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/mi", tmpdir);
+    CHECK(system(cmd) == 0, "mkdir");
+    expect_index_error("{\"unet\": 5}", "\"unet\" must be a [library, class] pair");
+    expect_index_error(INDEX_OK_HEAD " \"unet\": 5, \"vae\": [\"diffusers\", \"AutoencoderKL\"]}", "\"unet\"");
+    expect_index_error(INDEX_OK_HEAD " \"unet\": [\"diffusers\"], \"vae\": [\"diffusers\", \"AutoencoderKL\"]}",
+                       "\"unet\"");
+    expect_index_error(INDEX_OK_HEAD " \"unet\": [\"diffusers\", 3], \"vae\": [\"diffusers\", \"AutoencoderKL\"]}",
+                       "\"unet\"");
+    expect_index_error(INDEX_OK_HEAD " \"unet\": [null, null], \"vae\": [\"diffusers\", \"AutoencoderKL\"]}",
+                       "\"unet\"");
+    expect_index_error(INDEX_OK_HEAD " \"unet\": [\"diffusers\", \"UNet2DConditionModel\"]}", "no \"vae\" entry");
+    expect_index_error(INDEX_OK_HEAD " \"unet\": [\"diffusers\", \"UNet2DModel\"], \"vae\": [\"diffusers\","
+                       " \"AutoencoderKL\"]}", "UNet2DModel");
+    expect_index_error(INDEX_OK_HEAD " \"unet\": [\"diffusers\", \"UNet2DConditionModel\"], \"vae\": [\"diffusers\","
+                       " \"AutoencoderTiny\"]}", "AutoencoderTiny");
+    expect_index_error(INDEX_OK_HEAD " \"unet\": [\"my_lib\", \"UNet2DConditionModel\"], \"vae\": [\"diffusers\","
+                       " \"AutoencoderKL\"]}", "my_lib");
+    expect_index_error(INDEX_OK_HEAD " \"unet\": [\"diffusers\", \"UNet2DConditionModel\"], \"vae\": [\"diffusers\","
+                       " \"AutoencoderKL\"], \"safety_checker\": [1, 2]}", "\"safety_checker\"");
+    expect_index_error("{\"_class_name\": 7}", "_class_name");
+    expect_index_error("[\"unet\"]", "object");
+    expect_index_error("{\"unet\": ", "JSON");
+    /* nulls for an absent optional part and plain pipeline arguments pass: the error is then the missing config */
+    write_file("mi/model_index.json", INDEX_OK_HEAD " \"unet\": [\"diffusers\", \"UNet2DConditionModel\"], \"vae\":"
+               " [\"diffusers\", \"AutoencoderKL\"], \"safety_checker\": [null, null], \"requires_safety_checker\":"
+               " false, \"_diffusers_version\": \"0.19.0\"}");
+    sd_model m;
+    CHECK(sd_model_find(tmp_path("mi"), NULL, &m) == -1 && strstr(err_msg(), "unet/config.json"),
+          "a valid model_index.json passes: %s", err_msg());
+}
+
+/* A copy of sd-tiny-a in tmpdir/name. */
+static const char *copy_tiny(const char *name)
+{
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s/%s && cp -r tests/fixtures/sd-tiny-a %s/%s", tmpdir, name, tmpdir, name);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    return tmp_path(name);
+}
+
+static void test_tokenizer_files(void)
+{
+    sd_model m;
+    char dir[512], cmd[1400];
+    snprintf(dir, sizeof dir, "%s", copy_tiny("tiny"));
+    CHECK(sd_model_find(dir, NULL, &m) == 0, "the copy loads: %s", err_msg());
+    /* a folder without its vocabulary fell back to another one whose ids the text encoder does not have */
+    snprintf(cmd, sizeof cmd, "rm %s/tokenizer/vocab.json", dir);
+    CHECK(system(cmd) == 0, "rm");
+    CHECK(sd_model_find(dir, NULL, &m) == -1 && strstr(err_msg(), "tiny/tokenizer/vocab.json") &&
+              strstr(err_msg(), "missing"), "no vocab.json: %s", err_msg());
+    snprintf(cmd, sizeof cmd, "cp tests/fixtures/sd-tiny-a/tokenizer/vocab.json %s/tokenizer/ && rm "
+             "%s/tokenizer/merges.txt", dir, dir);
+    CHECK(system(cmd) == 0, "cp/rm");
+    CHECK(sd_model_find(dir, NULL, &m) == -1 && strstr(err_msg(), "tiny/tokenizer/merges.txt") &&
+              strstr(err_msg(), "missing"), "no merges.txt: %s", err_msg());
+    snprintf(cmd, sizeof cmd, "rm -r %s/tokenizer", dir);
+    CHECK(system(cmd) == 0, "rm -r");
+    CHECK(sd_model_find(dir, NULL, &m) == -1 && strstr(err_msg(), "tiny") && strstr(err_msg(), "no tokenizer/"),
+          "no tokenizer folder: %s", err_msg());
+    /* a single file with a config folder whose tokenizer/ lacks a file: named too, no silent fallback */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/tokcfg/tokenizer && cp -r tests/fixtures/sd-tiny-b/text_encoder "
+             "tests/fixtures/sd-tiny-b/tokenizer/vocab.json %s/tokcfg/ && mv %s/tokcfg/vocab.json "
+             "%s/tokcfg/tokenizer/", tmpdir, tmpdir, tmpdir, tmpdir);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    CHECK(sd_model_find("tests/fixtures/sd-tiny-b.safetensors", tmp_path("tokcfg"), &m) == -1 &&
+              strstr(err_msg(), "tokcfg/tokenizer/merges.txt"), "single file, incomplete tokenizer: %s", err_msg());
+}
+
+/* Overwrites element k of the F32 or F16 tensor `name` of a safetensors file with v (NaN or +-inf for F16). */
+static int poke(const char *file, const char *name, long k, float v)
+{
+    FILE *fp = fopen(file, "r+b");
+    unsigned char n8[8];
+    if (!fp || fread(n8, 1, 8, fp) != 8) {
+        if (fp) fclose(fp);
+        return -1;
+    }
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | n8[i];
+    char *hdr = n < (1u << 26) ? calloc(1, n + 1) : NULL;
+    cJSON *j = hdr && fread(hdr, 1, n, fp) == n ? cJSON_Parse(hdr) : NULL;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, name);
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(t, "dtype");
+    const cJSON *off = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(t, "data_offsets"), 0);
+    int f16 = cJSON_IsString(dt) && !strcmp(dt->valuestring, "F16");
+    long pos = cJSON_IsNumber(off) ? 8 + (long)n + (long)off->valuedouble + k * (f16 ? 2 : 4) : -1;
+    unsigned char b[4];
+    if (f16) {
+        uint16_t h = v != v ? 0x7e00 : v > 0 ? 0x7c00 : 0xfc00;
+        b[0] = (unsigned char)h, b[1] = (unsigned char)(h >> 8);
+    } else {
+        memcpy(b, &v, 4);
+    }
+    int rc = pos > 0 && !fseek(fp, pos, SEEK_SET) && fwrite(b, 1, f16 ? 2 : 4, fp) == (f16 ? 2u : 4u) ? 0 : -1;
+    cJSON_Delete(j);
+    free(hdr);
+    return fclose(fp) || rc;
+}
+
+/* A NaN/inf weight is refused at load naming the file and the tensor (it used to show up as NaN latents at the
+ * second denoising step, with no name); a bad config value is refused by sd_model_find. */
+static void test_nonfinite_model(void)
+{
+    char dir[512], file[600];
+    snprintf(dir, sizeof dir, "%s", copy_tiny("nan"));
+    snprintf(file, sizeof file, "%s/unet/diffusion_pytorch_model.safetensors", dir);
+    CHECK(poke(file, "up_blocks.1.resnets.0.conv2.weight", 5, NAN) == 0, "poke NaN");
+    engine_opts o;
+    engine_opts_default(&o);
+    o.model = dir;
+    o.threads = 1;
+    o.steps = 3;
+    engine *e = engine_load(&o);
+    CHECK(e == NULL && strstr(err_msg(), "unet/diffusion_pytorch_model.safetensors") &&
+              strstr(err_msg(), "up_blocks.1.resnets.0.conv2.weight") && strstr(err_msg(), "NaN"),
+          "NaN weight: %s", err_msg());
+    engine_free(e);
+
+    /* F16 weights (converted at load) and the single file's LDM names: the stored name is given too */
+    char single[600];
+    snprintf(single, sizeof single, "%s/b.safetensors", tmpdir);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "cp tests/fixtures/sd-tiny-b.safetensors %s", single);
+    CHECK(system(cmd) == 0, "cp");
+    CHECK(poke(single, "first_stage_model.decoder.up.0.block.1.conv1.weight", 0, INFINITY) == 0, "poke inf");
+    o.model = single;
+    o.config_dir = "tests/fixtures/sd-tiny-b";
+    e = engine_load(&o);
+    CHECK(e == NULL && strstr(err_msg(), "b.safetensors") &&
+              strstr(err_msg(), "first_stage_model.decoder.up.0.block.1.conv1.weight") && strstr(err_msg(), "inf"),
+          "inf F16 weight: %s", err_msg());
+    engine_free(e);
+
+    snprintf(dir, sizeof dir, "%s", copy_tiny("eps"));
+    char p[600];
+    snprintf(p, sizeof p, "%s/unet/config.json", dir);
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"norm_eps\": 1e-05/\"norm_eps\": -1/' %s", p);
+    CHECK(system(cmd) == 0, "sed");
+    sd_model m;
+    CHECK(sd_model_find(dir, NULL, &m) == -1 && strstr(err_msg(), "eps/unet/config.json") &&
+              strstr(err_msg(), "norm_eps"), "norm_eps -1: %s", err_msg());
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "build/genie-test-model-load-%d", (int)getpid());
@@ -331,6 +518,9 @@ int main(void)
     test_map();
     test_fixture_folders();
     test_single_file();
+    test_model_index();
+    test_tokenizer_files();
+    test_nonfinite_model();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd)) return 1;
     return check_done("test_model_load");

@@ -100,6 +100,94 @@ static void test_sd_vocab(void)
     tokenizer_free(t);
 }
 
+/* a and b encode to the same ids (want_same), or to different ones. */
+static void compare(const tokenizer *t, const char *a, const char *b, int want_same, int line)
+{
+    int ia[77], ib[77];
+    int ra = tokenizer_encode(t, a, ia, 77), rb = tokenizer_encode(t, b, ib, 77);
+    int same = ra == rb && ra >= 0 && !memcmp(ia, ib, sizeof ia);
+    char sa[200] = "", sb[200] = "";
+    for (int i = 1, oa = 0, ob = 0; i < 12; i++) {
+        oa += snprintf(sa + oa, sizeof sa - oa, " %d", ra > i ? ia[i] : -1);
+        ob += snprintf(sb + ob, sizeof sb - ob, " %d", rb > i ? ib[i] : -1);
+    }
+    CHECK(ra >= 0 && rb >= 0 && same == want_same, "line %d: \"%s\" (%d ids:%s) vs \"%s\" (%d ids:%s): want %s",
+          line, a, ra, sa, b, rb, sb, want_same ? "the same" : "different");
+}
+#define SAME(t, a, b) compare(t, a, b, 1, __LINE__)
+#define DIFFERS(t, a, b) compare(t, a, b, 0, __LINE__)
+
+/* ftfy.fix_text as CLIPTokenizer runs it: NFC, HTML5 entities, mojibake, C1 controls, ANSI escapes, width. The
+ * right-hand sides are what fix_text returns for the left (ftfy's own examples among them); DIFFERS pins what
+ * tokenizer.c documents as not matched. */
+static void test_ftfy(void)
+{
+    tokenizer *t = tokenizer_load(SD_TOK);
+    CHECK(t != NULL, "load: %s", err_msg());
+    if (!t) return;
+    /* NFC: a decomposed accent is the precomposed letter (it used to be 7 ids: c a f e + the lone mark) */
+    EXPECT(t, "cafe\u0301", 49406, 15304, 49407);
+    SAME(t, "Poke\u0301mon", "Pok\u00e9mon");
+    SAME(t, "A\u030angstro\u0308m", "\u00c5ngstr\u00f6m");
+    SAME(t, "\u212bngstr\u00f6m", "\u00c5ngstr\u00f6m");                  /* the Angstrom sign, a singleton */
+    SAME(t, "s\u0307\u0323", "\u1e69");                                   /* marks put in canonical order */
+    SAME(t, "s\u0323\u0307", "\u1e69");
+    SAME(t, "\u00e9\u0323", "\u1eb9\u0301");                              /* decomposed, reordered, recomposed */
+    SAME(t, "\u0438\u0306", "\u0439");                                    /* Cyrillic short i */
+    SAME(t, "\u03b1\u0313\u0301", "\u1f04");                              /* Greek with two marks */
+    SAME(t, "\u30ab\u3099", "\u30ac");                                    /* kana voicing mark */
+    SAME(t, "\uff76\uff9e", "\u30ac");                                    /* halfwidth, then composed */
+    DIFFERS(t, "\u1100\u1161", "\uac00");   /* not matched: Hangul jamo stay apart (NFC composes them) */
+
+    /* HTML entities: HTML5 names, nested escapes, all-caps forms, numeric references as html.unescape reads them */
+    SAME(t, "&copy; 2024", "\u00a9 2024");
+    SAME(t, "caf&eacute;", "caf\u00e9");
+    SAME(t, "rock&mdash;paper", "rock\u2014paper");
+    SAME(t, "&hellip;&rsquo;&euro;&trade;", "\u2026'\u20ac\u2122");
+    EXPECT(t, "&amp;amp;", 49406, 261, 49407);
+    SAME(t, "fish &amp;amp;amp; chips", "fish & chips");
+    SAME(t, "&amp;lt;3 &lt;b&gt;", "<3 <b>");
+    SAME(t, "P&EACUTE;REZ", "p\u00e9rez");
+    SAME(t, "BUNDESSTRA&SZLIG;E", "bundesstrasse");                        /* ftfy upper-cases: SS */
+    SAME(t, "&ntilde; &NTILDE; &nTILDE;", "\u00f1 \u00f1 &ntilde ;");       /* mixed case is no entity */
+    SAME(t, "&#x1F600; &#128512;", "\U0001F600 \U0001F600");
+    SAME(t, "&#150; &#x92;", "\u2013 '");                                  /* Windows-1252 positions */
+    SAME(t, "a&#1;b &#0; &#xD800; &#x110000;", "ab \ufffd \ufffd \ufffd");
+    DIFFERS(t, "&#59;", ";");               /* ftfy keeps a reference that decodes to ';' */
+    DIFFERS(t, "fish &amp chips", "fish & chips");   /* ftfy needs the ';' (OpenAI's html.unescape would not) */
+    DIFFERS(t, "x < y &amp; z", "x < y & z");        /* a line with '<' is HTML: entities stay */
+    SAME(t, "a &amp; b\n<b>", "a & b\n<b>");          /* ... but lines before it are decoded */
+    DIFFERS(t, "<b>\na &amp; b", "<b>\na & b");       /* ... and none after it */
+
+    /* mojibake: UTF-8 read as Latin-1 or Windows-1252, once or twice, whole or in part */
+    EXPECT(t, "caf\u00c3\u00a9", 49406, 15304, 49407);
+    SAME(t, "sch\u00c3\u00b6n \u00c3\u00bcber", "sch\u00f6n \u00fcber");
+    SAME(t, "caf\u00c3\u0192\u00c2\u00a9", "caf\u00e9");
+    SAME(t, "caf\u00e9 caf\u00c3\u00a9", "caf\u00e9 caf\u00e9");
+    SAME(t, "voil\u00c3 le travail", "voil\u00e0 le travail");               /* a no-break space lost to a space */
+    SAME(t, "This \u00e2\u20ac\u201d should be an em dash", "This \u2014 should be an em dash");
+    SAME(t, "\u00e2\u0153\u201d No problems", "\u2714 No problems");
+    SAME(t, "This text should be in \u00e2\u20ac\u0153quotes\u00e2\u20ac\xc2\x9d.",
+         "This text should be in \"quotes\".");
+    SAME(t, "&macr;\\_(\u00e3\xc2\x83\xc2\x84)_/&macr;", "\u00af\\_(\u30c4)_/\u00af");
+    SAME(t, "u\u00cc\u02c6nicode", "\u00fcnicode");
+    /* text that only looks odd is left alone */
+    SAME(t, "Fu\u00df\u201c", "fu\u00df\"");
+    SAME(t, "not such a fan of Charlotte Bront\u00eb\u2026\u201d", "not such a fan of charlotte bront\u00eb\u2026\"");
+    SAME(t, "AH\u00c5\u2122, the new sofa from IKEA\u00ae", "ah\u00e5\u2122, the new sofa from ikea\u00ae");
+    /* not matched: Windows-1251 mojibake of "privet" stays (ftfy decodes it) */
+    DIFFERS(t, "\u0420\u045f\u0421\u0402\u0420\u0451\u0420\u0406\u0420\u00b5\u0421\u201a",
+            "\u043f\u0440\u0438\u0432\u0435\u0442");
+
+    /* C1 controls as Windows-1252 (U+0085 is an ellipsis, not a line break), ANSI escapes, width */
+    SAME(t, "it\xc2\x92s", "it's");
+    SAME(t, "wait\xc2\x85what", "wait\u2026what");
+    SAME(t, "\x1b[31mred\x1b[0m alert", "red alert");
+    SAME(t, "\x01\x1b[36;44mI&#x92;m blue\x1b[0m", "I'm blue");
+    SAME(t, "\uffe15 \uff08\uff01\uff09", "\u00a35 (!)");
+    tokenizer_free(t);
+}
+
 /* tok.ids of the PyTorch-side fixtures (made by scripts/sd_ref.py, tests/fixtures/README.md) for refs.json's
  * prompts, through the fixtures' own 581-entry vocabulary. */
 static void test_fixture(const char *family)
@@ -229,6 +317,7 @@ int main(void)
         return 1;
     }
     test_sd_vocab();
+    test_ftfy();
     test_fixture("sd-tiny-a");
     test_fixture("sd-tiny-b");
     test_tiny_vocab();

@@ -4,6 +4,8 @@
 #include "err.h"
 #include "safetensors.h"
 #include "weights.h"
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define UNET_A "tests/fixtures/sd-tiny-a/unet/diffusion_pytorch_model.safetensors"
@@ -99,9 +101,73 @@ static void test_random(void)
     weights_close(a), weights_close(b), weights_close(c);
 }
 
+/* Writes a one-tensor F16 safetensors file ("h", shape [n]) by hand. */
+static int write_f16(const char *path, const uint16_t *v, int n)
+{
+    char hdr[128];
+    int len = snprintf(hdr, sizeof hdr, "{\"h\":{\"dtype\":\"F16\",\"shape\":[%d],\"data_offsets\":[0,%d]}}", n, 2 * n);
+    while (len % 8) hdr[len++] = ' ';
+    unsigned char n8[8] = {(unsigned char)len};
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    fwrite(n8, 1, 8, f);
+    fwrite(hdr, 1, (size_t)len, f);
+    fwrite(v, 2, (size_t)n, f);
+    return fclose(f);
+}
+
+/* A NaN or infinity in a weight is refused when the tensor is loaded, naming file and tensor (F32 in place, F16
+ * converted, and again when asked a second time). */
+static void test_nonfinite(void)
+{
+    char dir[] = "build/genie_test_weights_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    char p32[128], p16[128];
+    snprintf(p32, sizeof p32, "%s/nan.safetensors", dir);
+    snprintf(p16, sizeof p16, "%s/inf.safetensors", dir);
+    float good[6] = {1, -2, 3e38f, -3e38f, 0, 1e-30f}, bad[6] = {1, 2, 3, NAN, 5, NAN};
+    const char *names[2] = {"good", "conv.weight"};
+    const float *data[2] = {good, bad};
+    int nd[2] = {1, 2};
+    const int64_t shapes[2][ST_MAX_DIMS] = {{6}, {2, 3}};
+    CHECK(st_write_f32(p32, 2, names, data, nd, shapes) == 0, "write: %s", err_msg());
+    const uint16_t h[4] = {0x3c00, 0x7c00, 0xbc00, 0x0001};   /* 1, +inf, -1, the smallest subnormal */
+    CHECK(write_f16(p16, h, 4) == 0, "write f16");
+    const char *paths[2] = {p32, p16};
+    weights *w = weights_open(paths, 2);
+    CHECK(w != NULL, "open: %s", err_msg());
+    if (!w) return;
+    int64_t s6[1] = {6}, s23[2] = {2, 3}, s4[1] = {4};
+    CHECK(weights_get(w, "good", 1, s6) != NULL, "finite extremes load: %s", err_msg());
+    for (int round = 0; round < 2; round++) {
+        err_set("stale");
+        CHECK(!weights_get(w, "conv.weight", 2, s23) && strstr(err_msg(), p32) && strstr(err_msg(), "conv.weight") &&
+                  strstr(err_msg(), "2 non-finite values") && strstr(err_msg(), "element 3"),
+              "F32 NaN (round %d): %s", round, err_msg());
+        err_set("stale");
+        CHECK(!weights_get(w, "h", 1, s4) && strstr(err_msg(), p16) && strstr(err_msg(), "tensor h ") &&
+                  strstr(err_msg(), "1 non-finite value ") && strstr(err_msg(), "element 1"),
+              "F16 inf (round %d): %s", round, err_msg());
+    }
+    weights_close(w);
+    /* through a name map the stored name is given as well */
+    w = weights_open(paths, 1);
+    weights_set_map(w, prefix_map, "conv.");
+    CHECK(w && !weights_get(w, "weight", 2, s23) && strstr(err_msg(), "tensor weight (stored as conv.weight)"),
+          "mapped: %s", err_msg());
+    weights_close(w);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "rm");
+}
+
 int main(void)
 {
     test_files();
     test_random();
+    test_nonfinite();
     return check_done("test_weights");
 }
