@@ -146,7 +146,7 @@ report() {
                   print line " |" } }' "$OUT/results.csv" > "$OUT/table.md"
     awk -F, 'NR > 1 { k = $1; if (!(k in n)) order[++no] = k; n[k]++; for (i = 4; i <= 6; i++) { s[k, i] += $i; q[k, i] += $i * $i } }
         END { for (j = 1; j <= no; j++) { k = order[j]; printf "%s", k
-                  for (i = 4; i <= 6; i++) { m = s[k, i] / n[k]; v = q[k, i] / n[k] - m * m; printf " %.4f %.4f", m, v > 0 ? sqrt(v) : 0 }
+                  for (i = 4; i <= 6; i++) { m = s[k, i] / n[k]; v = q[k, i] / n[k] - m * m; printf " %.4f %.4f", m, (v > 0 ? sqrt(v):0) }
                   printf "\n" } }' "$OUT/results.csv" > "$OUT/means.dat"
     if command -v gnuplot > /dev/null; then
         gnuplot <<GP
