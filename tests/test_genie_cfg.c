@@ -1,0 +1,83 @@
+/* genie.cfg: defaults, every key read, and each kind of bad file stopped with its file, line and key. */
+#include "check.h"
+#include "err.h"
+#include "genie_cfg.h"
+#include "sdconfig.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define P "build/test_genie_cfg.cfg"
+
+static void write_file(const char *text)
+{
+    FILE *f = fopen(P, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+static void bad(const char *text, const char *expect)
+{
+    genie_cfg c;
+    write_file(text);
+    int rc = genie_cfg_read(P, &c);
+    CHECK(rc == -1 && strstr(err_msg(), P) && strstr(err_msg(), expect), "'%s': rc %d, message '%s' lacks '%s'", text,
+          rc, err_msg(), expect);
+}
+
+int main(void)
+{
+    genie_cfg c, d;
+    genie_cfg_default(&d);
+    write_file("# nothing set\n[genie]\n");
+    CHECK(genie_cfg_read(P, &c) == 0 && !memcmp(&c, &d, sizeof c), "an empty [genie] section is not the defaults: %s",
+          err_msg());
+    CHECK(c.mode == GENIE_MODE_ADA && c.r == 0.8 && c.n_r == 5 && c.r_set[0] == 0.5 && c.r_set[4] == 0.9 &&
+              c.top_k == 4 && c.quota == 50 && c.targets == GENIE_TARGETS_FEW && c.sources == GENIE_SOURCES_CONFUSED &&
+              !strcmp(c.prompt, "A photo of a {}") && !strcmp(c.model, "data/models/fmnist-ldm"),
+          "defaults");
+
+    write_file("[genie]\nmodel = data/models/fmnist-ldm\nmode=img2img\nr=0.3\nr_set=0.4, 0.6\nsteps=10\nguidance=7.5\n"
+               "scheduler=ddim\nprompt=a picture of one {}\nnames=data/x.names\ntargets=shirt, coat\nsources=same\n"
+               "top_k=2\nquota=7\nshare=0.5\nring=16\nreuse=1\nsnapshot_every=20\nembed_layer=4\nthreads=2\n"
+               "batch=3\ncache=build/cache dir\nwarmup=0\nsync=1\n");
+    CHECK(genie_cfg_read(P, &c) == 0, "full file: %s", err_msg());
+    CHECK(c.mode == GENIE_MODE_IMG2IMG && c.r == 0.3 && c.n_r == 2 && c.r_set[1] == 0.6 && c.steps == 10 &&
+              c.guidance == 7.5 && c.scheduler == SD_SCHED_DDIM && !strcmp(c.prompt, "a picture of one {}") &&
+              !strcmp(c.names, "data/x.names") && c.targets == GENIE_TARGETS_LIST && c.n_targets == 2 &&
+              !strcmp(c.target_list[0], "shirt") && !strcmp(c.target_list[1], "coat") &&
+              c.sources == GENIE_SOURCES_SAME && c.top_k == 2 && c.quota == 7 && c.share == 0.5 && c.ring == 16 &&
+              c.reuse == 1 && c.snapshot_every == 20 && c.embed_layer == 4 && c.threads == 2 && c.batch == 3 &&
+              !strcmp(c.cache, "build/cache dir") && c.warmup == 0 && c.sync == 1,
+          "full file read wrong");
+    CHECK(genie_cfg_read("cfg/fmnist-genie.cfg", &c) == 0 && c.mode == GENIE_MODE_ADA, "shipped cfg: %s", err_msg());
+
+    bad("[genie]\nmode=fancy\n", ":2: mode must be none, genie, genie-ada, img2img or txt2img, got 'fancy'");
+    bad("[genie]\n\nr=1.5\n", ":3: r must be a number in (0, 1]");
+    bad("[genie]\nr=0\n", ":2: r must be");
+    bad("[genie]\nr_set=0.9,0.5\n", ":2: r_set must be increasing");
+    bad("[genie]\nsteps=0\n", ":2: steps must be an integer in 1..1000, got '0'");
+    bad("[genie]\nsteps=25x\n", ":2: steps must be");
+    bad("[genie]\nguidance=nan\n", ":2: guidance must be");
+    bad("[genie]\nshare=-0.1\n", ":2: share must be a number in [0, 1]");
+    bad("[genie]\nreuse=0\n", ":2: reuse must be");
+    bad("[genie]\nring=\n", ":2: ring must be");
+    bad("[genie]\nsync=2\n", ":2: sync must be 0 or 1");
+    bad("[genie]\nscheduler=euler\n", ":2: scheduler must be dpmpp2m or ddim");
+    bad("[genie]\nsources=best\n", ":2: sources must be confused, random or same");
+    bad("[genie]\ntargets=,\n", ":2: targets must be few, all or a comma list of labels");
+    bad("[genie]\nprompt=A photo\n", ":2: prompt must be a template with {}");
+    bad("[genie]\nqouta=5\n", ":2: unknown key 'qouta' in [genie]");
+    bad("[genie]\njust words\n", ":2: expected key=value");
+    bad("mode=genie\n[genie]\n", ":1: 'mode=genie' before the [genie] section");
+    bad("[genie]\n[net]\n", ":2: [net]: the only section is [genie]");
+    bad("[genie]\n[genie]\n", ":2: a second [genie] section");
+    bad("# empty\n", "no [genie] section");
+    bad("[genie]\nmodel=build/no/such/model\n", "model build/no/such/model: No such file or directory");
+    bad("[genie]\nbatch=4\n", "batch=4 cannot hold one GeNIe-Ada request (5 ratios in r_set)");
+    write_file("[genie]\nmode=none\nmodel=build/no/such/model\n");
+    CHECK(genie_cfg_read(P, &c) == 0, "mode=none needs no model: %s", err_msg());
+    CHECK(genie_cfg_read("build/no/such.cfg", &c) == -1 && strstr(err_msg(), "build/no/such.cfg"), "missing file");
+    remove(P);
+    return check_done("genie_cfg");
+}
