@@ -27,7 +27,7 @@
 #pragma GCC optimize("vect-cost-model=dynamic", "no-trapping-math")
 #endif
 
-/* ---- a persistent thread pool: the calling thread and pool.n-1 workers share the tasks of one call ----
+/* ---- persistent thread pools: the calling thread and its pool's n-1 workers share the tasks of one call ----
  * Work is split into POOL_TASKS tasks by static ranges and any thread may run any task: a task's result never
  * depends on which thread ran it, and the split never depends on the pool's size, so one seed gives the same
  * weights on any machine (sums such as the convolution's weight gradient are taken per task, then in order). */
@@ -40,69 +40,92 @@
 
 typedef void (*task_fn)(void *ctx, int task, int ntasks);
 
-static struct {
-    int n;
+struct buf {
+    float *p;
+    size_t n;
+};
+
+struct blas_pool {
+    int n;                /* threads, the caller included */
     pthread_mutex_t call; /* one parallel call at a time; a concurrent caller runs its tasks itself */
     pthread_mutex_t mu;
     pthread_cond_t start, done;
     unsigned gen;
     task_fn fn;
     void *ctx;
-    int ntasks, next, remaining;
-} pool = {1, PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER, 0, NULL, NULL, 0, 0, 0};
+    int ntasks, next, remaining, quit;
+    pthread_t *workers;   /* pools of blas_pool_create: joined by blas_pool_free */
+    /* the convolution's per-task workspaces and weight-gradient buffers: a layer call holds them */
+    pthread_mutex_t conv_mu;
+    struct buf ws[POOL_TASKS], dw[POOL_TASKS];
+};
 
+/* The trainer's pool (blas_init); a thread that called blas_pool_use runs on its own instead. */
+static blas_pool main_pool = {.n = 1,
+                              .call = PTHREAD_MUTEX_INITIALIZER,
+                              .mu = PTHREAD_MUTEX_INITIALIZER,
+                              .start = PTHREAD_COND_INITIALIZER,
+                              .done = PTHREAD_COND_INITIALIZER,
+                              .conv_mu = PTHREAD_MUTEX_INITIALIZER};
+static _Thread_local blas_pool *cur_pool;
 static _Thread_local int in_task; /* a task that calls back into this file runs its inner loops serially */
 
-/* Runs tasks of the current call until none are left; called and returns with pool.mu held. */
-static void pool_work(void)
+static blas_pool *pool_here(void) { return cur_pool ? cur_pool : &main_pool; }
+
+/* Runs tasks of the current call until none are left; called and returns with p->mu held. */
+static void pool_work(blas_pool *p)
 {
-    while (pool.next < pool.ntasks) {
-        int t = pool.next++, nt = pool.ntasks;
-        task_fn fn = pool.fn;
-        void *ctx = pool.ctx;
-        pthread_mutex_unlock(&pool.mu);
+    while (p->next < p->ntasks) {
+        int t = p->next++, nt = p->ntasks;
+        task_fn fn = p->fn;
+        void *ctx = p->ctx;
+        pthread_mutex_unlock(&p->mu);
         in_task = 1;
         fn(ctx, t, nt);
         in_task = 0;
-        pthread_mutex_lock(&pool.mu);
-        if (--pool.remaining == 0) pthread_cond_broadcast(&pool.done);
+        pthread_mutex_lock(&p->mu);
+        if (--p->remaining == 0) pthread_cond_broadcast(&p->done);
     }
 }
 
 static void *pool_main(void *arg)
 {
+    blas_pool *p = arg;
+    cur_pool = p;
     unsigned seen = 0;
-    pthread_mutex_lock(&pool.mu);
+    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (pool.gen == seen) pthread_cond_wait(&pool.start, &pool.mu);
-        seen = pool.gen;
-        pool_work();
+        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->start, &p->mu);
+        if (p->quit) break;
+        seen = p->gen;
+        pool_work(p);
     }
-    return arg;
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
 }
 
 static void pool_run(task_fn fn, void *ctx, int ntasks)
 {
-    if (ntasks <= 1 || pool.n <= 1 || in_task || pthread_mutex_trylock(&pool.call) != 0) {
+    blas_pool *p = pool_here();
+    if (ntasks <= 1 || p->n <= 1 || in_task || pthread_mutex_trylock(&p->call) != 0) {
         int outer = in_task;
         in_task = 1; /* as on the pool: what the tasks call inside runs serially either way */
         for (int t = 0; t < ntasks; ++t) fn(ctx, t, ntasks);
         in_task = outer;
         return;
     }
-    pthread_mutex_lock(&pool.mu);
-    pool.fn = fn;
-    pool.ctx = ctx;
-    pool.ntasks = ntasks;
-    pool.next = 0;
-    pool.remaining = ntasks;
-    pool.gen++;
-    pthread_cond_broadcast(&pool.start);
-    pool_work();
-    while (pool.remaining > 0) pthread_cond_wait(&pool.done, &pool.mu);
-    pthread_mutex_unlock(&pool.mu);
-    pthread_mutex_unlock(&pool.call);
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->ntasks = ntasks;
+    p->next = 0;
+    p->remaining = ntasks;
+    p->gen++;
+    pthread_cond_broadcast(&p->start);
+    pool_work(p);
+    while (p->remaining > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->call);
 }
 
 /* how many tasks a loop touching `work` floats is worth */
@@ -133,16 +156,59 @@ void blas_init(int threads)
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
     if (threads > POOL_TASKS) threads = POOL_TASKS; /* more could never run at once */
-    if (pool.n > 1) return;
+    if (main_pool.n > 1) return;
     int started = 1;
     for (; started < threads; ++started) {
         pthread_t th;
-        if (pthread_create(&th, NULL, pool_main, NULL) != 0) break;
+        if (pthread_create(&th, NULL, pool_main, &main_pool) != 0) break;
         pthread_detach(th);
     }
-    pthread_mutex_lock(&pool.mu);
-    pool.n = started;
-    pthread_mutex_unlock(&pool.mu);
+    pthread_mutex_lock(&main_pool.mu);
+    main_pool.n = started;
+    pthread_mutex_unlock(&main_pool.mu);
+}
+
+blas_pool *blas_pool_create(int threads)
+{
+    pthread_once(&blas_once, blas_single);
+    if (threads < 1) threads = 1;
+    if (threads > POOL_TASKS) threads = POOL_TASKS;
+    blas_pool *p = calloc(1, sizeof *p);
+    if (!p || !(p->workers = calloc((size_t)threads, sizeof *p->workers))) {
+        free(p);
+        return NULL;
+    }
+    pthread_mutex_init(&p->call, NULL);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->conv_mu, NULL);
+    pthread_cond_init(&p->start, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->n = 1;
+    while (p->n < threads && pthread_create(&p->workers[p->n - 1], NULL, pool_main, p) == 0) p->n++;
+    return p;
+}
+
+void blas_pool_use(blas_pool *p) { cur_pool = p; }
+
+void blas_pool_free(blas_pool *p)
+{
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->start);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n - 1; i++) pthread_join(p->workers[i], NULL);
+    for (int t = 0; t < POOL_TASKS; t++) {
+        free(p->ws[t].p);
+        free(p->dw[t].p);
+    }
+    pthread_mutex_destroy(&p->call);
+    pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->conv_mu);
+    pthread_cond_destroy(&p->start);
+    pthread_cond_destroy(&p->done);
+    free(p->workers);
+    free(p);
 }
 
 /* ---- gemm: C = ALPHA*op(A)*op(B) + BETA*C, row-major, like darknet's gemm_cpu ---- */
@@ -681,16 +747,6 @@ void backward_batchnorm_layer(layer l, network net)
  * weight_updates after all tasks finish. Layer and arithmetic are the library's (pjreddie master); binary and
  * xnor layers go to the library's own functions. */
 
-struct buf {
-    float *p;
-    size_t n;
-};
-
-static struct {
-    pthread_mutex_t mu; /* the buffers below belong to one layer call at a time */
-    struct buf ws[POOL_TASKS], dw[POOL_TASKS];
-} conv = {PTHREAD_MUTEX_INITIALIZER, {{0}}, {{0}}};
-
 static int buf_reserve(struct buf *b, size_t n)
 {
     if (b->n >= n) return 0;
@@ -705,6 +761,7 @@ static int buf_reserve(struct buf *b, size_t n)
 struct conv_call {
     layer *l;
     network *net;
+    blas_pool *p;     /* whose buffers the tasks use */
 };
 
 static void conv_forward_task(void *ctx, int t, int nt)
@@ -717,7 +774,7 @@ static void conv_forward_task(void *ctx, int t, int nt)
     for (int i = lo; i < hi; ++i)
         for (int j = 0; j < g; ++j) {
             float *a = l->weights + (size_t)j * l->nweights / g;
-            float *b = conv.ws[t].p;
+            float *b = cc->p->ws[t].p;
             float *c = l->output + (size_t)(i * g + j) * n * m;
             float *im = cc->net->input + (size_t)(i * g + j) * l->c / g * l->h * l->w;
             if (l->size == 1)
@@ -734,8 +791,8 @@ static void conv_backward_task(void *ctx, int t, int nt)
     const struct conv_call *cc = ctx;
     const layer *l = cc->l;
     int g = l->groups, m = l->n / g, n = l->size * l->size * l->c / g, k = l->out_w * l->out_h;
-    float *dw = nt == 1 ? l->weight_updates : conv.dw[t].p;
-    float *ws = conv.ws[t].p;
+    float *dw = nt == 1 ? l->weight_updates : cc->p->dw[t].p;
+    float *ws = cc->p->ws[t].p;
     int lo, hi;
     split(l->batch, t, nt, &lo, &hi);
     for (int i = lo; i < hi; ++i)
@@ -767,7 +824,7 @@ static layer_fn library_layer_fn(const char *name)
 }
 
 /* Reserves the per-task buffers; returns the task count, or 0 when memory is short (then the library runs it). */
-static int conv_prepare(const layer *l, int backward)
+static int conv_prepare(blas_pool *p, const layer *l, int backward)
 {
     pthread_once(&blas_once, blas_single);
     int nt = pool_tasks((size_t)l->batch * (l->outputs + l->inputs));
@@ -775,10 +832,10 @@ static int conv_prepare(const layer *l, int backward)
     if (nt < 1) nt = 1;
     size_t ws = l->workspace_size / sizeof(float) + 1;
     for (int t = 0; t < nt; ++t) {
-        if (buf_reserve(&conv.ws[t], ws) != 0) return 0;
+        if (buf_reserve(&p->ws[t], ws) != 0) return 0;
         if (backward && nt > 1) {
-            if (buf_reserve(&conv.dw[t], (size_t)l->nweights) != 0) return 0;
-            memset(conv.dw[t].p, 0, sizeof(float) * l->nweights);
+            if (buf_reserve(&p->dw[t], (size_t)l->nweights) != 0) return 0;
+            memset(p->dw[t].p, 0, sizeof(float) * l->nweights);
         }
     }
     return nt;
@@ -787,14 +844,15 @@ static int conv_prepare(const layer *l, int backward)
 void forward_convolutional_layer(layer l, network net)
 {
     int nt = 0;
+    blas_pool *p = pool_here();
     if (!l.binary && !l.xnor && l.groups >= 1) {
-        pthread_mutex_lock(&conv.mu);
-        nt = conv_prepare(&l, 0);
+        pthread_mutex_lock(&p->conv_mu);
+        nt = conv_prepare(p, &l, 0);
         if (nt) {
-            struct conv_call cc = {&l, &net};
+            struct conv_call cc = {&l, &net, p};
             pool_run(conv_forward_task, &cc, nt);
         }
-        pthread_mutex_unlock(&conv.mu);
+        pthread_mutex_unlock(&p->conv_mu);
     }
     if (!nt) {
         library_layer_fn("forward_convolutional_layer")(l, net);
@@ -811,10 +869,11 @@ void forward_convolutional_layer(layer l, network net)
 void backward_convolutional_layer(layer l, network net)
 {
     int nt = 0;
+    blas_pool *p = pool_here();
     if (!l.binary && !l.xnor && l.groups >= 1) {
-        pthread_mutex_lock(&conv.mu);
-        nt = conv_prepare(&l, 1);
-        if (!nt) pthread_mutex_unlock(&conv.mu);
+        pthread_mutex_lock(&p->conv_mu);
+        nt = conv_prepare(p, &l, 1);
+        if (!nt) pthread_mutex_unlock(&p->conv_mu);
     }
     if (!nt) {
         library_layer_fn("backward_convolutional_layer")(l, net);
@@ -826,11 +885,11 @@ void backward_convolutional_layer(layer l, network net)
         gradient_array(l.output, l.outputs * l.batch, l.activation, l.delta);
         backward_bias(l.bias_updates, l.delta, l.batch, l.n, l.out_w * l.out_h);
     }
-    struct conv_call cc = {&l, &net};
+    struct conv_call cc = {&l, &net, p};
     pool_run(conv_backward_task, &cc, nt);
     if (nt > 1)
-        for (int t = 0; t < nt; ++t) axpy_cpu(l.nweights, 1, conv.dw[t].p, 1, l.weight_updates, 1);
-    pthread_mutex_unlock(&conv.mu);
+        for (int t = 0; t < nt; ++t) axpy_cpu(l.nweights, 1, p->dw[t].p, 1, l.weight_updates, 1);
+    pthread_mutex_unlock(&p->conv_mu);
 }
 
 /* ---- max pooling: the library's loops, split over the (image, channel) planes of the batch ----

@@ -15,6 +15,15 @@
  * blas_init everything runs on the calling thread. Call once, before training; later calls do nothing. */
 void blas_init(int threads);
 
+/* Another pool, with its own threads and layer workspaces, for a second network run beside training (the GeNIe
+ * module's f_theta): a thread that calls blas_pool_use(p) runs every replacement on p, never waiting on the
+ * trainer's pool or its buffers; blas_pool_use(NULL) goes back to the blas_init pool. NULL when out of memory. */
+typedef struct blas_pool blas_pool;
+blas_pool *blas_pool_create(int threads);
+void blas_pool_use(blas_pool *p);
+/* Stops its threads; no thread may be using it. */
+void blas_pool_free(blas_pool *p);
+
 void gemm(int TA, int TB, int M, int N, int K, float ALPHA, float *A, int lda, float *B, int ldb, float BETA,
           float *C, int ldc);
 void gemm_cpu(int TA, int TB, int M, int N, int K, float ALPHA, float *A, int lda, float *B, int ldb, float BETA,

@@ -11,6 +11,7 @@
 #include "philox.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -461,6 +462,64 @@ static void test_network(void)
     free_network(stock);
 }
 
+
+/* A second network trained on another thread with its own pool (as the GeNIe module's f_theta will run beside
+ * training), at the same time as the first on the main pool: neither waits on the other's buffers, and both give
+ * the same weights bit for bit, whatever their pools' sizes. */
+struct side {
+    network *net;
+    data *d;
+    int threads;
+};
+
+static void *train_side(void *arg)
+{
+    struct side *s = arg;
+    blas_pool *p = blas_pool_create(s->threads);
+    blas_pool_use(p);
+    for (int step = 0; step < 3; step++) train_network(s->net, *s->d);
+    blas_pool_use(NULL);
+    blas_pool_free(p);
+    return NULL;
+}
+
+static void test_pools(void)
+{
+    char path[] = "build/test_blas_XXXXXX";
+    CHECK(write_cfg(path, net_cfg) == 0, "cannot write %s", path);
+    network *net[3];
+    for (int k = 0; k < 3; k++) net[k] = parse_network_cfg(path);
+    unlink(path);
+    copy_params(net[1], net[0]);
+    copy_params(net[2], net[0]);
+    data d = {0};
+    d.X = make_matrix(net[0]->batch, net[0]->inputs);
+    d.y = make_matrix(net[0]->batch, net[0]->outputs);
+    float *px = rnd((size_t)net[0]->batch * net[0]->inputs, 1);
+    for (int i = 0; i < d.X.rows; i++) {
+        memcpy(d.X.vals[i], px + (size_t)i * net[0]->inputs, sizeof(float) * net[0]->inputs);
+        d.y.vals[i][i % net[0]->outputs] = 1;
+    }
+    free(px);
+    struct side s1 = {net[1], &d, 1}, s2 = {net[2], &d, 3};
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, train_side, &s1);
+    pthread_create(&t2, NULL, train_side, &s2);
+    for (int step = 0; step < 3; step++) train_network(net[0], d);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    for (int i = 0; i < net[0]->n; i++) {
+        const layer *a = &net[0]->layers[i];
+        if (a->type != CONVOLUTIONAL) continue;
+        for (int k = 1; k < 3; k++)
+            CHECK(!memcmp(a->weights, net[k]->layers[i].weights, sizeof(float) * a->nweights) &&
+                      !memcmp(a->biases, net[k]->layers[i].biases, sizeof(float) * a->n),
+                  "layer %d: a pool of %d threads on another thread gave other weights", i, k == 1 ? 1 : 3);
+    }
+    free_data(d);
+    for (int k = 0; k < 3; k++) free_network(net[k]);
+}
+
 /* libdarknet's free_network leaves a few of parse_network_cfg's allocations behind; they are not ours. */
 const char *__lsan_default_suppressions(void)
 {
@@ -484,5 +543,6 @@ int main(void)
     test_maxpool();
     test_batchnorm_layer();
     test_network();
+    test_pools();
     return check_done("test_blas");
 }
