@@ -65,7 +65,7 @@ static int evaluate(network *net, const dataset *ds, const aug_params *aug, int 
     return rc;
 }
 
-static void print_accuracy(const confusion *conf, const dataset *ds, const int *train_count, int k, long topk_hits,
+static void print_accuracy(confusion *conf, const dataset *ds, const int *train_count, int k, long topk_hits,
                            long seen)
 {
     printf("top-1: %.4f  top-%d: %.4f  (%ld images)\n", confusion_accuracy(conf), k,
@@ -78,7 +78,7 @@ static void print_accuracy(const confusion *conf, const dataset *ds, const int *
         if (train_count) {
             enum shot_group g = dataset_shot_group(train_count[c]);
             printf(" %10d", train_count[c]);
-            grp_hit[g] += conf->m[c * ds->classes + c];
+            grp_hit[g] += confusion_class_accuracy(conf, c) * tot;
             grp_tot[g] += tot;
         }
         printf("\n");
@@ -146,7 +146,8 @@ static int train(const train_args *a)
                 ds.n - ds.n_real, dc.generated ? dc.generated : "none", dc.tail_share, dc.gen_soft,
                 dc.roundtrip ? dc.roundtrip : "none", dc.roundtrip_p);
     l = loader_start(&o);
-    confusion_init(&live, ds.classes, 0.98);
+    /* the recent past of about 6,400 training samples (0.98 per batch of 128) */
+    confusion_init(&live, ds.classes, pow(0.98, 1.0 / 128));
 
     data d = {0};
     d.shallow = 1;
@@ -155,7 +156,6 @@ static int train(const train_args *a)
     d.y.cols = ds.classes;
     d.X.vals = malloc(imgs * sizeof(float *));
     d.y.vals = malloc(imgs * sizeof(float *));
-    int *truth = malloc(imgs * sizeof *truth);
 
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
@@ -176,18 +176,22 @@ static int train(const train_args *a)
         for (int i = 0; i < imgs; i++) {
             d.X.vals[i] = b->x + (size_t)i * net->inputs;
             d.y.vals[i] = b->y + (size_t)i * ds.classes;
-            truth[i] = argmax(d.y.vals[i], ds.classes);
         }
-        float loss = train_network(net, d);
+        /* libdarknet's train_network, one subdivision at a time, so that each one's softmax outputs reach the
+         * live confusion statistics (the output layer only keeps the last) */
+        float loss = 0;
+        for (int sub = 0; sub < net->subdivisions; sub++) {
+            get_next_batch(d, net->batch, sub * net->batch, net->input, net->truth);
+            loss += train_network_datum(net);
+            confusion_update(&live, b->truth + sub * net->batch, net->output, net->batch);
+        }
+        loss /= imgs;
         if (!(loss == loss)) {
             loader_release(l, b);
             err_set("loss became NaN at iteration %d (learning rate %g): lower learning_rate or check the data",
                     (int)get_current_batch(net), get_current_rate(net));
             goto out_data;
         }
-        /* The output layer holds the last mini-batch's softmax: live training confusion. */
-        int last = (net->subdivisions - 1) * net->batch;
-        confusion_update(&live, truth + last, net->output, net->batch);
         loader_release(l, b);
         iter++;
         avg_loss = avg_loss < 0 ? loss : avg_loss * .9f + loss * .1f;
@@ -238,7 +242,6 @@ static int train(const train_args *a)
 out_data:
     free(d.X.vals);
     free(d.y.vals);
-    free(truth);
 out:
     loader_stop(l);
     confusion_free(&live);

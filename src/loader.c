@@ -162,6 +162,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc)
         idx = decode_or_replace(l, k, idx, 0, sc);
     }
     s->b.index[i] = idx;
+    s->b.truth[i] = -1;
     if (idx < 0) {
         memset(x, 0, l->row * sizeof *x);
         return o->sampling == SAMPLE_SEQUENTIAL ? 0 : -1;
@@ -200,6 +201,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc)
     }
     if (o->label_smooth > 0)
         for (int j = 0; j < l->classes; j++) y[j] = y[j] * (1 - o->label_smooth) + o->label_smooth / l->classes;
+    s->b.truth[i] = lam == 1 && idx < ds->n_real ? ds->cls[idx] : -1;
     return 0;
 }
 
@@ -267,6 +269,7 @@ loader *loader_start(const loader_opts *o)
         b->x = malloc((size_t)o->batch * l->row * sizeof(float));
         b->y = malloc((size_t)o->batch * l->classes * sizeof(float));
         b->index = malloc((size_t)o->batch * sizeof(int));
+        b->truth = malloc((size_t)o->batch * sizeof(int));
     }
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->ready, NULL);
@@ -379,6 +382,7 @@ void loader_stop(loader *l)
         free(l->slots[i].b.x);
         free(l->slots[i].b.y);
         free(l->slots[i].b.index);
+        free(l->slots[i].b.truth);
     }
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->ready);

@@ -39,6 +39,8 @@ typedef struct {
     float *x, *y;                /* rows of w*h*c and classes floats */
     int n;                       /* rows filled (< batch only for the last SEQUENTIAL batch) */
     int *index;                  /* dataset index of each row (after any bad-image replacement) */
+    int *truth;                  /* the class of each row for training statistics; -1 for a row whose label is not
+                                  * one real sample's (mixup/cutmix, generated), which would feed back into GeNIe */
     uint64_t number;             /* batch number since start */
 } loader_batch;
 

@@ -28,7 +28,9 @@ static void write_text(const char *path, const char *text)
     fclose(f);
 }
 
-/* Rows of nb batches: index, first pixel, labels. */
+/* Rows of nb batches: index, first pixel, labels, and the class the row counts as in training statistics. */
+static int truth_rows[40 * 32];
+
 static void run(loader_opts o, int nb, int *idx, float *px, float *y)
 {
     loader *l = loader_start(&o);
@@ -37,6 +39,7 @@ static void run(loader_opts o, int nb, int *idx, float *px, float *y)
         const loader_batch *lb = loader_next(l);
         for (int i = 0; i < o.batch; i++) {
             idx[b * o.batch + i] = lb->index[i];
+            truth_rows[b * o.batch + i] = lb->truth[i];
             px[b * o.batch + i] = lb->x[(size_t)i * row];
             memcpy(y + (size_t)(b * o.batch + i) * 3, lb->y + (size_t)i * 3, 3 * sizeof(float));
         }
@@ -112,6 +115,24 @@ int main(void)
     }
     CHECK(gen_rows > 0 && snow_gen > 0 && alt_rows == 0, "plain: %d generated rows (%d snow), %d swapped", gen_rows,
           snow_gen, alt_rows);
+    /* statistics count real rows by their class and leave generated rows out */
+    int truth_ok = 1;
+    for (int i = 0; i < N; i++) truth_ok &= truth_rows[i] == (idx[i] < ds.n_real ? ds.cls[idx[i]] : -1);
+    CHECK(truth_ok, "row truth: real rows by class, generated rows -1");
+    /* ... and mixed rows (mixup: half the rows) too */
+    loader_opts lm = lo;
+    lm.mixup = 1;
+    run(lm, NB, idx, px, y);
+    int mixed = 0, mixed_ok = 1;
+    for (int i = 0; i < N; i++) {
+        int pure = 0;
+        for (int j = 0; j < 3; j++) pure |= y[(size_t)i * 3 + j] == 1;
+        /* a row mixed with its own class keeps a one-hot label, but is still a mixed image: -1 either way */
+        mixed += truth_rows[i] == -1 && idx[i] < ds.n_real;
+        mixed_ok &= pure ? truth_rows[i] == -1 || truth_rows[i] == ds.cls[idx[i]] : truth_rows[i] == -1;
+    }
+    CHECK(mixed > N * 0.4 && mixed < N * 0.6 && mixed_ok, "mixup rows: %d of %d real rows left out, truth %s", mixed,
+          N, mixed_ok ? "right" : "wrong");
 
     /* tail_share 0.5: about half the rows are sun (real or generated); generated rows only there */
     lo.tail_share = 0.5;
