@@ -68,6 +68,46 @@ void backbone_free(backbone *b)
     free(b);
 }
 
+/* (pointer, floats) of each parameter array of a layer; 0 for layers with none */
+static int layer_params(const layer *l, float **p, size_t *n)
+{
+    int k = 0;
+    if (l->dontsave) return 0;
+    if (l->type == CONVOLUTIONAL || l->type == DECONVOLUTIONAL || l->type == CONNECTED) {
+        size_t outs = l->type == CONNECTED ? (size_t)l->outputs : (size_t)l->n;
+        p[k] = l->weights, n[k++] = (size_t)l->nweights;
+        p[k] = l->biases, n[k++] = outs;
+        if (l->batch_normalize) {
+            p[k] = l->scales, n[k++] = outs;
+            p[k] = l->rolling_mean, n[k++] = outs;
+            p[k] = l->rolling_variance, n[k++] = outs;
+        }
+    } else if (l->type == BATCHNORM) {
+        p[k] = l->scales, n[k++] = (size_t)l->c;
+        p[k] = l->rolling_mean, n[k++] = (size_t)l->c;
+        p[k] = l->rolling_variance, n[k++] = (size_t)l->c;
+    }
+    return k;
+}
+
+int backbone_copy_params(backbone *b, const struct network *src)
+{
+    network *dst = b->net;
+    if (src->n != dst->n) return err_set("backbone: the trainer's network has %d layers, f_theta %d", src->n, dst->n);
+    for (int i = 0; i < dst->n; i++) {
+        float *ps[5], *pd[5];
+        size_t ns[5], nd[5];
+        int ks = layer_params(&src->layers[i], ps, ns), kd = layer_params(&dst->layers[i], pd, nd);
+        if (src->layers[i].type != dst->layers[i].type || ks != kd)
+            return err_set("backbone: layer %d differs from the trainer's", i);
+        for (int k = 0; k < kd; k++) {
+            if (ns[k] != nd[k]) return err_set("backbone: layer %d has %zu parameters, the trainer's %zu", i, nd[k], ns[k]);
+            memcpy(pd[k], ps[k], nd[k] * sizeof(float));
+        }
+    }
+    return 0;
+}
+
 int backbone_dim(const backbone *b) { return b->dim; }
 int backbone_max_batch(const backbone *b) { return b->max_batch; }
 

@@ -16,6 +16,13 @@ void backbone_free(backbone *b);
 int backbone_dim(const backbone *b);
 int backbone_max_batch(const backbone *b);
 
+/* Copies a network's parameters into this backbone, the same walk as a weights file: every saved layer's weights
+ * and biases, and batch-norm scales and running statistics. `src` is the trainer's network, built from the same
+ * cfg; the caller picks the moment (an iteration boundary, the backbone not in use). It only reads src. 0, or -1 +
+ * err_msg() when the two networks' layers differ. */
+struct network;
+int backbone_copy_params(backbone *b, const struct network *src);
+
 /* n <= max_batch decoded images -> n rows of backbone_dim floats. 0, or -1 + err_msg(). */
 int backbone_embed(backbone *b, const img_u8 *imgs, int n, float *out);
 
