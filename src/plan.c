@@ -7,33 +7,8 @@
 #include "dataset.h"
 #include "err.h"
 #include "philox.h"
+#include "planner.h"
 #include "util.h"
-
-/* how confused t and s are: the share of t's row that went to s plus the share of s's row that went to t */
-static double confusion_rate(const double *m, int classes, int t, int s)
-{
-    double rt = 0, rs = 0;
-    for (int j = 0; j < classes; j++) rt += m[t * classes + j], rs += m[s * classes + j];
-    return (rt > 0 ? m[t * classes + s] / rt : 0) + (rs > 0 ? m[s * classes + t] / rs : 0);
-}
-
-int plan_confused(const double *m, int classes, int t, int k, int *out)
-{
-    int n = 0;
-    double v[64];
-    for (int s = 0; s < classes; s++) {
-        if (s == t) continue;
-        double x = confusion_rate(m, classes, t, s);
-        int pos = n < k ? n++ : k;
-        /* insertion into the top-k list; strict comparison keeps lower classes ahead on ties */
-        while (pos > 0 && x > v[pos - 1]) {
-            if (pos < k) out[pos] = out[pos - 1], v[pos] = v[pos - 1];
-            pos--;
-        }
-        if (pos < k) out[pos] = s, v[pos] = x;
-    }
-    return n;
-}
 
 /* Reads the square confusion CSV written by confusion_write_csv (labels in the header, in class order). */
 static int read_confusion(const char *path, const dataset *ds, double *m)
@@ -132,7 +107,7 @@ int plan_main(int argc, char **argv)
     for (int t = 0; t < ds.classes && !m_rt; t++) {
         if (!strcmp(targets, "few") && dataset_shot_group(ds.count[t]) != SHOT_FEW) continue;
         int src[64], ns = 0;
-        if (m_genie || m_ada) ns = plan_confused(m, ds.classes, t, topk < 64 ? topk : 64, src);
+        if (m_genie || m_ada) ns = planner_confused(m, ds.classes, t, topk < 64 ? topk : 64, src);
         else if (m_i2i) src[ns++] = t;
         for (int j = 0; j < per; j++, k++) {
             philox_t g;

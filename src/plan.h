@@ -2,7 +2,7 @@
  * `-per-class` requests for each target class (default: the Few classes, < 20 training images), with sources
  * by mode:
  *   genie, ada   a real training image of one of the `-top-k` classes most confused with the target
- *                (a confusion CSV: truth rows, predicted columns, e.g. `genie classifier valid -soft` of the
+ *                (augment/planner.h's ranking of a confusion CSV: truth rows, predicted columns, e.g. `genie classifier valid -soft` of the
  *                plain model on its training list; both directions count, as rates), the class drawn
  *                uniformly among them
  *   img2img      a real training image of the target class itself
@@ -11,11 +11,6 @@
  * Every draw comes from Philox keyed by (-seed, request number), so a plan is a pure function of its inputs. */
 #ifndef GENIE_PLAN_H
 #define GENIE_PLAN_H
-
-/* Ranks the classes most confused with target t by rates, so big classes do not win by their size alone:
- * m[t][s] / row(t) + m[s][t] / row(s) over s != t, largest first (ties: lower class first). Writes up to
- * k <= 64 classes into out and returns how many. */
-int plan_confused(const double *m, int classes, int t, int k, int *out);
 
 int plan_main(int argc, char **argv);
 

@@ -12,6 +12,7 @@
 #include "genie.h"
 #include "imgio.h"
 #include "plan.h"
+#include "planner.h"
 
 #define DIR "build/tests/genie"
 #define SRC "data/fmnist/images/test/00010_coat.jpg"
@@ -113,14 +114,37 @@ static void test_plan_confused(void)
     double m[25] = {0};
     m[0 * 5 + 3] = 8, m[3 * 5 + 0] = 1, m[4 * 5 + 0] = 5, m[0 * 5 + 1] = 2, m[1 * 5 + 0] = 2, m[2 * 5 + 2] = 50;
     int out[4];
-    CHECK(plan_confused(m, 5, 0, 3, out) == 3 && out[0] == 3 && out[1] == 1 && out[2] == 4, "top-3 %d %d %d", out[0],
+    CHECK(planner_confused(m, 5, 0, 3, out) == 3 && out[0] == 3 && out[1] == 1 && out[2] == 4, "top-3 %d %d %d", out[0],
           out[1], out[2]);
-    CHECK(plan_confused(m, 5, 0, 4, out) == 4 && out[3] == 2, "the 4th (a zero) is class 2: %d", out[3]);
+    CHECK(planner_confused(m, 5, 0, 4, out) == 4 && out[3] == 2, "the 4th (a zero) is class 2: %d", out[3]);
     /* a big class does not win by its size: 1000 images of class 2 with 1% to 0 vs 5 of class 1 with 40% */
     double b[9] = {10, 0, 0, 2, 3, 0, 10, 0, 990};
-    CHECK(plan_confused(b, 3, 0, 1, out) == 1 && out[0] == 1, "rates, not counts: %d", out[0]);
+    CHECK(planner_confused(b, 3, 0, 1, out) == 1 && out[0] == 1, "rates, not counts: %d", out[0]);
     double z[25] = {0};
-    CHECK(plan_confused(z, 5, 2, 2, out) == 2 && out[0] == 0 && out[1] == 1, "ties go to lower classes");
+    CHECK(planner_confused(z, 5, 2, 2, out) == 2 && out[0] == 0 && out[1] == 1, "ties go to lower classes");
+}
+
+/* The online planner follows a planted confusion matrix: targets drawn in proportion to how wrong the model is on
+ * them and to the quota they have left; none past its quota; -1 when nothing is left. */
+static void test_planner_target(void)
+{
+    /* 4 classes: 0 right 90%, 1 right 10%, 2 right 99% (floored to 5% wrong), 3 not eligible */
+    double m[16] = {90, 10, 0, 0, 40, 10, 50, 0, 1, 0, 99, 0, 0, 0, 0, 100};
+    unsigned char eligible[4] = {1, 1, 1, 0};
+    int made[4] = {0, 0, 0, 0}, hits[4] = {0};
+    enum { N = 10000 };
+    for (int i = 0; i < N; i++) hits[planner_target(m, 4, eligible, made, 50, (i + 0.5) / N)]++;
+    /* weights 0.1 : 0.9 : 0.05 */
+    CHECK(abs(hits[0] - 952) <= 2 && abs(hits[1] - 8571) <= 2 && abs(hits[2] - 476) <= 2 && hits[3] == 0,
+          "targets %d %d %d %d", hits[0], hits[1], hits[2], hits[3]);
+    /* class 1 with 40 of 50 made weighs 0.9 * 0.2 = 0.18; class 0 at its quota never comes */
+    made[0] = 50, made[1] = 40;
+    memset(hits, 0, sizeof hits);
+    for (int i = 0; i < N; i++) hits[planner_target(m, 4, eligible, made, 50, (i + 0.5) / N)]++;
+    CHECK(hits[0] == 0 && abs(hits[1] - 7826) <= 2 && abs(hits[2] - 2174) <= 2, "with quotas: %d %d %d", hits[0], hits[1],
+          hits[2]);
+    made[1] = made[2] = 50;
+    CHECK(planner_target(m, 4, eligible, made, 50, 0.3) == -1, "a target past its quota was drawn");
 }
 
 /* Ada through the engine: the kept image equals a fixed-r run at the chosen r with the same seed. */
@@ -256,6 +280,7 @@ int main(void)
 {
     test_ada_rule();
     test_plan_confused();
+    test_planner_target();
     test_ada_engine();
     test_cli();
     return check_done("test_genie");
