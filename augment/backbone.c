@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "blas.h"
 #include "err.h"
 #include "netio.h"
 #include "transform.h"
@@ -90,9 +91,34 @@ static int layer_params(const layer *l, float **p, size_t *n)
     return k;
 }
 
-int backbone_copy_params(backbone *b, const struct network *src)
+int backbone_copy_params(backbone *b, const struct network *src) { return backbone_net_copy(b->net, src); }
+
+struct network *backbone_net_new(const char *cfg)
 {
-    network *dst = b->net;
+    net_extras ex;
+    return netio_load(cfg, NULL, 0, &ex);
+}
+
+void backbone_net_free(struct network *net)
+{
+    if (net) free_network(net);
+}
+
+void *backbone_pool_begin(int threads)
+{
+    blas_pool *p = blas_pool_create(threads);
+    blas_pool_use(p);
+    return p;
+}
+
+void backbone_pool_end(void *pool)
+{
+    blas_pool_use(NULL);
+    blas_pool_free(pool);
+}
+
+int backbone_net_copy(struct network *dst, const struct network *src)
+{
     if (src->n != dst->n) return err_set("backbone: the trainer's network has %d layers, f_theta %d", src->n, dst->n);
     for (int i = 0; i < dst->n; i++) {
         float *ps[5], *pd[5];

@@ -22,6 +22,15 @@ int backbone_max_batch(const backbone *b);
  * err_msg() when the two networks' layers differ. */
 struct network;
 int backbone_copy_params(backbone *b, const struct network *src);
+/* The same between two networks of one cfg; and a network of a cfg alone, to stage a snapshot in (the trainer
+ * copies into it at an iteration boundary, f_theta picks it up between generation batches). */
+int backbone_net_copy(struct network *dst, const struct network *src);
+struct network *backbone_net_new(const char *cfg);
+void backbone_net_free(struct network *net);
+/* Makes the calling thread run darknet layers (f_theta) on a compute pool of its own with `threads` threads, so it
+ * never waits on the trainer's pool or its buffers; backbone_pool_end hands it back. */
+void *backbone_pool_begin(int threads);
+void backbone_pool_end(void *pool);
 
 /* n <= max_batch decoded images -> n rows of backbone_dim floats. 0, or -1 + err_msg(). */
 int backbone_embed(backbone *b, const img_u8 *imgs, int n, float *out);

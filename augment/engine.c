@@ -431,8 +431,10 @@ int engine_img2img(engine *e, engine_item *items, int n)
 
     const float g = (float)e->o.guidance;
     const int first = e->start[e->order[0]];
+    for (int k = 0; k < n; k++) items[k].nonfinite = 0;
     for (int i = first; i < N; i++) {
         const int t = scheduler_timestep(e->sched, i);
+        if (e->o.cancel && *e->o.cancel) return err_set("engine: cancelled before step %d/%d", i + 1, N);
         int na = 0;
         while (na < n && e->start[e->order[na]] <= i) na++;
         for (int a = 0; a < na; a++) {
@@ -453,8 +455,15 @@ int engine_img2img(engine *e, engine_item *items, int n)
                 eps = e->eps;
             }
             float *x = e->x + k * nl;
+            if (items[k].nonfinite) continue;
             if (scheduler_step(e->sched, &e->st[k], i, eps, x, nl)) return err_wrap("item %d: ", k);
             size_t bad = count_nonfinite(x, nl);
+            if (bad && e->o.drop_nonfinite) {
+                /* zeros keep the item's later UNet rows finite; its result is thrown away */
+                items[k].nonfinite = 1;
+                memset(x, 0, nl * sizeof(float));
+                continue;
+            }
             if (bad)
                 return err_set("engine: item %d: %zu non-finite latent values after step %d/%d (t=%d)", k, bad,
                                i + 1, N, t);

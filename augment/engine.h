@@ -31,6 +31,11 @@ typedef struct {
      * (step_index -1) and after each of its steps (the index into the full schedule) */
     void (*trace)(void *ctx, int item, int step_index, const float *latents);
     void *trace_ctx;
+    /* optional: once *cancel is non-zero, engine_img2img stops before its next denoising step (-1, "cancelled") */
+    const volatile int *cancel;
+    /* 1: an item whose latents go non-finite is marked (engine_item.nonfinite) and the rest of its batch goes on;
+     * 0: the whole call fails naming the item and step */
+    int drop_nonfinite;
 } engine_opts;
 
 /* Defaults: max_batch 1, DDIM, 50 steps, guidance 7.5, sampled posterior, model size. */
@@ -52,6 +57,7 @@ typedef struct {
     const float *vae_noise;         /* optional [latent_channels, h, w]: the posterior sample's epsilon */
     const float *latent_noise;      /* optional [latent_channels, h, w]: add_noise's epsilon / txt2img start */
     float *latents_out;             /* optional [latent_channels, h, w]: the final latents (before decoding) */
+    int nonfinite;                  /* out, with drop_nonfinite: 1 when this item failed and out is not valid */
 } engine_item;
 
 /* Runs n <= max_batch items as one batch: each joins the union of timesteps at its own start index

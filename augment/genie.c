@@ -1,4 +1,5 @@
 #include "genie.h"
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +7,7 @@
 #include "backbone.h"
 #include "err.h"
 #include "resample.h"
+#include "util.h"
 
 struct genie {
     genie_opts o;
@@ -146,6 +148,38 @@ int genie_embed(genie *g, const img_u8 *imgs, int n, float *out)
     return 0;
 }
 
+int genie_copy_backbone(genie *g, const struct network *src)
+{
+    if (!g->bb) return err_set("generator: no backbone to copy into");
+    return backbone_copy_params(g->bb, src);
+}
+
+char **genie_read_words(const char *names, char *const *labels, int classes)
+{
+    char **w = calloc(classes, sizeof *w);
+    if (!w) return NULL;
+    if (!names) {
+        for (int c = 0; c < classes; c++) w[c] = strdup(labels[c]);
+        return w;
+    }
+    FILE *f = fopen(names, "r");
+    char line[1024];
+    int n = 0;
+    while (f && n < classes && fgets(line, sizeof line, f)) {
+        char *s = util_trim(line);
+        if (*s) w[n++] = strdup(s);
+    }
+    if (f) fclose(f);
+    if (n != classes) {
+        err_set("%s: %s (%d names for %d labels)", names, f ? "one line of prompt words per label" : strerror(errno),
+                n, classes);
+        for (int c = 0; c < n; c++) free(w[c]);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
 int genie_set_class_means(genie *g, img_u8 *const *imgs, const int *counts)
 {
     if (!g->bb) return err_set("generator: no backbone (GeNIe-Ada needs a classifier cfg and weights)");
@@ -239,8 +273,14 @@ int genie_run(genie *g, const genie_request *rq, int n, genie_result *res)
         if ((pass == 0 ? engine_roundtrip(g->e, g->items, k) : engine_img2img(g->e, g->items, k))) return -1;
         for (int i = 0; i < k;) {
             int q = g->item_req[i];
-            res[q].n_gaps = res[q].ada_fallback = 0;
-            if (rq[q].r == GENIE_R_ADA) {
+            res[q].n_gaps = res[q].ada_fallback = res[q].nonfinite = 0;
+            int m = genie_request_cost(g, &rq[q]);
+            for (int j = 0; j < m; j++) res[q].nonfinite |= g->items[i + j].nonfinite;
+            if (res[q].nonfinite) {
+                /* one of its items went non-finite (engine's drop_nonfinite): the request is dropped alone */
+                res[q].r = rq[q].r;
+                i += m;
+            } else if (rq[q].r == GENIE_R_ADA) {
                 if (ada_pick(g, &rq[q], i, &res[q])) return -1;
                 i += g->o.n_r;
             } else {

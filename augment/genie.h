@@ -51,6 +51,7 @@ typedef struct {
     float gaps[ADA_MAX_R - 1];       /* Ada's gaps d_1 .. d_{n-1} */
     int n_gaps;                      /* 0 unless Ada chose */
     int ada_fallback;                /* 1: Ada could not choose and ada_fallback_r was used */
+    int nonfinite;                   /* 1: dropped (eo.drop_nonfinite): its latents went non-finite; no image */
 } genie_result;
 
 int genie_image_size(const genie *g, int *w, int *h);
@@ -64,6 +65,15 @@ int genie_set_class_means(genie *g, img_u8 *const *imgs, const int *counts);
 /* Backbone embeddings of n images (rows of genie_embed_dim floats); -1 + err_msg() without a backbone. */
 int genie_embed(genie *g, const img_u8 *imgs, int n, float *out);
 int genie_embed_dim(const genie *g);
+
+/* f_theta's parameters from a network of the same cfg (the online module's snapshot); recompute the class
+ * means afterwards. 0, or -1 + err_msg(). */
+struct network;
+int genie_copy_backbone(genie *g, const struct network *src);
+
+/* The prompt words of each label: the labels themselves, or one line per label of a names file. NULL +
+ * err_msg(); free each and the array. */
+char **genie_read_words(const char *names, char *const *labels, int classes);
 
 /* Runs n requests whose total cost fits one engine batch (the caller packs; cost <= eo.max_batch). */
 int genie_run(genie *g, const genie_request *rq, int n, genie_result *res);

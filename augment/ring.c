@@ -11,40 +11,40 @@ typedef struct {
     int state;
     int readers;      /* takes copying the image out right now: the slot is not rewritten under them */
     ring_meta meta;
-    float *img;
+    unsigned char *img;
 } slot;
 
 struct ring {
     pthread_mutex_t mu;
     pthread_cond_t changed;
     int n, reuse, sync, closed;
-    size_t floats;
+    size_t bytes;
     slot *s;
     uint64_t next_seq;
     ring_stats st;
 };
 
-ring *ring_create(int slots, size_t image_floats, int reuse, int sync)
+ring *ring_create(int slots, size_t image_bytes, int reuse, int sync)
 {
-    if (slots < 1 || image_floats < 1 || reuse < 1) {
-        err_set("ring: %d slots of %zu floats, reuse %d: each must be at least 1", slots, image_floats, reuse);
+    if (slots < 1 || image_bytes < 1 || reuse < 1) {
+        err_set("ring: %d slots of %zu bytes, reuse %d: each must be at least 1", slots, image_bytes, reuse);
         return NULL;
     }
     ring *r = calloc(1, sizeof *r);
     if (r) r->s = calloc((size_t)slots, sizeof *r->s);
     for (int i = 0; r && r->s && i < slots; i++)
-        if (!(r->s[i].img = malloc(image_floats * sizeof(float)))) break;
+        if (!(r->s[i].img = malloc(image_bytes))) break;
     if (!r || !r->s || !r->s[slots - 1].img) {
         for (int i = 0; r && r->s && i < slots; i++) free(r->s[i].img);
         if (r) free(r->s);
         free(r);
-        err_set("ring: out of memory for %d images of %zu floats", slots, image_floats);
+        err_set("ring: out of memory for %d samples of %zu bytes", slots, image_bytes);
         return NULL;
     }
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->changed, NULL);
     r->n = slots;
-    r->floats = image_floats;
+    r->bytes = image_bytes;
     r->reuse = reuse;
     r->sync = sync;
     return r;
@@ -76,7 +76,7 @@ static int put_slot(ring *r)
     return best;
 }
 
-uint64_t ring_put(ring *r, const float *img, const ring_meta *meta)
+uint64_t ring_put(ring *r, const void *img, const ring_meta *meta)
 {
     pthread_mutex_lock(&r->mu);
     uint64_t seq = r->next_seq++;
@@ -102,7 +102,7 @@ uint64_t ring_put(ring *r, const float *img, const ring_meta *meta)
     s->state = SLOT_WRITING;
     pthread_mutex_unlock(&r->mu);
 
-    memcpy(s->img, img, r->floats * sizeof(float));
+    memcpy(s->img, img, r->bytes);
 
     pthread_mutex_lock(&r->mu);
     s->meta = *meta;
@@ -117,7 +117,7 @@ uint64_t ring_put(ring *r, const float *img, const ring_meta *meta)
 }
 
 /* Called with the lock held on a ready slot: counts the use, copies the image out without the lock. */
-static void take_from(ring *r, slot *s, float *img, ring_meta *meta)
+static void take_from(ring *r, slot *s, void *img, ring_meta *meta)
 {
     s->meta.uses++;
     *meta = s->meta;
@@ -129,7 +129,7 @@ static void take_from(ring *r, slot *s, float *img, ring_meta *meta)
     r->st.taken++;
     pthread_mutex_unlock(&r->mu);
 
-    memcpy(img, s->img, r->floats * sizeof(float));
+    memcpy(img, s->img, r->bytes);
 
     pthread_mutex_lock(&r->mu);
     if (--s->readers == 0 && s->state == SLOT_DRAINING) {
@@ -139,7 +139,7 @@ static void take_from(ring *r, slot *s, float *img, ring_meta *meta)
     pthread_mutex_unlock(&r->mu);
 }
 
-int ring_take(ring *r, float *img, ring_meta *meta)
+int ring_take(ring *r, void *img, ring_meta *meta)
 {
     pthread_mutex_lock(&r->mu);
     slot *best = NULL;
@@ -158,7 +158,7 @@ int ring_take(ring *r, float *img, ring_meta *meta)
     return 0;
 }
 
-int ring_take_seq(ring *r, uint64_t seq, float *img, ring_meta *meta)
+int ring_take_seq(ring *r, uint64_t seq, void *img, ring_meta *meta)
 {
     pthread_mutex_lock(&r->mu);
     slot *s = &r->s[seq % (uint64_t)r->n];

@@ -1,6 +1,7 @@
 /* The ring of generated samples between the GeNIe module (the one producer) and the loader threads (consumers).
  *
- * Pre-allocated: `slots` images of `image_floats` floats each, never resized. Neither side ever waits on the other
+ * Pre-allocated: `slots` samples of `image_bytes` bytes each (an image in whatever layout the two sides agree
+ * on), never resized. Neither side ever waits on the other
  * in the default mode: the producer evicts when every slot holds a sample (the most used first, then the oldest),
  * and a consumer that finds nothing ready gets -1 and the shortfall is counted; images are copied in and out
  * outside the lock, so a slow copy of a big image never holds the other threads. A sample retires after `reuse`
@@ -33,17 +34,17 @@ typedef struct {
 typedef struct ring ring;
 
 /* NULL with err_msg() on bad sizes or no memory. */
-ring *ring_create(int slots, size_t image_floats, int reuse, int sync);
+ring *ring_create(int slots, size_t image_bytes, int reuse, int sync);
 void ring_free(ring *r);
 
-/* Copies img and meta in; returns the sample's number. Never blocks in the default mode (evicts instead); in sync
+/* Copies image_bytes of img and meta in; returns the sample's number. Never blocks in the default mode (evicts instead); in sync
  * mode waits for its slot and returns UINT64_MAX if the ring is closed meanwhile. */
-uint64_t ring_put(ring *r, const float *img, const ring_meta *meta);
+uint64_t ring_put(ring *r, const void *img, const ring_meta *meta);
 /* Default mode: copies a ready sample out (the least used, then the oldest) and counts the use. 0, or -1 when
  * none is ready (counted as a shortfall). */
-int ring_take(ring *r, float *img, ring_meta *meta);
+int ring_take(ring *r, void *img, ring_meta *meta);
 /* Sync mode: waits for sample number seq, then the same. -1 if the ring is closed first. */
-int ring_take_seq(ring *r, uint64_t seq, float *img, ring_meta *meta);
+int ring_take_seq(ring *r, uint64_t seq, void *img, ring_meta *meta);
 /* Wakes every waiter; later waits return at once. */
 void ring_close(ring *r);
 void ring_get_stats(ring *r, ring_stats *st);

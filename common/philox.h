@@ -93,6 +93,8 @@ enum philox_purpose {
     PHILOX_TAIL = 0x7A11,          /* loader: tail rows */
     PHILOX_ENGINE_VAE = 0xE7A1,    /* engine: an item's VAE posterior noise */
     PHILOX_ENGINE_LATENT = 0xE7A2, /* engine: an item's initial latent noise */
+    PHILOX_MODULE_REQUEST = 0x6E1, /* online module: request q's target, source and seed */
+    PHILOX_GENERATED_ROW = 0x6E2,  /* loader: whether sample k's row takes a generated sample */
 };
 
 #endif

@@ -7,7 +7,9 @@
 #include "err.h"
 #include "imgio.h"
 #include "util.h"
+#include "genie_cfg.h"
 #include "loader.h"
+#include "module.h"
 #include "netio.h"
 
 #include <libgen.h>
@@ -93,11 +95,34 @@ static void print_accuracy(confusion *conf, const dataset *ds, const int *train_
 }
 
 typedef struct {
-    const char *data, *cfg, *weights;
+    const char *data, *cfg, *weights, *genie;
     int clear, threads, blas_threads, topk, iters, backup_every;
     uint64_t seed;
     enum sampling sampling;
 } train_args;
+
+static void live_snapshot(void *ctx, double *m) { confusion_snapshot(ctx, m); }
+
+/* The module's account at the end of a run: what it made, for whom, at which r, and what the batches got. */
+static void print_genie(module *gm, const genie_cfg *c, char *const *labels)
+{
+    module_stats ms;
+    module_get_stats(gm, &ms);
+    fprintf(stderr, "online GeNIe: %llu requests, %llu kept (+%llu from the cache), %llu dropped (non-finite), "
+                    "%.1f s generating (%.2f img/s); %llu rows served, %llu short; %llu snapshots of f_theta, "
+                    "%llu Ada fallbacks, %llu replays\n",
+            (unsigned long long)ms.requests, (unsigned long long)ms.kept, (unsigned long long)ms.cached,
+            (unsigned long long)ms.dropped, ms.gen_seconds, ms.gen_seconds > 0 ? ms.requests / ms.gen_seconds : 0.0,
+            (unsigned long long)ms.taken, (unsigned long long)ms.shortfall, (unsigned long long)ms.snapshots,
+            (unsigned long long)ms.ada_fallback, (unsigned long long)ms.replayed);
+    fprintf(stderr, "  per target:");
+    for (int i = 0; i < ms.n_targets; i++) fprintf(stderr, " %s %d", labels[ms.targets[i]], ms.made[i]);
+    if (c->mode == GENIE_MODE_ADA) {
+        fprintf(stderr, "\n  chosen r:");
+        for (int k = 0; k < c->n_r; k++) fprintf(stderr, " %.2g: %d", c->r_set[k], ms.r_hist[k]);
+    }
+    fprintf(stderr, "\n");
+}
 
 static int train(const train_args *a)
 {
@@ -108,6 +133,8 @@ static int train(const train_args *a)
     network *net = NULL;
     loader *l = NULL;
     confusion live = {0};
+    genie_cfg gcfg;
+    module *gm = NULL;
     if (!dc.train) {
         err_set("%s: no train= line", a->data);
         goto out;
@@ -145,9 +172,23 @@ static int train(const train_args *a)
         fprintf(stderr, "%d generated samples (%s), tail_share %g, gen_soft %g, round trips %s with p %g\n",
                 ds.n - ds.n_real, dc.generated ? dc.generated : "none", dc.tail_share, dc.gen_soft,
                 dc.roundtrip ? dc.roundtrip : "none", dc.roundtrip_p);
-    l = loader_start(&o);
     /* the recent past of about 6,400 training samples (0.98 per batch of 128) */
     confusion_init(&live, ds.classes, pow(0.98, 1.0 / 128));
+    const char *gpath = a->genie ? a->genie : dc.genie;
+    if (gpath) {
+        if (genie_cfg_read(gpath, &gcfg)) goto out;
+        if (gcfg.mode != GENIE_MODE_NONE) {
+            module_opts mo = {.cfg = &gcfg, .cfg_path = gpath, .classes = ds.classes, .labels = ds.labels,
+                              .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = a->cfg,
+                              .seed = a->seed, .confusion = live_snapshot, .confusion_ctx = &live};
+            if (!(gm = module_start(&mo))) goto out;
+            module_snapshot(gm, net, (int)get_current_batch(net));
+            o.genie = gm;
+            fprintf(stderr, "online GeNIe (%s): mode %s, share %g of each batch, quota %d per target, warmup %d\n",
+                    gpath, genie_mode_name(gcfg.mode), gcfg.share, gcfg.quota, gcfg.warmup);
+        }
+    }
+    l = loader_start(&o);
 
     data d = {0};
     d.shallow = 1;
@@ -198,9 +239,19 @@ static int train(const train_args *a)
         double t2 = util_now();
         loader_stats st;
         loader_get_stats(l, &st);
-        printf("%d, %.3f: %f, %f avg, %f rate, %lf seconds, %zu images, %.0f img/s, data wait %.1f%%, train acc %.3f\n",
+        printf("%d, %.3f: %f, %f avg, %f rate, %lf seconds, %zu images, %.0f img/s, data wait %.1f%%, train acc %.3f",
                (int)get_current_batch(net), (double)*net->seen / ds.n, loss, avg_loss, get_current_rate(net), t2 - t0,
                *net->seen, imgs / (t2 - t0), 100 * (st.wait_s - wait_prev) / (t2 - t0), confusion_accuracy(&live));
+        if (gm) {
+            module_snapshot(gm, net, (int)get_current_batch(net));
+            module_stats ms;
+            module_get_stats(gm, &ms);
+            printf(", genie: %llu kept (%.1f img/s), ring %d, %llu served, %llu short",
+                   (unsigned long long)(ms.kept + ms.cached),
+                   ms.gen_seconds > 0 ? ms.requests / ms.gen_seconds : 0.0, ms.ring_ready,
+                   (unsigned long long)ms.taken, (unsigned long long)ms.shortfall);
+        }
+        printf("\n");
         wait_prev = st.wait_s;
         fflush(stdout);
 
@@ -226,6 +277,7 @@ static int train(const train_args *a)
     }
     loader_stats st;
     loader_get_stats(l, &st);
+    if (gm) print_genie(gm, &gcfg, ds.labels);
     double wall = util_now() - t_start;
     fprintf(stderr, "%d iterations in %.1f s: %.0f img/s, waited for data %.2f%% of the time, %llu bad images\n", iter,
             wall, iter * imgs / wall, 100 * st.wait_s / wall, (unsigned long long)st.bad_images);
@@ -244,6 +296,7 @@ out_data:
     free(d.y.vals);
 out:
     loader_stop(l);
+    module_stop(gm); /* after the loader: its threads take from the module's ring */
     confusion_free(&live);
     if (net) free_network(net);
     dataset_free(&ds);
@@ -374,12 +427,14 @@ int classifier_main(int argc, char **argv)
                                 ARG_RANGE("-iters", ARG_INT, &a.iters, 0, 1e9),
                                 ARG_RANGE("-backup", ARG_INT, &a.backup_every, 0, 1e9),
                                 ARG_OPT("-sampling", ARG_STR, &s),
+                                ARG_OPT("-genie", ARG_STR, &a.genie),
                                 ARG_END};
         int np = args_parse("classifier train", argc - 1, argv + 1, opts, pos, 3);
         if (np < 0) return -1;
         if (np < 2)
             return err_set("usage: genie classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] "
-                           "[-blas-threads N] [-iters N] [-backup N] [-sampling shuffle|replace|balanced] [-topk]");
+                           "[-blas-threads N] [-iters N] [-backup N] [-sampling shuffle|replace|balanced] [-topk] "
+                           "[-genie genie.cfg]");
         a.data = pos[0];
         a.cfg = pos[1];
         a.weights = pos[2];

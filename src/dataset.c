@@ -32,6 +32,7 @@ int datacfg_read(const char *path, datacfg *d)
         char *key = util_trim(s), *val = util_trim(eq + 1);
         char **str = !strcmp(key, "train")    ? &d->train
                      : !strcmp(key, "generated") ? &d->generated
+                     : !strcmp(key, "genie") ? &d->genie
                      : !strcmp(key, "roundtrip") ? &d->roundtrip
                      : !strcmp(key, "valid")  ? &d->valid
                      : !strcmp(key, "labels") ? &d->labels
@@ -87,6 +88,7 @@ void datacfg_free(datacfg *d)
     free(d->labels);
     free(d->names);
     free(d->backup);
+    free(d->genie);
     free(d->generated);
     free(d->roundtrip);
     memset(d, 0, sizeof *d);

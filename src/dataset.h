@@ -14,6 +14,7 @@ typedef struct {
      * roundtrip=index.csv     VAE round trips of real images (`genie generate` rows with r 0)
      * roundtrip_p=P           each real image is replaced by its round trip with probability P */
     char *generated, *roundtrip;
+    char *genie;               /* genie=genie.cfg: online GeNIe during training (augment/genie_cfg.h) */
     double tail_share, gen_soft, roundtrip_p;
     long long max_pixels;      /* max_pixels=N: larger images are bad images (0: imgio's default, 4096 x 4096) */
 } datacfg;

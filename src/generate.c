@@ -191,31 +191,6 @@ static int parent_dirs(const char *path)
 }
 
 /* Class prompt words: the labels, or one line per label from a names file. */
-static char **read_words(const char *names, char *const *labels, int classes)
-{
-    char **w = calloc(classes, sizeof *w);
-    if (!w) return NULL;
-    if (!names) {
-        for (int c = 0; c < classes; c++) w[c] = strdup(labels[c]);
-        return w;
-    }
-    FILE *f = fopen(names, "r");
-    char line[1024];
-    int n = 0;
-    while (f && n < classes && fgets(line, sizeof line, f)) {
-        char *s = util_trim(line);
-        if (*s) w[n++] = strdup(s);
-    }
-    if (f) fclose(f);
-    if (n != classes) {
-        err_set("%s: %s (%d names for %d labels)", names, f ? "one line of prompt words per label" : strerror(errno), n, classes);
-        for (int c = 0; c < n; c++) free(w[c]);
-        free(w);
-        return NULL;
-    }
-    return w;
-}
-
 /* Z_T: up to per_class real training images of each Ada target, spread evenly over the class's list. */
 static int set_means(genie *g, const char *data, const plan *p, int classes)
 {
@@ -379,7 +354,7 @@ int generate_main(int argc, char **argv)
         goto out;
     }
     if (!ada) go.backbone_cfg = NULL;
-    if (!(words = read_words(names, labels, classes))) goto out;
+    if (!(words = genie_read_words(names, labels, classes))) goto out;
     if (!(g = genie_load(&go, words, classes))) goto out;
     if (ada && set_means(g, data, &p, classes)) goto out;
     int W, H;

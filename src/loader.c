@@ -1,4 +1,5 @@
 #include "loader.h"
+#include "module.h"
 #include "err.h"
 #include "util.h"
 
@@ -151,9 +152,27 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc)
     float *x = s->b.x + (size_t)i * l->row, *y = s->b.y + (size_t)i * l->classes;
     memset(y, 0, l->classes * sizeof *y);
     const dataset *ds = o->ds;
-    int idx = loader_sample_index(o, k);
     philox_t g;
     philox_init(&g, o->seed, philox_mix(k, PHILOX_SAMPLE));
+    int target, source;
+    if (o->genie && o->sampling != SAMPLE_SEQUENTIAL && module_wants(o->genie, k) &&
+        module_take(o->genie, &sc->img, &target, &source) == 0) {
+        /* an online generated sample: the same augmentation as a real image, its target's label (soft towards
+         * its source with gen_soft), left out of the training statistics; no mixup partner */
+        s->b.index[i] = -1;
+        s->b.truth[i] = -1;
+        transform_sample(&o->aug, &sc->img, &g, x, sc->tmp);
+        if (o->gen_soft > 0 && source >= 0 && source != target) {
+            y[target] += (float)(1 - o->gen_soft);
+            y[source] += (float)o->gen_soft;
+        } else {
+            y[target] += 1;
+        }
+        if (o->label_smooth > 0)
+            for (int j = 0; j < l->classes; j++) y[j] = y[j] * (1 - o->label_smooth) + o->label_smooth / l->classes;
+        return 0;
+    }
+    int idx = loader_sample_index(o, k);
     /* the draw is made whether or not the image has a round trip, so the rest of the stream stays put */
     int alt = o->roundtrip_p > 0 && philox_uniform(&g) < o->roundtrip_p && idx < ds->n_real && ds->alt && ds->alt[idx];
     if (alt && decode_path(l, idx, ds->alt[idx], sc) == 0) {

@@ -27,7 +27,7 @@ static void basics(void)
 {
     float img[FLOATS], out[FLOATS];
     ring_meta m = {.target = 3, .source_class = 1, .source_index = 42, .r = 0.7f, .snapshot_iter = -1}, got;
-    ring *r = ring_create(3, FLOATS, 2, 0);
+    ring *r = ring_create(3, FLOATS * sizeof(float), 2, 0);
     CHECK(r != NULL, "%s", err_msg());
     CHECK(ring_take(r, out, &got) == -1, "took from an empty ring");
     for (uint64_t q = 0; q < 3; q++) {
@@ -66,8 +66,8 @@ static void basics(void)
     CHECK(seen[0] == 4 && seen[1] == 5 && seen[2] == 6, "after eviction: %llu %llu %llu", (unsigned long long)seen[0],
           (unsigned long long)seen[1], (unsigned long long)seen[2]);
     ring_free(r);
-    CHECK(ring_create(0, FLOATS, 1, 0) == NULL && strstr(err_msg(), "ring"), "0 slots accepted");
-    CHECK(ring_create(4, FLOATS, 0, 0) == NULL && strstr(err_msg(), "reuse"), "reuse 0 accepted");
+    CHECK(ring_create(0, FLOATS * sizeof(float), 1, 0) == NULL && strstr(err_msg(), "ring"), "0 slots accepted");
+    CHECK(ring_create(4, FLOATS * sizeof(float), 0, 0) == NULL && strstr(err_msg(), "reuse"), "reuse 0 accepted");
 }
 
 /* ---- stress ---- */
@@ -117,7 +117,7 @@ static void *consume(void *arg)
 
 static void stress(int sync)
 {
-    ring *r = ring_create(8, FLOATS, REUSE, sync);
+    ring *r = ring_create(8, FLOATS * sizeof(float), REUSE, sync);
     int *served = calloc(PRODUCE, sizeof *served);
     volatile int done = 0;
     worker w[CONSUMERS];
@@ -170,7 +170,7 @@ static void *wait_forever(void *arg)
 
 static void closing(void)
 {
-    ring *r = ring_create(2, FLOATS, 1, 1);
+    ring *r = ring_create(2, FLOATS * sizeof(float), 1, 1);
     pthread_t th;
     pthread_create(&th, NULL, wait_forever, r);
     ring_close(r);

@@ -1,0 +1,536 @@
+#include "module.h"
+#include "backbone.h"
+#include "err.h"
+#include "genie.h"
+#include "philox.h"
+#include "planner.h"
+#include "ring.h"
+#include "util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* at most this many real images of a target make its class mean Z_T (spread over the class's list) */
+#define MEAN_IMAGES 64
+
+struct module {
+    module_opts o;
+    genie_cfg cfg;
+    genie *g;
+    ring *ring;
+    int W, H, classes;
+    size_t nrgb;                    /* bytes of one sample: W x H x 3 */
+    unsigned char *eligible;
+    int *made;                      /* per class: kept (and planned) samples, against the quota */
+    int **members, *count;          /* real training images of each class */
+    img_u8 **mean_imgs;             /* GeNIe-Ada: decoded images for the class means */
+    int *mean_counts;
+    double *conf;
+    /* snapshot staging: the trainer copies in, the module picks up */
+    struct network *stage;
+    pthread_mutex_t stage_mu;
+    unsigned stage_version, used_version;
+    int stage_iter, snap_pending;
+    int have_snapshot;              /* atomic */
+    int iter;                       /* atomic: the trainer's latest iteration */
+    /* kept samples (u8 RGB, W x H), for the replay once the quotas are met */
+    unsigned char **kept;
+    int *kept_target, *kept_source, n_kept, cap_kept, replay;
+    FILE *cache_index;
+    unsigned settings;              /* hash of what makes a cached sample reusable */
+    volatile int stop;
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;             /* stats */
+    module_stats st;
+};
+
+static double now(void) { return util_now(); }
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {0, ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* FNV-1a over the settings that change what a sample looks like */
+static unsigned settings_hash(const genie_cfg *c)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s|%d|%.6g|%d|%.6g|%d|%s|%d|%s", c->model, c->mode, c->r, c->steps, c->guidance,
+             c->scheduler, c->prompt, c->sources, c->names);
+    unsigned h = 2166136261u;
+    for (const char *p = buf; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+static int keep_sample(module *m, const unsigned char *rgb, int target, int source)
+{
+    if (m->n_kept == m->cap_kept) {
+        int cap = m->cap_kept ? 2 * m->cap_kept : 64;
+        unsigned char **k = realloc(m->kept, cap * sizeof *k);
+        int *t = k ? realloc(m->kept_target, cap * sizeof *t) : NULL;
+        if (k) m->kept = k;
+        if (t) m->kept_target = t;
+        int *s = t ? realloc(m->kept_source, cap * sizeof *s) : NULL;
+        if (!s) return err_set("genie module: out of memory for kept samples");
+        m->kept_source = s;
+        m->cap_kept = cap;
+    }
+    if (!(m->kept[m->n_kept] = malloc(m->nrgb))) return err_set("genie module: out of memory for kept samples");
+    memcpy(m->kept[m->n_kept], rgb, m->nrgb);
+    m->kept_target[m->n_kept] = target;
+    m->kept_source[m->n_kept] = source;
+    m->n_kept++;
+    return 0;
+}
+
+/* Cache: PNGs plus index.csv lines "file,target,source_class,r,settings". A line is appended after its image is
+ * in place, so a run killed at any moment leaves at most an image no line names. */
+static int cache_load(module *m)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/index.csv", m->cfg.cache);
+    FILE *f = fopen(path, "r");
+    if (!f) return errno == ENOENT ? 0 : err_set("%s: %s", path, strerror(errno));
+    char line[2048];
+    int lineno = 0;
+    img_u8 im = {0};
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char file[1024], target[256], source[256];
+        double r;
+        unsigned settings;
+        if (sscanf(line, "%1023[^,],%255[^,],%255[^,],%lf,%x", file, target, source, &r, &settings) != 5) {
+            fprintf(stderr, "genie module: %s:%d: damaged entry, skipped\n", path, lineno);
+            continue;
+        }
+        if (settings != m->settings) continue; /* made by another model or settings */
+        int t = -1, s = -1;
+        for (int c = 0; c < m->classes; c++) {
+            if (!strcmp(m->o.labels[c], target)) t = c;
+            if (!strcmp(m->o.labels[c], source)) s = c;
+        }
+        char img[2100];
+        snprintf(img, sizeof img, "%s/%s", m->cfg.cache, file);
+        if (t < 0) {
+            fprintf(stderr, "genie module: %s:%d: target '%s' is not a label, skipped\n", path, lineno, target);
+        } else if (imgio_load(img, 0, 0, &im) || im.w != m->W || im.h != m->H) {
+            fprintf(stderr, "genie module: %s:%d: %s, skipped\n", path, lineno,
+                    im.w != m->W || im.h != m->H ? "not the model's image size" : err_msg());
+        } else if (m->made[t] < m->cfg.quota) {
+            if (keep_sample(m, im.rgb, t, s)) break;
+            m->made[t]++;
+            m->st.cached++;
+        }
+    }
+    imgio_free(&im);
+    fclose(f);
+    return 0;
+}
+
+static void cache_write(module *m, const unsigned char *rgb, int target, int source, double r, uint64_t n)
+{
+    char file[256], path[1300];
+    snprintf(file, sizeof file, "%08llx_%u_%s.png", (unsigned long long)n, m->settings, m->o.labels[target]);
+    snprintf(path, sizeof path, "%s/%s", m->cfg.cache, file);
+    if (imgio_write(path, rgb, m->W, m->H, 0)) {
+        fprintf(stderr, "genie module: cache: %s\n", err_msg());
+        return;
+    }
+    fprintf(m->cache_index, "%s,%s,%s,%.4g,%x\n", file, m->o.labels[target], source >= 0 ? m->o.labels[source] : "-",
+            r, m->settings);
+    fflush(m->cache_index);
+}
+
+/* GeNIe-Ada: a new snapshot into f_theta, then the class means from it. */
+static int pick_up_snapshot(module *m)
+{
+    if (m->cfg.mode != GENIE_MODE_ADA) return 0;
+    int fresh = 0, rc = 0;
+    pthread_mutex_lock(&m->stage_mu);
+    if (m->stage_version != m->used_version) {
+        rc = genie_copy_backbone(m->g, m->stage);
+        m->used_version = m->stage_version;
+        pthread_mutex_lock(&m->mu);
+        m->st.snapshot_iter = m->stage_iter;
+        m->st.snapshots++;
+        pthread_mutex_unlock(&m->mu);
+        fresh = 1;
+    }
+    pthread_mutex_unlock(&m->stage_mu);
+    if (rc == 0 && fresh) rc = genie_set_class_means(m->g, m->mean_imgs, m->mean_counts);
+    return rc;
+}
+
+static int quota_left(const module *m)
+{
+    for (int c = 0; c < m->classes; c++)
+        if (m->eligible[c] && m->made[c] < m->cfg.quota) return 1;
+    return 0;
+}
+
+/* The quotas are met: the ring is refilled from the kept samples, oldest first, as it empties. */
+static void replay(module *m)
+{
+    ring_stats rs;
+    ring_get_stats(m->ring, &rs);
+    if (!m->n_kept || rs.ready >= m->cfg.ring) {
+        sleep_ms(5);
+        return;
+    }
+    int i = m->replay++ % m->n_kept;
+    ring_meta meta = {.target = m->kept_target[i], .source_class = m->kept_source[i], .source_index = -1, .r = 0,
+                      .snapshot_iter = -1};
+    ring_put(m->ring, m->kept[i], &meta);
+    pthread_mutex_lock(&m->mu);
+    m->st.replayed++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* Plans, generates and keeps one engine batch. 0, or -1 + err_msg() (a stop returns 0). */
+static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_result *res, img_u8 *src, int *src_cls,
+                          float *imgs, unsigned char *rgb)
+{
+    const genie_cfg *c = &m->cfg;
+    m->o.confusion(m->o.confusion_ctx, m->conf);
+    int nq = 0, cost = 0;
+    while (nq < c->batch) {
+        philox_t g;
+        philox_init(&g, m->o.seed, philox_mix(*q, PHILOX_MODULE_REQUEST));
+        int t = planner_target(m->conf, m->classes, m->eligible, m->made, c->quota, philox_uniform(&g));
+        if (t < 0) break;
+        genie_request *r = &rq[nq];
+        memset(r, 0, sizeof *r);
+        r->target = t;
+        r->r = c->mode == GENIE_MODE_ADA ? GENIE_R_ADA : c->mode == GENIE_MODE_TXT2IMG ? 1.0 : c->r;
+        int s = -1;
+        if (c->mode != GENIE_MODE_TXT2IMG) {
+            int cand[64], n = 0;
+            if (c->sources == GENIE_SOURCES_SAME) {
+                cand[n++] = t;
+            } else if (c->sources == GENIE_SOURCES_CONFUSED) {
+                n = planner_confused(m->conf, m->classes, t, c->top_k, cand);
+            } else {
+                for (int k = 0; k < m->classes && n < 64; k++)
+                    if (k != t) cand[n++] = k;
+            }
+            s = n ? cand[philox_int(&g, n)] : -1;
+            if (s < 0 || !m->count[s]) {
+                (*q)++;
+                continue;
+            }
+            int idx = m->members[s][philox_int(&g, m->count[s])];
+            if (imgio_load(m->o.paths[idx], 0, 0, &src[nq])) {
+                fprintf(stderr, "genie module: source %s\n", err_msg());
+                (*q)++;
+                continue;
+            }
+            r->source = &src[nq];
+        }
+        if (cost + genie_request_cost(m->g, r) > c->batch) break;
+        cost += genie_request_cost(m->g, r);
+        r->seed = (uint64_t)philox_next(&g) << 32 | philox_next(&g);
+        r->stream = *q;
+        res[nq].image = imgs + (size_t)nq * m->W * m->H * 3;
+        src_cls[nq] = s;
+        pthread_mutex_lock(&m->mu);
+        m->made[t]++; /* planned: counted now, so one batch does not overshoot the quota */
+        pthread_mutex_unlock(&m->mu);
+        (*q)++;
+        nq++;
+    }
+    if (!nq) {
+        sleep_ms(5);
+        return 0;
+    }
+    double t0 = now();
+    int rc = genie_run(m->g, rq, nq, res);
+    double dt = now() - t0;
+    if (rc) {
+        pthread_mutex_lock(&m->mu);
+        for (int i = 0; i < nq; i++) m->made[rq[i].target]--;
+        pthread_mutex_unlock(&m->mu);
+        return m->stop ? 0 : -1;
+    }
+    for (int i = 0; i < nq; i++) {
+        int t = rq[i].target;
+        pthread_mutex_lock(&m->mu);
+        m->st.requests++;
+        m->st.gen_seconds += dt / nq;
+        if (res[i].nonfinite) {
+            m->st.dropped++;
+            m->made[t]--;
+            pthread_mutex_unlock(&m->mu);
+            continue;
+        }
+        m->st.kept++;
+        m->st.ada_fallback += res[i].ada_fallback;
+        int slot = 0;
+        for (int k = 0; k < c->n_r; k++)
+            if (fabs(c->r_set[k] - res[i].r) < 1e-9) slot = k;
+        if (c->mode == GENIE_MODE_ADA) m->st.r_hist[slot]++;
+        else m->st.r_hist[0]++;
+        uint64_t n = m->st.kept;
+        pthread_mutex_unlock(&m->mu);
+        imgio_from_planar(res[i].image, m->W, m->H, rgb);
+        if (keep_sample(m, rgb, t, src_cls[i])) return -1;
+        ring_meta meta = {.target = t, .source_class = src_cls[i], .source_index = -1, .r = (float)res[i].r,
+                          .snapshot_iter = m->st.snapshot_iter};
+        ring_put(m->ring, rgb, &meta);
+        if (m->cache_index) cache_write(m, rgb, t, src_cls[i], res[i].r, n);
+    }
+    return 0;
+}
+
+static void *module_main(void *arg)
+{
+    module *m = arg;
+    void *pool = backbone_pool_begin(m->cfg.threads);
+    int B = m->cfg.batch;
+    genie_request *rq = calloc(B, sizeof *rq);
+    genie_result *res = calloc(B, sizeof *res);
+    img_u8 *src = calloc(B, sizeof *src);
+    int *src_cls = calloc(B, sizeof *src_cls);
+    float *imgs = malloc(sizeof(float) * B * m->W * m->H * 3);
+    unsigned char *rgb = malloc(m->nrgb);
+    uint64_t q = 0;
+    int rc = rq && res && src && src_cls && imgs && rgb ? 0 : err_set("genie module: out of memory");
+    while (rc == 0 && !m->stop) {
+        if (__atomic_load_n(&m->iter, __ATOMIC_ACQUIRE) < m->cfg.warmup ||
+            (m->cfg.mode == GENIE_MODE_ADA && !__atomic_load_n(&m->have_snapshot, __ATOMIC_ACQUIRE))) {
+            sleep_ms(10);
+            continue;
+        }
+        if ((rc = pick_up_snapshot(m))) break;
+        if (!quota_left(m)) replay(m);
+        else rc = generate_batch(m, &q, rq, res, src, src_cls, imgs, rgb);
+    }
+    if (rc && !m->stop) fprintf(stderr, "genie module: %s; generation stopped, training goes on\n", err_msg());
+    for (int i = 0; src && i < B; i++) imgio_free(&src[i]);
+    free(rq), free(res), free(src), free(src_cls), free(imgs), free(rgb);
+    backbone_pool_end(pool);
+    return NULL;
+}
+
+static int setup_targets(module *m)
+{
+    const genie_cfg *c = &m->cfg;
+    for (int i = 0; i < m->o.n_real; i++) m->count[m->o.cls[i]]++;
+    for (int k = 0; k < m->classes; k++) {
+        if (!(m->members[k] = malloc((m->count[k] ? m->count[k] : 1) * sizeof(int))))
+            return err_set("genie module: out of memory");
+        m->count[k] = 0;
+    }
+    for (int i = 0; i < m->o.n_real; i++) m->members[m->o.cls[i]][m->count[m->o.cls[i]]++] = i;
+    for (int k = 0; k < m->classes; k++)
+        m->eligible[k] = c->targets == GENIE_TARGETS_ALL || (c->targets == GENIE_TARGETS_FEW && m->count[k] < 20);
+    for (int j = 0; c->targets == GENIE_TARGETS_LIST && j < c->n_targets; j++) {
+        int k = 0;
+        while (k < m->classes && strcmp(m->o.labels[k], c->target_list[j])) k++;
+        if (k == m->classes) return err_set("%s: targets: '%s' is not a label", m->o.cfg_path, c->target_list[j]);
+        m->eligible[k] = 1;
+    }
+    int n = 0;
+    for (int k = 0; k < m->classes; k++) {
+        if (!m->eligible[k]) continue;
+        if (c->mode == GENIE_MODE_IMG2IMG && c->sources == GENIE_SOURCES_SAME && !m->count[k])
+            return err_set("%s: target %s has no training image to start img2img from", m->o.cfg_path, m->o.labels[k]);
+        if (n < GENIE_CFG_MAX_TARGETS) m->st.targets[n++] = k;
+    }
+    m->st.n_targets = n;
+    if (!n) return err_set("%s: no target class (targets=%s finds none)", m->o.cfg_path,
+                           c->targets == GENIE_TARGETS_FEW ? "few: no class has fewer than 20 images" : "...");
+    if (c->mode != GENIE_MODE_ADA) return 0;
+    /* Z_T: up to MEAN_IMAGES real images of each target, spread evenly over its list */
+    for (int k = 0; k < m->classes; k++) {
+        if (!m->eligible[k] || !m->count[k]) continue;
+        int want = m->count[k] < MEAN_IMAGES ? m->count[k] : MEAN_IMAGES;
+        if (!(m->mean_imgs[k] = calloc(want, sizeof(img_u8)))) return err_set("genie module: out of memory");
+        for (int i = 0; i < want; i++) {
+            if (imgio_load(m->o.paths[m->members[k][(long)i * m->count[k] / want]], 0, 0, &m->mean_imgs[k][i]))
+                return -1;
+            m->mean_counts[k]++;
+        }
+    }
+    return 0;
+}
+
+static void module_free(module *m)
+{
+    if (!m) return;
+    genie_free(m->g);
+    ring_free(m->ring);
+    for (int k = 0; k < m->classes; k++) {
+        if (m->members) free(m->members[k]);
+        for (int i = 0; m->mean_imgs && m->mean_imgs[k] && i < m->mean_counts[k]; i++) imgio_free(&m->mean_imgs[k][i]);
+        if (m->mean_imgs) free(m->mean_imgs[k]);
+    }
+    for (int i = 0; i < m->n_kept; i++) free(m->kept[i]);
+    free(m->kept), free(m->kept_target), free(m->kept_source);
+    free(m->members), free(m->count), free(m->mean_imgs), free(m->mean_counts);
+    free(m->eligible), free(m->made), free(m->conf);
+    backbone_net_free(m->stage);
+    if (m->cache_index) fclose(m->cache_index);
+    pthread_mutex_destroy(&m->stage_mu);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+module *module_start(const module_opts *o)
+{
+    const genie_cfg *c = o->cfg;
+    if (c->sync) {
+        err_set("%s: sync=1 is not available yet (the loader cannot wait for the module's k-th sample)", o->cfg_path);
+        return NULL;
+    }
+    module *m = calloc(1, sizeof *m);
+    if (!m) {
+        err_set("genie module: out of memory");
+        return NULL;
+    }
+    m->o = *o;
+    m->cfg = *c;
+    m->classes = o->classes;
+    pthread_mutex_init(&m->stage_mu, NULL);
+    pthread_mutex_init(&m->mu, NULL);
+    m->settings = settings_hash(c);
+    int K = o->classes;
+    m->eligible = calloc(K, 1);
+    m->made = calloc(K, sizeof *m->made);
+    m->members = calloc(K, sizeof *m->members);
+    m->count = calloc(K, sizeof *m->count);
+    m->mean_imgs = calloc(K, sizeof *m->mean_imgs);
+    m->mean_counts = calloc(K, sizeof *m->mean_counts);
+    m->conf = calloc((size_t)K * K, sizeof *m->conf);
+    char **words = NULL;
+    if (!m->eligible || !m->made || !m->members || !m->count || !m->mean_imgs || !m->mean_counts || !m->conf) {
+        err_set("genie module: out of memory");
+        goto fail;
+    }
+    if (setup_targets(m)) goto fail;
+
+    genie_opts go;
+    genie_opts_default(&go);
+    go.eo.model = c->model;
+    go.eo.steps = c->steps;
+    go.eo.guidance = c->guidance;
+    go.eo.scheduler = c->scheduler;
+    go.eo.max_batch = c->batch;
+    go.eo.threads = c->threads;
+    go.eo.cancel = &m->stop;
+    go.eo.drop_nonfinite = 1;
+    go.prompt_template = c->prompt;
+    memcpy(go.r_set, c->r_set, sizeof go.r_set);
+    go.n_r = c->n_r;
+    go.ada_fallback_r = c->r;
+    go.embed_layer = c->embed_layer;
+    if (c->mode == GENIE_MODE_ADA) go.backbone_cfg = o->net_cfg;
+    if (!(words = genie_read_words(c->names[0] ? c->names : NULL, o->labels, K))) goto fail;
+    if (!(m->g = genie_load(&go, words, K))) {
+        err_wrap("%s: ", o->cfg_path);
+        goto fail;
+    }
+    genie_image_size(m->g, &m->W, &m->H);
+    m->nrgb = (size_t)m->W * m->H * 3;
+    if (!(m->ring = ring_create(c->ring, m->nrgb, c->reuse, 0))) goto fail;
+    if (c->mode == GENIE_MODE_ADA && !(m->stage = backbone_net_new(o->net_cfg))) goto fail;
+    if (c->cache[0]) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/index.csv", c->cache);
+        if (util_mkdirs(c->cache) || cache_load(m)) goto fail;
+        if (!(m->cache_index = fopen(path, "a"))) {
+            err_set("%s: %s", path, strerror(errno));
+            goto fail;
+        }
+    }
+    if (pthread_create(&m->th, NULL, module_main, m) != 0) {
+        err_set("genie module: cannot start its thread");
+        goto fail;
+    }
+    m->started = 1;
+    for (int k = 0; k < K; k++) free(words[k]);
+    free(words);
+    return m;
+fail:
+    for (int k = 0; words && k < K; k++) free(words[k]);
+    free(words);
+    module_free(m);
+    return NULL;
+}
+
+void module_stop(module *m)
+{
+    if (!m) return;
+    m->stop = 1;
+    if (m->started) {
+        ring_close(m->ring);
+        pthread_join(m->th, NULL);
+    }
+    module_free(m);
+}
+
+int module_snapshot(module *m, const struct network *trainer, int iter)
+{
+    __atomic_store_n(&m->iter, iter, __ATOMIC_RELEASE);
+    if (m->cfg.mode != GENIE_MODE_ADA) return 0;
+    if (iter % m->cfg.snapshot_every != 0 && !m->snap_pending) return 0;
+    /* the module is picking up the last one: try again next iteration rather than wait */
+    if (pthread_mutex_trylock(&m->stage_mu) != 0) {
+        m->snap_pending = 1;
+        return 0;
+    }
+    int rc = backbone_net_copy(m->stage, trainer);
+    if (rc == 0) {
+        m->stage_version++;
+        m->stage_iter = iter;
+    }
+    pthread_mutex_unlock(&m->stage_mu);
+    m->snap_pending = 0;
+    if (rc == 0) __atomic_store_n(&m->have_snapshot, 1, __ATOMIC_RELEASE);
+    return rc == 0;
+}
+
+int module_wants(const module *m, uint64_t k)
+{
+    if (m->cfg.share <= 0) return 0;
+    uint32_t w[4];
+    philox_block(m->o.seed, philox_mix(k, PHILOX_GENERATED_ROW), 0, w);
+    return w[0] * (1.0 / 4294967296.0) < m->cfg.share;
+}
+
+int module_take(module *m, img_u8 *out, int *target, int *source_class)
+{
+    if (out->cap < m->nrgb) {
+        unsigned char *p = realloc(out->rgb, m->nrgb);
+        if (!p) return -1;
+        out->rgb = p;
+        out->cap = m->nrgb;
+    }
+    ring_meta meta;
+    if (ring_take(m->ring, out->rgb, &meta)) return -1;
+    out->w = m->W;
+    out->h = m->H;
+    *target = meta.target;
+    *source_class = meta.source_class;
+    return 0;
+}
+
+void module_get_stats(module *m, module_stats *st)
+{
+    ring_stats rs;
+    ring_get_stats(m->ring, &rs);
+    pthread_mutex_lock(&m->mu);
+    *st = m->st;
+    for (int i = 0; i < st->n_targets; i++) st->made[i] = m->made[st->targets[i]];
+    pthread_mutex_unlock(&m->mu);
+    st->taken = rs.taken;
+    st->shortfall = rs.shortfall;
+    st->ring_ready = rs.ready;
+}

@@ -1,0 +1,64 @@
+/* The resident GeNIe module: online generative hard negatives during training. The trainer's one header to it.
+ *
+ * One thread, started with the trainer, owns the engine (loaded once, every class prompt encoded once), f_theta
+ * (a second network of the trainer's cfg) and a ring of generated samples. It plans requests from the live
+ * confusion statistics (targets weighted by error and quota left, sources among the top_k classes most confused
+ * with the target, a real training image of the source drawn by Philox from (seed, request number)), runs them
+ * through the generation path `genie generate` uses (GeNIe-Ada: every r of the set in one engine batch, the r
+ * just after the largest jump kept), and puts the kept samples in the ring, in memory and in the cache directory.
+ * Once every target has its quota it refills the ring from the kept samples instead of generating.
+ *
+ * The trainer never waits on it: module_snapshot copies the trainer's parameters into a staging network only if
+ * the module is not picking the previous one up at that moment (else it tries again next iteration), and a loader
+ * row that finds no sample ready takes a real image (counted as shortfall). */
+#ifndef GENIE_MODULE_H
+#define GENIE_MODULE_H
+#include <stdint.h>
+
+#include "ada.h"
+#include "genie_cfg.h"
+#include "imgio.h"
+
+typedef struct {
+    const genie_cfg *cfg;
+    const char *cfg_path;              /* for messages */
+    int classes;
+    char *const *labels;
+    /* the real training images: sources and GeNIe-Ada's class means */
+    int n_real;
+    char *const *paths;
+    const int *cls;
+    const char *net_cfg;               /* the trainer's cfg: f_theta is a network of it */
+    uint64_t seed;
+    /* a consistent copy of the live confusion matrix (classes x classes, truth rows) */
+    void (*confusion)(void *ctx, double *m);
+    void *confusion_ctx;
+} module_opts;
+
+typedef struct {
+    uint64_t requests, kept, dropped, ada_fallback, cached;   /* cached: kept samples loaded from the cache */
+    uint64_t taken, shortfall, snapshots, replayed;
+    int ring_ready, snapshot_iter;
+    double gen_seconds;                /* time spent in the engine */
+    int r_hist[ADA_MAX_R];             /* kept samples by r (the r_set's, or the fixed r in slot 0) */
+    int targets[GENIE_CFG_MAX_TARGETS], made[GENIE_CFG_MAX_TARGETS], n_targets;
+} module_stats;
+
+typedef struct module module;
+
+/* Loads everything and starts the thread; NULL + err_msg() (bad model, unknown target label, no source images). */
+module *module_start(const module_opts *o);
+/* Stops generation promptly (between denoising steps) and frees everything. */
+void module_stop(module *m);
+/* The trainer, at an iteration boundary: every snapshot_every iterations (and at iteration 0) its parameters go to
+ * f_theta; never waits. Returns 1 when a snapshot was taken. */
+struct network;
+int module_snapshot(module *m, const struct network *trainer, int iter);
+/* Loader threads: whether sample k's row takes a generated sample (share, Philox-keyed by (seed, k)). */
+int module_wants(const module *m, uint64_t k);
+/* Loader threads: a generated sample as an image (resized and augmented by the caller like a real one), its
+ * label and its source's class (-1 for txt2img). 0, or -1 when none is ready (counted as shortfall). */
+int module_take(module *m, img_u8 *out, int *target, int *source_class);
+void module_get_stats(module *m, module_stats *st);
+
+#endif
