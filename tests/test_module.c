@@ -1,0 +1,164 @@
+/* The online GeNIe module with the bundled model on Fashion-MNIST-LT: it generates for the Few classes only,
+ * from sources the planted confusion points at, serves samples to takers, stops promptly in the middle of
+ * generating, writes a cache a second start reuses (a damaged line skipped), and GeNIe-Ada picks its r
+ * from the r set on a live snapshot of a trainer's network. */
+#include "check.h"
+#include "dataset.h"
+#include "err.h"
+#include "genie_cfg.h"
+#include "module.h"
+#include "netio.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CACHE "build/test_module_cache"
+
+static dataset ds;
+static int coat = -1, pullover = -1;
+
+/* a planted confusion: every class right, except that the Few classes are mostly taken for pullovers */
+static void planted(void *ctx, double *m)
+{
+    (void)ctx;
+    int K = ds.classes;
+    memset(m, 0, sizeof(double) * K * K);
+    for (int t = 0; t < K; t++) {
+        m[t * K + t] = 100;
+        if (ds.real_count[t] < 20) m[t * K + t] = 10, m[t * K + pullover] = 90;
+    }
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static module *start(genie_cfg *c)
+{
+    module_opts o = {.cfg = c, .cfg_path = "test.cfg", .classes = ds.classes, .labels = ds.labels,
+                     .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = "cfg/fmnist.cfg", .seed = 3,
+                     .confusion = planted};
+    return module_start(&o);
+}
+
+/* waits up to `s` seconds for `want` kept samples */
+static int wait_kept(module *m, int want, double s)
+{
+    module_stats st;
+    double t0 = util_now();
+    do {
+        module_get_stats(m, &st);
+        if ((int)(st.kept + st.cached) >= want) return 1;
+        sleep_ms(20);
+    } while (util_now() - t0 < s);
+    return 0;
+}
+
+int main(void)
+{
+    CHECK(dataset_load("data/fmnist/lt/train.list", "data/fmnist/labels.list", 10, &ds) == 0, "%s", err_msg());
+    if (ds.n == 0) return check_done("module");
+    for (int c = 0; c < ds.classes; c++) {
+        if (!strcmp(ds.labels[c], "coat")) coat = c;
+        if (!strcmp(ds.labels[c], "pullover")) pullover = c;
+    }
+    CHECK(system("rm -rf " CACHE) == 0, "rm");
+
+    /* GeNIe at a fixed r, Few targets, sources = the confused class (pullover) */
+    genie_cfg c;
+    genie_cfg_default(&c);
+    c.mode = GENIE_MODE_GENIE;
+    c.warmup = 0;
+    c.quota = 3;
+    c.top_k = 1;
+    c.batch = 6;
+    c.ring = 16;
+    c.reuse = 2;
+    c.threads = 2;
+    snprintf(c.cache, sizeof c.cache, "%s", CACHE);
+    module *m = start(&c);
+    CHECK(m != NULL, "start: %s", err_msg());
+    if (!m) return check_done("module");
+    CHECK(wait_kept(m, 9, 120), "3 Few classes x quota 3 not kept in 2 minutes");
+    module_stats st;
+    module_get_stats(m, &st);
+    CHECK(st.n_targets == 3 && st.kept == 9 && st.dropped == 0, "%d targets, %llu kept", st.n_targets,
+          (unsigned long long)st.kept);
+    int few_only = 1;
+    for (int i = 0; i < st.n_targets; i++) few_only &= ds.real_count[st.targets[i]] < 20 && st.made[i] == 3;
+    CHECK(few_only, "targets are not the Few classes at their quota");
+    img_u8 im = {0};
+    int target, source, took = 0, right = 1;
+    while (module_take(m, &im, &target, &source) == 0) {
+        took++;
+        right &= ds.real_count[target] < 20 && source == pullover && im.w == 32 && im.h == 32;
+    }
+    CHECK(took >= 9 && right, "took %d samples; target Few, source pullover, 32x32: %s", took, right ? "yes" : "no");
+    module_get_stats(m, &st);
+    CHECK(st.shortfall >= 1, "an empty ring did not count a shortfall");
+    module_stop(m);
+
+    /* a second start reuses the cache (quotas met: no generation at all); a damaged line is named and skipped */
+    FILE *f = fopen(CACHE "/index.csv", "a");
+    fputs("garbage without fields\n", f);
+    fclose(f);
+    m = start(&c);
+    CHECK(m != NULL, "restart: %s", err_msg());
+    if (m) {
+        CHECK(wait_kept(m, 9, 5), "the cache was not reused");
+        sleep_ms(300);
+        module_get_stats(m, &st);
+        CHECK(st.cached == 9 && st.kept == 0 && st.replayed > 0, "cached %llu, kept %llu, replayed %llu",
+              (unsigned long long)st.cached, (unsigned long long)st.kept, (unsigned long long)st.replayed);
+        CHECK(module_take(m, &im, &target, &source) == 0 && ds.real_count[target] < 20, "replayed sample");
+        module_stop(m);
+    }
+
+    /* GeNIe-Ada on a snapshot of a trained network; stop in the middle of generating is prompt */
+    network *trainer = netio_load("cfg/fmnist.cfg", "data/models/fmnist-judge.weights", 0, &(net_extras){0});
+    CHECK(trainer != NULL, "%s", err_msg());
+    c.mode = GENIE_MODE_ADA;
+    c.cache[0] = 0;
+    c.quota = 50;
+    c.batch = 10;
+    c.targets = GENIE_TARGETS_LIST;
+    c.n_targets = 1;
+    snprintf(c.target_list[0], sizeof c.target_list[0], "coat");
+    m = start(&c);
+    CHECK(m != NULL, "Ada start: %s", err_msg());
+    if (m && trainer) {
+        sleep_ms(200);
+        module_get_stats(m, &st);
+        CHECK(st.kept == 0, "Ada generated before any snapshot of f_theta");
+        CHECK(module_snapshot(m, trainer, 0) == 1, "snapshot at iteration 0 not taken");
+        CHECK(module_snapshot(m, trainer, 1) == 0, "snapshot taken off its period");
+        CHECK(wait_kept(m, 2, 120), "Ada kept nothing in 2 minutes");
+        module_get_stats(m, &st);
+        int hist = 0;
+        for (int k = 0; k < c.n_r; k++) hist += st.r_hist[k];
+        CHECK(st.snapshots >= 1 && st.r_hist[0] == 0 && hist == (int)st.kept && st.targets[0] == coat,
+              "Ada: %llu snapshots, r histogram %d %d %d %d %d for %llu kept", (unsigned long long)st.snapshots,
+              st.r_hist[0], st.r_hist[1], st.r_hist[2], st.r_hist[3], st.r_hist[4], (unsigned long long)st.kept);
+        double t0 = util_now();
+        module_stop(m);
+        CHECK(util_now() - t0 < 3, "stopping took %.1f s", util_now() - t0);
+    }
+    if (trainer) free_network(trainer);
+
+    /* a target that is not a label, and a missing model, stop the start */
+    snprintf(c.target_list[0], sizeof c.target_list[0], "hat");
+    CHECK(start(&c) == NULL && strstr(err_msg(), "'hat' is not a label"), "unknown target: %s", err_msg());
+    snprintf(c.target_list[0], sizeof c.target_list[0], "coat");
+    snprintf(c.model, sizeof c.model, "build/no/such/model");
+    CHECK(start(&c) == NULL && strstr(err_msg(), "build/no/such/model"), "missing model: %s", err_msg());
+
+    imgio_free(&im);
+    dataset_free(&ds);
+    CHECK(system("rm -rf " CACHE) == 0, "rm");
+    return check_done("module");
+}
