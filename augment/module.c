@@ -302,6 +302,12 @@ static void *module_main(void *arg)
     unsigned char *rgb = malloc(m->nrgb);
     uint64_t q = 0;
     int rc = rq && res && src && src_cls && imgs && rgb ? 0 : err_set("genie module: out of memory");
+    /* samples from the cache are ready at once */
+    for (int i = 0; i < m->n_kept && i < m->cfg.ring; i++) {
+        ring_meta meta = {.target = m->kept_target[i], .source_class = m->kept_source[i], .source_index = -1,
+                          .snapshot_iter = -1};
+        ring_put(m->ring, m->kept[i], &meta);
+    }
     while (rc == 0 && !m->stop) {
         if (__atomic_load_n(&m->iter, __ATOMIC_ACQUIRE) < m->cfg.warmup ||
             (m->cfg.mode == GENIE_MODE_ADA && !__atomic_load_n(&m->have_snapshot, __ATOMIC_ACQUIRE))) {

@@ -12,6 +12,7 @@
 #include "module.h"
 #include "netio.h"
 
+#include <errno.h>
 #include <libgen.h>
 #include <math.h>
 #include <signal.h>
@@ -135,6 +136,7 @@ static int train(const train_args *a)
     confusion live = {0};
     genie_cfg gcfg;
     module *gm = NULL;
+    FILE *log = NULL;
     if (!dc.train) {
         err_set("%s: no train= line", a->data);
         goto out;
@@ -189,6 +191,15 @@ static int train(const train_args *a)
         }
     }
     l = loader_start(&o);
+    /* one CSV line per iteration, flushed as it goes (a log, not a result: it is appended, not replaced) */
+    snprintf(path, sizeof path, "%s/%s_log.csv", dc.backup, base);
+    if (!(log = fopen(path, *net->seen ? "a" : "w"))) {
+        err_set("%s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!*net->seen)
+        fprintf(log, "iteration,epoch,loss,avg_loss,rate,seconds,images,img_s,data_wait,train_acc%s\n",
+                gm ? ",genie_kept,genie_img_s,genie_ring,genie_served,genie_short" : "");
 
     data d = {0};
     d.shallow = 1;
@@ -242,16 +253,23 @@ static int train(const train_args *a)
         printf("%d, %.3f: %f, %f avg, %f rate, %lf seconds, %zu images, %.0f img/s, data wait %.1f%%, train acc %.3f",
                (int)get_current_batch(net), (double)*net->seen / ds.n, loss, avg_loss, get_current_rate(net), t2 - t0,
                *net->seen, imgs / (t2 - t0), 100 * (st.wait_s - wait_prev) / (t2 - t0), confusion_accuracy(&live));
+        fprintf(log, "%d,%.4f,%g,%g,%g,%.4f,%zu,%.1f,%.4f,%.4f", (int)get_current_batch(net),
+                (double)*net->seen / ds.n, loss, avg_loss, get_current_rate(net), t2 - t0, *net->seen,
+                imgs / (t2 - t0), (st.wait_s - wait_prev) / (t2 - t0), confusion_accuracy(&live));
         if (gm) {
             module_snapshot(gm, net, (int)get_current_batch(net));
             module_stats ms;
             module_get_stats(gm, &ms);
+            double rate = ms.gen_seconds > 0 ? ms.requests / ms.gen_seconds : 0.0;
             printf(", genie: %llu kept (%.1f img/s), ring %d, %llu served, %llu short",
-                   (unsigned long long)(ms.kept + ms.cached),
-                   ms.gen_seconds > 0 ? ms.requests / ms.gen_seconds : 0.0, ms.ring_ready,
-                   (unsigned long long)ms.taken, (unsigned long long)ms.shortfall);
+                   (unsigned long long)(ms.kept + ms.cached), rate, ms.ring_ready, (unsigned long long)ms.taken,
+                   (unsigned long long)ms.shortfall);
+            fprintf(log, ",%llu,%.2f,%d,%llu,%llu", (unsigned long long)(ms.kept + ms.cached), rate, ms.ring_ready,
+                    (unsigned long long)ms.taken, (unsigned long long)ms.shortfall);
         }
         printf("\n");
+        fputc('\n', log);
+        fflush(log);
         wait_prev = st.wait_s;
         fflush(stdout);
 
@@ -297,6 +315,7 @@ out_data:
 out:
     loader_stop(l);
     module_stop(gm); /* after the loader: its threads take from the module's ring */
+    if (log && fclose(log) != 0 && rc == 0) rc = err_set("%s/%s_log.csv: cannot write", dc.backup, base);
     confusion_free(&live);
     if (net) free_network(net);
     dataset_free(&ds);
