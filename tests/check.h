@@ -4,6 +4,9 @@
 #define GENIE_CHECK_H
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 
 static int check_passed, check_failed;
 
@@ -29,6 +32,31 @@ static inline double check_max_abs(const float *a, const float *b, size_t n)
         if (d > m) m = d;
     }
     return m;
+}
+
+/* Runs a shell command with $G standing for the genie binary under test (GENIE, default ./genie: `make test` sets
+ * it to the build's binary, so `make asan` runs the sanitised one); returns its exit status (-1 when it died of a
+ * signal) and the tail of its output (stdout and stderr) in out. */
+static inline int check_sh(const char *cmd, char *out, size_t n)
+{
+    char full[4096];
+    const char *g = getenv("GENIE");
+    snprintf(full, sizeof full, "G='%s'; %s 2>&1", g ? g : "./genie", cmd);
+    FILE *p = popen(full, "r");
+    size_t len = 0;
+    char buf[4096];
+    out[0] = 0;
+    while (p && fgets(buf, sizeof buf, p)) {
+        size_t l = strlen(buf);
+        if (len + l + 1 > n) { /* keep the tail */
+            memmove(out, out + len / 2, len - len / 2 + 1);
+            len -= len / 2;
+        }
+        memcpy(out + len, buf, l + 1);
+        len += l;
+    }
+    int st = p ? pclose(p) : -1;
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static inline int check_done(const char *name)

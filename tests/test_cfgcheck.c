@@ -29,30 +29,6 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
-/* Runs a shell command with $G standing for the genie binary (GENIE, default ./genie); exit status (-1 when it
- * died of a signal) and the tail of its output. */
-static int sh(const char *cmd, char *out, size_t n)
-{
-    char full[4096];
-    const char *g = getenv("GENIE");
-    snprintf(full, sizeof full, "G='%s'; %s 2>&1", g ? g : "./genie", cmd);
-    FILE *p = popen(full, "r");
-    size_t len = 0;
-    char buf[4096];
-    out[0] = 0;
-    while (fgets(buf, sizeof buf, p)) {
-        size_t l = strlen(buf);
-        if (len + l + 1 > n) {
-            memmove(out, out + len / 2, len - len / 2 + 1);
-            len -= len / 2;
-        }
-        memcpy(out + len, buf, l + 1);
-        len += l;
-    }
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* 1-based line of the first line of path equal to text, 0 if none. */
 static int line_of(const char *path, const char *text)
 {
@@ -444,7 +420,7 @@ static void run_case(const char *sed, const char *key_line, const char *want)
     int line = line_of(T "/c.cfg", key_line);
     CHECK(line > 0, "no line '%s' in " T "/c.cfg after %s", key_line, sed);
     snprintf(full, sizeof full, T "/c.cfg:%d: %s", line, want);
-    int rc = sh("timeout 120 $G classifier train " T "/bin.data " T "/c.cfg -iters 1", out,
+    int rc = check_sh("timeout 120 $G classifier train " T "/bin.data " T "/c.cfg -iters 1", out,
                 sizeof out);
     CHECK(rc == 1 && strstr(out, full), "%s: want exit 1 and '%s', got %d:\n%s", sed, full, rc, out);
 }

@@ -23,19 +23,6 @@ static const char *genie_bin(void)
     return g ? g : "./genie";
 }
 
-/* Runs a shell command; its output (stdout + stderr) goes to out. Returns the exit status. */
-static int sh(const char *cmd, char *out, size_t n)
-{
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t k = fread(out, 1, n - 1, p);
-    out[k] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static int count_lines(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -231,7 +218,7 @@ static void test_cli(void)
     /* genie plan: 2 per Few class (shirt, coat, tee), sources from the top-1 confused class */
     snprintf(cmd, sizeof cmd, "%s plan %s/lt.data -mode genie -per-class 2 -top-k 1 -confusion %s/conf.csv -dir %s/g -o %s/p.csv -seed 3",
              G, DIR, DIR, DIR, DIR);
-    CHECK(sh(cmd, out, sizeof out) == 0, "%s", out);
+    CHECK(check_sh(cmd, out, sizeof out) == 0, "%s", out);
     CHECK(count_lines(DIR "/p.csv") == 7, "plan lines %d", count_lines(DIR "/p.csv"));
     FILE *f = fopen(DIR "/p.csv", "r");
     char line[1024];
@@ -245,16 +232,16 @@ static void test_cli(void)
     char again[4096];
     snprintf(cmd, sizeof cmd, "%s plan %s/lt.data -mode genie -per-class 2 -top-k 1 -confusion %s/conf.csv -dir %s/g -o %s/p2.csv -seed 3 && cmp %s/p.csv %s/p2.csv",
              G, DIR, DIR, DIR, DIR, DIR, DIR);
-    CHECK(sh(cmd, again, sizeof again) == 0, "a plan is a function of its inputs: %s", again);
+    CHECK(check_sh(cmd, again, sizeof again) == 0, "a plan is a function of its inputs: %s", again);
 
     /* genie generate: makes 6, resumes, remakes a deleted one */
     snprintf(cmd, sizeof cmd, "%s generate %s/p.csv -data %s/lt.data -steps 5 -batch 4 -threads 2", G, DIR, DIR);
-    CHECK(sh(cmd, out, sizeof out) == 0 && strstr(out, "made 6 images"), "%s", out);
+    CHECK(check_sh(cmd, out, sizeof out) == 0 && strstr(out, "made 6 images"), "%s", out);
     CHECK(count_lines(DIR "/p.csv.index.csv") == 7, "index lines %d", count_lines(DIR "/p.csv.index.csv"));
-    CHECK(sh(cmd, out, sizeof out) == 0 && strstr(out, "6 already made, 0 to make"), "%s", out);
+    CHECK(check_sh(cmd, out, sizeof out) == 0 && strstr(out, "6 already made, 0 to make"), "%s", out);
     CHECK(count_lines(DIR "/p.csv.index.csv") == 7, "index kept: %d lines", count_lines(DIR "/p.csv.index.csv"));
     system("rm -f " DIR "/g/00004_shirt.png");
-    CHECK(sh(cmd, out, sizeof out) == 0 && strstr(out, "5 already made, 1 to make") && strstr(out, "made 1 images"), "%s", out);
+    CHECK(check_sh(cmd, out, sizeof out) == 0 && strstr(out, "5 already made, 1 to make") && strstr(out, "made 1 images"), "%s", out);
     img_u8 im = {0};
     CHECK(imgio_load(DIR "/g/00004_shirt.png", 0, 0, &im) == 0 && im.w == 32, "%s", err_msg());
     imgio_free(&im);
@@ -262,18 +249,18 @@ static void test_cli(void)
     /* bad plans: file and line named */
     write_text(DIR "/bad.csv", "source,target,r,seed,output\n," "hail,0.5,1," DIR "/x.png\n");
     snprintf(cmd, sizeof cmd, "%s generate %s/bad.csv -data %s/lt.data", G, DIR, DIR);
-    CHECK(sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:2") && strstr(out, "hail"), "%s", out);
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:2") && strstr(out, "hail"), "%s", out);
     write_text(DIR "/bad.csv", "source,target,r,seed,output\n," "shirt,1.5,1," DIR "/x.png\n");
-    CHECK(sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:2") && strstr(out, "1.5"), "%s", out);
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:2") && strstr(out, "1.5"), "%s", out);
     write_text(DIR "/bad.csv", "src,tgt\n");
-    CHECK(sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:1") && strstr(out, "header"), "%s", out);
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:1") && strstr(out, "header"), "%s", out);
     write_text(DIR "/bad.csv", "source,target,r,seed,output\n" SRC ",shirt,ada,1," DIR "/x.png\n");
-    CHECK(sh(cmd, out, sizeof out) == 1 && strstr(out, "-backbone"), "Ada without a backbone: %s", out);
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "-backbone"), "Ada without a backbone: %s", out);
     write_text(DIR "/bad.csv", "source,target,r,seed,output\nno/such.jpg,shirt,0.5,1," DIR "/x.png\n");
-    CHECK(sh(cmd, out, sizeof out) == 1 && strstr(out, "no/such.jpg"), "missing source: %s", out);
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "no/such.jpg"), "missing source: %s", out);
     snprintf(cmd, sizeof cmd, "%s generate %s/p.csv -data %s/lt.data -model no/such/model", G, DIR, DIR);
     system("rm -f " DIR "/g/00000_tee.png");
-    CHECK(sh(cmd, out, sizeof out) == 1 && strstr(out, "no/such/model"), "missing model: %s", out);
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "no/such/model"), "missing model: %s", out);
 }
 
 int main(void)

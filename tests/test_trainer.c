@@ -11,30 +11,6 @@
 
 #define T "build/test_trainer"
 
-/* Runs a shell command with $G standing for the genie binary under test (GENIE, default ./genie); returns its
- * exit status and (the tail of) its output in out. */
-static int sh(const char *cmd, char *out, size_t n)
-{
-    char full[4096];
-    const char *g = getenv("GENIE");
-    snprintf(full, sizeof full, "G='%s'; %s 2>&1", g ? g : "./genie", cmd);
-    FILE *p = popen(full, "r");
-    size_t len = 0;
-    char buf[4096];
-    out[0] = 0;
-    while (fgets(buf, sizeof buf, p)) {
-        size_t l = strlen(buf);
-        if (len + l + 1 > n) { /* keep the tail */
-            memmove(out, out + len / 2, len - len / 2 + 1);
-            len -= len / 2;
-        }
-        memcpy(out + len, buf, l + 1);
-        len += l;
-    }
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void head_lines(const char *src, const char *dst, int n)
 {
     char cmd[512];
@@ -71,7 +47,7 @@ int main(void)
 {
     static char out[1 << 16];
     if (access("data/fmnist/train.list", R_OK) != 0)
-        CHECK(sh("$G prepare fmnist data/fmnist", out, sizeof out) == 0, "prepare: %s", out);
+        CHECK(check_sh("$G prepare fmnist data/fmnist", out, sizeof out) == 0, "prepare: %s", out);
     mkdir("build", 0755);
     CHECK(system("rm -rf " T " && mkdir -p " T) == 0, "workdir");
     /* 6000 training images (the list is in data set order, so classes are mixed), 1000 test images. */
@@ -85,13 +61,13 @@ int main(void)
     CHECK(system("sed -e 's/^max_batches=.*/max_batches=150/' -e 's/^burn_in=.*/burn_in=20/' cfg/fmnist.cfg > " T
                  "/fm.cfg") == 0, "cfg");
 
-    int rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -seed 3", out, sizeof out);
+    int rc = check_sh("$G classifier train " T "/fm.data " T "/fm.cfg -seed 3", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "img/s") && strstr(out, "data wait"), "train exit %d: %s", rc, out);
     CHECK(weights_seen(T "/backup/fm.weights") == 150 * 128, "seen %llu after 150 iterations",
           (unsigned long long)weights_seen(T "/backup/fm.weights"));
     CHECK(access(T "/backup/fm_1.weights", R_OK) == 0 && access(T "/backup/fm_3.weights", R_OK) == 0,
           "per-epoch weights missing");
-    rc = sh("$G classifier valid " T "/fm.data " T "/fm.cfg " T "/backup/fm.weights", out, sizeof out);
+    rc = check_sh("$G classifier valid " T "/fm.data " T "/fm.cfg " T "/backup/fm.weights", out, sizeof out);
     float top1 = 0;
     char *p = strstr(out, "top-1: ");
     if (p) top1 = strtof(p + 7, NULL);
@@ -100,7 +76,7 @@ int main(void)
     CHECK(access(T "/backup/fm_confusion.csv", R_OK) == 0, "confusion CSV missing");
 
     /* A seed reproduces a run bit for bit; another seed does not. */
-    CHECK(sh("$G classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 && cp " T "/backup/fm.weights " T
+    CHECK(check_sh("$G classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 && cp " T "/backup/fm.weights " T
              "/a.weights && $G classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 -threads 1 && cp " T
              "/backup/fm.weights " T "/b.weights && $G classifier train " T "/fm.data " T
              "/fm.cfg -seed 6 -iters 4 && cp " T "/backup/fm.weights " T "/c.weights",
@@ -110,13 +86,13 @@ int main(void)
     CHECK(!same_file(T "/a.weights", T "/c.weights"), "different seeds gave the same weights");
 
     /* ... and on any machine: compute pools of 1 to 4 threads give the same weights. */
-    CHECK(sh("for b in 1 3 4; do $G classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 -blas-threads $b && "
+    CHECK(check_sh("for b in 1 3 4; do $G classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 -blas-threads $b && "
              "cmp " T "/backup/fm.weights " T "/a.weights || exit 1; done",
              out, sizeof out) == 0,
           "same seed, compute pools of 1, 3, 4 threads vs the default: different weights: %s", out);
 
     /* Resume: 4 iterations with a backup every 2, then 3 more from the backup: seen continues. */
-    rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -iters 4 -backup 2 && $G classifier train " T
+    rc = check_sh("$G classifier train " T "/fm.data " T "/fm.cfg -iters 4 -backup 2 && $G classifier train " T
             "/fm.data " T "/fm.cfg " T "/backup/fm.backup -iters 3",
             out, sizeof out);
     CHECK(rc == 0 && weights_seen(T "/backup/fm.weights") == 7 * 128, "resume: seen %llu, want %d: %s",
@@ -126,7 +102,7 @@ int main(void)
     /* A save that cannot be completed (here a file-size limit below the weights' size, as a full disk) fails
      * the run, names the file and leaves the previous weights as they were. */
     CHECK(system("cp " T "/backup/fm.weights " T "/before.weights") == 0, "cp");
-    rc = sh("ulimit -f 600; $G classifier train " T "/fm.data " T "/fm.cfg " T "/backup/fm.weights -iters 1",
+    rc = check_sh("ulimit -f 600; $G classifier train " T "/fm.data " T "/fm.cfg " T "/backup/fm.weights -iters 1",
             out, sizeof out);
     CHECK(rc == 1 && strstr(out, "fm.weights: not saved") && strstr(out, "previous file is kept") &&
               !strstr(out, "saved " T),
@@ -135,7 +111,7 @@ int main(void)
     CHECK(system("ls " T "/backup | grep -q tmp") != 0, "a failed save left a temporary file");
 
     /* predict: the top classes of one test image, by name. */
-    rc = sh("$G classifier predict " T "/fm.data " T "/fm.cfg " T "/backup/fm_3.weights data/fmnist/images/test/00001_pullover.jpg",
+    rc = check_sh("$G classifier predict " T "/fm.data " T "/fm.cfg " T "/backup/fm_3.weights data/fmnist/images/test/00001_pullover.jpg",
             out, sizeof out);
     CHECK(rc == 0 && strstr(out, "00001_pullover.jpg:") && strstr(out, "%: pullover"), "predict: %d %s", rc, out);
 
@@ -143,7 +119,7 @@ int main(void)
     CHECK(system("rm -f " T "/backup/fm.backup") == 0, "rm");
     /* The signal goes after the first iteration line: before the handler is installed a background job of a
      * non-interactive shell ignores SIGINT. */
-    rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -backup 0 > " T "/int.log 2>&1 & pid=$!; n=0; "
+    rc = check_sh("$G classifier train " T "/fm.data " T "/fm.cfg -backup 0 > " T "/int.log 2>&1 & pid=$!; n=0; "
             "until grep -q img/s " T "/int.log || [ $n -gt 600 ]; do sleep 0.1; n=$((n+1)); done; "
             "kill -INT $pid; wait $pid; s=$?; cat " T "/int.log; exit $s",
             out, sizeof out);
@@ -152,53 +128,53 @@ int main(void)
           "SIGINT: %d %s", rc, out);
     /* SIGTERM the same way, with the shell's 128 + 15 */
     CHECK(system("rm -f " T "/backup/fm.backup") == 0, "rm");
-    rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -backup 0 > " T "/term.log 2>&1 & pid=$!; n=0; "
+    rc = check_sh("$G classifier train " T "/fm.data " T "/fm.cfg -backup 0 > " T "/term.log 2>&1 & pid=$!; n=0; "
             "until grep -q img/s " T "/term.log || [ $n -gt 600 ]; do sleep 0.1; n=$((n+1)); done; "
             "kill -TERM $pid; wait $pid; s=$?; cat " T "/term.log; exit $s",
             out, sizeof out);
     CHECK(rc == 143 && strstr(out, "interrupted: saving") && weights_seen(T "/backup/fm.backup") > 0,
           "SIGTERM: %d %s", rc, out);
-    rc = sh("sed -e 's/^max_batches=.*/max_batches=200/' " T "/fm.cfg > " T "/k.cfg && $G classifier train " T
+    rc = check_sh("sed -e 's/^max_batches=.*/max_batches=200/' " T "/fm.cfg > " T "/k.cfg && $G classifier train " T
             "/fm.data " T "/k.cfg -topk -iters 200",
             out, sizeof out);
     CHECK(rc == 0 && strstr(out, "valid after 200: top-1"), "-topk: %d %s", rc, out);
 
     /* valid on Fashion-MNIST-LT: the training list's counts give Many/Medium/Few. */
-    rc = sh("$G classifier valid " T "/lt.data " T "/fm.cfg " T "/backup/fm_1.weights", out, sizeof out);
+    rc = check_sh("$G classifier valid " T "/lt.data " T "/fm.cfg " T "/backup/fm_1.weights", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "Many (>100)") && strstr(out, "Medium (20-100)") && strstr(out, "Few (<20)"),
           "no Many/Medium/Few: %s", out);
 
     /* Bad inputs: clear messages naming the file, non-zero exit, no crash. */
     CHECK(system("head -c 1000 " T "/backup/fm.weights > " T "/trunc.weights") == 0, "truncate");
-    rc = sh("$G classifier valid " T "/fm.data " T "/fm.cfg " T "/trunc.weights", out, sizeof out);
+    rc = check_sh("$G classifier valid " T "/fm.data " T "/fm.cfg " T "/trunc.weights", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "trunc.weights") && strstr(out, "truncated"), "truncated weights: %d %s", rc, out);
     CHECK(system("sed -e 's/filters=128/filters=96/' " T "/fm.cfg > " T "/other.cfg") == 0, "cfg");
-    rc = sh("$G classifier valid " T "/fm.data " T "/other.cfg " T "/backup/fm.weights", out, sizeof out);
+    rc = check_sh("$G classifier valid " T "/fm.data " T "/other.cfg " T "/backup/fm.weights", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "another network"), "mismatched weights: %d %s", rc, out);
-    rc = sh("$G classifier train " T "/fm.data " T "/missing.cfg", out, sizeof out);
+    rc = check_sh("$G classifier train " T "/fm.data " T "/missing.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "missing.cfg"), "missing cfg: %d %s", rc, out);
     /* A misspelled flag or a bad number stops the command before it starts; it is never skipped or read as 0. */
-    rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -iter 1 -thread 1", out, sizeof out);
+    rc = check_sh("$G classifier train " T "/fm.data " T "/fm.cfg -iter 1 -thread 1", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "unknown option -iter") && !strstr(out, "img/s"), "misspelled flag: %d %s", rc, out);
-    rc = sh("$G classifier train " T "/fm.data " T "/fm.cfg -seed abc -iters 1", out, sizeof out);
+    rc = check_sh("$G classifier train " T "/fm.data " T "/fm.cfg -seed abc -iters 1", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "-seed \"abc\""), "-seed abc: %d %s", rc, out);
-    rc = sh("$G txt2img -p x -o " T "/x.png -seed -1", out, sizeof out);
+    rc = check_sh("$G txt2img -p x -o " T "/x.png -seed -1", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "-seed \"-1\" is not an unsigned integer"), "-seed -1: %d %s", rc, out);
     CHECK(system("sed -e 's/^batch=.*/batch=0/' cfg/fmnist.cfg > " T "/zero.cfg") == 0, "cfg");
-    rc = sh("$G classifier train " T "/fm.data " T "/zero.cfg", out, sizeof out);
+    rc = check_sh("$G classifier train " T "/fm.data " T "/zero.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "zero.cfg") && strstr(out, "batch"), "batch=0: %d %s", rc, out);
     write_file(T "/bad.data", "classes=10\ntrain=" T "/bad.list\nlabels=data/fmnist/labels.list\n");
     write_file(T "/bad.list", "data/fmnist/images/train/00000_boot.jpg\nimages/123_shirt_tee.jpg\n");
-    rc = sh("$G classifier train " T "/bad.data cfg/fmnist.cfg", out, sizeof out);
+    rc = check_sh("$G classifier train " T "/bad.data cfg/fmnist.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "bad.list:2") && strstr(out, "ambiguous"), "ambiguous label: %d %s", rc, out);
     write_file(T "/five.data", "classes=5\ntrain=" T "/train.list\nlabels=data/fmnist/labels.list\n");
-    rc = sh("$G classifier train " T "/five.data cfg/fmnist.cfg", out, sizeof out);
+    rc = check_sh("$G classifier train " T "/five.data cfg/fmnist.cfg", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "labels.list"), "classes mismatch: %d %s", rc, out);
     /* bench-loader never hands a list entry to libdarknet's load_data, which runs a shell on an unreadable one. */
     CHECK(system("rm -f PWNED bad.list") == 0, "rm");
     write_file(T "/evil.list", T "/evil/00001_sneaker;touch PWNED;.jpg\n");
     write_file(T "/evil.data", "classes=10\ntrain=" T "/evil.list\nlabels=data/fmnist/labels.list\n");
-    rc = sh("$G bench-loader " T "/evil.data " T "/fm.cfg -batches 1", out, sizeof out);
+    rc = check_sh("$G bench-loader " T "/evil.data " T "/fm.cfg -batches 1", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "evil.list") && strstr(out, "shell") && access("PWNED", F_OK) != 0 &&
               access("bad.list", F_OK) != 0,
           "bench-loader on a list entry with shell characters: %d %s", rc, out);
