@@ -8,6 +8,7 @@
 #   make tsan       the same tests under ThreadSanitizer
 #   make demo       the main job: data, training, validation on Fashion-MNIST-LT
 #   make bench      trainer and loader benchmarks against stock darknet
+#   make bench-genie  the online GeNIe module: trainer img/s with and without it, module img/s, rows served
 #
 # libdarknet.so (Debian) is built with no GPU/CUDNN defines; its structs change layout with them, so
 # nothing that includes darknet.h may ever be compiled with -DGPU. The CUDA side uses GENIE_CUDA instead.
@@ -62,7 +63,7 @@ LIB_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(TRAIN_SRC:%.c=$(BUILD)/%.o) $(AUG_S
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 FUZZERS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/fuzz_*.c))
 
-.PHONY: all deps test run-tests asan tsan demo bench bench-engine ablate fixtures fuzz clean data
+.PHONY: all deps test run-tests asan tsan demo bench bench-engine bench-genie ablate fixtures fuzz clean data
 all: $(BIN)
 
 $(BIN): $(BUILD)/src/main.o $(LIB_OBJ)
@@ -117,6 +118,9 @@ bench: deps
 
 bench-engine: $(BIN)
 	sh scripts/bench_engine.sh
+
+bench-genie: $(BIN)
+	sh scripts/bench_genie.sh
 
 # GeNIe ablation on the project's Fashion-MNIST-LT split (hours on 2 cores; scripts/ablate.sh says what it runs)
 ablate: deps data
