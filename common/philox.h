@@ -95,6 +95,7 @@ enum philox_purpose {
     PHILOX_ENGINE_LATENT = 0xE7A2, /* engine: an item's initial latent noise */
     PHILOX_MODULE_REQUEST = 0x6E1, /* online module: request q's target, source and seed */
     PHILOX_GENERATED_ROW = 0x6E2,  /* loader: whether sample k's row takes a generated sample */
+    PHILOX_BIG_JPEG = 0xB16,       /* prepare big-jpegs: an image's tint and noise */
 };
 
 #endif

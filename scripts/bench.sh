@@ -7,6 +7,9 @@
 #   (c) PyTorch CPU, the same network on random inputs (scripts/bench_torch.py; the training step only)
 #   (d) loaders alone: ./genie bench-loader, darknet's load_data against genie's loader (same list,
 #       augmentation and thread count)
+#   (e) the same at ImageNet sizes: 1,024 JPEGs of 500x375 made by `genie prepare big-jpegs`, a 224x224 cfg with
+#       min_crop 224, max_crop 256 and hue/saturation/exposure on; next to the raw decode of the same files with
+#       the same threads (the physical limit) and, when installed, torchvision's DataLoader
 #
 # (a) and (b) train on the same .data and cfg for ITERS batches; img/s counts every batch after the first SKIP,
 # data waits included (darknet: "Loaded" + train seconds of each iteration; genie: its per-iteration seconds).
@@ -86,6 +89,29 @@ echo "$LOADER"
 LG=$(echo "$LOADER" | sed -n 's/.*genie \([0-9.]*\) img\/s.*/\1/p')
 LD=$(echo "$LOADER" | sed -n 's/.*load_data \([0-9.]*\) img\/s.*/\1/p')
 
+echo "== (e) loaders at 224x224 from 500x375 JPEGs (CPUs busy before: $(busy))"
+[ -f "$OUT/big/train.list" ] || ./genie prepare big-jpegs "$OUT/big" -n 1024 -size 500x375 -quality 90 2> /dev/null
+printf 'classes=10\ntrain=%s/big/train.list\nlabels=data/fmnist/labels.list\nbackup=%s/backup\n' "$OUT" "$OUT" \
+    > "$OUT/big.data"
+printf '[net]\nbatch=64\nsubdivisions=1\nheight=224\nwidth=224\nchannels=3\nmin_crop=224\nmax_crop=256\nhue=.1
+saturation=.75\nexposure=.75\nlearning_rate=0.1\npolicy=constant\nmax_batches=10\n[convolutional]\nfilters=8\nsize=3
+stride=4\npad=1\nactivation=leaky\n[avgpool]\n[connected]\noutput=10\nactivation=linear\n[softmax]\ngroups=1\n' \
+    > "$OUT/loader224.cfg"
+BIG=$(./genie bench-loader "$OUT/big.data" "$OUT/loader224.cfg" -threads "$THREADS" -batches "$LOADER_BATCHES" \
+    2> "$OUT/loader224.log")
+echo "$BIG"
+BG=$(echo "$BIG" | sed -n 's/.*genie \([0-9.]*\) img\/s.*/\1/p')
+BD=$(echo "$BIG" | sed -n 's/.*load_data \([0-9.]*\) img\/s.*/\1/p')
+BR=$(echo "$BIG" | sed -n 's/.*raw decode \([0-9.]*\) img\/s.*/\1/p')
+TV=0
+if "$PY" -c "import torchvision, PIL" 2>/dev/null; then
+    TV=$("$PY" scripts/bench_torchvision.py "$OUT/big/train.list" --workers "$THREADS" --batches "$LOADER_BATCHES" |
+        awk '{ print $2 }')
+    echo "torchvision DataLoader: $TV img/s"
+else
+    echo "torchvision is not installed (apt-get install python3-torchvision python3-pil): no torchvision row"
+fi
+
 echo "== summary (batch 128, $THREADS threads, load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 awk -v dk="$DK" -v gn="$GN" -v th="$TH" -v ld="$LD" -v lg="$LG" 'BEGIN {
     printf "stock darknet     %9.1f img/s\n", dk
@@ -94,4 +120,11 @@ awk -v dk="$DK" -v gn="$GN" -v th="$TH" -v ld="$LD" -v lg="$LG" 'BEGIN {
     else print "torch CPU         (not measured: PyTorch is not installed)"
     printf "darknet loader    %9.1f img/s\n", ld
     printf "genie loader      %9.1f img/s   loader/darknet-loader %.2fx\n", lg, (ld > 0 ? lg / ld : 0)
+}'
+awk -v bd="$BD" -v bg="$BG" -v br="$BR" -v tv="$TV" 'BEGIN {
+    printf "at 224x224 from 500x375 JPEGs:\n"
+    printf "raw JPEG decode   %9.1f img/s   (the limit: the same files, threads and decoder, nothing else)\n", br
+    printf "darknet loader    %9.1f img/s\n", bd
+    printf "genie loader      %9.1f img/s   loader/darknet-loader %.2fx, %.0f%% of the raw decode\n", bg, (bd > 0 ? bg / bd : 0), (br > 0 ? 100 * bg / br : 0)
+    if (tv > 0) printf "torchvision       %9.1f img/s   genie/torchvision %.2fx\n", tv, bg / tv
 }'

@@ -10,6 +10,7 @@
 #include "netio.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,35 @@ static double genie_rate(const dataset *ds, const aug_params *aug, int imgs, int
     return rate;
 }
 
+/* The physical limit: the same files decoded at full size by the same number of threads, nothing else. */
+struct raw_job {
+    const dataset *ds;
+    int first, step, count;
+};
+
+static void *raw_worker(void *arg)
+{
+    struct raw_job *j = arg;
+    img_u8 im = {0};
+    for (int i = j->first; i < j->count; i += j->step) imgio_load(j->ds->paths[i % j->ds->n], 0, 0, &im);
+    imgio_free(&im);
+    return NULL;
+}
+
+static double raw_rate(const dataset *ds, int threads, int count)
+{
+    pthread_t th[64];
+    struct raw_job jobs[64];
+    if (threads > 64) threads = 64;
+    double t0 = util_now();
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = (struct raw_job){ds, t, threads, count};
+        pthread_create(&th[t], NULL, raw_worker, &jobs[t]);
+    }
+    for (int t = 0; t < threads; t++) pthread_join(th[t], NULL);
+    return count / (util_now() - t0);
+}
+
 /* libdarknet's load_data runs system("echo <path> >> bad.list") for an image it cannot read, and its image
  * decoder aborts the process on some bad files: it only ever sees a list genie has checked first, where every
  * path is a decodable regular file whose name holds no character a shell would act on. */
@@ -112,8 +142,10 @@ int bench_loader_main(int argc, char **argv)
         genie_rate(&ds, &aug, imgs, threads, batches / 5 + 1);
         double g = genie_rate(&ds, &aug, imgs, threads, batches);
         double d = darknet_rate(&ds, net, imgs, threads, batches);
+        double r = raw_rate(&ds, threads, batches * imgs);
         printf("loader, %d threads, %d batches of %d (%dx%dx%d): genie %.0f img/s, darknet load_data %.0f img/s, "
-               "ratio %.2fx\n", threads, batches, imgs, net->w, net->h, net->c, g, d, g / d);
+               "ratio %.2fx; raw decode %.0f img/s, genie at %.0f%% of it\n", threads, batches, imgs, net->w, net->h,
+               net->c, g, d, g / d, r, 100 * g / r);
         free_network(net);
         rc = 0;
     }

@@ -29,7 +29,8 @@ static void usage(void)
             "  generate <plan.csv> -data D [-model M] [-batch B] [-backbone cfg -weights W]   (see src/generate.h)\n"
             "  plan <data> -mode genie|ada|img2img|txt2img|roundtrip -dir OUT -o plan.csv [-confusion csv]   (src/plan.h)\n"
             "  prepare fmnist <outdir> [-seed S]\n"
-            "  prepare fmnist-lt <outdir> [-seed S] [-from data/fmnist]   (another long-tail split)\n");
+            "  prepare fmnist-lt <outdir> [-seed S] [-from data/fmnist]   (another long-tail split)\n"
+            "  prepare big-jpegs <outdir> [-n 1024] [-size 500x375] [-quality 90]   (photo-sized JPEGs for benchmarks)\n");
 }
 
 int main(int argc, char **argv)
@@ -57,6 +58,25 @@ int main(int argc, char **argv)
         }
         fprintf(stderr, lt ? "prepared a Fashion-MNIST-LT split in %s/train.list\n"
                            : "prepared Fashion-MNIST and Fashion-MNIST-LT in %s\n", pos[0]);
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "prepare") == 0 && strcmp(argv[2], "big-jpegs") == 0) {
+        int n = 1024, quality = 90;
+        const char *from = "data/fmnist", *size = "500x375";
+        uint64_t seed = 1;
+        const arg_opt opts[] = {ARG_RANGE("-n", ARG_INT, &n, 1, 10000000), ARG_RANGE("-quality", ARG_INT, &quality, 1, 100),
+                                ARG_OPT("-size", ARG_STR, &size), ARG_OPT("-from", ARG_STR, &from),
+                                ARG_OPT("-seed", ARG_U64, &seed), ARG_END};
+        char *pos[1];
+        int w = 0, h = 0, k = 0, np = args_parse("prepare big-jpegs", argc - 3, argv + 3, opts, pos, 1);
+        if (np == 0) err_set("usage: genie prepare big-jpegs <outdir> [-n 1024] [-size 500x375] [-quality 90] [-from data/fmnist]");
+        else if (np > 0 && (sscanf(size, "%dx%d%n", &w, &h, &k) != 2 || size[k] || w < 8 || h < 8 || w > 8192 || h > 8192))
+            np = err_set("prepare big-jpegs: -size \"%s\" is not WxH (8..8192)", size);
+        if (np < 1 || prepare_big_jpegs(from, pos[0], n, w, h, quality, seed)) {
+            fprintf(stderr, "genie: %s\n", err_msg());
+            return 1;
+        }
+        fprintf(stderr, "prepared %d %dx%d JPEGs in %s/train.list\n", n, w, h, pos[0]);
         return 0;
     }
     static const struct {

@@ -7,6 +7,7 @@
  * OUTDIR/lt/train.list (cfg/fmnist.data and cfg/fmnist-lt.data point at OUTDIR=data/fmnist). */
 #include "prepare.h"
 #include "err.h"
+#include "imgio.h"
 #include "util.h"
 #include "philox.h"
 
@@ -262,4 +263,67 @@ int prepare_fmnist_lt(const char *from, const char *out, uint64_t seed)
     snprintf(in_list, sizeof in_list, "%s/train.list", from);
     snprintf(path, sizeof path, "%s/train.list", out);
     return write_lt(in_list, path, seed);
+}
+
+int prepare_big_jpegs(const char *from, const char *out, int n, int w, int h, int quality, uint64_t seed)
+{
+    char in_list[4096], list_path[4200], path[4200], tmp[4300], line[4096];
+    snprintf(in_list, sizeof in_list, "%s/train.list", from);
+    FILE *in = fopen(in_list, "r");
+    if (!in) return err_set("%s: %s (run genie prepare fmnist first)", in_list, strerror(errno));
+    snprintf(path, sizeof path, "%s/images", out);
+    if (util_mkdirs(path)) {
+        fclose(in);
+        return -1;
+    }
+    snprintf(list_path, sizeof list_path, "%s/train.list", out);
+    FILE *list = util_open_tmp(list_path, tmp, sizeof tmp);
+    unsigned char *rgb = malloc((size_t)w * h * 3);
+    img_u8 src = {0};
+    int done = 0, rc = list && rgb ? 0 : -1;
+    if (list && !rgb) err_set("%s: out of memory", out);
+    while (rc == 0 && done < n && fgets(line, sizeof line, in)) {
+        line[strcspn(line, "\n")] = 0;
+        const char *base = strrchr(line, '/');
+        base = base ? base + 1 : line;
+        if (imgio_load(line, 0, 0, &src)) {
+            rc = -1;
+            break;
+        }
+        /* bilinear upscale of the gray garment, a per-image tint and pixel noise: photo-sized, photo-like
+         * JPEG work (chroma, texture), the class still in the name */
+        philox_t g;
+        philox_init(&g, seed, philox_mix((uint64_t)done, PHILOX_BIG_JPEG));
+        float tint[3] = {philox_range(&g, 0.6f, 1.2f), philox_range(&g, 0.6f, 1.2f), philox_range(&g, 0.6f, 1.2f)};
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                float sx = (x + 0.5f) * src.w / w - 0.5f, sy = (y + 0.5f) * src.h / h - 0.5f;
+                int x0 = sx < 0 ? 0 : (int)sx, y0 = sy < 0 ? 0 : (int)sy;
+                int x1 = x0 + 1 < src.w ? x0 + 1 : x0, y1 = y0 + 1 < src.h ? y0 + 1 : y0;
+                float fx = sx - x0 < 0 ? 0 : sx - x0, fy = sy - y0 < 0 ? 0 : sy - y0;
+                float v = (1 - fy) * ((1 - fx) * src.rgb[3 * (y0 * src.w + x0)] + fx * src.rgb[3 * (y0 * src.w + x1)]) +
+                          fy * ((1 - fx) * src.rgb[3 * (y1 * src.w + x0)] + fx * src.rgb[3 * (y1 * src.w + x1)]);
+                for (int c = 0; c < 3; c++) {
+                    float p = v * tint[c] + philox_range(&g, -12.0f, 12.0f) + 20;
+                    rgb[3 * ((size_t)y * w + x) + c] = (unsigned char)(p < 0 ? 0 : p > 255 ? 255 : p);
+                }
+            }
+        snprintf(path, sizeof path, "%s/images/%s", out, base);
+        if (imgio_write(path, rgb, w, h, quality)) {
+            rc = -1;
+            break;
+        }
+        fprintf(list, "%s\n", path);
+        done++;
+    }
+    fclose(in);
+    if (rc == 0 && done < n) rc = err_set("%s: only %d images, %d asked", in_list, done, n);
+    free(rgb);
+    imgio_free(&src);
+    if (list && rc == 0) return util_commit(list, tmp, list_path);
+    if (list) {
+        fclose(list);
+        unlink(tmp);
+    }
+    return rc;
 }

@@ -32,6 +32,53 @@ static void warp_affine(const img_u8 *src, int w, int h, const float m[6], float
         }
 }
 
+/* warp_affine for maps without rotation (m[1] = m[3] = 0: every preset at angle 0): the source column and its
+ * two weights depend on x alone and the row on y alone, so they are computed once per column and per row instead
+ * of per pixel; taps, order and arithmetic are warp_affine's, and so is the result, bit for bit. xs holds 3*w
+ * floats of scratch. */
+static void warp_scale(const img_u8 *src, int w, int h, const float m[6], float *out, float *xs)
+{
+    const size_t plane = (size_t)w * h;
+    const float k = 1.0f / 255.0f;
+    int *ix = (int *)xs;
+    float *w0 = xs + w, *w1 = xs + 2 * w;
+    for (int x = 0; x < w; x++) {
+        float sx = m[0] * x + m[1] * 0 + m[2];
+        ix[x] = (int)floorf(sx);
+        float dx = sx - ix[x];
+        w0[x] = 1 - dx;
+        w1[x] = dx;
+    }
+    for (int y = 0; y < h; y++) {
+        float sy = m[3] * 0 + m[4] * y + m[5];
+        int iy = (int)floorf(sy);
+        float dy = sy - iy, wy[2] = {1 - dy, dy};
+        const unsigned char *row[2] = {NULL, NULL};
+        for (int j = 0; j < 2; j++)
+            if (iy + j >= 0 && iy + j < src->h) row[j] = src->rgb + (size_t)(iy + j) * src->w * 3;
+        float *o0 = out + (size_t)y * w, *o1 = o0 + plane, *o2 = o1 + plane;
+        for (int x = 0; x < w; x++) {
+            int x0 = ix[x];
+            int in0 = x0 >= 0 && x0 < src->w, in1 = x0 + 1 >= 0 && x0 + 1 < src->w;
+            float v[3] = {0, 0, 0};
+            for (int j = 0; j < 2; j++) {
+                if (!row[j]) continue;
+                if (in0) {
+                    float wgt = wy[j] * w0[x];
+                    const unsigned char *p = row[j] + 3 * x0;
+                    v[0] += wgt * p[0], v[1] += wgt * p[1], v[2] += wgt * p[2];
+                }
+                if (in1) {
+                    float wgt = wy[j] * w1[x];
+                    const unsigned char *p = row[j] + 3 * (x0 + 1);
+                    v[0] += wgt * p[0], v[1] += wgt * p[1], v[2] += wgt * p[2];
+                }
+            }
+            o0[x] = v[0] * k, o1[x] = v[1] * k, o2[x] = v[2] * k;
+        }
+    }
+}
+
 /* darknet's rand_scale: uniform in [1, s], inverted with probability 0.5. */
 static float rand_scale(philox_t *g, float s)
 {
@@ -108,28 +155,35 @@ static void flip_horizontal(float m[6], int w)
 }
 
 static inline float clamp01(float x) { return x < 0 ? 0 : x > 1 ? 1 : x; }
+static inline float max2(float a, float b) { return a > b ? a : b; }
+static inline float min2(float a, float b) { return a < b ? a : b; }
 
-/* darknet's distort_image: hue shift (wrapping), saturation and value scaling, in HSV. Written without
- * branches (hsv -> rgb as c = v - v*s*clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6) so it vectorises: it is
- * the costliest step of darknet's augmentation. */
+/* darknet's distort_image: hue shift (wrapping), saturation and value scaling, in HSV. Written without branches
+ * or traps (hsv -> rgb as c = v - v*s*clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6; every division by a value
+ * that may be 0 made safe before the select) so that the compiler vectorises it (this file is built with -O3):
+ * it is the costliest step of darknet's augmentation at ImageNet sizes. Element by element the operations are
+ * the scalar ones, so the result is the same bit for bit. */
 void transform_distort_hsv(float *im, size_t n, float dhue, float dsat, float dexp)
 {
     float *R = im, *G = im + n, *B = im + 2 * n;
     for (size_t i = 0; i < n; i++) {
         float r = R[i], g = G[i], b = B[i];
-        float mx = fmaxf(r, fmaxf(g, b)), mn = fminf(r, fminf(g, b)), d = mx - mn;
-        float inv = d > 0 ? 1 / d : 0;
-        float h = mx == r ? (g - b) * inv : mx == g ? 2 + (b - r) * inv : 4 + (r - g) * inv;
+        float mx = max2(r, max2(g, b)), mn = min2(r, min2(g, b)), d = mx - mn;
+        float inv = 1 / (d > 0 ? d : 1);
+        inv = d > 0 ? inv : 0;
+        float hr = (g - b) * inv, hg = 2 + (b - r) * inv, hb = 4 + (r - g) * inv;
+        float h = mx == r ? hr : mx == g ? hg : hb;
         h = h * (1.0f / 6) + dhue;
         h -= floorf(h);
         /* Like darknet, saturation and value are scaled unclamped; only the RGB result is clamped. */
-        float sat = (mx > 0 ? d / mx : 0) * dsat;
+        float s0 = d / (mx > 0 ? mx : 1);
+        float sat = (mx > 0 ? s0 : 0) * dsat;
         float v = mx * dexp, vs = v * sat, h6 = 6 * h;
         float k5 = h6 + 5, k3 = h6 + 3, k1 = h6 + 1;
         k5 -= k5 >= 6 ? 6 : 0, k3 -= k3 >= 6 ? 6 : 0, k1 -= k1 >= 6 ? 6 : 0;
-        R[i] = clamp01(v - vs * clamp01(fminf(k5, 4 - k5)));
-        G[i] = clamp01(v - vs * clamp01(fminf(k3, 4 - k3)));
-        B[i] = clamp01(v - vs * clamp01(fminf(k1, 4 - k1)));
+        R[i] = clamp01(v - vs * clamp01(min2(k5, 4 - k5)));
+        G[i] = clamp01(v - vs * clamp01(min2(k3, 4 - k3)));
+        B[i] = clamp01(v - vs * clamp01(min2(k1, 4 - k1)));
     }
 }
 
@@ -210,7 +264,9 @@ void transform_sample(const aug_params *p, const img_u8 *src, philox_t *g, float
     else
         affine_eval(p, src, m);
     if (p->preset != AUG_EVAL && p->flip && (philox_next(g) & 1)) flip_horizontal(m, w);
-    warp_affine(src, w, h, m, rgb);
+    /* for c == 1 the RGB work image is tmp + n, so tmp's first n floats are free for the column table */
+    if (m[1] == 0 && m[3] == 0 && 3 * (size_t)w <= n) warp_scale(src, w, h, m, rgb, tmp);
+    else warp_affine(src, w, h, m, rgb);
     if (p->preset == AUG_DARKNET && (p->hue != 0 || p->saturation != 1 || p->exposure != 1)) {
         float dhue = philox_range(g, -p->hue, p->hue);
         float dsat = rand_scale(g, p->saturation), dexp = rand_scale(g, p->exposure);
