@@ -434,7 +434,7 @@ int engine_img2img(engine *e, engine_item *items, int n)
     for (int k = 0; k < n; k++) items[k].nonfinite = 0;
     for (int i = first; i < N; i++) {
         const int t = scheduler_timestep(e->sched, i);
-        if (e->o.cancel && *e->o.cancel) return err_set("engine: cancelled before step %d/%d", i + 1, N);
+        if (e->o.cancel && __atomic_load_n(e->o.cancel, __ATOMIC_RELAXED)) return err_set("engine: cancelled before step %d/%d", i + 1, N);
         int na = 0;
         while (na < n && e->start[e->order[na]] <= i) na++;
         for (int a = 0; a < na; a++) {

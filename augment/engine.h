@@ -32,7 +32,7 @@ typedef struct {
     void (*trace)(void *ctx, int item, int step_index, const float *latents);
     void *trace_ctx;
     /* optional: once *cancel is non-zero, engine_img2img stops before its next denoising step (-1, "cancelled") */
-    const volatile int *cancel;
+    const int *cancel;              /* read atomically */
     /* 1: an item whose latents go non-finite is marked (engine_item.nonfinite) and the rest of its batch goes on;
      * 0: the whole call fails naming the item and step */
     int drop_nonfinite;

@@ -44,7 +44,13 @@ struct module {
     int *kept_target, *kept_source, n_kept, cap_kept, replay;
     FILE *cache_index;
     unsigned settings;              /* hash of what makes a cached sample reusable */
-    volatile int stop;
+    /* sync=1: snapshots kept by iteration (f_theta's parameters and the confusion), the module's position */
+    struct network **hist_net;
+    double **hist_conf;
+    int *hist_iter, n_hist, need_iter, last_pub, used_iter;
+    pthread_cond_t hist_cv;
+    uint64_t scan_k, scan_j;       /* the next row to look at, and the generated rows counted before it */
+    int stop;                       /* atomic */
     pthread_t th;
     int started;
     pthread_mutex_t mu;             /* stats */
@@ -52,6 +58,7 @@ struct module {
 };
 
 static double now(void) { return util_now(); }
+static int stopped(const module *m) { return __atomic_load_n(&m->stop, __ATOMIC_ACQUIRE); }
 
 static void sleep_ms(int ms)
 {
@@ -257,7 +264,7 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
         pthread_mutex_lock(&m->mu);
         for (int i = 0; i < nq; i++) m->made[rq[i].target]--;
         pthread_mutex_unlock(&m->mu);
-        return m->stop ? 0 : -1;
+        return stopped(m) ? 0 : -1;
     }
     for (int i = 0; i < nq; i++) {
         int t = rq[i].target;
@@ -308,7 +315,7 @@ static void *module_main(void *arg)
                           .snapshot_iter = -1};
         ring_put(m->ring, m->kept[i], &meta);
     }
-    while (rc == 0 && !m->stop) {
+    while (rc == 0 && !stopped(m)) {
         if (__atomic_load_n(&m->iter, __ATOMIC_ACQUIRE) < m->cfg.warmup ||
             (m->cfg.mode == GENIE_MODE_ADA && !__atomic_load_n(&m->have_snapshot, __ATOMIC_ACQUIRE))) {
             sleep_ms(10);
@@ -318,9 +325,146 @@ static void *module_main(void *arg)
         if (!quota_left(m)) replay(m);
         else rc = generate_batch(m, &q, rq, res, src, src_cls, imgs, rgb);
     }
-    if (rc && !m->stop) fprintf(stderr, "genie module: %s; generation stopped, training goes on\n", err_msg());
+    if (rc && !stopped(m)) fprintf(stderr, "genie module: %s; generation stopped, training goes on\n", err_msg());
     for (int i = 0; src && i < B; i++) imgio_free(&src[i]);
     free(rq), free(res), free(src), free(src_cls), free(imgs), free(rgb);
+    backbone_pool_end(pool);
+    return NULL;
+}
+
+/* sync=1: the sample number (k) of generated row j, scanning rows in order from the run's start */
+static uint64_t row_of(module *m, uint64_t j)
+{
+    for (;; m->scan_k++) {
+        if (!module_wants(m, m->scan_k)) continue;
+        if (m->scan_j++ == j) return m->scan_k++;
+    }
+}
+
+/* sync=1: waits for the snapshot taken at iteration `it` and makes it f_theta's and the planner's. */
+static int use_snapshot(module *m, int it)
+{
+    int h = -1;
+    pthread_mutex_lock(&m->stage_mu);
+    m->need_iter = it;
+    pthread_cond_broadcast(&m->hist_cv);
+    for (;;) {
+        for (int i = 0; i < m->n_hist && h < 0; i++)
+            if (m->hist_iter[i] == it) h = i;
+        if (h >= 0 || stopped(m)) break;
+        pthread_cond_wait(&m->hist_cv, &m->stage_mu);
+    }
+    int rc = 0, fresh = h >= 0 && m->used_iter != it;
+    if (fresh) {
+        memcpy(m->conf, m->hist_conf[h], sizeof(double) * m->classes * m->classes);
+        if (m->cfg.mode == GENIE_MODE_ADA) rc = genie_copy_backbone(m->g, m->hist_net[h]);
+        m->used_iter = it;
+    }
+    pthread_mutex_unlock(&m->stage_mu);
+    if (h < 0) return 0; /* stopped */
+    if (rc == 0 && fresh && m->cfg.mode == GENIE_MODE_ADA) rc = genie_set_class_means(m->g, m->mean_imgs, m->mean_counts);
+    if (fresh) {
+        pthread_mutex_lock(&m->mu);
+        m->st.snapshots++;
+        m->st.snapshot_iter = it;
+        pthread_mutex_unlock(&m->mu);
+    }
+    return rc;
+}
+
+/* sync=1: sample after sample in order, each planned from the snapshot its first row's batch is due to see. A
+ * sample the engine drops is tried again with other noise; the quota met, kept samples come back in order. */
+static void *module_sync_main(void *arg)
+{
+    module *m = arg;
+    const genie_cfg *c = &m->cfg;
+    void *pool = backbone_pool_begin(c->threads);
+    genie_request rq;
+    genie_result res;
+    img_u8 src = {0};
+    float *img = malloc(sizeof(float) * m->W * m->H * 3);
+    unsigned char *rgb = malloc(m->nrgb);
+    int rc = img && rgb ? 0 : err_set("genie module: out of memory");
+    uint64_t generated = 0;
+    for (uint64_t s = 0; rc == 0 && !stopped(m); s++) {
+        uint64_t k = row_of(m, s * (uint64_t)c->reuse);
+        int b = (int)((k - m->o.start) / (uint64_t)m->o.batch);
+        int due = m->o.start_iter + b - m->o.lookahead, it = m->o.start_iter;
+        if (due > it) it = due / c->snapshot_every * c->snapshot_every > it ? due / c->snapshot_every * c->snapshot_every : it;
+        if ((rc = use_snapshot(m, it)) || stopped(m)) break;
+        ring_meta meta = {.source_index = -1, .snapshot_iter = it};
+        int kept = 0;
+        for (int attempt = 0; attempt < 4 && !kept && quota_left(m) && rc == 0; attempt++) {
+            philox_t g;
+            philox_init(&g, m->o.seed, philox_mix(philox_mix(s, (uint64_t)attempt), PHILOX_MODULE_REQUEST));
+            int t = planner_target(m->conf, m->classes, m->eligible, m->made, c->quota, philox_uniform(&g));
+            memset(&rq, 0, sizeof rq);
+            rq.target = t;
+            rq.r = c->mode == GENIE_MODE_ADA ? GENIE_R_ADA : c->mode == GENIE_MODE_TXT2IMG ? 1.0 : c->r;
+            int sc = -1;
+            if (c->mode != GENIE_MODE_TXT2IMG) {
+                int cand[64], n = 0;
+                if (c->sources == GENIE_SOURCES_SAME) cand[n++] = t;
+                else if (c->sources == GENIE_SOURCES_CONFUSED) n = planner_confused(m->conf, m->classes, t, c->top_k, cand);
+                else
+                    for (int q = 0; q < m->classes && n < 64; q++)
+                        if (q != t && m->count[q]) cand[n++] = q;
+                sc = n ? cand[philox_int(&g, n)] : -1;
+                if (sc < 0 || !m->count[sc]) continue;
+                if ((rc = imgio_load(m->o.paths[m->members[sc][philox_int(&g, m->count[sc])]], 0, 0, &src))) break;
+                rq.source = &src;
+            }
+            rq.seed = (uint64_t)philox_next(&g) << 32 | philox_next(&g);
+            rq.stream = s;
+            res.image = img;
+            double t0 = now();
+            if (genie_run(m->g, &rq, 1, &res)) {
+                rc = stopped(m) ? 0 : -1;
+                break;
+            }
+            pthread_mutex_lock(&m->mu);
+            m->st.requests++;
+            m->st.gen_seconds += now() - t0;
+            if (res.nonfinite) {
+                m->st.dropped++;
+            } else {
+                kept = 1;
+                m->made[t]++;
+                m->st.kept++;
+                m->st.ada_fallback += res.ada_fallback;
+                int slot = 0;
+                for (int i = 0; i < c->n_r; i++)
+                    if (fabs(c->r_set[i] - res.r) < 1e-9) slot = i;
+                m->st.r_hist[c->mode == GENIE_MODE_ADA ? slot : 0]++;
+            }
+            pthread_mutex_unlock(&m->mu);
+            if (kept) {
+                imgio_from_planar(img, m->W, m->H, rgb);
+                if ((rc = keep_sample(m, rgb, t, sc))) break;
+                meta.target = t, meta.source_class = sc, meta.r = (float)res.r;
+                generated++;
+            }
+        }
+        if (rc || stopped(m)) break;
+        if (!kept) {
+            /* quota met (or four drops in a row): the kept samples again, in order */
+            if (!m->n_kept) {
+                rc = err_set("genie module: no sample to serve (every request dropped)");
+                break;
+            }
+            int i = (int)((s - generated) % (uint64_t)m->n_kept);
+            memcpy(rgb, m->kept[i], m->nrgb);
+            meta.target = m->kept_target[i], meta.source_class = m->kept_source[i];
+            pthread_mutex_lock(&m->mu);
+            m->st.replayed++;
+            pthread_mutex_unlock(&m->mu);
+        }
+        if (ring_put(m->ring, rgb, &meta) == UINT64_MAX) break;
+    }
+    if (rc && !stopped(m)) fprintf(stderr, "genie module: %s; generation stopped, training goes on\n", err_msg());
+    imgio_free(&src);
+    free(img);
+    free(rgb);
     backbone_pool_end(pool);
     return NULL;
 }
@@ -383,6 +527,12 @@ static void module_free(module *m)
     free(m->members), free(m->count), free(m->mean_imgs), free(m->mean_counts);
     free(m->eligible), free(m->made), free(m->conf);
     backbone_net_free(m->stage);
+    for (int i = 0; i < m->n_hist; i++) {
+        if (m->hist_net) backbone_net_free(m->hist_net[i]);
+        if (m->hist_conf) free(m->hist_conf[i]);
+    }
+    free(m->hist_net), free(m->hist_conf), free(m->hist_iter);
+    pthread_cond_destroy(&m->hist_cv);
     if (m->cache_index) fclose(m->cache_index);
     pthread_mutex_destroy(&m->stage_mu);
     pthread_mutex_destroy(&m->mu);
@@ -392,8 +542,13 @@ static void module_free(module *m)
 module *module_start(const module_opts *o)
 {
     const genie_cfg *c = o->cfg;
-    if (c->sync) {
-        err_set("%s: sync=1 is not available yet (the loader cannot wait for the module's k-th sample)", o->cfg_path);
+    if (c->sync && (o->batch < 1 || o->lookahead < 1)) {
+        err_set("%s: sync=1 needs the trainer's batch and loader lookahead", o->cfg_path);
+        return NULL;
+    }
+    if (c->sync && c->cache[0]) {
+        err_set("%s: sync=1 makes every sample in the run (a cache would make runs depend on the ones before): "
+                "remove cache=", o->cfg_path);
         return NULL;
     }
     module *m = calloc(1, sizeof *m);
@@ -406,6 +561,9 @@ module *module_start(const module_opts *o)
     m->classes = o->classes;
     pthread_mutex_init(&m->stage_mu, NULL);
     pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->hist_cv, NULL);
+    m->used_iter = m->need_iter = m->last_pub = -1;
+    m->scan_k = o->start;
     m->settings = settings_hash(c);
     int K = o->classes;
     m->eligible = calloc(K, 1);
@@ -445,7 +603,26 @@ module *module_start(const module_opts *o)
     }
     genie_image_size(m->g, &m->W, &m->H);
     m->nrgb = (size_t)m->W * m->H * 3;
-    if (!(m->ring = ring_create(c->ring, m->nrgb, c->reuse, 0))) goto fail;
+    if (!(m->ring = ring_create(c->ring, m->nrgb, c->reuse, c->sync))) goto fail;
+    if (c->sync) {
+        /* snapshots from the one the module works from up to the trainer's latest: the loader runs at most
+         * lookahead batches ahead of training, so this many suffice and the trainer never waits for a slot
+         * for long */
+        m->n_hist = o->lookahead / c->snapshot_every + 3;
+        m->hist_net = calloc(m->n_hist, sizeof *m->hist_net);
+        m->hist_conf = calloc(m->n_hist, sizeof *m->hist_conf);
+        m->hist_iter = malloc(m->n_hist * sizeof *m->hist_iter);
+        if (!m->hist_net || !m->hist_conf || !m->hist_iter) {
+            err_set("genie module: out of memory");
+            goto fail;
+        }
+        for (int i = 0; i < m->n_hist; i++) {
+            m->hist_iter[i] = -1;
+            if (!(m->hist_conf[i] = malloc(sizeof(double) * K * K)) ||
+                (c->mode == GENIE_MODE_ADA && !(m->hist_net[i] = backbone_net_new(o->net_cfg))))
+                goto fail;
+        }
+    }
     if (c->mode == GENIE_MODE_ADA && !(m->stage = backbone_net_new(o->net_cfg))) goto fail;
     if (c->cache[0]) {
         char path[1200];
@@ -456,7 +633,7 @@ module *module_start(const module_opts *o)
             goto fail;
         }
     }
-    if (pthread_create(&m->th, NULL, module_main, m) != 0) {
+    if (pthread_create(&m->th, NULL, c->sync ? module_sync_main : module_main, m) != 0) {
         err_set("genie module: cannot start its thread");
         goto fail;
     }
@@ -471,20 +648,56 @@ fail:
     return NULL;
 }
 
+void module_close(module *m)
+{
+    if (!m) return;
+    __atomic_store_n(&m->stop, 1, __ATOMIC_RELEASE);
+    if (m->ring) ring_close(m->ring);
+    pthread_mutex_lock(&m->stage_mu);
+    pthread_cond_broadcast(&m->hist_cv);
+    pthread_mutex_unlock(&m->stage_mu);
+}
+
 void module_stop(module *m)
 {
     if (!m) return;
-    m->stop = 1;
+    module_close(m);
     if (m->started) {
-        ring_close(m->ring);
         pthread_join(m->th, NULL);
     }
     module_free(m);
 }
 
+/* sync=1: every snapshot point is kept by iteration (waiting, if need be, for the module to move past the
+ * oldest) */
+static int snapshot_sync(module *m, const struct network *trainer, int iter)
+{
+    if (iter <= m->last_pub || (iter % m->cfg.snapshot_every && iter != m->o.start_iter)) return 0;
+    pthread_mutex_lock(&m->stage_mu);
+    int h = -1;
+    while (!stopped(m)) {
+        for (int i = 0; i < m->n_hist; i++)
+            if (m->hist_iter[i] < 0 || m->hist_iter[i] < m->need_iter)
+                if (h < 0 || m->hist_iter[i] < m->hist_iter[h]) h = i;
+        if (h >= 0) break;
+        pthread_cond_wait(&m->hist_cv, &m->stage_mu);
+    }
+    int rc = h < 0 ? -1 : 0;
+    if (h >= 0) {
+        m->o.confusion(m->o.confusion_ctx, m->hist_conf[h]);
+        if (m->cfg.mode == GENIE_MODE_ADA) rc = backbone_net_copy(m->hist_net[h], trainer);
+        m->hist_iter[h] = rc == 0 ? iter : -1;
+        m->last_pub = iter;
+        pthread_cond_broadcast(&m->hist_cv);
+    }
+    pthread_mutex_unlock(&m->stage_mu);
+    return rc == 0;
+}
+
 int module_snapshot(module *m, const struct network *trainer, int iter)
 {
     __atomic_store_n(&m->iter, iter, __ATOMIC_RELEASE);
+    if (m->cfg.sync) return snapshot_sync(m, trainer, iter);
     if (m->cfg.mode != GENIE_MODE_ADA) return 0;
     if (iter % m->cfg.snapshot_every != 0 && !m->snap_pending) return 0;
     /* the module is picking up the last one: try again next iteration rather than wait */
@@ -521,6 +734,25 @@ int module_take(module *m, img_u8 *out, int *target, int *source_class)
     }
     ring_meta meta;
     if (ring_take(m->ring, out->rgb, &meta)) return -1;
+    out->w = m->W;
+    out->h = m->H;
+    *target = meta.target;
+    *source_class = meta.source_class;
+    return 0;
+}
+
+int module_sync(const module *m) { return m->cfg.sync; }
+
+int module_take_seq(module *m, uint64_t j, img_u8 *out, int *target, int *source_class)
+{
+    if (out->cap < m->nrgb) {
+        unsigned char *p = realloc(out->rgb, m->nrgb);
+        if (!p) return -1;
+        out->rgb = p;
+        out->cap = m->nrgb;
+    }
+    ring_meta meta;
+    if (ring_take_seq(m->ring, j / (uint64_t)m->cfg.reuse, out->rgb, &meta)) return -1;
     out->w = m->W;
     out->h = m->H;
     *target = meta.target;

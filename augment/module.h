@@ -8,7 +8,7 @@
  * just after the largest jump kept), and puts the kept samples in the ring, in memory and in the cache directory.
  * Once every target has its quota it refills the ring from the kept samples instead of generating.
  *
- * The trainer never waits on it: module_snapshot copies the trainer's parameters into a staging network only if
+ * By default the trainer never waits on it: module_snapshot copies the trainer's parameters into a staging network only if
  * the module is not picking the previous one up at that moment (else it tries again next iteration), and a loader
  * row that finds no sample ready takes a real image (counted as shortfall). */
 #ifndef GENIE_MODULE_H
@@ -33,6 +33,10 @@ typedef struct {
     /* a consistent copy of the live confusion matrix (classes x classes, truth rows) */
     void (*confusion)(void *ctx, double *m);
     void *confusion_ctx;
+    /* sync=1 only: the trainer's first sample number and iteration, rows per iteration, and how many batches
+     * the loader may run ahead of training (its ring of batches) */
+    uint64_t start;
+    int start_iter, batch, lookahead;
 } module_opts;
 
 typedef struct {
@@ -48,7 +52,10 @@ typedef struct module module;
 
 /* Loads everything and starts the thread; NULL + err_msg() (bad model, unknown target label, no source images). */
 module *module_start(const module_opts *o);
-/* Stops generation promptly (between denoising steps) and frees everything. */
+/* Wakes everything that waits on the module (sync rows then take real images); call it before stopping the
+ * loader, whose threads may be waiting. */
+void module_close(module *m);
+/* Stops generation promptly (between denoising steps) and frees everything; after the loader has stopped. */
 void module_stop(module *m);
 /* The trainer, at an iteration boundary: every snapshot_every iterations (and at iteration 0) its parameters go to
  * f_theta; never waits. Returns 1 when a snapshot was taken. */
@@ -56,6 +63,11 @@ struct network;
 int module_snapshot(module *m, const struct network *trainer, int iter);
 /* Loader threads: whether sample k's row takes a generated sample (share, Philox-keyed by (seed, k)). */
 int module_wants(const module *m, uint64_t k);
+/* sync=1: the loader numbers the rows that want a sample in sample order (j = 0, 1, ...) and row j waits for
+ * sample j / reuse, which the module plans from the snapshot (parameters and confusion) the trainer took at a
+ * fixed iteration before the row's batch: the same seed and settings give the same samples in the same rows. */
+int module_sync(const module *m);
+int module_take_seq(module *m, uint64_t j, img_u8 *out, int *target, int *source_class);
 /* Loader threads: a generated sample as an image (resized and augmented by the caller like a real one), its
  * label and its source's class (-1 for txt2img). 0, or -1 when none is ready (counted as shortfall). */
 int module_take(module *m, img_u8 *out, int *target, int *source_class);

@@ -182,7 +182,9 @@ static int train(const train_args *a)
         if (gcfg.mode != GENIE_MODE_NONE) {
             module_opts mo = {.cfg = &gcfg, .cfg_path = gpath, .classes = ds.classes, .labels = ds.labels,
                               .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = a->cfg,
-                              .seed = a->seed, .confusion = live_snapshot, .confusion_ctx = &live};
+                              .seed = a->seed, .confusion = live_snapshot, .confusion_ctx = &live,
+                              .start = *net->seen, .start_iter = (int)get_current_batch(net), .batch = imgs,
+                              .lookahead = loader_lookahead(&o)};
             if (!(gm = module_start(&mo))) goto out;
             module_snapshot(gm, net, (int)get_current_batch(net));
             o.genie = gm;
@@ -313,6 +315,7 @@ out_data:
     free(d.X.vals);
     free(d.y.vals);
 out:
+    module_close(gm); /* loader threads waiting on it (sync) take real images and finish */
     loader_stop(l);
     module_stop(gm); /* after the loader: its threads take from the module's ring */
     if (log && fclose(log) != 0 && rc == 0) rc = err_set("%s/%s_log.csv: cannot write", dc.backup, base);

@@ -30,6 +30,7 @@ struct loader {
     pthread_mutex_t mu;
     pthread_cond_t ready, freed;
     uint64_t next_claim, next_take, total_batches; /* total_batches: SEQUENTIAL only */
+    uint64_t gen_rows;            /* sync GeNIe: generated rows in the batches claimed so far */
     int stop, failed, running;
     char fail_msg[1024];
     unsigned char *bad;           /* per dataset index: already reported as bad */
@@ -146,7 +147,7 @@ static int decode_or_replace(loader *l, uint64_t k, int idx, uint64_t purpose, s
 }
 
 /* Fills row i of the slot with sample k: image, augmentation, optional mixup/cutmix partner, soft labels. */
-static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc)
+static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t *gen_next)
 {
     const loader_opts *o = &l->o;
     float *x = s->b.x + (size_t)i * l->row, *y = s->b.y + (size_t)i * l->classes;
@@ -154,9 +155,11 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc)
     const dataset *ds = o->ds;
     philox_t g;
     philox_init(&g, o->seed, philox_mix(k, PHILOX_SAMPLE));
-    int target, source;
-    if (o->genie && o->sampling != SAMPLE_SEQUENTIAL && module_wants(o->genie, k) &&
-        module_take(o->genie, &sc->img, &target, &source) == 0) {
+    int target, source, wants = o->genie && o->sampling != SAMPLE_SEQUENTIAL && module_wants(o->genie, k);
+    /* sync: row number *gen_next waits for its sample (a closed ring, at the end of a run, leaves it real) */
+    int got = wants && (module_sync(o->genie) ? module_take_seq(o->genie, (*gen_next)++, &sc->img, &target, &source)
+                                             : module_take(o->genie, &sc->img, &target, &source)) == 0;
+    if (got) {
         /* an online generated sample: the same augmentation as a real image, its target's label (soft towards
          * its source with gen_soft), left out of the training statistics; no mixup partner */
         s->b.index[i] = -1;
@@ -237,6 +240,11 @@ static void *worker(void *arg)
         uint64_t b = l->next_claim;
         if (l->o.sampling == SAMPLE_SEQUENTIAL && b >= l->total_batches) break;
         l->next_claim++;
+        /* sync GeNIe: generated rows are numbered in sample order, so the count goes with the claim (in order) */
+        uint64_t gen_next = l->gen_rows;
+        if (l->o.genie && module_sync(l->o.genie) && l->o.sampling != SAMPLE_SEQUENTIAL)
+            for (int i = 0; i < l->o.batch; i++)
+                l->gen_rows += module_wants(l->o.genie, l->o.start + b * (uint64_t)l->o.batch + i);
         slot *s = &l->slots[b % l->nslots];
         while ((s->state != SLOT_FREE || s->turn != b) && !l->stop) pthread_cond_wait(&l->freed, &l->mu);
         if (l->stop) break;
@@ -246,7 +254,7 @@ static void *worker(void *arg)
         uint64_t first = l->o.start + b * (uint64_t)l->o.batch;
         int n = l->o.batch, rc = 0;
         if (l->o.sampling == SAMPLE_SEQUENTIAL && first + n > (uint64_t)l->o.ds->n) n = (int)(l->o.ds->n - first);
-        for (int i = 0; i < n && rc == 0; i++) rc = fill_row(l, s, i, first + i, &sc);
+        for (int i = 0; i < n && rc == 0; i++) rc = fill_row(l, s, i, first + i, &sc, &gen_next);
         char msg[1024];
         if (rc) snprintf(msg, sizeof msg, "no readable image after %d replacements (last: %s)", MAX_REPLACEMENTS, err_msg());
 
@@ -270,12 +278,18 @@ static void *worker(void *arg)
     return NULL;
 }
 
+int loader_lookahead(const loader_opts *o)
+{
+    int threads = o->threads > 0 ? o->threads : 1;
+    return o->slots > 1 ? o->slots : threads + 2;
+}
+
 loader *loader_start(const loader_opts *o)
 {
     loader *l = calloc(1, sizeof *l);
     l->o = *o;
     if (l->o.threads <= 0) l->o.threads = 1;
-    l->nslots = o->slots > 1 ? o->slots : l->o.threads + 2;
+    l->nslots = loader_lookahead(&l->o);
     l->row = o->aug.w * o->aug.h * o->aug.c;
     l->classes = o->ds->classes;
     transform_min_decode(&o->aug, &l->min_w, &l->min_h);

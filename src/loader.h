@@ -53,6 +53,8 @@ typedef struct {
 typedef struct loader loader;
 
 loader *loader_start(const loader_opts *o);
+/* Batches the loader may fill ahead of the one being trained on (its ring of slots). */
+int loader_lookahead(const loader_opts *o);
 /* The next batch in order; blocks until it is ready. Returns NULL at the end of a SEQUENTIAL pass, or NULL with
  * err_msg() set when the data cannot be read at all (every replacement of a bad image failed). */
 const loader_batch *loader_next(loader *l);

@@ -41,7 +41,7 @@ static inline int check_sh(const char *cmd, char *out, size_t n)
 {
     char full[4096];
     const char *g = getenv("GENIE");
-    snprintf(full, sizeof full, "G='%s'; %s 2>&1", g ? g : "./genie", cmd);
+    snprintf(full, sizeof full, "G='%s'; ( %s ) 2>&1", g ? g : "./genie", cmd);
     FILE *p = popen(full, "r");
     size_t len = 0;
     char buf[4096];

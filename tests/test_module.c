@@ -157,6 +157,41 @@ int main(void)
     snprintf(c.model, sizeof c.model, "build/no/such/model");
     CHECK(start(&c) == NULL && strstr(err_msg(), "build/no/such/model"), "missing model: %s", err_msg());
 
+    /* through the trainer: sync=1 makes a run with online GeNIe reproducible to the byte; a run killed with -9
+     * leaves a cache the next run starts from */
+    FILE *w = fopen("build/test_module.data", "w");
+    fputs("classes=10\ntrain=data/fmnist/lt/train.list\nlabels=data/fmnist/labels.list\nbackup=build/test_module_bk\n", w);
+    fclose(w);
+    w = fopen("build/test_module_sync.cfg", "w");
+    fputs("[genie]\nmode=genie\nwarmup=0\nshare=0.1\nreuse=8\nring=16\nsnapshot_every=5\nsync=1\n", w);
+    fclose(w);
+    char out[8192];
+    const char *run = "$G classifier train build/test_module.data cfg/fmnist-ft.cfg data/models/fmnist-judge.weights "
+                      "-clear -seed 2 -iters 12 -genie build/test_module_sync.cfg";
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "rm -rf build/test_module_bk && %s && cp build/test_module_bk/fmnist-ft.weights "
+             "build/test_module_a.weights && %s && cmp build/test_module_bk/fmnist-ft.weights build/test_module_a.weights",
+             run, run);
+    int rc = check_sh(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "rows served, 0 short"), "sync runs differ or failed: %d %s", rc, out);
+
+    w = fopen("build/test_module_cache.cfg", "w");
+    fputs("[genie]\nmode=genie\nwarmup=0\nshare=0.1\nthreads=2\ncache=" CACHE "\n", w);
+    fclose(w);
+    rc = check_sh("rm -rf " CACHE "; $G classifier train build/test_module.data cfg/fmnist-ft.cfg "
+                  "data/models/fmnist-judge.weights -clear -genie build/test_module_cache.cfg > build/test_module_kill.log "
+                  "2>&1 & pid=$!; n=0; until [ $(grep -c . " CACHE "/index.csv 2>/dev/null || echo 0) -ge 4 ] || "
+                  "[ $n -gt 1200 ]; do sleep 0.1; n=$((n+1)); done; kill -9 $pid; wait $pid; "
+                  "$G classifier train build/test_module.data cfg/fmnist-ft.cfg data/models/fmnist-judge.weights -clear "
+                  "-iters 2 -genie build/test_module_cache.cfg",
+                  out, sizeof out);
+    int cached = 0;
+    const char *p = strstr(out, "kept (+");
+    if (p) cached = atoi(p + 7);
+    CHECK(rc == 0 && cached >= 4, "resume after kill -9: %d from the cache, rc %d: %s", cached, rc, out);
+    CHECK(system("rm -rf build/test_module_bk build/test_module_*.cfg build/test_module.data build/test_module_a.weights "
+                 "build/test_module_kill.log") == 0, "rm");
+
     imgio_free(&im);
     dataset_free(&ds);
     CHECK(system("rm -rf " CACHE) == 0, "rm");
