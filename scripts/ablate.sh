@@ -137,17 +137,21 @@ generated=$d/gen/$arm.index.csv"
 }
 
 report() {
+    # rows in a fixed order: the plain model, then the arms as ARMS lists them, seeds ascending
+    awk -F, -v arms="plain $ARMS" 'NR == 1 { print; next } { row[$1, $2] = $0; seen[$2] = 1 }
+        END { na = split(arms, a, " "); for (i = 1; i <= na; i++) for (sd = 0; sd <= 1000; sd++)
+                  if ((a[i], sd) in row) print row[a[i], sd] }' "$OUT/results.csv" > "$OUT/results.sorted.csv"
     awk -F, 'NR > 1 { k = $1; if (!(k in n)) order[++no] = k; n[k]++
                       for (i = 3; i <= 6; i++) { s[k, i] += $i; q[k, i] += $i * $i } }
         END { print "| arm | seeds | top-1 | Many | Medium | Few |"; print "|---|---|---|---|---|---|"
               for (j = 1; j <= no; j++) { k = order[j]; line = "| " k " | " n[k]
                   for (i = 3; i <= 6; i++) { m = s[k, i] / n[k]; v = q[k, i] / n[k] - m * m
-                      line = line sprintf(" | %.3f ± %.3f", m, v > 0 ? sqrt(v) : 0) }
-                  print line " |" } }' "$OUT/results.csv" > "$OUT/table.md"
+                      line = line sprintf(" | %.3f ± %.3f", m, (v > 0 ? sqrt(v) : 0)) }
+                  print line " |" } }' "$OUT/results.sorted.csv" > "$OUT/table.md"
     awk -F, 'NR > 1 { k = $1; if (!(k in n)) order[++no] = k; n[k]++; for (i = 4; i <= 6; i++) { s[k, i] += $i; q[k, i] += $i * $i } }
         END { for (j = 1; j <= no; j++) { k = order[j]; printf "%s", k
-                  for (i = 4; i <= 6; i++) { m = s[k, i] / n[k]; v = q[k, i] / n[k] - m * m; printf " %.4f %.4f", m, (v > 0 ? sqrt(v):0) }
-                  printf "\n" } }' "$OUT/results.csv" > "$OUT/means.dat"
+                  for (i = 4; i <= 6; i++) { m = s[k, i] / n[k]; v = q[k, i] / n[k] - m * m; printf " %.4f %.4f", m, (v > 0 ? sqrt(v) : 0) }
+                  printf "\n" } }' "$OUT/results.sorted.csv" > "$OUT/means.dat"
     if command -v gnuplot > /dev/null; then
         gnuplot <<GP
 set terminal pngcairo size 1100,480 font ",10"
@@ -160,7 +164,7 @@ set style data histograms
 set style histogram errorbars gap 2 lw 1
 set style fill solid 0.8 border -1
 set xtics rotate by -30
-set key top right
+set key outside top center horizontal
 plot "$OUT/means.dat" using 2:3:xtic(1) title "Many", '' using 4:5 title "Medium", '' using 6:7 title "Few"
 GP
     else
@@ -169,7 +173,7 @@ GP
     cat "$OUT/table.md"
     if [ -n "$RESULTS" ]; then
         mkdir -p "$(dirname "$RESULTS")"
-        cp "$OUT/results.csv" "$RESULTS.csv"
+        cp "$OUT/results.sorted.csv" "$RESULTS.csv"
         cp "$OUT/table.md" "$RESULTS.md"
         [ -f "$OUT/ablation.png" ] && cp "$OUT/ablation.png" "$RESULTS.png"
     fi
