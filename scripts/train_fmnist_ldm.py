@@ -7,21 +7,22 @@ scripts/sd_ref.py, so the C engine runs it through exactly the code path it uses
 
 Images: the 28x28 gray Fashion-MNIST images are resized to 32x32 with bilinear interpolation (half-pixel
 centres, as `genie img2img` resizes a 28x28 source to the model size) and replicated to RGB, x = px/255*2-1.
-The VAE maps 32x32x3 to 8x8x4 latents. Generated 32x32 images are classified as files: the classifier's
+The VAE maps 32x32x3 to 8x8x8 latents. Generated 32x32 images are classified as files: the classifier's
 validation transform scales the shorter side to 28 and centre-crops (darknet resize_min + crop), the same path
 GeNIe outputs take through the trainer's loader.
 
 Training (all on the full balanced training set, 6000 images per class, Debian python3-torch, CPU):
-  1. VAE: MSE + small KL, `--vae-steps` steps of batch 64;
+  1. VAE: MSE + L1 + 0.5 x an edge term (L1 of the horizontal and vertical differences) + 1e-5 KL,
+     `--vae-steps` steps of batch 64;
   2. the training set is encoded once (posterior mean and logvar); scaling_factor = 1 / std of the latents;
   3. UNet + CLIP text encoder jointly: epsilon-prediction MSE at uniform t in [0, 1000) on the SD 1.5
      scaled_linear schedule, latents sampled from the stored posterior each step, prompts "A photo of a <name>"
      (class name or a synonym), empty prompt with probability 0.1 so classifier-free guidance works; an EMA of
      the UNet and CLIP weights is what gets saved.
 Deterministic for a seed (torch.manual_seed; CPU kernels at a fixed thread count, --threads).
-Wall time with the defaults on the 2-core development machine (shared with other jobs): 1396 s (23 min);
+Wall time with the defaults on the 2-core development machine (shared with other jobs): 2471 s (41 min);
 data/models/fmnist-ldm/README.md has the details. The bundled model is this script with its defaults
-(--snapshot-every 300 was given too, which writes extra folders and changes nothing).
+(--snapshot-every 1000 was given too, which writes extra folders and changes nothing).
 
 usage: scripts/train_fmnist_ldm.py [--out DIR] [--seed S] [--vae-steps N] [--unet-steps N] [--threads T]
                                    [--snapshot-every N]

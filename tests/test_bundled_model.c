@@ -100,7 +100,7 @@ int main(void)
     engine_info info;
     engine_get_info(e, &info);
     CHECK(info.width == 32 && info.height == 32, "image size %dx%d", info.width, info.height);
-    CHECK(info.latent_channels == 4 && info.latent_h == 8 && info.latent_w == 8, "latents %dx%dx%d",
+    CHECK(info.latent_channels == 8 && info.latent_h == 8 && info.latent_w == 8, "latents %dx%dx%d",
           info.latent_channels, info.latent_h, info.latent_w);
     const size_t ni = (size_t)3 * info.width * info.height;
     float *outs = malloc(sizeof(float) * ni * 6);
