@@ -201,6 +201,51 @@ static void replay(module *m)
     pthread_mutex_unlock(&m->mu);
 }
 
+/* One request from draw g: the target (by error and quota left), the source class and image, r, the seed. 1 when
+ * planned, 0 when every target has its quota, -1 when this draw has no usable source (drawn again with the next). */
+static int plan_request(module *m, philox_t *g, genie_request *r, img_u8 *src, int *src_cls)
+{
+    const genie_cfg *c = &m->cfg;
+    int t = planner_target(m->conf, m->classes, m->eligible, m->made, c->quota, philox_uniform(g));
+    if (t < 0) return 0;
+    memset(r, 0, sizeof *r);
+    r->target = t;
+    r->r = c->mode == GENIE_MODE_ADA ? GENIE_R_ADA : c->mode == GENIE_MODE_TXT2IMG ? 1.0 : c->r;
+    *src_cls = -1;
+    if (c->mode != GENIE_MODE_TXT2IMG) {
+        int cand[64], n = 0;
+        if (c->sources == GENIE_SOURCES_SAME)
+            cand[n++] = t;
+        else if (c->sources == GENIE_SOURCES_CONFUSED)
+            n = planner_confused(m->conf, m->classes, t, c->top_k, cand);
+        else
+            for (int k = 0; k < m->classes && n < 64; k++)
+                if (k != t) cand[n++] = k;
+        int s = n ? cand[philox_int(g, n)] : -1;
+        if (s < 0 || !m->count[s]) return -1;
+        if (imgio_load(m->o.paths[m->members[s][philox_int(g, m->count[s])]], 0, 0, src)) {
+            fprintf(stderr, "genie module: source %s\n", err_msg());
+            return -1;
+        }
+        r->source = src;
+        *src_cls = s;
+    }
+    r->seed = (uint64_t)philox_next(g) << 32 | philox_next(g);
+    return 1;
+}
+
+/* The statistics of a kept result (called with m->mu held). */
+static void count_kept(module *m, const genie_result *res)
+{
+    const genie_cfg *c = &m->cfg;
+    m->st.kept++;
+    m->st.ada_fallback += res->ada_fallback;
+    int slot = 0;
+    for (int k = 0; k < c->n_r; k++)
+        if (fabs(c->r_set[k] - res->r) < 1e-9) slot = k;
+    m->st.r_hist[c->mode == GENIE_MODE_ADA ? slot : 0]++;
+}
+
 /* Plans, generates and keeps one engine batch. 0, or -1 + err_msg() (a stop returns 0). */
 static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_result *res, img_u8 *src, int *src_cls,
                           float *imgs, unsigned char *rgb)
@@ -211,42 +256,18 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
     while (nq < c->batch) {
         philox_t g;
         philox_init(&g, m->o.seed, philox_mix(*q, PHILOX_MODULE_REQUEST));
-        int t = planner_target(m->conf, m->classes, m->eligible, m->made, c->quota, philox_uniform(&g));
-        if (t < 0) break;
         genie_request *r = &rq[nq];
-        memset(r, 0, sizeof *r);
-        r->target = t;
-        r->r = c->mode == GENIE_MODE_ADA ? GENIE_R_ADA : c->mode == GENIE_MODE_TXT2IMG ? 1.0 : c->r;
-        int s = -1;
-        if (c->mode != GENIE_MODE_TXT2IMG) {
-            int cand[64], n = 0;
-            if (c->sources == GENIE_SOURCES_SAME) {
-                cand[n++] = t;
-            } else if (c->sources == GENIE_SOURCES_CONFUSED) {
-                n = planner_confused(m->conf, m->classes, t, c->top_k, cand);
-            } else {
-                for (int k = 0; k < m->classes && n < 64; k++)
-                    if (k != t) cand[n++] = k;
-            }
-            s = n ? cand[philox_int(&g, n)] : -1;
-            if (s < 0 || !m->count[s]) {
-                (*q)++;
-                continue;
-            }
-            int idx = m->members[s][philox_int(&g, m->count[s])];
-            if (imgio_load(m->o.paths[idx], 0, 0, &src[nq])) {
-                fprintf(stderr, "genie module: source %s\n", err_msg());
-                (*q)++;
-                continue;
-            }
-            r->source = &src[nq];
+        int planned = plan_request(m, &g, r, &src[nq], &src_cls[nq]);
+        if (planned == 0) break;
+        if (planned < 0) {
+            (*q)++;
+            continue;
         }
         if (cost + genie_request_cost(m->g, r) > c->batch) break;
         cost += genie_request_cost(m->g, r);
-        r->seed = (uint64_t)philox_next(&g) << 32 | philox_next(&g);
         r->stream = *q;
+        int t = r->target;
         res[nq].image = imgs + (size_t)nq * m->W * m->H * 3;
-        src_cls[nq] = s;
         pthread_mutex_lock(&m->mu);
         m->made[t]++; /* planned: counted now, so one batch does not overshoot the quota */
         pthread_mutex_unlock(&m->mu);
@@ -277,13 +298,7 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
             pthread_mutex_unlock(&m->mu);
             continue;
         }
-        m->st.kept++;
-        m->st.ada_fallback += res[i].ada_fallback;
-        int slot = 0;
-        for (int k = 0; k < c->n_r; k++)
-            if (fabs(c->r_set[k] - res[i].r) < 1e-9) slot = k;
-        if (c->mode == GENIE_MODE_ADA) m->st.r_hist[slot]++;
-        else m->st.r_hist[0]++;
+        count_kept(m, &res[i]);
         uint64_t n = m->st.kept;
         pthread_mutex_unlock(&m->mu);
         imgio_from_planar(res[i].image, m->W, m->H, rgb);
@@ -389,32 +404,18 @@ static void *module_sync_main(void *arg)
     for (uint64_t s = 0; rc == 0 && !stopped(m); s++) {
         uint64_t k = row_of(m, s * (uint64_t)c->reuse);
         int b = (int)((k - m->o.start) / (uint64_t)m->o.batch);
+        /* the last snapshot point the trainer has surely passed when the loader fills batch b */
         int due = m->o.start_iter + b - m->o.lookahead, it = m->o.start_iter;
-        if (due > it) it = due / c->snapshot_every * c->snapshot_every > it ? due / c->snapshot_every * c->snapshot_every : it;
+        if (due > it && due / c->snapshot_every * c->snapshot_every > it) it = due / c->snapshot_every * c->snapshot_every;
         if ((rc = use_snapshot(m, it)) || stopped(m)) break;
         ring_meta meta = {.source_index = -1, .snapshot_iter = it};
         int kept = 0;
         for (int attempt = 0; attempt < 4 && !kept && quota_left(m) && rc == 0; attempt++) {
             philox_t g;
             philox_init(&g, m->o.seed, philox_mix(philox_mix(s, (uint64_t)attempt), PHILOX_MODULE_REQUEST));
-            int t = planner_target(m->conf, m->classes, m->eligible, m->made, c->quota, philox_uniform(&g));
-            memset(&rq, 0, sizeof rq);
-            rq.target = t;
-            rq.r = c->mode == GENIE_MODE_ADA ? GENIE_R_ADA : c->mode == GENIE_MODE_TXT2IMG ? 1.0 : c->r;
-            int sc = -1;
-            if (c->mode != GENIE_MODE_TXT2IMG) {
-                int cand[64], n = 0;
-                if (c->sources == GENIE_SOURCES_SAME) cand[n++] = t;
-                else if (c->sources == GENIE_SOURCES_CONFUSED) n = planner_confused(m->conf, m->classes, t, c->top_k, cand);
-                else
-                    for (int q = 0; q < m->classes && n < 64; q++)
-                        if (q != t && m->count[q]) cand[n++] = q;
-                sc = n ? cand[philox_int(&g, n)] : -1;
-                if (sc < 0 || !m->count[sc]) continue;
-                if ((rc = imgio_load(m->o.paths[m->members[sc][philox_int(&g, m->count[sc])]], 0, 0, &src))) break;
-                rq.source = &src;
-            }
-            rq.seed = (uint64_t)philox_next(&g) << 32 | philox_next(&g);
+            int sc, planned = plan_request(m, &g, &rq, &src, &sc);
+            if (planned <= 0) continue;
+            int t = rq.target;
             rq.stream = s;
             res.image = img;
             double t0 = now();
@@ -430,12 +431,7 @@ static void *module_sync_main(void *arg)
             } else {
                 kept = 1;
                 m->made[t]++;
-                m->st.kept++;
-                m->st.ada_fallback += res.ada_fallback;
-                int slot = 0;
-                for (int i = 0; i < c->n_r; i++)
-                    if (fabs(c->r_set[i] - res.r) < 1e-9) slot = i;
-                m->st.r_hist[c->mode == GENIE_MODE_ADA ? slot : 0]++;
+                count_kept(m, &res);
             }
             pthread_mutex_unlock(&m->mu);
             if (kept) {
@@ -724,7 +720,8 @@ int module_wants(const module *m, uint64_t k)
     return w[0] * (1.0 / 4294967296.0) < m->cfg.share;
 }
 
-int module_take(module *m, img_u8 *out, int *target, int *source_class)
+/* A taken sample into out (as an image of the module's size), with its label and source class. */
+static int take_into(module *m, int seq_mode, uint64_t j, img_u8 *out, int *target, int *source_class)
 {
     if (out->cap < m->nrgb) {
         unsigned char *p = realloc(out->rgb, m->nrgb);
@@ -733,7 +730,8 @@ int module_take(module *m, img_u8 *out, int *target, int *source_class)
         out->cap = m->nrgb;
     }
     ring_meta meta;
-    if (ring_take(m->ring, out->rgb, &meta)) return -1;
+    if (seq_mode ? ring_take_seq(m->ring, j / (uint64_t)m->cfg.reuse, out->rgb, &meta) : ring_take(m->ring, out->rgb, &meta))
+        return -1;
     out->w = m->W;
     out->h = m->H;
     *target = meta.target;
@@ -741,23 +739,16 @@ int module_take(module *m, img_u8 *out, int *target, int *source_class)
     return 0;
 }
 
+int module_take(module *m, img_u8 *out, int *target, int *source_class)
+{
+    return take_into(m, 0, 0, out, target, source_class);
+}
+
 int module_sync(const module *m) { return m->cfg.sync; }
 
 int module_take_seq(module *m, uint64_t j, img_u8 *out, int *target, int *source_class)
 {
-    if (out->cap < m->nrgb) {
-        unsigned char *p = realloc(out->rgb, m->nrgb);
-        if (!p) return -1;
-        out->rgb = p;
-        out->cap = m->nrgb;
-    }
-    ring_meta meta;
-    if (ring_take_seq(m->ring, j / (uint64_t)m->cfg.reuse, out->rgb, &meta)) return -1;
-    out->w = m->W;
-    out->h = m->H;
-    *target = meta.target;
-    *source_class = meta.source_class;
-    return 0;
+    return take_into(m, 1, j, out, target, source_class);
 }
 
 void module_get_stats(module *m, module_stats *st)
