@@ -1,5 +1,5 @@
 #!/bin/bash
-# Measures a Fashion-MNIST latent diffusion model through the C engine (./genie txt2img / img2img / sweep, what
+# Measures a Fashion-MNIST latent diffusion model through the C engine (one ./genie generate plan and ./genie sweep, what
 # GeNIe runs), judged by a darknet classifier trained with ./genie classifier train on Fashion-MNIST:
 #   1. txt2img: N_T2I samples per class prompt "A photo of a <class>"; share the judge gives the prompted class;
 #   2. GeNIe: sources of class S (Fashion-MNIST test images), prompt of class T, r = 0.1 .. 1.0: P(judge says T),
@@ -36,21 +36,21 @@ judge() {
     "$G" classifier valid "$OUT/$name.data" "$JUDGE_CFG" "$JUDGE_W" -csv "$OUT/$name.csv" > "$OUT/$name.log" 2>&1
 }
 
-echo "== txt2img: $N_T2I samples per class, DDIM $STEPS steps, guidance $GUIDANCE"
-mkdir -p "$OUT/t2i"
-: > "$OUT/t2i.list"
+# Every image comes from one `genie generate` plan (batched, prompts encoded once; sources encoded with the
+# posterior mean, as GeNIe does): rows "source,target,r,seed,output".
+PLAN="$OUT/plan.csv"
+echo "source,target,r,seed,output" > "$PLAN"
 n=0
+: > "$OUT/t2i.list"
+mkdir -p "$OUT/t2i"
 for c in "${CLASSES[@]}"; do
     for s in $(seq 1 "$N_T2I"); do
         f=$(printf '%s/t2i/%05d_%s.png' "$OUT" "$n" "$c")
-        "$G" txt2img "${OPTS[@]}" -p "A photo of a $c" -seed "$s" -o "$f" 2> /dev/null
+        echo ",$c,1,$s,$f" >> "$PLAN"
         echo "$f" >> "$OUT/t2i.list"
         n=$((n + 1))
     done
 done
-judge "$OUT/t2i.list" t2i
-
-echo "== GeNIe img2img: $N_SRC sources per pair, r = 0.1 .. 1.0"
 p=0
 for pair in $PAIRS; do
     S=${pair%%:*}
@@ -65,11 +65,24 @@ for pair in $PAIRS; do
         k=0
         while read -r src; do
             f=$(printf '%s/%05d_%s.png' "$d" "$k" "$T")
-            "$G" img2img "${OPTS[@]}" -i "$src" -p "A photo of a $T" -r "$r" -seed "$((k + 1))" -o "$f" 2> /dev/null
+            echo "$src,$T,$r,$((k + 1)),$f" >> "$PLAN"
             echo "$f" >> "$d.list"
             k=$((k + 1))
         done < "$OUT/src_p$p.list"
-        judge "$d.list" "genie_p${p}_r$(printf '%02d' "$ri")"
+    done
+    p=$((p + 1))
+done
+echo "== $n txt2img samples ($N_T2I per class) and GeNIe img2img of $N_SRC sources per pair at r = 0.1 .. 1.0" \
+     "(DDIM $STEPS steps, guidance $GUIDANCE)"
+"$G" generate "$PLAN" -labels data/fmnist/labels.list -model "$MODEL" -steps "$STEPS" -guidance "$GUIDANCE" \
+    -scheduler ddim -batch 20 2> "$OUT/generate.log"
+judge "$OUT/t2i.list" t2i
+p=0
+for pair in $PAIRS; do
+    S=${pair%%:*}
+    T=${pair##*:}
+    for ri in 1 2 3 4 5 6 7 8 9 10; do
+        judge "$(printf '%s/genie/p%d/r%02d' "$OUT" "$p" "$ri").list" "genie_p${p}_r$(printf '%02d' "$ri")"
     done
     "$G" sweep "${OPTS[@]}" -i "$(head -n 1 "$OUT/src_p$p.list")" -p "A photo of a $T" -seed 1 \
         -o "$OUT/sweep_${S}_${T}.png" 2> /dev/null

@@ -3,7 +3,7 @@
 
 Loads the folder into scripts/sd_ref.py's modules (F16 weights -> F32), writes into OUTDIR:
   src.png            a 32x32 8-bit RGB source (Fashion-MNIST test image 0, resized as the model's training data)
-  noise.safetensors  vae_noise, latent_noise [B,4,h,w] (F32; what `genie ... -noise` takes)
+  noise.safetensors  vae_noise, latent_noise [B,latent_channels,h,w] (F32; what `genie ... -noise` takes)
   ref.safetensors    image [B,3,H,W] in [0,1]: img2img of src.png with PROMPT at strength R (rows use noise row k)
   txt2img.png        txt2img of PROMPT from latent_noise row 0, as 8-bit PNG
 and, with --compare-png FILE, prints the max abs difference (in 8-bit levels) between FILE and txt2img.png.
@@ -119,9 +119,10 @@ def main():
     R.write_png(os.path.join(a.outdir, "src.png"), x8)
     image = torch.from_numpy(x8.astype(np.float32) / 255 * 2 - 1).permute(2, 0, 1)[None].expand(a.batch, -1, -1, -1)
     g = torch.Generator().manual_seed(a.seed)
-    f = S // 4
-    vae_noise = torch.randn((a.batch, 4, f, f), generator=g)
-    latent_noise = torch.randn((a.batch, 4, f, f), generator=g)
+    f = S // 2 ** (len(m.vae.cfg["block_out_channels"]) - 1)
+    lc = m.vae.cfg["latent_channels"]
+    vae_noise = torch.randn((a.batch, lc, f, f), generator=g)
+    latent_noise = torch.randn((a.batch, lc, f, f), generator=g)
     R.save_safetensors({"vae_noise": vae_noise, "latent_noise": latent_noise}, os.path.join(a.outdir, "noise.safetensors"))
     with torch.no_grad():
         img, _ = m.img2img(image, [a.prompt] * a.batch, a.r, a.steps, a.guidance, vae_noise, latent_noise, "ddim")
