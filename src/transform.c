@@ -42,12 +42,18 @@ static void warp_scale(const img_u8 *src, int w, int h, const float m[6], float 
     const float k = 1.0f / 255.0f;
     int *ix = (int *)xs;
     float *w0 = xs + w, *w1 = xs + 2 * w;
+    /* the columns whose two taps are both inside the image: one run, as the source column moves monotonically */
+    int xa = w, xb = 0;
     for (int x = 0; x < w; x++) {
         float sx = m[0] * x + m[1] * 0 + m[2];
         ix[x] = (int)floorf(sx);
         float dx = sx - ix[x];
         w0[x] = 1 - dx;
         w1[x] = dx;
+        if (ix[x] >= 0 && ix[x] + 1 < src->w) {
+            if (x < xa) xa = x;
+            xb = x + 1;
+        }
     }
     for (int y = 0; y < h; y++) {
         float sy = m[3] * 0 + m[4] * y + m[5];
@@ -57,7 +63,18 @@ static void warp_scale(const img_u8 *src, int w, int h, const float m[6], float 
         for (int j = 0; j < 2; j++)
             if (iy + j >= 0 && iy + j < src->h) row[j] = src->rgb + (size_t)(iy + j) * src->w * 3;
         float *o0 = out + (size_t)y * w, *o1 = o0 + plane, *o2 = o1 + plane;
+        /* the common case, both taps of both rows inside the image, with the sums written out in the same order
+         * as below; the border columns take the general loop */
+        int both = row[0] && row[1];
+        for (int x = xa; both && x < xb; x++) {
+            const unsigned char *p0 = row[0] + 3 * ix[x], *p1 = row[1] + 3 * ix[x];
+            float g00 = wy[0] * w0[x], g01 = wy[0] * w1[x], g10 = wy[1] * w0[x], g11 = wy[1] * w1[x];
+            o0[x] = (g00 * p0[0] + g01 * p0[3] + g10 * p1[0] + g11 * p1[3]) * k;
+            o1[x] = (g00 * p0[1] + g01 * p0[4] + g10 * p1[1] + g11 * p1[4]) * k;
+            o2[x] = (g00 * p0[2] + g01 * p0[5] + g10 * p1[2] + g11 * p1[5]) * k;
+        }
         for (int x = 0; x < w; x++) {
+            if (both && x == xa && (x = xb) >= w) break;
             int x0 = ix[x];
             int in0 = x0 >= 0 && x0 < src->w, in1 = x0 + 1 >= 0 && x0 + 1 < src->w;
             float v[3] = {0, 0, 0};
@@ -162,8 +179,9 @@ static inline float min2(float a, float b) { return a < b ? a : b; }
  * or traps (hsv -> rgb as c = v - v*s*clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6; every division by a value
  * that may be 0 made safe before the select) so that the compiler vectorises it (this file is built with -O3):
  * it is the costliest step of darknet's augmentation at ImageNet sizes. Element by element the operations are
- * the scalar ones, so the result is the same bit for bit. */
-void transform_distort_hsv(float *im, size_t n, float dhue, float dsat, float dexp)
+ * the scalar ones (no FMA), so the result is the same bit for bit; where the CPU has AVX2 a second copy of the
+ * loop runs 8 lanes wide. */
+__attribute__((target_clones("avx2", "default"))) void transform_distort_hsv(float *im, size_t n, float dhue, float dsat, float dexp)
 {
     float *R = im, *G = im + n, *B = im + 2 * n;
     for (size_t i = 0; i < n; i++) {
