@@ -179,9 +179,9 @@ static inline float min2(float a, float b) { return a < b ? a : b; }
  * or traps (hsv -> rgb as c = v - v*s*clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6; every division by a value
  * that may be 0 made safe before the select) so that the compiler vectorises it (this file is built with -O3):
  * it is the costliest step of darknet's augmentation at ImageNet sizes. Element by element the operations are
- * the scalar ones (no FMA), so the result is the same bit for bit; where the CPU has AVX2 a second copy of the
- * loop runs 8 lanes wide. */
-__attribute__((target_clones("avx2", "default"))) void transform_distort_hsv(float *im, size_t n, float dhue, float dsat, float dexp)
+ * the scalar ones (no FMA), so the result is the same bit for bit; where the CPU has AVX2 a copy of the loop
+ * compiled for it runs 8 lanes wide (chosen per call, not by an ifunc, which sanitizer runtimes cannot take). */
+static inline __attribute__((always_inline)) void distort_hsv(float *im, size_t n, float dhue, float dsat, float dexp)
 {
     float *R = im, *G = im + n, *B = im + 2 * n;
     for (size_t i = 0; i < n; i++) {
@@ -203,6 +203,21 @@ __attribute__((target_clones("avx2", "default"))) void transform_distort_hsv(flo
         G[i] = clamp01(v - vs * clamp01(min2(k3, 4 - k3)));
         B[i] = clamp01(v - vs * clamp01(min2(k1, 4 - k1)));
     }
+}
+
+__attribute__((target("avx2"))) static void distort_hsv_avx2(float *im, size_t n, float dhue, float dsat, float dexp)
+{
+    distort_hsv(im, n, dhue, dsat, dexp);
+}
+
+static void distort_hsv_base(float *im, size_t n, float dhue, float dsat, float dexp)
+{
+    distort_hsv(im, n, dhue, dsat, dexp);
+}
+
+void transform_distort_hsv(float *im, size_t n, float dhue, float dsat, float dexp)
+{
+    (__builtin_cpu_supports("avx2") ? distort_hsv_avx2 : distort_hsv_base)(im, n, dhue, dsat, dexp);
 }
 
 static float luma(float r, float g, float b) { return 0.299f * r + 0.587f * g + 0.114f * b; }
