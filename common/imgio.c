@@ -78,7 +78,7 @@ static void tj_discard(tjhandle h)
 }
 
 static int decode_jpeg_with(tjhandle tj, const unsigned char *buf, size_t len, const char *name, int min_w,
-                            int min_h, img_u8 *out)
+                            int min_h, int luma, img_u8 *out)
 {
     /* TurboJPEG can return success on a header it could not read (a 20-byte file) without setting the outputs */
     int w = 0, h = 0, subsamp = -1, cs = -1;
@@ -129,17 +129,25 @@ static int decode_jpeg_with(tjhandle tj, const unsigned char *buf, size_t len, c
     if (reserve(out, sw, sh)) return -1;
     /* A warning (premature end of data) still fills the buffer with grey: for training that is a corrupt
      * sample, not a usable one. */
-    if (tjDecompress2(tj, buf, len, out->rgb, sw, 0, sh, TJPF_RGB, 0) != 0)
+    if (tjDecompress2(tj, buf, len, out->rgb, sw, 0, sh, luma ? TJPF_GRAY : TJPF_RGB, 0) != 0)
         return err_set("%s: %s JPEG (%s)", name, tjGetErrorCode(tj) == TJERR_WARNING ? "truncated or damaged" : "corrupt",
                        tjGetErrorStr2(tj));
+    /* luma: the decoder's Y plane (no chroma upsampling or colour conversion), spread to R = G = B from the end
+     * so the buffer can be expanded in place */
+    if (luma)
+        for (size_t i = (size_t)sw * sh; i-- > 0;) {
+            unsigned char y = out->rgb[i];
+            out->rgb[3 * i] = out->rgb[3 * i + 1] = out->rgb[3 * i + 2] = y;
+        }
     return 0;
 }
 
-static int decode_jpeg(const unsigned char *buf, size_t len, const char *name, int min_w, int min_h, img_u8 *out)
+static int decode_jpeg(const unsigned char *buf, size_t len, const char *name, int min_w, int min_h, int luma,
+                       img_u8 *out)
 {
     tjhandle tj = tj_decompressor();
     if (!tj) return err_set("%s: cannot create a JPEG decoder", name);
-    int rc = decode_jpeg_with(tj, buf, len, name, min_w, min_h, out);
+    int rc = decode_jpeg_with(tj, buf, len, name, min_w, min_h, luma, out);
     if (rc) tj_discard(tj);
     return rc;
 }
@@ -178,7 +186,7 @@ int imgio_decode(const unsigned char *buf, size_t len, const char *name, int min
 {
     if (len == 0) return err_set("%s: empty file", name);
     if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF)
-        return decode_jpeg(buf, len, name, min_w, min_h, out);
+        return decode_jpeg(buf, len, name, min_w, min_h, 0, out);
     if (len >= 8 && png_sig_cmp(buf, 0, 8) == 0) return decode_png(buf, len, name, out);
     return err_set("%s: not a JPEG or PNG file", name);
 }
@@ -221,6 +229,15 @@ int imgio_load(const char *path, int min_w, int min_h, img_u8 *out)
     size_t len = 0;
     if (read_file(path, &out->file, &out->file_cap, &len)) return -1;
     return imgio_decode(out->file, len, path, min_w, min_h, out);
+}
+
+int imgio_load_luma(const char *path, int min_w, int min_h, img_u8 *out)
+{
+    size_t len = 0;
+    if (read_file(path, &out->file, &out->file_cap, &len)) return -1;
+    const unsigned char *b = out->file;
+    if (len >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return decode_jpeg(b, len, path, min_w, min_h, 1, out);
+    return imgio_decode(b, len, path, min_w, min_h, out);
 }
 
 void imgio_free(img_u8 *img)

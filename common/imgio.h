@@ -16,6 +16,10 @@ typedef struct {
  * at 1/2, 1/4 or 1/8 scale as long as the result stays at least min_w x min_h. Returns 0, or -1 with err_msg()
  * naming the file and the problem (missing, empty, truncated, corrupt, absurd dimensions, unknown format). */
 int imgio_load(const char *path, int min_w, int min_h, img_u8 *out);
+/* The same for a network that sees luma only: a JPEG is decoded straight to its Y plane (no chroma upsampling
+ * or colour conversion, the costliest part of a colour decode) and given back with R = G = B = Y; other
+ * formats as imgio_load. */
+int imgio_load_luma(const char *path, int min_w, int min_h, img_u8 *out);
 /* Same, from memory; name is only used in messages. */
 int imgio_decode(const unsigned char *buf, size_t len, const char *name, int min_w, int min_h, img_u8 *out);
 /* Images of more pixels than this are refused as bad images (default: 4096 x 4096, which holds every image of

@@ -119,7 +119,7 @@ typedef struct {
  * alt: its VAE round trip instead. */
 static int decode_path(loader *l, int idx, const char *path, scratch *sc)
 {
-    if (imgio_load(path, l->min_w, l->min_h, &sc->img) == 0) return 0;
+    if ((l->o.aug.c == 1 ? imgio_load_luma : imgio_load)(path, l->min_w, l->min_h, &sc->img) == 0) return 0;
     if (!__atomic_exchange_n(&l->bad[idx], 1, __ATOMIC_RELAXED)) {
         fprintf(stderr, "genie: bad image skipped: %s\n", err_msg());
         __atomic_fetch_add(&l->bad_images, 1, __ATOMIC_RELAXED);

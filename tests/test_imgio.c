@@ -5,6 +5,7 @@
 #include "imgio.h"
 
 #include <glob.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -98,6 +99,26 @@ int main(void)
     /* Pixel (x, y) of the 1/8 image averages source pixels 8x..8x+7: red = 2*(8x+3.5) */
     CHECK(fabs(im.rgb[(2 * 12 + 5) * 3] - 2 * (8 * 5 + 3.5)) <= 3, "1/8 red %d", im.rgb[(2 * 12 + 5) * 3]);
     CHECK(imgio_load(DIR "big.jpg", 97, 10, &im) == 0 && im.w == 96, "no scaling below the request: %d", im.w);
+
+    /* Luma decoding (networks with channels=1): the JPEG's Y plane as R = G = B, within 2 levels of the luma of
+     * the colour decode (which went through chroma upsampling and colour conversion), at full and reduced scale */
+    for (int scale = 0; scale < 2; scale++) {
+        img_u8 rgb = {0}, y = {0};
+        int mw = scale ? 40 : 0, mh = scale ? 30 : 0;
+        CHECK(imgio_load(DIR "big.jpg", mw, mh, &rgb) == 0 && imgio_load_luma(DIR "big.jpg", mw, mh, &y) == 0,
+              "luma: %s", err_msg());
+        int same = y.w == rgb.w && y.h == rgb.h, gray = 1, worst = 0;
+        for (int i = 0; same && i < y.w * y.h; i++) {
+            gray &= y.rgb[3 * i] == y.rgb[3 * i + 1] && y.rgb[3 * i] == y.rgb[3 * i + 2];
+            float l = 0.299f * rgb.rgb[3 * i] + 0.587f * rgb.rgb[3 * i + 1] + 0.114f * rgb.rgb[3 * i + 2];
+            int d = (int)fabsf(l - y.rgb[3 * i] + 0.5f);
+            worst = d > worst ? d : worst;
+        }
+        CHECK(same && gray && worst <= 2, "luma at scale %d: %dx%d vs %dx%d, gray %d, worst %d levels", scale, y.w,
+              y.h, rgb.w, rgb.h, gray, worst);
+        imgio_free(&rgb);
+        imgio_free(&y);
+    }
 
     /* Writing: PNG round-trips exactly, through a temp file that does not stay behind. */
     unsigned char px[6 * 4 * 3];
