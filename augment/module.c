@@ -4,6 +4,7 @@
 #include "genie.h"
 #include "philox.h"
 #include "planner.h"
+#include "resample.h"
 #include "ring.h"
 #include "util.h"
 
@@ -18,6 +19,7 @@
 
 /* at most this many real images of a target make its class mean Z_T (spread over the class's list) */
 #define MEAN_IMAGES 64
+#define GRID_ROWS 8
 
 struct module {
     module_opts o;
@@ -43,6 +45,10 @@ struct module {
     unsigned char **kept;
     int *kept_target, *kept_source, n_kept, cap_kept, replay;
     FILE *cache_index;
+    /* the inspection grid: the last GRID_ROWS kept pairs (source | generated), written every GRID_ROWS kept */
+    unsigned char *grid;            /* GRID_ROWS x 2 images of W x H x 3 */
+    int grid_target[8], grid_source[8], grid_n, grid_next;
+    float grid_r[8], *grid_tmp;
     unsigned settings;              /* hash of what makes a cached sample reusable */
     /* sync=1: snapshots kept by iteration (f_theta's parameters and the confusion), the module's position */
     struct network **hist_net;
@@ -154,6 +160,43 @@ static void cache_write(module *m, const unsigned char *rgb, int target, int sou
     fprintf(m->cache_index, "%s,%s,%s,%.4g,%x\n", file, m->o.labels[target], source >= 0 ? m->o.labels[source] : "-",
             r, m->settings);
     fflush(m->cache_index);
+}
+
+/* The grid PNG (rows of source | generated) and its CSV of labels, rewritten whole (atomically) after every
+ * GRID_ROWS kept samples, so it always shows recent ones. */
+static void grid_add(module *m, const img_u8 *src, const unsigned char *gen, int target, int source, double r)
+{
+    if (!m->o.grid_path || !m->grid) return;
+    int row = m->grid_next++ % GRID_ROWS;
+    unsigned char *s = m->grid + (size_t)row * 2 * m->nrgb, *g = s + m->nrgb;
+    if (src && resample_to_planar(src, m->W, m->H, m->grid_tmp) == 0) imgio_from_planar(m->grid_tmp, m->W, m->H, s);
+    else memset(s, 0, m->nrgb); /* txt2img: no source */
+    memcpy(g, gen, m->nrgb);
+    m->grid_target[row] = target, m->grid_source[row] = source, m->grid_r[row] = (float)r;
+    if (m->grid_n < GRID_ROWS) m->grid_n++;
+    if (m->grid_next % GRID_ROWS) return;
+    /* 2 columns with a 2-pixel gap, rows 2 pixels apart */
+    int gw = 2 * m->W + 2, gh = GRID_ROWS * (m->H + 2) - 2;
+    unsigned char *img = calloc((size_t)gw * gh * 3, 1);
+    if (!img) return;
+    for (int r0 = 0; r0 < m->grid_n; r0++)
+        for (int c = 0; c < 2; c++)
+            for (int y = 0; y < m->H; y++)
+                memcpy(img + (((size_t)r0 * (m->H + 2) + y) * gw + (size_t)c * (m->W + 2)) * 3,
+                       m->grid + ((size_t)r0 * 2 + c) * m->nrgb + (size_t)y * m->W * 3, (size_t)m->W * 3);
+    if (imgio_write(m->o.grid_path, img, gw, gh, 0)) fprintf(stderr, "genie module: %s\n", err_msg());
+    free(img);
+    char csv[1100], tmp[1200];
+    snprintf(csv, sizeof csv, "%s.csv", m->o.grid_path);
+    FILE *f = util_open_tmp(csv, tmp, sizeof tmp);
+    if (!f) return;
+    fprintf(f, "row,source,target,r,pair\n");
+    for (int r0 = 0; r0 < m->grid_n; r0++) {
+        const char *sl = m->grid_source[r0] >= 0 ? m->o.labels[m->grid_source[r0]] : "-";
+        fprintf(f, "%d,%s,%s,%.2f,%s -> %s\n", r0, sl, m->o.labels[m->grid_target[r0]], m->grid_r[r0], sl,
+                m->o.labels[m->grid_target[r0]]);
+    }
+    if (util_commit(f, tmp, csv)) fprintf(stderr, "genie module: %s\n", err_msg());
 }
 
 /* GeNIe-Ada: a new snapshot into f_theta, then the class means from it. */
@@ -303,6 +346,7 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
         pthread_mutex_unlock(&m->mu);
         imgio_from_planar(res[i].image, m->W, m->H, rgb);
         if (keep_sample(m, rgb, t, src_cls[i])) return -1;
+        grid_add(m, rq[i].source, rgb, t, src_cls[i], res[i].r);
         ring_meta meta = {.target = t, .source_class = src_cls[i], .source_index = -1, .r = (float)res[i].r,
                           .snapshot_iter = m->st.snapshot_iter};
         ring_put(m->ring, rgb, &meta);
@@ -437,6 +481,7 @@ static void *module_sync_main(void *arg)
             if (kept) {
                 imgio_from_planar(img, m->W, m->H, rgb);
                 if ((rc = keep_sample(m, rgb, t, sc))) break;
+                grid_add(m, rq.source, rgb, t, sc, res.r);
                 meta.target = t, meta.source_class = sc, meta.r = (float)res.r;
                 generated++;
             }
@@ -522,6 +567,7 @@ static void module_free(module *m)
     free(m->kept), free(m->kept_target), free(m->kept_source);
     free(m->members), free(m->count), free(m->mean_imgs), free(m->mean_counts);
     free(m->eligible), free(m->made), free(m->conf);
+    free(m->grid), free(m->grid_tmp);
     backbone_net_free(m->stage);
     for (int i = 0; i < m->n_hist; i++) {
         if (m->hist_net) backbone_net_free(m->hist_net[i]);
@@ -599,6 +645,11 @@ module *module_start(const module_opts *o)
     }
     genie_image_size(m->g, &m->W, &m->H);
     m->nrgb = (size_t)m->W * m->H * 3;
+    if (o->grid_path && (!(m->grid = calloc(GRID_ROWS * 2, m->nrgb)) ||
+                         !(m->grid_tmp = malloc(sizeof(float) * 3 * m->W * m->H)))) {
+        err_set("genie module: out of memory");
+        goto fail;
+    }
     if (!(m->ring = ring_create(c->ring, m->nrgb, c->reuse, c->sync))) goto fail;
     if (c->sync) {
         /* snapshots from the one the module works from up to the trainer's latest: the loader runs at most

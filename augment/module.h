@@ -37,6 +37,9 @@ typedef struct {
      * the loader may run ahead of training (its ring of batches) */
     uint64_t start;
     int start_iter, batch, lookahead;
+    /* optional: a PNG of the latest kept pairs (rows of source | generated) and its labels in grid_path.csv
+     * (source, target, r), rewritten as samples come */
+    const char *grid_path;
 } module_opts;
 
 typedef struct {

@@ -135,6 +135,7 @@ static int train(const train_args *a)
     loader *l = NULL;
     confusion live = {0};
     genie_cfg gcfg;
+    char grid_path[4400]; /* the module keeps the pointer for the whole run */
     module *gm = NULL;
     FILE *log = NULL;
     if (!dc.train) {
@@ -180,11 +181,12 @@ static int train(const train_args *a)
     if (gpath) {
         if (genie_cfg_read(gpath, &gcfg)) goto out;
         if (gcfg.mode != GENIE_MODE_NONE) {
+            snprintf(grid_path, sizeof grid_path, "%s/%s_genie_grid.png", dc.backup, base);
             module_opts mo = {.cfg = &gcfg, .cfg_path = gpath, .classes = ds.classes, .labels = ds.labels,
                               .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = a->cfg,
                               .seed = a->seed, .confusion = live_snapshot, .confusion_ctx = &live,
                               .start = *net->seen, .start_iter = (int)get_current_batch(net), .batch = imgs,
-                              .lookahead = loader_lookahead(&o)};
+                              .lookahead = loader_lookahead(&o), .grid_path = grid_path};
             if (!(gm = module_start(&mo))) goto out;
             module_snapshot(gm, net, (int)get_current_batch(net));
             o.genie = gm;

@@ -174,6 +174,19 @@ int main(void)
              run, run);
     int rc = check_sh(cmd, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "rows served, 0 short"), "sync runs differ or failed: %d %s", rc, out);
+    /* the inspection grid: 8 rows of source | generated (2 x 32 + 2 wide), labelled in its CSV */
+    img_u8 grid = {0};
+    CHECK(imgio_load("build/test_module_bk/fmnist-ft_genie_grid.png", 0, 0, &grid) == 0 && grid.w == 66 &&
+              grid.h == 8 * 34 - 2,
+          "grid PNG: %s %dx%d", err_msg(), grid.w, grid.h);
+    imgio_free(&grid);
+    FILE *gc = fopen("build/test_module_bk/fmnist-ft_genie_grid.png.csv", "r");
+    int lines = 0, few = 1;
+    char gl[256];
+    while (gc && fgets(gl, sizeof gl, gc))
+        if (lines++ > 0) few &= strstr(gl, ",tee,") || strstr(gl, ",coat,") || strstr(gl, ",shirt,");
+    if (gc) fclose(gc);
+    CHECK(lines == 9 && few, "grid CSV: %d lines, targets Few: %d", lines, few);
 
     w = fopen("build/test_module_cache.cfg", "w");
     fputs("[genie]\nmode=genie\nwarmup=0\nshare=0.1\nthreads=2\ncache=" CACHE "\n", w);
