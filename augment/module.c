@@ -63,7 +63,6 @@ struct module {
     module_stats st;
 };
 
-static double now(void) { return util_now(); }
 static int stopped(const module *m) { return __atomic_load_n(&m->stop, __ATOMIC_ACQUIRE); }
 
 static void sleep_ms(int ms)
@@ -289,6 +288,17 @@ static void count_kept(module *m, const genie_result *res)
     m->st.r_hist[c->mode == GENIE_MODE_ADA ? slot : 0]++;
 }
 
+/* A kept result as the module's image (u8), into the kept samples, the grid and the cache (sample number n). */
+static int keep_result(module *m, const genie_request *rq, const genie_result *res, int src_cls, uint64_t n,
+                       unsigned char *rgb)
+{
+    imgio_from_planar(res->image, m->W, m->H, rgb);
+    if (keep_sample(m, rgb, rq->target, src_cls)) return -1;
+    grid_add(m, rq->source, rgb, rq->target, src_cls, res->r);
+    if (m->cache_index) cache_write(m, rgb, rq->target, src_cls, res->r, n);
+    return 0;
+}
+
 /* Plans, generates and keeps one engine batch. 0, or -1 + err_msg() (a stop returns 0). */
 static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_result *res, img_u8 *src, int *src_cls,
                           float *imgs, unsigned char *rgb)
@@ -321,9 +331,9 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
         sleep_ms(5);
         return 0;
     }
-    double t0 = now();
+    double t0 = util_now();
     int rc = genie_run(m->g, rq, nq, res);
-    double dt = now() - t0;
+    double dt = util_now() - t0;
     if (rc) {
         pthread_mutex_lock(&m->mu);
         for (int i = 0; i < nq; i++) m->made[rq[i].target]--;
@@ -344,13 +354,10 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
         count_kept(m, &res[i]);
         uint64_t n = m->st.kept;
         pthread_mutex_unlock(&m->mu);
-        imgio_from_planar(res[i].image, m->W, m->H, rgb);
-        if (keep_sample(m, rgb, t, src_cls[i])) return -1;
-        grid_add(m, rq[i].source, rgb, t, src_cls[i], res[i].r);
+        if (keep_result(m, &rq[i], &res[i], src_cls[i], n, rgb)) return -1;
         ring_meta meta = {.target = t, .source_class = src_cls[i], .source_index = -1, .r = (float)res[i].r,
                           .snapshot_iter = m->st.snapshot_iter};
         ring_put(m->ring, rgb, &meta);
-        if (m->cache_index) cache_write(m, rgb, t, src_cls[i], res[i].r, n);
     }
     return 0;
 }
@@ -462,14 +469,14 @@ static void *module_sync_main(void *arg)
             int t = rq.target;
             rq.stream = s;
             res.image = img;
-            double t0 = now();
+            double t0 = util_now();
             if (genie_run(m->g, &rq, 1, &res)) {
                 rc = stopped(m) ? 0 : -1;
                 break;
             }
             pthread_mutex_lock(&m->mu);
             m->st.requests++;
-            m->st.gen_seconds += now() - t0;
+            m->st.gen_seconds += util_now() - t0;
             if (res.nonfinite) {
                 m->st.dropped++;
             } else {
@@ -479,9 +486,7 @@ static void *module_sync_main(void *arg)
             }
             pthread_mutex_unlock(&m->mu);
             if (kept) {
-                imgio_from_planar(img, m->W, m->H, rgb);
-                if ((rc = keep_sample(m, rgb, t, sc))) break;
-                grid_add(m, rq.source, rgb, t, sc, res.r);
+                if ((rc = keep_result(m, &rq, &res, sc, generated, rgb))) break;
                 meta.target = t, meta.source_class = sc, meta.r = (float)res.r;
                 generated++;
             }

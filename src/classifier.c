@@ -81,7 +81,7 @@ static void print_accuracy(confusion *conf, const dataset *ds, const int *train_
         if (train_count) {
             enum shot_group g = dataset_shot_group(train_count[c]);
             printf(" %10d", train_count[c]);
-            grp_hit[g] += confusion_class_accuracy(conf, c) * tot;
+            grp_hit[g] += confusion_count(conf, c, c);
             grp_tot[g] += tot;
         }
         printf("\n");

@@ -84,13 +84,18 @@ double confusion_class_total(confusion *c, int t)
     return s;
 }
 
+double confusion_count(confusion *c, int t, int p)
+{
+    pthread_mutex_lock(&c->mu);
+    double v = c->m[t * c->classes + p] * c->g;
+    pthread_mutex_unlock(&c->mu);
+    return v;
+}
+
 double confusion_class_accuracy(confusion *c, int t)
 {
     double tot = confusion_class_total(c, t);
-    pthread_mutex_lock(&c->mu);
-    double hit = c->m[t * c->classes + t] * c->g;
-    pthread_mutex_unlock(&c->mu);
-    return tot > 0 ? hit / tot : 0;
+    return tot > 0 ? confusion_count(c, t, t) / tot : 0;
 }
 
 double confusion_accuracy(confusion *c)

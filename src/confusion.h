@@ -29,6 +29,8 @@ void confusion_update_soft(confusion *c, const int *truth, const float *probs, i
 double confusion_accuracy(confusion *c);
 double confusion_class_accuracy(confusion *c, int truth);
 double confusion_class_total(confusion *c, int truth);
+/* The (scaled) entry of true class t predicted as p. */
+double confusion_count(confusion *c, int t, int p);
 /* Writes the matrix as CSV (header of labels, one row per true class) through a temp file and rename. */
 int confusion_write_csv(confusion *c, char *const *labels, const char *path);
 

@@ -146,6 +146,21 @@ static int decode_or_replace(loader *l, uint64_t k, int idx, uint64_t purpose, s
     return -1;
 }
 
+/* A sample's label with weight lam, then label smoothing: all on its class, or, with gen_soft, a generated
+ * sample's mass shared with its source's class (source < 0 or the same class: all on the target). */
+static void add_label(const loader *l, float *y, int target, int source, float lam)
+{
+    const loader_opts *o = &l->o;
+    if (o->gen_soft > 0 && source >= 0 && source != target) {
+        y[target] += lam * (float)(1 - o->gen_soft);
+        y[source] += lam * (float)o->gen_soft;
+    } else {
+        y[target] += lam;
+    }
+    if (o->label_smooth > 0)
+        for (int j = 0; j < l->classes; j++) y[j] = y[j] * (1 - o->label_smooth) + o->label_smooth / l->classes;
+}
+
 /* Fills row i of the slot with sample k: image, augmentation, optional mixup/cutmix partner, soft labels. */
 static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t *gen_next)
 {
@@ -165,14 +180,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
         s->b.index[i] = -1;
         s->b.truth[i] = -1;
         transform_sample(&o->aug, &sc->img, &g, x, sc->tmp);
-        if (o->gen_soft > 0 && source >= 0 && source != target) {
-            y[target] += (float)(1 - o->gen_soft);
-            y[source] += (float)o->gen_soft;
-        } else {
-            y[target] += 1;
-        }
-        if (o->label_smooth > 0)
-            for (int j = 0; j < l->classes; j++) y[j] = y[j] * (1 - o->label_smooth) + o->label_smooth / l->classes;
+        add_label(l, y, target, source, 1);
         return 0;
     }
     int idx = loader_sample_index(o, k);
@@ -215,14 +223,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
         }
         y[o->ds->cls[other]] += 1 - lam;
     }
-    if (o->gen_soft > 0 && ds->src_cls[idx] >= 0 && ds->src_cls[idx] != ds->cls[idx]) {
-        y[ds->cls[idx]] += lam * (float)(1 - o->gen_soft);
-        y[ds->src_cls[idx]] += lam * (float)o->gen_soft;
-    } else {
-        y[ds->cls[idx]] += lam;
-    }
-    if (o->label_smooth > 0)
-        for (int j = 0; j < l->classes; j++) y[j] = y[j] * (1 - o->label_smooth) + o->label_smooth / l->classes;
+    add_label(l, y, ds->cls[idx], ds->src_cls ? ds->src_cls[idx] : -1, lam);
     s->b.truth[i] = lam == 1 && idx < ds->n_real ? ds->cls[idx] : -1;
     return 0;
 }

@@ -8,6 +8,7 @@
 #include "prepare.h"
 #include "err.h"
 #include "imgio.h"
+#include "resample.h"
 #include "util.h"
 #include "philox.h"
 
@@ -279,9 +280,10 @@ int prepare_big_jpegs(const char *from, const char *out, int n, int w, int h, in
     snprintf(list_path, sizeof list_path, "%s/train.list", out);
     FILE *list = util_open_tmp(list_path, tmp, sizeof tmp);
     unsigned char *rgb = malloc((size_t)w * h * 3);
+    float *up = malloc(sizeof(float) * 3 * w * h);
     img_u8 src = {0};
-    int done = 0, rc = list && rgb ? 0 : -1;
-    if (list && !rgb) err_set("%s: out of memory", out);
+    int done = 0, rc = list && rgb && up ? 0 : -1;
+    if (list && (!rgb || !up)) err_set("%s: out of memory", out);
     while (rc == 0 && done < n && fgets(line, sizeof line, in)) {
         line[strcspn(line, "\n")] = 0;
         const char *base = strrchr(line, '/');
@@ -290,23 +292,19 @@ int prepare_big_jpegs(const char *from, const char *out, int n, int w, int h, in
             rc = -1;
             break;
         }
-        /* bilinear upscale of the gray garment, a per-image tint and pixel noise: photo-sized, photo-like
-         * JPEG work (chroma, texture), the class still in the name */
+        /* the garment upscaled (the engine's resampler), a per-image tint and pixel noise: photo-sized,
+         * photo-like JPEG work (chroma, texture), the class still in the name */
+        if (resample_to_planar(&src, w, h, up)) {
+            rc = -1;
+            break;
+        }
         philox_t g;
         philox_init(&g, seed, philox_mix((uint64_t)done, PHILOX_BIG_JPEG));
         float tint[3] = {philox_range(&g, 0.6f, 1.2f), philox_range(&g, 0.6f, 1.2f), philox_range(&g, 0.6f, 1.2f)};
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++) {
-                float sx = (x + 0.5f) * src.w / w - 0.5f, sy = (y + 0.5f) * src.h / h - 0.5f;
-                int x0 = sx < 0 ? 0 : (int)sx, y0 = sy < 0 ? 0 : (int)sy;
-                int x1 = x0 + 1 < src.w ? x0 + 1 : x0, y1 = y0 + 1 < src.h ? y0 + 1 : y0;
-                float fx = sx - x0 < 0 ? 0 : sx - x0, fy = sy - y0 < 0 ? 0 : sy - y0;
-                float v = (1 - fy) * ((1 - fx) * src.rgb[3 * (y0 * src.w + x0)] + fx * src.rgb[3 * (y0 * src.w + x1)]) +
-                          fy * ((1 - fx) * src.rgb[3 * (y1 * src.w + x0)] + fx * src.rgb[3 * (y1 * src.w + x1)]);
-                for (int c = 0; c < 3; c++) {
-                    float p = v * tint[c] + philox_range(&g, -12.0f, 12.0f) + 20;
-                    rgb[3 * ((size_t)y * w + x) + c] = (unsigned char)(p < 0 ? 0 : p > 255 ? 255 : p);
-                }
+        for (size_t p = 0; p < (size_t)w * h; p++)
+            for (int c = 0; c < 3; c++) {
+                float v = up[(size_t)c * w * h + p] * 255 * tint[c] + philox_range(&g, -12.0f, 12.0f) + 20;
+                rgb[3 * p + c] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
             }
         snprintf(path, sizeof path, "%s/images/%s", out, base);
         if (imgio_write(path, rgb, w, h, quality)) {
@@ -319,6 +317,7 @@ int prepare_big_jpegs(const char *from, const char *out, int n, int w, int h, in
     fclose(in);
     if (rc == 0 && done < n) rc = err_set("%s: only %d images, %d asked", in_list, done, n);
     free(rgb);
+    free(up);
     imgio_free(&src);
     if (list && rc == 0) return util_commit(list, tmp, list_path);
     if (list) {
