@@ -10,13 +10,15 @@
  *   targets=few                    few (classes with < 20 training images) | all | a comma list of labels
  *   sources=confused               confused (top_k most confused with the target) | random | same
  *   top_k=4  quota=50              sources per target; generated samples per target
- *   share=0.25                     share of each batch's rows taken from generated samples
+ *   share=0.25                     share of each batch's rows taken from generated samples (with tail_share in
+ *                                  the .data: share of the tail rows, so generated samples enter only there)
  *   ring=64  reuse=4               samples resident at once; takes before a sample retires
  *   snapshot_every=100             iterations between copies of the trainer's weights into f_theta
  *   embed_layer=-1                 f_theta's layer (-1: the input of the last connected/convolutional layer)
  *   threads=1  batch=10            the module's CPU threads; engine items per call
  *   cache=                         directory of kept samples reused across runs (empty: no cache)
- *   warmup=200                     iterations before the planner trusts the confusion statistics
+ *   warmup=200                     iterations of this run before the planner trusts the confusion statistics;
+ *                                  no generated rows before (sync: nor for the loader's lookahead after)
  *   sync=0                         1: the loader waits for the module's k-th sample (deterministic, slower)
  *
  * Every key is optional. An unknown key, a bad value, a second [section] or a missing model stops the run before

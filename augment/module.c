@@ -1,6 +1,7 @@
 #include "module.h"
 #include "backbone.h"
 #include "err.h"
+#include "font.h"
 #include "genie.h"
 #include "philox.h"
 #include "planner.h"
@@ -47,8 +48,9 @@ struct module {
     FILE *cache_index;
     /* the inspection grid: the last GRID_ROWS kept pairs (source | generated), written every GRID_ROWS kept */
     unsigned char *grid;            /* GRID_ROWS x 2 images of W x H x 3 */
-    int grid_target[8], grid_source[8], grid_n, grid_next;
-    float grid_r[8], *grid_tmp;
+    int grid_target[GRID_ROWS], grid_source[GRID_ROWS], grid_n, grid_next;
+    float grid_r[GRID_ROWS], *grid_tmp;
+    font *font;                     /* darknet's alphabet for the grid's labels (NULL: labels in the CSV only) */
     unsigned settings;              /* hash of what makes a cached sample reusable */
     /* sync=1: snapshots kept by iteration (f_theta's parameters and the confusion), the module's position */
     struct network **hist_net;
@@ -70,6 +72,10 @@ static void sleep_ms(int ms)
     struct timespec ts = {0, ms * 1000000L};
     nanosleep(&ts, NULL);
 }
+
+/* The first iteration whose confusion statistics the planner trusts: warmup iterations into this run (the live
+ * statistics start empty, resumed or not). */
+static int trust_iter(const module *m) { return m->o.start_iter + m->cfg.warmup; }
 
 /* FNV-1a over the settings that change what a sample looks like */
 static unsigned settings_hash(const genie_cfg *c)
@@ -174,15 +180,26 @@ static void grid_add(module *m, const img_u8 *src, const unsigned char *gen, int
     m->grid_target[row] = target, m->grid_source[row] = source, m->grid_r[row] = (float)r;
     if (m->grid_n < GRID_ROWS) m->grid_n++;
     if (m->grid_next % GRID_ROWS) return;
-    /* 2 columns with a 2-pixel gap, rows 2 pixels apart */
-    int gw = 2 * m->W + 2, gh = GRID_ROWS * (m->H + 2) - 2;
-    unsigned char *img = calloc((size_t)gw * gh * 3, 1);
+    /* source | generated | "S -> T  r 0.80" on white, 2-pixel gaps, rows 2 pixels apart */
+    char text[GRID_ROWS][200];
+    int tw = 0;
+    for (int r0 = 0; r0 < m->grid_n; r0++) {
+        snprintf(text[r0], sizeof text[r0], "%s -> %s  r %.2f",
+                 m->grid_source[r0] >= 0 ? m->o.labels[m->grid_source[r0]] : "(text)", m->o.labels[m->grid_target[r0]],
+                 m->grid_r[r0]);
+        if (m->font && font_width(m->font, text[r0]) > tw) tw = font_width(m->font, text[r0]);
+    }
+    int gw = 2 * m->W + 2 + (tw ? tw + 6 : 0), gh = GRID_ROWS * (m->H + 2) - 2;
+    unsigned char *img = malloc((size_t)gw * gh * 3);
     if (!img) return;
-    for (int r0 = 0; r0 < m->grid_n; r0++)
+    memset(img, 255, (size_t)gw * gh * 3);
+    for (int r0 = 0; r0 < m->grid_n; r0++) {
         for (int c = 0; c < 2; c++)
             for (int y = 0; y < m->H; y++)
                 memcpy(img + (((size_t)r0 * (m->H + 2) + y) * gw + (size_t)c * (m->W + 2)) * 3,
                        m->grid + ((size_t)r0 * 2 + c) * m->nrgb + (size_t)y * m->W * 3, (size_t)m->W * 3);
+        if (tw) font_draw(m->font, img, gw, gh, 2 * m->W + 6, r0 * (m->H + 2) + (m->H - font_height(m->font)) / 2, text[r0]);
+    }
     if (imgio_write(m->o.grid_path, img, gw, gh, 0)) fprintf(stderr, "genie module: %s\n", err_msg());
     free(img);
     char csv[1100], tmp[1200];
@@ -382,7 +399,7 @@ static void *module_main(void *arg)
         ring_put(m->ring, m->kept[i], &meta);
     }
     while (rc == 0 && !stopped(m)) {
-        if (__atomic_load_n(&m->iter, __ATOMIC_ACQUIRE) < m->cfg.warmup ||
+        if (__atomic_load_n(&m->iter, __ATOMIC_ACQUIRE) < trust_iter(m) ||
             (m->cfg.mode == GENIE_MODE_ADA && !__atomic_load_n(&m->have_snapshot, __ATOMIC_ACQUIRE))) {
             sleep_ms(10);
             continue;
@@ -457,6 +474,7 @@ static void *module_sync_main(void *arg)
         int b = (int)((k - m->o.start) / (uint64_t)m->o.batch);
         /* the last snapshot point the trainer has surely passed when the loader fills batch b */
         int due = m->o.start_iter + b - m->o.lookahead, it = m->o.start_iter;
+        if (due >= trust_iter(m) && trust_iter(m) > it) it = trust_iter(m);
         if (due > it && due / c->snapshot_every * c->snapshot_every > it) it = due / c->snapshot_every * c->snapshot_every;
         if ((rc = use_snapshot(m, it)) || stopped(m)) break;
         ring_meta meta = {.source_index = -1, .snapshot_iter = it};
@@ -573,6 +591,7 @@ static void module_free(module *m)
     free(m->members), free(m->count), free(m->mean_imgs), free(m->mean_counts);
     free(m->eligible), free(m->made), free(m->conf);
     free(m->grid), free(m->grid_tmp);
+    font_free(m->font);
     backbone_net_free(m->stage);
     for (int i = 0; i < m->n_hist; i++) {
         if (m->hist_net) backbone_net_free(m->hist_net[i]);
@@ -655,12 +674,14 @@ module *module_start(const module_opts *o)
         err_set("genie module: out of memory");
         goto fail;
     }
+    if (o->grid_path && !(m->font = font_load(FONT_DARKNET_DIR, 0)))
+        fprintf(stderr, "genie module: %s: the grid's labels are only in %s.csv\n", err_msg(), o->grid_path);
     if (!(m->ring = ring_create(c->ring, m->nrgb, c->reuse, c->sync))) goto fail;
     if (c->sync) {
         /* snapshots from the one the module works from up to the trainer's latest: the loader runs at most
          * lookahead batches ahead of training, so this many suffice and the trainer never waits for a slot
          * for long */
-        m->n_hist = o->lookahead / c->snapshot_every + 3;
+        m->n_hist = o->lookahead / c->snapshot_every + 4;
         m->hist_net = calloc(m->n_hist, sizeof *m->hist_net);
         m->hist_conf = calloc(m->n_hist, sizeof *m->hist_conf);
         m->hist_iter = malloc(m->n_hist * sizeof *m->hist_iter);
@@ -724,7 +745,8 @@ void module_stop(module *m)
  * oldest) */
 static int snapshot_sync(module *m, const struct network *trainer, int iter)
 {
-    if (iter <= m->last_pub || (iter % m->cfg.snapshot_every && iter != m->o.start_iter)) return 0;
+    if (iter <= m->last_pub || (iter % m->cfg.snapshot_every && iter != m->o.start_iter && iter != trust_iter(m)))
+        return 0;
     pthread_mutex_lock(&m->stage_mu);
     int h = -1;
     while (!stopped(m)) {
@@ -771,6 +793,13 @@ int module_snapshot(module *m, const struct network *trainer, int iter)
 int module_wants(const module *m, uint64_t k)
 {
     if (m->cfg.share <= 0) return 0;
+    /* no generated rows before the planner trusts the statistics; in sync mode not before the first batch
+     * whose sample is planned from a snapshot taken after that */
+    if (m->o.batch > 0) {
+        int it = m->o.start_iter + (int)((k - m->o.start) / (uint64_t)m->o.batch);
+        if (it < trust_iter(m) + (m->cfg.sync ? m->o.lookahead : 0)) return 0;
+    }
+    if (m->o.row_gate && !m->o.row_gate(m->o.row_gate_ctx, k)) return 0;
     uint32_t w[4];
     philox_block(m->o.seed, philox_mix(k, PHILOX_GENERATED_ROW), 0, w);
     return w[0] * (1.0 / 4294967296.0) < m->cfg.share;

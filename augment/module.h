@@ -33,13 +33,17 @@ typedef struct {
     /* a consistent copy of the live confusion matrix (classes x classes, truth rows) */
     void (*confusion)(void *ctx, double *m);
     void *confusion_ctx;
-    /* sync=1 only: the trainer's first sample number and iteration, rows per iteration, and how many batches
-     * the loader may run ahead of training (its ring of batches) */
+    /* the trainer's first sample number and iteration and its rows per iteration (which rows come before warmup
+     * ends); sync=1 also needs how many batches the loader may run ahead of training (its ring of batches) */
     uint64_t start;
     int start_iter, batch, lookahead;
     /* optional: a PNG of the latest kept pairs (rows of source | generated) and its labels in grid_path.csv
      * (source, target, r), rewritten as samples come */
     const char *grid_path;
+    /* optional: the rows that may take a generated sample at all (the trainer's tail rows when its recipe has a
+     * tail share, so generated samples enter only there, as in the offline recipe); share applies among them */
+    int (*row_gate)(const void *ctx, uint64_t k);
+    const void *row_gate_ctx;
 } module_opts;
 
 typedef struct {
@@ -64,7 +68,8 @@ void module_stop(module *m);
  * f_theta; never waits. Returns 1 when a snapshot was taken. */
 struct network;
 int module_snapshot(module *m, const struct network *trainer, int iter);
-/* Loader threads: whether sample k's row takes a generated sample (share, Philox-keyed by (seed, k)). */
+/* Loader threads: whether sample k's row takes a generated sample: share (Philox-keyed by (seed, k)) of the rows
+ * row_gate lets through, none before warmup iterations of this run (in sync mode warmup + lookahead). */
 int module_wants(const module *m, uint64_t k);
 /* sync=1: the loader numbers the rows that want a sample in sample order (j = 0, 1, ...) and row j waits for
  * sample j / reuse, which the module plans from the snapshot (parameters and confusion) the trainer took at a

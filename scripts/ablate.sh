@@ -16,6 +16,9 @@
 #   genie                50 per Few class: images of its top-4 confused classes at r 0.8 under its prompt
 #   genie-ada            the same pairs, r chosen per pair by GeNIe-Ada over 0.5..0.9 with f_theta = the plain
 #                        model (the paper's frozen backbone)
+#   online-genie         the same, made during fine-tuning by the online module (cfg/fmnist-genie.cfg, sync=1):
+#   online-genie-ada     sources from the live confusion, Ada's f_theta = the network being trained; they take
+#                        0.8 of the tail rows, about the offline arms' share of generated images there
 # The recipe (every arm, from the environment): TAIL_SHARE (default 0.25), GEN_SOFT (0), RT_P (0.5: real images
 # replaced by their VAE round trip with this probability, so "looks generated" carries no label).
 # Many/Medium/Few always by the split's real per-class counts. Results: OUT/results.csv (arm,seed,top1,many,
@@ -31,7 +34,7 @@ LIST=${1:-data/fmnist/lt/train.list}
 NAME=$(basename "$(dirname "$LIST")")
 OUT=${OUT:-build/ablate/$NAME}
 SEEDS=${SEEDS:-1 2 3}
-ARMS=${ARMS:-none weak strong cutmix mixup img2img-L img2img-H txt2img genie genie-ada}
+ARMS=${ARMS:-none weak strong cutmix mixup img2img-L img2img-H txt2img genie genie-ada online-genie online-genie-ada}
 MODEL=${MODEL:-data/models/fmnist-ldm}
 PER_CLASS=${PER_CLASS:-50}
 GUIDANCE=${GUIDANCE:-3}
@@ -126,6 +129,14 @@ generated=$d/gen/$arm.index.csv"
                 key=$arm=1
                 case $arm in weak|strong) key=augment=$arm ;; esac
                 sed "s/^\[net\]$/[net]\n$key/" cfg/fmnist-ft.cfg > "$cfg" ;;
+        esac
+        case $arm in
+            online-*)
+                gcfg=$OUT/cfg/$arm.cfg
+                sed "s/^mode=.*/mode=${arm#online-}/; s/^threads=.*/threads=$THREADS/; s|^model=.*|model=$MODEL|; s/^guidance=.*/guidance=$GUIDANCE/; s/^steps=.*/steps=$STEPS/" \
+                    cfg/fmnist-genie.cfg > "$gcfg"
+                extra="$extra
+genie=$gcfg" ;;
         esac
         mkdata "$d/$arm.data" "$d/$arm" "$extra"
         echo "== seed $1: $arm"

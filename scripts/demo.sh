@@ -1,16 +1,55 @@
 #!/bin/sh
 # The main job on the bundled defaults: Fashion-MNIST-LT prepared from Debian's dataset-fashion-mnist, a darknet
 # classifier trained on it by genie, then validated: per-class, Many/Medium/Few accuracy and the confusion matrix.
-# Last, the bundled diffusion model makes GeNIe hard negatives from a tail-class image: a sweep strip over r.
+# Then the long-tail fine-tuning recipe (cfg/fmnist-ft.cfg from that model, tail_share 0.25, VAE round trips of
+# real images with p 0.5) twice, the same seed and schedule: without GeNIe, and with online GeNIe-Ada
+# (cfg/fmnist-genie.cfg: the bundled diffusion model makes hard negatives for the Few classes during training,
+# its noise ratio chosen per sample from the network being trained); Many/Medium/Few side by side.
+# Last, a GeNIe sweep strip over r from a tail-class image.
 set -e
 cd "$(dirname "$0")/.."
+SEED=${SEED:-1}
+B=backup/fmnist-lt
 [ -f data/fmnist/lt/train.list ] || ./genie prepare fmnist data/fmnist
-./genie classifier train cfg/fmnist-lt.data cfg/fmnist.cfg ${SEED:+-seed $SEED} 2>&1 |
+./genie classifier train cfg/fmnist-lt.data cfg/fmnist.cfg -seed "$SEED" 2>&1 |
     awk 'NR % 100 == 0 || /img\/s, waited|saved|error|genie:/'
-./genie classifier valid cfg/fmnist-lt.data cfg/fmnist.cfg backup/fmnist-lt/fmnist.weights 2>&1 | grep -v '^ \|^layer\|^Loading'
+./genie classifier valid cfg/fmnist-lt.data cfg/fmnist.cfg $B/fmnist.weights 2>&1 | grep -v '^ \|^layer\|^Loading'
+
+mkdata() {   # name [extra lines]
+    n=$1; shift
+    { sed "s|^backup=.*|backup=$B/$n|" cfg/fmnist-lt.data; for l in "$@"; do echo "$l"; done; } > "$B/$n.data"
+}
+echo "== VAE round trips of the training images (real images that look generated carry no label information)"
+mkdata plain
+if [ ! -f $B/roundtrip.done ]; then
+    ./genie plan $B/plain.data -mode roundtrip -dir $B/roundtrip -o $B/roundtrip.csv
+    ./genie generate $B/roundtrip.csv -data $B/plain.data -model data/models/fmnist-ldm -batch 32 \
+        -index $B/roundtrip.index.csv 2>&1 | tail -n 1
+    touch $B/roundtrip.done
+fi
+recipe="tail_share=0.25
+roundtrip=$B/roundtrip.index.csv
+roundtrip_p=0.5"
+mkdata ft-none "$recipe"
+mkdata ft-genie-ada "$recipe" "genie=cfg/fmnist-genie.cfg"
+for arm in ft-none ft-genie-ada; do
+    echo "== fine-tuning on the tail: $arm"
+    ./genie classifier train $B/$arm.data cfg/fmnist-ft.cfg $B/fmnist.weights -clear -seed "$SEED" 2>&1 |
+        awk 'NR % 50 == 0 || /img\/s, waited|saved|error|genie|GeNIe|r histogram|target/'
+done
+echo "== long-tail fine-tuning, seed $SEED, validated on the 10000 test images"
+printf '%-22s %7s %7s %7s %7s\n' arm top-1 Many Medium Few
+for arm in ft-none ft-genie-ada; do
+    ./genie classifier valid $B/$arm.data cfg/fmnist-ft.cfg $B/$arm/fmnist-ft.weights 2>/dev/null |
+        awk -v arm="$([ $arm = ft-none ] && echo "without GeNIe" || echo "online GeNIe-Ada")" '
+            /^top-1:/ { t = $2 } /^Many/ { m = $NF } /^Medium/ { md = $NF } /^Few/ { f = $NF }
+            $3 ~ /^[0-9.]+$/ && $4 ~ /^[0-9]+$/ && $4 < 20 { few = few sprintf(" %s %s", $1, $3) }
+            END { printf "%-22s %7s %7s %7s %7s   Few classes:%s\n", arm, t, m, md, f, few }'
+done
+echo "GeNIe-Ada's latest samples (source | generated | S -> T, r): $B/ft-genie-ada/fmnist-ft_genie_grid.png"
 
 # A GeNIe sweep with the bundled model (data/models/fmnist-ldm): a coat (a Few class here), denoised towards
 # "A photo of a pullover", the class it is most confused with, at r = 0.1 ... 1.0.
 ./genie sweep -i data/fmnist/images/test/00010_coat.jpg -p "A photo of a pullover" -guidance 3 -steps 25 \
-    -o backup/fmnist-lt/genie_sweep_coat_pullover.png
-echo "GeNIe sweep (coat -> pullover, r = 0.1 ... 1.0): backup/fmnist-lt/genie_sweep_coat_pullover.png"
+    -o $B/genie_sweep_coat_pullover.png
+echo "GeNIe sweep (coat -> pullover, r = 0.1 ... 1.0): $B/genie_sweep_coat_pullover.png"

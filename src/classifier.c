@@ -186,12 +186,14 @@ static int train(const train_args *a)
                               .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = a->cfg,
                               .seed = a->seed, .confusion = live_snapshot, .confusion_ctx = &live,
                               .start = *net->seen, .start_iter = (int)get_current_batch(net), .batch = imgs,
-                              .lookahead = loader_lookahead(&o), .grid_path = grid_path};
+                              .lookahead = loader_lookahead(&o), .grid_path = grid_path,
+                              .row_gate = o.tail_share > 0 ? loader_tail_row : NULL, .row_gate_ctx = &o};
             if (!(gm = module_start(&mo))) goto out;
             module_snapshot(gm, net, (int)get_current_batch(net));
             o.genie = gm;
-            fprintf(stderr, "online GeNIe (%s): mode %s, share %g of each batch, quota %d per target, warmup %d\n",
-                    gpath, genie_mode_name(gcfg.mode), gcfg.share, gcfg.quota, gcfg.warmup);
+            fprintf(stderr, "online GeNIe (%s): mode %s, share %g of %s, quota %d per target, warmup %d\n", gpath,
+                    genie_mode_name(gcfg.mode), gcfg.share, o.tail_share > 0 ? "the tail rows" : "each batch",
+                    gcfg.quota, gcfg.warmup);
         }
     }
     l = loader_start(&o);

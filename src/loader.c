@@ -76,18 +76,33 @@ static int tail_index(const dataset *ds, philox_t *g)
     return -1;
 }
 
+/* Whether sample k's row is drawn from the tail (tail_share); g is left for tail_index. */
+static int tail_draw(const loader_opts *o, uint64_t k, philox_t *g)
+{
+    if (!(o->tail_share > 0 && o->sampling != SAMPLE_SEQUENTIAL)) return 0;
+    philox_init(g, o->seed, philox_mix(k, PHILOX_TAIL));
+    return philox_uniform(g) < o->tail_share;
+}
+
+int loader_tail_row(const void *opts, uint64_t k)
+{
+    const loader_opts *o = opts;
+    philox_t g;
+    if (!tail_draw(o, k, &g)) return 0;
+    for (int c = 0; c < o->ds->classes; c++)
+        if (dataset_shot_group(o->ds->real_count[c]) == SHOT_FEW && o->ds->count[c] > 0) return 1;
+    return 0;
+}
+
 int loader_sample_index(const loader_opts *o, uint64_t k)
 {
     const dataset *ds = o->ds;
     /* with a tail share, generated samples enter only through the tail rows */
     uint64_t n = (uint64_t)(o->tail_share > 0 && o->sampling != SAMPLE_SEQUENTIAL ? ds->n_real : ds->n);
     philox_t g;
-    if (o->tail_share > 0 && o->sampling != SAMPLE_SEQUENTIAL) {
-        philox_init(&g, o->seed, philox_mix(k, PHILOX_TAIL));
-        if (philox_uniform(&g) < o->tail_share) {
-            int idx = tail_index(ds, &g);
-            if (idx >= 0) return idx;
-        }
+    if (tail_draw(o, k, &g)) {
+        int idx = tail_index(ds, &g);
+        if (idx >= 0) return idx;
     }
     switch (o->sampling) {
     case SAMPLE_SHUFFLE: return (int)permute(k % n, n, o->seed, k / n);

@@ -66,5 +66,8 @@ void loader_stop(loader *l);
 
 /* The dataset index of sample number k under opts' sampling, without bad-image replacement. */
 int loader_sample_index(const loader_opts *o, uint64_t k);
+/* Whether sample k's row is a tail row (tail_share, a Few class present): the online module's row gate, so that
+ * with a tail share generated samples take only tail rows. opts is a loader_opts. */
+int loader_tail_row(const void *opts, uint64_t k);
 
 #endif

@@ -5,11 +5,13 @@
 #include "check.h"
 #include "dataset.h"
 #include "err.h"
+#include "font.h"
 #include "genie_cfg.h"
 #include "module.h"
 #include "netio.h"
 #include "util.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,8 @@ static module *start(genie_cfg *c)
                      .confusion = planted};
     return module_start(&o);
 }
+
+static int even_rows(const void *ctx, uint64_t k) { return (int)(intptr_t)ctx && k % 2 == 0; }
 
 /* waits up to `s` seconds for `want` kept samples */
 static int wait_kept(module *m, int want, double s)
@@ -102,6 +106,27 @@ int main(void)
     module_get_stats(m, &st);
     CHECK(st.shortfall >= 1, "an empty ring did not count a shortfall");
     module_stop(m);
+
+    /* which rows take generated samples: none in the run's first warmup iterations, then share of the rows the
+     * gate lets through (the trainer's tail rows) and no other */
+    {
+        genie_cfg cw = c;
+        cw.share = 0.5, cw.warmup = 3, cw.cache[0] = 0;
+        module_opts o = {.cfg = &cw, .cfg_path = "test.cfg", .classes = ds.classes, .labels = ds.labels,
+                         .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = "cfg/fmnist.cfg",
+                         .seed = 3, .confusion = planted, .start = 1000, .start_iter = 7, .batch = 10,
+                         .row_gate = even_rows, .row_gate_ctx = (void *)1};
+        module *mw = module_start(&o);
+        CHECK(mw != NULL, "start: %s", err_msg());
+        int early = 0, odd = 0, even = 0, n_even = 0;
+        for (uint64_t k = 1000; mw && k < 1030; k++) early += module_wants(mw, k);
+        for (uint64_t k = 1030; mw && k < 5030; k++)
+            if (k % 2) odd += module_wants(mw, k);
+            else even += module_wants(mw, k), n_even++;
+        CHECK(early == 0 && odd == 0 && even > 0.45 * n_even && even < 0.55 * n_even,
+              "rows wanted: %d in warmup, %d outside the gate, %d of %d inside", early, odd, even, n_even);
+        module_stop(mw);
+    }
 
     /* a second start reuses the cache (quotas met: no generation at all); a damaged line is named and skipped */
     FILE *f = fopen(CACHE "/index.csv", "a");
@@ -174,19 +199,33 @@ int main(void)
              run, run);
     int rc = check_sh(cmd, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "rows served, 0 short"), "sync runs differ or failed: %d %s", rc, out);
-    /* the inspection grid: 8 rows of source | generated (2 x 32 + 2 wide), labelled in its CSV */
-    img_u8 grid = {0};
-    CHECK(imgio_load("build/test_module_bk/fmnist-ft_genie_grid.png", 0, 0, &grid) == 0 && grid.w == 66 &&
-              grid.h == 8 * 34 - 2,
-          "grid PNG: %s %dx%d", err_msg(), grid.w, grid.h);
-    imgio_free(&grid);
+    /* the inspection grid: 8 rows of source | generated (2 x 32 + 2 wide) | "S -> T  r 0.80" in darknet's
+     * alphabet, and the same labels in its CSV */
     FILE *gc = fopen("build/test_module_bk/fmnist-ft_genie_grid.png.csv", "r");
-    int lines = 0, few = 1;
-    char gl[256];
-    while (gc && fgets(gl, sizeof gl, gc))
-        if (lines++ > 0) few &= strstr(gl, ",tee,") || strstr(gl, ",coat,") || strstr(gl, ",shirt,");
+    int lines = 0, few = 1, tw = 0;
+    char gl[256], src_l[64], dst_l[64], text[200];
+    float gr;
+    font *fnt = font_load(FONT_DARKNET_DIR, 0);
+    CHECK(fnt != NULL, "darknet's alphabet: %s", err_msg());
+    while (gc && fgets(gl, sizeof gl, gc)) {
+        if (lines++ == 0) continue;
+        few &= strstr(gl, ",tee,") || strstr(gl, ",coat,") || strstr(gl, ",shirt,");
+        if (fnt && sscanf(gl, "%*d,%63[^,],%63[^,],%f", src_l, dst_l, &gr) == 3) {
+            snprintf(text, sizeof text, "%s -> %s  r %.2f", src_l, dst_l, gr);
+            if (font_width(fnt, text) > tw) tw = font_width(fnt, text);
+        }
+    }
     if (gc) fclose(gc);
     CHECK(lines == 9 && few, "grid CSV: %d lines, targets Few: %d", lines, few);
+    img_u8 grid = {0};
+    int ink = 0;
+    if (imgio_load("build/test_module_bk/fmnist-ft_genie_grid.png", 0, 0, &grid) == 0)
+        for (int y = 0; y < grid.h; y++)
+            for (int x = 70; x < grid.w; x++) ink += grid.rgb[((size_t)y * grid.w + x) * 3] < 100;
+    CHECK(tw > 100 && grid.w == 66 + tw + 6 && grid.h == 8 * 34 - 2 && ink > 8 * 60,
+          "grid PNG: %s %dx%d (label column %d wide), %d ink pixels", err_msg(), grid.w, grid.h, tw, ink);
+    imgio_free(&grid);
+    font_free(fnt);
 
     w = fopen("build/test_module_cache.cfg", "w");
     fputs("[genie]\nmode=genie\nwarmup=0\nshare=0.1\nthreads=2\ncache=" CACHE "\n", w);
