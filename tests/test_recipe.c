@@ -145,6 +145,11 @@ int main(void)
     }
     CHECK(sun > N * 0.45 && sun < N * 0.56, "tail rows %d of %d", sun, N);
     CHECK(bad_gen == 0 && sun_gen > sun / 2, "generated outside the tail %d, generated sun %d of %d", bad_gen, sun_gen, sun);
+    /* the online module's gate: exactly the rows drawn from the tail (about half here, each a sun) */
+    int gated = 0, gate_ok = 1;
+    for (int i = 0; i < N; i++)
+        if (loader_tail_row(&lo, lo.start + i)) gated++, gate_ok &= ds.cls[loader_sample_index(&lo, lo.start + i)] == 2;
+    CHECK(gate_ok && gated > N * 0.45 && gated < N * 0.55, "tail rows by the gate: %d of %d, all sun: %d", gated, N, gate_ok);
 
     /* gen_soft 0.3: sun made from a rain source -> 0.7 sun, 0.3 rain; real rows stay one-hot */
     lo.gen_soft = 0.3;
@@ -164,6 +169,9 @@ int main(void)
     /* roundtrip_p 1: every real row shows its round trip; 0.5: about half; generated rows never */
     lo.gen_soft = 0;
     lo.tail_share = 0;
+    int gate_none = 0;
+    for (int i = 0; i < N; i++) gate_none += loader_tail_row(&lo, lo.start + i);
+    CHECK(gate_none == 0, "no tail share, yet the gate let %d rows through", gate_none);
     lo.roundtrip_p = 1;
     run(lo, NB, idx, px, y);
     int real = 0, swapped = 0, gen_swapped = 0;
