@@ -27,6 +27,20 @@ int planner_confused(const double *m, int classes, int t, int k, int *out)
     return n;
 }
 
+int planner_source(const double *m, int classes, int t, int k, double u)
+{
+    int cand[64];
+    double w[64], total = 0;
+    int n = planner_confused(m, classes, t, k, cand);
+    if (!n) return -1;
+    for (int i = 0; i < n; i++) total += w[i] = confusion_rate(m, classes, t, cand[i]);
+    if (!(total > 0)) return cand[(int)(u * n) < n ? (int)(u * n) : n - 1];
+    double x = u * total;
+    for (int i = 0; i < n; i++)
+        if ((x -= w[i]) < 0) return cand[i];
+    return cand[n - 1]; /* u * total rounding past the end */
+}
+
 static double target_weight(const double *m, int classes, int t, int made, int quota)
 {
     double row = 0;

@@ -26,7 +26,9 @@
 # (path.csv/.md/.png). Resumable: finished models, images and rows are kept.
 #
 # Environment: SEEDS ("1 2 3"), ARMS (all), OUT (build/ablate/<split>), MODEL (data/models/fmnist-ldm),
-# PER_CLASS (50), GUIDANCE (3), STEPS (25), THREADS (loader threads, 2), PHASE (all | base | gen | arms | report)
+# PER_CLASS (50), GUIDANCE (3), STEPS (25), THREADS (loader threads, 2), PHASE (all | base | gen | arms | report),
+# GENIE_R (the genie arm's r, 0.8), SOURCE_WEIGHT (uniform: GeNIe's sources drawn uniformly from the top-4 most
+# confused classes, as the paper; rate: in proportion to their confusion rates), GENIE (the binary, ./genie)
 set -e
 cd "$(dirname "$0")/.."
 LIST=${1:-data/fmnist/lt/train.list}
@@ -44,7 +46,9 @@ TAIL_SHARE=${TAIL_SHARE:-0.25}
 GEN_SOFT=${GEN_SOFT:-0}
 RT_P=${RT_P:-0.5}
 PHASE=${PHASE:-all}
-G=./genie
+SOURCE_WEIGHT=${SOURCE_WEIGHT:-uniform}
+GENIE_R=${GENIE_R:-0.8}
+G=${GENIE:-./genie}
 mkdir -p "$OUT"
 echo "ablate: $LIST -> $OUT; seeds $SEEDS; recipe tail_share=$TAIL_SHARE gen_soft=$GEN_SOFT roundtrip_p=$RT_P; model $MODEL"
 
@@ -58,7 +62,7 @@ mkdata() {   # file backup [extra lines]
 gen_mode() {  # arm -> "mode r"
     case $1 in
         img2img-L) echo "img2img 0.3" ;; img2img-H) echo "img2img 0.7" ;; txt2img) echo "txt2img 1" ;;
-        genie) echo "genie 0.8" ;; genie-ada) echo "ada 0.8" ;; *) echo "" ;;
+        genie) echo "genie $GENIE_R" ;; genie-ada) echo "ada 0.8" ;; *) echo "" ;;
     esac
 }
 
@@ -93,6 +97,7 @@ generate() {   # seed
         mkdir -p "$d/gen"
         echo "== seed $3: generating $arm"
         $G plan "$d/base.data" -mode "$1" -r "$2" -per-class "$PER_CLASS" -top-k 4 -seed "$3" \
+            -source-weight "$SOURCE_WEIGHT" \
             -confusion "$d/train_confusion.csv" -dir "$d/gen/$arm" -o "$d/gen/$arm.csv"
         $G generate "$d/gen/$arm.csv" -data "$d/base.data" -model "$MODEL" -guidance "$GUIDANCE" -steps "$STEPS" \
             -batch 20 -backbone cfg/fmnist.cfg -weights "$d/base/fmnist.weights" -index "$d/gen/$arm.index.csv"

@@ -51,7 +51,7 @@ static const char *base_name(const char *p)
 
 int plan_main(int argc, char **argv)
 {
-    const char *mode = NULL, *dir = NULL, *out = NULL, *conf = NULL, *targets = "few";
+    const char *mode = NULL, *dir = NULL, *out = NULL, *conf = NULL, *targets = "few", *sweight = "uniform";
     double r = 0.8;
     int per = 50, topk = 4;
     uint64_t seed = 1;
@@ -64,6 +64,7 @@ int plan_main(int argc, char **argv)
                             ARG_RANGE("-per-class", ARG_INT, &per, 1, 1000000),
                             ARG_RANGE("-top-k", ARG_INT, &topk, 1, 1000),
                             ARG_OPT("-seed", ARG_U64, &seed),
+                            ARG_OPT("-source-weight", ARG_STR, &sweight),
                             ARG_END};
     char *pos[1];
     int np = args_parse("plan", argc, argv, opts, pos, 1);
@@ -78,6 +79,9 @@ int plan_main(int argc, char **argv)
     if (!(m_genie || m_ada || m_i2i || m_t2i || m_rt)) return err_set("plan: -mode \"%s\" (genie, ada, img2img, txt2img, roundtrip)", mode);
     if ((m_genie || m_ada) && !conf) return err_set("plan: -mode %s needs -confusion (the classes most confused with each target)", mode);
     if (!(r > 0)) return err_set("plan: -r must be in (0, 1]");
+    if (strcmp(sweight, "uniform") && strcmp(sweight, "rate"))
+        return err_set("plan: -source-weight \"%s\" (uniform or rate)", sweight);
+    int rate_w = !strcmp(sweight, "rate") && (m_genie || m_ada);
     if (strcmp(targets, "few") && strcmp(targets, "all")) return err_set("plan: -targets \"%s\" (few or all)", targets);
 
     datacfg dc;
@@ -115,7 +119,8 @@ int plan_main(int argc, char **argv)
             uint64_t item_seed = (uint64_t)philox_next(&g) << 21 ^ philox_next(&g);
             const char *path = "";
             if (ns) {
-                int s = src[philox_int(&g, ns)];
+                int s = rate_w ? planner_source(m, ds.classes, t, topk < 64 ? topk : 64, philox_uniform(&g))
+                               : src[philox_int(&g, ns)];
                 if (!ds.count[s]) {
                     err_set("%s: class %s has no training image to use as a source", dc.train, ds.labels[s]);
                     goto done;
