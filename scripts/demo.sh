@@ -35,7 +35,7 @@ mkdata ft-genie-ada "$recipe" "genie=cfg/fmnist-genie.cfg"
 for arm in ft-none ft-genie-ada; do
     echo "== fine-tuning on the tail: $arm"
     ./genie classifier train $B/$arm.data cfg/fmnist-ft.cfg $B/fmnist.weights -clear -seed "$SEED" 2>&1 |
-        awk 'NR % 50 == 0 || /img\/s, waited|saved|error|genie|GeNIe|r histogram|target/'
+        awk 'NR % 50 == 0 || /img\/s, waited|saved|error|genie|GeNIe|chosen r|target/'
 done
 echo "== long-tail fine-tuning, seed $SEED, validated on the 10000 test images"
 printf '%-22s %7s %7s %7s %7s\n' arm top-1 Many Medium Few
