@@ -6,7 +6,8 @@
 #                   (closing line: N passed, N failed)
 #   make asan       the same tests under AddressSanitizer + UBSan
 #   make tsan       the same tests under ThreadSanitizer
-#   make demo       the main job: data, training, validation on Fashion-MNIST-LT
+#   make demo       the main job: data, training, validation on Fashion-MNIST-LT, then tail fine-tuning without
+#                   and with online GeNIe-Ada
 #   make bench      trainer and loader benchmarks against stock darknet
 #   make bench-genie  the online GeNIe module: trainer img/s with and without it, module img/s, rows served
 #
@@ -61,6 +62,8 @@ NVFLAGS     := -O2 -std=c++17 -Icommon -Iaugment -DGENIE_CUDA \
                -gencode arch=compute_86,code=sm_86 -gencode arch=compute_89,code=sm_89 \
                -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
+# the device noise must be philox_fill_normal's: no FMA contraction, so Box-Muller's arguments round as on the host
+$(BUILD)/augment/rng_cuda.cu.o: NVFLAGS += -fmad=false
 endif
 
 LIB_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(TRAIN_SRC:%.c=$(BUILD)/%.o) $(AUG_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)

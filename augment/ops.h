@@ -1,7 +1,7 @@
 /* Backend-neutral tensor ops for the diffusion networks (clip.c, vae.c, unet.c).
  *
  * One op per function, forward only, float32. Images are NCHW; token sequences are row-major [B, T, C]. A
- * backend (ops_cpu.c here, ops_cuda.cu later) fills an ops_backend with function pointers that work on its own
+ * backend (ops_cpu.c, ops_cuda.cu) fills an ops_backend with function pointers that work on its own
  * memory ("device" pointers): model code never sees which one it runs on.
  *
  * Work memory comes from an ops_arena, a stack allocator over one backend buffer. A model sizes its arena at

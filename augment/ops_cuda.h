@@ -1,0 +1,38 @@
+/* CUDA backend of ops.h (built with `make GPU=1`): the same ops in float32 on one device.
+ *
+ * Buffers are cudaMalloc'd; weight_put copies the host floats to the device. Every op is queued on the backend's
+ * own stream (cuBLAS bound to it), so a call returns before the work is done; download and count_nonfinite wait
+ * for it. Matrix products are cuBLAS SGEMM in full float32 (TF32 off); the rest are kernels that mirror ops_cpu.c
+ * (tests/test_backend_ops.c compares every op against it, tolerances stated there).
+ *
+ * Errors: ops return void, so the first CUDA or cuBLAS error is recorded in the backend (and err_set) and stays:
+ * ops_cuda_error() returns it, and count_nonfinite returns SIZE_MAX from then on, so the model code's finite checks
+ * (nn_check_finite) stop a forward pass that went wrong on the device. Out of memory is not such an error: alloc
+ * and weight_put then return NULL + err_msg() and the backend stays usable. A kernel that faults shows at the next
+ * synchronising call, named after that call (CUDA_LAUNCH_BLOCKING=1 names the kernel). Nothing here exits or
+ * aborts. */
+#ifndef GENIE_OPS_CUDA_H
+#define GENIE_OPS_CUDA_H
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Number of usable CUDA devices; 0 when there is none or no driver (never fails). */
+int ops_cuda_device_count(void);
+
+/* A backend on device `device`; NULL + err_msg() when there is no such device or it cannot be set up. */
+ops_backend *ops_cuda_create(int device);
+
+/* The first CUDA/cuBLAS error this backend met ("cuda backend: <op>: <reason>"), NULL while there is none. Errors
+ * of queued work show only after a synchronising call (download, count_nonfinite, ops_cuda_sync). */
+const char *ops_cuda_error(const ops_backend *be);
+
+/* Waits for the queued work: 0, or -1 + err_msg() when the backend has met an error. */
+int ops_cuda_sync(ops_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,687 @@
+/* The CUDA backend against the CPU backend, op by op (ggml's test-backend-ops idea): random inputs over shapes that
+ * take every path (odd sizes, asymmetric pads, strides 2 and 3, im2col in pixel chunks, every activation, causal and
+ * cross attention with strided q/k/v and each head-dim kernel), in-place calls, outputs fenced by guard values;
+ * then memory ops, error reporting, noise parity with common/philox.h and a device-memory leak check.
+ *
+ * Tolerances, per element |gpu - cpu| <= atol + rtol |cpu|:
+ *  - 0 (bitwise): add, mul, add_channel, upsample2x, concat, to/from_tokens, embed_tokens, copy, upload/download,
+ *    count_nonfinite: data movement or one IEEE float operation, the same on both sides.
+ *  - act: atol 4e-6, rtol 2e-6. The device's expf/erff are within 2 ulp, glibc's within 1; gelu's 1 + erf(x)
+ *    cancels for -5.5 < x < 0, where 3 ulp of erf (1.8e-7) become an absolute error of up to 5e-7.
+ *    geglu: atol 1e-5, rtol 2e-6: that gelu error times the gate's other half, |h| < 6 (N(0,1) inputs).
+ *  - group_norm(+act), layer_norm: atol 1e-5, rtol 1e-5: statistics in double on both sides, the affine step may be
+ *    an FMA on the device.
+ *  - linear, conv2d: atol 5e-7 sqrt(K) max|cpu| for K-term dot products: float sums taken in different orders
+ *    (cuBLAS tiles, OpenBLAS kernels) differ by about eps sqrt(K) times the size of the result; the CPU's own
+ *    error against a double reference is at most 5e-8 sqrt(K) max|ref| on these shapes.
+ *  - attention: atol 2e-5, rtol 2e-5: outputs are convex combinations of N(0,1) values; the online softmax rescales
+ *    its sums where the CPU normalises once.
+ *  - timestep_embedding: atol 1e-6 + 1.2e-7 t: one ulp of a frequency (the device rounds a double exp, glibc's
+ *    expf rounds its own) moves the angle t f by up to t * 6e-8.
+ *  - noise: rtol 1e-6 (a few ulp of logf/sinf/cosf; rng_cuda.cu is compiled without FMA contraction, so both sides
+ *    compute the same float arguments).
+ *
+ * Without a CUDA device (or in a build without GPU=1) each group prints one "skipped: no CUDA device" line and
+ * counts as skipped, not passed. GENIE_BACKEND_OPS_SELFTEST=1 runs the comparison groups with a second CPU backend
+ * in the device's place (bitwise equal by design), which checks this program itself on a machine without a GPU. */
+#include "check.h"
+#include "err.h"
+#include "ops.h"
+#include "philox.h"
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef GENIE_CUDA
+#include "ops_cuda.h"
+#include "rng_cuda.h"
+#include <cuda_runtime_api.h>
+#endif
+
+#define GUARD 64
+#define GUARD_VALUE 1234.5f
+
+static ops_backend *cpu, *dev;     /* the reference and the backend under test */
+static int on_cuda, skipped;
+static uint64_t stream_id;
+
+static void skip(const char *group)
+{
+    printf("skipped: no CUDA device (%s)\n", group);
+    skipped++;
+}
+
+static float *rnd(size_t n)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    philox_fill_normal(7, stream_id++, p, n);
+    return p;
+}
+
+static float *host(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
+
+static double maxabs(const float *x, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+static void fatal(const char *what)
+{
+    CHECK(0, "%s: %s", what, err_msg());
+    exit(check_done("test_backend_ops"));
+}
+
+static float *to_dev(const float *h, size_t n)
+{
+    float *d = dev->alloc(dev, n);
+    if (!d) fatal("device alloc");
+    dev->upload(dev, d, h, n);
+    return d;
+}
+
+static const float *weight(const float *h, size_t n)
+{
+    const float *d = dev->weight_put(dev, h, n);
+    if (!d) fatal("weight_put");
+    return d;
+}
+
+/* An output buffer of n floats and GUARD more, all GUARD_VALUE: an element the op never writes stays GUARD_VALUE
+ * (and fails the comparison), a write past the end shows in the guard. */
+static float *out_buf(size_t n)
+{
+    float *h = host(n + GUARD);
+    for (size_t i = 0; i < n + GUARD; i++) h[i] = GUARD_VALUE;
+    float *d = to_dev(h, n + GUARD);
+    free(h);
+    return d;
+}
+
+/* Downloads n floats of an out_buf (checking its guard), then releases it. */
+static float *fetch(const char *what, float *d, size_t n)
+{
+    float *h = host(n + GUARD);
+    dev->download(dev, h, d, n + GUARD);
+    int ok = 1;
+    for (size_t i = n; i < n + GUARD; i++) ok &= h[i] == GUARD_VALUE;
+    CHECK(ok, "%s: wrote past its output", what);
+    dev->release(dev, d);
+#ifdef GENIE_CUDA
+    if (on_cuda) CHECK(!ops_cuda_error(dev), "%s: %s", what, ops_cuda_error(dev));
+#endif
+    return h;
+}
+
+static void compare(const char *what, const float *ref, const float *got, size_t n, double atol, double rtol)
+{
+    size_t bad = 0, worst = 0;
+    double excess = -1;
+    for (size_t i = 0; i < n; i++) {
+        double r = ref[i], g = got[i], d = fabs(g - r), lim = atol + rtol * fabs(r);
+        if (d <= lim || r == g || (isnan(r) && isnan(g))) continue;
+        bad++;
+        if (!(d - lim <= excess)) excess = d - lim, worst = i;   /* NaN counts as the worst */
+    }
+    CHECK(!bad, "%s: %zu of %zu values off; worst [%zu]: cpu %.9g, %s %.9g (atol %.3g, rtol %.3g)", what, bad, n, worst,
+          n ? ref[worst] : 0.0, dev->name, n ? got[worst] : 0.0, atol, rtol);
+}
+
+/* ---- matrix products ---- */
+
+static void test_conv(int B, int Cin, int H, int W, int Cout, int k, int stride, const int pad[4], int bias)
+{
+    int Ho = (H + pad[0] + pad[2] - k) / stride + 1, Wo = (W + pad[1] + pad[3] - k) / stride + 1, K = Cin * k * k;
+    size_t nx = (size_t)B * Cin * H * W, nw = (size_t)Cout * K, ny = (size_t)B * Cout * Ho * Wo;
+    float *x = rnd(nx), *w = rnd(nw), *b = bias ? rnd(Cout) : NULL, *ref = host(ny);
+    cpu->conv2d(cpu, x, B, Cin, H, W, w, b, Cout, k, stride, pad, ref);
+    float *dx = to_dev(x, nx), *dy = out_buf(ny);
+    const float *dw = weight(w, nw), *db = b ? weight(b, Cout) : NULL;
+    dev->conv2d(dev, dx, B, Cin, H, W, dw, db, Cout, k, stride, pad, dy);
+    char what[128];
+    snprintf(what, sizeof what, "conv2d B%d %dx%dx%d -> %d k%d s%d pad %d,%d,%d,%d%s", B, Cin, H, W, Cout, k, stride,
+             pad[0], pad[1], pad[2], pad[3], bias ? "" : " no bias");
+    float *got = fetch(what, dy, ny);
+    compare(what, ref, got, ny, 5e-7 * sqrt(K) * maxabs(ref, ny), 0);
+    dev->release(dev, dx);
+    dev->weight_drop(dev, dw);
+    if (db) dev->weight_drop(dev, db);
+    free(x), free(w), free(b), free(ref), free(got);
+}
+
+static void test_linear(int rows, int in, int out, int bias)
+{
+    size_t nx = (size_t)rows * in, nw = (size_t)out * in, ny = (size_t)rows * out;
+    float *x = rnd(nx), *w = rnd(nw), *b = bias ? rnd(out) : NULL, *ref = host(ny);
+    cpu->linear(cpu, x, rows, in, w, b, out, ref);
+    float *dx = to_dev(x, nx), *dy = out_buf(ny);
+    const float *dw = weight(w, nw), *db = b ? weight(b, out) : NULL;
+    dev->linear(dev, dx, rows, in, dw, db, out, dy);
+    char what[96];
+    snprintf(what, sizeof what, "linear %dx%d -> %d%s", rows, in, out, bias ? "" : " no bias");
+    float *got = fetch(what, dy, ny);
+    compare(what, ref, got, ny, 5e-7 * sqrt(in) * maxabs(ref, ny), 0);
+    dev->release(dev, dx);
+    dev->weight_drop(dev, dw);
+    if (db) dev->weight_drop(dev, db);
+    free(x), free(w), free(b), free(ref), free(got);
+}
+
+/* ---- normalisation ---- */
+
+static const char *act_name[] = {"none", "silu", "gelu", "quick_gelu"};
+
+/* x = scale * N(0,1) + offset: a mean and a scale for the statistics to remove */
+static float *rnd_shifted(size_t n, float scale, float offset)
+{
+    float *x = rnd(n);
+    for (size_t i = 0; i < n; i++) x[i] = scale * x[i] + offset;
+    return x;
+}
+
+static void test_group_norm(int B, int C, int HW, int G, float eps, int in_place)
+{
+    size_t n = (size_t)B * C * HW;
+    float *x = rnd_shifted(n, 3.0f, 1.5f), *g = rnd(C), *b = rnd(C), *ref = host(n);
+    const float *dg = weight(g, C), *db = weight(b, C);
+    for (int act = OPS_ACT_NONE; act <= OPS_ACT_QUICK_GELU; act++) {
+        cpu->group_norm(cpu, x, B, C, HW, G, eps, g, b, (enum ops_act)act, ref);
+        float *dy = out_buf(n), *dx = in_place ? dy : to_dev(x, n);
+        if (in_place) dev->upload(dev, dy, x, n);
+        dev->group_norm(dev, dx, B, C, HW, G, eps, dg, db, (enum ops_act)act, dy);
+        char what[96];
+        snprintf(what, sizeof what, "group_norm B%d C%d HW%d G%d +%s%s", B, C, HW, G, act_name[act],
+                 in_place ? " in place" : "");
+        float *got = fetch(what, dy, n);
+        compare(what, ref, got, n, 1e-5, 1e-5);
+        if (!in_place) dev->release(dev, dx);
+        free(got);
+    }
+    dev->weight_drop(dev, dg);
+    dev->weight_drop(dev, db);
+    free(x), free(g), free(b), free(ref);
+}
+
+static void test_layer_norm(int rows, int C, int in_place)
+{
+    size_t n = (size_t)rows * C;
+    float *x = rnd_shifted(n, 2.0f, -0.7f), *g = rnd(C), *b = rnd(C), *ref = host(n);
+    cpu->layer_norm(cpu, x, rows, C, 1e-5f, g, b, ref);
+    const float *dg = weight(g, C), *db = weight(b, C);
+    float *dy = out_buf(n), *dx = in_place ? dy : to_dev(x, n);
+    if (in_place) dev->upload(dev, dy, x, n);
+    dev->layer_norm(dev, dx, rows, C, 1e-5f, dg, db, dy);
+    char what[64];
+    snprintf(what, sizeof what, "layer_norm %dx%d%s", rows, C, in_place ? " in place" : "");
+    float *got = fetch(what, dy, n);
+    compare(what, ref, got, n, 1e-5, 1e-5);
+    if (!in_place) dev->release(dev, dx);
+    dev->weight_drop(dev, dg);
+    dev->weight_drop(dev, db);
+    free(x), free(g), free(b), free(ref), free(got);
+}
+
+/* ---- elementwise ---- */
+
+static void test_elementwise(size_t n)
+{
+    float *a = rnd(n), *b = rnd(n), *ref = host(n), *got;
+    float *da = to_dev(a, n), *db = to_dev(b, n), *dy;
+    char what[64];
+    cpu->add(cpu, a, b, n, ref);
+    dev->add(dev, da, db, n, dy = out_buf(n));
+    snprintf(what, sizeof what, "add n%zu", n);
+    compare(what, ref, got = fetch(what, dy, n), n, 0, 0);
+    free(got);
+    cpu->mul(cpu, a, b, n, ref);
+    dev->mul(dev, da, db, n, dy = out_buf(n));
+    snprintf(what, sizeof what, "mul n%zu", n);
+    compare(what, ref, got = fetch(what, dy, n), n, 0, 0);
+    free(got);
+    /* in place: y = a */
+    cpu->add(cpu, a, b, n, ref);
+    dy = out_buf(n);
+    dev->upload(dev, dy, a, n);
+    dev->add(dev, dy, db, n, dy);
+    snprintf(what, sizeof what, "add n%zu in place", n);
+    compare(what, ref, got = fetch(what, dy, n), n, 0, 0);
+    free(got);
+    /* activations over a wide range (4 N(0,1)), out of place and in place */
+    float *x4 = host(n);
+    for (size_t i = 0; i < n; i++) x4[i] = 4 * a[i];
+    float *dx4 = to_dev(x4, n);
+    for (int act = OPS_ACT_NONE; act <= OPS_ACT_QUICK_GELU; act++) {
+        cpu->act(cpu, (enum ops_act)act, x4, n, ref);
+        dev->act(dev, (enum ops_act)act, dx4, n, dy = out_buf(n));
+        snprintf(what, sizeof what, "act %s n%zu", act_name[act], n);
+        compare(what, ref, got = fetch(what, dy, n), n, 4e-6, 2e-6);
+        free(got);
+        dy = out_buf(n);
+        dev->upload(dev, dy, x4, n);
+        dev->act(dev, (enum ops_act)act, dy, n, dy);
+        snprintf(what, sizeof what, "act %s n%zu in place", act_name[act], n);
+        compare(what, ref, got = fetch(what, dy, n), n, 4e-6, 2e-6);
+        free(got);
+    }
+    dev->release(dev, dx4);
+    dev->release(dev, da);
+    dev->release(dev, db);
+    free(a), free(b), free(ref), free(x4);
+}
+
+static void test_add_channel(int B, int C, int HW)
+{
+    size_t n = (size_t)B * C * HW;
+    float *x = rnd(n), *v = rnd((size_t)B * C), *ref = host(n);
+    memcpy(ref, x, n * sizeof *ref);
+    cpu->add_channel(cpu, ref, B, C, HW, v);
+    float *dy = out_buf(n), *dv = to_dev(v, (size_t)B * C);
+    dev->upload(dev, dy, x, n);
+    dev->add_channel(dev, dy, B, C, HW, dv);
+    char what[64];
+    snprintf(what, sizeof what, "add_channel B%d C%d HW%d", B, C, HW);
+    float *got = fetch(what, dy, n);
+    compare(what, ref, got, n, 0, 0);
+    dev->release(dev, dv);
+    free(x), free(v), free(ref), free(got);
+}
+
+static void test_geglu(int rows, int inner)
+{
+    size_t nx = (size_t)rows * 2 * inner, ny = (size_t)rows * inner;
+    float *x = rnd(nx), *ref = host(ny);
+    cpu->geglu(cpu, x, rows, inner, ref);
+    float *dx = to_dev(x, nx), *dy = out_buf(ny);
+    dev->geglu(dev, dx, rows, inner, dy);
+    char what[64];
+    snprintf(what, sizeof what, "geglu %dx%d", rows, inner);
+    float *got = fetch(what, dy, ny);
+    compare(what, ref, got, ny, 1e-5, 2e-6);
+    dev->release(dev, dx);
+    free(x), free(ref), free(got);
+}
+
+/* ---- attention ---- */
+
+/* q in its own buffer with row stride D+3, k and v interleaved in one with stride 2D+1: no row is aligned. sharp
+ * scales the logits: 4 makes peaked softmaxes whose running max moves often. */
+static void test_attention(int B, int Tq, int Tk, int heads, int dh, int causal, float sharp)
+{
+    int D = heads * dh, ldq = D + 3, ldkv = 2 * D + 1;
+    size_t nq = (size_t)B * Tq * ldq, nkv = (size_t)B * Tk * ldkv, ny = (size_t)B * Tq * D;
+    float *q = rnd(nq), *kv = rnd(nkv), *ref = host(ny), scale = sharp / sqrtf((float)dh);
+    cpu->attention(cpu, q, ldq, kv, ldkv, kv + D, ldkv, B, Tq, Tk, heads, dh, scale, causal, ref);
+    float *dq = to_dev(q, nq), *dkv = to_dev(kv, nkv), *dy = out_buf(ny);
+    dev->attention(dev, dq, ldq, dkv, ldkv, dkv + D, ldkv, B, Tq, Tk, heads, dh, scale, causal, dy);
+    char what[128];
+    snprintf(what, sizeof what, "attention B%d Tq%d Tk%d heads%d dh%d%s sharp%g", B, Tq, Tk, heads, dh,
+             causal ? " causal" : "", sharp);
+    float *got = fetch(what, dy, ny);
+    compare(what, ref, got, ny, 2e-5, 2e-5);
+    dev->release(dev, dq);
+    dev->release(dev, dkv);
+    free(q), free(kv), free(ref), free(got);
+}
+
+/* ---- layout ---- */
+
+static void test_upsample(int B, int C, int H, int W)
+{
+    size_t nx = (size_t)B * C * H * W, ny = 4 * nx;
+    float *x = rnd(nx), *ref = host(ny);
+    cpu->upsample2x(cpu, x, B, C, H, W, ref);
+    float *dx = to_dev(x, nx), *dy = out_buf(ny);
+    dev->upsample2x(dev, dx, B, C, H, W, dy);
+    char what[64];
+    snprintf(what, sizeof what, "upsample2x B%d C%d %dx%d", B, C, H, W);
+    float *got = fetch(what, dy, ny);
+    compare(what, ref, got, ny, 0, 0);
+    dev->release(dev, dx);
+    free(x), free(ref), free(got);
+}
+
+static void test_concat(int B, int Ca, int Cb, int HW)
+{
+    size_t na = (size_t)B * Ca * HW, nb = (size_t)B * Cb * HW, ny = na + nb;
+    float *a = rnd(na), *b = rnd(nb), *ref = host(ny);
+    cpu->concat(cpu, a, Ca, b, Cb, B, HW, ref);
+    float *da = to_dev(a, na), *db = to_dev(b, nb), *dy = out_buf(ny);
+    dev->concat(dev, da, Ca, db, Cb, B, HW, dy);
+    char what[64];
+    snprintf(what, sizeof what, "concat B%d %d+%d HW%d", B, Ca, Cb, HW);
+    float *got = fetch(what, dy, ny);
+    compare(what, ref, got, ny, 0, 0);
+    dev->release(dev, da);
+    dev->release(dev, db);
+    free(a), free(b), free(ref), free(got);
+}
+
+static void test_tokens(int B, int C, int HW)
+{
+    size_t n = (size_t)B * C * HW;
+    float *x = rnd(n), *ref = host(n), *ref2 = host(n);
+    cpu->to_tokens(cpu, x, B, C, HW, ref);
+    cpu->from_tokens(cpu, x, B, C, HW, ref2);   /* x read as [B, HW, C] */
+    float *dx = to_dev(x, n), *dy = out_buf(n);
+    dev->to_tokens(dev, dx, B, C, HW, dy);
+    char what[64];
+    snprintf(what, sizeof what, "to_tokens B%d C%d HW%d", B, C, HW);
+    float *got = fetch(what, dy, n);
+    compare(what, ref, got, n, 0, 0);
+    free(got);
+    dev->from_tokens(dev, dx, B, C, HW, dy = out_buf(n));
+    snprintf(what, sizeof what, "from_tokens B%d C%d HW%d", B, C, HW);
+    compare(what, ref2, got = fetch(what, dy, n), n, 0, 0);
+    dev->release(dev, dx);
+    free(x), free(ref), free(ref2), free(got);
+}
+
+/* ---- embeddings ---- */
+
+static void test_timestep(int B, int dim, int flip, float shift)
+{
+    float *t = host(B);
+    for (int b = 0; b < B; b++) t[b] = b == 0 ? 0.0f : b == 1 ? 999.0f : (float)((b * 331) % 1000) + 0.25f * (b % 4);
+    size_t n = (size_t)B * dim;
+    float *ref = host(n);
+    cpu->timestep_embedding(cpu, t, B, dim, flip, shift, ref);
+    float *dy = out_buf(n);
+    dev->timestep_embedding(dev, t, B, dim, flip, shift, dy);
+    char what[64];
+    snprintf(what, sizeof what, "timestep_embedding B%d dim%d flip%d shift%g", B, dim, flip, shift);
+    float *got = fetch(what, dy, n);
+    for (int b = 0; b < B; b++) {
+        char w2[96];
+        snprintf(w2, sizeof w2, "%s t=%g", what, t[b]);
+        compare(w2, ref + (size_t)b * dim, got + (size_t)b * dim, dim, 1e-6 + 1.2e-7 * t[b], 0);
+    }
+    free(t), free(ref), free(got);
+}
+
+static void test_embed_tokens(int B, int L, int V, int C)
+{
+    int *ids = malloc(sizeof(int) * B * L);
+    philox_t g;
+    philox_init(&g, 7, stream_id++);
+    for (int i = 0; i < B * L; i++) ids[i] = philox_int(&g, V);
+    float *tok = rnd((size_t)V * C), *pos = rnd((size_t)L * C), *ref = host((size_t)B * L * C);
+    cpu->embed_tokens(cpu, ids, B, L, tok, pos, C, ref);
+    const float *dt = weight(tok, (size_t)V * C), *dp = weight(pos, (size_t)L * C);
+    float *dy = out_buf((size_t)B * L * C);
+    dev->embed_tokens(dev, ids, B, L, dt, dp, C, dy);
+    char what[64];
+    snprintf(what, sizeof what, "embed_tokens B%d L%d V%d C%d", B, L, V, C);
+    float *got = fetch(what, dy, (size_t)B * L * C);
+    compare(what, ref, got, (size_t)B * L * C, 0, 0);
+    dev->weight_drop(dev, dt);
+    dev->weight_drop(dev, dp);
+    free(ids), free(tok), free(pos), free(ref), free(got);
+}
+
+/* ---- memory ---- */
+
+/* dst = src + shift inside one buffer of n + |shift| floats; the reference is memmove */
+static void test_copy(size_t n, long shift)
+{
+    size_t total = n + (size_t)labs(shift);
+    float *x = rnd(total), *ref = host(total);
+    memcpy(ref, x, total * sizeof *x);
+    size_t s = shift < 0 ? (size_t)-shift : 0, d = shift < 0 ? 0 : (size_t)shift;
+    memmove(ref + d, ref + s, n * sizeof *ref);
+    float *dx = out_buf(total);
+    dev->upload(dev, dx, x, total);
+    dev->copy(dev, dx + d, dx + s, n);
+    char what[64];
+    snprintf(what, sizeof what, "copy n%zu shift %ld", n, shift);
+    float *got = fetch(what, dx, total);
+    compare(what, ref, got, total, 0, 0);
+    free(x), free(ref), free(got);
+}
+
+static void test_memory(void)
+{
+    size_t n = 100003;
+    float *x = rnd(n), *back = host(n);
+    float *d = to_dev(x, n);
+    dev->download(dev, back, d, n);
+    CHECK(!memcmp(back, x, n * sizeof *x), "upload/download round trip");
+    const float *w = weight(x, n);
+    memset(back, 0, n * sizeof *back);
+    dev->download(dev, back, w, n);
+    CHECK(!memcmp(back, x, n * sizeof *x), "weight_put keeps the values");
+    dev->weight_drop(dev, w);
+    test_copy(n, 0);                /* dst == src */
+    test_copy(1000, 1000);          /* adjacent, no overlap */
+    test_copy(1000, -1);
+    test_copy(1000, 1);
+    test_copy(5000011, -5);         /* overlapping moves longer than the CUDA backend's bounce buffer */
+    test_copy(5000011, 7);
+    /* count_nonfinite: big finite values are finite, every NaN and inf counts */
+    CHECK(dev->count_nonfinite(dev, d, n) == 0, "count_nonfinite of normal values");
+    CHECK(dev->count_nonfinite(dev, d, 0) == 0, "count_nonfinite of nothing");
+    size_t at[] = {0, 1, 31, 32, 1000, 65535, 65536, n / 2, n - 2, n - 1};
+    for (size_t i = 0; i < sizeof at / sizeof *at; i++) x[at[i]] = i % 3 == 0 ? NAN : i % 3 == 1 ? INFINITY : -INFINITY;
+    x[5] = FLT_MAX, x[6] = -FLT_MAX, x[7] = FLT_MIN / 4;
+    dev->upload(dev, d, x, n);
+    size_t got = dev->count_nonfinite(dev, d, n), want = cpu->count_nonfinite(cpu, x, n);
+    CHECK(got == want && want == sizeof at / sizeof *at, "count_nonfinite: %zu, cpu %zu", got, want);
+    CHECK(dev->count_nonfinite(dev, d + 2, n - 4) == want - 4, "count_nonfinite of a sub-range");
+    dev->release(dev, d);
+    free(x), free(back);
+#ifdef GENIE_CUDA
+    if (on_cuda) CHECK(!ops_cuda_error(dev), "memory: %s", ops_cuda_error(dev));
+#endif
+}
+
+#ifdef GENIE_CUDA
+/* ---- CUDA only ---- */
+
+/* Out of memory is the caller's failure, not the backend's; a bad op is the backend's and sticks. */
+static void test_errors(void)
+{
+    ops_backend *g = ops_cuda_create(0);
+    CHECK(g != NULL, "second backend: %s", err_msg());
+    if (!g) return;
+    float *huge = g->alloc(g, (size_t)1 << 50);
+    CHECK(huge == NULL && strstr(err_msg(), "cannot allocate"), "an impossible allocation fails: %s", err_msg());
+    CHECK(!ops_cuda_error(g), "a failed allocation leaves the backend usable: %s", ops_cuda_error(g));
+    float ones[4] = {1, 1, 1, 1};
+    float *d = g->alloc(g, 4096);
+    CHECK(d != NULL, "alloc: %s", err_msg());
+    if (!d) {
+        g->destroy(g);
+        return;
+    }
+    g->upload(g, d, ones, 4);
+    CHECK(g->count_nonfinite(g, d, 4) == 0 && !ops_cuda_error(g) && ops_cuda_sync(g) == 0, "ops run after it");
+    g->attention(g, d, 600, d, 600, d, 600, 1, 1, 1, 1, 600, 1.0f, 0, d);   /* head dim past the kernels' 512 */
+    const char *e = ops_cuda_error(g);
+    CHECK(e && strstr(e, "attention") && strstr(e, "600"), "the unsupported op is named: %s", e ? e : "(none)");
+    CHECK(g->count_nonfinite(g, d, 4) == SIZE_MAX, "count_nonfinite reports the broken backend");
+    CHECK(ops_cuda_sync(g) == -1 && strstr(err_msg(), "attention"), "sync reports it: %s", err_msg());
+    g->release(g, d);
+    g->destroy(g);
+    CHECK(ops_cuda_create(-1) == NULL && strstr(err_msg(), "no device -1"), "bad device index: %s", err_msg());
+}
+
+/* rng_cuda_fill_normal queues on the default stream; the backend's download must see its result */
+static void test_noise(uint64_t seed, uint64_t stream, size_t n)
+{
+    float *ref = host(n), *got = host(n), *d = dev->alloc(dev, n);
+    if (!d) fatal("noise buffer");
+    philox_fill_normal(seed, stream, ref, n);
+    CHECK(rng_cuda_fill_normal(seed, stream, d, n) == 0, "rng_cuda_fill_normal: %s", err_msg());
+    dev->download(dev, got, d, n);
+    char what[64];
+    snprintf(what, sizeof what, "noise seed %llu stream %llu n%zu", (unsigned long long)seed,
+             (unsigned long long)stream, n);
+    compare(what, ref, got, n, 0, 1e-6);
+    dev->release(dev, d);
+    free(ref), free(got);
+}
+
+/* A backend's life that touches everything it allocates: buffers, weights, im2col and bounce scratch, cuBLAS,
+ * the counter. */
+static void leak_cycle(void)
+{
+    ops_backend *g = ops_cuda_create(0);
+    CHECK(g != NULL, "leak cycle backend: %s", err_msg());
+    if (!g) return;
+    size_t n = (size_t)8 << 20;
+    float *x = rnd(n), *a = g->alloc(g, n), *b = g->alloc(g, n);
+    const float *w = g->weight_put(g, x, 64 * 64 * 9);
+    if (a && b && w) {
+        static const int P1[4] = {1, 1, 1, 1};
+        g->upload(g, a, x, n);
+        g->conv2d(g, a, 1, 64, 128, 128, w, w, 64, 3, 1, P1, b);
+        g->linear(g, a, 1000, 64, w, w, 64, b);
+        g->attention(g, a, 64, a, 64, a, 64, 1, 1000, 1000, 1, 64, 0.125f, 1, b);
+        g->copy(g, a + 3, a, n - 3);
+        g->count_nonfinite(g, b, n);
+        CHECK(!ops_cuda_error(g), "leak cycle ops: %s", ops_cuda_error(g));
+    }
+    if (w) g->weight_drop(g, w);
+    if (a) g->release(g, a);
+    if (b) g->release(g, b);
+    g->destroy(g);
+    free(x);
+}
+
+static size_t device_free(void)
+{
+    size_t fr = 0, total = 0;
+    cudaSetDevice(0);
+    cudaDeviceSynchronize();
+    cudaMemGetInfo(&fr, &total);
+    return fr;
+}
+
+/* The first cycle also loads kernels and cuBLAS modules for good (lazy loading); the next ones must give back
+ * every byte they take. */
+static void test_leaks(void)
+{
+    leak_cycle();
+    size_t base = device_free();
+    leak_cycle();
+    size_t after1 = device_free();
+    leak_cycle();
+    size_t after2 = device_free();
+    CHECK(base > 0 && after1 == base && after2 == base,
+          "device memory back to its start after destroy: free %zu, then %zu, %zu bytes", base, after1, after2);
+}
+#endif
+
+int main(void)
+{
+    cpu = ops_cpu_create(2);
+    if (!cpu) fatal("cpu backend");
+    const char *self = getenv("GENIE_BACKEND_OPS_SELFTEST");
+#ifdef GENIE_CUDA
+    if (ops_cuda_device_count() > 0) {
+        dev = ops_cuda_create(0);
+        CHECK(dev != NULL, "cuda backend on a machine with a device: %s", err_msg());
+        if (!dev) return check_done("test_backend_ops");
+        on_cuda = 1;
+    }
+#endif
+    if (!dev && self && *self && strcmp(self, "0")) {
+        dev = ops_cpu_create(1);
+        printf("self-test: a second CPU backend stands in for the device\n");
+    }
+    if (!dev) {
+        const char *groups[] = {"conv2d", "linear", "norms", "elementwise", "attention", "layout", "embeddings", "memory"};
+        for (size_t i = 0; i < sizeof groups / sizeof *groups; i++) skip(groups[i]);
+    } else {
+        static const int P0[4] = {0, 0, 0, 0}, P1[4] = {1, 1, 1, 1}, PBR[4] = {0, 0, 1, 1}, PODD[4] = {2, 0, 1, 3};
+        test_conv(2, 3, 7, 5, 5, 3, 1, P1, 1);
+        test_conv(2, 4, 9, 6, 6, 3, 2, P1, 1);        /* UNet downsampler */
+        test_conv(1, 3, 8, 8, 4, 3, 2, PBR, 1);       /* VAE downsampler: pad right/bottom only */
+        test_conv(2, 6, 5, 7, 3, 1, 1, P0, 1);        /* 1x1: direct GEMM */
+        test_conv(2, 5, 6, 4, 3, 1, 1, P1, 0);        /* 1x1 with pads: through im2col */
+        test_conv(1, 3, 11, 9, 4, 5, 3, PODD, 1);     /* k5, stride 3, every pad different */
+        test_conv(2, 2, 3, 1, 3, 3, 1, P1, 1);        /* one-pixel-wide map */
+        test_conv(1, 3, 2, 2, 2, 3, 2, P1, 1);
+        test_conv(2, 32, 16, 16, 40, 3, 1, P1, 1);
+        test_conv(1, 2600, 4, 6, 20, 3, 1, P1, 1);    /* K = 23400 */
+        test_conv(1, 64, 181, 180, 4, 3, 1, P1, 1);   /* K x pixels past the 16M-float column buffer: chunks */
+        test_conv(2, 320, 32, 32, 320, 3, 1, P1, 1);  /* a UNet shape */
+        test_conv(2, 640, 16, 16, 320, 1, 1, P0, 1);  /* a UNet shortcut */
+
+        test_linear(37, 19, 300, 1);
+        test_linear(600, 33, 17, 0);
+        test_linear(1, 64, 5, 1);
+        test_linear(77, 768, 3072, 1);                /* CLIP fc1 */
+        test_linear(2048, 320, 320, 0);               /* UNet attention projection */
+        test_linear(2, 320, 1280, 1);                 /* time embedding */
+
+        test_group_norm(2, 12, 63, 4, 1e-5f, 0);
+        test_group_norm(2, 12, 63, 4, 1e-5f, 1);
+        test_group_norm(3, 6, 1, 1, 1e-6f, 0);        /* one pixel, one group */
+        test_group_norm(1, 7, 5, 7, 1e-6f, 0);        /* one channel per group */
+        test_group_norm(2, 64, 4096, 32, 1e-6f, 1);   /* SD-like, 8192 values per group */
+        test_layer_norm(37, 33, 0);
+        test_layer_norm(77, 768, 1);
+        test_layer_norm(4097, 320, 0);
+        test_layer_norm(3, 1, 0);
+
+        test_elementwise(200003);
+        test_elementwise(1);
+        test_add_channel(3, 7, 5001);
+        test_add_channel(2, 1280, 64);
+        test_geglu(41, 23);
+        test_geglu(1024, 1280);
+
+        test_attention(2, 13, 13, 3, 5, 1, 1);
+        test_attention(1, 70, 9, 2, 8, 0, 1);         /* cross-attention shape */
+        test_attention(2, 77, 77, 2, 7, 1, 4);        /* causal over several query blocks */
+        test_attention(1, 1, 1, 1, 3, 0, 1);
+        test_attention(2, 100, 77, 8, 40, 0, 1);      /* SD cross attention, head dim 40 */
+        test_attention(1, 77, 77, 12, 64, 1, 1);      /* CLIP */
+        test_attention(1, 256, 256, 4, 80, 0, 4);
+        test_attention(2, 64, 77, 8, 160, 0, 1);      /* head dim 160: the largest tile */
+        test_attention(1, 20, 50, 2, 160, 1, 1);      /* causal, Tq < Tk */
+        test_attention(1, 50, 20, 2, 96, 1, 4);       /* causal, Tq > Tk */
+        test_attention(1, 1024, 1024, 2, 33, 0, 1);
+        test_attention(1, 1030, 700, 1, 128, 1, 4);
+        test_attention(2, 37, 45, 3, 100, 1, 1);      /* 4 dims per lane, causal, Tq < Tk */
+        test_attention(1, 4096, 4096, 1, 40, 0, 1);   /* SD 64x64 self-attention, one head */
+        test_attention(1, 33, 65, 2, 200, 1, 1);      /* wide kernel, causal */
+        test_attention(2, 40, 41, 1, 257, 0, 4);
+        test_attention(1, 300, 300, 1, 512, 0, 1);    /* the VAE's mid attention */
+
+        test_upsample(2, 5, 7, 3);
+        test_upsample(1, 320, 32, 32);
+        test_concat(2, 5, 4, 21);
+        test_concat(2, 1280, 640, 64);
+        test_tokens(2, 70, 45);
+        test_tokens(2, 320, 4096);
+        test_tokens(3, 3, 1000);
+        test_tokens(1, 1, 1);
+
+        test_timestep(3, 320, 1, 0.0f);
+        test_timestep(40, 320, 1, 0.0f);              /* more timesteps than one launch carries */
+        test_timestep(5, 33, 0, 1.0f);                /* odd dim: a zero at the end */
+        test_embed_tokens(1, 3, 5, 6);
+        test_embed_tokens(9, 77, 50, 16);             /* 693 rows: more ids than one launch carries */
+
+        test_memory();
+    }
+#ifdef GENIE_CUDA
+    if (on_cuda) {
+        test_errors();
+        test_noise(1, 2, 1000003);
+        test_noise(0xfeedfacecafebeefull, philox_mix(3, 4), 17);
+        test_leaks();
+    }
+#endif
+    if (!on_cuda) {
+        skip("errors");
+        skip("noise");
+        skip("leaks");
+    }
+    if (dev) dev->destroy(dev);
+    cpu->destroy(cpu);
+    return check_done("test_backend_ops");
+}
