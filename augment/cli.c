@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "backend.h"
 #include "engine.h"
 #include "err.h"
 #include "util.h"
@@ -31,11 +32,12 @@ static int parse_args(int argc, char **argv, cli_args *a)
     a->seed = 1;
     a->batch = 1;
     a->repeat = 3;
-    const char *sched = NULL, *size = NULL;
+    const char *sched = NULL, *size = NULL, *device = NULL, *note;
     int max_px = 0;
     const arg_opt opts[] = {ARG_OPT("-vae-mean", ARG_SWITCH, &a->eo.vae_mean),
                             ARG_OPT("-model", ARG_STR, &a->eo.model),
                             ARG_OPT("-config", ARG_STR, &a->eo.config_dir),
+                            ARG_OPT("-device", ARG_STR, &device),
                             ARG_OPT("-i", ARG_STR, &a->input),
                             ARG_OPT("-p", ARG_STR, &a->prompt),
                             ARG_OPT("-o", ARG_STR, &a->output),
@@ -55,6 +57,8 @@ static int parse_args(int argc, char **argv, cli_args *a)
     char *pos[1];
     if (args_parse(argv[0], argc - 1, argv + 1, opts, pos, 0) < 0) return -1;
     imgio_set_max_pixels(max_px);
+    a->eo.device = backend_choose(device, &note);
+    if (note) fprintf(stderr, "genie: %s\n", note);
     if (sched) {
         if (!strcmp(sched, "ddim")) a->eo.scheduler = SD_SCHED_DDIM;
         else if (!strcmp(sched, "dpmpp2m") || !strcmp(sched, "dpm")) a->eo.scheduler = SD_SCHED_DPMPP_2M;
@@ -304,6 +308,7 @@ static int run(int argc, char **argv, int mode)
     if (mode == MODE_BENCH) {
         double mean = 0;
         for (size_t i = 0; i < ni * n; i++) mean += outs[i];
+        printf("genie device %s\n", a.eo.device);
         printf("genie load_s %.4f\n", t_load);
         printf("genie clip_s %.4f\n", t_prompt);
         printf("genie img2img_s %.4f\n", t_prompt + t_run);

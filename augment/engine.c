@@ -1,9 +1,9 @@
 /* Batched img2img / txt2img over the CLIP, UNet and VAE model code (see engine.h for the contract). */
 #include "engine.h"
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "backend.h"
 #include "clip.h"
 #include "err.h"
 #include "model_load.h"
@@ -41,16 +41,19 @@ struct engine {
     int n_prompts, cap_prompts;
     int *ids;                   /* [L] token ids scratch */
 
-    /* work buffers, sized at load for max_batch items */
+    /* backend buffers, sized at load for max_batch items: a call's whole state lives on the backend */
     float *x;                   /* [B, nlat] latents */
     float *unet_in, *unet_out;  /* [2B, nlat] */
-    float *unet_t;              /* [2B] */
     float *ctx;                 /* [2B, L, hidden] */
     float *eps;                 /* [nlat] guided noise prediction of one item */
     float *vae_noise, *lat_noise;   /* [B, nlat] */
     float *mean, *logvar;       /* [vae_batch, nlat] */
     float *img;                 /* [vae_batch, nimg] */
     float *dpm_prev;            /* [B, nlat] scheduler state buffers */
+    /* host buffers */
+    float *unet_t;              /* [2B] timesteps */
+    float *img_host;            /* [vae_batch, nimg] images in and out */
+    float *lat_host;            /* [2, nlat] latents for traces, posterior noise to compare */
     sched_state *st;            /* [B] */
     int *order, *start, *img_idx;   /* [B] items sorted by start index; start index per item; image items */
     int *start_dup;             /* [B] an earlier item with the same image and posterior noise, or -1 */
@@ -78,6 +81,13 @@ static size_t file_size(const char *p)
 {
     struct stat st;
     return stat(p, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+static float *backend_buffer(engine *e, size_t n, int *fail)
+{
+    float *p = *fail ? NULL : e->be->alloc(e->be, n);
+    if (!p) *fail = 1;
+    return p;
 }
 
 static weights *open_weights(const char *path, weights_map_fn map, void *ctx)
@@ -167,7 +177,7 @@ engine *engine_load(const engine_opts *o)
     }
     e->cfg = o->guidance > 1.0;
 
-    if (!(e->be = ops_cpu_create(o->threads))) goto fail;
+    if (!(e->be = backend_create(o->device, o->threads))) goto fail;
     void *mctx = &m->map;
     e->w_unet = open_weights(m->unet_path, m->single_file ? sd_map_unet : NULL, mctx);
     e->w_vae = e->w_unet ? open_weights(m->vae_path, m->single_file ? sd_map_vae : NULL, mctx) : NULL;
@@ -194,21 +204,30 @@ engine *engine_load(const engine_opts *o)
         goto fail;
     }
 
+    /* the engine checks the latents once per step instead of the UNet after every block */
+    unet_set_checks(e->unet, 0);
+
     int fail = 0;
     size_t nl = e->nlat, VB = (size_t)e->o.vae_batch;
+    e->x = backend_buffer(e, B * nl, &fail);
+    e->unet_in = backend_buffer(e, UB * nl, &fail);
+    e->unet_out = backend_buffer(e, UB * nl, &fail);
+    e->ctx = backend_buffer(e, (size_t)UB * e->L * e->hidden, &fail);
+    e->eps = backend_buffer(e, nl, &fail);
+    e->vae_noise = backend_buffer(e, B * nl, &fail);
+    e->lat_noise = backend_buffer(e, B * nl, &fail);
+    e->mean = backend_buffer(e, VB * nl, &fail);
+    e->logvar = backend_buffer(e, VB * nl, &fail);
+    e->img = backend_buffer(e, VB * e->nimg, &fail);
+    e->dpm_prev = backend_buffer(e, B * nl, &fail);
+    if (fail) {
+        err_wrap("engine: buffers for %d items at %dx%d: ", B, e->W, e->H);
+        goto fail;
+    }
     e->ids = xcalloc(e->L, sizeof(int), &fail);
-    e->x = xcalloc(B * nl, sizeof(float), &fail);
-    e->unet_in = xcalloc(UB * nl, sizeof(float), &fail);
-    e->unet_out = xcalloc(UB * nl, sizeof(float), &fail);
     e->unet_t = xcalloc(UB, sizeof(float), &fail);
-    e->ctx = xcalloc((size_t)UB * e->L * e->hidden, sizeof(float), &fail);
-    e->eps = xcalloc(nl, sizeof(float), &fail);
-    e->vae_noise = xcalloc(B * nl, sizeof(float), &fail);
-    e->lat_noise = xcalloc(B * nl, sizeof(float), &fail);
-    e->mean = xcalloc(VB * nl, sizeof(float), &fail);
-    e->logvar = xcalloc(VB * nl, sizeof(float), &fail);
-    e->img = xcalloc(VB * e->nimg, sizeof(float), &fail);
-    e->dpm_prev = xcalloc(B * nl, sizeof(float), &fail);
+    e->img_host = xcalloc(VB * e->nimg, sizeof(float), &fail);
+    e->lat_host = xcalloc(2 * nl, sizeof(float), &fail);
     e->st = xcalloc(B, sizeof(sched_state), &fail);
     e->order = xcalloc(B, sizeof(int), &fail);
     e->start = xcalloc(B, sizeof(int), &fail);
@@ -234,7 +253,13 @@ void engine_free(engine *e)
     weights_close(e->w_unet);
     weights_close(e->w_vae);
     weights_close(e->w_clip);
-    if (e->be) e->be->destroy(e->be);
+    if (e->be) {
+        float *bufs[] = {e->x, e->unet_in, e->unet_out, e->ctx, e->eps, e->vae_noise, e->lat_noise, e->mean,
+                         e->logvar, e->img, e->dpm_prev};
+        for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+            if (bufs[i]) e->be->release(e->be, bufs[i]);
+        e->be->destroy(e->be);
+    }
     tokenizer_free(e->tok);
     scheduler_free(e->sched);
     for (int i = 0; i < e->n_prompts; i++) {
@@ -243,18 +268,9 @@ void engine_free(engine *e)
     }
     free(e->prompts);
     free(e->ids);
-    free(e->x);
-    free(e->unet_in);
-    free(e->unet_out);
     free(e->unet_t);
-    free(e->ctx);
-    free(e->eps);
-    free(e->vae_noise);
-    free(e->lat_noise);
-    free(e->mean);
-    free(e->logvar);
-    free(e->img);
-    free(e->dpm_prev);
+    free(e->img_host);
+    free(e->lat_host);
     free(e->st);
     free(e->order);
     free(e->start);
@@ -292,36 +308,27 @@ int engine_prompt(engine *e, const char *text)
     return e->n_prompts++;
 }
 
-static size_t count_nonfinite(const float *x, size_t n)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += !isfinite(x[i]);
-    return k;
-}
-
 /* z0 = scaling_factor * (mean + exp(0.5 logvar) * eps) for the image items among idx[0..k); use_mean: the
  * posterior mean alone */
 static int encode_images(engine *e, engine_item *items, const int *idx, int k, int use_mean)
 {
+    ops_backend *be = e->be;
     const size_t nl = e->nlat, ni = e->nimg;
     const float sf = e->m.vae.scaling_factor;
     for (int b0 = 0; b0 < k; b0 += e->o.vae_batch) {
         int nb = k - b0 < e->o.vae_batch ? k - b0 : e->o.vae_batch;
         for (int j = 0; j < nb; j++) {
             const float *src = items[idx[b0 + j]].image;
-            float *dst = e->img + j * ni;
+            float *dst = e->img_host + j * ni;
             for (size_t i = 0; i < ni; i++) dst[i] = 2.0f * src[i] - 1.0f;
         }
+        be->upload(be, e->img, e->img_host, nb * ni);
         if (vae_encode(e->vae, e->img, nb, e->H, e->W, e->mean, e->logvar))
             return err_wrap("VAE encode: ");
         for (int j = 0; j < nb; j++) {
             int it = idx[b0 + j];
-            const float *mu = e->mean + j * nl, *lv = e->logvar + j * nl, *eps = e->vae_noise + it * nl;
-            float *z = e->x + it * nl;
-            for (size_t i = 0; i < nl; i++) {
-                float s = use_mean ? mu[i] : mu[i] + expf(0.5f * lv[i]) * eps[i];
-                z[i] = sf * s;
-            }
+            be->vae_sample(be, e->mean + j * nl, e->logvar + j * nl, use_mean ? NULL : e->vae_noise + it * nl, sf, nl,
+                           e->x + it * nl);
         }
     }
     return 0;
@@ -329,19 +336,18 @@ static int encode_images(engine *e, engine_item *items, const int *idx, int k, i
 
 static int decode_latents(engine *e, engine_item *items, int n)
 {
+    ops_backend *be = e->be;
     const size_t nl = e->nlat, ni = e->nimg;
     const float sf = e->m.vae.scaling_factor;
     for (int b0 = 0; b0 < n; b0 += e->o.vae_batch) {
         int nb = n - b0 < e->o.vae_batch ? n - b0 : e->o.vae_batch;
         /* z / scaling_factor, staged in mean[] */
-        for (int j = 0; j < nb; j++) {
-            const float *z = e->x + (b0 + j) * nl;
-            float *d = e->mean + j * nl;
-            for (size_t i = 0; i < nl; i++) d[i] = z[i] / sf;
-        }
+        for (int j = 0; j < nb; j++) be->div_scalar(be, e->x + (b0 + j) * nl, sf, nl, e->mean + j * nl);
         if (vae_decode(e->vae, e->mean, nb, e->h, e->w, e->img)) return err_wrap("VAE decode: ");
+        be->download(be, e->img_host, e->img, nb * ni);
+        if (be->sync(be)) return err_wrap("VAE decode: ");
         for (int j = 0; j < nb; j++) {
-            const float *src = e->img + j * ni;
+            const float *src = e->img_host + j * ni;
             float *out = items[b0 + j].out;
             for (size_t i = 0; i < ni; i++) {
                 float v = src[i] / 2.0f + 0.5f;
@@ -352,8 +358,26 @@ static int decode_latents(engine *e, engine_item *items, int n)
     return 0;
 }
 
+/* Whether items j and k have the same posterior noise (bit for bit): equal Philox keys, or equal values. */
+static int same_vae_noise(engine *e, const engine_item *items, int j, int k)
+{
+    const size_t nl = e->nlat;
+    const float *a = items[j].vae_noise, *b = items[k].vae_noise;
+    if (!a && !b) return items[j].seed == items[k].seed && items[j].stream == items[k].stream;
+    if (!a) e->be->download(e->be, e->lat_host, e->vae_noise + j * nl, nl), a = e->lat_host;
+    if (!b) e->be->download(e->be, e->lat_host + nl, e->vae_noise + k * nl, nl), b = e->lat_host + nl;
+    return !memcmp(a, b, nl * sizeof(float));
+}
+
+static void trace(engine *e, int k, int step_index)
+{
+    e->be->download(e->be, e->lat_host, e->x + k * e->nlat, e->nlat);
+    e->o.trace(e->o.trace_ctx, k, step_index, e->lat_host);
+}
+
 int engine_img2img(engine *e, engine_item *items, int n)
 {
+    ops_backend *be = e->be;
     const int N = scheduler_num_steps(e->sched);
     const size_t nl = e->nlat;
     if (n < 1 || n > e->o.max_batch) return err_set("engine: %d items (1..%d per call)", n, e->o.max_batch);
@@ -386,10 +410,10 @@ int engine_img2img(engine *e, engine_item *items, int n)
     for (int k = 0; k < n; k++) {
         const engine_item *it = &items[k];
         float *vn = e->vae_noise + k * nl, *ln = e->lat_noise + k * nl;
-        if (it->vae_noise) memcpy(vn, it->vae_noise, nl * sizeof(float));
-        else philox_fill_normal(it->seed, philox_mix(it->stream, PHILOX_ENGINE_VAE), vn, nl);
-        if (it->latent_noise) memcpy(ln, it->latent_noise, nl * sizeof(float));
-        else philox_fill_normal(it->seed, philox_mix(it->stream, PHILOX_ENGINE_LATENT), ln, nl);
+        if (it->vae_noise) be->upload(be, vn, it->vae_noise, nl);
+        else be->fill_normal(be, vn, nl, it->seed, philox_mix(it->stream, PHILOX_ENGINE_VAE));
+        if (it->latent_noise) be->upload(be, ln, it->latent_noise, nl);
+        else be->fill_normal(be, ln, nl, it->seed, philox_mix(it->stream, PHILOX_ENGINE_LATENT));
     }
 
     /* initial latents: img2img items encode their image and get noised to their first timestep. Items that
@@ -399,24 +423,23 @@ int engine_img2img(engine *e, engine_item *items, int n)
         e->start_dup[k] = -1;
         if (!items[k].image) continue;
         for (int j = 0; j < k && e->start_dup[k] < 0; j++)
-            if (items[j].image == items[k].image && !memcmp(e->vae_noise + j * nl, e->vae_noise + k * nl, nl * sizeof(float)))
-                e->start_dup[k] = j;
+            if (items[j].image == items[k].image && same_vae_noise(e, items, j, k)) e->start_dup[k] = j;
         if (e->start_dup[k] < 0) e->img_idx[k_img++] = k;
     }
     if (k_img && encode_images(e, items, e->img_idx, k_img, e->o.vae_mean)) return -1;
     for (int k = 0; k < n; k++)
-        if (e->start_dup[k] >= 0) memcpy(e->x + k * nl, e->x + e->start_dup[k] * nl, nl * sizeof(float));
+        if (e->start_dup[k] >= 0) be->copy(be, e->x + k * nl, e->x + e->start_dup[k] * nl, nl);
     for (int k = 0; k < n; k++) {
         float *x = e->x + k * nl;
         if (items[k].image) {
-            scheduler_add_noise(e->sched, scheduler_timestep(e->sched, e->start[k]), x, e->lat_noise + k * nl, x, nl);
+            float sa, sb;
+            scheduler_noise_scales(e->sched, scheduler_timestep(e->sched, e->start[k]), &sa, &sb);
+            be->lincomb(be, sa, x, sb, e->lat_noise + k * nl, nl, x);
         } else {
-            const float sigma = scheduler_init_noise_sigma(e->sched);
-            const float *ln = e->lat_noise + k * nl;
-            for (size_t i = 0; i < nl; i++) x[i] = ln[i] * sigma;
+            be->lincomb(be, scheduler_init_noise_sigma(e->sched), e->lat_noise + k * nl, 0.0f, NULL, nl, x);
         }
         sched_state_init(&e->st[k], e->dpm_prev + k * nl, nl);
-        if (e->o.trace) e->o.trace(e->o.trace_ctx, k, -1, x);
+        if (e->o.trace) trace(e, k, -1);
     }
 
     /* context rows: per active item [uncond, cond] with CFG, so a prefix of items is a prefix of the batch */
@@ -425,8 +448,8 @@ int engine_img2img(engine *e, engine_item *items, int n)
     for (int a = 0; a < n; a++) {
         const engine_item *it = &items[e->order[a]];
         float *c = e->ctx + (size_t)a * per * nctx;
-        if (e->cfg) memcpy(c, e->prompts[e->uncond].emb, nctx * sizeof(float)), c += nctx;
-        memcpy(c, e->prompts[it->prompt].emb, nctx * sizeof(float));
+        if (e->cfg) be->upload(be, c, e->prompts[e->uncond].emb, nctx), c += nctx;
+        be->upload(be, c, e->prompts[it->prompt].emb, nctx);
     }
 
     const float g = (float)e->o.guidance;
@@ -440,7 +463,7 @@ int engine_img2img(engine *e, engine_item *items, int n)
         for (int a = 0; a < na; a++) {
             const float *x = e->x + e->order[a] * nl;
             for (int c = 0; c < per; c++) {
-                memcpy(e->unet_in + (size_t)(a * per + c) * nl, x, nl * sizeof(float));
+                be->copy(be, e->unet_in + (size_t)(a * per + c) * nl, x, nl);
                 e->unet_t[a * per + c] = (float)t;
             }
         }
@@ -448,31 +471,40 @@ int engine_img2img(engine *e, engine_item *items, int n)
             return err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
         for (int a = 0; a < na; a++) {
             const int k = e->order[a];
+            if (items[k].nonfinite) continue;
             const float *eps = e->unet_out + (size_t)a * per * nl;
             if (e->cfg) {
-                const float *eu = eps, *ec = eps + nl;
-                for (size_t j = 0; j < nl; j++) e->eps[j] = eu[j] + g * (ec[j] - eu[j]);
+                be->guide(be, eps, eps + nl, g, nl, e->eps);
                 eps = e->eps;
             }
-            float *x = e->x + k * nl;
-            if (items[k].nonfinite) continue;
-            if (scheduler_step(e->sched, &e->st[k], i, eps, x, nl)) return err_wrap("item %d: ", k);
-            size_t bad = count_nonfinite(x, nl);
-            if (bad && e->o.drop_nonfinite) {
-                /* zeros keep the item's later UNet rows finite; its result is thrown away */
-                items[k].nonfinite = 1;
-                memset(x, 0, nl * sizeof(float));
-                continue;
-            }
-            if (bad)
-                return err_set("engine: item %d: %zu non-finite latent values after step %d/%d (t=%d)", k, bad,
-                               i + 1, N, t);
-            if (e->o.trace) e->o.trace(e->o.trace_ctx, k, i, x);
+            ops_step c;
+            if (scheduler_prepare(e->sched, &e->st[k], i, &c)) return err_wrap("item %d: ", k);
+            be->sched_step(be, &c, eps, e->x + k * nl, e->st[k].prev, nl);
         }
+        /* one finite check of all latents per step; only a failing step looks at its items one by one */
+        if (be->sync(be)) return err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
+        if (be->count_nonfinite(be, e->x, n * nl)) {
+            for (int a = 0; a < na; a++) {
+                const int k = e->order[a];
+                if (items[k].nonfinite) continue;
+                float *x = e->x + k * nl;
+                size_t bad = be->count_nonfinite(be, x, nl);
+                if (bad && e->o.drop_nonfinite) {
+                    /* zeros keep the item's later UNet rows finite; its result is thrown away */
+                    items[k].nonfinite = 1;
+                    be->fill(be, x, nl, 0.0f);
+                } else if (bad) {
+                    return err_set("engine: item %d: %zu non-finite latent values after step %d/%d (t=%d)", k, bad,
+                                   i + 1, N, t);
+                }
+            }
+        }
+        for (int a = 0; e->o.trace && a < na; a++)
+            if (!items[e->order[a]].nonfinite) trace(e, e->order[a], i);
         if (e->o.progress) e->o.progress(e->o.progress_ctx, i - first + 1, N - first);
     }
     for (int k = 0; k < n; k++)
-        if (items[k].latents_out) memcpy(items[k].latents_out, e->x + k * nl, nl * sizeof(float));
+        if (items[k].latents_out) be->download(be, items[k].latents_out, e->x + k * nl, nl);
     return decode_latents(e, items, n);
 }
 
@@ -503,11 +535,13 @@ int engine_bench_unet(engine *e, int B)
 {
     int UB = e->cfg ? 2 * e->o.max_batch : e->o.max_batch;
     if (B < 1 || B > UB) return err_set("engine: UNet batch %d (1..%d)", B, UB);
+    ops_backend *be = e->be;
     const size_t nctx = (size_t)e->L * e->hidden;
     for (int b = 0; b < B; b++) {
-        memcpy(e->ctx + b * nctx, e->prompts[e->uncond].emb, nctx * sizeof(float));
-        philox_fill_normal(1, (uint64_t)b, e->unet_in + b * e->nlat, e->nlat);
+        be->upload(be, e->ctx + b * nctx, e->prompts[e->uncond].emb, nctx);
+        be->fill_normal(be, e->unet_in + b * e->nlat, e->nlat, 1, (uint64_t)b);
         e->unet_t[b] = (float)scheduler_timestep(e->sched, 0);
     }
-    return unet_forward(e->unet, e->unet_in, e->unet_t, e->ctx, B, e->h, e->w, e->L, e->unet_out);
+    if (unet_forward(e->unet, e->unet_in, e->unet_t, e->ctx, B, e->h, e->w, e->L, e->unet_out)) return -1;
+    return be->sync(be);
 }

@@ -3,8 +3,11 @@
  * factor, add_noise at the first kept timestep, int(N * r) denoising steps), batched over items.
  *
  * One engine is driven by one thread. All work memory is allocated by engine_load for max_batch items at the
- * chosen image size; engine_img2img never allocates. Noise comes from Philox keyed by the item's (seed, stream)
- * and a purpose, so an item's result does not depend on what else is in its batch. */
+ * chosen image size, on the chosen backend (engine_opts.device); engine_img2img never allocates. A call's state
+ * (latents, noise, text context, scheduler state) stays in backend memory from the noise to the decoded image:
+ * images go up once and come down once, and the latents are checked for NaN/inf once per step. Noise comes from
+ * Philox keyed by the item's (seed, stream) and a purpose, so an item's result does not depend on what else is in
+ * its batch (nor, to rounding, on the backend). */
 #ifndef GENIE_ENGINE_H
 #define GENIE_ENGINE_H
 #include <stddef.h>
@@ -16,6 +19,7 @@ typedef struct engine engine;
 typedef struct {
     const char *model;              /* diffusers folder or single-file .safetensors checkpoint */
     const char *config_dir;         /* optional diffusers config files overriding a single file's inferred ones */
+    const char *device;             /* backend (backend.h): "cpu" (also NULL), "cuda" or "cuda:N" */
     int threads;                    /* CPU threads; <= 0: all online CPUs */
     int max_batch;                  /* most items per engine_img2img call */
     int vae_batch;                  /* images per VAE encode/decode call (memory vs. speed); <= 0: 1 */
@@ -28,7 +32,8 @@ typedef struct {
     void (*progress)(void *ctx, int step, int total);
     void *progress_ctx;
     /* for tests and inspection (may be NULL): an item's latents [latent_channels, h, w] once initialised
-     * (step_index -1) and after each of its steps (the index into the full schedule) */
+     * (step_index -1) and after each of its steps (the index into the full schedule); a host copy, so tracing
+     * waits for the device */
     void (*trace)(void *ctx, int item, int step_index, const float *latents);
     void *trace_ctx;
     /* optional: once *cancel is non-zero, engine_img2img stops before its next denoising step (-1, "cancelled") */

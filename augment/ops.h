@@ -18,6 +18,25 @@
 
 enum ops_act { OPS_ACT_NONE, OPS_ACT_SILU, OPS_ACT_GELU, OPS_ACT_QUICK_GELU };
 
+/* One scheduler update's coefficients (scheduler_prepare fills them on the host). Per element:
+ *   m = (x - s_eps*eps) / s_x0, clamped to [-clip_range, clip_range] when clip (the data prediction)
+ *   OPS_STEP_DDIM: x = c_a*m + c_b*eps
+ *   OPS_STEP_DPM1: x = c_a*x - c_b*m; prev = m
+ *   OPS_STEP_DPM2: d1 = inv_r0*(m - prev); a = c_a*x - c_b*m; x = midpoint ? a - c_d1*d1 : a + c_d1*d1; prev = m */
+enum ops_step_kind { OPS_STEP_DDIM, OPS_STEP_DPM1, OPS_STEP_DPM2 };
+typedef struct ops_step {
+    enum ops_step_kind kind;
+    float s_eps, s_x0;
+    int clip;
+    float clip_range;
+    float c_a, c_b;
+    float inv_r0, c_d1;
+    int midpoint;
+} ops_step;
+
+/* The CPU loop of the sched_step op (ops_cpu.c); scheduler_step runs it on host arrays. */
+void ops_step_host(const ops_step *c, const float *eps, float *x, float *prev, size_t n);
+
 typedef struct ops_backend ops_backend;
 struct ops_backend {
     const char *name;
@@ -72,6 +91,29 @@ struct ops_backend {
     /* y[B,L,C] = tok[ids[b,l]] + pos[l], ids on the host (validated by the caller) */
     void (*embed_tokens)(ops_backend *be, const int *ids, int B, int L, const float *tok, const float *pos, int C,
                          float *y);
+
+    /* The sampling loop's elementwise work, so the engine's state stays in backend memory. The scalars come from
+     * the host (scheduler.c, engine.c); each op is the engine's former host loop, element by element in the same
+     * float operations, so the CPU backend's results are those of that loop bit for bit. */
+    void (*fill)(ops_backend *be, float *y, size_t n, float v);
+    /* y[n] = philox_fill_normal(seed, stream) (common/philox.h; a device computes it with its own logf/sinf/cosf) */
+    void (*fill_normal)(ops_backend *be, float *y, size_t n, uint64_t seed, uint64_t stream);
+    /* y = a*x + b*z, or y = a*x when z is NULL (y may alias x or z) */
+    void (*lincomb)(ops_backend *be, float a, const float *x, float b, const float *z, size_t n, float *y);
+    /* y = x / d: a true division (diffusers' latents / scaling_factor), not a product with 1/d */
+    void (*div_scalar)(ops_backend *be, const float *x, float d, size_t n, float *y);
+    /* y = fminf(fmaxf(x, lo), hi) (y may be x) */
+    void (*clamp)(ops_backend *be, const float *x, float lo, float hi, size_t n, float *y);
+    /* classifier-free guidance: y = u + g*(c - u) */
+    void (*guide)(ops_backend *be, const float *u, const float *c, float g, size_t n, float *y);
+    /* the VAE posterior sample: z = sf*(mu + expf(0.5*lv)*eps), or z = sf*mu when eps is NULL */
+    void (*vae_sample)(ops_backend *be, const float *mu, const float *lv, const float *eps, float sf, size_t n,
+                       float *z);
+    /* one scheduler update of x[n] in place given the noise prediction eps[n] (see ops_step); prev[n] is
+     * DPM-Solver's previous data prediction (read and replaced; NULL for DDIM) */
+    void (*sched_step)(ops_backend *be, const struct ops_step *c, const float *eps, float *x, float *prev, size_t n);
+    /* waits for queued work: 0, or -1 + err_msg() when the backend met an error (a device's ops return void) */
+    int (*sync)(ops_backend *be);
 
     void (*destroy)(ops_backend *be);
 };

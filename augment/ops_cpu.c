@@ -6,6 +6,7 @@
  * parallelism is ours (two levels of threads would oversubscribe the cores). */
 #include "ops.h"
 #include "err.h"
+#include "philox.h"
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -731,6 +732,90 @@ static void cpu_embed_tokens(ops_backend *be, const int *ids, int B, int L, cons
         }
 }
 
+/* ---- the sampling loop's elementwise ops: single-threaded, latents are small ---- */
+
+static void cpu_fill(ops_backend *be, float *y, size_t n, float v)
+{
+    for (size_t i = 0; i < n; i++) y[i] = v;
+}
+
+static void cpu_fill_normal(ops_backend *be, float *y, size_t n, uint64_t seed, uint64_t stream)
+{
+    philox_fill_normal(seed, stream, y, n);
+}
+
+static void cpu_lincomb(ops_backend *be, float a, const float *x, float b, const float *z, size_t n, float *y)
+{
+    if (z)
+        for (size_t i = 0; i < n; i++) y[i] = a * x[i] + b * z[i];
+    else
+        for (size_t i = 0; i < n; i++) y[i] = a * x[i];
+}
+
+static void cpu_div_scalar(ops_backend *be, const float *x, float d, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) y[i] = x[i] / d;
+}
+
+static void cpu_clamp(ops_backend *be, const float *x, float lo, float hi, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) y[i] = fminf(fmaxf(x[i], lo), hi);
+}
+
+static void cpu_guide(ops_backend *be, const float *u, const float *c, float g, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) y[i] = u[i] + g * (c[i] - u[i]);
+}
+
+static void cpu_vae_sample(ops_backend *be, const float *mu, const float *lv, const float *eps, float sf, size_t n,
+                           float *z)
+{
+    for (size_t i = 0; i < n; i++) {
+        float s = eps ? mu[i] + expf(0.5f * lv[i]) * eps[i] : mu[i];
+        z[i] = sf * s;
+    }
+}
+
+void ops_step_host(const ops_step *c, const float *eps, float *x, float *prev, size_t n)
+{
+    const float s_eps = c->s_eps, s_x0 = c->s_x0, ca = c->c_a, cb = c->c_b, r = c->clip_range;
+    switch (c->kind) {
+    case OPS_STEP_DDIM:
+        for (size_t i = 0; i < n; i++) {
+            float x0 = (x[i] - s_eps * eps[i]) / s_x0;
+            if (c->clip) x0 = x0 < -r ? -r : x0 > r ? r : x0;
+            x[i] = ca * x0 + cb * eps[i];
+        }
+        break;
+    case OPS_STEP_DPM1:
+        for (size_t i = 0; i < n; i++) {
+            float m0 = (x[i] - s_eps * eps[i]) / s_x0;
+            x[i] = ca * x[i] - cb * m0;
+            prev[i] = m0;
+        }
+        break;
+    case OPS_STEP_DPM2: {
+        const float inv_r0 = c->inv_r0, c_d1 = c->c_d1;
+        const int midpoint = c->midpoint;
+        for (size_t i = 0; i < n; i++) {
+            float m0 = (x[i] - s_eps * eps[i]) / s_x0;
+            float d1 = inv_r0 * (m0 - prev[i]);
+            float a = ca * x[i] - cb * m0;
+            x[i] = midpoint ? a - c_d1 * d1 : a + c_d1 * d1;
+            prev[i] = m0;
+        }
+        break;
+    }
+    }
+}
+
+static void cpu_sched_step(ops_backend *be, const ops_step *c, const float *eps, float *x, float *prev, size_t n)
+{
+    ops_step_host(c, eps, x, prev, n);
+}
+
+static int cpu_sync(ops_backend *be) { return 0; }
+
 /* ---- lifetime ---- */
 
 static void cpu_upload(ops_backend *be, float *dst, const float *host, size_t n) { cpu_copy(be, dst, host, n); }
@@ -776,7 +861,9 @@ ops_backend *ops_cpu_create(int nthreads)
         .add_channel = cpu_add_channel, .act = cpu_act, .geglu = cpu_geglu, .attention = cpu_attention,
         .upsample2x = cpu_upsample2x, .concat = cpu_concat, .to_tokens = cpu_to_tokens,
         .from_tokens = cpu_from_tokens, .timestep_embedding = cpu_timestep_embedding,
-        .embed_tokens = cpu_embed_tokens, .destroy = cpu_destroy,
+        .embed_tokens = cpu_embed_tokens, .fill = cpu_fill, .fill_normal = cpu_fill_normal,
+        .lincomb = cpu_lincomb, .div_scalar = cpu_div_scalar, .clamp = cpu_clamp, .guide = cpu_guide,
+        .vae_sample = cpu_vae_sample, .sched_step = cpu_sched_step, .sync = cpu_sync, .destroy = cpu_destroy,
     };
     pool *p = &c->p;
     p->n = nthreads;

@@ -21,6 +21,7 @@ extern "C" {
 #include "ops.h"
 }
 #include "ops_cuda.h"
+#include "rng_cuda.h"
 
 #define FULL_MASK 0xffffffffu
 #define EW_THREADS 256
@@ -792,6 +793,111 @@ static void cuda_embed_tokens(ops_backend *be, const int *ids, int B, int L, con
     }
 }
 
+/* ---- the sampling loop's elementwise ops (ops_cpu.c's loops, element by element) ---- */
+
+/* The __f*_rn intrinsics are never contracted into FMAs, so these round as the CPU's loops (built without FMA)
+ * do: equal bit for bit, but for vae_sample's expf. */
+__global__ void fill_kernel(float *y, size_t n, float v) { FOR_N(i, n) y[i] = v; }
+__global__ void lincomb_kernel(float a, const float *x, float b, const float *z, size_t n, float *y)
+{
+    FOR_N(i, n) y[i] = z ? __fadd_rn(__fmul_rn(a, x[i]), __fmul_rn(b, z[i])) : __fmul_rn(a, x[i]);
+}
+__global__ void div_kernel(const float *x, float d, size_t n, float *y) { FOR_N(i, n) y[i] = __fdiv_rn(x[i], d); }
+__global__ void clamp_kernel(const float *x, float lo, float hi, size_t n, float *y)
+{
+    FOR_N(i, n) y[i] = fminf(fmaxf(x[i], lo), hi);
+}
+__global__ void guide_kernel(const float *u, const float *c, float g, size_t n, float *y)
+{
+    FOR_N(i, n) y[i] = __fadd_rn(u[i], __fmul_rn(g, __fsub_rn(c[i], u[i])));
+}
+__global__ void vae_sample_kernel(const float *mu, const float *lv, const float *eps, float sf, size_t n, float *z)
+{
+    FOR_N(i, n) z[i] = __fmul_rn(sf, eps ? __fadd_rn(mu[i], __fmul_rn(expf(__fmul_rn(0.5f, lv[i])), eps[i])) : mu[i]);
+}
+__global__ void sched_step_kernel(ops_step c, const float *eps, float *x, float *prev, size_t n)
+{
+    FOR_N(i, n) {
+        float m = __fdiv_rn(__fsub_rn(x[i], __fmul_rn(c.s_eps, eps[i])), c.s_x0);
+        if (c.kind == OPS_STEP_DDIM) {
+            if (c.clip) m = m < -c.clip_range ? -c.clip_range : m > c.clip_range ? c.clip_range : m;
+            x[i] = __fadd_rn(__fmul_rn(c.c_a, m), __fmul_rn(c.c_b, eps[i]));
+            continue;
+        }
+        float a = __fsub_rn(__fmul_rn(c.c_a, x[i]), __fmul_rn(c.c_b, m));
+        if (c.kind == OPS_STEP_DPM2) {
+            float d1 = __fmul_rn(c.inv_r0, __fsub_rn(m, prev[i]));
+            a = c.midpoint ? __fsub_rn(a, __fmul_rn(c.c_d1, d1)) : __fadd_rn(a, __fmul_rn(c.c_d1, d1));
+        }
+        x[i] = a;
+        prev[i] = m;
+    }
+}
+
+static void cuda_fill(ops_backend *be, float *y, size_t n, float v)
+{
+    cuda_be *c = use(be);
+    if (!n) return;
+    fill_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(y, n, v);
+    launched(c, "fill");
+}
+
+/* rng_cuda queues on the legacy default stream, ordered with this blocking stream (see the top of the file) */
+static void cuda_fill_normal(ops_backend *be, float *y, size_t n, uint64_t seed, uint64_t stream)
+{
+    cuda_be *c = use(be);
+    if (rng_cuda_fill_normal(seed, stream, y, n)) fail(c, "fill_normal", err_msg());
+}
+
+static void cuda_lincomb(ops_backend *be, float a, const float *x, float b, const float *z, size_t n, float *y)
+{
+    cuda_be *c = use(be);
+    if (!n) return;
+    lincomb_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(a, x, b, z, n, y);
+    launched(c, "lincomb");
+}
+
+static void cuda_div_scalar(ops_backend *be, const float *x, float d, size_t n, float *y)
+{
+    cuda_be *c = use(be);
+    if (!n) return;
+    div_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(x, d, n, y);
+    launched(c, "div_scalar");
+}
+
+static void cuda_clamp(ops_backend *be, const float *x, float lo, float hi, size_t n, float *y)
+{
+    cuda_be *c = use(be);
+    if (!n) return;
+    clamp_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(x, lo, hi, n, y);
+    launched(c, "clamp");
+}
+
+static void cuda_guide(ops_backend *be, const float *u, const float *cc, float g, size_t n, float *y)
+{
+    cuda_be *c = use(be);
+    if (!n) return;
+    guide_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(u, cc, g, n, y);
+    launched(c, "guide");
+}
+
+static void cuda_vae_sample(ops_backend *be, const float *mu, const float *lv, const float *eps, float sf, size_t n,
+                            float *z)
+{
+    cuda_be *c = use(be);
+    if (!n) return;
+    vae_sample_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(mu, lv, eps, sf, n, z);
+    launched(c, "vae_sample");
+}
+
+static void cuda_sched_step(ops_backend *be, const ops_step *st, const float *eps, float *x, float *prev, size_t n)
+{
+    cuda_be *c = use(be);
+    if (!n) return;
+    sched_step_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(*st, eps, x, prev, n);
+    launched(c, "sched_step");
+}
+
 /* ---- lifetime ---- */
 
 static void cuda_destroy(ops_backend *be)
@@ -880,6 +986,15 @@ extern "C" ops_backend *ops_cuda_create(int device)
     be->from_tokens = cuda_from_tokens;
     be->timestep_embedding = cuda_timestep_embedding;
     be->embed_tokens = cuda_embed_tokens;
+    be->fill = cuda_fill;
+    be->fill_normal = cuda_fill_normal;
+    be->lincomb = cuda_lincomb;
+    be->div_scalar = cuda_div_scalar;
+    be->clamp = cuda_clamp;
+    be->guide = cuda_guide;
+    be->vae_sample = cuda_vae_sample;
+    be->sched_step = cuda_sched_step;
+    be->sync = ops_cuda_sync;
     be->destroy = cuda_destroy;
     c->dev = device;
     void *cnt = NULL;

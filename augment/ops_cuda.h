@@ -7,7 +7,8 @@
  *
  * Errors: ops return void, so the first CUDA or cuBLAS error is recorded in the backend (and err_set) and stays:
  * ops_cuda_error() returns it, and count_nonfinite returns SIZE_MAX from then on, so the model code's finite checks
- * (nn_check_finite) stop a forward pass that went wrong on the device. Out of memory is not such an error: alloc
+ * (nn_check_finite) stop a forward pass that went wrong on the device; the backend's sync op (ops_cuda_sync) reports
+ * it too, which the engine calls once per denoising step. Out of memory is not such an error: alloc
  * and weight_put then return NULL + err_msg() and the backend stays usable. A kernel that faults shows at the next
  * synchronising call, named after that call (CUDA_LAUNCH_BLOCKING=1 names the kernel). Nothing here exits or
  * aborts. */

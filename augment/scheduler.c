@@ -188,75 +188,73 @@ void sched_state_init(sched_state *st, float *prev, size_t n)
     st->last_index = -1;
 }
 
-static void ddim_step(const scheduler *s, int t, const float *eps, float *x, size_t n)
+static void ddim_coefs(const scheduler *s, int t, ops_step *c)
 {
     int prev_t = t - s->T / s->n;
     float a_t = s->acp[t];
     float a_prev = prev_t >= 0 ? s->acp[prev_t] : s->final_acp;
     float b_t = 1.0f - a_t;
-    float sb = sqrtf(b_t), sa = sqrtf(a_t), sa_prev = sqrtf(a_prev);
-    float dir = sqrtf(1.0f - a_prev - 0.0f);   /* eta = 0: std_dev_t is 0 */
-    const int clip = s->cfg.clip_sample;
-    const float r = s->cfg.clip_sample_range;
-    for (size_t i = 0; i < n; i++) {
-        float x0 = (x[i] - sb * eps[i]) / sa;
-        if (clip) x0 = x0 < -r ? -r : x0 > r ? r : x0;
-        x[i] = sa_prev * x0 + dir * eps[i];
-    }
+    *c = (ops_step){.kind = OPS_STEP_DDIM, .s_eps = sqrtf(b_t), .s_x0 = sqrtf(a_t), .clip = s->cfg.clip_sample,
+                    .clip_range = s->cfg.clip_sample_range, .c_a = sqrtf(a_prev),
+                    .c_b = sqrtf(1.0f - a_prev - 0.0f)};   /* eta = 0: std_dev_t is 0 */
 }
 
-static void dpm_step(const scheduler *s, sched_state *st, int idx, const float *eps, float *x, size_t n)
+static void dpm_coefs(const scheduler *s, sched_state *st, int idx, ops_step *c)
 {
     const int N = s->n, t = s->ts[idx], prev_t = idx == N - 1 ? 0 : s->ts[idx + 1];
     const int lower_order_final = idx == N - 1 && s->cfg.lower_order_final && N < 15;
     const float al_s = s->alpha_t[t], sg_s = s->sigma_t[t];
     const float al_t = s->alpha_t[prev_t], sg_t = s->sigma_t[prev_t];
     const float h = s->lambda_t[prev_t] - s->lambda_t[t];
-    const float c_x = sg_t / sg_s;
     const float c_d0 = al_t * (expf(-h) - 1.0f);
-    float *m1 = st->prev;   /* the previous data prediction, replaced by this one as we go */
-    if (st->lower_order_nums < 1 || lower_order_final) {
-        for (size_t i = 0; i < n; i++) {
-            float m0 = (x[i] - sg_s * eps[i]) / al_s;
-            x[i] = c_x * x[i] - c_d0 * m0;
-            m1[i] = m0;
-        }
-    } else {
+    *c = (ops_step){.kind = OPS_STEP_DPM1, .s_eps = sg_s, .s_x0 = al_s, .c_a = sg_t / sg_s, .c_b = c_d0};
+    if (!(st->lower_order_nums < 1 || lower_order_final)) {
         const int s1 = s->ts[idx - 1];
         const float h0 = s->lambda_t[t] - s->lambda_t[s1];
-        const float inv_r0 = 1.0f / (h0 / h);
-        const float c_d1 = s->cfg.solver_midpoint ? 0.5f * c_d0 : al_t * ((expf(-h) - 1.0f) / h + 1.0f);
-        const int midpoint = s->cfg.solver_midpoint;
-        for (size_t i = 0; i < n; i++) {
-            float m0 = (x[i] - sg_s * eps[i]) / al_s;
-            float d1 = inv_r0 * (m0 - m1[i]);
-            float a = c_x * x[i] - c_d0 * m0;
-            x[i] = midpoint ? a - c_d1 * d1 : a + c_d1 * d1;
-            m1[i] = m0;
-        }
+        c->kind = OPS_STEP_DPM2;
+        c->inv_r0 = 1.0f / (h0 / h);
+        c->midpoint = s->cfg.solver_midpoint;
+        c->c_d1 = c->midpoint ? 0.5f * c_d0 : al_t * ((expf(-h) - 1.0f) / h + 1.0f);
     }
     if (st->lower_order_nums < 2) st->lower_order_nums++;
 }
 
-int scheduler_step(const scheduler *s, sched_state *st, int i, const float *eps, float *sample, size_t n)
+int scheduler_prepare(const scheduler *s, sched_state *st, int i, ops_step *c)
 {
     if (i < 0 || i >= s->n) return err_set("scheduler: step index %d outside 0..%d", i, s->n - 1);
     if (st->last_index >= 0 && i != st->last_index + 1)
         return err_set("scheduler: step %d follows step %d; an item must step through consecutive indices", i,
                        st->last_index);
     if (s->kind == SD_SCHED_DDIM) {
-        ddim_step(s, s->ts[i], eps, sample, n);
+        ddim_coefs(s, s->ts[i], c);
     } else {
-        if (!st->prev || st->n < n) return err_set("scheduler: DPM-Solver state has no buffer for %zu values", n);
-        dpm_step(s, st, i, eps, sample, n);
+        if (!st->prev) return err_set("scheduler: DPM-Solver state has no buffer");
+        dpm_coefs(s, st, i, c);
     }
     st->last_index = i;
     return 0;
 }
 
-void scheduler_add_noise(const scheduler *s, int t, const float *x0, const float *noise, float *out, size_t n)
+int scheduler_step(const scheduler *s, sched_state *st, int i, const float *eps, float *sample, size_t n)
+{
+    if (s->kind == SD_SCHED_DPMPP_2M && (!st->prev || st->n < n))
+        return err_set("scheduler: DPM-Solver state has no buffer for %zu values", n);
+    ops_step c;
+    if (scheduler_prepare(s, st, i, &c)) return -1;
+    ops_step_host(&c, eps, sample, st->prev, n);
+    return 0;
+}
+
+void scheduler_noise_scales(const scheduler *s, int t, float *sa, float *sb)
 {
     const float a = s->acp[t];
-    const float sa = sqrtf(a), sb = sqrtf(1.0f - a);
+    *sa = sqrtf(a);
+    *sb = sqrtf(1.0f - a);
+}
+
+void scheduler_add_noise(const scheduler *s, int t, const float *x0, const float *noise, float *out, size_t n)
+{
+    float sa, sb;
+    scheduler_noise_scales(s, t, &sa, &sb);
     for (size_t i = 0; i < n; i++) out[i] = sa * x0[i] + sb * noise[i];
 }

@@ -8,6 +8,7 @@
 #ifndef GENIE_SCHEDULER_H
 #define GENIE_SCHEDULER_H
 #include <stddef.h>
+#include "ops.h"
 #include "sdconfig.h"
 
 typedef struct scheduler scheduler;
@@ -40,7 +41,13 @@ void sched_state_init(sched_state *st, float *prev, size_t n);
  * eps[n]. Items must step through consecutive indices (first step anywhere). -1 + err_msg() on misuse. */
 int scheduler_step(const scheduler *s, sched_state *st, int i, const float *eps, float *sample, size_t n);
 
+/* The host half of scheduler_step: checks the index, advances st and fills c for a backend's sched_step op,
+ * which does the per-element half on st->prev (a backend buffer then). -1 + err_msg() on misuse. */
+int scheduler_prepare(const scheduler *s, sched_state *st, int i, ops_step *c);
+
 /* out[n] = sqrt(acp[t]) * x0 + sqrt(1 - acp[t]) * noise (out may alias x0). */
 void scheduler_add_noise(const scheduler *s, int t, const float *x0, const float *noise, float *out, size_t n);
+/* add_noise's two scales, sa = sqrt(acp[t]) and sb = sqrt(1 - acp[t]), for a backend's lincomb op */
+void scheduler_noise_scales(const scheduler *s, int t, float *sa, float *sb);
 
 #endif

@@ -14,11 +14,15 @@ typedef struct unet_model unet_model;
  * config. */
 unet_model *unet_load(const unet_config *cfg, weights *w, ops_backend *be, int max_batch, int max_h, int max_w,
                       int max_ctx);
-/* out[B, out_channels, h, w] = eps prediction for x[B, in_channels, h, w] at timesteps t[B] (float, per item)
- * with context ctx[B, L, cross_attention_dim]. h and w must be multiples of unet_factor. -1 + err_msg() on a
- * size beyond the arena or a non-finite value (naming the stage). */
+/* out[B, out_channels, h, w] = eps prediction for x[B, in_channels, h, w] at timesteps t[B] (float, per item,
+ * on the host) with context ctx[B, L, cross_attention_dim]. x, ctx and out are buffers of the model's backend
+ * (host memory on the CPU backend). h and w must be multiples of unet_factor. -1 + err_msg() on a size beyond the
+ * arena or, with checks on, a non-finite value (naming the stage). */
 int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int B, int h, int w, int L,
                  float *out);
+/* on (the default): a finite check after every block, naming the first stage that went bad; off: none (the
+ * engine checks the latents once per denoising step instead: each check waits for a device) */
+void unet_set_checks(unet_model *m, int on);
 int unet_factor(const unet_model *m);
 /* Bytes of work memory (the arena) reserved at load for the maximum sizes. */
 size_t unet_work_bytes(const unet_model *m);

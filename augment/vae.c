@@ -100,9 +100,7 @@ static int encode_run(vae_model *m, const float *img, int B, int H, int W, float
     ops_arena *a = &m->ar;
     const vae_config *c = &m->cfg;
     size_t base = ar_mark(a);
-    float *x = ar_push(a, (size_t)B * c->in_channels * H * W);
-    OPS_RUN(a, upload, x, img, (size_t)B * c->in_channels * H * W);
-    float *h = nn_conv_forward(a, &m->enc_in, x, B, H, W, 1, PAD1);
+    float *h = nn_conv_forward(a, &m->enc_in, img, B, H, W, 1, PAD1);
     int C = c->block_out_channels[0];
     for (int i = 0; i < c->n_blocks; i++) {
         const vae_block *blk = &m->down[i];
@@ -129,9 +127,8 @@ static int encode_run(vae_model *m, const float *img, int B, int H, int W, float
     size_t hw = (size_t)H * W, n = (size_t)L * hw;
     if (nn_check_finite(a, h, 2 * n * B, "vae encoder", "quant_conv")) return -1;
     for (int b = 0; !a->dry && b < B; b++) {
-        OPS_RUN(a, download, mean + b * n, h + 2 * n * b, n);
-        OPS_RUN(a, download, logvar + b * n, h + 2 * n * b + n, n);
-        for (size_t i = 0; i < n; i++) logvar[b * n + i] = fminf(fmaxf(logvar[b * n + i], -30.0f), 20.0f);
+        OPS_RUN(a, copy, mean + b * n, h + 2 * n * b, n);
+        OPS_RUN(a, clamp, h + 2 * n * b + n, -30.0f, 20.0f, n, logvar + b * n);
     }
     return 0;
 }
@@ -141,10 +138,7 @@ static int decode_run(vae_model *m, const float *z, int B, int H, int W, float *
     ops_arena *a = &m->ar;
     const vae_config *c = &m->cfg;
     size_t base = ar_mark(a);
-    int L = c->latent_channels;
-    float *x = ar_push(a, (size_t)B * L * H * W);
-    OPS_RUN(a, upload, x, z, (size_t)B * L * H * W);
-    float *h = nn_conv_forward(a, &m->post_quant, x, B, H, W, 1, PAD0);
+    float *h = nn_conv_forward(a, &m->post_quant, z, B, H, W, 1, PAD0);
     h = nn_conv_forward(a, &m->dec_in, h, B, H, W, 1, PAD1);
     int C = m->dec_in.cout;
     h = nn_settle(a, base, h, (size_t)B * C * H * W);
@@ -172,7 +166,7 @@ static int decode_run(vae_model *m, const float *z, int B, int H, int W, float *
     h = nn_conv_forward(a, &m->dec_out, h, B, H, W, 1, PAD1);
     size_t n = (size_t)B * c->out_channels * H * W;
     if (nn_check_finite(a, h, n, "vae decoder", "conv_out")) return -1;
-    OPS_RUN(a, download, img, h, n);
+    OPS_RUN(a, copy, img, h, n);
     return 0;
 }
 

@@ -15,7 +15,8 @@ enum { VAE_ENCODER = 1, VAE_DECODER = 2 };
 vae_model *vae_load(const vae_config *cfg, weights *w, ops_backend *be, int parts, int max_batch, int max_h,
                     int max_w);
 /* img[B, in_channels, H, W] in [-1, 1] -> mean, logvar [B, latent, H/f, W/f] (f = vae_factor), after quant_conv,
- * logvar clamped to [-30, 20]. H and W must be multiples of f. -1 + err_msg() beyond the arena or on NaN. */
+ * logvar clamped to [-30, 20]. H and W must be multiples of f. -1 + err_msg() beyond the arena or on NaN.
+ * img, mean, logvar (and decode's z, img) are buffers of the model's backend (host memory on the CPU backend). */
 int vae_encode(vae_model *m, const float *img, int B, int H, int W, float *mean, float *logvar);
 /* z[B, latent, h, w] (already divided by scaling_factor) -> img[B, out_channels, h*f, w*f]; post_quant_conv
  * first. */

@@ -22,6 +22,7 @@ static void usage(void)
             "  classifier predict <data> <cfg> <weights> <image>\n"
             "  img2img -model M -i src -p \"A photo of a T\" -r 0.8 -o out.png [-steps N] [-guidance G] [-seed S]\n"
             "          [-scheduler ddim|dpmpp2m] [-threads N] [-size WxH] [-noise file.safetensors] [-vae-mean]\n"
+            "          [-device cpu|cuda[:N]]\n"
             "  txt2img -model M -p \"prompt\" -o out.png [options as img2img]\n"
             "  sweep -model M -i src -p \"prompt\" -o strip.png   (r = 0.1 ... 1.0, labelled strip)\n"
             "  bench-engine -model M -i src -p \"prompt\" [-r R] [-batch B] [-repeat K]\n"

@@ -20,14 +20,27 @@
  *    expf rounds its own) moves the angle t f by up to t * 6e-8.
  *  - noise: rtol 1e-6 (a few ulp of logf/sinf/cosf; rng_cuda.cu is compiled without FMA contraction, so both sides
  *    compute the same float arguments).
+ *  - the sampling loop's ops (fill, lincomb, div_scalar, clamp, guide, sched_step): 0; the device kernels use
+ *    uncontracted __f*_rn arithmetic, so they round as the CPU's loops. vae_sample: atol 5e-7 max|z|, rtol 1e-6
+ *    (2 ulp of expf carried into the sum); fill_normal: as noise.
+ *  - the engine end to end (fixtures' tiny models, img2img and txt2img, DDIM and DPM-Solver++, CFG, items at
+ *    different strengths in one batch): 1e-4 on images and final latents, the tolerance the engine meets against
+ *    PyTorch. Noise parity through the engine: the device's Philox latents (trace at step -1) within rtol 1e-6 of
+ *    philox_fill_normal, and a device run with its own noise against the CPU given that noise explicitly.
+ *
+ * Always (CPU only): the CPU backend's sampling ops against the engine's and scheduler's former host loops,
+ * copied here verbatim: bitwise equal, so moving them behind ops changed no CPU result.
  *
  * Without a CUDA device (or in a build without GPU=1) each group prints one "skipped: no CUDA device" line and
  * counts as skipped, not passed. GENIE_BACKEND_OPS_SELFTEST=1 runs the comparison groups with a second CPU backend
  * in the device's place (bitwise equal by design), which checks this program itself on a machine without a GPU. */
+#include "backend.h"
 #include "check.h"
+#include "engine.h"
 #include "err.h"
 #include "ops.h"
 #include "philox.h"
+#include "scheduler.h"
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -440,6 +453,439 @@ static void test_copy(size_t n, long shift)
     free(x), free(ref), free(got);
 }
 
+/* ---- the sampling loop's ops ---- */
+
+static void sched_configs(sched_config *c, int clip, int midpoint)
+{
+    memset(c, 0, sizeof *c);
+    c->num_train_timesteps = 1000;
+    c->beta_start = 0.00085;
+    c->beta_end = 0.012;
+    c->beta_schedule_scaled_linear = 1;
+    c->prediction_epsilon = 1;
+    c->steps_offset = 1;
+    c->clip_sample = clip;
+    c->clip_sample_range = 1.0f;
+    c->solver_order = 2;
+    c->algorithm_dpmsolverpp = 1;
+    c->lower_order_final = 1;
+    c->solver_midpoint = midpoint;
+    c->timestep_spacing = SD_SPACING_UNSET;
+}
+
+/* Every scheduler update of a 12-step schedule through dev's sched_step against the CPU's, on the same inputs. */
+static void test_sched_step(enum sd_sched_kind kind, int clip, int midpoint, size_t n)
+{
+    sched_config cfg;
+    sched_configs(&cfg, clip, midpoint);
+    scheduler *s = scheduler_create(kind, &cfg);
+    CHECK(s && !scheduler_set_timesteps(s, 12), "scheduler: %s", err_msg());
+    if (!s) return;
+    float *x = rnd(n), *eps = rnd(n), *prev = host(n), *got = host(n);
+    float *dx = to_dev(x, n), *de = dev->alloc(dev, n), *dp = dev->alloc(dev, n);
+    if (!de || !dp) fatal("sched_step buffers");
+    sched_state st_c, st_d;
+    sched_state_init(&st_c, prev, n);
+    sched_state_init(&st_d, dp, n);
+    char what[96];
+    for (int i = 2; i < scheduler_num_steps(s); i++) {
+        philox_fill_normal(11, (uint64_t)i, eps, n);
+        dev->upload(dev, de, eps, n);
+        ops_step c, cd;
+        CHECK(!scheduler_prepare(s, &st_c, i, &c) && !scheduler_prepare(s, &st_d, i, &cd), "prepare: %s", err_msg());
+        cpu->sched_step(cpu, &c, eps, x, prev, n);
+        dev->sched_step(dev, &cd, de, dx, dp, n);
+        dev->download(dev, got, dx, n);
+        snprintf(what, sizeof what, "sched_step %s clip %d midpoint %d step %d n%zu", kind ? "dpm" : "ddim", clip,
+                 midpoint, i, n);
+        compare(what, x, got, n, 0, 0);
+        if (kind == SD_SCHED_DPMPP_2M) {
+            dev->download(dev, got, dp, n);
+            compare(what, prev, got, n, 0, 0);
+        }
+    }
+    dev->release(dev, dx), dev->release(dev, de), dev->release(dev, dp);
+    free(x), free(eps), free(prev), free(got);
+    scheduler_free(s);
+}
+
+static void test_sampling_ops(size_t n)
+{
+    float *x = rnd(n), *z = rnd(n), *ref = host(n), *got;
+    float *dx = to_dev(x, n), *dz = to_dev(z, n), *dy;
+    char what[64];
+#define CASE(name, tol_a, tol_r, cpu_call, dev_call) \
+    do { \
+        cpu_call; \
+        dy = out_buf(n); \
+        dev_call; \
+        snprintf(what, sizeof what, "%s n%zu", name, n); \
+        compare(what, ref, got = fetch(what, dy, n), n, tol_a, tol_r); \
+        free(got); \
+    } while (0)
+    CASE("fill", 0, 0, for (size_t i = 0; i < n; i++) ref[i] = -0.0f, dev->fill(dev, dy, n, -0.0f));
+    CASE("fill_normal", 0, 1e-6, philox_fill_normal(5, philox_mix(6, 7), ref, n),
+         dev->fill_normal(dev, dy, n, 5, philox_mix(6, 7)));
+    CASE("lincomb", 0, 0, cpu->lincomb(cpu, 0.73f, x, 0.6831f, z, n, ref), dev->lincomb(dev, 0.73f, dx, 0.6831f, dz, n, dy));
+    CASE("lincomb without z", 0, 0, cpu->lincomb(cpu, 1.7f, x, 0, NULL, n, ref), dev->lincomb(dev, 1.7f, dx, 0, NULL, n, dy));
+    CASE("lincomb in place", 0, 0, cpu->lincomb(cpu, 0.3f, x, -1.1f, z, n, ref),
+         (dev->copy(dev, dy, dx, n), dev->lincomb(dev, 0.3f, dy, -1.1f, dz, n, dy)));
+    CASE("div_scalar", 0, 0, cpu->div_scalar(cpu, x, 0.18215f, n, ref), dev->div_scalar(dev, dx, 0.18215f, n, dy));
+    CASE("clamp", 0, 0, cpu->clamp(cpu, x, -0.5f, 1.25f, n, ref), dev->clamp(dev, dx, -0.5f, 1.25f, n, dy));
+    CASE("guide", 0, 0, cpu->guide(cpu, x, z, 7.5f, n, ref), dev->guide(dev, dx, dz, 7.5f, n, dy));
+    CASE("vae_sample mean", 0, 0, cpu->vae_sample(cpu, x, z, NULL, 0.18215f, n, ref),
+         dev->vae_sample(dev, dx, dz, NULL, 0.18215f, n, dy));
+    cpu->vae_sample(cpu, x, z, x, 0.18215f, n, ref);
+    CASE("vae_sample", 5e-7 * maxabs(ref, n), 1e-6, (void)0, dev->vae_sample(dev, dx, dz, dx, 0.18215f, n, dy));
+#undef CASE
+    dev->release(dev, dx), dev->release(dev, dz);
+    free(x), free(z), free(ref);
+    test_sched_step(SD_SCHED_DDIM, 0, 0, n);
+    test_sched_step(SD_SCHED_DDIM, 1, 0, n);
+    test_sched_step(SD_SCHED_DPMPP_2M, 0, 0, n);
+    test_sched_step(SD_SCHED_DPMPP_2M, 0, 1, n);
+}
+
+/* The former host loops (engine.c, scheduler.c before the loop moved behind ops), verbatim but for names. */
+static void old_ddim_step(const float *acp, int T, int nsteps, float final_acp, int clip, float r, int t,
+                          const float *eps, float *x, size_t n)
+{
+    int prev_t = t - T / nsteps;
+    float a_t = acp[t];
+    float a_prev = prev_t >= 0 ? acp[prev_t] : final_acp;
+    float b_t = 1.0f - a_t;
+    float sb = sqrtf(b_t), sa = sqrtf(a_t), sa_prev = sqrtf(a_prev);
+    float dir = sqrtf(1.0f - a_prev - 0.0f);
+    for (size_t i = 0; i < n; i++) {
+        float x0 = (x[i] - sb * eps[i]) / sa;
+        if (clip) x0 = x0 < -r ? -r : x0 > r ? r : x0;
+        x[i] = sa_prev * x0 + dir * eps[i];
+    }
+}
+
+static void old_dpm_step(const float *alpha_t, const float *sigma_t, const float *lambda_t, const int *ts, int N,
+                         int lower_final_cfg, int midpoint, int *lower_order_nums, int idx, const float *eps, float *x,
+                         float *m1, size_t n)
+{
+    const int t = ts[idx], prev_t = idx == N - 1 ? 0 : ts[idx + 1];
+    const int lower_order_final = idx == N - 1 && lower_final_cfg && N < 15;
+    const float al_s = alpha_t[t], sg_s = sigma_t[t];
+    const float al_t = alpha_t[prev_t], sg_t = sigma_t[prev_t];
+    const float h = lambda_t[prev_t] - lambda_t[t];
+    const float c_x = sg_t / sg_s;
+    const float c_d0 = al_t * (expf(-h) - 1.0f);
+    if (*lower_order_nums < 1 || lower_order_final) {
+        for (size_t i = 0; i < n; i++) {
+            float m0 = (x[i] - sg_s * eps[i]) / al_s;
+            x[i] = c_x * x[i] - c_d0 * m0;
+            m1[i] = m0;
+        }
+    } else {
+        const int s1 = ts[idx - 1];
+        const float h0 = lambda_t[t] - lambda_t[s1];
+        const float inv_r0 = 1.0f / (h0 / h);
+        const float c_d1 = midpoint ? 0.5f * c_d0 : al_t * ((expf(-h) - 1.0f) / h + 1.0f);
+        for (size_t i = 0; i < n; i++) {
+            float m0 = (x[i] - sg_s * eps[i]) / al_s;
+            float d1 = inv_r0 * (m0 - m1[i]);
+            float a = c_x * x[i] - c_d0 * m0;
+            x[i] = midpoint ? a - c_d1 * d1 : a + c_d1 * d1;
+            m1[i] = m0;
+        }
+    }
+    if (*lower_order_nums < 2) (*lower_order_nums)++;
+}
+
+static int bitwise_equal(const float *a, const float *b, size_t n) { return !memcmp(a, b, n * sizeof(float)); }
+
+static void test_cpu_sampling_exact(void)
+{
+    const size_t n = 4099;
+    float *x = rnd(n), *z = rnd(n), *e = rnd(n), *ref = host(n), *got = host(n);
+    const float g = 7.5f, sf = 0.18215f;
+    for (size_t i = 0; i < n; i++) ref[i] = x[i] + g * (z[i] - x[i]);
+    cpu->guide(cpu, x, z, g, n, got);
+    CHECK(bitwise_equal(ref, got, n), "guide: the old CFG loop's bits");
+    for (size_t i = 0; i < n; i++) ref[i] = sf * (x[i] + expf(0.5f * z[i]) * e[i]);
+    cpu->vae_sample(cpu, x, z, e, sf, n, got);
+    CHECK(bitwise_equal(ref, got, n), "vae_sample: the old posterior loop's bits");
+    for (size_t i = 0; i < n; i++) ref[i] = sf * x[i];
+    cpu->vae_sample(cpu, x, z, NULL, sf, n, got);
+    CHECK(bitwise_equal(ref, got, n), "vae_sample mean: the old loop's bits");
+    for (size_t i = 0; i < n; i++) ref[i] = x[i] / sf;
+    cpu->div_scalar(cpu, x, sf, n, got);
+    CHECK(bitwise_equal(ref, got, n), "div_scalar: the old z / scaling_factor bits");
+    for (size_t i = 0; i < n; i++) ref[i] = fminf(fmaxf(4 * x[i], -3.0f), 2.0f);
+    for (size_t i = 0; i < n; i++) got[i] = 4 * x[i];
+    cpu->clamp(cpu, got, -3.0f, 2.0f, n, got);
+    CHECK(bitwise_equal(ref, got, n), "clamp: the old logvar clamp's bits");
+    for (size_t i = 0; i < n; i++) ref[i] = z[i] * 1.0f;
+    cpu->lincomb(cpu, 1.0f, z, 0.0f, NULL, n, got);
+    CHECK(bitwise_equal(ref, got, n), "lincomb: the old txt2img start (noise * sigma)");
+
+    sched_config cfg;
+    for (int clip = 0; clip < 2; clip++) {
+        sched_configs(&cfg, clip, 0);
+        scheduler *s = scheduler_create(SD_SCHED_DDIM, &cfg);
+        if (!s || scheduler_set_timesteps(s, 20)) fatal("ddim scheduler");
+        int t = scheduler_timestep(s, 0);
+        float sa, sb;
+        scheduler_noise_scales(s, t, &sa, &sb);
+        const float *acp = scheduler_alphas_cumprod(s);
+        for (size_t i = 0; i < n; i++) ref[i] = sqrtf(acp[t]) * x[i] + sqrtf(1.0f - acp[t]) * z[i];
+        cpu->lincomb(cpu, sa, x, sb, z, n, got);
+        CHECK(bitwise_equal(ref, got, n), "lincomb: the old add_noise bits");
+        memcpy(ref, x, n * sizeof(float));
+        memcpy(got, x, n * sizeof(float));
+        sched_state st;
+        sched_state_init(&st, NULL, n);
+        int same = 1;
+        for (int i = 0; i < 20; i++) {
+            philox_fill_normal(3, (uint64_t)i, e, n);
+            old_ddim_step(acp, 1000, 20, acp[0], clip, 1.0f, scheduler_timestep(s, i), e, ref, n);
+            ops_step c;
+            same &= !scheduler_prepare(s, &st, i, &c);
+            cpu->sched_step(cpu, &c, e, got, NULL, n);
+            same &= bitwise_equal(ref, got, n);
+        }
+        CHECK(same, "DDIM (clip %d): 20 steps through the sched_step op, the old loop's bits", clip);
+        scheduler_free(s);
+    }
+    for (int midpoint = 0; midpoint < 2; midpoint++)
+        for (int steps = 8; steps <= 16; steps += 8) {
+            sched_configs(&cfg, 0, midpoint);
+            scheduler *s = scheduler_create(SD_SCHED_DPMPP_2M, &cfg);
+            if (!s || scheduler_set_timesteps(s, steps)) fatal("dpm scheduler");
+            const float *acp = scheduler_alphas_cumprod(s);
+            float *al = host(1000), *sg = host(1000), *lam = host(1000), *m_old = host(n), *m_new = host(n);
+            for (int i = 0; i < 1000; i++) {
+                al[i] = sqrtf(acp[i]);
+                sg[i] = sqrtf(1.0f - acp[i]);
+                lam[i] = logf(al[i]) - logf(sg[i]);
+            }
+            int ts[16], N = scheduler_num_steps(s), lon = 0, same = 1;
+            for (int i = 0; i < N; i++) ts[i] = scheduler_timestep(s, i);
+            memcpy(ref, x, n * sizeof(float));
+            memcpy(got, x, n * sizeof(float));
+            sched_state st;
+            sched_state_init(&st, m_new, n);
+            for (int i = 0; i < N; i++) {
+                philox_fill_normal(4, (uint64_t)i, e, n);
+                old_dpm_step(al, sg, lam, ts, N, 1, midpoint, &lon, i, e, ref, m_old, n);
+                ops_step c;
+                same &= !scheduler_prepare(s, &st, i, &c);
+                cpu->sched_step(cpu, &c, e, got, m_new, n);
+                same &= bitwise_equal(ref, got, n) && bitwise_equal(m_old, m_new, n);
+            }
+            CHECK(same, "DPM-Solver++ 2M (midpoint %d, %d steps): the sched_step op gives the old loop's bits",
+                  midpoint, steps);
+            free(al), free(sg), free(lam), free(m_old), free(m_new);
+            scheduler_free(s);
+        }
+    free(x), free(z), free(e), free(ref), free(got);
+}
+
+/* ---- the engine end to end on dev_name against the CPU ---- */
+
+typedef struct {
+    float *out, *lat;   /* every item's image and final latents */
+    float *start;       /* item 0's latents at step -1 */
+    size_t ni, nl;
+} engine_result;
+
+static void keep_start(void *ctx, int item, int step_index, const float *latents)
+{
+    engine_result *r = ctx;
+    if (item == 0 && step_index == -1) memcpy(r->start, latents, r->nl * sizeof(float));
+}
+
+static void result_free(engine_result *r)
+{
+    free(r->out), free(r->lat), free(r->start);
+    memset(r, 0, sizeof *r);
+}
+
+/* Four items at different strengths through one engine call; ext non-NULL: the items' latent noise given. */
+static int engine_run(const char *device, const char *model, const char *config, enum sd_sched_kind kind,
+                      double guidance, int txt, float *const *ext, engine_result *res)
+{
+    engine_opts o;
+    engine_opts_default(&o);
+    o.device = device;
+    o.model = model;
+    o.config_dir = config;
+    o.threads = 2;
+    o.max_batch = 4;
+    o.vae_batch = 2;
+    o.scheduler = kind;
+    o.steps = 6;
+    o.guidance = guidance;
+    o.trace = keep_start;
+    o.trace_ctx = res;
+    engine *e = engine_load(&o);
+    CHECK(e != NULL, "engine on %s: %s", device, err_msg());
+    if (!e) return -1;
+    engine_info in;
+    engine_get_info(e, &in);
+    res->ni = (size_t)3 * in.height * in.width;
+    res->nl = (size_t)in.latent_channels * in.latent_h * in.latent_w;
+    res->out = host(4 * res->ni);
+    res->lat = host(4 * res->nl);
+    res->start = host(res->nl);
+    float *img = host(res->ni);
+    philox_fill_normal(21, 0, img, res->ni);
+    for (size_t i = 0; i < res->ni; i++) img[i] = fminf(fmaxf(0.5f + 0.2f * img[i], 0.0f), 1.0f);
+    int p[2] = {engine_prompt(e, "a photo of a cat"), engine_prompt(e, "shoe")};
+    static const double r[4] = {0.5, 1.0, 0.8, 0.34};
+    engine_item it[4];
+    memset(it, 0, sizeof it);
+    for (int k = 0; k < 4; k++) {
+        it[k].image = txt ? NULL : img;
+        it[k].prompt = p[k & 1];
+        it[k].r = r[k];
+        it[k].seed = 3;
+        it[k].stream = (uint64_t)k;
+        it[k].out = res->out + k * res->ni;
+        it[k].latents_out = res->lat + k * res->nl;
+        it[k].latent_noise = ext ? ext[k] : NULL;
+    }
+    int rc = engine_img2img(e, it, 4);
+    CHECK(rc == 0, "engine_img2img on %s: %s", device, err_msg());
+    engine_free(e);
+    free(img);
+    return rc;
+}
+
+static void test_engine_group(const char *dev_name)
+{
+    static const struct { const char *model, *config; } models[] = {
+        {"tests/fixtures/sd-tiny-a", NULL}, {"tests/fixtures/sd-tiny-b.safetensors", "tests/fixtures/sd-tiny-b"}};
+    char what[160];
+    for (size_t m = 0; m < sizeof models / sizeof *models; m++)
+        for (int kind = 0; kind < 2; kind++)
+            for (int txt = 0; txt < 2; txt++) {
+                engine_result rc = {0}, rd = {0};
+                double g = txt ? 3.0 : 7.5;
+                if (!engine_run("cpu", models[m].model, models[m].config, kind, g, txt, NULL, &rc) &&
+                    !engine_run(dev_name, models[m].model, models[m].config, kind, g, txt, NULL, &rd)) {
+                    snprintf(what, sizeof what, "engine %s %s %s: images", models[m].model, kind ? "dpm" : "ddim",
+                             txt ? "txt2img" : "img2img");
+                    compare(what, rc.out, rd.out, 4 * rc.ni, 1e-4, 0);
+                    snprintf(what, sizeof what, "engine %s %s %s: latents", models[m].model, kind ? "dpm" : "ddim",
+                             txt ? "txt2img" : "img2img");
+                    compare(what, rc.lat, rd.lat, 4 * rc.nl, 1e-4, 0);
+                }
+                result_free(&rc), result_free(&rd);
+            }
+    /* noise parity: the device's own Philox noise is philox_fill_normal's, seen at step -1 and through a whole
+     * txt2img run against the CPU given that noise explicitly (sd-tiny-a: 4x8x8 latents) */
+    const size_t nl = 4 * 8 * 8;
+    float *noise[4];
+    for (int k = 0; k < 4; k++) {
+        noise[k] = host(nl);
+        philox_fill_normal(3, philox_mix((uint64_t)k, PHILOX_ENGINE_LATENT), noise[k], nl);
+    }
+    engine_result rd = {0}, rc = {0};
+    if (!engine_run(dev_name, "tests/fixtures/sd-tiny-a", NULL, SD_SCHED_DDIM, 3.0, 1, NULL, &rd) &&
+        !engine_run("cpu", "tests/fixtures/sd-tiny-a", NULL, SD_SCHED_DDIM, 3.0, 1, noise, &rc)) {
+        CHECK(rd.nl == nl, "sd-tiny-a latents: %zu values", rd.nl);
+        if (rd.nl == nl) compare("engine noise parity: starting latents", noise[0], rd.start, nl, 0, 1e-6);
+        compare("engine noise parity: images", rc.out, rd.out, 4 * rc.ni, 1e-4, 0);
+    }
+    result_free(&rc), result_free(&rd);
+    for (int k = 0; k < 4; k++) free(noise[k]);
+}
+
+/* drop_nonfinite with the UNet's per-block checks off: an item whose latents go NaN is dropped alone, the others'
+ * results are those of a run without it (to 1e-5); without drop_nonfinite the call fails naming the item. */
+static void test_engine_drop(const char *dev_name)
+{
+    engine_opts o;
+    engine_opts_default(&o);
+    o.device = dev_name;
+    o.model = "tests/fixtures/sd-tiny-a";
+    o.threads = 2;
+    o.max_batch = 3;
+    o.steps = 4;
+    o.drop_nonfinite = 1;
+    engine *e = engine_load(&o);
+    CHECK(e != NULL, "engine on %s: %s", dev_name, err_msg());
+    if (!e) return;
+    engine_info in;
+    engine_get_info(e, &in);
+    size_t ni = (size_t)3 * in.height * in.width, nl = (size_t)in.latent_channels * in.latent_h * in.latent_w;
+    float *out = host(3 * ni), *alone = host(ni), *bad = host(nl);
+    philox_fill_normal(8, 0, bad, nl);
+    bad[5] = NAN;
+    int p = engine_prompt(e, "a photo");
+    engine_item it[3];
+    memset(it, 0, sizeof it);
+    for (int k = 0; k < 3; k++) {
+        it[k].prompt = p;
+        it[k].seed = 4;
+        it[k].stream = (uint64_t)k;
+        it[k].out = out + k * ni;
+    }
+    it[1].latent_noise = bad;
+    CHECK(engine_img2img(e, it, 3) == 0, "a batch with a NaN item on %s: %s", dev_name, err_msg());
+    CHECK(!it[0].nonfinite && it[1].nonfinite && !it[2].nonfinite, "only item 1 is marked: %d %d %d",
+          it[0].nonfinite, it[1].nonfinite, it[2].nonfinite);
+    engine_item one = it[2];
+    one.out = alone;
+    CHECK(engine_img2img(e, &one, 1) == 0 && !one.nonfinite, "item 2 alone: %s", err_msg());
+    double d = 0;
+    for (size_t i = 0; i < ni; i++) d = fmax(d, fabs(alone[i] - out[2 * ni + i]));
+    /* batch size changes the CPU's GEMM tiling: 1e-5, as test_engine's batch checks */
+    CHECK(d <= 1e-5, "item 2's image does not depend on the dropped item: max diff %g", d);
+    engine_free(e);
+    o.drop_nonfinite = 0;
+    e = engine_load(&o);
+    if (e) {
+        p = engine_prompt(e, "a photo");
+        for (int k = 0; k < 3; k++) it[k].prompt = p;
+        CHECK(engine_img2img(e, it, 3) == -1 && strstr(err_msg(), "item 1") && strstr(err_msg(), "non-finite"),
+              "without drop_nonfinite the call fails naming the item: %s", err_msg());
+    }
+    engine_free(e);
+    free(out), free(alone), free(bad);
+}
+
+/* Backend names: cpu always; cuda[:N] only in a CUDA build, refused by name in a CPU one. */
+static void test_backend_select(void)
+{
+    ops_backend *b = backend_create("cpu", 1);
+    CHECK(b && !strcmp(b->name, "cpu"), "backend cpu: %s", err_msg());
+    if (b) b->destroy(b);
+    b = backend_create(NULL, 1);
+    CHECK(b && !strcmp(b->name, "cpu"), "backend NULL is the CPU: %s", err_msg());
+    if (b) b->destroy(b);
+    static const char *bad[] = {"gpu", "cuda:", "cuda:x", "cuda1", "cuda:-1", "CPU", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(!backend_create(bad[i], 1) && strstr(err_msg(), "expected cpu, cuda or cuda:N"), "device \"%s\": %s",
+              bad[i], err_msg());
+    const char *note;
+    CHECK(!strcmp(backend_choose("cpu", &note), "cpu") && !note, "-device cpu stays cpu");
+#ifdef GENIE_CUDA
+    if (ops_cuda_device_count() > 0) {
+        CHECK(!strcmp(backend_choose(NULL, &note), "cuda") && !note, "default with a device: cuda");
+        CHECK(!strcmp(backend_choose("cuda:0", &note), "cuda:0") && !note, "-device cuda:0 kept");
+        b = backend_create("cuda:0", 1);
+        CHECK(b && !strcmp(b->name, "cuda"), "backend cuda:0: %s", err_msg());
+        if (b) b->destroy(b);
+    } else {
+        CHECK(!strcmp(backend_choose(NULL, &note), "cpu") && note && strstr(note, "no CUDA device"),
+              "default without a device: cpu, saying so");
+        CHECK(!strcmp(backend_choose("cuda", &note), "cpu") && note, "-device cuda without a device: cpu, saying so");
+    }
+#else
+    CHECK(!strcmp(backend_choose(NULL, &note), "cpu") && !note, "a CPU build defaults to cpu");
+    CHECK(!backend_create("cuda", 1) && strstr(err_msg(), "built without CUDA: make GPU=1"), "cuda in a CPU build: %s",
+          err_msg());
+    CHECK(!backend_create("cuda:1", 1) && strstr(err_msg(), "built without CUDA"), "cuda:1 in a CPU build: %s",
+          err_msg());
+#endif
+}
+
 static void test_memory(void)
 {
     size_t n = 100003;
@@ -591,7 +1037,8 @@ int main(void)
         printf("self-test: a second CPU backend stands in for the device\n");
     }
     if (!dev) {
-        const char *groups[] = {"conv2d", "linear", "norms", "elementwise", "attention", "layout", "embeddings", "memory"};
+        const char *groups[] = {"conv2d", "linear", "norms", "elementwise", "attention", "layout", "embeddings", "memory",
+                                "sampling ops"};
         for (size_t i = 0; i < sizeof groups / sizeof *groups; i++) skip(groups[i]);
     } else {
         static const int P0[4] = {0, 0, 0, 0}, P1[4] = {1, 1, 1, 1}, PBR[4] = {0, 0, 1, 1}, PODD[4] = {2, 0, 1, 3};
@@ -667,18 +1114,27 @@ int main(void)
         test_embed_tokens(9, 77, 50, 16);             /* 693 rows: more ids than one launch carries */
 
         test_memory();
+        test_sampling_ops(100003);
+        test_sampling_ops(1);
     }
+    test_cpu_sampling_exact();
+    test_backend_select();
+    test_engine_drop("cpu");
 #ifdef GENIE_CUDA
     if (on_cuda) {
         test_errors();
         test_noise(1, 2, 1000003);
         test_noise(0xfeedfacecafebeefull, philox_mix(3, 4), 17);
+        test_engine_group("cuda");
+        test_engine_drop("cuda");
         test_leaks();
     }
 #endif
     if (!on_cuda) {
         skip("errors");
         skip("noise");
+        if (dev) test_engine_group("cpu");   /* the self-test: the group's own code, CPU against CPU */
+        else skip("engine");
         skip("leaks");
     }
     if (dev) dev->destroy(dev);

@@ -1,0 +1,16 @@
+/* Backend selection by name ("cpu", "cuda", "cuda:N"): the one place that knows which backends this build has,
+ * so the model and engine code stays free of build switches. */
+#ifndef GENIE_BACKEND_H
+#define GENIE_BACKEND_H
+#include "ops.h"
+
+/* A backend for device (NULL: "cpu"); threads is the CPU backend's pool size (<= 0: all online CPUs). NULL +
+ * err_msg() on an unknown name, a CUDA name in a build without CUDA, or a device that cannot be set up. */
+ops_backend *backend_create(const char *device, int threads);
+
+/* The device a command runs on: requested (NULL: the default, "cuda" when built with CUDA, else "cpu"). A CUDA
+ * request in a CUDA build with no device present becomes "cpu", with *note set to the line saying so (else
+ * NULL); anything else is returned as given, for backend_create to accept or refuse. */
+const char *backend_choose(const char *requested, const char **note);
+
+#endif
