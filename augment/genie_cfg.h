@@ -16,6 +16,7 @@
  *   snapshot_every=100             iterations between copies of the trainer's weights into f_theta
  *   embed_layer=-1                 f_theta's layer (-1: the input of the last connected/convolutional layer)
  *   threads=1  batch=10            the module's CPU threads; engine items per call
+ *   device=                        cpu, cuda or cuda:N (empty: cuda in a CUDA build with a device, else cpu)
  *   cache=                         directory of kept samples reused across runs (empty: no cache)
  *   warmup=200                     iterations of this run before the planner trusts the confusion statistics;
  *                                  no generated rows before (sync: nor for the loader's lookahead after)
@@ -34,7 +35,7 @@ enum genie_sources { GENIE_SOURCES_CONFUSED, GENIE_SOURCES_RANDOM, GENIE_SOURCES
 #define GENIE_CFG_MAX_TARGETS 64
 
 typedef struct {
-    char model[1024], prompt[256], names[1024], cache[1024];
+    char model[1024], prompt[256], names[1024], cache[1024], device[32];
     enum genie_mode mode;
     double r, guidance;
     double r_set[ADA_MAX_R];

@@ -1,5 +1,6 @@
 #include "module.h"
 #include "backbone.h"
+#include "backend.h"
 #include "err.h"
 #include "font.h"
 #include "genie.h"
@@ -654,6 +655,9 @@ module *module_start(const module_opts *o)
     go.eo.scheduler = c->scheduler;
     go.eo.max_batch = c->batch;
     go.eo.threads = c->threads;
+    const char *note = NULL;
+    go.eo.device = backend_choose(c->device[0] ? c->device : NULL, &note);
+    if (note) fprintf(stderr, "genie module: %s\n", note);
     go.eo.cancel = &m->stop;
     go.eo.drop_nonfinite = 1;
     go.prompt_template = c->prompt;

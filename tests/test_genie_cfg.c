@@ -40,7 +40,7 @@ int main(void)
     write_file("[genie]\nmodel = data/models/fmnist-ldm\nmode=img2img\nr=0.3\nr_set=0.4, 0.6\nsteps=10\nguidance=7.5\n"
                "scheduler=ddim\nprompt=a picture of one {}\nnames=data/x.names\ntargets=shirt, coat\nsources=same\n"
                "top_k=2\nquota=7\nshare=0.5\nring=16\nreuse=1\nsnapshot_every=20\nembed_layer=4\nthreads=2\n"
-               "batch=3\ncache=build/cache dir\nwarmup=0\nsync=1\n");
+               "batch=3\ncache=build/cache dir\nwarmup=0\nsync=1\ndevice=cuda:1\n");
     CHECK(genie_cfg_read(P, &c) == 0, "full file: %s", err_msg());
     CHECK(c.mode == GENIE_MODE_IMG2IMG && c.r == 0.3 && c.n_r == 2 && c.r_set[1] == 0.6 && c.steps == 10 &&
               c.guidance == 7.5 && c.scheduler == SD_SCHED_DDIM && !strcmp(c.prompt, "a picture of one {}") &&
@@ -48,7 +48,7 @@ int main(void)
               !strcmp(c.target_list[0], "shirt") && !strcmp(c.target_list[1], "coat") &&
               c.sources == GENIE_SOURCES_SAME && c.top_k == 2 && c.quota == 7 && c.share == 0.5 && c.ring == 16 &&
               c.reuse == 1 && c.snapshot_every == 20 && c.embed_layer == 4 && c.threads == 2 && c.batch == 3 &&
-              !strcmp(c.cache, "build/cache dir") && c.warmup == 0 && c.sync == 1,
+              !strcmp(c.cache, "build/cache dir") && c.warmup == 0 && c.sync == 1 && !strcmp(c.device, "cuda:1"),
           "full file read wrong");
     CHECK(genie_cfg_read("cfg/fmnist-genie.cfg", &c) == 0 && c.mode == GENIE_MODE_ADA, "shipped cfg: %s", err_msg());
 
@@ -63,6 +63,9 @@ int main(void)
     bad("[genie]\nreuse=0\n", ":2: reuse must be");
     bad("[genie]\nring=\n", ":2: ring must be");
     bad("[genie]\nsync=2\n", ":2: sync must be 0 or 1");
+    bad("[genie]\ndevice=gpu\n", ":2: device must be cpu, cuda or cuda:N, got 'gpu'");
+    bad("[genie]\ndevice=cuda:x\n", ":2: device must be");
+    bad("[genie]\ndevice=cuda:\n", ":2: device must be");
     bad("[genie]\nscheduler=euler\n", ":2: scheduler must be dpmpp2m or ddim");
     bad("[genie]\nsources=best\n", ":2: sources must be confused, random or same");
     bad("[genie]\ntargets=,\n", ":2: targets must be few, all or a comma list of labels");
