@@ -10,6 +10,7 @@
 #                   and with online GeNIe-Ada
 #   make bench      trainer and loader benchmarks against stock darknet
 #   make bench-genie  the online GeNIe module: trainer img/s with and without it, module img/s, rows served
+#   make bench-gpu    the engine on a CUDA device at SD 1.5 shapes: it/s, GeNIe images/s, memory
 #
 # libdarknet.so (Debian) is built with no GPU/CUDNN defines; its structs change layout with them, so
 # nothing that includes darknet.h may ever be compiled with -DGPU. The CUDA side uses GENIE_CUDA instead.
@@ -70,7 +71,7 @@ LIB_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(TRAIN_SRC:%.c=$(BUILD)/%.o) $(AUG_S
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 FUZZERS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/fuzz_*.c))
 
-.PHONY: all deps test run-tests asan tsan demo bench bench-engine bench-genie ablate fixtures fuzz clean data
+.PHONY: all deps test run-tests asan tsan demo bench bench-engine bench-genie bench-gpu ablate fixtures fuzz clean data
 all: $(BIN)
 
 $(BIN): $(BUILD)/src/main.o $(LIB_OBJ)
@@ -128,6 +129,10 @@ bench-engine: $(BIN)
 
 bench-genie: $(BIN)
 	sh scripts/bench_genie.sh
+
+# builds build-gpu/genie itself, and only when a device is present
+bench-gpu:
+	sh scripts/bench_gpu.sh
 
 # GeNIe ablation on the project's Fashion-MNIST-LT split (hours on 2 cores; scripts/ablate.sh says what it runs)
 ablate: deps data

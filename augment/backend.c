@@ -18,16 +18,33 @@ static int cuda_index(const char *name)
     return *end || n > 1024 ? -1 : (int)n;
 }
 
-ops_backend *backend_create(const char *device, int threads)
+static const char *const PREC_NAMES[] = {[OPS_F32] = "f32", [OPS_F16] = "f16", [OPS_BF16] = "bf16"};
+
+const char *backend_precision_name(enum ops_precision p) { return PREC_NAMES[p]; }
+
+ops_backend *backend_create(const char *device, int threads, const char *precision)
 {
-    if (!device || !strcmp(device, "cpu")) return ops_cpu_create(threads);
+    int prec = -1;
+    for (int i = 0; precision && i < (int)(sizeof PREC_NAMES / sizeof *PREC_NAMES); i++)
+        if (!strcmp(precision, PREC_NAMES[i])) prec = i;
+    if (precision && prec < 0) {
+        err_set("precision \"%s\": expected f32, f16 or bf16", precision);
+        return NULL;
+    }
+    if (!device || !strcmp(device, "cpu")) {
+        if (prec > OPS_F32) {
+            err_set("precision %s: the CPU backend computes in f32 only", precision);
+            return NULL;
+        }
+        return ops_cpu_create(threads);
+    }
     int idx = cuda_index(device);
     if (idx < 0) {
         err_set("device \"%s\": expected cpu, cuda or cuda:N", device);
         return NULL;
     }
 #ifdef GENIE_CUDA
-    return ops_cuda_create(idx);
+    return ops_cuda_create(idx, prec < 0 ? OPS_F16 : (enum ops_precision)prec);
 #else
     err_set("device \"%s\": built without CUDA: make GPU=1", device);
     return NULL;

@@ -20,6 +20,8 @@ typedef struct {
     double r;
     uint64_t seed;
     int batch, repeat;
+    int verbose;                    /* -v: the backend's memory after the run */
+    int ada;                        /* bench-engine -ada: the items cycle through GeNIe-Ada's r set */
 } cli_args;
 
 static int parse_args(int argc, char **argv, cli_args *a)
@@ -38,6 +40,9 @@ static int parse_args(int argc, char **argv, cli_args *a)
                             ARG_OPT("-model", ARG_STR, &a->eo.model),
                             ARG_OPT("-config", ARG_STR, &a->eo.config_dir),
                             ARG_OPT("-device", ARG_STR, &device),
+                            ARG_OPT("-precision", ARG_STR, &a->eo.precision),
+                            ARG_OPT("-v", ARG_SWITCH, &a->verbose),
+                            ARG_OPT("-ada", ARG_SWITCH, &a->ada),
                             ARG_OPT("-i", ARG_STR, &a->input),
                             ARG_OPT("-p", ARG_STR, &a->prompt),
                             ARG_OPT("-o", ARG_STR, &a->output),
@@ -78,12 +83,17 @@ static int parse_args(int argc, char **argv, cli_args *a)
 typedef struct {
     double t0;
     int shown;
+    double t_first, t_last;         /* when step 1 and the latest step ended: the denoising rate */
+    int last;
 } progress_state;
 
 static void progress_fn(void *ctx, int step, int total)
 {
     progress_state *p = ctx;
-    double el = util_now() - p->t0;
+    double now = util_now(), el = now - p->t0;
+    if (step == 1) p->t_first = now;
+    p->t_last = now;
+    p->last = step;
     if (el < 1.0 && step < total) return;
     if (el < 1.0 && !p->shown) return;
     fprintf(stderr, "\rstep %d/%d, %.1f s", step, total, el);
@@ -221,6 +231,19 @@ static double peak_rss_mb(void)
     return kb < 0 ? -1 : kb / 1024.0;
 }
 
+/* one line on stderr: what the backend holds (-v) */
+static void print_memory(const engine_info *in)
+{
+    const double MB = 1048576.0;
+    fprintf(stderr, "genie: memory on %s (%s): weights %.1f MB, buffers %.1f MB, peak %.1f MB, host staging %.1f MB",
+            in->device, in->precision, in->mem_weights / MB, in->mem_buffers / MB, in->mem_peak / MB,
+            in->mem_host / MB);
+    if (in->device_total)
+        fprintf(stderr, "; device %.1f of %.1f MB in use (all processes)", in->device_used / MB,
+                in->device_total / MB);
+    fputc('\n', stderr);
+}
+
 /* ---- commands ---- */
 
 enum { MODE_IMG2IMG, MODE_TXT2IMG, MODE_SWEEP, MODE_BENCH };
@@ -240,6 +263,10 @@ static int run(int argc, char **argv, int mode)
     }
     if (mode != MODE_BENCH && !a.output) {
         err_set("%s: -o <output> is required", argv[0]);
+        goto done;
+    }
+    if (a.ada && mode != MODE_BENCH) {
+        err_set("%s: -ada is for bench-engine", argv[0]);
         goto done;
     }
     if (!a.prompt) a.prompt = "";
@@ -275,7 +302,8 @@ static int run(int argc, char **argv, int mode)
     for (int k = 0; k < n; k++) {
         it[k].image = mode == MODE_TXT2IMG ? NULL : src;
         it[k].prompt = ph;
-        it[k].r = mode == MODE_SWEEP ? (k + 1) / 10.0 : a.r;
+        /* -ada: GeNIe-Ada's default r set (genie.h), 0.5 .. 0.9, in one batch */
+        it[k].r = mode == MODE_SWEEP ? (k + 1) / 10.0 : a.ada ? 0.5 + 0.1 * (k % 5) : a.r;
         it[k].seed = a.seed;
         it[k].stream = mode == MODE_BENCH ? (uint64_t)k : 0;
         it[k].out = outs + k * ni;
@@ -305,14 +333,25 @@ static int run(int argc, char **argv, int mode)
     ps.t0 = util_now();
     if (engine_img2img(e, it, n)) goto bench_done;
     double t_run = util_now() - ps.t0;
+    engine_get_info(e, &info);
+    if (a.verbose) print_memory(&info);
     if (mode == MODE_BENCH) {
         double mean = 0;
         for (size_t i = 0; i < ni * n; i++) mean += outs[i];
+        const double MB = 1048576.0;
         printf("genie device %s\n", a.eo.device);
+        printf("genie precision %s\n", info.precision);
         printf("genie load_s %.4f\n", t_load);
         printf("genie clip_s %.4f\n", t_prompt);
         printf("genie img2img_s %.4f\n", t_prompt + t_run);
         printf("genie img2img_mean %.6f\n", mean / (ni * n));
+        /* steps 2..last: the first step also waits for the VAE encode queued before it */
+        if (ps.last > 1) printf("genie denoise_it_s %.3f\n", (ps.last - 1) / (ps.t_last - ps.t_first));
+        printf("genie images_per_s %.3f\n", n / t_run);
+        printf("genie mem_weights_mb %.1f\n", info.mem_weights / MB);
+        printf("genie mem_buffers_mb %.1f\n", info.mem_buffers / MB);
+        printf("genie mem_peak_mb %.1f\n", info.mem_peak / MB);
+        if (info.device_total) printf("genie device_used_mb %.1f\n", info.device_used / MB);
         printf("genie weights_mb %.1f\n", info.weight_file_bytes / 1048576.0);
         printf("genie peak_rss_mb %.1f\n", peak_rss_mb());
         if (a.ref) {

@@ -50,7 +50,7 @@ struct engine {
     float *mean, *logvar;       /* [vae_batch, nlat] */
     float *img;                 /* [vae_batch, nimg] */
     float *dpm_prev;            /* [B, nlat] scheduler state buffers */
-    /* host buffers */
+    /* host buffers; the timesteps and the transfers' staging buffers come from the backend (pinned on a device) */
     float *unet_t;              /* [2B] timesteps */
     float *img_host;            /* [vae_batch, nimg] images in and out */
     float *lat_host;            /* [2, nlat] latents for traces, posterior noise to compare */
@@ -86,6 +86,33 @@ static size_t file_size(const char *p)
 static float *backend_buffer(engine *e, size_t n, int *fail)
 {
     float *p = *fail ? NULL : e->be->alloc(e->be, n);
+    if (!p) *fail = 1;
+    return p;
+}
+
+/* The UNet forward of a denoising step, which a device backend records once per batch size and replays. */
+typedef struct {
+    engine *e;
+    int B, rc;
+} unet_call;
+
+static void unet_step(void *ctx)
+{
+    unet_call *u = ctx;
+    engine *e = u->e;
+    u->rc = unet_forward(e->unet, e->unet_in, e->unet_t, e->ctx, u->B, e->h, e->w, e->L, e->unet_out);
+}
+
+static int unet_run_step(engine *e, int B)
+{
+    unet_call u = {e, B, 0};
+    e->be->replay(e->be, (uint64_t)B, unet_step, &u);
+    return u.rc;
+}
+
+static float *host_buffer(engine *e, size_t n, int *fail)
+{
+    float *p = *fail ? NULL : e->be->host_alloc(e->be, n * sizeof(float));
     if (!p) *fail = 1;
     return p;
 }
@@ -177,7 +204,7 @@ engine *engine_load(const engine_opts *o)
     }
     e->cfg = o->guidance > 1.0;
 
-    if (!(e->be = backend_create(o->device, o->threads))) goto fail;
+    if (!(e->be = backend_create(o->device, o->threads, o->precision))) goto fail;
     void *mctx = &m->map;
     e->w_unet = open_weights(m->unet_path, m->single_file ? sd_map_unet : NULL, mctx);
     e->w_vae = e->w_unet ? open_weights(m->vae_path, m->single_file ? sd_map_vae : NULL, mctx) : NULL;
@@ -225,9 +252,9 @@ engine *engine_load(const engine_opts *o)
         goto fail;
     }
     e->ids = xcalloc(e->L, sizeof(int), &fail);
-    e->unet_t = xcalloc(UB, sizeof(float), &fail);
-    e->img_host = xcalloc(VB * e->nimg, sizeof(float), &fail);
-    e->lat_host = xcalloc(2 * nl, sizeof(float), &fail);
+    e->unet_t = host_buffer(e, UB, &fail);   /* read by the UNet's graph as it runs (ops.h, replay) */
+    e->img_host = host_buffer(e, VB * e->nimg, &fail);
+    e->lat_host = host_buffer(e, 2 * nl, &fail);
     e->st = xcalloc(B, sizeof(sched_state), &fail);
     e->order = xcalloc(B, sizeof(int), &fail);
     e->start = xcalloc(B, sizeof(int), &fail);
@@ -258,6 +285,9 @@ void engine_free(engine *e)
                          e->logvar, e->img, e->dpm_prev};
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
             if (bufs[i]) e->be->release(e->be, bufs[i]);
+        if (e->img_host) e->be->host_free(e->be, e->img_host);
+        if (e->lat_host) e->be->host_free(e->be, e->lat_host);
+        if (e->unet_t) e->be->host_free(e->be, e->unet_t);
         e->be->destroy(e->be);
     }
     tokenizer_free(e->tok);
@@ -268,9 +298,6 @@ void engine_free(engine *e)
     }
     free(e->prompts);
     free(e->ids);
-    free(e->unet_t);
-    free(e->img_host);
-    free(e->lat_host);
     free(e->st);
     free(e->order);
     free(e->start);
@@ -467,8 +494,7 @@ int engine_img2img(engine *e, engine_item *items, int n)
                 e->unet_t[a * per + c] = (float)t;
             }
         }
-        if (unet_forward(e->unet, e->unet_in, e->unet_t, e->ctx, na * per, e->h, e->w, e->L, e->unet_out))
-            return err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
+        if (unet_run_step(e, na * per)) return err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
         for (int a = 0; a < na; a++) {
             const int k = e->order[a];
             if (items[k].nonfinite) continue;
@@ -529,6 +555,16 @@ void engine_get_info(const engine *e, engine_info *info)
     info->steps = scheduler_num_steps(e->sched);
     info->max_batch = e->o.max_batch;
     info->weight_file_bytes = e->weight_bytes;
+    ops_mem m;
+    e->be->mem(e->be, &m);
+    info->device = e->be->name;
+    info->precision = backend_precision_name(e->be->precision);
+    info->mem_weights = m.weights;
+    info->mem_buffers = m.buffers;
+    info->mem_peak = m.peak;
+    info->mem_host = m.host;
+    info->device_used = m.device_used;
+    info->device_total = m.device_total;
 }
 
 int engine_bench_unet(engine *e, int B)
@@ -542,6 +578,6 @@ int engine_bench_unet(engine *e, int B)
         be->fill_normal(be, e->unet_in + b * e->nlat, e->nlat, 1, (uint64_t)b);
         e->unet_t[b] = (float)scheduler_timestep(e->sched, 0);
     }
-    if (unet_forward(e->unet, e->unet_in, e->unet_t, e->ctx, B, e->h, e->w, e->L, e->unet_out)) return -1;
+    if (unet_run_step(e, B)) return -1;
     return be->sync(be);
 }

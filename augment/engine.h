@@ -20,6 +20,8 @@ typedef struct {
     const char *model;              /* diffusers folder or single-file .safetensors checkpoint */
     const char *config_dir;         /* optional diffusers config files overriding a single file's inferred ones */
     const char *device;             /* backend (backend.h): "cpu" (also NULL), "cuda" or "cuda:N" */
+    const char *precision;          /* weights' precision (backend.h): "f32", "f16", "bf16"; NULL: the device's
+                                     * default (f16 on CUDA, f32 on the CPU) */
     int threads;                    /* CPU threads; <= 0: all online CPUs */
     int max_batch;                  /* most items per engine_img2img call */
     int vae_batch;                  /* images per VAE encode/decode call (memory vs. speed); <= 0: 1 */
@@ -79,6 +81,12 @@ typedef struct {
     int latent_channels, latent_h, latent_w;
     int steps, max_batch;
     size_t weight_file_bytes;       /* size of the weight files on disk (a single file counted once) */
+    const char *device, *precision; /* the backend's name ("cpu", "cuda") and weights' precision ("f32", ...) */
+    /* the backend's memory now (bytes): weights in their stored precision, buffers (arenas, state, scratch),
+     * the peak of the two together, host staging buffers; the whole device as the driver reports it (0 on the
+     * CPU) */
+    size_t mem_weights, mem_buffers, mem_peak, mem_host;
+    size_t device_used, device_total;
 } engine_info;
 
 void engine_get_info(const engine *e, engine_info *info);

@@ -37,13 +37,29 @@ typedef struct ops_step {
 /* The CPU loop of the sched_step op (ops_cpu.c); scheduler_step runs it on host arrays. */
 void ops_step_host(const ops_step *c, const float *eps, float *x, float *prev, size_t n);
 
+/* The precision weights are stored in. f32: every op in float32. f16/bf16 (the CUDA backend): weights are
+ * converted at weight_put and stay in that type on the device; linear and conv2d round their input activations to
+ * it and multiply with float32 accumulation; the other ops that take weights (norms' gamma/beta, embedding tables,
+ * biases) read them widened to float32; activations between ops stay float32. */
+enum ops_precision { OPS_F32, OPS_F16, OPS_BF16 };
+
+/* What a backend holds, in bytes (its allocations; on the CPU, weights are the host arrays handed to weight_put). */
+typedef struct {
+    size_t weights;             /* weights now, in their stored precision */
+    size_t buffers;             /* buffers now: arenas, engine state, scratch */
+    size_t peak;                /* most weights + buffers at once */
+    size_t host;                /* host staging buffers (host_alloc; pinned on a device) */
+    size_t device_used, device_total;   /* the whole device as the driver reports it (all processes); 0 on the CPU */
+} ops_mem;
+
 typedef struct ops_backend ops_backend;
 struct ops_backend {
     const char *name;
     void *impl;
 
     /* memory: device buffers of n floats; weights are handed over from host float32 arrays (the CPU backend
-     * keeps the host pointer, a device backend copies) */
+     * keeps the host pointer, a device backend copies, converting to its precision). A weight stored in f16/bf16
+     * is only for the ops that take weights: never download or copy it. */
     float *(*alloc)(ops_backend *be, size_t n);
     void (*release)(ops_backend *be, float *p);
     const float *(*weight_put)(ops_backend *be, const float *host, size_t n);
@@ -52,6 +68,12 @@ struct ops_backend {
     void (*download)(ops_backend *be, float *host, const float *src, size_t n);
     void (*copy)(ops_backend *be, float *dst, const float *src, size_t n);   /* regions may overlap */
     size_t (*count_nonfinite)(ops_backend *be, const float *x, size_t n);
+    /* zeroed host memory for data going to and from the backend (pinned on a device, so copies run at full
+     * speed); NULL + err_msg() on failure */
+    void *(*host_alloc)(ops_backend *be, size_t bytes);
+    void (*host_free)(ops_backend *be, void *p);
+    void (*mem)(ops_backend *be, ops_mem *m);
+    enum ops_precision precision;
 
     /* y[B,Cout,Ho,Wo] = conv(x[B,Cin,H,W], w[Cout,Cin,k,k]) + bias; pads are top, left, bottom, right;
      * Ho = (H + pt + pb - k) / stride + 1 */
@@ -86,7 +108,8 @@ struct ops_backend {
     void (*to_tokens)(ops_backend *be, const float *x, int B, int C, int HW, float *y);
     void (*from_tokens)(ops_backend *be, const float *x, int B, int C, int HW, float *y);
     /* y[B,dim] = sinusoidal embedding of the host timesteps t[B] (diffusers get_timestep_embedding, max period
-     * 10000): half = dim/2, f_i = exp(-ln(1e4) i / (half - shift)); [sin, cos], or [cos, sin] when flip */
+     * 10000): half = dim/2, f_i = exp(-ln(1e4) i / (half - shift)); [sin, cos], or [cos, sin] when flip. A device
+     * may read t when the op runs: keep it unchanged until the next sync (and from host_alloc under replay). */
     void (*timestep_embedding)(ops_backend *be, const float *t, int B, int dim, int flip, float shift, float *y);
     /* y[B,L,C] = tok[ids[b,l]] + pos[l], ids on the host (validated by the caller) */
     void (*embed_tokens)(ops_backend *be, const int *ids, int B, int L, const float *tok, const float *pos, int C,
@@ -112,6 +135,11 @@ struct ops_backend {
     /* one scheduler update of x[n] in place given the noise prediction eps[n] (see ops_step); prev[n] is
      * DPM-Solver's previous data prediction (read and replaced; NULL for DDIM) */
     void (*sched_step)(ops_backend *be, const struct ops_step *c, const float *eps, float *x, float *prev, size_t n);
+    /* Runs fn(ctx), which must only queue this backend's ops (no downloads, syncs, allocations or finite checks)
+     * and queue the same ones on the same buffers whenever key is the same. The CUDA backend runs it directly the
+     * first time, records it as a CUDA graph the second and replays the graph from then on, so host arrays its
+     * ops read (timesteps) must come from host_alloc. The CPU backend calls fn. */
+    void (*replay)(ops_backend *be, uint64_t key, void (*fn)(void *ctx), void *ctx);
     /* waits for queued work: 0, or -1 + err_msg() when the backend met an error (a device's ops return void) */
     int (*sync)(ops_backend *be);
 

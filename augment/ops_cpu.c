@@ -6,6 +6,7 @@
  * parallelism is ours (two levels of threads would oversubscribe the cores). */
 #include "ops.h"
 #include "err.h"
+#include "memtrack.h"
 #include "philox.h"
 #include <cblas.h>
 #include <math.h>
@@ -45,6 +46,7 @@ typedef struct {
 typedef struct {
     ops_backend be;
     pool p;
+    memtrack mt;                /* for the memory report */
 } cpu_backend;
 
 typedef struct {
@@ -113,18 +115,60 @@ static int ceil_div(size_t a, size_t b) { return (int)((a + b - 1) / b); }
 
 /* ---- memory ---- */
 
+static memtrack *mt_of(ops_backend *be) { return &((cpu_backend *)be)->mt; }
+
 static float *cpu_alloc(ops_backend *be, size_t n)
 {
     void *p = NULL;
-    if (posix_memalign(&p, 64, (n ? n : 1) * sizeof(float))) {
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    if (posix_memalign(&p, 64, bytes)) {
         err_set("cpu backend: cannot allocate %zu MB", n * sizeof(float) >> 20);
+        return NULL;
+    }
+    if (mt_add(mt_of(be), p, bytes, MT_BUFFER)) {
+        free(p);
         return NULL;
     }
     return p;
 }
-static void cpu_release(ops_backend *be, float *p) { free(p); }
-static const float *cpu_weight_put(ops_backend *be, const float *host, size_t n) { return host; }
-static void cpu_weight_drop(ops_backend *be, const float *dev) {}
+static void cpu_release(ops_backend *be, float *p)
+{
+    mt_remove(mt_of(be), p);
+    free(p);
+}
+/* The host array itself: counted, not copied. */
+static const float *cpu_weight_put(ops_backend *be, const float *host, size_t n)
+{
+    return mt_add(mt_of(be), host, n * sizeof(float), MT_WEIGHT) ? NULL : host;
+}
+static void cpu_weight_drop(ops_backend *be, const float *dev) { mt_remove(mt_of(be), dev); }
+static void *cpu_host_alloc(ops_backend *be, size_t bytes)
+{
+    void *p = calloc(bytes ? bytes : 1, 1);
+    if (!p) {
+        err_set("cpu backend: cannot allocate %zu MB of staging memory", bytes >> 20);
+        return NULL;
+    }
+    if (mt_add(mt_of(be), p, bytes, MT_HOST)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+static void cpu_host_free(ops_backend *be, void *p)
+{
+    mt_remove(mt_of(be), p);
+    free(p);
+}
+static void cpu_replay(ops_backend *be, uint64_t key, void (*fn)(void *ctx), void *ctx) { fn(ctx); }
+/* the pool's per-thread scratch counts as buffers held for the backend's life */
+static void cpu_mem(ops_backend *be, ops_mem *m)
+{
+    const memtrack *t = mt_of(be);
+    size_t pool_bytes = (size_t)pool_of(be)->nscratch * SCRATCH_FLOATS * sizeof(float);
+    *m = (ops_mem){.weights = t->bytes[MT_WEIGHT], .buffers = t->bytes[MT_BUFFER] + pool_bytes,
+                   .peak = t->peak + pool_bytes, .host = t->bytes[MT_HOST]};
+}
 static void cpu_copy(ops_backend *be, float *dst, const float *src, size_t n)
 {
     if (dst != src) memmove(dst, src, n * sizeof(float));
@@ -836,6 +880,7 @@ static void cpu_destroy(ops_backend *be)
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->start);
     pthread_cond_destroy(&p->done);
+    mt_free(mt_of(be));
     free(be);
 }
 
@@ -864,6 +909,8 @@ ops_backend *ops_cpu_create(int nthreads)
         .embed_tokens = cpu_embed_tokens, .fill = cpu_fill, .fill_normal = cpu_fill_normal,
         .lincomb = cpu_lincomb, .div_scalar = cpu_div_scalar, .clamp = cpu_clamp, .guide = cpu_guide,
         .vae_sample = cpu_vae_sample, .sched_step = cpu_sched_step, .sync = cpu_sync, .destroy = cpu_destroy,
+        .host_alloc = cpu_host_alloc, .host_free = cpu_host_free, .mem = cpu_mem, .replay = cpu_replay,
+        .precision = OPS_F32,
     };
     pool *p = &c->p;
     p->n = nthreads;

@@ -1,14 +1,23 @@
-/* CUDA backend of ops.h: every op in float32 on one device, queued on one stream.
+/* CUDA backend of ops.h: every op on one device, queued on one stream; activations always float32.
  *
  * Matrix products are cuBLAS SGEMM with the default math mode (full float32, no TF32): linear is one GEMM,
- * conv2d is im2col + GEMM per batch item and pixel chunk. Everything else is a kernel written against the CPU op
- * it mirrors in ops_cpu.c (same formulas, same float/double choices), so the two backends agree to rounding:
- * tests/test_backend_ops.c compares them op by op. Attention is flash-style: scores live in registers and
+ * conv2d is im2col + GEMM per batch item and pixel chunk. With f16/bf16 weights (ops_precision) a product's input
+ * is rounded to the weights' type on the way (linear: a conversion kernel; conv2d: im2col writes that type) and
+ * the product is cublasGemmEx with float32 accumulation and a float32 result; norms, embeddings and biases read
+ * their reduced weights widened to float. The memtrack table says which pointers are reduced weights. Everything
+ * else is a kernel written against the CPU op it mirrors in ops_cpu.c (same formulas, same float/double choices),
+ * so the two backends agree to rounding: tests/test_backend_ops.c compares them op by op. Attention is flash-style: scores live in registers and
  * shared memory one key tile at a time, with an online softmax; no Tq x Tk buffer is ever written.
  *
  * The stream is a blocking one on purpose: rng_cuda_fill_normal queues on the legacy default stream, and a
- * blocking stream stays ordered with it. Errors are sticky per backend (see ops_cuda.h). */
+ * blocking stream stays ordered with it. Errors are sticky per backend (see ops_cuda.h).
+ *
+ * replay records a sequence of ops (the UNet forward of a denoising step) as a CUDA graph per key and launches it
+ * in one call; a graph holds the addresses it was recorded with, so one that used the scratch buffer is recorded
+ * again after the buffer moves (scratch_gen). */
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -18,6 +27,7 @@
 
 extern "C" {
 #include "err.h"
+#include "memtrack.h"
 #include "ops.h"
 }
 #include "ops_cuda.h"
@@ -29,14 +39,35 @@ extern "C" {
 #define CONV_COL_FLOATS ((size_t)1 << 24)
 /* bounce buffer of an overlapping copy, in floats */
 #define COPY_BOUNCE ((size_t)1 << 22)
+/* timesteps per timestep_embedding launch */
+#define TS_CHUNK 32
+/* replay keys with a graph; more keys run their ops directly */
+#define GRAPH_SLOTS 64
+/* cuBLAS's workspace, ours so that direct and recorded products use the same one (cuBLAS's size for Hopper) */
+#define BLAS_WORKSPACE ((size_t)32 << 20)
+
+typedef struct {
+    uint64_t key;
+    int runs;                           /* calls so far: the first runs directly, the second records */
+    int direct;                         /* recording failed: always run directly */
+    unsigned gen;                       /* scratch_gen when recorded */
+    cudaGraphExec_t exec;
+} graph_slot;
 
 typedef struct {
     ops_backend be;
     int dev;
     cudaStream_t stream;
     cublasHandle_t blas;
-    float *scratch;                     /* im2col columns and copy bounces, grown on demand */
+    void *blas_ws;
+    float *scratch;                     /* im2col columns, converted inputs, copy bounces; grown on demand */
     size_t scratch_n;
+    memtrack mt;                        /* every allocation, for the report and the weights' types */
+    unsigned scratch_gen;               /* bumped whenever the scratch buffer moves */
+    float *ts_dev;                      /* TS_CHUNK timesteps, copied from the host as each launch runs */
+    graph_slot graphs[GRAPH_SLOTS];
+    int n_graphs;
+    size_t graph_launches;
     unsigned long long *count_dev;      /* count_nonfinite's counter */
     char err[256];                      /* the first error, "" while there is none */
 } cuda_be;
@@ -90,20 +121,58 @@ static unsigned ew_blocks(size_t n)
 static float *scratch(cuda_be *c, size_t n)
 {
     if (n <= c->scratch_n) return c->scratch;
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(c->stream, &cap) == cudaSuccess && cap != cudaStreamCaptureStatusNone) {
+        fail(c, "scratch", "cannot grow while a graph is recorded");   /* replay then runs the ops directly */
+        return NULL;
+    }
     if (c->scratch) {
         cu_ok(c, cudaStreamSynchronize(c->stream), "scratch");
+        mt_remove(&c->mt, c->scratch);
         cu_ok(c, cudaFree(c->scratch), "scratch");
     }
     c->scratch = NULL;
     c->scratch_n = 0;
     void *p = NULL;
     if (!cu_ok(c, cudaMalloc(&p, n * sizeof(float)), "scratch allocation")) return NULL;
+    if (mt_add(&c->mt, p, n * sizeof(float), MT_BUFFER)) {
+        cudaFree(p);
+        fail(c, "scratch allocation", err_msg());
+        return NULL;
+    }
     c->scratch = (float *)p;
     c->scratch_n = n;
+    c->scratch_gen++;
     return c->scratch;
 }
 
 /* ---- device helpers ---- */
+
+/* weights' storage types to float and back (round to nearest even) */
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(__half v) { return __half2float(v); }
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T narrow(float v);
+template <> __device__ __forceinline__ float narrow<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half narrow<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+/* Runs the statements with T the C++ type of precision p. */
+#define BY_PREC(p, T, ...)                                                                                         \
+    do {                                                                                                           \
+        switch (p) {                                                                                               \
+        case OPS_F16: { typedef __half T; __VA_ARGS__; break; }                                                    \
+        case OPS_BF16: { typedef __nv_bfloat16 T; __VA_ARGS__; break; }                                            \
+        default: { typedef float T; __VA_ARGS__; break; }                                                          \
+        }                                                                                                          \
+    } while (0)
+
+/* The type a weight operand is stored in: the backend's precision for the weights it converted, float for
+ * anything else (f32 weights, buffers from alloc holding weights, as tests do). */
+static enum ops_precision wprec(const cuda_be *c, const void *p)
+{
+    return p && mt_kind(&c->mt, p) == MT_WEIGHT_HALF ? c->be.precision : OPS_F32;
+}
 
 __device__ __forceinline__ float act_apply(int act, float x)
 {
@@ -143,25 +212,38 @@ __device__ double block_sum(double v)
 
 /* ---- memory ---- */
 
-static float *cuda_alloc(ops_backend *be, size_t n)
+/* Device memory recorded as kind; NULL + err_msg() when out of memory (the caller's to handle, not a broken
+ * backend). */
+static void *dev_alloc(cuda_be *c, size_t bytes, int kind)
 {
-    cuda_be *c = use(be);
     void *p = NULL;
-    cudaError_t e = cudaMalloc(&p, (n ? n : 1) * sizeof(float));
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
     if (e != cudaSuccess) {
-        cudaGetLastError();   /* out of memory is the caller's to handle, not a broken backend */
-        err_set("cuda backend: cannot allocate %zu MB: %s", n * sizeof(float) >> 20, cudaGetErrorString(e));
+        cudaGetLastError();
+        err_set("cuda backend: cannot allocate %zu MB: %s", bytes >> 20, cudaGetErrorString(e));
         return NULL;
     }
-    return (float *)p;
+    if (mt_add(&c->mt, p, bytes, kind)) {
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
 }
 
 /* cudaFree waits for the device, so queued ops reading p finish first */
-static void cuda_release(ops_backend *be, float *p)
+static void dev_free(cuda_be *c, const void *p, const char *what)
 {
-    cuda_be *c = use(be);
-    if (p) cu_ok(c, cudaFree(p), "release");
+    if (!p) return;
+    mt_remove(&c->mt, p);
+    cu_ok(c, cudaFree((void *)p), what);
 }
+
+static float *cuda_alloc(ops_backend *be, size_t n)
+{
+    return (float *)dev_alloc(use(be), n * sizeof(float), MT_BUFFER);
+}
+
+static void cuda_release(ops_backend *be, float *p) { dev_free(use(be), p, "release"); }
 
 /* Host -> device copies wait for completion: the caller may reuse or free the host array on return. */
 static bool to_device(cuda_be *c, float *dst, const float *host, size_t n, const char *what)
@@ -171,19 +253,112 @@ static bool to_device(cuda_be *c, float *dst, const float *host, size_t n, const
            cu_ok(c, cudaStreamSynchronize(c->stream), what);
 }
 
+/* y[i] = x[i] in T; counts in *overflow (when given) the finite values that became infinite */
+template <typename T>
+__global__ void narrow_kernel(const float *x, size_t n, T *y, unsigned long long *overflow)
+{
+    unsigned long long k = 0;
+    FOR_N(i, n) {
+        T v = narrow<T>(x[i]);
+        y[i] = v;
+        k += isfinite(x[i]) && !isfinite(widen(v));
+    }
+    for (int o = 16; o; o >>= 1) k += __shfl_xor_sync(FULL_MASK, k, o);
+    if (overflow && (threadIdx.x & 31) == 0 && k) atomicAdd(overflow, k);
+}
+
+/* chunk of a reduced weight's upload: float32 in the scratch buffer, converted on the device */
+#define WEIGHT_CHUNK ((size_t)1 << 22)
+
+/* f16/bf16: the floats go up through the scratch buffer in chunks and are converted there; a weight past f16's
+ * range (65504) is refused rather than stored as infinity. */
+static const float *reduced_weight_put(cuda_be *c, const float *host, size_t n)
+{
+    const enum ops_precision p = c->be.precision;
+    void *d = dev_alloc(c, n * 2, MT_WEIGHT_HALF);
+    if (!d) return NULL;
+    unsigned long long over = 0;
+    bool ok = cu_ok(c, cudaMemsetAsync(c->count_dev, 0, sizeof over, c->stream), "weight_put");
+    for (size_t at = 0; ok && at < n; at += WEIGHT_CHUNK) {
+        size_t m = n - at < WEIGHT_CHUNK ? n - at : WEIGHT_CHUNK;
+        float *buf = scratch(c, WEIGHT_CHUNK);
+        if (!buf || !to_device(c, buf, host + at, m, "weight_put")) {
+            ok = false;
+            break;
+        }
+        BY_PREC(p, T, narrow_kernel<T><<<ew_blocks(m), EW_THREADS, 0, c->stream>>>(buf, m, (T *)d + at, c->count_dev));
+        launched(c, "weight_put");
+    }
+    ok = ok && !c->err[0] &&
+         cu_ok(c, cudaMemcpyAsync(&over, c->count_dev, sizeof over, cudaMemcpyDeviceToHost, c->stream),
+               "weight_put") &&
+         cu_ok(c, cudaStreamSynchronize(c->stream), "weight_put");
+    if (ok && over) {
+        dev_free(c, d, "weight_put");
+        err_set("%llu values beyond the range of f16 (65504): use -precision bf16 or f32", over);
+        return NULL;
+    }
+    if (!ok) {
+        dev_free(c, d, "weight_put");
+        return NULL;
+    }
+    return (const float *)d;
+}
+
 static const float *cuda_weight_put(ops_backend *be, const float *host, size_t n)
 {
     cuda_be *c = use(be);
-    float *d = cuda_alloc(be, n);
+    if (be->precision != OPS_F32) return reduced_weight_put(c, host, n);
+    float *d = (float *)dev_alloc(c, n * sizeof(float), MT_WEIGHT);
     if (!d) return NULL;
     if (!to_device(c, d, host, n, "weight_put")) {
-        cudaFree(d);
+        dev_free(c, d, "weight_put");
         return NULL;
     }
     return d;
 }
 
-static void cuda_weight_drop(ops_backend *be, const float *dev) { cuda_release(be, (float *)dev); }
+static void cuda_weight_drop(ops_backend *be, const float *dev) { dev_free(use(be), dev, "weight_drop"); }
+
+/* pinned, so copies from and to it are direct DMA */
+static void *cuda_host_alloc(ops_backend *be, size_t bytes)
+{
+    cuda_be *c = use(be);
+    void *p = NULL;
+    cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        err_set("cuda backend: cannot allocate %zu MB of pinned host memory: %s", bytes >> 20, cudaGetErrorString(e));
+        return NULL;
+    }
+    memset(p, 0, bytes);
+    if (mt_add(&c->mt, p, bytes, MT_HOST)) {
+        cudaFreeHost(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_host_free(ops_backend *be, void *p)
+{
+    cuda_be *c = use(be);
+    if (!p) return;
+    mt_remove(&c->mt, p);
+    cu_ok(c, cudaFreeHost(p), "host_free");
+}
+
+static void cuda_mem(ops_backend *be, ops_mem *m)
+{
+    cuda_be *c = use(be);
+    size_t fr = 0, total = 0;
+    if (cudaMemGetInfo(&fr, &total) != cudaSuccess) {
+        cudaGetLastError();   /* a report without the device's figures, not a broken backend */
+        fr = total = 0;
+    }
+    *m = (ops_mem){.weights = c->mt.bytes[MT_WEIGHT] + c->mt.bytes[MT_WEIGHT_HALF],
+                   .buffers = c->mt.bytes[MT_BUFFER], .peak = c->mt.peak, .host = c->mt.bytes[MT_HOST],
+                   .device_used = total - fr, .device_total = total};
+}
 
 static void cuda_upload(ops_backend *be, float *dst, const float *host, size_t n)
 {
@@ -249,9 +424,9 @@ __global__ void add_kernel(const float *a, const float *b, size_t n, float *y) {
 __global__ void mul_kernel(const float *a, const float *b, size_t n, float *y) { FOR_N(i, n) y[i] = a[i] * b[i]; }
 __global__ void act_kernel(int act, const float *x, size_t n, float *y) { FOR_N(i, n) y[i] = act_apply(act, x[i]); }
 /* x[i] += v[i / inner % C]: add_channel (v per (b, c)) and the bias of linear and conv2d (per c) */
-__global__ void bias_kernel(float *x, const float *v, size_t C, size_t inner, size_t n)
+template <typename V> __global__ void bias_kernel(float *x, const V *v, size_t C, size_t inner, size_t n)
 {
-    FOR_N(i, n) x[i] += v[i / inner % C];
+    FOR_N(i, n) x[i] += widen(v[i / inner % C]);
 }
 __global__ void geglu_kernel(const float *x, size_t inner, size_t n, float *y)
 {
@@ -286,7 +461,7 @@ static void cuda_act(ops_backend *be, enum ops_act act, const float *x, size_t n
 static void bias_add(cuda_be *c, float *x, const float *v, size_t C, size_t inner, size_t n, const char *what)
 {
     if (!n) return;
-    bias_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(x, v, C, inner, n);
+    BY_PREC(wprec(c, v), V, bias_kernel<V><<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(x, (const V *)v, C, inner, n));
     launched(c, what);
 }
 static void cuda_add_channel(ops_backend *be, float *x, int B, int C, int HW, const float *v)
@@ -384,9 +559,9 @@ static void cuda_from_tokens(ops_backend *be, const float *x, int B, int C, int 
  * then the squares about its float rounding m, the rounding carried exactly (var = E[(x-m)^2] - (mean-m)^2);
  * then y = act(x * a + b) with a, b folded per channel. y may be x: every read of the statistics passes is
  * behind block_sum's barrier before the first write. */
+template <typename T>
 __global__ void __launch_bounds__(NORM_THREADS) group_norm_kernel(const float *x, int C, int HW, int G, float eps,
-                                                                  const float *gamma, const float *beta, int act,
-                                                                  float *y)
+                                                                  const T *gamma, const T *beta, int act, float *y)
 {
     int cg = C / G, g = blockIdx.x % G;
     size_t n = (size_t)cg * HW, off = (size_t)blockIdx.x * n;
@@ -404,14 +579,15 @@ __global__ void __launch_bounds__(NORM_THREADS) group_norm_kernel(const float *x
     float inv = (float)(1.0 / sqrt(var + eps));
     for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
         int ch = g * cg + (int)(i / HW);
-        float a = gamma[ch] * inv, b = beta[ch] - m * a;
+        float a = widen(gamma[ch]) * inv, b = widen(beta[ch]) - m * a;
         y[off + i] = act_apply(act, xs[i] * a + b);
     }
 }
 
 /* One block per row; statistics in double as the CPU (mean, then squares about the double mean). */
-__global__ void __launch_bounds__(NORM_THREADS) layer_norm_kernel(const float *x, int C, float eps,
-                                                                  const float *gamma, const float *beta, float *y)
+template <typename T>
+__global__ void __launch_bounds__(NORM_THREADS) layer_norm_kernel(const float *x, int C, float eps, const T *gamma,
+                                                                  const T *beta, float *y)
 {
     const float *xr = x + (size_t)blockIdx.x * C;
     float *yr = y + (size_t)blockIdx.x * C;
@@ -421,7 +597,7 @@ __global__ void __launch_bounds__(NORM_THREADS) layer_norm_kernel(const float *x
     for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (xr[i] - mean) * (xr[i] - mean);
     ss = block_sum(ss);
     float inv = (float)(1.0 / sqrt(ss / C + eps)), m = (float)mean;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) yr[i] = (xr[i] - m) * inv * gamma[i] + beta[i];
+    for (int i = threadIdx.x; i < C; i += blockDim.x) yr[i] = (xr[i] - m) * inv * widen(gamma[i]) + widen(beta[i]);
 }
 
 static void cuda_group_norm(ops_backend *be, const float *x, int B, int C, int HW, int G, float eps,
@@ -429,7 +605,10 @@ static void cuda_group_norm(ops_backend *be, const float *x, int B, int C, int H
 {
     cuda_be *c = use(be);
     if (B <= 0 || C <= 0 || HW <= 0 || G <= 0) return;
-    group_norm_kernel<<<B * G, NORM_THREADS, 0, c->stream>>>(x, C, HW, G, eps, gamma, beta, (int)act, y);
+    enum ops_precision p = wprec(c, gamma);
+    if (p != wprec(c, beta)) return fail(c, "group_norm", "gamma and beta stored in different precisions");
+    BY_PREC(p, T, group_norm_kernel<T><<<B * G, NORM_THREADS, 0, c->stream>>>(x, C, HW, G, eps, (const T *)gamma,
+                                                                               (const T *)beta, (int)act, y));
     launched(c, "group_norm");
 }
 
@@ -438,8 +617,11 @@ static void cuda_layer_norm(ops_backend *be, const float *x, int rows, int C, fl
 {
     cuda_be *c = use(be);
     if (rows <= 0 || C <= 0) return;
+    enum ops_precision p = wprec(c, gamma);
+    if (p != wprec(c, beta)) return fail(c, "layer_norm", "gamma and beta stored in different precisions");
     /* rows are short (C <= a few thousand): a quarter block per row is plenty */
-    layer_norm_kernel<<<rows, NORM_THREADS / 4, 0, c->stream>>>(x, C, eps, gamma, beta, y);
+    BY_PREC(p, T, layer_norm_kernel<T><<<rows, NORM_THREADS / 4, 0, c->stream>>>(x, C, eps, (const T *)gamma,
+                                                                                  (const T *)beta, y));
     launched(c, "layer_norm");
 }
 
@@ -453,6 +635,17 @@ static void gemm(cuda_be *c, cublasOperation_t ta, int m, int n, int k, const fl
     cb_ok(c, cublasSgemm(c->blas, ta, CUBLAS_OP_N, m, n, k, &one, A, lda, Bm, ldb, &zero, C, ldc), what);
 }
 
+/* The same with A and B in f16/bf16 (precision p): float32 accumulation and result (CUBLAS_COMPUTE_32F). */
+static void gemm_ex(cuda_be *c, enum ops_precision p, cublasOperation_t ta, int m, int n, int k, const void *A,
+                    int lda, const void *Bm, int ldb, float *C, int ldc, const char *what)
+{
+    const float one = 1.0f, zero = 0.0f;
+    const cudaDataType t = p == OPS_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    cb_ok(c, cublasGemmEx(c->blas, ta, CUBLAS_OP_N, m, n, k, &one, A, t, lda, Bm, t, ldb, &zero, C, CUDA_R_32F, ldc,
+                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          what);
+}
+
 /* Row-major y[rows,out] = x w^T is column-major y'[out,rows] = w' x' where w' is w read column-major ([in,out],
  * so transposed: op T) and x' is x read column-major ([in,rows]). */
 static void cuda_linear(ops_backend *be, const float *x, int rows, int in, const float *w, const float *bias,
@@ -460,26 +653,38 @@ static void cuda_linear(ops_backend *be, const float *x, int rows, int in, const
 {
     cuda_be *c = use(be);
     if (rows <= 0 || out <= 0) return;
-    gemm(c, CUBLAS_OP_T, out, rows, in, w, in, x, in, y, out, "linear");
+    enum ops_precision p = wprec(c, w);
+    if (p == OPS_F32) {
+        gemm(c, CUBLAS_OP_T, out, rows, in, w, in, x, in, y, out, "linear");
+    } else {
+        /* x rounded to the weights' type: GemmEx takes A and B of one type */
+        size_t nx = (size_t)rows * in;
+        float *xr = scratch(c, (nx + 1) / 2);
+        if (!xr) return;
+        if (nx) BY_PREC(p, T, narrow_kernel<T><<<ew_blocks(nx), EW_THREADS, 0, c->stream>>>(x, nx, (T *)xr, nullptr));
+        launched(c, "linear input");
+        gemm_ex(c, p, CUBLAS_OP_T, out, rows, in, w, in, xr, in, y, out, "linear");
+    }
     if (bias) bias_add(c, y, bias, out, 1, (size_t)rows * out, "linear bias");
 }
 
 /* col[kk, p] (row-major [K, n]) for kk = (ci, ky, kx) and output pixels p0 .. p0+n-1; zero outside the image,
  * which also covers the bottom/right pads (they only lengthen Ho, Wo). */
+template <typename T>
 __global__ void im2col_kernel(const float *x, int H, int W, int k, int s, int pt, int pl, int Wo, int p0, int n,
-                              size_t total, float *col)
+                              size_t total, T *col)
 {
     FOR_N(i, total) {
         int kk = (int)(i / n), p = p0 + (int)(i % n);
         int ci = kk / (k * k), ky = kk / k % k, kx = kk % k;
         int iy = p / Wo * s - pt + ky, ix = p % Wo * s - pl + kx;
-        col[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[((size_t)ci * H + iy) * W + ix] : 0.0f;
+        col[i] = narrow<T>(iy >= 0 && iy < H && ix >= 0 && ix < W ? x[((size_t)ci * H + iy) * W + ix] : 0.0f);
     }
 }
 
 /* Per batch item and chunk of n output pixels: y[Cout, p0:p0+n] = w[Cout, K] col[K, n], as column-major
- * y^T[n, Cout] = col^T[n, K] w^T[K, Cout] with ldc = P. A 1x1 stride-1 unpadded conv needs no columns: x is
- * already [K = Cin, P]. */
+ * y^T[n, Cout] = col^T[n, K] w^T[K, Cout] with ldc = P. A 1x1 stride-1 unpadded conv with float32 weights needs
+ * no columns: x is already [K = Cin, P]; with f16/bf16 weights the columns are also x rounded to their type. */
 static void cuda_conv2d(ops_backend *be, const float *x, int B, int Cin, int H, int W, const float *w,
                         const float *bias, int Cout, int k, int stride, const int pad[4], float *y)
 {
@@ -488,13 +693,15 @@ static void cuda_conv2d(ops_backend *be, const float *x, int B, int Cin, int H, 
     int P = Ho * Wo, K = Cin * k * k;
     if (B <= 0 || Cout <= 0 || Ho <= 0 || Wo <= 0) return;
     if (K <= 0) return fail(c, "conv2d", "no input channels");
-    int direct = k == 1 && stride == 1 && !pad[0] && !pad[1] && !pad[2] && !pad[3];
+    const enum ops_precision p = wprec(c, w);
+    const size_t esize = p == OPS_F32 ? sizeof(float) : 2;
+    int direct = p == OPS_F32 && k == 1 && stride == 1 && !pad[0] && !pad[1] && !pad[2] && !pad[3];
     size_t chunk = P;
     float *col = NULL;
     if (!direct) {
         size_t fit = CONV_COL_FLOATS / K;
         chunk = fit < 1 ? 1 : fit < (size_t)P ? fit : P;
-        if (!(col = scratch(c, (size_t)K * chunk))) return;
+        if (!(col = scratch(c, ((size_t)K * chunk * esize + 3) / 4))) return;
     }
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * Cin * H * W;
@@ -506,10 +713,11 @@ static void cuda_conv2d(ops_backend *be, const float *x, int B, int Cin, int H, 
                 continue;
             }
             size_t total = (size_t)K * n;
-            im2col_kernel<<<ew_blocks(total), EW_THREADS, 0, c->stream>>>(xb, H, W, k, stride, pad[0], pad[1], Wo,
-                                                                          p0, n, total, col);
+            BY_PREC(p, T, im2col_kernel<T><<<ew_blocks(total), EW_THREADS, 0, c->stream>>>(
+                              xb, H, W, k, stride, pad[0], pad[1], Wo, p0, n, total, (T *)col));
             launched(c, "conv2d im2col");
-            gemm(c, CUBLAS_OP_N, n, Cout, K, col, n, w, K, yb, P, "conv2d");
+            if (p == OPS_F32) gemm(c, CUBLAS_OP_N, n, Cout, K, col, n, w, K, yb, P, "conv2d");
+            else gemm_ex(c, p, CUBLAS_OP_N, n, Cout, K, col, n, w, K, yb, P, "conv2d");
         }
     }
     if (bias) bias_add(c, y, bias, Cout, P, (size_t)B * Cout * P, "conv2d bias");
@@ -724,11 +932,8 @@ static void cuda_attention(ops_backend *be, const float *q, int ldq, const float
 
 /* ---- embeddings ---- */
 
-/* Host values travel as kernel parameters (copied with the launch, nothing to upload or wait for). */
-#define TS_CHUNK 32
-struct ts_args {
-    float t[TS_CHUNK];
-};
+/* Token ids travel as kernel parameters (copied with the launch, nothing to upload or wait for); timesteps go
+ * through device memory instead, so a replayed graph reads them anew. */
 #define EMB_IDS 512
 struct emb_args {
     int ids[EMB_IDS];
@@ -736,7 +941,7 @@ struct emb_args {
 
 /* The CPU's float expressions, with exp, sin and cos evaluated in double and rounded once: the correctly rounded
  * values glibc's expf/sinf/cosf give but for rare last-ulp cases. Index half is the zero of an odd dim. */
-__global__ void timestep_kernel(ts_args a, int nb, int dim, int flip, float shift, float lnp, float *y)
+__global__ void timestep_kernel(const float *t, int nb, int dim, int flip, float shift, float lnp, float *y)
 {
     const int half = dim / 2;
     FOR_N(idx, (size_t)nb * (half + 1)) {
@@ -747,7 +952,7 @@ __global__ void timestep_kernel(ts_args a, int nb, int dim, int flip, float shif
             continue;
         }
         float f = (float)exp((double)(-lnp * (float)i / ((float)half - shift)));
-        float ang = a.t[b] * f, s = (float)sin((double)ang), co = (float)cos((double)ang);
+        float ang = t[b] * f, s = (float)sin((double)ang), co = (float)cos((double)ang);
         e[i] = flip ? co : s;
         e[half + i] = flip ? s : co;
     }
@@ -759,22 +964,25 @@ static void cuda_timestep_embedding(ops_backend *be, const float *t, int B, int 
     cuda_be *c = use(be);
     float lnp = (float)log(10000.0);
     for (int b0 = 0; b0 < B && dim > 0; b0 += TS_CHUNK) {
-        ts_args a;
         int nb = B - b0 < TS_CHUNK ? B - b0 : TS_CHUNK;
-        memcpy(a.t, t + b0, nb * sizeof(float));
+        /* stream-ordered: the next chunk's copy waits for this chunk's kernel */
+        if (!cu_ok(c, cudaMemcpyAsync(c->ts_dev, t + b0, nb * sizeof(float), cudaMemcpyHostToDevice, c->stream),
+                   "timestep_embedding"))
+            return;
         size_t n = (size_t)nb * (dim / 2 + 1);
-        timestep_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(a, nb, dim, flip, shift, lnp,
+        timestep_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(c->ts_dev, nb, dim, flip, shift, lnp,
                                                                    y + (size_t)b0 * dim);
         launched(c, "timestep_embedding");
     }
 }
 
 /* rows r0 .. r0+nr-1 of the flat [B*L] token sequence */
-__global__ void embed_kernel(emb_args a, int r0, int nr, int L, const float *tok, const float *pos, int C, float *y)
+template <typename T>
+__global__ void embed_kernel(emb_args a, int r0, int nr, int L, const T *tok, const T *pos, int C, float *y)
 {
     FOR_N(idx, (size_t)nr * C) {
         int j = (int)(idx / C), ch = (int)(idx % C), r = r0 + j;
-        y[(size_t)r * C + ch] = tok[(size_t)a.ids[j] * C + ch] + pos[(size_t)(r % L) * C + ch];
+        y[(size_t)r * C + ch] = widen(tok[(size_t)a.ids[j] * C + ch]) + widen(pos[(size_t)(r % L) * C + ch]);
     }
 }
 
@@ -783,12 +991,15 @@ static void cuda_embed_tokens(ops_backend *be, const int *ids, int B, int L, con
 {
     cuda_be *c = use(be);
     int rows = B * L;
+    enum ops_precision p = wprec(c, tok);
+    if (p != wprec(c, pos)) return fail(c, "embed_tokens", "token and position tables stored in different precisions");
     for (int r0 = 0; r0 < rows && C > 0; r0 += EMB_IDS) {
         emb_args a;
         int nr = rows - r0 < EMB_IDS ? rows - r0 : EMB_IDS;
         memcpy(a.ids, ids + r0, nr * sizeof(int));
         size_t n = (size_t)nr * C;
-        embed_kernel<<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(a, r0, nr, L, tok, pos, C, y);
+        BY_PREC(p, T, embed_kernel<T><<<ew_blocks(n), EW_THREADS, 0, c->stream>>>(a, r0, nr, L, (const T *)tok,
+                                                                                    (const T *)pos, C, y));
         launched(c, "embed_tokens");
     }
 }
@@ -898,6 +1109,58 @@ static void cuda_sched_step(ops_backend *be, const ops_step *st, const float *ep
     launched(c, "sched_step");
 }
 
+/* ---- graphs ---- */
+
+static graph_slot *graph_of(cuda_be *c, uint64_t key)
+{
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].key == key) return &c->graphs[i];
+    if (c->n_graphs == GRAPH_SLOTS) return NULL;
+    graph_slot *g = &c->graphs[c->n_graphs++];
+    memset(g, 0, sizeof *g);
+    g->key = key;
+    return g;
+}
+
+/* First call of a key: fn directly (it sizes the scratch buffer and loads kernels and cuBLAS's choices); second:
+ * recorded (ThreadLocal mode: other threads' CUDA calls cannot spoil it) and launched; then launched. Nothing
+ * runs while recording, so a recording that fails (an op not capturable, the scratch buffer needing to grow) is
+ * dropped with the errors it raised and the key runs its ops directly from then on. */
+static void cuda_replay(ops_backend *be, uint64_t key, void (*fn)(void *ctx), void *ctx)
+{
+    cuda_be *c = use(be);
+    graph_slot *g = graph_of(c, key);
+    if (!g || g->direct || c->err[0]) return fn(ctx);
+    if (g->exec && g->gen == c->scratch_gen) {
+        if (cu_ok(c, cudaGraphLaunch(g->exec, c->stream), "graph launch")) c->graph_launches++;
+        return;
+    }
+    if (g->exec) {   /* recorded with a scratch buffer since freed: warm up and record again */
+        cudaGraphExecDestroy(g->exec);
+        g->exec = NULL;
+        g->runs = 0;
+    }
+    if (g->runs++ == 0) return fn(ctx);
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    bool ok = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+    if (ok) {
+        fn(ctx);
+        ok = cudaStreamEndCapture(c->stream, &graph) == cudaSuccess && !c->err[0] &&
+             cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    }
+    if (graph) cudaGraphDestroy(graph);
+    if (!ok) {
+        cudaGetLastError();
+        c->err[0] = 0;
+        g->direct = 1;
+        return fn(ctx);
+    }
+    g->exec = exec;
+    g->gen = c->scratch_gen;
+    if (cu_ok(c, cudaGraphLaunch(g->exec, c->stream), "graph launch")) c->graph_launches++;
+}
+
 /* ---- lifetime ---- */
 
 static void cuda_destroy(ops_backend *be)
@@ -907,8 +1170,13 @@ static void cuda_destroy(ops_backend *be)
     cudaSetDevice(c->dev);
     if (c->stream) cudaStreamSynchronize(c->stream);
     if (c->scratch) cudaFree(c->scratch);
+    if (c->ts_dev) cudaFree(c->ts_dev);
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].exec) cudaGraphExecDestroy(c->graphs[i].exec);
+    mt_free(&c->mt);
     if (c->count_dev) cudaFree(c->count_dev);
     if (c->blas) cublasDestroy(c->blas);
+    if (c->blas_ws) cudaFree(c->blas_ws);   /* after the handle that may use it */
     if (c->stream) cudaStreamDestroy(c->stream);
     cudaGetLastError();
     free(c);
@@ -929,6 +1197,11 @@ static int device_count(const char **why)
 
 extern "C" int ops_cuda_device_count(void) { return device_count(NULL); }
 
+extern "C" size_t ops_cuda_graph_launches(const ops_backend *be)
+{
+    return ((const cuda_be *)be->impl)->graph_launches;
+}
+
 extern "C" const char *ops_cuda_error(const ops_backend *be)
 {
     const cuda_be *c = (const cuda_be *)be->impl;
@@ -942,7 +1215,7 @@ extern "C" int ops_cuda_sync(ops_backend *be)
     return c->err[0] ? err_set("%s", c->err) : 0;
 }
 
-extern "C" ops_backend *ops_cuda_create(int device)
+extern "C" ops_backend *ops_cuda_create(int device, enum ops_precision precision)
 {
     const char *why;
     int n = device_count(&why);
@@ -954,6 +1227,14 @@ extern "C" ops_backend *ops_cuda_create(int device)
         err_set("cuda backend: no device %d (%d present)", device, n);
         return NULL;
     }
+    int major = 0;
+    if (precision == OPS_BF16 &&
+        (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess || major < 8)) {
+        cudaGetLastError();
+        err_set("cuda backend: bf16 products need compute capability 8.0 or later (device %d has %d.x): use f16 or "
+                "f32", device, major);
+        return NULL;
+    }
     cuda_be *c = (cuda_be *)calloc(1, sizeof *c);
     if (!c) {
         err_set("cuda backend: out of memory");
@@ -962,6 +1243,11 @@ extern "C" ops_backend *ops_cuda_create(int device)
     ops_backend *be = &c->be;
     be->name = "cuda";
     be->impl = c;
+    be->precision = precision;
+    be->host_alloc = cuda_host_alloc;
+    be->host_free = cuda_host_free;
+    be->mem = cuda_mem;
+    be->replay = cuda_replay;
     be->alloc = cuda_alloc;
     be->release = cuda_release;
     be->weight_put = cuda_weight_put;
@@ -997,12 +1283,17 @@ extern "C" ops_backend *ops_cuda_create(int device)
     be->sync = ops_cuda_sync;
     be->destroy = cuda_destroy;
     c->dev = device;
-    void *cnt = NULL;
+    void *cnt = NULL, *ts = NULL;
     bool ok = cu_ok(c, cudaSetDevice(device), "cudaSetDevice") && cu_ok(c, cudaStreamCreate(&c->stream), "stream") &&
-              cu_ok(c, cudaMalloc(&cnt, sizeof(unsigned long long)), "counter allocation");
+              cu_ok(c, cudaMalloc(&cnt, sizeof(unsigned long long)), "counter allocation") &&
+              cu_ok(c, cudaMalloc(&ts, TS_CHUNK * sizeof(float)), "timestep buffer");
     c->count_dev = (unsigned long long *)cnt;
+    c->ts_dev = (float *)ts;
     ok = ok && cb_ok(c, cublasCreate(&c->blas), "cublasCreate") && cb_ok(c, cublasSetStream(c->blas, c->stream),
                                                                          "cublasSetStream") &&
+         cu_ok(c, cudaMalloc(&c->blas_ws, BLAS_WORKSPACE), "cuBLAS workspace") &&
+         /* after cublasSetStream, which resets the workspace */
+         cb_ok(c, cublasSetWorkspace(c->blas, c->blas_ws, BLAS_WORKSPACE), "cublasSetWorkspace") &&
          /* full float32 products: the default math mode never uses TF32 for SGEMM */
          cb_ok(c, cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     /* the dh = 160 tile needs ~51 KB of shared memory, past the 48 KB a launch gets without asking */

@@ -28,8 +28,30 @@
  *    PyTorch. Noise parity through the engine: the device's Philox latents (trace at step -1) within rtol 1e-6 of
  *    philox_fill_normal, and a device run with its own noise against the CPU given that noise explicitly.
  *
+ * Reduced precision (f16, bf16 weights on the device; u the unit roundoff, 2^-11 or 2^-8), against the CPU in f32:
+ *  - linear, conv2d: the f32 atol plus u (sqrt(K) max|x| max|w| + max|b|). Each of the K products has x and w
+ *    rounded to the weights' type, an error of at most 2u|x||w|, zero-mean and independent across terms, so the
+ *    sum's error is about u sqrt(2K/3) |x||w| rms; with N(0,1) data max|x| max|w| is ~20x that rms, well past 6
+ *    sigma; the bias is rounded once (u |b|). Accumulation is float32 on both sides.
+ *  - group_norm, layer_norm: the f32 tolerances plus u (6 max|gamma| + max|beta|) (x 1.2 with an activation, whose
+ *    slope stays under 1.2): y = xhat gamma + beta with |xhat| < 6 on these inputs, gamma and beta each rounded once.
+ *  - embed_tokens: u (max|tok| + max|pos| + 4e-3): the two rounded table entries, and the float sum's rounding
+ *    (~1e-6 on these values).
+ *  - the engine end to end (as above, every fixture configuration): f16 images 5e-3, latents 2e-3 max|latents|;
+ *    bf16 images 6e-2, latents 1.6e-2 max|latents|. Measured on the CPU with the fixtures' weights rounded to f16
+ *    (bf16), the largest effect of the weights' rounding alone over these configurations is 7.8e-4 (1.5e-2) on
+ *    images and 2.2e-4 (2.0e-3) max|latents| on latents; rounding the products' inputs too adds errors of the same
+ *    unit roundoff per product, about doubling that; the bounds leave at least 2x (images) and 4x (latents)
+ *    beyond it. The guidance scale (7.5) amplifies the UNet's error in every step, hence bounds far above u.
+ *  - f16 weights take half the bytes of the CPU's f32 ones (the engine's memory report); f16 refuses a weight past
+ *    65504.
+ *  - replay (CUDA graphs): 0 (bitwise): the graph launches the kernels and GEMMs the direct run queues, with the
+ *    host timesteps of each call. The engine groups above run every denoising step after the second through a
+ *    replayed graph, so their tolerances cover it too.
+ *
  * Always (CPU only): the CPU backend's sampling ops against the engine's and scheduler's former host loops,
- * copied here verbatim: bitwise equal, so moving them behind ops changed no CPU result.
+ * copied here verbatim: bitwise equal, so moving them behind ops changed no CPU result. The -precision names
+ * (the CPU refuses f16/bf16) and the memory report (ops_mem, engine_info), which a run never moves.
  *
  * Without a CUDA device (or in a build without GPU=1) each group prints one "skipped: no CUDA device" line and
  * counts as skipped, not passed. GENIE_BACKEND_OPS_SELFTEST=1 runs the comparison groups with a second CPU backend
@@ -57,6 +79,7 @@
 
 static ops_backend *cpu, *dev;     /* the reference and the backend under test */
 static int on_cuda, skipped;
+static double wu;                  /* unit roundoff of dev's weights: 0 (f32), 2^-11 (f16), 2^-8 (bf16) */
 static uint64_t stream_id;
 
 static void skip(const char *group)
@@ -138,8 +161,9 @@ static void compare(const char *what, const float *ref, const float *got, size_t
         bad++;
         if (!(d - lim <= excess)) excess = d - lim, worst = i;   /* NaN counts as the worst */
     }
-    CHECK(!bad, "%s: %zu of %zu values off; worst [%zu]: cpu %.9g, %s %.9g (atol %.3g, rtol %.3g)", what, bad, n, worst,
-          n ? ref[worst] : 0.0, dev->name, n ? got[worst] : 0.0, atol, rtol);
+    CHECK(!bad, "%s: %zu of %zu values off; worst [%zu]: cpu %.9g, %s %s %.9g (atol %.3g, rtol %.3g)", what, bad, n,
+          worst, n ? ref[worst] : 0.0, dev->name, backend_precision_name(dev->precision), n ? got[worst] : 0.0, atol,
+          rtol);
 }
 
 /* ---- matrix products ---- */
@@ -157,7 +181,9 @@ static void test_conv(int B, int Cin, int H, int W, int Cout, int k, int stride,
     snprintf(what, sizeof what, "conv2d B%d %dx%dx%d -> %d k%d s%d pad %d,%d,%d,%d%s", B, Cin, H, W, Cout, k, stride,
              pad[0], pad[1], pad[2], pad[3], bias ? "" : " no bias");
     float *got = fetch(what, dy, ny);
-    compare(what, ref, got, ny, 5e-7 * sqrt(K) * maxabs(ref, ny), 0);
+    double wb = b ? maxabs(b, Cout) : 0;
+    double tol = 5e-7 * sqrt(K) * maxabs(ref, ny) + wu * (sqrt(K) * maxabs(x, nx) * maxabs(w, nw) + wb);
+    compare(what, ref, got, ny, tol, 0);
     dev->release(dev, dx);
     dev->weight_drop(dev, dw);
     if (db) dev->weight_drop(dev, db);
@@ -175,7 +201,9 @@ static void test_linear(int rows, int in, int out, int bias)
     char what[96];
     snprintf(what, sizeof what, "linear %dx%d -> %d%s", rows, in, out, bias ? "" : " no bias");
     float *got = fetch(what, dy, ny);
-    compare(what, ref, got, ny, 5e-7 * sqrt(in) * maxabs(ref, ny), 0);
+    double wb = b ? maxabs(b, out) : 0;
+    double tol = 5e-7 * sqrt(in) * maxabs(ref, ny) + wu * (sqrt(in) * maxabs(x, nx) * maxabs(w, nw) + wb);
+    compare(what, ref, got, ny, tol, 0);
     dev->release(dev, dx);
     dev->weight_drop(dev, dw);
     if (db) dev->weight_drop(dev, db);
@@ -208,7 +236,7 @@ static void test_group_norm(int B, int C, int HW, int G, float eps, int in_place
         snprintf(what, sizeof what, "group_norm B%d C%d HW%d G%d +%s%s", B, C, HW, G, act_name[act],
                  in_place ? " in place" : "");
         float *got = fetch(what, dy, n);
-        compare(what, ref, got, n, 1e-5, 1e-5);
+        compare(what, ref, got, n, 1e-5 + wu * (7 * maxabs(g, C) + 1.2 * maxabs(b, C)), 1e-5);
         if (!in_place) dev->release(dev, dx);
         free(got);
     }
@@ -229,7 +257,7 @@ static void test_layer_norm(int rows, int C, int in_place)
     char what[64];
     snprintf(what, sizeof what, "layer_norm %dx%d%s", rows, C, in_place ? " in place" : "");
     float *got = fetch(what, dy, n);
-    compare(what, ref, got, n, 1e-5, 1e-5);
+    compare(what, ref, got, n, 1e-5 + wu * (6 * maxabs(g, C) + maxabs(b, C)), 1e-5);
     if (!in_place) dev->release(dev, dx);
     dev->weight_drop(dev, dg);
     dev->weight_drop(dev, db);
@@ -427,7 +455,7 @@ static void test_embed_tokens(int B, int L, int V, int C)
     char what[64];
     snprintf(what, sizeof what, "embed_tokens B%d L%d V%d C%d", B, L, V, C);
     float *got = fetch(what, dy, (size_t)B * L * C);
-    compare(what, ref, got, (size_t)B * L * C, 0, 0);
+    compare(what, ref, got, (size_t)B * L * C, wu * (maxabs(tok, (size_t)V * C) + maxabs(pos, (size_t)L * C) + 4e-3), 0);
     dev->weight_drop(dev, dt);
     dev->weight_drop(dev, dp);
     free(ids), free(tok), free(pos), free(ref), free(got);
@@ -706,12 +734,13 @@ static void result_free(engine_result *r)
 }
 
 /* Four items at different strengths through one engine call; ext non-NULL: the items' latent noise given. */
-static int engine_run(const char *device, const char *model, const char *config, enum sd_sched_kind kind,
-                      double guidance, int txt, float *const *ext, engine_result *res)
+static int engine_run(const char *device, const char *precision, const char *model, const char *config,
+                      enum sd_sched_kind kind, double guidance, int txt, float *const *ext, engine_result *res)
 {
     engine_opts o;
     engine_opts_default(&o);
     o.device = device;
+    o.precision = precision;
     o.model = model;
     o.config_dir = config;
     o.threads = 2;
@@ -756,18 +785,19 @@ static int engine_run(const char *device, const char *model, const char *config,
     return rc;
 }
 
+static const struct { const char *model, *config; } models[] = {
+    {"tests/fixtures/sd-tiny-a", NULL}, {"tests/fixtures/sd-tiny-b.safetensors", "tests/fixtures/sd-tiny-b"}};
+
 static void test_engine_group(const char *dev_name)
 {
-    static const struct { const char *model, *config; } models[] = {
-        {"tests/fixtures/sd-tiny-a", NULL}, {"tests/fixtures/sd-tiny-b.safetensors", "tests/fixtures/sd-tiny-b"}};
     char what[160];
     for (size_t m = 0; m < sizeof models / sizeof *models; m++)
         for (int kind = 0; kind < 2; kind++)
             for (int txt = 0; txt < 2; txt++) {
                 engine_result rc = {0}, rd = {0};
                 double g = txt ? 3.0 : 7.5;
-                if (!engine_run("cpu", models[m].model, models[m].config, kind, g, txt, NULL, &rc) &&
-                    !engine_run(dev_name, models[m].model, models[m].config, kind, g, txt, NULL, &rd)) {
+                if (!engine_run("cpu", NULL, models[m].model, models[m].config, kind, g, txt, NULL, &rc) &&
+                    !engine_run(dev_name, "f32", models[m].model, models[m].config, kind, g, txt, NULL, &rd)) {
                     snprintf(what, sizeof what, "engine %s %s %s: images", models[m].model, kind ? "dpm" : "ddim",
                              txt ? "txt2img" : "img2img");
                     compare(what, rc.out, rd.out, 4 * rc.ni, 1e-4, 0);
@@ -786,8 +816,8 @@ static void test_engine_group(const char *dev_name)
         philox_fill_normal(3, philox_mix((uint64_t)k, PHILOX_ENGINE_LATENT), noise[k], nl);
     }
     engine_result rd = {0}, rc = {0};
-    if (!engine_run(dev_name, "tests/fixtures/sd-tiny-a", NULL, SD_SCHED_DDIM, 3.0, 1, NULL, &rd) &&
-        !engine_run("cpu", "tests/fixtures/sd-tiny-a", NULL, SD_SCHED_DDIM, 3.0, 1, noise, &rc)) {
+    if (!engine_run(dev_name, "f32", "tests/fixtures/sd-tiny-a", NULL, SD_SCHED_DDIM, 3.0, 1, NULL, &rd) &&
+        !engine_run("cpu", NULL, "tests/fixtures/sd-tiny-a", NULL, SD_SCHED_DDIM, 3.0, 1, noise, &rc)) {
         CHECK(rd.nl == nl, "sd-tiny-a latents: %zu values", rd.nl);
         if (rd.nl == nl) compare("engine noise parity: starting latents", noise[0], rd.start, nl, 0, 1e-6);
         compare("engine noise parity: images", rc.out, rd.out, 4 * rc.ni, 1e-4, 0);
@@ -795,6 +825,31 @@ static void test_engine_group(const char *dev_name)
     result_free(&rc), result_free(&rd);
     for (int k = 0; k < 4; k++) free(noise[k]);
 }
+
+#ifdef GENIE_CUDA
+/* The engine with f16/bf16 weights on the device against the CPU in f32, every fixture configuration: images
+ * within img_tol, final latents within lat_tol * max|latents| (bounds in the header). */
+static void test_engine_reduced(const char *dev_name, const char *precision, double img_tol, double lat_tol)
+{
+    char what[160];
+    for (size_t m = 0; m < sizeof models / sizeof *models; m++)
+        for (int kind = 0; kind < 2; kind++)
+            for (int txt = 0; txt < 2; txt++) {
+                engine_result rc = {0}, rd = {0};
+                double g = txt ? 3.0 : 7.5;
+                if (!engine_run("cpu", NULL, models[m].model, models[m].config, kind, g, txt, NULL, &rc) &&
+                    !engine_run(dev_name, precision, models[m].model, models[m].config, kind, g, txt, NULL, &rd)) {
+                    snprintf(what, sizeof what, "engine %s %s %s %s: images", precision, models[m].model,
+                             kind ? "dpm" : "ddim", txt ? "txt2img" : "img2img");
+                    compare(what, rc.out, rd.out, 4 * rc.ni, img_tol, 0);
+                    snprintf(what, sizeof what, "engine %s %s %s %s: latents", precision, models[m].model,
+                             kind ? "dpm" : "ddim", txt ? "txt2img" : "img2img");
+                    compare(what, rc.lat, rd.lat, 4 * rc.nl, lat_tol * maxabs(rc.lat, 4 * rc.nl), 0);
+                }
+                result_free(&rc), result_free(&rd);
+            }
+}
+#endif
 
 /* drop_nonfinite with the UNet's per-block checks off: an item whose latents go NaN is dropped alone, the others'
  * results are those of a run without it (to 1e-5); without drop_nonfinite the call fails naming the item. */
@@ -853,23 +908,23 @@ static void test_engine_drop(const char *dev_name)
 /* Backend names: cpu always; cuda[:N] only in a CUDA build, refused by name in a CPU one. */
 static void test_backend_select(void)
 {
-    ops_backend *b = backend_create("cpu", 1);
+    ops_backend *b = backend_create("cpu", 1, NULL);
     CHECK(b && !strcmp(b->name, "cpu"), "backend cpu: %s", err_msg());
     if (b) b->destroy(b);
-    b = backend_create(NULL, 1);
+    b = backend_create(NULL, 1, NULL);
     CHECK(b && !strcmp(b->name, "cpu"), "backend NULL is the CPU: %s", err_msg());
     if (b) b->destroy(b);
     static const char *bad[] = {"gpu", "cuda:", "cuda:x", "cuda1", "cuda:-1", "CPU", ""};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        CHECK(!backend_create(bad[i], 1) && strstr(err_msg(), "expected cpu, cuda or cuda:N"), "device \"%s\": %s",
-              bad[i], err_msg());
+        CHECK(!backend_create(bad[i], 1, NULL) && strstr(err_msg(), "expected cpu, cuda or cuda:N"),
+              "device \"%s\": %s", bad[i], err_msg());
     const char *note;
     CHECK(!strcmp(backend_choose("cpu", &note), "cpu") && !note, "-device cpu stays cpu");
 #ifdef GENIE_CUDA
     if (ops_cuda_device_count() > 0) {
         CHECK(!strcmp(backend_choose(NULL, &note), "cuda") && !note, "default with a device: cuda");
         CHECK(!strcmp(backend_choose("cuda:0", &note), "cuda:0") && !note, "-device cuda:0 kept");
-        b = backend_create("cuda:0", 1);
+        b = backend_create("cuda:0", 1, NULL);
         CHECK(b && !strcmp(b->name, "cuda"), "backend cuda:0: %s", err_msg());
         if (b) b->destroy(b);
     } else {
@@ -879,11 +934,126 @@ static void test_backend_select(void)
     }
 #else
     CHECK(!strcmp(backend_choose(NULL, &note), "cpu") && !note, "a CPU build defaults to cpu");
-    CHECK(!backend_create("cuda", 1) && strstr(err_msg(), "built without CUDA: make GPU=1"), "cuda in a CPU build: %s",
-          err_msg());
-    CHECK(!backend_create("cuda:1", 1) && strstr(err_msg(), "built without CUDA"), "cuda:1 in a CPU build: %s",
+    CHECK(!backend_create("cuda", 1, NULL) && strstr(err_msg(), "built without CUDA: make GPU=1"),
+          "cuda in a CPU build: %s", err_msg());
+    CHECK(!backend_create("cuda:1", 1, NULL) && strstr(err_msg(), "built without CUDA"), "cuda:1 in a CPU build: %s",
           err_msg());
 #endif
+}
+
+/* -precision: the CPU takes f32 only and says so; names are checked before the device; CUDA defaults to f16. */
+static void test_precision_select(void)
+{
+    ops_backend *b = backend_create("cpu", 1, "f32");
+    CHECK(b && b->precision == OPS_F32, "cpu with f32: %s", err_msg());
+    if (b) b->destroy(b);
+    static const char *reduced[] = {"f16", "bf16"};
+    for (int i = 0; i < 2; i++)
+        CHECK(!backend_create("cpu", 1, reduced[i]) && strstr(err_msg(), "CPU backend computes in f32 only"),
+              "cpu refuses %s: %s", reduced[i], err_msg());
+    static const char *bad[] = {"fp16", "F16", "f64", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(!backend_create("cuda", 1, bad[i]) && strstr(err_msg(), "expected f32, f16 or bf16"),
+              "precision \"%s\" refused: %s", bad[i], err_msg());
+    engine_opts o;
+    engine_opts_default(&o);
+    o.model = "tests/fixtures/sd-tiny-a";
+    o.threads = 1;
+    o.precision = "f16";
+    engine *e = engine_load(&o);
+    CHECK(!e && strstr(err_msg(), "f32 only"), "an f16 engine on the CPU is refused: %s", err_msg());
+    engine_free(e);
+#ifdef GENIE_CUDA
+    if (ops_cuda_device_count() > 0) {
+        static const char *names[] = {NULL, "f32", "f16", "bf16"};
+        static const enum ops_precision want[] = {OPS_F16, OPS_F32, OPS_F16, OPS_BF16};
+        for (int i = 0; i < 4; i++) {
+            b = backend_create("cuda", 1, names[i]);
+            CHECK(b && b->precision == want[i], "cuda with %s: %s", names[i] ? names[i] : "the default", err_msg());
+            if (b) b->destroy(b);
+        }
+    }
+#endif
+}
+
+static void count_call(void *ctx) { ++*(int *)ctx; }
+
+/* The CPU backend's memory report follows its allocations and weights; host_alloc is zeroed; replay calls fn. */
+static void test_cpu_memory_report(void)
+{
+    ops_backend *b = ops_cpu_create(1);
+    if (!b) fatal("cpu backend");
+    ops_mem m0, m, m1;
+    b->mem(b, &m0);
+    float w[500] = {0};
+    float *x = b->alloc(b, 1000);
+    const float *dw = b->weight_put(b, w, 500);
+    unsigned char *h = b->host_alloc(b, 300);
+    if (!x || !dw || !h) fatal("cpu allocations");
+    b->mem(b, &m);
+    CHECK(m.buffers == m0.buffers + 4000 && m.weights == m0.weights + 2000 && m.host == m0.host + 300 &&
+              m.peak == m0.peak + 6000 && !m.device_total,
+          "cpu memory report: buffers %zu, weights %zu, host %zu, peak %zu (from %zu, %zu, %zu, %zu)", m.buffers,
+          m.weights, m.host, m.peak, m0.buffers, m0.weights, m0.host, m0.peak);
+    int zero = 1;
+    for (int i = 0; i < 300; i++) zero &= !h[i];
+    CHECK(zero, "host_alloc zeroes its memory");
+    b->release(b, x);
+    b->weight_drop(b, dw);
+    b->host_free(b, h);
+    int calls = 0;
+    for (int i = 0; i < 3; i++) b->replay(b, 5, count_call, &calls);
+    CHECK(calls == 3, "cpu replay runs fn every time: %d of 3", calls);
+    b->mem(b, &m1);
+    CHECK(m1.buffers == m0.buffers && m1.weights == m0.weights && m1.host == m0.host && m1.peak == m.peak,
+          "cpu memory report back to its start, the peak kept: %zu %zu %zu %zu", m1.buffers, m1.weights, m1.host,
+          m1.peak);
+    b->destroy(b);
+}
+
+/* engine_get_info's memory on dev_name (precision NULL: the default): everything is allocated at load, so running
+ * does not move the peak (on a device, after a first run that grows the scratch buffer to its size). Returns the
+ * weights' bytes, 0 when the engine failed. */
+static size_t test_engine_memory(const char *dev_name, const char *precision)
+{
+    engine_opts o;
+    engine_opts_default(&o);
+    o.device = dev_name;
+    o.precision = precision;
+    o.model = "tests/fixtures/sd-tiny-a";
+    o.threads = 2;
+    o.max_batch = 2;
+    o.steps = 3;
+    engine *e = engine_load(&o);
+    CHECK(e != NULL, "engine on %s: %s", dev_name, err_msg());
+    if (!e) return 0;
+    engine_info a, b, c;
+    engine_get_info(e, &a);
+    size_t ni = (size_t)3 * a.height * a.width;
+    float *out = host(2 * ni);
+    engine_item it[2];
+    memset(it, 0, sizeof it);
+    for (int k = 0; k < 2; k++) {
+        it[k].prompt = engine_prompt(e, "a photo");
+        it[k].seed = 1;
+        it[k].stream = (uint64_t)k;
+        it[k].out = out + k * ni;
+    }
+    int on_dev = strcmp(dev_name, "cpu") != 0;
+    CHECK(engine_img2img(e, it, 2) == 0, "engine run on %s: %s", dev_name, err_msg());
+    engine_get_info(e, &b);
+    CHECK(engine_img2img(e, it, 2) == 0, "engine run on %s: %s", dev_name, err_msg());
+    engine_get_info(e, &c);
+    CHECK(!strcmp(a.device, on_dev ? "cuda" : "cpu") && a.mem_weights > 0 && a.mem_buffers > 0 &&
+              a.mem_peak >= a.mem_weights + a.mem_buffers && a.mem_host >= ni * sizeof(float) &&
+              (a.device_total > 0) == on_dev,
+          "engine memory on %s (%s): weights %zu, buffers %zu, peak %zu, host %zu, device %zu of %zu", a.device,
+          a.precision, a.mem_weights, a.mem_buffers, a.mem_peak, a.mem_host, a.device_used, a.device_total);
+    CHECK((on_dev || b.mem_peak == a.mem_peak) && c.mem_peak == b.mem_peak && c.mem_buffers == b.mem_buffers,
+          "engine runs allocate nothing: peak %zu, %zu, %zu", a.mem_peak, b.mem_peak, c.mem_peak);
+    engine_free(e);
+    free(out);
+    return a.mem_weights;
 }
 
 static void test_memory(void)
@@ -927,7 +1097,7 @@ static void test_memory(void)
 /* Out of memory is the caller's failure, not the backend's; a bad op is the backend's and sticks. */
 static void test_errors(void)
 {
-    ops_backend *g = ops_cuda_create(0);
+    ops_backend *g = ops_cuda_create(0, OPS_F32);
     CHECK(g != NULL, "second backend: %s", err_msg());
     if (!g) return;
     float *huge = g->alloc(g, (size_t)1 << 50);
@@ -949,7 +1119,113 @@ static void test_errors(void)
     CHECK(ops_cuda_sync(g) == -1 && strstr(err_msg(), "attention"), "sync reports it: %s", err_msg());
     g->release(g, d);
     g->destroy(g);
-    CHECK(ops_cuda_create(-1) == NULL && strstr(err_msg(), "no device -1"), "bad device index: %s", err_msg());
+    CHECK(ops_cuda_create(-1, OPS_F32) == NULL && strstr(err_msg(), "no device -1"), "bad device index: %s", err_msg());
+}
+
+/* linear, conv2d, the norms and embeddings with weights stored in precision p (dev swapped for such a backend):
+ * against the CPU in f32 within the wu terms of the tolerances; weights take 2 bytes each; a weight past f16's
+ * range is refused in f16 (the backend stays usable) and kept in bf16. */
+static void test_reduced(enum ops_precision p)
+{
+    ops_backend *keep = dev;
+    dev = ops_cuda_create(0, p);
+    CHECK(dev != NULL, "cuda backend in %s: %s", backend_precision_name(p), err_msg());
+    if (!dev) {
+        dev = keep;
+        return;
+    }
+    wu = ldexp(1.0, p == OPS_F16 ? -11 : -8);
+    static const int P0[4] = {0, 0, 0, 0}, P1[4] = {1, 1, 1, 1}, PBR[4] = {0, 0, 1, 1}, PODD[4] = {2, 0, 1, 3};
+    test_conv(2, 3, 7, 5, 5, 3, 1, P1, 1);
+    test_conv(1, 3, 8, 8, 4, 3, 2, PBR, 1);
+    test_conv(2, 6, 5, 7, 3, 1, 1, P0, 1);        /* 1x1: through the columns in the weights' type */
+    test_conv(1, 3, 11, 9, 4, 5, 3, PODD, 0);
+    test_conv(1, 64, 181, 180, 4, 3, 1, P1, 1);   /* pixel chunks */
+    test_conv(2, 320, 32, 32, 320, 3, 1, P1, 1);
+    test_conv(2, 640, 16, 16, 320, 1, 1, P0, 1);
+    test_linear(37, 19, 300, 1);
+    test_linear(600, 33, 17, 0);
+    test_linear(77, 768, 3072, 1);
+    test_linear(2048, 320, 320, 0);
+    test_linear(4096, 1280, 320, 1);              /* UNet feed-forward output */
+    test_group_norm(2, 12, 63, 4, 1e-5f, 0);
+    test_group_norm(2, 64, 4096, 32, 1e-6f, 1);
+    test_layer_norm(77, 768, 1);
+    test_layer_norm(37, 33, 0);
+    test_embed_tokens(9, 77, 50, 16);
+
+    ops_mem m0, m;
+    size_t n = 1001;
+    float *x = rnd(n);
+    dev->mem(dev, &m0);
+    const float *w = weight(x, n);
+    dev->mem(dev, &m);
+    CHECK(m.weights == m0.weights + 2 * n, "%s weights take 2 bytes each: %zu -> %zu", backend_precision_name(p),
+          m0.weights, m.weights);
+    dev->weight_drop(dev, w);
+    x[7] = 1e5f;
+    w = dev->weight_put(dev, x, n);
+    if (p == OPS_F16)
+        CHECK(!w && strstr(err_msg(), "range of f16") && !ops_cuda_error(dev), "f16 refuses 1e5: %s", err_msg());
+    else
+        CHECK(w != NULL, "bf16 keeps 1e5: %s", err_msg());
+    if (w) dev->weight_drop(dev, w);
+    CHECK(!ops_cuda_error(dev), "%s group: %s", backend_precision_name(p), ops_cuda_error(dev));
+    free(x);
+    dev->destroy(dev);
+    dev = keep;
+    wu = 0;
+}
+
+/* replay: ops recorded as a graph on the second call run again with each call's host timesteps (pinned), and are
+ * recorded again after the scratch buffer moves; every result bitwise that of the same ops run directly. */
+typedef struct {
+    ops_backend *g;
+    const float *t, *w, *b;
+    float *emb, *y;
+} replay_ctx;
+
+static void replay_ops(void *ctx)
+{
+    replay_ctx *r = ctx;
+    r->g->timestep_embedding(r->g, r->t, 8, 320, 1, 0.0f, r->emb);
+    r->g->linear(r->g, r->emb, 8, 320, r->w, r->b, 64, r->y);   /* f16: converts its input through the scratch */
+}
+
+static void test_replay(void)
+{
+    ops_backend *g = ops_cuda_create(0, OPS_F16);
+    CHECK(g != NULL, "replay backend: %s", err_msg());
+    if (!g) return;
+    float *wh = rnd(64 * 320), *bh = rnd(64), *big_wh = rnd(4000), *want = host(8 * 64), *got = host(8 * 64);
+    float *t = g->host_alloc(g, 8 * sizeof(float));
+    replay_ctx r = {g, t, g->weight_put(g, wh, 64 * 320), g->weight_put(g, bh, 64), g->alloc(g, 8 * 320),
+                    g->alloc(g, 8 * 64)};
+    const float *big_w = g->weight_put(g, big_wh, 4000);
+    float *big_x = g->alloc(g, (size_t)3000 * 4000), *big_y = g->alloc(g, 3000);
+    if (!t || !r.w || !r.b || !r.emb || !r.y || !big_w || !big_x || !big_y) fatal("replay buffers");
+    int same = 1;
+    for (int round = 0; round < 6; round++) {
+        for (int i = 0; i < 8; i++) t[i] = (float)(999 - 37 * i - 100 * round);
+        if (round == 3) {   /* 6M floats of converted input: the scratch buffer moves */
+            g->fill(g, big_x, (size_t)3000 * 4000, 0.5f);
+            g->linear(g, big_x, 3000, 4000, big_w, NULL, 1, big_y);
+        }
+        replay_ops(&r);
+        g->download(g, want, r.y, 8 * 64);
+        g->replay(g, 42, replay_ops, &r);
+        g->download(g, got, r.y, 8 * 64);
+        same &= !memcmp(want, got, 8 * 64 * sizeof(float));
+    }
+    CHECK(same && !ops_cuda_error(g), "replayed ops give the direct run's bits each round: %s",
+          ops_cuda_error(g) ? ops_cuda_error(g) : "");
+    /* rounds 1, 2 launch; 3 runs directly (stale after the move); 4, 5 launch */
+    CHECK(ops_cuda_graph_launches(g) == 4, "graph launches: %zu, expected 4", ops_cuda_graph_launches(g));
+    g->host_free(g, t);
+    g->weight_drop(g, r.w), g->weight_drop(g, r.b), g->weight_drop(g, big_w);
+    g->release(g, r.emb), g->release(g, r.y), g->release(g, big_x), g->release(g, big_y);
+    g->destroy(g);
+    free(wh), free(bh), free(big_wh), free(want), free(got);
 }
 
 /* rng_cuda_fill_normal queues on the default stream; the backend's download must see its result */
@@ -968,11 +1244,11 @@ static void test_noise(uint64_t seed, uint64_t stream, size_t n)
     free(ref), free(got);
 }
 
-/* A backend's life that touches everything it allocates: buffers, weights, im2col and bounce scratch, cuBLAS,
- * the counter. */
-static void leak_cycle(void)
+/* A backend's life that touches everything it allocates: buffers, weights (f16: converted through the scratch
+ * buffer), im2col and bounce scratch, cuBLAS, the counter, pinned host memory. */
+static void leak_cycle(enum ops_precision p)
 {
-    ops_backend *g = ops_cuda_create(0);
+    ops_backend *g = ops_cuda_create(0, p);
     CHECK(g != NULL, "leak cycle backend: %s", err_msg());
     if (!g) return;
     size_t n = (size_t)8 << 20;
@@ -986,7 +1262,10 @@ static void leak_cycle(void)
         g->attention(g, a, 64, a, 64, a, 64, 1, 1000, 1000, 1, 64, 0.125f, 1, b);
         g->copy(g, a + 3, a, n - 3);
         g->count_nonfinite(g, b, n);
-        CHECK(!ops_cuda_error(g), "leak cycle ops: %s", ops_cuda_error(g));
+        void *h = g->host_alloc(g, 1 << 20);
+        CHECK(h != NULL, "pinned host memory: %s", err_msg());
+        if (h) g->host_free(g, h);
+        CHECK(!ops_cuda_error(g), "leak cycle ops (%s): %s", backend_precision_name(p), ops_cuda_error(g));
     }
     if (w) g->weight_drop(g, w);
     if (a) g->release(g, a);
@@ -1008,11 +1287,14 @@ static size_t device_free(void)
  * every byte they take. */
 static void test_leaks(void)
 {
-    leak_cycle();
+    leak_cycle(OPS_F32);
+    leak_cycle(OPS_F16);
     size_t base = device_free();
-    leak_cycle();
+    leak_cycle(OPS_F32);
+    leak_cycle(OPS_F16);
     size_t after1 = device_free();
-    leak_cycle();
+    leak_cycle(OPS_F32);
+    leak_cycle(OPS_BF16);
     size_t after2 = device_free();
     CHECK(base > 0 && after1 == base && after2 == base,
           "device memory back to its start after destroy: free %zu, then %zu, %zu bytes", base, after1, after2);
@@ -1026,7 +1308,7 @@ int main(void)
     const char *self = getenv("GENIE_BACKEND_OPS_SELFTEST");
 #ifdef GENIE_CUDA
     if (ops_cuda_device_count() > 0) {
-        dev = ops_cuda_create(0);
+        dev = ops_cuda_create(0, OPS_F32);
         CHECK(dev != NULL, "cuda backend on a machine with a device: %s", err_msg());
         if (!dev) return check_done("test_backend_ops");
         on_cuda = 1;
@@ -1119,6 +1401,9 @@ int main(void)
     }
     test_cpu_sampling_exact();
     test_backend_select();
+    test_precision_select();
+    test_cpu_memory_report();
+    test_engine_memory("cpu", NULL);
     test_engine_drop("cpu");
 #ifdef GENIE_CUDA
     if (on_cuda) {
@@ -1127,12 +1412,24 @@ int main(void)
         test_noise(0xfeedfacecafebeefull, philox_mix(3, 4), 17);
         test_engine_group("cuda");
         test_engine_drop("cuda");
+        test_reduced(OPS_F16);
+        test_reduced(OPS_BF16);
+        test_replay();
+        test_engine_reduced("cuda", "f16", 5e-3, 2e-3);
+        test_engine_reduced("cuda", "bf16", 6e-2, 1.6e-2);
+        size_t f16_weights = test_engine_memory("cuda", NULL), f32_weights = test_engine_memory("cpu", NULL);
+        CHECK(f16_weights && 2 * f16_weights == f32_weights,
+              "the default f16 weights on the device: half the CPU's %zu bytes, %zu", f32_weights, f16_weights);
         test_leaks();
     }
 #endif
     if (!on_cuda) {
         skip("errors");
         skip("noise");
+        skip("reduced precision ops");
+        skip("graph replay");
+        skip("reduced precision engine");
+        skip("device memory report");
         if (dev) test_engine_group("cpu");   /* the self-test: the group's own code, CPU against CPU */
         else skip("engine");
         skip("leaks");
