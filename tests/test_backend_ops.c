@@ -168,6 +168,21 @@ static void compare(const char *what, const float *ref, const float *got, size_t
 
 /* ---- matrix products ---- */
 
+/* A GEMM-based op's result (K products per output) against the CPU's, then its buffers freed. The bound: the
+ * f32 one plus the weight precision's rounding of x and w (wu, 0 in f32) and of the bias. */
+static void gemm_check(const char *what, int K, float *x, size_t nx, float *w, size_t nw, float *b, int nb, float *ref,
+                       float *dx, const float *dw, const float *db, float *dy, size_t ny)
+{
+    float *got = fetch(what, dy, ny);
+    double wb = b ? maxabs(b, nb) : 0;
+    double tol = 5e-7 * sqrt(K) * maxabs(ref, ny) + wu * (sqrt(K) * maxabs(x, nx) * maxabs(w, nw) + wb);
+    compare(what, ref, got, ny, tol, 0);
+    dev->release(dev, dx);
+    dev->weight_drop(dev, dw);
+    if (db) dev->weight_drop(dev, db);
+    free(x), free(w), free(b), free(ref), free(got);
+}
+
 static void test_conv(int B, int Cin, int H, int W, int Cout, int k, int stride, const int pad[4], int bias)
 {
     int Ho = (H + pad[0] + pad[2] - k) / stride + 1, Wo = (W + pad[1] + pad[3] - k) / stride + 1, K = Cin * k * k;
@@ -180,14 +195,7 @@ static void test_conv(int B, int Cin, int H, int W, int Cout, int k, int stride,
     char what[128];
     snprintf(what, sizeof what, "conv2d B%d %dx%dx%d -> %d k%d s%d pad %d,%d,%d,%d%s", B, Cin, H, W, Cout, k, stride,
              pad[0], pad[1], pad[2], pad[3], bias ? "" : " no bias");
-    float *got = fetch(what, dy, ny);
-    double wb = b ? maxabs(b, Cout) : 0;
-    double tol = 5e-7 * sqrt(K) * maxabs(ref, ny) + wu * (sqrt(K) * maxabs(x, nx) * maxabs(w, nw) + wb);
-    compare(what, ref, got, ny, tol, 0);
-    dev->release(dev, dx);
-    dev->weight_drop(dev, dw);
-    if (db) dev->weight_drop(dev, db);
-    free(x), free(w), free(b), free(ref), free(got);
+    gemm_check(what, K, x, nx, w, nw, b, Cout, ref, dx, dw, db, dy, ny);
 }
 
 static void test_linear(int rows, int in, int out, int bias)
@@ -200,14 +208,7 @@ static void test_linear(int rows, int in, int out, int bias)
     dev->linear(dev, dx, rows, in, dw, db, out, dy);
     char what[96];
     snprintf(what, sizeof what, "linear %dx%d -> %d%s", rows, in, out, bias ? "" : " no bias");
-    float *got = fetch(what, dy, ny);
-    double wb = b ? maxabs(b, out) : 0;
-    double tol = 5e-7 * sqrt(in) * maxabs(ref, ny) + wu * (sqrt(in) * maxabs(x, nx) * maxabs(w, nw) + wb);
-    compare(what, ref, got, ny, tol, 0);
-    dev->release(dev, dx);
-    dev->weight_drop(dev, dw);
-    if (db) dev->weight_drop(dev, db);
-    free(x), free(w), free(b), free(ref), free(got);
+    gemm_check(what, in, x, nx, w, nw, b, out, ref, dx, dw, db, dy, ny);
 }
 
 /* ---- normalisation ---- */
