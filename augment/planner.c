@@ -27,12 +27,11 @@ int planner_confused(const double *m, int classes, int t, int k, int *out)
     return n;
 }
 
-int planner_source(const double *m, int classes, int t, int k, double u)
+int planner_source(const double *m, int classes, int t, const int *cand, int n, double u)
 {
-    int cand[64];
     double w[64], total = 0;
-    int n = planner_confused(m, classes, t, k, cand);
-    if (!n) return -1;
+    if (n < 1) return -1;
+    if (n > 64) n = 64;
     for (int i = 0; i < n; i++) total += w[i] = confusion_rate(m, classes, t, cand[i]);
     if (!(total > 0)) return cand[(int)(u * n) < n ? (int)(u * n) : n - 1];
     double x = u * total;

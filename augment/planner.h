@@ -7,10 +7,10 @@
  * m[t][s] / row(t) + m[s][t] / row(s) over s != t, largest first (ties: lower class first). Writes up to
  * k <= 64 classes into out and returns how many. */
 int planner_confused(const double *m, int classes, int t, int k, int *out);
-/* One source class among planner_confused's top k, drawn with probability proportional to its confusion rate
- * with t (uniformly when all rates are 0), so a class that is barely confused with t (ranked in only because
- * there are few classes) is rarely drawn. u in [0, 1) is the draw; -1 when there is no other class. */
-int planner_source(const double *m, int classes, int t, int k, double u);
+/* One source class among cand[0..n) (planner_confused's top k for t), drawn with probability proportional to its
+ * confusion rate with t (uniformly when all rates are 0), so a class that is barely confused with t (ranked in
+ * only because there are few classes) is rarely drawn. u in [0, 1) is the draw; -1 when n is 0. */
+int planner_source(const double *m, int classes, int t, const int *cand, int n, double u);
 
 /* Draws the next target among the eligible classes with what is left of their quota, each weighted by how wrong
  * the model is on it (1 - its accuracy in m, at least 0.05: a class learnt well still gets a little) times the

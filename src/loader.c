@@ -64,14 +64,22 @@ static uint64_t permute(uint64_t x, uint64_t n, uint64_t seed, uint64_t epoch)
 
 /* A Few class (fewer than 20 real images, at least one sample), uniformly, then one of its real or generated
  * samples; -1 when the data set has no Few class. */
-static int tail_index(const dataset *ds, philox_t *g)
+static int is_tail(const dataset *ds, int c) { return dataset_shot_group(ds->real_count[c]) == SHOT_FEW && ds->count[c] > 0; }
+
+static int tail_classes(const dataset *ds)
 {
     int tails = 0;
-    for (int c = 0; c < ds->classes; c++) tails += dataset_shot_group(ds->real_count[c]) == SHOT_FEW && ds->count[c] > 0;
+    for (int c = 0; c < ds->classes; c++) tails += is_tail(ds, c);
+    return tails;
+}
+
+static int tail_index(const dataset *ds, philox_t *g)
+{
+    int tails = tail_classes(ds);
     if (!tails) return -1;
     int pick = philox_int(g, tails);
     for (int c = 0; c < ds->classes; c++)
-        if (dataset_shot_group(ds->real_count[c]) == SHOT_FEW && ds->count[c] > 0 && pick-- == 0)
+        if (is_tail(ds, c) && pick-- == 0)
             return ds->members[c][philox_int(g, ds->count[c])];
     return -1;
 }
@@ -88,10 +96,7 @@ int loader_tail_row(const void *opts, uint64_t k)
 {
     const loader_opts *o = opts;
     philox_t g;
-    if (!tail_draw(o, k, &g)) return 0;
-    for (int c = 0; c < o->ds->classes; c++)
-        if (dataset_shot_group(o->ds->real_count[c]) == SHOT_FEW && o->ds->count[c] > 0) return 1;
-    return 0;
+    return tail_draw(o, k, &g) && tail_classes(o->ds) > 0;
 }
 
 int loader_sample_index(const loader_opts *o, uint64_t k)

@@ -119,7 +119,7 @@ int plan_main(int argc, char **argv)
             uint64_t item_seed = (uint64_t)philox_next(&g) << 21 ^ philox_next(&g);
             const char *path = "";
             if (ns) {
-                int s = rate_w ? planner_source(m, ds.classes, t, topk < 64 ? topk : 64, philox_uniform(&g))
+                int s = rate_w ? planner_source(m, ds.classes, t, src, ns, philox_uniform(&g))
                                : src[philox_int(&g, ns)];
                 if (!ds.count[s]) {
                     err_set("%s: class %s has no training image to use as a source", dc.train, ds.labels[s]);

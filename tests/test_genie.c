@@ -110,13 +110,14 @@ static void test_plan_confused(void)
     double z[25] = {0};
     CHECK(planner_confused(z, 5, 2, 2, out) == 2 && out[0] == 0 && out[1] == 1, "ties go to lower classes");
     /* sources drawn in proportion to the rates among the top 4 of m: 3 (0.8 + 1), 1 (0.2 + 1), 4 (1), 2 (0) */
-    int hits[5] = {0};
-    for (int i = 0; i < 4000; i++) hits[planner_source(m, 5, 0, 4, (i + 0.5) / 4000)]++;
+    int hits[5] = {0}, top[4], nt = planner_confused(m, 5, 0, 4, top);
+    for (int i = 0; i < 4000; i++) hits[planner_source(m, 5, 0, top, nt, (i + 0.5) / 4000)]++;
     CHECK(hits[3] == 1800 && hits[1] == 1200 && hits[4] == 1000 && hits[2] == 0 && hits[0] == 0,
           "rate-weighted sources: %d %d %d %d %d", hits[0], hits[1], hits[2], hits[3], hits[4]);
-    CHECK(planner_source(m, 5, 0, 1, 0.99) == 3, "top-1: always the most confused");
+    CHECK(planner_source(m, 5, 0, top, 1, 0.99) == 3, "top-1: always the most confused");
     for (int i = 0; i < 5; i++) hits[i] = 0;
-    for (int i = 0; i < 200; i++) hits[planner_source(z, 5, 2, 2, (i + 0.5) / 200)]++;
+    nt = planner_confused(z, 5, 2, 2, top);
+    for (int i = 0; i < 200; i++) hits[planner_source(z, 5, 2, top, nt, (i + 0.5) / 200)]++;
     CHECK(hits[0] == 100 && hits[1] == 100, "all rates 0: uniform over the top k (%d %d)", hits[0], hits[1]);
 }
 
