@@ -91,6 +91,7 @@ enum philox_purpose {
     PHILOX_BAD_IMAGE = 0xBAD0,     /* loader: + 0 (sample) or 1 (partner): a bad image's replacement */
     PHILOX_SHUFFLE = 0xFE15,       /* loader: the rounds of an epoch's permutation */
     PHILOX_TAIL = 0x7A11,          /* loader: tail rows */
+    PHILOX_PAIR = 0x7A12,          /* loader: whether row pair j shows a generated sample's source beside it */
     PHILOX_ENGINE_VAE = 0xE7A1,    /* engine: an item's VAE posterior noise */
     PHILOX_ENGINE_LATENT = 0xE7A2, /* engine: an item's initial latent noise */
     PHILOX_MODULE_REQUEST = 0x6E1, /* online module: request q's target, source and seed */

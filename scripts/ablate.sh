@@ -14,20 +14,23 @@
 #   img2img-L img2img-H  50 images per Few class: its own images at r 0.3 / 0.7 under its own prompt
 #   txt2img              50 per Few class from the prompt alone
 #   genie                50 per Few class: images of its top-4 confused classes at r 0.8 under its prompt
-#   genie-ada            the same pairs, r chosen per pair by GeNIe-Ada over 0.5..0.9 with f_theta = the plain
+#   genie-ada            the same pairs, r chosen per pair by GeNIe-Ada over ADA_RSET with f_theta = the plain
 #                        model (the paper's frozen backbone)
 #   online-genie         the same, made during fine-tuning by the online module (cfg/fmnist-genie.cfg, sync=1):
 #   online-genie-ada     sources from the live confusion, Ada's f_theta = the network being trained; they take
 #                        0.8 of the tail rows, about the offline arms' share of generated images there
 # The recipe (every arm, from the environment): TAIL_SHARE (default 0.25), GEN_SOFT (0), RT_P (0.5: real images
-# replaced by their VAE round trip with this probability, so "looks generated" carries no label).
+# replaced by their VAE round trip with this probability, so "looks generated" carries no label), PAIR_SOURCE (0:
+# with this probability a generated sample's real source takes the other row of its row pair).
 # Many/Medium/Few always by the split's real per-class counts. Results: OUT/results.csv (arm,seed,top1,many,
 # medium,few), OUT/table.md (means +- std), OUT/ablation.png; with RESULTS=path also copied there
 # (path.csv/.md/.png). Resumable: finished models, images and rows are kept.
 #
 # Environment: SEEDS ("1 2 3"), ARMS (all), OUT (build/ablate/<split>), MODEL (data/models/fmnist-ldm),
 # PER_CLASS (50), GUIDANCE (3), STEPS (25), THREADS (loader threads, 2), PHASE (all | base | gen | arms | report),
-# GENIE_R (the genie arm's r, 0.8), SOURCE_WEIGHT (uniform: GeNIe's sources drawn uniformly from the top-4 most
+# GENIE_R (the genie arm's r, 0.8), ADA_RSET (GeNIe-Ada's candidates, 0.6,0.7,0.8,0.9: the rule keeps the image
+# just after the largest jump, so 0.7..0.9; the paper's 0.5..0.9 also keeps 0.6, where many of the bundled model's
+# images still show their source; the online arms take r_set from cfg/fmnist-genie.cfg), SOURCE_WEIGHT (uniform: GeNIe's sources drawn uniformly from the top-4 most
 # confused classes, as the paper; rate: in proportion to their confusion rates), GENIE (the binary, ./genie)
 set -e
 cd "$(dirname "$0")/.."
@@ -45,12 +48,14 @@ THREADS=${THREADS:-2}
 TAIL_SHARE=${TAIL_SHARE:-0.25}
 GEN_SOFT=${GEN_SOFT:-0}
 RT_P=${RT_P:-0.5}
+PAIR_SOURCE=${PAIR_SOURCE:-0}
 PHASE=${PHASE:-all}
 SOURCE_WEIGHT=${SOURCE_WEIGHT:-uniform}
 GENIE_R=${GENIE_R:-0.8}
+ADA_RSET=${ADA_RSET:-0.6,0.7,0.8,0.9}
 G=${GENIE:-./genie}
 mkdir -p "$OUT"
-echo "ablate: $LIST -> $OUT; seeds $SEEDS; recipe tail_share=$TAIL_SHARE gen_soft=$GEN_SOFT roundtrip_p=$RT_P; model $MODEL"
+echo "ablate: $LIST -> $OUT; seeds $SEEDS; recipe tail_share=$TAIL_SHARE gen_soft=$GEN_SOFT roundtrip_p=$RT_P pair_source=$PAIR_SOURCE; model $MODEL"
 
 mkdata() {   # file backup [extra lines]
     f=$1; b=$2; shift 2
@@ -100,7 +105,7 @@ generate() {   # seed
             -source-weight "$SOURCE_WEIGHT" \
             -confusion "$d/train_confusion.csv" -dir "$d/gen/$arm" -o "$d/gen/$arm.csv"
         $G generate "$d/gen/$arm.csv" -data "$d/base.data" -model "$MODEL" -guidance "$GUIDANCE" -steps "$STEPS" \
-            -batch 20 -backbone cfg/fmnist.cfg -weights "$d/base/fmnist.weights" -index "$d/gen/$arm.index.csv"
+            -batch 20 -rset "$ADA_RSET" -backbone cfg/fmnist.cfg -weights "$d/base/fmnist.weights" -index "$d/gen/$arm.index.csv"
         touch "$d/gen/$arm.done"
         set -- "$3"
     done
@@ -122,6 +127,8 @@ arms() {   # seed
         extra="tail_share=$TAIL_SHARE"
         [ "$GEN_SOFT" != 0 ] && extra="$extra
 gen_soft=$GEN_SOFT"
+        [ "$PAIR_SOURCE" != 0 ] && extra="$extra
+pair_source=$PAIR_SOURCE"
         [ "$RT_P" != 0 ] && extra="$extra
 roundtrip=$OUT/rt.index.csv
 roundtrip_p=$RT_P"

@@ -60,7 +60,8 @@ int datacfg_read(const char *path, datacfg *d)
                 return err_set("%s:%d: max_pixels must be an integer in 1..%lld, got '%s'", path, lineno, 1LL << 30, val);
             }
             d->max_pixels = v;
-        } else if (!strcmp(key, "tail_share") || !strcmp(key, "gen_soft") || !strcmp(key, "roundtrip_p")) {
+        } else if (!strcmp(key, "tail_share") || !strcmp(key, "gen_soft") || !strcmp(key, "roundtrip_p") ||
+                   !strcmp(key, "pair_source")) {
             char *end;
             double v = strtod(val, &end);
             if (end == val || *end || !(v >= 0 && v <= 1)) {
@@ -68,7 +69,10 @@ int datacfg_read(const char *path, datacfg *d)
                 datacfg_free(d);
                 return err_set("%s:%d: %s must be a number in [0, 1], got '%s'", path, lineno, key, val);
             }
-            *(!strcmp(key, "tail_share") ? &d->tail_share : !strcmp(key, "gen_soft") ? &d->gen_soft : &d->roundtrip_p) = v;
+            *(!strcmp(key, "tail_share")    ? &d->tail_share
+              : !strcmp(key, "gen_soft")    ? &d->gen_soft
+              : !strcmp(key, "roundtrip_p") ? &d->roundtrip_p
+                                            : &d->pair_source) = v;
         }
     }
     fclose(f);
@@ -266,7 +270,8 @@ int dataset_load(const char *list_path, const char *labels_path, int classes, da
     ds->real_count = malloc((size_t)classes * sizeof *ds->real_count);
     memcpy(ds->real_count, ds->count, (size_t)classes * sizeof *ds->real_count);
     ds->src_cls = malloc((size_t)n * sizeof *ds->src_cls);
-    for (int i = 0; i < n; i++) ds->src_cls[i] = -1;
+    ds->src_idx = malloc((size_t)n * sizeof *ds->src_idx);
+    for (int i = 0; i < n; i++) ds->src_cls[i] = ds->src_idx[i] = -1;
     build_members(ds);
     return 0;
 }
@@ -282,6 +287,7 @@ void dataset_free(dataset *ds)
     free(ds->count);
     free(ds->real_count);
     free(ds->src_cls);
+    free(ds->src_idx);
     if (ds->alt)
         for (int i = 0; i < ds->n_real; i++) free(ds->alt[i]);
     free(ds->alt);
@@ -316,6 +322,34 @@ static int index_fields(const char *path, char *line, int lineno, char **out, ch
     return 0;
 }
 
+static int by_path(const void *a, const void *b, void *paths)
+{
+    return strcmp(((char **)paths)[*(const int *)a], ((char **)paths)[*(const int *)b]);
+}
+
+/* The real images' indices sorted by path, for real_find; NULL when out of memory. */
+static int *real_order(const dataset *ds)
+{
+    int *order = malloc((size_t)(ds->n_real ? ds->n_real : 1) * sizeof *order);
+    if (!order) return NULL;
+    for (int i = 0; i < ds->n_real; i++) order[i] = i;
+    qsort_r(order, ds->n_real, sizeof *order, by_path, ds->paths);
+    return order;
+}
+
+/* The index of the real image with this path, or -1. */
+static int real_find(const dataset *ds, const int *order, const char *path)
+{
+    int lo = 0, hi = ds->n_real - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, cmp = strcmp(path, ds->paths[order[mid]]);
+        if (!cmp) return order[mid];
+        if (cmp < 0) hi = mid - 1;
+        else lo = mid + 1;
+    }
+    return -1;
+}
+
 int dataset_add_generated(dataset *ds, const char *index_path)
 {
     index_file ix;
@@ -327,7 +361,10 @@ int dataset_add_generated(dataset *ds, const char *index_path)
     if (cls) ds->cls = cls;
     int *src = cls ? realloc(ds->src_cls, (size_t)(n + add) * sizeof *src) : NULL;
     if (src) ds->src_cls = src;
-    if (!src) {
+    int *sidx = src ? realloc(ds->src_idx, (size_t)(n + add) * sizeof *sidx) : NULL;
+    if (sidx) ds->src_idx = sidx;
+    int *order = sidx ? real_order(ds) : NULL;
+    if (!order) {
         free_lines(ix.lines, ix.n);
         return err_set("%s: out of memory", index_path);
     }
@@ -346,46 +383,32 @@ int dataset_add_generated(dataset *ds, const char *index_path)
         ds->paths[ds->n] = strdup(out);
         ds->cls[ds->n] = c;
         ds->src_cls[ds->n] = s < 0 ? -1 : s;
+        ds->src_idx[ds->n] = *source ? real_find(ds, order, source) : -1;
         ds->count[c]++;
         ds->n++;
     }
+    free(order);
     free_lines(ix.lines, ix.n);
     if (rc == 0) build_members(ds);
     return rc;
-}
-
-static int by_path(const void *a, const void *b, void *paths)
-{
-    return strcmp(((char **)paths)[*(const int *)a], ((char **)paths)[*(const int *)b]);
 }
 
 int dataset_add_roundtrips(dataset *ds, const char *index_path)
 {
     index_file ix;
     if (index_read(index_path, &ix)) return -1;
-    int *order = malloc((size_t)ds->n_real * sizeof *order);
+    int *order = real_order(ds);
     if (!ds->alt) ds->alt = calloc((size_t)ds->n_real, sizeof *ds->alt);
     if (!order || !ds->alt) {
         free(order);
         free_lines(ix.lines, ix.n);
         return err_set("%s: out of memory", index_path);
     }
-    for (int i = 0; i < ds->n_real; i++) order[i] = i;
-    qsort_r(order, ds->n_real, sizeof *order, by_path, ds->paths);
     int rc = 0;
     for (int i = 1; i < ix.n && rc == 0; i++) {
         char *out, *source, *target;
         if ((rc = index_fields(index_path, ix.lines[i], i + 1, &out, &source, &target))) break;
-        int lo = 0, hi = ds->n_real - 1, hit = -1;
-        while (lo <= hi) {
-            int mid = (lo + hi) / 2, cmp = strcmp(source, ds->paths[order[mid]]);
-            if (!cmp) {
-                hit = order[mid];
-                break;
-            }
-            if (cmp < 0) hi = mid - 1;
-            else lo = mid + 1;
-        }
+        int hit = real_find(ds, order, source);
         if (hit < 0) continue;    /* a round trip of an image this list does not hold */
         free(ds->alt[hit]);
         ds->alt[hit] = strdup(out);

@@ -12,10 +12,12 @@ typedef struct {
      *                         samples enter only there
      * gen_soft=E              a generated sample's label: 1-E on its target, E on its source's class
      * roundtrip=index.csv     VAE round trips of real images (`genie generate` rows with r 0)
-     * roundtrip_p=P           each real image is replaced by its round trip with probability P */
+     * roundtrip_p=P           each real image is replaced by its round trip with probability P
+     * pair_source=P           with probability P, a generated sample's real source image (when the list holds
+     *                         it) takes the other row of its row pair, with the source's label */
     char *generated, *roundtrip;
     char *genie;               /* genie=genie.cfg: online GeNIe during training (augment/genie_cfg.h) */
-    double tail_share, gen_soft, roundtrip_p;
+    double tail_share, gen_soft, roundtrip_p, pair_source;
     long long max_pixels;      /* max_pixels=N: larger images are bad images (0: imgio's default, 4096 x 4096) */
 } datacfg;
 
@@ -33,6 +35,8 @@ typedef struct {
     int n_real;                /* paths[0..n_real): the list's real images; then generated samples */
     int *real_count;           /* real images per class (what Many/Medium/Few and the tail go by) */
     int *src_cls;              /* [n] class of a generated sample's source image, -1 when none or real */
+    int *src_idx;              /* [n] index of a generated sample's source among the real images, -1 when none,
+                                * real, or not in the list */
     char **alt;                /* [n_real] a real image's VAE round trip, or NULL (whole array NULL if none) */
 } dataset;
 

@@ -99,7 +99,7 @@ int loader_tail_row(const void *opts, uint64_t k)
     return tail_draw(o, k, &g) && tail_classes(o->ds) > 0;
 }
 
-int loader_sample_index(const loader_opts *o, uint64_t k)
+static int sample_draw(const loader_opts *o, uint64_t k)
 {
     const dataset *ds = o->ds;
     /* with a tail share, generated samples enter only through the tail rows */
@@ -127,6 +127,21 @@ int loader_sample_index(const loader_opts *o, uint64_t k)
     case SAMPLE_SEQUENTIAL: break;
     }
     return (int)k;
+}
+
+/* With pair_source, a GeNIe sample's source image beside it in the batch: the pair differs in what the sample was
+ * made to show, not in the source's look, so the classifier learns that difference rather than moving the
+ * source class's boundary (the source's class pays for hard negatives otherwise). */
+int loader_sample_index(const loader_opts *o, uint64_t k)
+{
+    const dataset *ds = o->ds;
+    int idx = sample_draw(o, k);
+    if (!(o->pair_source > 0) || o->sampling == SAMPLE_SEQUENTIAL || idx < 0 || idx >= ds->n_real) return idx;
+    int other = sample_draw(o, k ^ 1);
+    if (other < ds->n_real || ds->src_idx[other] < 0) return idx;
+    philox_t g;
+    philox_init(&g, o->seed, philox_mix(k >> 1, PHILOX_PAIR));
+    return philox_uniform(&g) < o->pair_source ? ds->src_idx[other] : idx;
 }
 
 /* Per-thread scratch, allocated once. */

@@ -31,6 +31,8 @@ typedef struct {
     double tail_share;           /* rows drawn class-balanced from the Few classes (real + generated) */
     double gen_soft;             /* generated sample's label: 1 - gen_soft on its target, gen_soft on its source */
     double roundtrip_p;          /* a real image is replaced by its VAE round trip (ds->alt) with this probability */
+    double pair_source;          /* rows 2j and 2j+1: when one draws a generated sample and the other a real image,
+                                  * the real row shows the sample's source instead, with this probability */
     struct module *genie;        /* optional: online GeNIe; rows it wants (its share) take a generated sample */
     volatile sig_atomic_t *cancel; /* optional: once non-zero (a signal handler sets it), loader_next stops waiting
                                     * and returns NULL, and loader_stop waits for stuck workers only briefly */

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #define CACHE "build/test_module_cache"
+#define MODEL_COPY "build/test_module_model"   /* the bundled model, for the cache runs */
 
 static dataset ds;
 static int coat = -1, pullover = -1;
@@ -71,7 +72,7 @@ int main(void)
         if (!strcmp(ds.labels[c], "coat")) coat = c;
         if (!strcmp(ds.labels[c], "pullover")) pullover = c;
     }
-    CHECK(system("rm -rf " CACHE) == 0, "rm");
+    CHECK(system("rm -rf " CACHE " " MODEL_COPY " && cp -r data/models/fmnist-ldm " MODEL_COPY) == 0, "copy the model");
 
     /* GeNIe at a fixed r, Few targets, sources = the confused class (pullover) */
     genie_cfg c;
@@ -84,6 +85,7 @@ int main(void)
     c.ring = 16;
     c.reuse = 2;
     c.threads = 2;
+    snprintf(c.model, sizeof c.model, "%s", MODEL_COPY);
     snprintf(c.cache, sizeof c.cache, "%s", CACHE);
     module *m = start(&c);
     CHECK(m != NULL, "start: %s", err_msg());
@@ -143,6 +145,17 @@ int main(void)
         CHECK(module_take(m, &im, &target, &source) == 0 && ds.real_count[target] < 20, "replayed sample");
         module_stop(m);
     }
+    /* ... but not once the model's files change (a model retrained in place): then it generates anew */
+    CHECK(system("touch -d 2001-01-01 " MODEL_COPY "/unet/diffusion_pytorch_model.safetensors") == 0, "touch");
+    m = start(&c);
+    if (m) {
+        CHECK(wait_kept(m, 1, 60), "nothing made with another model");
+        module_get_stats(m, &st);
+        CHECK(st.cached == 0, "a changed model reused %llu cached samples", (unsigned long long)st.cached);
+        module_stop(m);
+    }
+    snprintf(c.model, sizeof c.model, "data/models/fmnist-ldm");
+    CHECK(system("rm -rf " MODEL_COPY) == 0, "rm");
 
     /* GeNIe-Ada on a snapshot of a trained network; stop in the middle of generating is prompt */
     network *trainer = netio_load("cfg/fmnist.cfg", "data/models/fmnist-judge.weights", 0, &(net_extras){0});

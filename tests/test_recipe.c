@@ -1,5 +1,6 @@
 /* The training recipe for generated samples (.data keys generated=, tail_share=, gen_soft=, roundtrip=,
- * roundtrip_p=): indexes of `genie generate` join the data set, tail rows, soft labels, round-trip swaps. */
+ * roundtrip_p=, pair_source=): indexes of `genie generate` join the data set, tail rows, soft labels, round-trip
+ * swaps, sources beside their samples. */
 #include "check.h"
 #include "dataset.h"
 #include "err.h"
@@ -69,13 +70,16 @@ int main(void)
     char labels_path[512];
     snprintf(labels_path, sizeof labels_path, "%s", path);
 
-    /* generated: 6 sun from rain sources (value 200), 2 snow from nothing (value 220) */
+    /* generated: 6 sun from rain sources (value 200; the first 3 sources in the list, the rest not), 2 snow from
+     * nothing (value 220) */
     snprintf(gen, sizeof gen, "%s/gen.index.csv", dir);
     int o = sprintf(text, "output,source,target,r,seed,gaps\n");
     for (int i = 0; i < 8; i++) {
         snprintf(path, sizeof path, "%s/g%d.png", dir, i);
         image(path, i < 6 ? 200 : 220);
-        o += sprintf(text + o, "%s,%s,%s,0.8,%d,\n", path, i < 6 ? "x/r000_rain.png" : "", i < 6 ? "sun" : "snow", i);
+        char src[512];
+        snprintf(src, sizeof src, i < 3 ? "%s/r%03d_rain.png" : i < 6 ? "x/r000_rain.png" : "", dir, i);
+        o += sprintf(text + o, "%s,%s,%s,0.8,%d,\n", path, src, i < 6 ? "sun" : "snow", i);
     }
     write_text(gen, text);
     /* round trips of every real image: value 250 */
@@ -94,6 +98,10 @@ int main(void)
           "counts sun %d/%d snow %d/%d", ds.count[2], ds.real_count[2], ds.count[1], ds.real_count[1]);
     CHECK(ds.cls[153] == 2 && ds.src_cls[153] == 0 && ds.cls[160] == 1 && ds.src_cls[160] == -1,
           "generated classes %d/%d %d/%d", ds.cls[153], ds.src_cls[153], ds.cls[160], ds.src_cls[160]);
+    /* sources found among the real images by path (rain's images come first in the list) */
+    CHECK(ds.src_idx[153] == 0 && ds.src_idx[155] == 2 && ds.src_idx[156] == -1 && ds.src_idx[160] == -1 &&
+              ds.src_idx[0] == -1, "source indices %d %d %d %d", ds.src_idx[153], ds.src_idx[155], ds.src_idx[156],
+          ds.src_idx[160]);
     CHECK(dataset_add_roundtrips(&ds, rt) == 0, "%s", err_msg());
     int with_alt = 0;
     for (int i = 0; i < ds.n_real; i++) with_alt += ds.alt[i] != NULL;
@@ -151,6 +159,26 @@ int main(void)
         if (loader_tail_row(&lo, lo.start + i)) gated++, gate_ok &= ds.cls[loader_sample_index(&lo, lo.start + i)] == 2;
     CHECK(gate_ok && gated > N * 0.45 && gated < N * 0.55, "tail rows by the gate: %d of %d, all sun: %d", gated, N, gate_ok);
 
+    /* pair_source: a row beside a generated sample with a known source shows that source, with its own label;
+     * with 0, only chance does */
+    for (int pass = 0; pass < 2; pass++) {
+        lo.pair_source = pass ? 1 : 0;
+        run(lo, NB, idx, px, y);
+        int paired = 0, could = 0, label_ok = 1;
+        for (int i = 0; i < N; i++) {
+            int other = idx[i ^ 1];
+            if (idx[i] >= ds.n_real || other < ds.n_real || ds.src_idx[other] < 0) continue;
+            could++;
+            if (idx[i] == ds.src_idx[other]) paired++, label_ok &= y[(size_t)i * 3] == 1.0f && truth_rows[i] == 0;
+        }
+        if (pass)
+            CHECK(could > 20 && paired == could && label_ok, "pair_source 1: %d of %d pairs show the source, labels %s",
+                  paired, could, label_ok ? "right" : "wrong");
+        else
+            CHECK(could > 20 && paired < could / 4, "pair_source 0: %d of %d pairs show the source", paired, could);
+    }
+    lo.pair_source = 0;
+
     /* gen_soft 0.3: sun made from a rain source -> 0.7 sun, 0.3 rain; real rows stay one-hot */
     lo.gen_soft = 0.3;
     run(lo, NB, idx, px, y);
@@ -205,6 +233,11 @@ int main(void)
     datacfg_free(&dc);
     write_text(path, "classes=3\ntail_share=1.5\n");
     CHECK(datacfg_read(path, &dc) < 0 && strstr(err_msg(), "x.data:2") && strstr(err_msg(), "tail_share"), "%s", err_msg());
+    write_text(path, "classes=3\npair_source=0.5\n");
+    CHECK(datacfg_read(path, &dc) == 0 && dc.pair_source == 0.5, "%s", err_msg());
+    datacfg_free(&dc);
+    write_text(path, "classes=3\npair_source=yes\n");
+    CHECK(datacfg_read(path, &dc) < 0 && strstr(err_msg(), "pair_source"), "%s", err_msg());
 
     free(idx);
     free(px);
