@@ -20,9 +20,9 @@ Training (all on the full balanced training set, 6000 images per class, Debian p
      (class name or a synonym), empty prompt with probability 0.1 so classifier-free guidance works; an EMA of
      the UNet and CLIP weights is what gets saved.
 Deterministic for a seed (torch.manual_seed; CPU kernels at a fixed thread count, --threads).
-Wall time with the defaults on the 2-core development machine (shared with other jobs): 2471 s (41 min);
+Wall time with the defaults on the 2-core development machine (shared with other jobs): 5887 s (98 min);
 data/models/fmnist-ldm/README.md has the details. The bundled model is this script with its defaults
-(--snapshot-every 1000 was given too, which writes extra folders and changes nothing).
+(run with --out build/ldm-v3 and the folder copied).
 
 usage: scripts/train_fmnist_ldm.py [--out DIR] [--seed S] [--vae-steps N] [--unet-steps N] [--threads T]
                                    [--snapshot-every N]
@@ -197,8 +197,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "data", "models", "fmnist-ldm"))
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--vae-steps", type=int, default=1500)
-    ap.add_argument("--unet-steps", type=int, default=2000)
+    ap.add_argument("--vae-steps", type=int, default=4000)
+    ap.add_argument("--unet-steps", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (one trains faster on a busy 2-core machine)")
     ap.add_argument("--snapshot-every", type=int, default=0, help="also write OUT-stepN every N UNet steps")
     args = ap.parse_args()
