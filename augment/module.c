@@ -15,9 +15,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <dirent.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,36 +78,6 @@ static void sleep_ms(int ms)
  * statistics start empty, resumed or not). */
 static int trust_iter(const module *m) { return m->o.start_iter + m->cfg.warmup; }
 
-static unsigned fnv(unsigned h, const char *s)
-{
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
-/* The model's files by name, size and modification time (the file itself, or a diffusers folder and its
- * component folders): a model retrained or replaced in place must not reuse samples of the one before. */
-static unsigned model_stamp(unsigned h, const char *path, int depth)
-{
-    struct stat st;
-    if (stat(path, &st)) return h;
-    char buf[64];
-    snprintf(buf, sizeof buf, "|%lld|%lld", (long long)st.st_size, (long long)st.st_mtime);
-    if (!S_ISDIR(st.st_mode)) return fnv(fnv(h, path), buf);
-    DIR *d = depth < 2 ? opendir(path) : NULL;
-    if (!d) return h;
-    /* readdir's order is the file system's: combine the entries' hashes order-free */
-    unsigned sum = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (e->d_name[0] == '.') continue;
-        char sub[2048];
-        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-        sum += model_stamp(2166136261u, sub, depth + 1);
-    }
-    closedir(d);
-    snprintf(buf, sizeof buf, "|%x", sum);
-    return fnv(h, buf);
-}
-
 /* FNV-1a over the settings that change what a sample looks like */
 static unsigned settings_hash(const genie_cfg *c)
 {
@@ -118,7 +86,9 @@ static unsigned settings_hash(const genie_cfg *c)
                      c->guidance, c->scheduler, c->prompt, c->sources, c->names);
     for (int i = 0; c->mode == GENIE_MODE_ADA && i < c->n_r && n < (int)sizeof buf - 16; i++)
         n += snprintf(buf + n, sizeof buf - n, "|%.6g", c->r_set[i]);
-    return model_stamp(fnv(2166136261u, buf), c->model, 0);
+    unsigned h = 2166136261u;
+    for (const char *p = buf; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    return util_files_stamp(h, c->model);
 }
 
 static int keep_sample(module *m, const unsigned char *rgb, int target, int source)

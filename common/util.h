@@ -8,6 +8,10 @@ double util_now(void);
 int util_mkdirs(const char *path);
 /* Strips leading and trailing white space in place; returns the start of what is left. */
 char *util_trim(char *s);
+/* A hash of the name, size and modification time of a file, or of a folder's files and its subfolders' (a
+ * diffusers model), folded into h: what was made from a model or weights is stale once this changes (a model
+ * retrained or replaced in place). A path that does not exist adds nothing. */
+unsigned util_files_stamp(unsigned h, const char *path);
 
 /* Whole-file writes: util_open_tmp opens a temporary file beside path (a name unique to this process and call,
  * so concurrent writers never share one); util_commit checks every write, syncs and renames it over path, or

@@ -88,16 +88,15 @@ base() {   # seed
 
 generate() {   # seed
     d=$OUT/s$1
-    if [ "$RT_P" != 0 ] && [ ! -f "$OUT/rt.csv.done" ]; then
+    # generate resumes a plan (made images are kept), and stops if they were made with another model or settings
+    if [ "$RT_P" != 0 ]; then
         echo "== VAE round trips of the split"
         $G plan "$d/base.data" -mode roundtrip -dir "$OUT/rt" -o "$OUT/rt.csv"
         $G generate "$OUT/rt.csv" -data "$d/base.data" -model "$MODEL" -batch 32 -index "$OUT/rt.index.csv"
-        touch "$OUT/rt.csv.done"
     fi
     for arm in $ARMS; do
         m=$(gen_mode "$arm")
         [ -n "$m" ] || continue
-        [ -f "$d/gen/$arm.done" ] && continue
         set -- $m "$1"
         mkdir -p "$d/gen"
         echo "== seed $3: generating $arm"
@@ -106,7 +105,6 @@ generate() {   # seed
             -confusion "$d/train_confusion.csv" -dir "$d/gen/$arm" -o "$d/gen/$arm.csv"
         $G generate "$d/gen/$arm.csv" -data "$d/base.data" -model "$MODEL" -guidance "$GUIDANCE" -steps "$STEPS" \
             -batch 20 -rset "$ADA_RSET" -backbone cfg/fmnist.cfg -weights "$d/base/fmnist.weights" -index "$d/gen/$arm.index.csv"
-        touch "$d/gen/$arm.done"
         set -- "$3"
     done
 }

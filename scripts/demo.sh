@@ -21,12 +21,11 @@ mkdata() {   # name [extra lines]
 }
 echo "== VAE round trips of the training images (real images that look generated carry no label information)"
 mkdata plain
-if [ ! -f $B/roundtrip.done ]; then
-    ./genie plan $B/plain.data -mode roundtrip -dir $B/roundtrip -o $B/roundtrip.csv
-    ./genie generate $B/roundtrip.csv -data $B/plain.data -model data/models/fmnist-ldm -batch 32 \
-        -index $B/roundtrip.index.csv 2>&1 | tail -n 1
-    touch $B/roundtrip.done
-fi
+# resumes (made images are kept) unless the model changed since they were made: then generate stops and says so
+./genie plan $B/plain.data -mode roundtrip -dir $B/roundtrip -o $B/roundtrip.csv
+./genie generate $B/roundtrip.csv -data $B/plain.data -model data/models/fmnist-ldm -batch 32 \
+    -index $B/roundtrip.index.csv 2> $B/roundtrip.log || { cat $B/roundtrip.log >&2; exit 1; }
+tail -n 1 $B/roundtrip.log
 recipe="tail_share=0.25
 roundtrip=$B/roundtrip.index.csv
 roundtrip_p=0.5"

@@ -190,6 +190,45 @@ static int parent_dirs(const char *path)
     return util_mkdirs(dir);
 }
 
+/* What the outputs are made with, as one line: a resumed run must make its images the same way. */
+static void settings_line(const genie_opts *go, const char *sched, const char *names, int ada, char *s, size_t n)
+{
+    int o = snprintf(s, n, "model %s (files %08x), %d steps, guidance %g, %s, template \"%s\", names %s",
+                     go->eo.model, util_files_stamp(2166136261u, go->eo.model), go->eo.steps, go->eo.guidance, sched,
+                     go->prompt_template ? go->prompt_template : "A photo of a {}", names ? names : "(labels)");
+    if (!ada) return;
+    o += snprintf(s + o, n - o, ", Ada over");
+    for (int i = 0; i < go->n_r && o < (int)n; i++) o += snprintf(s + o, n - o, " %g", go->r_set[i]);
+    if (o < (int)n)
+        snprintf(s + o, n - o, ", f_theta %s %s (files %08x)", go->backbone_cfg ? go->backbone_cfg : "-",
+                 go->backbone_weights ? go->backbone_weights : "-",
+                 go->backbone_weights ? util_files_stamp(2166136261u, go->backbone_weights) : 0);
+}
+
+/* Outputs that exist must have been made with these settings (path.settings, written when a run starts afresh):
+ * a plan resumed after the model, guidance or r set changed would mix two kinds of image under one index. */
+static int settings_check(const char *path, const char *now, int made)
+{
+    if (!made) {
+        char tmp[4400];
+        FILE *f = util_open_tmp(path, tmp, sizeof tmp);
+        if (!f) return -1;
+        fprintf(f, "%s\n", now);
+        return util_commit(f, tmp, path);
+    }
+    char before[8192] = "";
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(before, sizeof before, f)) before[0] = 0;
+        fclose(f);
+        before[strcspn(before, "\n")] = 0;
+    }
+    if (f && !strcmp(before, now)) return 0;
+    return err_set("%s: %d of the plan's outputs exist, made %s%s; this run: %s. Delete them, or plan other outputs, "
+                   "to make them anew", path, made, f ? "with other settings: " : "by a run that recorded none",
+                   before, now);
+}
+
 /* Class prompt words: the labels, or one line per label from a names file. */
 /* Z_T: up to per_class real training images of each Ada target, spread evenly over the class's list. */
 static int set_means(genie *g, const char *data, const plan *p, int classes)
@@ -343,6 +382,14 @@ int generate_main(int argc, char **argv)
         ada |= !p.rows[i].done && p.rows[i].r == GENIE_R_ADA;
     }
     index_recover(index_path, &p);
+    {
+        int any_ada = 0;
+        for (int i = 0; i < p.n; i++) any_ada |= p.rows[i].r == GENIE_R_ADA;
+        char now[8192], spath[4300];
+        settings_line(&go, sched, names, any_ada, now, sizeof now);
+        snprintf(spath, sizeof spath, "%s.settings", index_path);
+        if (settings_check(spath, now, p.n - todo)) goto out;
+    }
     fprintf(stderr, "%s: %d requests, %d already made, %d to make\n", plan_path, p.n, p.n - todo, todo);
     if (!todo) {
         rc = index_write(index_path, &p, labels);

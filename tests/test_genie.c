@@ -255,6 +255,11 @@ static void test_cli(void)
     img_u8 im = {0};
     CHECK(imgio_load(DIR "/g/00004_shirt.png", 0, 0, &im) == 0 && im.w == 32, "%s", err_msg());
     imgio_free(&im);
+    /* a resume with other settings would mix two kinds of image under one index: refused, naming both */
+    system("rm -f " DIR "/g/00004_shirt.png");
+    snprintf(cmd, sizeof cmd, "%s generate %s/p.csv -data %s/lt.data -steps 5 -batch 4 -threads 2 -guidance 5", G, DIR, DIR);
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "p.csv.index.csv.settings") && strstr(out, "guidance 3") &&
+              strstr(out, "guidance 5"), "%s", out);
 
     /* bad plans: file and line named */
     write_text(DIR "/bad.csv", "source,target,r,seed,output\n," "hail,0.5,1," DIR "/x.png\n");
@@ -269,8 +274,9 @@ static void test_cli(void)
     write_text(DIR "/bad.csv", "source,target,r,seed,output\nno/such.jpg,shirt,0.5,1," DIR "/x.png\n");
     CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "no/such.jpg"), "missing source: %s", out);
     snprintf(cmd, sizeof cmd, "%s generate %s/p.csv -data %s/lt.data -model no/such/model", G, DIR, DIR);
-    system("rm -f " DIR "/g/00000_tee.png");
-    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "no/such/model"), "missing model: %s", out);
+    system("rm -rf " DIR "/g");
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "no/such/model") && !strstr(out, "settings"),
+          "missing model: %s", out);
 }
 
 int main(void)
