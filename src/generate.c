@@ -196,7 +196,7 @@ static void settings_line(const genie_opts *go, const char *sched, const char *n
     int o = snprintf(s, n, "model %s (files %08x), %d steps, guidance %g, %s, template \"%s\", names %s",
                      go->eo.model, util_files_stamp(2166136261u, go->eo.model), go->eo.steps, go->eo.guidance, sched,
                      go->prompt_template ? go->prompt_template : "A photo of a {}", names ? names : "(labels)");
-    if (!ada) return;
+    if (!ada || o < 0 || o >= (int)n) return;   /* cut short: the comparison is over what fits */
     o += snprintf(s + o, n - o, ", Ada over");
     for (int i = 0; i < go->n_r && o < (int)n; i++) o += snprintf(s + o, n - o, " %g", go->r_set[i]);
     if (o < (int)n)
