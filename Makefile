@@ -134,7 +134,7 @@ bench-genie: $(BIN)
 bench-gpu:
 	sh scripts/bench_gpu.sh
 
-# GeNIe ablation on the project's Fashion-MNIST-LT split (hours on 2 cores; scripts/ablate.sh says what it runs)
+# GeNIe ablation on the project's Fashion-MNIST-LT split (20 to 30 minutes on 2 cores; scripts/ablate.sh says what it runs)
 ablate: deps data
 	@sh scripts/install_deps.sh gnuplot-nox
 	@$(MAKE) --no-print-directory $(BIN)
