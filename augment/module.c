@@ -45,7 +45,7 @@ struct module {
     int iter;                       /* atomic: the trainer's latest iteration */
     /* kept samples (u8 RGB, W x H), for the replay once the quotas are met */
     unsigned char **kept;
-    int *kept_target, *kept_source, n_kept, cap_kept, replay;
+    int *kept_target, *kept_source, *kept_sidx, n_kept, cap_kept, replay;   /* sidx: source's list index or -1 */
     FILE *cache_index;
     /* the inspection grid: the last GRID_ROWS kept pairs (source | generated), written every GRID_ROWS kept */
     unsigned char *grid;            /* GRID_ROWS x 2 images of W x H x 3 */
@@ -91,7 +91,7 @@ static unsigned settings_hash(const genie_cfg *c)
     return util_files_stamp(h, c->model);
 }
 
-static int keep_sample(module *m, const unsigned char *rgb, int target, int source)
+static int keep_sample(module *m, const unsigned char *rgb, int target, int source, int sidx)
 {
     if (m->n_kept == m->cap_kept) {
         int cap = m->cap_kept ? 2 * m->cap_kept : 64;
@@ -100,14 +100,17 @@ static int keep_sample(module *m, const unsigned char *rgb, int target, int sour
         if (k) m->kept = k;
         if (t) m->kept_target = t;
         int *s = t ? realloc(m->kept_source, cap * sizeof *s) : NULL;
-        if (!s) return err_set("genie module: out of memory for kept samples");
-        m->kept_source = s;
+        if (s) m->kept_source = s;
+        int *si = s ? realloc(m->kept_sidx, cap * sizeof *si) : NULL;
+        if (!si) return err_set("genie module: out of memory for kept samples");
+        m->kept_sidx = si;
         m->cap_kept = cap;
     }
     if (!(m->kept[m->n_kept] = malloc(m->nrgb))) return err_set("genie module: out of memory for kept samples");
     memcpy(m->kept[m->n_kept], rgb, m->nrgb);
     m->kept_target[m->n_kept] = target;
     m->kept_source[m->n_kept] = source;
+    m->kept_sidx[m->n_kept] = sidx;
     m->n_kept++;
     return 0;
 }
@@ -146,7 +149,7 @@ static int cache_load(module *m)
             fprintf(stderr, "genie module: %s:%d: %s, skipped\n", path, lineno,
                     im.w != m->W || im.h != m->H ? "not the model's image size" : err_msg());
         } else if (m->made[t] < m->cfg.quota) {
-            if (keep_sample(m, im.rgb, t, s)) break;
+            if (keep_sample(m, im.rgb, t, s, -1)) break;   /* the cache does not name source images */
             m->made[t]++;
             m->st.cached++;
         }
@@ -255,7 +258,7 @@ static void replay(module *m)
         return;
     }
     int i = m->replay++ % m->n_kept;
-    ring_meta meta = {.target = m->kept_target[i], .source_class = m->kept_source[i], .source_index = -1, .r = 0,
+    ring_meta meta = {.target = m->kept_target[i], .source_class = m->kept_source[i], .source_index = m->kept_sidx[i], .r = 0,
                       .snapshot_iter = -1};
     ring_put(m->ring, m->kept[i], &meta);
     pthread_mutex_lock(&m->mu);
@@ -265,7 +268,7 @@ static void replay(module *m)
 
 /* One request from draw g: the target (by error and quota left), the source class and image, r, the seed. 1 when
  * planned, 0 when every target has its quota, -1 when this draw has no usable source (drawn again with the next). */
-static int plan_request(module *m, philox_t *g, genie_request *r, img_u8 *src, int *src_cls)
+static int plan_request(module *m, philox_t *g, genie_request *r, img_u8 *src, int *src_cls, int *src_idx)
 {
     const genie_cfg *c = &m->cfg;
     int t = planner_target(m->conf, m->classes, m->eligible, m->made, c->quota, philox_uniform(g));
@@ -273,7 +276,7 @@ static int plan_request(module *m, philox_t *g, genie_request *r, img_u8 *src, i
     memset(r, 0, sizeof *r);
     r->target = t;
     r->r = c->mode == GENIE_MODE_ADA ? GENIE_R_ADA : c->mode == GENIE_MODE_TXT2IMG ? 1.0 : c->r;
-    *src_cls = -1;
+    *src_cls = *src_idx = -1;
     if (c->mode != GENIE_MODE_TXT2IMG) {
         int cand[64], n = 0;
         if (c->sources == GENIE_SOURCES_SAME)
@@ -285,12 +288,14 @@ static int plan_request(module *m, philox_t *g, genie_request *r, img_u8 *src, i
                 if (k != t) cand[n++] = k;
         int s = n ? cand[philox_int(g, n)] : -1;
         if (s < 0 || !m->count[s]) return -1;
-        if (imgio_load(m->o.paths[m->members[s][philox_int(g, m->count[s])]], 0, 0, src)) {
+        int idx = m->members[s][philox_int(g, m->count[s])];
+        if (imgio_load(m->o.paths[idx], 0, 0, src)) {
             fprintf(stderr, "genie module: source %s\n", err_msg());
             return -1;
         }
         r->source = src;
         *src_cls = s;
+        *src_idx = idx;
     }
     r->seed = (uint64_t)philox_next(g) << 32 | philox_next(g);
     return 1;
@@ -309,11 +314,11 @@ static void count_kept(module *m, const genie_result *res)
 }
 
 /* A kept result as the module's image (u8), into the kept samples, the grid and the cache (sample number n). */
-static int keep_result(module *m, const genie_request *rq, const genie_result *res, int src_cls, uint64_t n,
+static int keep_result(module *m, const genie_request *rq, const genie_result *res, int src_cls, int src_idx, uint64_t n,
                        unsigned char *rgb)
 {
     imgio_from_planar(res->image, m->W, m->H, rgb);
-    if (keep_sample(m, rgb, rq->target, src_cls)) return -1;
+    if (keep_sample(m, rgb, rq->target, src_cls, src_idx)) return -1;
     grid_add(m, rq->source, rgb, rq->target, src_cls, res->r);
     if (m->cache_index) cache_write(m, rgb, rq->target, src_cls, res->r, n);
     return 0;
@@ -321,7 +326,7 @@ static int keep_result(module *m, const genie_request *rq, const genie_result *r
 
 /* Plans, generates and keeps one engine batch. 0, or -1 + err_msg() (a stop returns 0). */
 static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_result *res, img_u8 *src, int *src_cls,
-                          float *imgs, unsigned char *rgb)
+                          int *src_idx, float *imgs, unsigned char *rgb)
 {
     const genie_cfg *c = &m->cfg;
     m->o.confusion(m->o.confusion_ctx, m->conf);
@@ -330,7 +335,7 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
         philox_t g;
         philox_init(&g, m->o.seed, philox_mix(*q, PHILOX_MODULE_REQUEST));
         genie_request *r = &rq[nq];
-        int planned = plan_request(m, &g, r, &src[nq], &src_cls[nq]);
+        int planned = plan_request(m, &g, r, &src[nq], &src_cls[nq], &src_idx[nq]);
         if (planned == 0) break;
         if (planned < 0) {
             (*q)++;
@@ -374,8 +379,8 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
         count_kept(m, &res[i]);
         uint64_t n = m->st.kept;
         pthread_mutex_unlock(&m->mu);
-        if (keep_result(m, &rq[i], &res[i], src_cls[i], n, rgb)) return -1;
-        ring_meta meta = {.target = t, .source_class = src_cls[i], .source_index = -1, .r = (float)res[i].r,
+        if (keep_result(m, &rq[i], &res[i], src_cls[i], src_idx[i], n, rgb)) return -1;
+        ring_meta meta = {.target = t, .source_class = src_cls[i], .source_index = src_idx[i], .r = (float)res[i].r,
                           .snapshot_iter = m->st.snapshot_iter};
         ring_put(m->ring, rgb, &meta);
     }
@@ -390,15 +395,15 @@ static void *module_main(void *arg)
     genie_request *rq = calloc(B, sizeof *rq);
     genie_result *res = calloc(B, sizeof *res);
     img_u8 *src = calloc(B, sizeof *src);
-    int *src_cls = calloc(B, sizeof *src_cls);
+    int *src_cls = calloc(B, sizeof *src_cls), *src_idx = calloc(B, sizeof *src_idx);
     float *imgs = malloc(sizeof(float) * B * m->W * m->H * 3);
     unsigned char *rgb = malloc(m->nrgb);
     uint64_t q = 0;
-    int rc = rq && res && src && src_cls && imgs && rgb ? 0 : err_set("genie module: out of memory");
+    int rc = rq && res && src && src_cls && src_idx && imgs && rgb ? 0 : err_set("genie module: out of memory");
     /* samples from the cache are ready at once */
     for (int i = 0; i < m->n_kept && i < m->cfg.ring; i++) {
-        ring_meta meta = {.target = m->kept_target[i], .source_class = m->kept_source[i], .source_index = -1,
-                          .snapshot_iter = -1};
+        ring_meta meta = {.target = m->kept_target[i], .source_class = m->kept_source[i],
+                          .source_index = m->kept_sidx[i], .snapshot_iter = -1};
         ring_put(m->ring, m->kept[i], &meta);
     }
     while (rc == 0 && !stopped(m)) {
@@ -409,11 +414,11 @@ static void *module_main(void *arg)
         }
         if ((rc = pick_up_snapshot(m))) break;
         if (!quota_left(m)) replay(m);
-        else rc = generate_batch(m, &q, rq, res, src, src_cls, imgs, rgb);
+        else rc = generate_batch(m, &q, rq, res, src, src_cls, src_idx, imgs, rgb);
     }
     if (rc && !stopped(m)) fprintf(stderr, "genie module: %s; generation stopped, training goes on\n", err_msg());
     for (int i = 0; src && i < B; i++) imgio_free(&src[i]);
-    free(rq), free(res), free(src), free(src_cls), free(imgs), free(rgb);
+    free(rq), free(res), free(src), free(src_cls), free(src_idx), free(imgs), free(rgb);
     backbone_pool_end(pool);
     return NULL;
 }
@@ -485,7 +490,7 @@ static void *module_sync_main(void *arg)
         for (int attempt = 0; attempt < 4 && !kept && quota_left(m) && rc == 0; attempt++) {
             philox_t g;
             philox_init(&g, m->o.seed, philox_mix(philox_mix(s, (uint64_t)attempt), PHILOX_MODULE_REQUEST));
-            int sc, planned = plan_request(m, &g, &rq, &src, &sc);
+            int sc, si, planned = plan_request(m, &g, &rq, &src, &sc, &si);
             if (planned <= 0) continue;
             int t = rq.target;
             rq.stream = s;
@@ -507,8 +512,8 @@ static void *module_sync_main(void *arg)
             }
             pthread_mutex_unlock(&m->mu);
             if (kept) {
-                if ((rc = keep_result(m, &rq, &res, sc, generated, rgb))) break;
-                meta.target = t, meta.source_class = sc, meta.r = (float)res.r;
+                if ((rc = keep_result(m, &rq, &res, sc, si, generated, rgb))) break;
+                meta.target = t, meta.source_class = sc, meta.source_index = si, meta.r = (float)res.r;
                 generated++;
             }
         }
@@ -521,7 +526,7 @@ static void *module_sync_main(void *arg)
             }
             int i = (int)((s - generated) % (uint64_t)m->n_kept);
             memcpy(rgb, m->kept[i], m->nrgb);
-            meta.target = m->kept_target[i], meta.source_class = m->kept_source[i];
+            meta.target = m->kept_target[i], meta.source_class = m->kept_source[i], meta.source_index = m->kept_sidx[i];
             pthread_mutex_lock(&m->mu);
             m->st.replayed++;
             pthread_mutex_unlock(&m->mu);
@@ -590,7 +595,7 @@ static void module_free(module *m)
         if (m->mean_imgs) free(m->mean_imgs[k]);
     }
     for (int i = 0; i < m->n_kept; i++) free(m->kept[i]);
-    free(m->kept), free(m->kept_target), free(m->kept_source);
+    free(m->kept), free(m->kept_target), free(m->kept_source), free(m->kept_sidx);
     free(m->members), free(m->count), free(m->mean_imgs), free(m->mean_counts);
     free(m->eligible), free(m->made), free(m->conf);
     free(m->grid), free(m->grid_tmp);
@@ -812,7 +817,8 @@ int module_wants(const module *m, uint64_t k)
 }
 
 /* A taken sample into out (as an image of the module's size), with its label and source class. */
-static int take_into(module *m, int seq_mode, uint64_t j, img_u8 *out, int *target, int *source_class)
+static int take_into(module *m, int seq_mode, uint64_t j, img_u8 *out, int *target, int *source_class,
+                     int *source_index)
 {
     if (out->cap < m->nrgb) {
         unsigned char *p = realloc(out->rgb, m->nrgb);
@@ -827,19 +833,20 @@ static int take_into(module *m, int seq_mode, uint64_t j, img_u8 *out, int *targ
     out->h = m->H;
     *target = meta.target;
     *source_class = meta.source_class;
+    *source_index = meta.source_index;
     return 0;
 }
 
-int module_take(module *m, img_u8 *out, int *target, int *source_class)
+int module_take(module *m, img_u8 *out, int *target, int *source_class, int *source_index)
 {
-    return take_into(m, 0, 0, out, target, source_class);
+    return take_into(m, 0, 0, out, target, source_class, source_index);
 }
 
 int module_sync(const module *m) { return m->cfg.sync; }
 
-int module_take_seq(module *m, uint64_t j, img_u8 *out, int *target, int *source_class)
+int module_take_seq(module *m, uint64_t j, img_u8 *out, int *target, int *source_class, int *source_index)
 {
-    return take_into(m, 1, j, out, target, source_class);
+    return take_into(m, 1, j, out, target, source_class, source_index);
 }
 
 void module_get_stats(module *m, module_stats *st)

@@ -148,6 +148,7 @@ int loader_sample_index(const loader_opts *o, uint64_t k)
 typedef struct {
     img_u8 img;
     float *tmp, *other;
+    int pair_src;          /* pair_source online: the source (list index) of the generated sample beside this row */
 } scratch;
 
 /* Decodes dataset image idx into sc->img. A bad image is reported once (per path, whole run) and counted.
@@ -205,11 +206,13 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
     const dataset *ds = o->ds;
     philox_t g;
     philox_init(&g, o->seed, philox_mix(k, PHILOX_SAMPLE));
-    int target, source, wants = o->genie && o->sampling != SAMPLE_SEQUENTIAL && module_wants(o->genie, k);
+    int target, source, sidx, wants = o->genie && o->sampling != SAMPLE_SEQUENTIAL && module_wants(o->genie, k);
     /* sync: row number *gen_next waits for its sample (a closed ring, at the end of a run, leaves it real) */
-    int got = wants && (module_sync(o->genie) ? module_take_seq(o->genie, (*gen_next)++, &sc->img, &target, &source)
-                                             : module_take(o->genie, &sc->img, &target, &source)) == 0;
+    int got = wants && (module_sync(o->genie)
+                            ? module_take_seq(o->genie, (*gen_next)++, &sc->img, &target, &source, &sidx)
+                            : module_take(o->genie, &sc->img, &target, &source, &sidx)) == 0;
     if (got) {
+        if (o->pair_source > 0) sc->pair_src = sidx;
         /* an online generated sample: the same augmentation as a real image, its target's label (soft towards
          * its source with gen_soft), left out of the training statistics; no mixup partner */
         s->b.index[i] = -1;
@@ -219,6 +222,12 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
         return 0;
     }
     int idx = loader_sample_index(o, k);
+    if (sc->pair_src >= 0) {   /* the other row of the pair holds an online sample: its source, as offline */
+        philox_t gp;
+        philox_init(&gp, o->seed, philox_mix(k >> 1, PHILOX_PAIR));
+        if (philox_uniform(&gp) < o->pair_source) idx = sc->pair_src;
+        sc->pair_src = -1;
+    }
     /* the draw is made whether or not the image has a round trip, so the rest of the stream stays put */
     int alt = o->roundtrip_p > 0 && philox_uniform(&g) < o->roundtrip_p && idx < ds->n_real && ds->alt && ds->alt[idx];
     if (alt && decode_path(l, idx, ds->alt[idx], sc) == 0) {
@@ -290,7 +299,16 @@ static void *worker(void *arg)
         uint64_t first = l->o.start + b * (uint64_t)l->o.batch;
         int n = l->o.batch, rc = 0;
         if (l->o.sampling == SAMPLE_SEQUENTIAL && first + n > (uint64_t)l->o.ds->n) n = (int)(l->o.ds->n - first);
-        for (int i = 0; i < n && rc == 0; i++) rc = fill_row(l, s, i, first + i, &sc, &gen_next);
+        /* rows in pairs; with pair_source and an online sample in one row of a pair, that row first, so the other
+         * can show its source (only when one row wants a sample: the rows' sample numbers stay in order) */
+        int pair_online = l->o.genie && l->o.pair_source > 0 && l->o.sampling != SAMPLE_SEQUENTIAL;
+        for (int i = 0; i < n && rc == 0; i += 2) {
+            sc.pair_src = -1;
+            int j = i + 1 < n ? i + 1 : -1;
+            int swap = j >= 0 && pair_online && !module_wants(l->o.genie, first + i) && module_wants(l->o.genie, first + j);
+            rc = fill_row(l, s, swap ? j : i, first + (swap ? j : i), &sc, &gen_next);
+            if (rc == 0 && j >= 0) rc = fill_row(l, s, swap ? i : j, first + (swap ? i : j), &sc, &gen_next);
+        }
         char msg[1024];
         if (rc) snprintf(msg, sizeof msg, "no readable image after %d replacements (last: %s)", MAX_REPLACEMENTS, err_msg());
 

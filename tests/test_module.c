@@ -7,6 +7,7 @@
 #include "err.h"
 #include "font.h"
 #include "genie_cfg.h"
+#include "loader.h"
 #include "module.h"
 #include "netio.h"
 #include "util.h"
@@ -99,14 +100,44 @@ int main(void)
     for (int i = 0; i < st.n_targets; i++) few_only &= ds.real_count[st.targets[i]] < 20 && st.made[i] == 3;
     CHECK(few_only, "targets are not the Few classes at their quota");
     img_u8 im = {0};
-    int target, source, took = 0, right = 1;
-    while (module_take(m, &im, &target, &source) == 0) {
+    int target, source, sidx, took = 0, right = 1;
+    while (module_take(m, &im, &target, &source, &sidx) == 0) {
         took++;
-        right &= ds.real_count[target] < 20 && source == pullover && im.w == 32 && im.h == 32;
+        right &= ds.real_count[target] < 20 && source == pullover && im.w == 32 && im.h == 32 && sidx >= 0 &&
+                 sidx < ds.n_real && ds.cls[sidx] == pullover;
     }
-    CHECK(took >= 9 && right, "took %d samples; target Few, source pullover, 32x32: %s", took, right ? "yes" : "no");
+    CHECK(took >= 9 && right, "took %d samples; target Few, source a pullover of the list, 32x32: %s", took, right ? "yes" : "no");
     module_get_stats(m, &st);
     CHECK(st.shortfall >= 1, "an empty ring did not count a shortfall");
+
+    /* pair_source in the loader: a real row beside an online sample shows the sample's source (a pullover here),
+     * with its own label; without it, such rows are pullovers only by chance */
+    for (int pass = 0; pass < 2; pass++) {
+        loader_opts lo = {.ds = &ds, .aug = {.preset = AUG_EVAL, .w = 28, .h = 28, .c = 1}, .batch = 16,
+                          .threads = 1, .seed = 5, .sampling = SAMPLE_SHUFFLE, .genie = m,
+                          .pair_source = pass ? 1 : 0};
+        loader *l = loader_start(&lo);
+        int beside = 0, shown = 0, label_ok = 1;
+        for (int b = 0; l && b < 40; b++) {
+            const loader_batch *lb = loader_next(l);
+            if (!lb) break;
+            for (int i = 0; i < lb->n; i++) {
+                int o = lb->index[i ^ 1];
+                if (lb->index[i] < 0 || o >= 0) continue;
+                beside++;
+                if (ds.cls[lb->index[i]] == pullover)
+                    shown++, label_ok &= lb->y[(size_t)i * ds.classes + pullover] == 1.0f;
+            }
+            loader_release(l, lb);
+        }
+        if (l) loader_stop(l);
+        if (pass)
+            CHECK(beside > 5 && shown == beside && label_ok, "pair_source 1: %d of %d rows beside a sample show a pullover",
+                  shown, beside);
+        else
+            CHECK(beside > 5 && shown < beside / 2, "pair_source 0: %d of %d rows beside a sample show a pullover",
+                  shown, beside);
+    }
     module_stop(m);
 
     /* which rows take generated samples: none in the run's first warmup iterations, then share of the rows the
@@ -142,7 +173,8 @@ int main(void)
         module_get_stats(m, &st);
         CHECK(st.cached == 9 && st.kept == 0 && st.replayed > 0, "cached %llu, kept %llu, replayed %llu",
               (unsigned long long)st.cached, (unsigned long long)st.kept, (unsigned long long)st.replayed);
-        CHECK(module_take(m, &im, &target, &source) == 0 && ds.real_count[target] < 20, "replayed sample");
+        CHECK(module_take(m, &im, &target, &source, &sidx) == 0 && ds.real_count[target] < 20 && sidx == -1,
+              "replayed sample (from the cache, which names no source image)");
         module_stop(m);
     }
     /* ... but not once the model's files change (a model retrained in place): then it generates anew */
