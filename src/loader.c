@@ -131,7 +131,14 @@ static int sample_draw(const loader_opts *o, uint64_t k)
 
 /* With pair_source, a GeNIe sample's source image beside it in the batch: the pair differs in what the sample was
  * made to show, not in the source's look, so the classifier learns that difference rather than moving the
- * source class's boundary (the source's class pays for hard negatives otherwise). */
+ * source class's boundary (the source's class pays for hard negatives otherwise). Whether row pair k/2 shows it: */
+static int pair_shows_source(const loader_opts *o, uint64_t k)
+{
+    philox_t g;
+    philox_init(&g, o->seed, philox_mix(k >> 1, PHILOX_PAIR));
+    return philox_uniform(&g) < o->pair_source;
+}
+
 int loader_sample_index(const loader_opts *o, uint64_t k)
 {
     const dataset *ds = o->ds;
@@ -139,9 +146,7 @@ int loader_sample_index(const loader_opts *o, uint64_t k)
     if (!(o->pair_source > 0) || o->sampling == SAMPLE_SEQUENTIAL || idx < 0 || idx >= ds->n_real) return idx;
     int other = sample_draw(o, k ^ 1);
     if (other < ds->n_real || ds->src_idx[other] < 0) return idx;
-    philox_t g;
-    philox_init(&g, o->seed, philox_mix(k >> 1, PHILOX_PAIR));
-    return philox_uniform(&g) < o->pair_source ? ds->src_idx[other] : idx;
+    return pair_shows_source(o, k) ? ds->src_idx[other] : idx;
 }
 
 /* Per-thread scratch, allocated once. */
@@ -223,9 +228,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
     }
     int idx = loader_sample_index(o, k);
     if (sc->pair_src >= 0) {   /* the other row of the pair holds an online sample: its source, as offline */
-        philox_t gp;
-        philox_init(&gp, o->seed, philox_mix(k >> 1, PHILOX_PAIR));
-        if (philox_uniform(&gp) < o->pair_source) idx = sc->pair_src;
+        if (pair_shows_source(o, k)) idx = sc->pair_src;
         sc->pair_src = -1;
     }
     /* the draw is made whether or not the image has a round trip, so the rest of the stream stays put */
