@@ -45,7 +45,8 @@ struct module {
     int iter;                       /* atomic: the trainer's latest iteration */
     /* kept samples (u8 RGB, W x H), for the replay once the quotas are met */
     unsigned char **kept;
-    int *kept_target, *kept_source, *kept_sidx, n_kept, cap_kept, replay;   /* sidx: source's list index or -1 */
+    ring_meta *kept_meta;           /* each one's target, source class and source index (-1: none or unknown) */
+    int n_kept, cap_kept, replay;
     FILE *cache_index;
     /* the inspection grid: the last GRID_ROWS kept pairs (source | generated), written every GRID_ROWS kept */
     unsigned char *grid;            /* GRID_ROWS x 2 images of W x H x 3 */
@@ -86,9 +87,7 @@ static unsigned settings_hash(const genie_cfg *c)
                      c->guidance, c->scheduler, c->prompt, c->sources, c->names);
     for (int i = 0; c->mode == GENIE_MODE_ADA && i < c->n_r && n < (int)sizeof buf - 16; i++)
         n += snprintf(buf + n, sizeof buf - n, "|%.6g", c->r_set[i]);
-    unsigned h = 2166136261u;
-    for (const char *p = buf; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
-    return util_files_stamp(h, c->model);
+    return util_files_stamp(util_fnv(UTIL_FNV_INIT, buf), c->model);
 }
 
 static int keep_sample(module *m, const unsigned char *rgb, int target, int source, int sidx)
@@ -96,23 +95,25 @@ static int keep_sample(module *m, const unsigned char *rgb, int target, int sour
     if (m->n_kept == m->cap_kept) {
         int cap = m->cap_kept ? 2 * m->cap_kept : 64;
         unsigned char **k = realloc(m->kept, cap * sizeof *k);
-        int *t = k ? realloc(m->kept_target, cap * sizeof *t) : NULL;
         if (k) m->kept = k;
-        if (t) m->kept_target = t;
-        int *s = t ? realloc(m->kept_source, cap * sizeof *s) : NULL;
-        if (s) m->kept_source = s;
-        int *si = s ? realloc(m->kept_sidx, cap * sizeof *si) : NULL;
-        if (!si) return err_set("genie module: out of memory for kept samples");
-        m->kept_sidx = si;
+        ring_meta *km = k ? realloc(m->kept_meta, cap * sizeof *km) : NULL;
+        if (!km) return err_set("genie module: out of memory for kept samples");
+        m->kept_meta = km;
         m->cap_kept = cap;
     }
     if (!(m->kept[m->n_kept] = malloc(m->nrgb))) return err_set("genie module: out of memory for kept samples");
     memcpy(m->kept[m->n_kept], rgb, m->nrgb);
-    m->kept_target[m->n_kept] = target;
-    m->kept_source[m->n_kept] = source;
-    m->kept_sidx[m->n_kept] = sidx;
+    m->kept_meta[m->n_kept] = (ring_meta){.target = target, .source_class = source, .source_index = sidx};
     m->n_kept++;
     return 0;
+}
+
+/* Kept sample i's labels for the ring again: a replay (r 0), planned at snapshot_iter. */
+static ring_meta kept_meta(const module *m, int i, int snapshot_iter)
+{
+    const ring_meta *k = &m->kept_meta[i];
+    return (ring_meta){.target = k->target, .source_class = k->source_class, .source_index = k->source_index,
+                       .snapshot_iter = snapshot_iter};
 }
 
 /* Cache: PNGs plus index.csv lines "file,target,source_class,r,settings". A line is appended after its image is
@@ -258,8 +259,7 @@ static void replay(module *m)
         return;
     }
     int i = m->replay++ % m->n_kept;
-    ring_meta meta = {.target = m->kept_target[i], .source_class = m->kept_source[i], .source_index = m->kept_sidx[i], .r = 0,
-                      .snapshot_iter = -1};
+    ring_meta meta = kept_meta(m, i, -1);
     ring_put(m->ring, m->kept[i], &meta);
     pthread_mutex_lock(&m->mu);
     m->st.replayed++;
@@ -402,8 +402,7 @@ static void *module_main(void *arg)
     int rc = rq && res && src && src_cls && src_idx && imgs && rgb ? 0 : err_set("genie module: out of memory");
     /* samples from the cache are ready at once */
     for (int i = 0; i < m->n_kept && i < m->cfg.ring; i++) {
-        ring_meta meta = {.target = m->kept_target[i], .source_class = m->kept_source[i],
-                          .source_index = m->kept_sidx[i], .snapshot_iter = -1};
+        ring_meta meta = kept_meta(m, i, -1);
         ring_put(m->ring, m->kept[i], &meta);
     }
     while (rc == 0 && !stopped(m)) {
@@ -526,7 +525,7 @@ static void *module_sync_main(void *arg)
             }
             int i = (int)((s - generated) % (uint64_t)m->n_kept);
             memcpy(rgb, m->kept[i], m->nrgb);
-            meta.target = m->kept_target[i], meta.source_class = m->kept_source[i], meta.source_index = m->kept_sidx[i];
+            meta = kept_meta(m, i, meta.snapshot_iter);
             pthread_mutex_lock(&m->mu);
             m->st.replayed++;
             pthread_mutex_unlock(&m->mu);
@@ -595,7 +594,7 @@ static void module_free(module *m)
         if (m->mean_imgs) free(m->mean_imgs[k]);
     }
     for (int i = 0; i < m->n_kept; i++) free(m->kept[i]);
-    free(m->kept), free(m->kept_target), free(m->kept_source), free(m->kept_sidx);
+    free(m->kept), free(m->kept_meta);
     free(m->members), free(m->count), free(m->mean_imgs), free(m->mean_counts);
     free(m->eligible), free(m->made), free(m->conf);
     free(m->grid), free(m->grid_tmp);

@@ -72,7 +72,7 @@ static int finish(FILE *f, const char *tmp, const char *path, int durable)
 int util_commit(FILE *f, const char *tmp, const char *path) { return finish(f, tmp, path, 1); }
 int util_commit_nosync(FILE *f, const char *tmp, const char *path) { return finish(f, tmp, path, 0); }
 
-static unsigned fnv(unsigned h, const char *s)
+unsigned util_fnv(unsigned h, const char *s)
 {
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
     return h;
@@ -84,7 +84,7 @@ static unsigned files_stamp(unsigned h, const char *path, int depth)
     if (stat(path, &st)) return h;
     char buf[64];
     snprintf(buf, sizeof buf, "|%lld|%lld", (long long)st.st_size, (long long)st.st_mtime);
-    if (!S_ISDIR(st.st_mode)) return fnv(fnv(h, path), buf);
+    if (!S_ISDIR(st.st_mode)) return util_fnv(util_fnv(h, path), buf);
     DIR *d = depth < 2 ? opendir(path) : NULL;
     if (!d) return h;
     /* readdir's order is the file system's: the entries' hashes are combined order-free */
@@ -93,11 +93,11 @@ static unsigned files_stamp(unsigned h, const char *path, int depth)
         if (e->d_name[0] == '.') continue;
         char sub[4096];
         snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-        sum += files_stamp(2166136261u, sub, depth + 1);
+        sum += files_stamp(UTIL_FNV_INIT, sub, depth + 1);
     }
     closedir(d);
     snprintf(buf, sizeof buf, "|%x", sum);
-    return fnv(h, buf);
+    return util_fnv(h, buf);
 }
 
 unsigned util_files_stamp(unsigned h, const char *path) { return files_stamp(h, path, 0); }

@@ -8,6 +8,9 @@ double util_now(void);
 int util_mkdirs(const char *path);
 /* Strips leading and trailing white space in place; returns the start of what is left. */
 char *util_trim(char *s);
+/* FNV-1a of the string s folded into h (start from UTIL_FNV_INIT): a cheap, stable fingerprint of settings. */
+#define UTIL_FNV_INIT 2166136261u
+unsigned util_fnv(unsigned h, const char *s);
 /* A hash of the name, size and modification time of a file, or of a folder's files and its subfolders' (a
  * diffusers model), folded into h: what was made from a model or weights is stale once this changes (a model
  * retrained or replaced in place). A path that does not exist adds nothing. */

@@ -194,7 +194,7 @@ static int parent_dirs(const char *path)
 static void settings_line(const genie_opts *go, const char *sched, const char *names, int ada, char *s, size_t n)
 {
     int o = snprintf(s, n, "model %s (files %08x), %d steps, guidance %g, %s, template \"%s\", names %s",
-                     go->eo.model, util_files_stamp(2166136261u, go->eo.model), go->eo.steps, go->eo.guidance, sched,
+                     go->eo.model, util_files_stamp(UTIL_FNV_INIT, go->eo.model), go->eo.steps, go->eo.guidance, sched,
                      go->prompt_template ? go->prompt_template : "A photo of a {}", names ? names : "(labels)");
     if (!ada || o < 0 || o >= (int)n) return;   /* cut short: the comparison is over what fits */
     o += snprintf(s + o, n - o, ", Ada over");
@@ -202,7 +202,7 @@ static void settings_line(const genie_opts *go, const char *sched, const char *n
     if (o < (int)n)
         snprintf(s + o, n - o, ", f_theta %s %s (files %08x)", go->backbone_cfg ? go->backbone_cfg : "-",
                  go->backbone_weights ? go->backbone_weights : "-",
-                 go->backbone_weights ? util_files_stamp(2166136261u, go->backbone_weights) : 0);
+                 go->backbone_weights ? util_files_stamp(UTIL_FNV_INIT, go->backbone_weights) : 0);
 }
 
 /* Outputs that exist must have been made with these settings (path.settings, written when a run starts afresh):
