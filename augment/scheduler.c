@@ -252,9 +252,3 @@ void scheduler_noise_scales(const scheduler *s, int t, float *sa, float *sb)
     *sb = sqrtf(1.0f - a);
 }
 
-void scheduler_add_noise(const scheduler *s, int t, const float *x0, const float *noise, float *out, size_t n)
-{
-    float sa, sb;
-    scheduler_noise_scales(s, t, &sa, &sb);
-    for (size_t i = 0; i < n; i++) out[i] = sa * x0[i] + sb * noise[i];
-}

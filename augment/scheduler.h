@@ -45,9 +45,8 @@ int scheduler_step(const scheduler *s, sched_state *st, int i, const float *eps,
  * which does the per-element half on st->prev (a backend buffer then). -1 + err_msg() on misuse. */
 int scheduler_prepare(const scheduler *s, sched_state *st, int i, ops_step *c);
 
-/* out[n] = sqrt(acp[t]) * x0 + sqrt(1 - acp[t]) * noise (out may alias x0). */
-void scheduler_add_noise(const scheduler *s, int t, const float *x0, const float *noise, float *out, size_t n);
-/* add_noise's two scales, sa = sqrt(acp[t]) and sb = sqrt(1 - acp[t]), for a backend's lincomb op */
+/* diffusers' add_noise as two scales, x_t = sa * x0 + sb * noise with sa = sqrt(acp[t]) and sb = sqrt(1 - acp[t]),
+ * for a backend's lincomb op */
 void scheduler_noise_scales(const scheduler *s, int t, float *sa, float *sb);
 
 #endif
