@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "engine.h"
 #include "err.h"
+#include "genie.h"
 #include "util.h"
 #include "imgio.h"
 #include "resample.h"
@@ -271,6 +272,8 @@ static int run(int argc, char **argv, int mode)
     }
     if (!a.prompt) a.prompt = "";
     const int n = mode == MODE_SWEEP ? 10 : mode == MODE_BENCH ? a.batch : 1;
+    genie_opts ada;   /* -ada: GeNIe-Ada's default r set, cycled over the batch */
+    genie_opts_default(&ada);
     a.eo.max_batch = n;
     progress_state ps = {0};
     a.eo.progress = progress_fn;
@@ -302,8 +305,7 @@ static int run(int argc, char **argv, int mode)
     for (int k = 0; k < n; k++) {
         it[k].image = mode == MODE_TXT2IMG ? NULL : src;
         it[k].prompt = ph;
-        /* -ada: GeNIe-Ada's default r set (genie.h), 0.5 .. 0.9, in one batch */
-        it[k].r = mode == MODE_SWEEP ? (k + 1) / 10.0 : a.ada ? 0.5 + 0.1 * (k % 5) : a.r;
+        it[k].r = mode == MODE_SWEEP ? (k + 1) / 10.0 : a.ada ? ada.r_set[k % ada.n_r] : a.r;
         it[k].seed = a.seed;
         it[k].stream = mode == MODE_BENCH ? (uint64_t)k : 0;
         it[k].out = outs + k * ni;
