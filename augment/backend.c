@@ -7,16 +7,17 @@
 #include "ops_cuda.h"
 #endif
 
-/* "cuda" -> 0, "cuda:N" -> N; -1 when name is not a CUDA device name */
+/* "cuda" -> 0, "cuda:N" -> N (1 to 3 digits); -1 when name is not a CUDA device name */
 static int cuda_index(const char *name)
 {
     if (strncmp(name, "cuda", 4)) return -1;
     if (!name[4]) return 0;
-    if (name[4] != ':' || name[5] < '0' || name[5] > '9') return -1;
-    char *end;
-    long n = strtol(name + 5, &end, 10);
-    return *end || n > 1024 ? -1 : (int)n;
+    const char *d = name + 5;
+    size_t len = name[4] == ':' ? strspn(d, "0123456789") : 0;
+    return len && len <= 3 && !d[len] ? atoi(d) : -1;
 }
+
+int backend_name_valid(const char *name) { return !strcmp(name, "cpu") || cuda_index(name) >= 0; }
 
 static const char *const PREC_NAMES[] = {[OPS_F32] = "f32", [OPS_F16] = "f16", [OPS_BF16] = "bf16"};
 

@@ -10,6 +10,10 @@
  * without CUDA, or a device that cannot be set up. */
 ops_backend *backend_create(const char *device, int threads, const char *precision);
 
+/* Whether name has the form of a device: cpu, cuda or cuda:N (N of 1 to 3 digits). Whether this build and machine
+ * have it is backend_create's to say. */
+int backend_name_valid(const char *name);
+
 /* "f32", "f16", "bf16" */
 const char *backend_precision_name(enum ops_precision p);
 

@@ -1,4 +1,5 @@
 #include "genie_cfg.h"
+#include "backend.h"
 #include "err.h"
 #include "sdconfig.h"
 #include "util.h"
@@ -100,12 +101,7 @@ static int set_key(genie_cfg *c, const char *key, char *val, const char **want)
     if (IS("prompt", "a template with {}")) return strstr(val, "{}") ? text(val, c->prompt, sizeof c->prompt) : -1;
     if (IS("names", "a file")) return text(val, c->names, sizeof c->names);
     if (IS("cache", "a directory")) return text(val, c->cache, sizeof c->cache);
-    if (IS("device", "cpu, cuda or cuda:N")) {
-        /* the form only: whether this build and machine have the device is the engine's to say, at start */
-        const char *n = !strncmp(val, "cuda:", 5) ? val + 5 : NULL;
-        if (!(word(val, "cpu|cuda") >= 0 || (n && *n && strspn(n, "0123456789") == strlen(n) && strlen(n) < 4))) return -1;
-        return text(val, c->device, sizeof c->device);
-    }
+    if (IS("device", "cpu, cuda or cuda:N")) return backend_name_valid(val) ? text(val, c->device, sizeof c->device) : -1;
     if (IS("mode", "none, genie, genie-ada, img2img or txt2img")) {
         if ((k = word(val, "none|genie|genie-ada|img2img|txt2img")) < 0) return -1;
         c->mode = (enum genie_mode)k;
