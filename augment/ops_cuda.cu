@@ -9,8 +9,9 @@
  * so the two backends agree to rounding: tests/test_backend_ops.c compares them op by op. Attention is flash-style: scores live in registers and
  * shared memory one key tile at a time, with an online softmax; no Tq x Tk buffer is ever written.
  *
- * The stream is a blocking one on purpose: rng_cuda_fill_normal queues on the legacy default stream, and a
- * blocking stream stays ordered with it. Errors are sticky per backend (see ops_cuda.h).
+ * The stream is a blocking one, so it stays ordered with work on the legacy default stream (rng_cuda_fill_normal
+ * called directly, as the tests do); the fill_normal op itself queues on the stream. Errors are sticky per backend
+ * (see ops_cuda.h).
  *
  * replay records a sequence of ops (the UNet forward of a denoising step) as a CUDA graph per key and launches it
  * in one call; a graph holds the addresses it was recorded with, so one that used the scratch buffer is recorded
@@ -1053,11 +1054,13 @@ static void cuda_fill(ops_backend *be, float *y, size_t n, float v)
     launched(c, "fill");
 }
 
-/* rng_cuda queues on the legacy default stream, ordered with this blocking stream (see the top of the file) */
+/* On the backend's stream, not the legacy default one: sync must wait for the noise (a blocking stream's
+ * synchronize does not wait for legacy-stream work), and a launch into the legacy stream is illegal while any
+ * blocking stream of the device is being captured (replay, or another backend's recording). */
 static void cuda_fill_normal(ops_backend *be, float *y, size_t n, uint64_t seed, uint64_t stream)
 {
     cuda_be *c = use(be);
-    if (rng_cuda_fill_normal(seed, stream, y, n)) fail(c, "fill_normal", err_msg());
+    if (rng_cuda_fill_normal(seed, stream, y, n, c->stream)) fail(c, "fill_normal", err_msg());
 }
 
 static void cuda_lincomb(ops_backend *be, float a, const float *x, float b, const float *z, size_t n, float *y)

@@ -21,14 +21,14 @@ __global__ static void fill_normal_kernel(uint64_t seed, uint64_t stream, float 
     }
 }
 
-extern "C" int rng_cuda_fill_normal(uint64_t seed, uint64_t stream, float *dev_out, size_t n)
+extern "C" int rng_cuda_fill_normal(uint64_t seed, uint64_t stream, float *dev_out, size_t n, cudaStream_t on)
 {
     if (!n) return 0;
     if (!dev_out) return err_set("rng_cuda_fill_normal: no output buffer for %zu values", n);
     const int threads = 256;
     size_t nblocks = (n + 3) / 4, grid = (nblocks + threads - 1) / threads;
     if (grid > 8192) grid = 8192;   /* the grid-stride loop covers the rest */
-    fill_normal_kernel<<<(unsigned)grid, threads>>>(seed, stream, dev_out, n);
+    fill_normal_kernel<<<(unsigned)grid, threads, 0, on>>>(seed, stream, dev_out, n);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return err_set("rng_cuda_fill_normal: launch for %zu values failed: %s", n, cudaGetErrorString(e));

@@ -9,10 +9,14 @@
 extern "C" {
 #endif
 
-/* dev_out[i] = normal element i of stream (seed, stream) for i < n, into device memory, queued on the default
- * stream (asynchronous: later errors surface at the next synchronising call). The values are philox_fill_normal's
- * up to the last-ulp differences of the device's logf/sinf/cosf. -1 + err_msg() on a CUDA error. */
-int rng_cuda_fill_normal(uint64_t seed, uint64_t stream, float *dev_out, size_t n);
+/* dev_out[i] = normal element i of stream (seed, stream) for i < n, into device memory, queued on the CUDA stream
+ * `on` (a cudaStream_t; NULL: the legacy default stream), asynchronous: later errors surface at the next
+ * synchronising call. A backend queues its noise on its own stream, so its sync waits for it and a CUDA graph can
+ * record it (the legacy stream may not be used while any blocking stream of the context is being captured). The
+ * values are philox_fill_normal's up to the last-ulp differences of the device's logf/sinf/cosf. -1 + err_msg()
+ * on a CUDA error. */
+struct CUstream_st;
+int rng_cuda_fill_normal(uint64_t seed, uint64_t stream, float *dev_out, size_t n, struct CUstream_st *on);
 
 #ifdef __cplusplus
 }

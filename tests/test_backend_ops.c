@@ -1163,11 +1163,14 @@ static void test_reduced(enum ops_precision p)
 }
 
 /* replay: ops recorded as a graph on the second call run again with each call's host timesteps (pinned), and are
- * recorded again after the scratch buffer moves; every result bitwise that of the same ops run directly. */
+ * recorded again after the scratch buffer moves; every result bitwise that of the same ops run directly. The ops
+ * include fill_normal, whose noise must go on the backend's stream: a launch into the legacy default stream while
+ * the backend's stream is being captured fails the recording (no graph launches). */
+#define REPLAY_NOISE 4099
 typedef struct {
     ops_backend *g;
     const float *t, *w, *b;
-    float *emb, *y;
+    float *emb, *y, *noise;
 } replay_ctx;
 
 static void replay_ops(void *ctx)
@@ -1175,6 +1178,7 @@ static void replay_ops(void *ctx)
     replay_ctx *r = ctx;
     r->g->timestep_embedding(r->g, r->t, 8, 320, 1, 0.0f, r->emb);
     r->g->linear(r->g, r->emb, 8, 320, r->w, r->b, 64, r->y);   /* f16: converts its input through the scratch */
+    r->g->fill_normal(r->g, r->noise, REPLAY_NOISE, 9, 10);
 }
 
 static void test_replay(void)
@@ -1184,11 +1188,12 @@ static void test_replay(void)
     if (!g) return;
     float *wh = rnd(64 * 320), *bh = rnd(64), *big_wh = rnd(4000), *want = host(8 * 64), *got = host(8 * 64);
     float *t = g->host_alloc(g, 8 * sizeof(float));
+    float *want_n = host(REPLAY_NOISE), *got_n = host(REPLAY_NOISE);
     replay_ctx r = {g, t, g->weight_put(g, wh, 64 * 320), g->weight_put(g, bh, 64), g->alloc(g, 8 * 320),
-                    g->alloc(g, 8 * 64)};
+                    g->alloc(g, 8 * 64), g->alloc(g, REPLAY_NOISE)};
     const float *big_w = g->weight_put(g, big_wh, 4000);
     float *big_x = g->alloc(g, (size_t)3000 * 4000), *big_y = g->alloc(g, 3000);
-    if (!t || !r.w || !r.b || !r.emb || !r.y || !big_w || !big_x || !big_y) fatal("replay buffers");
+    if (!t || !r.w || !r.b || !r.emb || !r.y || !r.noise || !big_w || !big_x || !big_y) fatal("replay buffers");
     int same = 1;
     for (int round = 0; round < 6; round++) {
         for (int i = 0; i < 8; i++) t[i] = (float)(999 - 37 * i - 100 * round);
@@ -1198,9 +1203,12 @@ static void test_replay(void)
         }
         replay_ops(&r);
         g->download(g, want, r.y, 8 * 64);
+        g->download(g, want_n, r.noise, REPLAY_NOISE);
+        g->fill(g, r.noise, REPLAY_NOISE, 0.0f);
         g->replay(g, 42, replay_ops, &r);
         g->download(g, got, r.y, 8 * 64);
-        same &= !memcmp(want, got, 8 * 64 * sizeof(float));
+        g->download(g, got_n, r.noise, REPLAY_NOISE);
+        same &= !memcmp(want, got, 8 * 64 * sizeof(float)) && !memcmp(want_n, got_n, REPLAY_NOISE * sizeof(float));
     }
     CHECK(same && !ops_cuda_error(g), "replayed ops give the direct run's bits each round: %s",
           ops_cuda_error(g) ? ops_cuda_error(g) : "");
@@ -1208,9 +1216,9 @@ static void test_replay(void)
     CHECK(ops_cuda_graph_launches(g) == 4, "graph launches: %zu, expected 4", ops_cuda_graph_launches(g));
     g->host_free(g, t);
     g->weight_drop(g, r.w), g->weight_drop(g, r.b), g->weight_drop(g, big_w);
-    g->release(g, r.emb), g->release(g, r.y), g->release(g, big_x), g->release(g, big_y);
+    g->release(g, r.emb), g->release(g, r.y), g->release(g, r.noise), g->release(g, big_x), g->release(g, big_y);
     g->destroy(g);
-    free(wh), free(bh), free(big_wh), free(want), free(got);
+    free(wh), free(bh), free(big_wh), free(want), free(got), free(want_n), free(got_n);
 }
 
 /* rng_cuda_fill_normal queues on the default stream; the backend's download must see its result */
@@ -1219,7 +1227,7 @@ static void test_noise(uint64_t seed, uint64_t stream, size_t n)
     float *ref = host(n), *got = host(n), *d = dev->alloc(dev, n);
     if (!d) fatal("noise buffer");
     philox_fill_normal(seed, stream, ref, n);
-    CHECK(rng_cuda_fill_normal(seed, stream, d, n) == 0, "rng_cuda_fill_normal: %s", err_msg());
+    CHECK(rng_cuda_fill_normal(seed, stream, d, n, NULL) == 0, "rng_cuda_fill_normal: %s", err_msg());
     dev->download(dev, got, d, n);
     char what[64];
     snprintf(what, sizeof what, "noise seed %llu stream %llu n%zu", (unsigned long long)seed,
@@ -1274,6 +1282,7 @@ static void test_leaks(void)
 {
     leak_cycle(OPS_F32);
     leak_cycle(OPS_F16);
+    leak_cycle(OPS_BF16);   /* bf16's cuBLAS kernels load lazily too */
     size_t base = device_free();
     leak_cycle(OPS_F32);
     leak_cycle(OPS_F16);
