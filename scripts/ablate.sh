@@ -31,7 +31,9 @@
 # GENIE_R (the genie arm's r, 0.8), ADA_RSET (GeNIe-Ada's candidates, 0.6,0.7,0.8,0.9: the rule keeps the image
 # just after the largest jump, so 0.7..0.9; the paper's 0.5..0.9 also keeps 0.6, where many of the bundled model's
 # images still show their source; the online arms take r_set from cfg/fmnist-genie.cfg), SOURCE_WEIGHT (uniform: GeNIe's sources drawn uniformly from the top-4 most
-# confused classes, as the paper; rate: in proportion to their confusion rates), GENIE (the binary, ./genie)
+# confused classes, as the paper; rate: in proportion to their confusion rates), GENIE (the binary, ./genie),
+# BASE (the OUT of an earlier run on the same list: its plain models, training confusions and round trips are
+# reused, so a run that changes only generation settings, e.g. GUIDANCE, trains no plain model)
 set -e
 cd "$(dirname "$0")/.."
 LIST=${1:-data/fmnist/lt/train.list}
@@ -75,6 +77,11 @@ base() {   # seed
     d=$OUT/s$1
     mkdir -p "$d"
     mkdata "$d/base.data" "$d/base"
+    if [ -n "$BASE" ] && [ ! -e "$d/base" ]; then
+        [ -f "$BASE/s$1/base/fmnist.weights" ] || { echo "ablate: BASE=$BASE has no plain model for seed $1" >&2; exit 1; }
+        ln -s "$(cd "$BASE/s$1" && pwd -P)/base" "$d/base"
+        cp "$BASE/s$1/train_confusion.csv" "$d/"
+    fi
     if [ ! -f "$d/base/fmnist.weights" ]; then
         echo "== seed $1: plain model"
         $G classifier train "$d/base.data" cfg/fmnist.cfg -seed "$1" -threads "$THREADS" > "$d/base.log" 2>&1
@@ -89,7 +96,9 @@ base() {   # seed
 generate() {   # seed
     d=$OUT/s$1
     # generate resumes a plan (made images are kept), and stops if they were made with another model or settings
-    if [ "$RT_P" != 0 ]; then
+    if [ "$RT_P" != 0 ] && [ -n "$BASE" ]; then
+        [ -f "$OUT/rt.index.csv" ] || cp "$BASE/rt.index.csv" "$OUT/rt.index.csv"
+    elif [ "$RT_P" != 0 ]; then
         echo "== VAE round trips of the split"
         $G plan "$d/base.data" -mode roundtrip -dir "$OUT/rt" -o "$OUT/rt.csv"
         $G generate "$OUT/rt.csv" -data "$d/base.data" -model "$MODEL" -batch 32 -index "$OUT/rt.index.csv"
