@@ -56,7 +56,8 @@ static int clip_run(clip_model *m, const int *ids, int B, int L, float *out)
     float *y = nn_layer_norm_forward(a, &m->final_ln, x, B * L);
     if (nn_check_finite(a, y, n, "clip", "final_layer_norm")) return -1;
     OPS_RUN(a, download, out, y, n);
-    return 0;
+    /* a device's download reports no error itself: a failed one must not leave a prompt cached */
+    return a->dry ? 0 : a->be->sync(a->be);
 }
 
 int clip_encode(clip_model *m, const int *ids, int B, int L, float *out)

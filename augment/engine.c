@@ -396,10 +396,12 @@ static int same_vae_noise(engine *e, const engine_item *items, int j, int k)
     return !memcmp(a, b, nl * sizeof(float));
 }
 
-static void trace(engine *e, int k, int step_index)
+static int trace(engine *e, int k, int step_index)
 {
     e->be->download(e->be, e->lat_host, e->x + k * e->nlat, e->nlat);
+    if (e->be->sync(e->be)) return err_wrap("trace of item %d: ", k);   /* never hand stale latents out */
     e->o.trace(e->o.trace_ctx, k, step_index, e->lat_host);
+    return 0;
 }
 
 int engine_img2img(engine *e, engine_item *items, int n)
@@ -466,7 +468,7 @@ int engine_img2img(engine *e, engine_item *items, int n)
             be->lincomb(be, scheduler_init_noise_sigma(e->sched), e->lat_noise + k * nl, 0.0f, NULL, nl, x);
         }
         sched_state_init(&e->st[k], e->dpm_prev + k * nl, nl);
-        if (e->o.trace) trace(e, k, -1);
+        if (e->o.trace && trace(e, k, -1)) return -1;
     }
 
     /* context rows: per active item [uncond, cond] with CFG, so a prefix of items is a prefix of the batch */
@@ -509,12 +511,15 @@ int engine_img2img(engine *e, engine_item *items, int n)
         }
         /* one finite check of all latents per step; only a failing step looks at its items one by one */
         if (be->sync(be)) return err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
-        if (be->count_nonfinite(be, e->x, n * nl)) {
+        size_t bad_all = be->count_nonfinite(be, e->x, n * nl);
+        if (bad_all == OPS_COUNT_FAILED) return be->sync(be), err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
+        if (bad_all) {
             for (int a = 0; a < na; a++) {
                 const int k = e->order[a];
                 if (items[k].nonfinite) continue;
                 float *x = e->x + k * nl;
                 size_t bad = be->count_nonfinite(be, x, nl);
+                if (bad == OPS_COUNT_FAILED) return be->sync(be), err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
                 if (bad && e->o.drop_nonfinite) {
                     /* zeros keep the item's later UNet rows finite; its result is thrown away */
                     items[k].nonfinite = 1;
@@ -526,7 +531,7 @@ int engine_img2img(engine *e, engine_item *items, int n)
             }
         }
         for (int a = 0; e->o.trace && a < na; a++)
-            if (!items[e->order[a]].nonfinite) trace(e, e->order[a], i);
+            if (!items[e->order[a]].nonfinite && trace(e, e->order[a], i)) return -1;
         if (e->o.progress) e->o.progress(e->o.progress_ctx, i - first + 1, N - first);
     }
     for (int k = 0; k < n; k++)

@@ -174,6 +174,8 @@ int nn_check_finite(ops_arena *a, const float *x, size_t n, const char *net, con
 {
     if (a->dry) return 0;
     size_t bad = a->be->count_nonfinite(a->be, x, n);
+    if (bad == OPS_COUNT_FAILED) return a->be->sync(a->be) ? err_wrap("%s: after %s: ", net, stage)
+                                                           : err_set("%s: the backend failed after %s", net, stage);
     if (bad) return err_set("%s: %zu non-finite values (NaN/inf) after %s", net, bad, stage);
     return 0;
 }

@@ -13,6 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* count_nonfinite's answer on a failed backend: never a count a caller could take for finite data */
+#define OPS_COUNT_FAILED SIZE_MAX
+
 /* The longest key sequence attention supports (a per-thread score tile holds at least one row). */
 #define OPS_MAX_KEYS (1 << 22)
 
@@ -24,6 +27,7 @@ enum ops_act { OPS_ACT_NONE, OPS_ACT_SILU, OPS_ACT_GELU, OPS_ACT_QUICK_GELU };
  *   OPS_STEP_DPM1: x = c_a*x - c_b*m; prev = m
  *   OPS_STEP_DPM2: d1 = inv_r0*(m - prev); a = c_a*x - c_b*m; x = midpoint ? a - c_d1*d1 : a + c_d1*d1; prev = m */
 enum ops_step_kind { OPS_STEP_DDIM, OPS_STEP_DPM1, OPS_STEP_DPM2 };
+
 typedef struct ops_step {
     enum ops_step_kind kind;
     float s_eps, s_x0;
@@ -67,6 +71,7 @@ struct ops_backend {
     void (*upload)(ops_backend *be, float *dst, const float *host, size_t n);
     void (*download)(ops_backend *be, float *host, const float *src, size_t n);
     void (*copy)(ops_backend *be, float *dst, const float *src, size_t n);   /* regions may overlap */
+    /* NaN/inf values among x[0..n); OPS_COUNT_FAILED once the backend has failed (its sync then says why) */
     size_t (*count_nonfinite)(ops_backend *be, const float *x, size_t n);
     /* zeroed host memory for data going to and from the backend (pinned on a device, so copies run at full
      * speed); NULL + err_msg() on failure */

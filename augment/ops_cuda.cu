@@ -416,7 +416,7 @@ static size_t cuda_count_nonfinite(ops_backend *be, const float *x, size_t n)
         cu_ok(c, cudaMemcpyAsync(&k, c->count_dev, sizeof k, cudaMemcpyDeviceToHost, c->stream), "count_nonfinite");
     }
     cu_ok(c, cudaStreamSynchronize(c->stream), "count_nonfinite");
-    return c->err[0] ? SIZE_MAX : (size_t)k;   /* a broken backend never looks finite */
+    return c->err[0] ? OPS_COUNT_FAILED : (size_t)k;
 }
 
 /* ---- elementwise ---- */

@@ -2,6 +2,7 @@
  * and the same op on 1 and 2 threads giving bitwise identical results. */
 #include "check.h"
 #include "err.h"
+#include "nn.h"
 #include "ops.h"
 #include "philox.h"
 #include <math.h>
@@ -297,6 +298,28 @@ static void test_arena(void)
     ar_free(&a);
 }
 
+/* A backend that has failed (a device's sticky error): count_nonfinite answers OPS_COUNT_FAILED and sync names
+ * the failure. The finite check must pass the backend's error on, not report a count of NaNs. */
+static size_t failed_count(ops_backend *be, const float *x, size_t n) { return OPS_COUNT_FAILED; }
+static int failed_sync(ops_backend *be) { return err_set("device lost"); }
+
+static void test_failed_backend(void)
+{
+    size_t (*count)(ops_backend *, const float *, size_t) = be1->count_nonfinite;
+    int (*sync)(ops_backend *) = be1->sync;
+    float x[4] = {0};
+    ops_arena a = {.be = be1};
+    CHECK(nn_check_finite(&a, x, 4, "unet", "the mid block") == 0, "finite data passes: %s", err_msg());
+    be1->count_nonfinite = failed_count;
+    be1->sync = failed_sync;
+    int rc = nn_check_finite(&a, x, 4, "unet", "the mid block");
+    CHECK(rc == -1 && strstr(err_msg(), "device lost") && strstr(err_msg(), "the mid block") &&
+              !strstr(err_msg(), "non-finite"),
+          "a failed backend's error is passed on: \"%s\"", err_msg());
+    be1->count_nonfinite = count;
+    be1->sync = sync;
+}
+
 int main(void)
 {
     be1 = ops_cpu_create(1);
@@ -331,6 +354,7 @@ int main(void)
     test_layout();
     test_embeddings();
     test_arena();
+    test_failed_backend();
     be1->destroy(be1);
     be2->destroy(be2);
     return check_done("test_ops");
