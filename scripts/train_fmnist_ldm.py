@@ -24,8 +24,11 @@ Wall time with the defaults on the 2-core development machine (shared with other
 data/models/fmnist-ldm/README.md has the details. The bundled model is this script with its defaults
 (run with --out build/ldm-v3 and the folder copied).
 
+With --init DIR (a model this script wrote), training continues from DIR: its VAE and scaling factor are kept
+(no VAE training) and the UNet and text encoder start from its weights, for --unet-steps more steps at --lr.
+
 usage: scripts/train_fmnist_ldm.py [--out DIR] [--seed S] [--vae-steps N] [--unet-steps N] [--threads T]
-                                   [--snapshot-every N]
+                                   [--snapshot-every N] [--init DIR --lr LR]
 """
 import os
 import sys
@@ -152,14 +155,25 @@ def ema_update(ema, model, decay):
         pe.mul_(decay).add_(p, alpha=1 - decay)
 
 
-def train_unet(unet, clip, tok, mean, logvar, labels, sf, steps, gen, log, snapshot=None):
+def load_init(init, vae, unet, clip):
+    """Weights of a model this script wrote (F16 stored, F32 here); returns its VAE scaling factor."""
+    for module, path in ((vae, "vae/diffusion_pytorch_model.safetensors"),
+                         (unet, "unet/diffusion_pytorch_model.safetensors"),
+                         (clip, "text_encoder/model.safetensors")):
+        sd = {k: v.float() for k, v in R.load_safetensors(os.path.join(init, path)).items()}
+        module.load_state_dict(sd, strict=True)
+    with open(os.path.join(init, "vae", "config.json")) as f:
+        return float(json.load(f)["scaling_factor"])
+
+
+def train_unet(unet, clip, tok, mean, logvar, labels, sf, steps, gen, log, snapshot=None, lr=1e-3):
     texts, tcls = all_prompts()
     ids = torch.tensor([tok(t) for t in texts], dtype=torch.int64)
     by_class = [[i for i, c in enumerate(tcls) if c == k] for k in range(len(CLASS_NAMES))]
     ac, _ = R.alphas_cumprod()
     params = list(unet.parameters()) + list(clip.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     ema_u, ema_c = copy.deepcopy(unet), copy.deepcopy(clip)
     unet.train()
     clip.train()
@@ -201,6 +215,8 @@ def main():
     ap.add_argument("--unet-steps", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (one trains faster on a busy 2-core machine)")
     ap.add_argument("--snapshot-every", type=int, default=0, help="also write OUT-stepN every N UNet steps")
+    ap.add_argument("--init", help="continue from this model folder (its VAE kept, the UNet and text encoder trained on)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="the UNet's peak learning rate (one-cycle)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -223,10 +239,16 @@ def main():
     log(f"vocab {len(tok.vocab)}, params: clip {sum(p.numel() for p in clip.parameters())}, "
         f"vae {sum(p.numel() for p in vae.parameters())}, unet {sum(p.numel() for p in unet.parameters())}")
 
-    train_vae(vae, images, args.vae_steps, gen, log)
-    R.round_weights(vae, torch.float16)   # the latents the UNet learns are those of the stored F16 VAE
-    mean, logvar = encode_all(vae, images)
-    sf = float(1.0 / R.AutoencoderKL.sample(mean, logvar, torch.randn(mean.shape, generator=gen)).std())
+    if args.init:
+        sf = load_init(args.init, vae, unet, clip)
+        vae.eval()
+        mean, logvar = encode_all(vae, images)
+        log(f"continuing from {args.init}: its VAE (scaling_factor {sf:.5f}), UNet and text encoder")
+    else:
+        train_vae(vae, images, args.vae_steps, gen, log)
+        R.round_weights(vae, torch.float16)   # the latents the UNet learns are those of the stored F16 VAE
+        mean, logvar = encode_all(vae, images)
+        sf = float(1.0 / R.AutoencoderKL.sample(mean, logvar, torch.randn(mean.shape, generator=gen)).std())
     vae.cfg["scaling_factor"] = sf
     with torch.no_grad():
         rec = F.mse_loss(vae.decode(mean[:500]), images[:500]).item()
@@ -242,14 +264,15 @@ def main():
         os.makedirs(out, exist_ok=True)
         R.write_diffusers(out, R.SDModel(tok, c, u, vae), UNET_CFG, vae.cfg, clip_cfg, merges, dtype=torch.float16)
         R.write_json(os.path.join(out, "training.json"), {
-            "seed": args.seed, "vae_steps": args.vae_steps, "vae_batch": 64, "unet_steps": steps_done,
+            "seed": args.seed, "vae_steps": 0 if args.init else args.vae_steps, "vae_batch": 64,
+            "unet_steps": steps_done, "init": args.init, "unet_lr": args.lr,
             "unet_batch": 128, "p_uncond": P_UNCOND, "class_names": CLASS_NAMES, "template": TEMPLATE,
             "scaling_factor": sf, "vae_recon_mse": rec, "wall_s": round(time.time() - t_start, 1),
             "threads": torch.get_num_threads()})
         log(f"wrote {out}")
 
     unet, clip = train_unet(unet, clip, tok, mean, logvar, labels, sf, args.unet_steps, gen, log,
-                            (args.snapshot_every, save) if args.snapshot_every else None)
+                            (args.snapshot_every, save) if args.snapshot_every else None, args.lr)
     save(unet, clip, args.unet_steps)
 
 
