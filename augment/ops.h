@@ -27,7 +27,6 @@ enum ops_act { OPS_ACT_NONE, OPS_ACT_SILU, OPS_ACT_GELU, OPS_ACT_QUICK_GELU };
  *   OPS_STEP_DPM1: x = c_a*x - c_b*m; prev = m
  *   OPS_STEP_DPM2: d1 = inv_r0*(m - prev); a = c_a*x - c_b*m; x = midpoint ? a - c_d1*d1 : a + c_d1*d1; prev = m */
 enum ops_step_kind { OPS_STEP_DDIM, OPS_STEP_DPM1, OPS_STEP_DPM2 };
-
 typedef struct ops_step {
     enum ops_step_kind kind;
     float s_eps, s_x0;

@@ -32,8 +32,9 @@
 # just after the largest jump, so 0.7..0.9; the paper's 0.5..0.9 also keeps 0.6, where many of the bundled model's
 # images still show their source; the online arms take r_set from cfg/fmnist-genie.cfg), SOURCE_WEIGHT (uniform: GeNIe's sources drawn uniformly from the top-4 most
 # confused classes, as the paper; rate: in proportion to their confusion rates), GENIE (the binary, ./genie),
-# BASE (the OUT of an earlier run on the same list: its plain models, training confusions and round trips are
-# reused, so a run that changes only generation settings, e.g. GUIDANCE, trains no plain model)
+# BASE (the OUT of an earlier run on the same list: its plain models, training confusions and VAE round trips are
+# reused, so a run that changes only how images are generated, e.g. GUIDANCE or a model with the same VAE, trains
+# no plain model)
 set -e
 cd "$(dirname "$0")/.."
 LIST=${1:-data/fmnist/lt/train.list}
