@@ -229,7 +229,6 @@ static int settings_check(const char *path, const char *now, int made)
                    before, now);
 }
 
-/* Class prompt words: the labels, or one line per label from a names file. */
 /* Z_T: up to per_class real training images of each Ada target, spread evenly over the class's list. */
 static int set_means(genie *g, const char *data, const plan *p, int classes)
 {
@@ -375,16 +374,15 @@ int generate_main(int argc, char **argv)
         goto out;
     }
     if (plan_read(plan_path, labels, classes, &p)) goto out;
-    int todo = 0, ada = 0;
+    int todo = 0, ada = 0, any_ada = 0;   /* ada: an undone row needs f_theta; any_ada: the settings name Ada's */
     for (int i = 0; i < p.n; i++) {
         p.rows[i].done = file_exists(p.rows[i].output);
         todo += !p.rows[i].done;
         ada |= !p.rows[i].done && p.rows[i].r == GENIE_R_ADA;
+        any_ada |= p.rows[i].r == GENIE_R_ADA;
     }
     index_recover(index_path, &p);
     {
-        int any_ada = 0;
-        for (int i = 0; i < p.n; i++) any_ada |= p.rows[i].r == GENIE_R_ADA;
         char now[8192], spath[4300];
         settings_line(&go, sched, names, any_ada, now, sizeof now);
         snprintf(spath, sizeof spath, "%s.settings", index_path);
