@@ -271,8 +271,8 @@ __global__ void narrow_kernel(const float *x, size_t n, T *y, unsigned long long
 /* chunk of a reduced weight's upload: float32 in the scratch buffer, converted on the device */
 #define WEIGHT_CHUNK ((size_t)1 << 22)
 
-/* f16/bf16: the floats go up through the scratch buffer in chunks and are converted there; a weight past f16's
- * range (65504) is refused rather than stored as infinity. */
+/* f16/bf16: the floats go up through the scratch buffer in chunks and are converted there; a weight past the
+ * reduced type's range (f16: 65504) is refused rather than stored as infinity. */
 static const float *reduced_weight_put(cuda_be *c, const float *host, size_t n)
 {
     const enum ops_precision p = c->be.precision;
@@ -296,7 +296,10 @@ static const float *reduced_weight_put(cuda_be *c, const float *host, size_t n)
          cu_ok(c, cudaStreamSynchronize(c->stream), "weight_put");
     if (ok && over) {
         dev_free(c, d, "weight_put");
-        err_set("%llu values beyond the range of f16 (65504): use -precision bf16 or f32", over);
+        if (p == OPS_F16)
+            err_set("%llu values beyond the range of f16 (65504): use -precision bf16 or f32", over);
+        else
+            err_set("%llu values beyond the range of bf16: use -precision f32", over);
         return NULL;
     }
     if (!ok) {
