@@ -235,7 +235,7 @@ engine *engine_load(const engine_opts *o)
     unet_set_checks(e->unet, 0);
     /* a device backend holds its own copies of the weights: the host ones (float32 conversions of an F16 file,
      * twice its size) need not stay resident beside the trainer; the CPU backend computes from them */
-    if (strcmp(e->be->name, "cpu")) {
+    if (!e->be->weights_on_host) {
         weights_close(e->w_unet), weights_close(e->w_vae), weights_close(e->w_clip);
         e->w_unet = e->w_vae = e->w_clip = NULL;
     }

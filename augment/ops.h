@@ -59,6 +59,7 @@ typedef struct ops_backend ops_backend;
 struct ops_backend {
     const char *name;
     void *impl;
+    int weights_on_host;   /* weight_put keeps the host array (the CPU): it must outlive the weights */
 
     /* memory: device buffers of n floats; weights are handed over from host float32 arrays (the CPU backend
      * keeps the host pointer, a device backend copies, converting to its precision). A weight stored in f16/bf16
