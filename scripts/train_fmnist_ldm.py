@@ -22,7 +22,8 @@ Training (all on the full balanced training set, 6000 images per class, Debian p
 Deterministic for a seed (torch.manual_seed; CPU kernels at a fixed thread count, --threads).
 Wall time with the defaults on the 2-core development machine (shared with other jobs): 5887 s (98 min);
 data/models/fmnist-ldm/README.md has the details. The bundled model is this script with its defaults
-(run with --out build/ldm-v3 and the folder copied).
+(--out build/ldm-v3), continued with --init build/ldm-v3 --out build/ldm-v4 --unet-steps 5000 --lr 3e-4, and the
+folder build/ldm-v4 copied.
 
 With --init DIR (a model this script wrote), training continues from DIR: its VAE and scaling factor are kept
 (no VAE training) and the UNet and text encoder start from its weights, for --unet-steps more steps at --lr.
