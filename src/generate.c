@@ -206,27 +206,43 @@ static void settings_line(const genie_opts *go, const char *sched, const char *n
 }
 
 /* Outputs that exist must have been made with these settings (path.settings, written when a run starts afresh):
- * a plan resumed after the model, guidance or r set changed would mix two kinds of image under one index. */
-static int settings_check(const char *path, const char *now, int made)
+ * a plan resumed after the model, guidance or r set changed would mix two kinds of image under one index.
+ * Returns 1 when path records exactly `now`; else 0, with what it records in `before` ("" and *recorded 0 when
+ * there is no such file). */
+static int settings_same(const char *path, const char *now, char *before, size_t n, int *recorded)
 {
-    if (!made) {
-        char tmp[4400];
-        FILE *f = util_open_tmp(path, tmp, sizeof tmp);
-        if (!f) return -1;
-        fprintf(f, "%s\n", now);
-        return util_commit(f, tmp, path);
-    }
-    char before[8192] = "";
+    before[0] = 0;
     FILE *f = fopen(path, "r");
-    if (f) {
-        if (!fgets(before, sizeof before, f)) before[0] = 0;
-        fclose(f);
-        before[strcspn(before, "\n")] = 0;
+    *recorded = f != NULL;
+    if (!f) return 0;
+    if (!fgets(before, n, f)) before[0] = 0;
+    fclose(f);
+    before[strcspn(before, "\n")] = 0;
+    return !strcmp(before, now);
+}
+
+static int settings_write(const char *path, const char *now)
+{
+    char tmp[4400];
+    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    fprintf(f, "%s\n", now);
+    return util_commit(f, tmp, path);
+}
+
+/* -remake: the outputs made with other settings go first, then their index lines, and only then is the new
+ * settings line written, so a run cut short anywhere leaves no old image under the new settings. */
+static int remake_outputs(plan *p, const char *index_path, char *const *labels)
+{
+    for (int i = 0; i < p->n; i++) {
+        plan_row *r = &p->rows[i];
+        if (!r->done) continue;
+        if (unlink(r->output) && errno != ENOENT) return err_set("%s: %s", r->output, strerror(errno));
+        r->done = 0;
+        free(r->index_line);
+        r->index_line = NULL;
     }
-    if (f && !strcmp(before, now)) return 0;
-    return err_set("%s: %d of the plan's outputs exist, made %s%s; this run: %s. Delete them, or plan other outputs, "
-                   "to make them anew", path, made, f ? "with other settings: " : "by a run that recorded none",
-                   before, now);
+    return index_write(index_path, p, labels);
 }
 
 /* Z_T: up to per_class real training images of each Ada target, spread evenly over the class's list. */
@@ -301,6 +317,7 @@ int generate_main(int argc, char **argv)
     go.eo.max_batch = 10;
     go.eo.threads = 0;
     go.embed_layer = -1;
+    int remake = 0;   /* outputs made with other settings: made anew instead of an error */
     const char *data = NULL, *sched = "dpmpp2m", *rset = NULL, *labels_path = NULL, *index_path = NULL, *names = NULL;
     const arg_opt opts[] = {ARG_OPT("-model", ARG_STR, &go.eo.model),
                             ARG_OPT("-labels", ARG_STR, &labels_path),
@@ -317,6 +334,7 @@ int generate_main(int argc, char **argv)
                             ARG_RANGE("-guidance", ARG_DOUBLE, &go.eo.guidance, 0, 100),
                             ARG_OPT("-scheduler", ARG_STR, &sched),
                             ARG_RANGE("-threads", ARG_INT, &go.eo.threads, 0, 1024),
+                            ARG_OPT("-remake", ARG_SWITCH, &remake),
                             ARG_END};
     char *pos[1];
     int np = args_parse("generate", argc, argv, opts, pos, 1);
@@ -324,7 +342,7 @@ int generate_main(int argc, char **argv)
     if (np < 1)
         return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model M] [-backbone cfg -weights W] "
                        "[-batch 10] [-steps 25] [-guidance 3] [-scheduler dpmpp2m|ddim] [-threads N] [-rset 0.5,...] "
-                       "[-template \"A photo of a {}\"] [-names file] [-index out.csv]");
+                       "[-template \"A photo of a {}\"] [-names file] [-index out.csv] [-remake]");
     const char *plan_path = pos[0];
     if (!strcmp(sched, "ddim")) go.eo.scheduler = SD_SCHED_DDIM;
     else if (!strcmp(sched, "dpmpp2m")) go.eo.scheduler = SD_SCHED_DPMPP_2M;
@@ -383,10 +401,26 @@ int generate_main(int argc, char **argv)
     }
     index_recover(index_path, &p);
     {
-        char now[8192], spath[4300];
+        char now[8192], before[8192], spath[4300];
+        int recorded;
         settings_line(&go, sched, names, any_ada, now, sizeof now);
         snprintf(spath, sizeof spath, "%s.settings", index_path);
-        if (settings_check(spath, now, p.n - todo)) goto out;
+        int made = p.n - todo;
+        if (made && !settings_same(spath, now, before, sizeof before, &recorded)) {
+            const char *how = recorded ? "with other settings: " : "by a run that recorded none";
+            if (!remake) {
+                err_set("%s: %d of the plan's outputs exist, made %s%s; this run: %s. Delete them, plan other "
+                        "outputs, or pass -remake to make them anew", spath, made, how, before, now);
+                goto out;
+            }
+            fprintf(stderr, "%s: %d outputs were made %s%s; -remake: making them anew\n", plan_path, made, how,
+                    before);
+            if (remake_outputs(&p, index_path, labels)) goto out;
+            todo = p.n;
+            ada = any_ada;
+            made = 0;
+        }
+        if (!made && settings_write(spath, now)) goto out;
     }
     fprintf(stderr, "%s: %d requests, %d already made, %d to make\n", plan_path, p.n, p.n - todo, todo);
     if (!todo) {

@@ -260,6 +260,18 @@ static void test_cli(void)
     snprintf(cmd, sizeof cmd, "%s generate %s/p.csv -data %s/lt.data -steps 5 -batch 4 -threads 2 -guidance 5", G, DIR, DIR);
     CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "p.csv.index.csv.settings") && strstr(out, "guidance 3") &&
               strstr(out, "guidance 5"), "%s", out);
+    /* -remake makes them all anew under the new settings, and a resume with those settings keeps them */
+    CHECK(check_sh("cp \"$(ls " DIR "/g/*.png | head -n 1)\" " DIR "/before.png", out, sizeof out) == 0, "%s", out);
+    snprintf(cmd, sizeof cmd, "%s generate %s/p.csv -data %s/lt.data -steps 5 -batch 4 -threads 2 -guidance 5 -remake",
+             G, DIR, DIR);
+    CHECK(check_sh(cmd, out, sizeof out) == 0 && strstr(out, "5 outputs were made with other settings") &&
+              strstr(out, "making them anew") && strstr(out, "made 6 images"), "%s", out);
+    CHECK(check_sh("grep -q 'guidance 5,' " DIR "/p.csv.index.csv.settings", out, sizeof out) == 0, "settings now");
+    CHECK(count_lines(DIR "/p.csv.index.csv") == 7, "index after -remake: %d lines", count_lines(DIR "/p.csv.index.csv"));
+    CHECK(check_sh("! cmp -s \"$(ls " DIR "/g/*.png | head -n 1)\" " DIR "/before.png", out, sizeof out) == 0,
+          "the image was made anew at guidance 5");
+    snprintf(cmd, sizeof cmd, "%s generate %s/p.csv -data %s/lt.data -steps 5 -batch 4 -threads 2 -guidance 5", G, DIR, DIR);
+    CHECK(check_sh(cmd, out, sizeof out) == 0 && strstr(out, "6 already made, 0 to make"), "%s", out);
 
     /* bad plans: file and line named */
     write_text(DIR "/bad.csv", "source,target,r,seed,output\n," "hail,0.5,1," DIR "/x.png\n");
