@@ -410,6 +410,53 @@ static int trace(engine *e, int k, int step_index)
     return 0;
 }
 
+/* Step i of the items whose schedule has begun (the first na in start order): one UNet batch, CFG, the scheduler
+ * update, then one finite check of all latents; only a failing step looks at its items one by one. */
+static int denoise_step(engine *e, engine_item *items, int n, int na, int i)
+{
+    ops_backend *be = e->be;
+    const size_t nl = e->nlat;
+    const int per = e->cfg ? 2 : 1, t = scheduler_timestep(e->sched, i);
+    for (int a = 0; a < na; a++) {
+        const float *x = e->x + e->order[a] * nl;
+        for (int c = 0; c < per; c++) {
+            be->copy(be, e->unet_in + (size_t)(a * per + c) * nl, x, nl);
+            e->unet_t[a * per + c] = (float)t;
+        }
+    }
+    if (unet_run_step(e, na * per)) return -1;
+    for (int a = 0; a < na; a++) {
+        const int k = e->order[a];
+        if (items[k].nonfinite) continue;
+        const float *eps = e->unet_out + (size_t)a * per * nl;
+        if (e->cfg) {
+            be->guide(be, eps, eps + nl, (float)e->o.guidance, nl, e->eps);
+            eps = e->eps;
+        }
+        ops_step c;
+        if (scheduler_prepare(e->sched, &e->st[k], i, &c)) return err_wrap("item %d: ", k);
+        be->sched_step(be, &c, eps, e->x + k * nl, e->st[k].prev, nl);
+    }
+    if (be->sync(be)) return -1;
+    size_t bad_all = be->count_nonfinite(be, e->x, n * nl);
+    if (bad_all == OPS_COUNT_FAILED) return be->sync(be), -1;
+    for (int a = 0; bad_all && a < na; a++) {
+        const int k = e->order[a];
+        if (items[k].nonfinite) continue;
+        float *x = e->x + k * nl;
+        size_t bad = be->count_nonfinite(be, x, nl);
+        if (bad == OPS_COUNT_FAILED) return be->sync(be), -1;
+        if (bad && e->o.drop_nonfinite) {
+            /* zeros keep the item's later UNet rows finite; its result is thrown away */
+            items[k].nonfinite = 1;
+            be->fill(be, x, nl, 0.0f);
+        } else if (bad) {
+            return err_set("item %d: %zu non-finite latent values", k, bad);
+        }
+    }
+    return 0;
+}
+
 int engine_img2img(engine *e, engine_item *items, int n)
 {
     ops_backend *be = e->be;
@@ -487,7 +534,6 @@ int engine_img2img(engine *e, engine_item *items, int n)
         be->upload(be, c, e->prompts[it->prompt].emb, nctx);
     }
 
-    const float g = (float)e->o.guidance;
     const int first = e->start[e->order[0]];
     for (int k = 0; k < n; k++) items[k].nonfinite = 0;
     for (int i = first; i < N; i++) {
@@ -495,47 +541,7 @@ int engine_img2img(engine *e, engine_item *items, int n)
         if (e->o.cancel && __atomic_load_n(e->o.cancel, __ATOMIC_RELAXED)) return err_set("engine: cancelled before step %d/%d", i + 1, N);
         int na = 0;
         while (na < n && e->start[e->order[na]] <= i) na++;
-        for (int a = 0; a < na; a++) {
-            const float *x = e->x + e->order[a] * nl;
-            for (int c = 0; c < per; c++) {
-                be->copy(be, e->unet_in + (size_t)(a * per + c) * nl, x, nl);
-                e->unet_t[a * per + c] = (float)t;
-            }
-        }
-        if (unet_run_step(e, na * per)) return err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
-        for (int a = 0; a < na; a++) {
-            const int k = e->order[a];
-            if (items[k].nonfinite) continue;
-            const float *eps = e->unet_out + (size_t)a * per * nl;
-            if (e->cfg) {
-                be->guide(be, eps, eps + nl, g, nl, e->eps);
-                eps = e->eps;
-            }
-            ops_step c;
-            if (scheduler_prepare(e->sched, &e->st[k], i, &c)) return err_wrap("item %d: ", k);
-            be->sched_step(be, &c, eps, e->x + k * nl, e->st[k].prev, nl);
-        }
-        /* one finite check of all latents per step; only a failing step looks at its items one by one */
-        if (be->sync(be)) return err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
-        size_t bad_all = be->count_nonfinite(be, e->x, n * nl);
-        if (bad_all == OPS_COUNT_FAILED) return be->sync(be), err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
-        if (bad_all) {
-            for (int a = 0; a < na; a++) {
-                const int k = e->order[a];
-                if (items[k].nonfinite) continue;
-                float *x = e->x + k * nl;
-                size_t bad = be->count_nonfinite(be, x, nl);
-                if (bad == OPS_COUNT_FAILED) return be->sync(be), err_wrap("step %d/%d (t=%d): ", i + 1, N, t);
-                if (bad && e->o.drop_nonfinite) {
-                    /* zeros keep the item's later UNet rows finite; its result is thrown away */
-                    items[k].nonfinite = 1;
-                    be->fill(be, x, nl, 0.0f);
-                } else if (bad) {
-                    return err_set("engine: item %d: %zu non-finite latent values after step %d/%d (t=%d)", k, bad,
-                                   i + 1, N, t);
-                }
-            }
-        }
+        if (denoise_step(e, items, n, na, i)) return err_wrap("engine: step %d/%d (t=%d): ", i + 1, N, t);
         for (int a = 0; e->o.trace && a < na; a++)
             if (!items[e->order[a]].nonfinite && trace(e, e->order[a], i)) return -1;
         if (e->o.progress) e->o.progress(e->o.progress_ctx, i - first + 1, N - first);
