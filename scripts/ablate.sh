@@ -23,8 +23,9 @@
 # replaced by their VAE round trip with this probability, so "looks generated" carries no label), PAIR_SOURCE (0:
 # with this probability a generated sample's real source takes the other row of its row pair).
 # Many/Medium/Few always by the split's real per-class counts. Results: OUT/results.csv (arm,seed,top1,many,
-# medium,few), OUT/table.md (means +- std), OUT/ablation.png; with RESULTS=path also copied there
-# (path.csv/.md/.png). Resumable: finished models, images and rows are kept.
+# medium,few), OUT/table.md (means +- std), OUT/paired.md (each arm against none and txt2img, paired by seed:
+# mean difference +- standard error, and on how many seeds it is ahead), OUT/ablation.png; with RESULTS=path also
+# copied there (path.csv/.md/.paired.md/.png). Resumable: finished models, images and rows are kept.
 #
 # Environment: SEEDS ("1 2 3"), ARMS (all), OUT (build/ablate/<split>), MODEL (data/models/fmnist-ldm),
 # PER_CLASS (50), GUIDANCE (3), STEPS (25), THREADS (loader threads, 2), PHASE (all | base | gen | arms | report),
@@ -183,6 +184,22 @@ report() {
         END { for (j = 1; j <= no; j++) { k = order[j]; printf "%s", k
                   for (i = 4; i <= 6; i++) { m = s[k, i] / n[k]; v = q[k, i] / n[k] - m * m; printf " %.4f %.4f", m, (v > 0 ? sqrt(v) : 0) }
                   printf "\n" } }' "$OUT/results.sorted.csv" > "$OUT/means.dat"
+    # paired by seed (each seed's arms fine-tune the same plain model): the seed-to-seed spread of the plain model
+    # cancels, so these differences are what the arms are judged by; points, mean ± standard error over the seeds
+    awk -F, 'NR > 1 { k = $1; if (!(k in seen)) { seen[k] = 1; order[++no] = k }; few[k, $2] = $6; many[k, $2] = $4
+                      sd[$2] = 1 }
+        function diff(a, b, col,   n, s, q, w, d, m, v) {
+            n = s = q = w = 0
+            for (x in sd) if ((a, x) in few && (b, x) in few) {
+                d = 100 * (col == "few" ? few[a, x] - few[b, x] : many[a, x] - many[b, x]); n++; s += d; q += d * d; w += d > 0 }
+            if (!n) return "| | "
+            m = s / n; v = n > 1 ? (q - n * m * m) / (n - 1) : 0
+            return sprintf("| %+.1f ± %.1f | %d/%d ", m, (v > 0 ? sqrt(v / n) : 0), w, n) }
+        END { print "| arm | Few vs none | wins | Few vs txt2img | wins | Many vs none | wins |"
+              print "|---|---|---|---|---|---|---|"
+              for (j = 1; j <= no; j++) { k = order[j]; if (k == "plain" || k == "none") continue
+                  print "| " k " " diff(k, "none", "few") (k == "txt2img" ? "| | " : diff(k, "txt2img", "few")) \
+                        diff(k, "none", "many") "|" } }' "$OUT/results.sorted.csv" > "$OUT/paired.md"
     if command -v gnuplot > /dev/null; then
         gnuplot <<GP
 set terminal pngcairo size 1100,480 font ",10"
@@ -202,10 +219,12 @@ GP
         echo "ablate: gnuplot not installed (apt-get install gnuplot-nox): no plot" >&2
     fi
     cat "$OUT/table.md"
+    echo; echo "Paired by seed (points, mean ± standard error; wins: seeds where the arm is ahead):"; cat "$OUT/paired.md"
     if [ -n "$RESULTS" ]; then
         mkdir -p "$(dirname "$RESULTS")"
         cp "$OUT/results.sorted.csv" "$RESULTS.csv"
         cp "$OUT/table.md" "$RESULTS.md"
+        cp "$OUT/paired.md" "$RESULTS.paired.md"
         [ -f "$OUT/ablation.png" ] && cp "$OUT/ablation.png" "$RESULTS.png"
     fi
 }
