@@ -816,8 +816,7 @@ int module_wants(const module *m, uint64_t k)
 }
 
 /* A taken sample into out (as an image of the module's size), with its label and source class. */
-static int take_into(module *m, int seq_mode, uint64_t j, img_u8 *out, int *target, int *source_class,
-                     int *source_index)
+static int take_into(module *m, int seq_mode, uint64_t j, img_u8 *out, module_label *lab)
 {
     if (out->cap < m->nrgb) {
         unsigned char *p = realloc(out->rgb, m->nrgb);
@@ -830,23 +829,15 @@ static int take_into(module *m, int seq_mode, uint64_t j, img_u8 *out, int *targ
         return -1;
     out->w = m->W;
     out->h = m->H;
-    *target = meta.target;
-    *source_class = meta.source_class;
-    *source_index = meta.source_index;
+    *lab = (module_label){.target = meta.target, .source_class = meta.source_class, .source_index = meta.source_index};
     return 0;
 }
 
-int module_take(module *m, img_u8 *out, int *target, int *source_class, int *source_index)
-{
-    return take_into(m, 0, 0, out, target, source_class, source_index);
-}
+int module_take(module *m, img_u8 *out, module_label *lab) { return take_into(m, 0, 0, out, lab); }
 
 int module_sync(const module *m) { return m->cfg.sync; }
 
-int module_take_seq(module *m, uint64_t j, img_u8 *out, int *target, int *source_class, int *source_index)
-{
-    return take_into(m, 1, j, out, target, source_class, source_index);
-}
+int module_take_seq(module *m, uint64_t j, img_u8 *out, module_label *lab) { return take_into(m, 1, j, out, lab); }
 
 void module_get_stats(module *m, module_stats *st)
 {

@@ -75,11 +75,16 @@ int module_wants(const module *m, uint64_t k);
  * sample j / reuse, which the module plans from the snapshot (parameters and confusion) the trainer took at a
  * fixed iteration before the row's batch: the same seed and settings give the same samples in the same rows. */
 int module_sync(const module *m);
-int module_take_seq(module *m, uint64_t j, img_u8 *out, int *target, int *source_class, int *source_index);
-/* Loader threads: a generated sample as an image (resized and augmented by the caller like a real one), its
- * label, its source's class (-1 for txt2img) and the source image's index in the training list (-1 when none
- * or not known, as for samples from the cache). 0, or -1 when none is ready (counted as shortfall). */
-int module_take(module *m, img_u8 *out, int *target, int *source_class, int *source_index);
+/* What a taken sample trains as and where it came from. */
+typedef struct {
+    int target;         /* its label */
+    int source_class;   /* its source's class, -1 for txt2img */
+    int source_index;   /* its source image's index in the training list, -1 when none or not known (the cache) */
+} module_label;
+int module_take_seq(module *m, uint64_t j, img_u8 *out, module_label *lab);
+/* Loader threads: a generated sample as an image (resized and augmented by the caller like a real one) and its
+ * label. 0, or -1 when none is ready (counted as shortfall). */
+int module_take(module *m, img_u8 *out, module_label *lab);
 void module_get_stats(module *m, module_stats *st);
 
 #endif

@@ -211,19 +211,20 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
     const dataset *ds = o->ds;
     philox_t g;
     philox_init(&g, o->seed, philox_mix(k, PHILOX_SAMPLE));
-    int target, source, sidx, wants = o->genie && o->sampling != SAMPLE_SEQUENTIAL && module_wants(o->genie, k);
+    module_label lab;
+    int wants = o->genie && o->sampling != SAMPLE_SEQUENTIAL && module_wants(o->genie, k);
     /* sync: row number *gen_next waits for its sample (a closed ring, at the end of a run, leaves it real) */
     int got = wants && (module_sync(o->genie)
-                            ? module_take_seq(o->genie, (*gen_next)++, &sc->img, &target, &source, &sidx)
-                            : module_take(o->genie, &sc->img, &target, &source, &sidx)) == 0;
+                            ? module_take_seq(o->genie, (*gen_next)++, &sc->img, &lab)
+                            : module_take(o->genie, &sc->img, &lab)) == 0;
     if (got) {
-        if (o->pair_source > 0) sc->pair_src = sidx;
+        if (o->pair_source > 0) sc->pair_src = lab.source_index;
         /* an online generated sample: the same augmentation as a real image, its target's label (soft towards
          * its source with gen_soft), left out of the training statistics; no mixup partner */
         s->b.index[i] = -1;
         s->b.truth[i] = -1;
         transform_sample(&o->aug, &sc->img, &g, x, sc->tmp);
-        add_label(l, y, target, source, 1);
+        add_label(l, y, lab.target, lab.source_class, 1);
         return 0;
     }
     int idx = loader_sample_index(o, k);

@@ -100,11 +100,12 @@ int main(void)
     for (int i = 0; i < st.n_targets; i++) few_only &= ds.real_count[st.targets[i]] < 20 && st.made[i] == 3;
     CHECK(few_only, "targets are not the Few classes at their quota");
     img_u8 im = {0};
-    int target, source, sidx, took = 0, right = 1;
-    while (module_take(m, &im, &target, &source, &sidx) == 0) {
+    module_label lab;
+    int took = 0, right = 1;
+    while (module_take(m, &im, &lab) == 0) {
         took++;
-        right &= ds.real_count[target] < 20 && source == pullover && im.w == 32 && im.h == 32 && sidx >= 0 &&
-                 sidx < ds.n_real && ds.cls[sidx] == pullover;
+        right &= ds.real_count[lab.target] < 20 && lab.source_class == pullover && im.w == 32 && im.h == 32 &&
+                 lab.source_index >= 0 && lab.source_index < ds.n_real && ds.cls[lab.source_index] == pullover;
     }
     CHECK(took >= 9 && right, "took %d samples; target Few, source a pullover of the list, 32x32: %s", took, right ? "yes" : "no");
     module_get_stats(m, &st);
@@ -173,7 +174,7 @@ int main(void)
         module_get_stats(m, &st);
         CHECK(st.cached == 9 && st.kept == 0 && st.replayed > 0, "cached %llu, kept %llu, replayed %llu",
               (unsigned long long)st.cached, (unsigned long long)st.kept, (unsigned long long)st.replayed);
-        CHECK(module_take(m, &im, &target, &source, &sidx) == 0 && ds.real_count[target] < 20 && sidx == -1,
+        CHECK(module_take(m, &im, &lab) == 0 && ds.real_count[lab.target] < 20 && lab.source_index == -1,
               "replayed sample (from the cache, which names no source image)");
         module_stop(m);
     }
