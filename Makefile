@@ -31,6 +31,10 @@ OPT      := -O0 -g
 endif
 CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -pthread -g $(OPT) \
             -I. -Icommon -Isrc -Iaugment -I$(DARKNET)/include
+
+# no contracted multiply-adds, whatever -march says: the CPU ops are the reference that the CUDA twins (-fmad=false
+# or round-to-nearest intrinsics where bit equality is claimed) and the PyTorch fixtures are compared with
+CFLAGS   += -ffp-contract=off
 LDLIBS   += -L$(DARKNET) -Wl,-rpath,$(DARKNET) -ldarknet -lturbojpeg -lpng -lopenblas -lcjson -lz -lm -pthread
 ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -93,21 +93,20 @@ static float *backend_buffer(engine *e, size_t n, int *fail)
 /* The UNet forward of a denoising step, which a device backend records once per batch size and replays. */
 typedef struct {
     engine *e;
-    int B, rc;
+    int B;
 } unet_call;
 
-static void unet_step(void *ctx)
+static int unet_step(void *ctx)
 {
     unet_call *u = ctx;
     engine *e = u->e;
-    u->rc = unet_forward(e->unet, e->unet_in, e->unet_t, e->ctx, u->B, e->h, e->w, e->L, e->unet_out);
+    return unet_forward(e->unet, e->unet_in, e->unet_t, e->ctx, u->B, e->h, e->w, e->L, e->unet_out);
 }
 
 static int unet_run_step(engine *e, int B)
 {
-    unet_call u = {e, B, 0};
-    e->be->replay(e->be, (uint64_t)B, unet_step, &u);
-    return u.rc;
+    unet_call u = {e, B};
+    return e->be->replay(e->be, (uint64_t)B, unet_step, &u);
 }
 
 static float *host_buffer(engine *e, size_t n, int *fail)

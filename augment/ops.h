@@ -143,8 +143,9 @@ struct ops_backend {
     /* Runs fn(ctx), which must only queue this backend's ops (no downloads, syncs, allocations or finite checks)
      * and queue the same ones on the same buffers whenever key is the same. The CUDA backend runs it directly the
      * first time, records it as a CUDA graph the second and replays the graph from then on, so host arrays its
-     * ops read (timesteps) must come from host_alloc. The CPU backend calls fn. */
-    void (*replay)(ops_backend *be, uint64_t key, void (*fn)(void *ctx), void *ctx);
+     * ops read (timesteps) must come from host_alloc. The CPU backend calls fn. Returns what fn returned (0 when
+     * a recording was launched); a recording during which fn failed is dropped, never launched. */
+    int (*replay)(ops_backend *be, uint64_t key, int (*fn)(void *ctx), void *ctx);
     /* waits for queued work: 0, or -1 + err_msg() when the backend met an error (a device's ops return void) */
     int (*sync)(ops_backend *be);
 

@@ -160,7 +160,7 @@ static void cpu_host_free(ops_backend *be, void *p)
     mt_remove(mt_of(be), p);
     free(p);
 }
-static void cpu_replay(ops_backend *be, uint64_t key, void (*fn)(void *ctx), void *ctx) { fn(ctx); }
+static int cpu_replay(ops_backend *be, uint64_t key, int (*fn)(void *ctx), void *ctx) { return fn(ctx); }
 /* the pool's per-thread scratch counts as buffers held for the backend's life */
 static void cpu_mem(ops_backend *be, ops_mem *m)
 {

@@ -903,9 +903,9 @@ static void cuda_attention(ops_backend *be, const float *q, int ldq, const float
     cuda_be *c = use(be);
     if (B <= 0 || Tq <= 0 || heads <= 0 || dh <= 0) return;
     if (Tk <= 0 || Tk > OPS_MAX_KEYS || dh > ATT_WIDE_MAX || B > 65535 || heads > 65535) {
-        char why[128];
-        snprintf(why, sizeof why, "unsupported shape: %d keys (1..%d), head dim %d (at most %d)", Tk, OPS_MAX_KEYS,
-                 dh, ATT_WIDE_MAX);
+        char why[192];
+        snprintf(why, sizeof why, "unsupported shape: %d keys (1..%d), head dim %d (at most %d), batch %d and %d "
+                 "heads (at most 65535 each)", Tk, OPS_MAX_KEYS, dh, ATT_WIDE_MAX, B, heads);
         return fail(c, "attention", why);
     }
     if (dh <= 32 * ATT_TILE_DPL) {
@@ -1131,15 +1131,17 @@ static graph_slot *graph_of(cuda_be *c, uint64_t key)
 /* First call of a key: fn directly (it sizes the scratch buffer and loads kernels and cuBLAS's choices); second:
  * recorded (ThreadLocal mode: other threads' CUDA calls cannot spoil it) and launched; then launched. Nothing
  * runs while recording, so a recording that fails (an op not capturable, the scratch buffer needing to grow) is
- * dropped with the errors it raised and the key runs its ops directly from then on. */
-static void cuda_replay(ops_backend *be, uint64_t key, void (*fn)(void *ctx), void *ctx)
+ * dropped with the errors it raised and the key runs its ops directly from then on. One during which fn itself
+ * failed (a host-side check, before or after queueing) is dropped too and fn's result returned: the key warms up
+ * and records again on its next calls. */
+static int cuda_replay(ops_backend *be, uint64_t key, int (*fn)(void *ctx), void *ctx)
 {
     cuda_be *c = use(be);
     graph_slot *g = graph_of(c, key);
     if (!g || g->direct || c->err[0]) return fn(ctx);
     if (g->exec && g->gen == c->scratch_gen) {
         if (cu_ok(c, cudaGraphLaunch(g->exec, c->stream), "graph launch")) c->graph_launches++;
-        return;
+        return 0;
     }
     if (g->exec) {   /* recorded with a scratch buffer since freed: warm up and record again */
         cudaGraphExecDestroy(g->exec);
@@ -1149,13 +1151,20 @@ static void cuda_replay(ops_backend *be, uint64_t key, void (*fn)(void *ctx), vo
     if (g->runs++ == 0) return fn(ctx);
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
+    int rc = 0;
     bool ok = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
     if (ok) {
-        fn(ctx);
-        ok = cudaStreamEndCapture(c->stream, &graph) == cudaSuccess && !c->err[0] &&
+        rc = fn(ctx);
+        ok = cudaStreamEndCapture(c->stream, &graph) == cudaSuccess && !c->err[0] && !rc &&
              cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
     }
     if (graph) cudaGraphDestroy(graph);
+    if (rc) {
+        cudaGetLastError();
+        c->err[0] = 0;
+        g->runs = 0;
+        return rc;
+    }
     if (!ok) {
         cudaGetLastError();
         c->err[0] = 0;
@@ -1165,6 +1174,7 @@ static void cuda_replay(ops_backend *be, uint64_t key, void (*fn)(void *ctx), vo
     g->exec = exec;
     g->gen = c->scratch_gen;
     if (cu_ok(c, cudaGraphLaunch(g->exec, c->stream), "graph launch")) c->graph_launches++;
+    return 0;
 }
 
 /* ---- lifetime ---- */

@@ -961,7 +961,7 @@ static void test_precision_select(void)
 #endif
 }
 
-static void count_call(void *ctx) { ++*(int *)ctx; }
+static int count_call(void *ctx) { return ++*(int *)ctx == 2 ? -1 : 0; }   /* the second call fails */
 
 /* The CPU backend's memory report follows its allocations and weights; host_alloc is zeroed; replay calls fn. */
 static void test_cpu_memory_report(void)
@@ -986,9 +986,10 @@ static void test_cpu_memory_report(void)
     b->release(b, x);
     b->weight_drop(b, dw);
     b->host_free(b, h);
-    int calls = 0;
-    for (int i = 0; i < 3; i++) b->replay(b, 5, count_call, &calls);
-    CHECK(calls == 3, "cpu replay runs fn every time: %d of 3", calls);
+    int calls = 0, rc[3];
+    for (int i = 0; i < 3; i++) rc[i] = b->replay(b, 5, count_call, &calls);
+    CHECK(calls == 3 && !rc[0] && rc[1] == -1 && !rc[2], "cpu replay runs fn every time and returns its result: "
+          "%d of 3, %d %d %d", calls, rc[0], rc[1], rc[2]);
     b->mem(b, &m1);
     CHECK(m1.buffers == m0.buffers && m1.weights == m0.weights && m1.host == m0.host && m1.peak == m.peak,
           "cpu memory report back to its start, the peak kept: %zu %zu %zu %zu", m1.buffers, m1.weights, m1.host,
@@ -1173,12 +1174,26 @@ typedef struct {
     float *emb, *y, *noise;
 } replay_ctx;
 
-static void replay_ops(void *ctx)
+static int replay_ops(void *ctx)
 {
     replay_ctx *r = ctx;
     r->g->timestep_embedding(r->g, r->t, 8, 320, 1, 0.0f, r->emb);
     r->g->linear(r->g, r->emb, 8, 320, r->w, r->b, 64, r->y);   /* f16: converts its input through the scratch */
     r->g->fill_normal(r->g, r->noise, REPLAY_NOISE, 9, 10);
+    return 0;
+}
+
+/* the ops of replay_ops, but the call numbered fail_at fails after queueing them (as a host-side check would) */
+typedef struct {
+    replay_ctx *r;
+    int call, fail_at;
+} failing_ctx;
+
+static int failing_ops(void *ctx)
+{
+    failing_ctx *f = ctx;
+    replay_ops(f->r);
+    return f->call++ == f->fail_at ? -1 : 0;
 }
 
 static void test_replay(void)
@@ -1214,6 +1229,19 @@ static void test_replay(void)
           ops_cuda_error(g) ? ops_cuda_error(g) : "");
     /* rounds 1, 2 launch; 3 runs directly (stale after the move); 4, 5 launch */
     CHECK(ops_cuda_graph_launches(g) == 4, "graph launches: %zu, expected 4", ops_cuda_graph_launches(g));
+    /* fn failing while it is recorded (call 1 of a new key): its result comes back and the recording is dropped,
+     * never launched; the key warms up (call 2), records (call 3: fn is called, nothing runs) and launches, with
+     * the direct run's bits */
+    failing_ctx f = {&r, 0, 1};
+    int rcs[4];
+    for (int i = 0; i < 4; i++) rcs[i] = g->replay(g, 43, failing_ops, &f);
+    g->download(g, got, r.y, 8 * 64);
+    CHECK(!rcs[0] && rcs[1] == -1 && !rcs[2] && !rcs[3] && f.call == 4 && !ops_cuda_error(g) &&
+              !memcmp(want, got, 8 * 64 * sizeof(float)),
+          "a failed recording: results %d %d %d %d, fn called %d times (4: twice recorded), %s", rcs[0], rcs[1],
+          rcs[2], rcs[3], f.call, ops_cuda_error(g) ? ops_cuda_error(g) : "no backend error");
+    CHECK(ops_cuda_graph_launches(g) == 5, "graph launches after the failed recording: %zu, expected 5",
+          ops_cuda_graph_launches(g));
     g->host_free(g, t);
     g->weight_drop(g, r.w), g->weight_drop(g, r.b), g->weight_drop(g, big_w);
     g->release(g, r.emb), g->release(g, r.y), g->release(g, r.noise), g->release(g, big_x), g->release(g, big_y);
@@ -1351,6 +1379,7 @@ int main(void)
 
         test_elementwise(200003);
         test_elementwise(1);
+        test_elementwise(20000003);                   /* past one launch's 65536 x 256 threads: grid-stride loops */
         test_add_channel(3, 7, 5001);
         test_add_channel(2, 1280, 64);
         test_geglu(41, 23);
@@ -1392,6 +1421,7 @@ int main(void)
         test_memory();
         test_sampling_ops(100003);
         test_sampling_ops(1);
+        test_sampling_ops(17000003);                  /* grid-stride loops */
     }
     test_cpu_sampling_exact();
     test_backend_select();
@@ -1403,6 +1433,7 @@ int main(void)
     if (on_cuda) {
         test_errors();
         test_noise(1, 2, 1000003);
+        test_noise(7, 8, 9000003);                    /* past one launch's 8.4M values */
         test_noise(0xfeedfacecafebeefull, philox_mix(3, 4), 17);
         test_engine_group("cuda");
         test_engine_drop("cuda");
