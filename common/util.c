@@ -93,6 +93,10 @@ static unsigned files_stamp(unsigned h, const char *path, int depth)
         if (e->d_name[0] == '.') continue;
         char sub[4096];
         snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        /* a diffusers folder's own files other than model_index.json are its card (notes, plots): not the model */
+        struct stat es;
+        if (depth == 0 && strcmp(e->d_name, "model_index.json") && stat(sub, &es) == 0 && !S_ISDIR(es.st_mode))
+            continue;
         sum += files_stamp(UTIL_FNV_INIT, sub, depth + 1);
     }
     closedir(d);

@@ -162,7 +162,11 @@ int main(void)
         module_stop(mw);
     }
 
-    /* a second start reuses the cache (quotas met: no generation at all); a damaged line is named and skipped */
+    /* a second start reuses the cache (quotas met: no generation at all), also after the model's card (its notes
+     * and plots beside the components) changed; a damaged line is named and skipped */
+    unsigned stamp = util_files_stamp(UTIL_FNV_INIT, MODEL_COPY);
+    CHECK(system("touch -d 2002-02-02 " MODEL_COPY "/README.md " MODEL_COPY "/genie_curve.png") == 0, "touch");
+    CHECK(util_files_stamp(UTIL_FNV_INIT, MODEL_COPY) == stamp, "the model card is not part of the model's stamp");
     FILE *f = fopen(CACHE "/index.csv", "a");
     fputs("garbage without fields\n", f);
     fclose(f);
@@ -180,6 +184,7 @@ int main(void)
     }
     /* ... but not once the model's files change (a model retrained in place): then it generates anew */
     CHECK(system("touch -d 2001-01-01 " MODEL_COPY "/unet/diffusion_pytorch_model.safetensors") == 0, "touch");
+    CHECK(util_files_stamp(UTIL_FNV_INIT, MODEL_COPY) != stamp, "a component's file is part of the stamp");
     m = start(&c);
     if (m) {
         CHECK(wait_kept(m, 1, 60), "nothing made with another model");
