@@ -202,8 +202,9 @@ static void add_label(const loader *l, float *y, int target, int source, float l
         for (int j = 0; j < l->classes; j++) y[j] = y[j] * (1 - o->label_smooth) + o->label_smooth / l->classes;
 }
 
-/* Fills row i of the slot with sample k: image, augmentation, optional mixup/cutmix partner, soft labels. */
-static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t *gen_next)
+/* Fills row i of the slot with sample k: image, augmentation, optional mixup/cutmix partner, soft labels; a real
+ * image only when may_generate is 0. */
+static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t *gen_next, int may_generate)
 {
     const loader_opts *o = &l->o;
     float *x = s->b.x + (size_t)i * l->row, *y = s->b.y + (size_t)i * l->classes;
@@ -212,7 +213,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
     philox_t g;
     philox_init(&g, o->seed, philox_mix(k, PHILOX_SAMPLE));
     module_label lab;
-    int wants = o->genie && o->sampling != SAMPLE_SEQUENTIAL && module_wants(o->genie, k);
+    int wants = may_generate && o->genie && o->sampling != SAMPLE_SEQUENTIAL && module_wants(o->genie, k);
     /* sync: row number *gen_next waits for its sample (a closed ring, at the end of a run, leaves it real) */
     int got = wants && (module_sync(o->genie)
                             ? module_take_seq(o->genie, (*gen_next)++, &sc->img, &lab)
@@ -310,8 +311,13 @@ static void *worker(void *arg)
             sc.pair_src = -1;
             int j = i + 1 < n ? i + 1 : -1;
             int swap = j >= 0 && pair_online && !module_wants(l->o.genie, first + i) && module_wants(l->o.genie, first + j);
-            rc = fill_row(l, s, swap ? j : i, first + (swap ? j : i), &sc, &gen_next);
-            if (rc == 0 && j >= 0) rc = fill_row(l, s, swap ? i : j, first + (swap ? i : j), &sc, &gen_next);
+            int a = swap ? j : i, c = swap ? i : j;
+            rc = fill_row(l, s, a, first + a, &sc, &gen_next, 1);
+            if (rc == 0 && j >= 0) rc = fill_row(l, s, c, first + c, &sc, &gen_next, 1);
+            /* both wanted a sample and only the second got one (none was ready for the first): the first, real,
+             * row is made again as a real row, so it can show the sample's source as pair_source promises */
+            if (rc == 0 && j >= 0 && sc.pair_src >= 0 && s->b.index[a] >= 0 && s->b.index[c] < 0)
+                rc = fill_row(l, s, a, first + a, &sc, &gen_next, 0);
         }
         char msg[1024];
         if (rc) snprintf(msg, sizeof msg, "no readable image after %d replacements (last: %s)", MAX_REPLACEMENTS, err_msg());
