@@ -899,9 +899,9 @@ ops_backend *ops_cpu_create(int nthreads)
     }
     ops_backend *be = &c->be;
     *be = (ops_backend){
-        .name = "cpu", .impl = c, .weights_on_host = 1, .alloc = cpu_alloc, .release = cpu_release, .weight_put = cpu_weight_put,
-        .weight_drop = cpu_weight_drop, .upload = cpu_upload, .download = cpu_download, .copy = cpu_copy,
-        .count_nonfinite = cpu_count_nonfinite, .conv2d = cpu_conv2d, .linear = cpu_linear,
+        .name = "cpu", .impl = c, .weights_on_host = 1, .alloc = cpu_alloc, .release = cpu_release,
+        .weight_put = cpu_weight_put, .weight_drop = cpu_weight_drop, .upload = cpu_upload, .download = cpu_download,
+        .copy = cpu_copy, .count_nonfinite = cpu_count_nonfinite, .conv2d = cpu_conv2d, .linear = cpu_linear,
         .group_norm = cpu_group_norm, .layer_norm = cpu_layer_norm, .add = cpu_add, .mul = cpu_mul,
         .add_channel = cpu_add_channel, .act = cpu_act, .geglu = cpu_geglu, .attention = cpu_attention,
         .upsample2x = cpu_upsample2x, .concat = cpu_concat, .to_tokens = cpu_to_tokens,

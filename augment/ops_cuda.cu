@@ -1159,15 +1159,13 @@ static int cuda_replay(ops_backend *be, uint64_t key, int (*fn)(void *ctx), void
              cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
     }
     if (graph) cudaGraphDestroy(graph);
-    if (rc) {
+    if (!ok) {   /* dropped with the errors the recording raised */
         cudaGetLastError();
         c->err[0] = 0;
-        g->runs = 0;
-        return rc;
-    }
-    if (!ok) {
-        cudaGetLastError();
-        c->err[0] = 0;
+        if (rc) {   /* fn failed: warm up and record again on the next calls */
+            g->runs = 0;
+            return rc;
+        }
         g->direct = 1;
         return fn(ctx);
     }
