@@ -24,8 +24,9 @@
 # with this probability a generated sample's real source takes the other row of its row pair).
 # Many/Medium/Few always by the split's real per-class counts. Results: OUT/results.csv (arm,seed,top1,many,
 # medium,few), OUT/table.md (means +- std), OUT/paired.md (each arm against none and txt2img, paired by seed:
-# mean difference +- standard error, and on how many seeds it is ahead), OUT/ablation.png; with RESULTS=path also
-# copied there (path.csv/.md/.paired.md/.png). Resumable: finished models, images and rows are kept.
+# mean difference +- standard error, and on how many seeds it is ahead), OUT/fewclass.md (each Few class's recall
+# per arm), OUT/ablation.png; with RESULTS=path also copied there (path.csv/.md/.paired.md/.fewclass.md/.png).
+# Resumable: finished models, images and rows are kept.
 #
 # Environment: SEEDS ("1 2 3"), ARMS (all), OUT (build/ablate/<split>), MODEL (data/models/fmnist-ldm),
 # PER_CLASS (50), GUIDANCE (3), STEPS (25), THREADS (loader threads, 2), PHASE (all | base | gen | arms | report),
@@ -200,6 +201,20 @@ report() {
               for (j = 1; j <= no; j++) { k = order[j]; if (k == "plain" || k == "none") continue
                   print "| " k " " diff(k, "none", "few") (k == "txt2img" ? "| | " : diff(k, "txt2img", "few")) \
                         diff(k, "none", "many") "|" } }' "$OUT/results.sorted.csv" > "$OUT/paired.md"
+    # each Few class's recall per arm, mean over the seeds' confusion CSVs: which class an arm's Few gain comes from
+    fewc=$(awk '{ n = split($0, p, "/"); f = p[n]; sub(/\.[^.]*$/, "", f); sub(/^.*_/, "", f); c[f]++ }
+                END { for (k in c) if (c[k] < 20) print c[k], k }' "$LIST" | sort -n | awk '{ print $2 }' | tr '\n' ' ')
+    { printf '| arm | seeds |'; for c in $fewc; do printf ' %s |' "$c"; done; echo
+      printf '|---|---|'; for c in $fewc; do printf -- '---|'; done; echo
+      for arm in $(awk -F, 'NR > 1 && !seen[$1]++ { print $1 }' "$OUT/results.sorted.csv"); do
+          files=$(awk -F, -v a="$arm" '$1 == a { print $2 }' "$OUT/results.sorted.csv" | while read -r s; do
+                      if [ -f "$OUT/s$s/$arm.confusion.csv" ]; then echo "$OUT/s$s/$arm.confusion.csv"; fi; done)
+          [ -n "$files" ] || continue
+          awk -F, -v arm="$arm" -v few="$fewc" 'FNR == 1 { nf++; next }
+              { t = 0; for (i = 2; i <= NF; i++) t += $i; r[$1] += t ? $FNR / t : 0 }
+              END { printf "| %s | %d |", arm, nf; n = split(few, c, " ")
+                    for (i = 1; i <= n; i++) printf " %.3f |", r[c[i]] / nf; printf "\n" }' $files
+      done; } > "$OUT/fewclass.md"
     if command -v gnuplot > /dev/null; then
         gnuplot <<GP
 set terminal pngcairo size 1100,480 font ",10"
@@ -220,11 +235,13 @@ GP
     fi
     cat "$OUT/table.md"
     echo; echo "Paired by seed (points, mean ± standard error; wins: seeds where the arm is ahead):"; cat "$OUT/paired.md"
+    echo; echo "Recall of each Few class (mean over the seeds):"; cat "$OUT/fewclass.md"
     if [ -n "$RESULTS" ]; then
         mkdir -p "$(dirname "$RESULTS")"
         cp "$OUT/results.sorted.csv" "$RESULTS.csv"
         cp "$OUT/table.md" "$RESULTS.md"
         cp "$OUT/paired.md" "$RESULTS.paired.md"
+        cp "$OUT/fewclass.md" "$RESULTS.fewclass.md"
         [ -f "$OUT/ablation.png" ] && cp "$OUT/ablation.png" "$RESULTS.png"
     fi
 }
