@@ -19,6 +19,8 @@
 #   online-genie         the same, made during fine-tuning by the online module (cfg/fmnist-genie.cfg, sync=1):
 #   online-genie-ada     sources from the live confusion, Ada's f_theta = the network being trained; they take
 #                        0.8 of the tail rows, about the offline arms' share of generated images there
+#   any other name       trains on OUT/s<seed>/gen/<name>.index.csv when one is there (scripts/label_noise.sh's
+#                        genie-judged), else on nothing
 # The recipe (every arm, from the environment): TAIL_SHARE (default 0.25), GEN_SOFT (0), RT_P (0.5: real images
 # replaced by their VAE round trip with this probability, so "looks generated" carries no label), PAIR_SOURCE (0:
 # with this probability a generated sample's real source takes the other row of its row pair).
@@ -142,7 +144,7 @@ pair_source=$PAIR_SOURCE"
         [ "$RT_P" != 0 ] && extra="$extra
 roundtrip=$OUT/rt.index.csv
 roundtrip_p=$RT_P"
-        [ -n "$(gen_mode "$arm")" ] && extra="$extra
+        { [ -n "$(gen_mode "$arm")" ] || [ -f "$d/gen/$arm.index.csv" ]; } && extra="$extra
 generated=$d/gen/$arm.index.csv"
         cfg=cfg/fmnist-ft.cfg
         case $arm in
