@@ -5,7 +5,8 @@
 #
 #   scripts/label_noise.sh BASE [train.list]      (BASE: a finished scripts/ablate.sh run on the list)
 #
-# 1. Judge agreement: each generated image of BASE's arms in ARMS (txt2img genie genie-ada) is given to the judge;
+# 1. Judge agreement: each generated image of BASE's arms in ARMS (txt2img genie genie-ada) is given to the judge
+#    (`classifier valid -predictions`);
 #    OUT/agreement.md: per arm and target, then per source class too, the share the judge gives the target (and
 #    what else; genie-all: the requests of step 2 before the judge).
 # 2. The judged arm: per seed a genie plan of 8/5 PER_CLASS requests per Few class (the same sources and r as the
@@ -29,14 +30,15 @@ G=${GENIE:-./genie}
 mkdir -p "$OUT"
 export BASE SEEDS PER_CLASS GENIE="$G"
 
-judge() {   # index.csv -> lines "output,source class,target,judged"
-    awk -F, 'NR > 1 { print $1 "," $2 "," $3 }' "$1" | while IFS=, read -r img src tgt; do
-        s=$(basename "$src"); s=${s%.*}; s=${s##*_}
-        p=$($G classifier predict "$BASE/s$seed/base.data" cfg/fmnist.cfg "$JUDGE_W" "$img" 2> /dev/null |
-            awk 'NR == 2 { print $2 }')
-        [ -n "$p" ] || { echo "label_noise: the judge gave no class for $img" >&2; exit 1; }
-        echo "$img,${s:-none},$tgt,$p"
-    done
+judge() {   # index.csv -> lines "output,source class,target,judged" (source "none" for txt2img)
+    awk -F, 'NR > 1 { print $1 }' "$1" > "$OUT/judge.list"
+    printf 'classes=10\ntrain=%s\nvalid=%s\nlabels=data/fmnist/labels.list\nbackup=%s\n' "$OUT/judge.list" \
+        "$OUT/judge.list" "$OUT" > "$OUT/judge.data"
+    $G classifier valid "$OUT/judge.data" cfg/fmnist.cfg "$JUDGE_W" -csv "$OUT/judge.confusion.csv" \
+        -predictions "$OUT/judge.pred.csv" > "$OUT/judge.log" 2>&1 || { cat "$OUT/judge.log" >&2; return 1; }
+    awk -F, 'FNR == NR { if (FNR > 1) p[$1] = $3; next }
+             FNR > 1 { s = $2; sub(/^.*\//, "", s); sub(/\.[^.]*$/, "", s); sub(/^.*_/, "", s)
+                       print $1 "," (s == "" ? "none" : s) "," $3 "," p[$1] }' "$OUT/judge.pred.csv" "$1"
 }
 
 for seed in $SEEDS; do

@@ -39,9 +39,10 @@ static void cfg_base(const char *cfg, char *out, size_t n)
     snprintf(out, n, "%s", b);
 }
 
-/* Runs the network over a SEQUENTIAL pass of ds and fills conf (and the top-k hit count). */
+/* Runs the network over a SEQUENTIAL pass of ds and fills conf (and the top-k hit count); with pred, one line per
+ * image: path,truth,predicted,probability of the predicted class. */
 static int evaluate(network *net, const dataset *ds, const aug_params *aug, int threads, int k, int soft,
-                    confusion *conf, long *topk_hits, long *seen)
+                    confusion *conf, long *topk_hits, long *seen, FILE *pred)
 {
     loader_opts o = {.ds = ds, .aug = *aug, .batch = net->batch, .threads = threads, .sampling = SAMPLE_SEQUENTIAL};
     o.aug.preset = AUG_EVAL;
@@ -57,6 +58,9 @@ static int evaluate(network *net, const dataset *ds, const aug_params *aug, int 
             top_k(p + (size_t)i * classes, classes, k, idx);
             for (int j = 0; j < k; j++) *topk_hits += idx[j] == truth[i];
             (*seen)++;
+            if (pred)
+                fprintf(pred, "%s,%s,%s,%.6f\n", ds->paths[b->index[i]], ds->labels[truth[i]], ds->labels[idx[0]],
+                        p[(size_t)i * classes + idx[0]]);
         }
         (soft ? confusion_update_soft : confusion_update)(conf, truth, p, b->n);
         loader_release(l, b);
@@ -293,7 +297,7 @@ static int train(const train_args *a)
             confusion vc;
             long hits, seen;
             confusion_init(&vc, ds.classes, 1);
-            if (evaluate(net, &vs, &aug, a->threads, dc.top, 0, &vc, &hits, &seen) == 0)
+            if (evaluate(net, &vs, &aug, a->threads, dc.top, 0, &vc, &hits, &seen, NULL) == 0)
                 printf("valid after %d: top-1 %.4f, top-%d %.4f\n", (int)get_current_batch(net), confusion_accuracy(&vc),
                        dc.top, seen ? (double)hits / seen : 0);
             confusion_free(&vc);
@@ -331,7 +335,8 @@ out:
     return rc;
 }
 
-static int valid(const char *datafile, const char *cfg, const char *weights, int threads, const char *csv, int soft)
+static int valid(const char *datafile, const char *cfg, const char *weights, int threads, const char *csv, int soft,
+                 const char *pred_path)
 {
     datacfg dc;
     if (datacfg_read(datafile, &dc)) return -1;
@@ -358,7 +363,27 @@ static int valid(const char *datafile, const char *cfg, const char *weights, int
     long hits, seen;
     confusion_init(&conf, dc.classes, 1);
     int k = dc.top < dc.classes ? dc.top : dc.classes;
-    if (evaluate(net, &vs, &aug, threads, k, soft, &conf, &hits, &seen)) goto out;
+    /* written whole or not at all: a temp file renamed once every image is in */
+    char pred_tmp[4400];
+    FILE *pred = NULL;
+    if (pred_path) {
+        snprintf(pred_tmp, sizeof pred_tmp, "%s.tmp", pred_path);
+        if (!(pred = fopen(pred_tmp, "w"))) {
+            err_set("%s: %s", pred_tmp, strerror(errno));
+            goto out;
+        }
+        fprintf(pred, "image,truth,predicted,p\n");
+    }
+    int erc = evaluate(net, &vs, &aug, threads, k, soft, &conf, &hits, &seen, pred);
+    if (pred) {
+        int werr = ferror(pred) | (fclose(pred) != 0);
+        if (erc || werr || rename(pred_tmp, pred_path)) {
+            if (!erc) err_set("%s: cannot write", pred_path);
+            unlink(pred_tmp);
+            goto out;
+        }
+    }
+    if (erc) goto out;
     if (soft) printf("soft confusion: rows sum the softmax (accuracies below are expected accuracies)\n");
     print_accuracy(&conf, &vs, have_train ? ts.count : NULL, k, hits, seen);
     char path[4400];
@@ -371,6 +396,7 @@ static int valid(const char *datafile, const char *cfg, const char *weights, int
     }
     if (confusion_write_csv(&conf, vs.labels, csv)) goto out;
     printf("confusion matrix: %s\n", csv);
+    if (pred_path) printf("predictions: %s\n", pred_path);
     rc = 0;
 out:
     confusion_free(&conf);
@@ -472,16 +498,19 @@ int classifier_main(int argc, char **argv)
         return train(&a);
     }
     if (!strcmp(cmd, "valid")) {
-        const char *csv = NULL;
+        const char *csv = NULL, *pred = NULL;
         int soft = 0;
         const arg_opt opts[] = {ARG_OPT("-csv", ARG_STR, &csv),
+                                ARG_OPT("-predictions", ARG_STR, &pred),
                                 ARG_OPT("-soft", ARG_SWITCH, &soft),
                                 ARG_RANGE("-threads", ARG_INT, &threads, 0, 1024),
                                 ARG_END};
         int np = args_parse("classifier valid", argc - 1, argv + 1, opts, pos, 3);
         if (np < 0) return -1;
-        if (np < 3) return err_set("usage: genie classifier valid <data> <cfg> <weights> [-csv file] [-soft] [-threads N]");
-        return valid(pos[0], pos[1], pos[2], threads > 0 ? threads : default_threads(), csv, soft);
+        if (np < 3)
+            return err_set("usage: genie classifier valid <data> <cfg> <weights> [-csv file] [-predictions file] [-soft] "
+                           "[-threads N]");
+        return valid(pos[0], pos[1], pos[2], threads > 0 ? threads : default_threads(), csv, soft, pred);
     }
     if (!strcmp(cmd, "predict")) {
         const arg_opt opts[] = {ARG_END};

@@ -18,7 +18,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: genie <command> ...\n"
             "  classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] [-topk]\n"
-            "  classifier valid <data> <cfg> <weights> [-csv confusion.csv]\n"
+            "  classifier valid <data> <cfg> <weights> [-csv confusion.csv] [-predictions p.csv] [-soft]\n"
             "  classifier predict <data> <cfg> <weights> <image>\n"
             "  img2img -model M -i src -p \"A photo of a T\" -r 0.8 -o out.png [-steps N] [-guidance G] [-seed S]\n"
             "          [-scheduler ddim|dpmpp2m] [-threads N] [-size WxH] [-noise file.safetensors] [-vae-mean]\n"

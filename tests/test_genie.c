@@ -272,6 +272,11 @@ static void test_cli(void)
           "the image was made anew at guidance 5");
     snprintf(cmd, sizeof cmd, "%s generate %s/p.csv -data %s/lt.data -steps 5 -batch 4 -threads 2 -guidance 5", G, DIR, DIR);
     CHECK(check_sh(cmd, out, sizeof out) == 0 && strstr(out, "6 already made, 0 to make"), "%s", out);
+    /* the index lost: a resume indexes the outputs it finds with what the plan asked for, r included */
+    snprintf(cmd, sizeof cmd, "rm %s/p.csv.index.csv && %s generate %s/p.csv -data %s/lt.data -steps 5 -batch 4 -threads 2 "
+             "-guidance 5 && grep -c ',0.8,[0-9]*,$' %s/p.csv.index.csv", DIR, G, DIR, DIR, DIR);
+    CHECK(check_sh(cmd, out, sizeof out) == 0 && strstr(out, "6 already made, 0 to make") && strstr(out, "\n6\n"),
+          "index rebuilt from the plan: %s", out);
 
     /* bad plans: file and line named */
     write_text(DIR "/bad.csv", "source,target,r,seed,output\n," "hail,0.5,1," DIR "/x.png\n");

@@ -75,6 +75,34 @@ int main(void)
     CHECK(rc == 0 && top1 >= 0.80f, "top-1 %.4f < 0.80 after 150 iterations: %s", top1, out);
     CHECK(access(T "/backup/fm_confusion.csv", R_OK) == 0, "confusion CSV missing");
 
+    /* -predictions: a row per test image whose top-1 agrees with the summary's and with `classifier predict`
+     * (one image through a batch-1 network, not the loader's batches) */
+    rc = check_sh("$G classifier valid " T "/fm.data " T "/fm.cfg " T "/backup/fm.weights -predictions " T "/pred.csv",
+                  out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "predictions: "), "-predictions: %d %s", rc, out);
+    FILE *pf = fopen(T "/pred.csv", "r");
+    char line[4096], first[4096] = "", first_pred[64] = "";
+    int rows = 0, hits = 0, header = pf && fgets(line, sizeof line, pf) && !strcmp(line, "image,truth,predicted,p\n");
+    while (pf && fgets(line, sizeof line, pf)) {
+        char img[4096], truth[64], pred[64];
+        float prob;
+        if (sscanf(line, "%4095[^,],%63[^,],%63[^,],%f", img, truth, pred, &prob) != 4 || !(prob > 0 && prob <= 1)) break;
+        if (!rows++) snprintf(first, sizeof first, "%s", img), snprintf(first_pred, sizeof first_pred, "%s", pred);
+        hits += !strcmp(truth, pred);
+    }
+    if (pf) fclose(pf);
+    CHECK(header && rows == 1000 && hits == (int)(top1 * 1000 + 0.5), "predictions: header %d, %d rows, %d hits, top-1 %.4f",
+          header, rows, hits, top1);
+    snprintf(line, sizeof line, "$G classifier predict " T "/fm.data " T "/fm.cfg " T "/backup/fm.weights %s", first);
+    rc = check_sh(line, out, sizeof out);
+    char *top = strstr(out, "%: "), want[80];
+    snprintf(want, sizeof want, "%%: %s\n", first_pred);
+    CHECK(rc == 0 && top && !strncmp(top, want, strlen(want)),
+          "predict %s says other than valid's %s: %s", first, first_pred, out);
+    rc = check_sh("$G classifier valid " T "/fm.data " T "/fm.cfg " T "/backup/fm.weights -predictions " T
+                  "/no/such/dir/pred.csv", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "no/such/dir/pred.csv"), "-predictions into a missing folder: %d %s", rc, out);
+
     /* A seed reproduces a run bit for bit; another seed does not. */
     CHECK(check_sh("$G classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 && cp " T "/backup/fm.weights " T
              "/a.weights && $G classifier train " T "/fm.data " T "/fm.cfg -seed 5 -iters 4 -threads 1 && cp " T
