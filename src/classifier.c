@@ -363,27 +363,18 @@ static int valid(const char *datafile, const char *cfg, const char *weights, int
     long hits, seen;
     confusion_init(&conf, dc.classes, 1);
     int k = dc.top < dc.classes ? dc.top : dc.classes;
-    /* written whole or not at all: a temp file renamed once every image is in */
+    /* written whole or not at all: committed once every image is in */
     char pred_tmp[4400];
     FILE *pred = NULL;
     if (pred_path) {
-        snprintf(pred_tmp, sizeof pred_tmp, "%s.tmp", pred_path);
-        if (!(pred = fopen(pred_tmp, "w"))) {
-            err_set("%s: %s", pred_tmp, strerror(errno));
-            goto out;
-        }
+        if (!(pred = util_open_tmp(pred_path, pred_tmp, sizeof pred_tmp))) goto out;
         fprintf(pred, "image,truth,predicted,p\n");
     }
-    int erc = evaluate(net, &vs, &aug, threads, k, soft, &conf, &hits, &seen, pred);
-    if (pred) {
-        int werr = ferror(pred) | (fclose(pred) != 0);
-        if (erc || werr || rename(pred_tmp, pred_path)) {
-            if (!erc) err_set("%s: cannot write", pred_path);
-            unlink(pred_tmp);
-            goto out;
-        }
+    if (evaluate(net, &vs, &aug, threads, k, soft, &conf, &hits, &seen, pred)) {
+        if (pred) fclose(pred), remove(pred_tmp);
+        goto out;
     }
-    if (erc) goto out;
+    if (pred && util_commit(pred, pred_tmp, pred_path)) goto out;
     if (soft) printf("soft confusion: rows sum the softmax (accuracies below are expected accuracies)\n");
     print_accuracy(&conf, &vs, have_train ? ts.count : NULL, k, hits, seen);
     char path[4400];
