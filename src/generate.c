@@ -166,12 +166,16 @@ static int index_write(const char *path, const plan *p, char *const *labels)
     for (int i = 0; i < p->n; i++) {
         const plan_row *r = &p->rows[i];
         if (!r->done) continue;
+        if (r->index_line) {
+            fprintf(f, "%s\n", r->index_line);
+            continue;
+        }
+        /* made by a run that left no index line: what the plan asked for (Ada's pick is not known; txt2img is
+         * indexed as r 1, as when made) */
         char rs[32];
-        snprintf(rs, sizeof rs, "%g", r->source ? r->r : 1.0);   /* txt2img is indexed as r 1, as when made */
-        if (r->index_line) fprintf(f, "%s\n", r->index_line);
-        else   /* made by a run that left no index line: what the plan asked for (Ada's pick is not known) */
-            fprintf(f, "%s,%s,%s,%s,%llu,\n", r->output, r->source ? r->source : "", labels[r->target],
-                    r->r == GENIE_R_ADA ? "ada" : rs, (unsigned long long)r->seed);
+        snprintf(rs, sizeof rs, "%g", r->source ? r->r : 1.0);
+        fprintf(f, "%s,%s,%s,%s,%llu,\n", r->output, r->source ? r->source : "", labels[r->target],
+                r->r == GENIE_R_ADA ? "ada" : rs, (unsigned long long)r->seed);
     }
     return util_commit(f, tmp, path);
 }
