@@ -35,7 +35,8 @@
 # GENIE_R (the genie arm's r, 0.8), ADA_RSET (GeNIe-Ada's candidates, 0.6,0.7,0.8,0.9: the rule keeps the image
 # just after the largest jump, so 0.7..0.9; the paper's 0.5..0.9 also keeps 0.6, where many of the bundled model's
 # images still show their source; the online arms take r_set from cfg/fmnist-genie.cfg), SOURCE_WEIGHT (uniform: GeNIe's sources drawn uniformly from the top-4 most
-# confused classes, as the paper; rate: in proportion to their confusion rates), GENIE (the binary, ./genie),
+# confused classes, as the paper; rate: in proportion to their confusion rates), TOP_K (4: from how many of the
+# most confused classes the GeNIe arms, offline and online, draw their sources), GENIE (the binary, ./genie),
 # BASE (the OUT of an earlier run on the same list: its plain models, training confusions and VAE round trips are
 # reused, so a run that changes only how images are generated, e.g. GUIDANCE or a model with the same VAE, trains
 # no plain model)
@@ -58,6 +59,7 @@ RT_P=${RT_P:-0.5}
 PAIR_SOURCE=${PAIR_SOURCE:-0}
 PHASE=${PHASE:-all}
 SOURCE_WEIGHT=${SOURCE_WEIGHT:-uniform}
+TOP_K=${TOP_K:-4}
 GENIE_R=${GENIE_R:-0.8}
 ADA_RSET=${ADA_RSET:-0.6,0.7,0.8,0.9}
 G=${GENIE:-./genie}
@@ -114,7 +116,7 @@ generate() {   # seed
         set -- $m "$1"
         mkdir -p "$d/gen"
         echo "== seed $3: generating $arm"
-        $G plan "$d/base.data" -mode "$1" -r "$2" -per-class "$PER_CLASS" -top-k 4 -seed "$3" \
+        $G plan "$d/base.data" -mode "$1" -r "$2" -per-class "$PER_CLASS" -top-k "$TOP_K" -seed "$3" \
             -source-weight "$SOURCE_WEIGHT" \
             -confusion "$d/train_confusion.csv" -dir "$d/gen/$arm" -o "$d/gen/$arm.csv"
         $G generate "$d/gen/$arm.csv" -data "$d/base.data" -model "$MODEL" -guidance "$GUIDANCE" -steps "$STEPS" \
@@ -157,7 +159,7 @@ generated=$d/gen/$arm.index.csv"
         case $arm in
             online-*)
                 gcfg=$OUT/cfg/$arm.cfg
-                sed "s/^mode=.*/mode=${arm#online-}/; s/^threads=.*/threads=$THREADS/; s|^model=.*|model=$MODEL|; s/^guidance=.*/guidance=$GUIDANCE/; s/^steps=.*/steps=$STEPS/" \
+                sed "s/^mode=.*/mode=${arm#online-}/; s/^threads=.*/threads=$THREADS/; s|^model=.*|model=$MODEL|; s/^guidance=.*/guidance=$GUIDANCE/; s/^steps=.*/steps=$STEPS/; s/^top_k=.*/top_k=$TOP_K/" \
                     cfg/fmnist-genie.cfg > "$gcfg"
                 extra="$extra
 genie=$gcfg" ;;
