@@ -49,7 +49,7 @@ for seed in $SEEDS; do
                                           mv "$d/$arm.judged.tmp" "$d/$arm.judged.csv"; }
     done
     if [ ! -f "$d/gen/genie-judged.index.csv" ]; then
-        $G plan "$BASE/s$seed/base.data" -mode genie -r "${GENIE_R:-0.8}" -per-class $((PER_CLASS * 8 / 5)) -top-k "${TOP_K:-4}" \
+        $G plan "$BASE/s$seed/base.data" -mode genie -r "${GENIE_R:-0.9}" -per-class $((PER_CLASS * 8 / 5)) -top-k "${TOP_K:-9}" \
             -seed "$seed" -confusion "$BASE/s$seed/train_confusion.csv" -dir "$d/gen/all" -o "$d/gen/all.csv"
         $G generate "$d/gen/all.csv" -data "$BASE/s$seed/base.data" -model "${MODEL:-data/models/fmnist-ldm}" \
             -guidance "${GUIDANCE:-3}" -steps "${STEPS:-25}" -batch 20 -index "$d/gen/all.index.csv" 2>&1 | grep -v '^\['
