@@ -6,8 +6,8 @@
 #
 # Per seed: a plain model is trained on the split (cfg/fmnist.cfg, the demo's schedule); its soft confusion on
 # the training list (`classifier valid -soft`) ranks the classes each Few class is confused with (GeNIe's sources:
-# the TOP_K first, all 9 others by default). Every arm then fine-tunes that model the same way (cfg/fmnist-ft.cfg from its weights with -clear, the same recipe keys, the same seed); only
-# what is added differs:
+# the TOP_K first, all 9 others by default). Every arm then fine-tunes that model the same way (cfg/fmnist-ft.cfg
+# from its weights with -clear, the same recipe keys, the same seed); only what is added differs:
 #   none                 nothing
 #   weak strong          augment=weak / strong in [net]
 #   cutmix mixup         cutmix=1 / mixup=1 in [net]
@@ -30,8 +30,9 @@
 # per arm), OUT/ablation.png; with RESULTS=path also copied there (path.csv/.md/.paired.md/.fewclass.md/.png).
 # Resumable: finished models, images and rows are kept.
 #
-# Environment: SEEDS ("1 2 3"), ARMS (all), OUT (build/ablate/<split>), MODEL (data/models/fmnist-ldm),
-# PER_CLASS (50), GUIDANCE (3), STEPS (25), THREADS (loader threads, 2), PHASE (all | base | gen | arms | report),
+# Environment (MODEL, GUIDANCE, STEPS, TOP_K, GENIE_R and ADA_RSET default to cfg/fmnist-genie.cfg's model,
+# guidance, steps, top_k, r and r_set: scripts/recipe.sh): SEEDS ("1 2 3"), ARMS (all), OUT (build/ablate/<split>),
+# MODEL (data/models/fmnist-ldm), PER_CLASS (50), GUIDANCE (3), STEPS (25), THREADS (loader threads, 2), PHASE (all | base | gen | arms | report),
 # GENIE_R (the genie arm's r, 0.9), ADA_RSET (GeNIe-Ada's candidates, 0.7,0.8,0.9: the rule keeps the image just
 # after the largest jump; the paper's 0.5..0.9 also keeps 0.6, where many of the bundled model's images still show
 # their source), TOP_K (9: from how many of the classes most confused with a Few class the GeNIe arms draw their
@@ -50,10 +51,8 @@ NAME=$(basename "$(dirname "$LIST")")
 OUT=${OUT:-build/ablate/$NAME}
 SEEDS=${SEEDS:-1 2 3}
 ARMS=${ARMS:-none weak strong cutmix mixup img2img-L img2img-H txt2img genie genie-ada online-genie online-genie-ada}
-MODEL=${MODEL:-data/models/fmnist-ldm}
+. scripts/recipe.sh   # MODEL GUIDANCE STEPS TOP_K GENIE_R ADA_RSET
 PER_CLASS=${PER_CLASS:-50}
-GUIDANCE=${GUIDANCE:-3}
-STEPS=${STEPS:-25}
 THREADS=${THREADS:-2}
 TAIL_SHARE=${TAIL_SHARE:-0.25}
 GEN_SOFT=${GEN_SOFT:-0}
@@ -61,9 +60,6 @@ RT_P=${RT_P:-0.5}
 PAIR_SOURCE=${PAIR_SOURCE:-0}
 PHASE=${PHASE:-all}
 SOURCE_WEIGHT=${SOURCE_WEIGHT:-uniform}
-TOP_K=${TOP_K:-9}
-GENIE_R=${GENIE_R:-0.9}
-ADA_RSET=${ADA_RSET:-0.7,0.8,0.9}
 G=${GENIE:-./genie}
 mkdir -p "$OUT"
 echo "ablate: $LIST -> $OUT; seeds $SEEDS; recipe tail_share=$TAIL_SHARE gen_soft=$GEN_SOFT roundtrip_p=$RT_P pair_source=$PAIR_SOURCE; model $MODEL"

@@ -14,7 +14,7 @@
 #    genie-judged; it is fine-tuned like every arm of BASE (scripts/ablate.sh, same recipe, same plain model), so
 #    OUT/report/{table,paired,fewclass}.md compare it with BASE's rows.
 # Environment: SEEDS ("1 2 3"), ARMS, OUT (build/label_noise/<split>), PER_CLASS (50), JUDGE_W, GENIE (./genie),
-# and the recipe's keys as scripts/ablate.sh (defaults the same).
+# and the recipe's keys as scripts/ablate.sh (defaults the same: scripts/recipe.sh).
 set -e
 cd "$(dirname "$0")/.."
 BASE=${1:?usage: scripts/label_noise.sh BASE [train.list]}
@@ -25,6 +25,7 @@ OUT=${OUT:-build/label_noise/$NAME}
 SEEDS=${SEEDS:-1 2 3}
 ARMS=${ARMS:-txt2img genie genie-ada}
 PER_CLASS=${PER_CLASS:-50}
+. scripts/recipe.sh   # MODEL GUIDANCE STEPS TOP_K GENIE_R ADA_RSET, as scripts/ablate.sh
 JUDGE_W=${JUDGE_W:-data/models/fmnist-judge.weights}
 G=${GENIE:-./genie}
 mkdir -p "$OUT"
@@ -49,10 +50,10 @@ for seed in $SEEDS; do
                                           mv "$d/$arm.judged.tmp" "$d/$arm.judged.csv"; }
     done
     if [ ! -f "$d/gen/genie-judged.index.csv" ]; then
-        $G plan "$BASE/s$seed/base.data" -mode genie -r "${GENIE_R:-0.9}" -per-class $((PER_CLASS * 8 / 5)) -top-k "${TOP_K:-9}" \
+        $G plan "$BASE/s$seed/base.data" -mode genie -r "$GENIE_R" -per-class $((PER_CLASS * 8 / 5)) -top-k "$TOP_K" \
             -seed "$seed" -confusion "$BASE/s$seed/train_confusion.csv" -dir "$d/gen/all" -o "$d/gen/all.csv"
-        $G generate "$d/gen/all.csv" -data "$BASE/s$seed/base.data" -model "${MODEL:-data/models/fmnist-ldm}" \
-            -guidance "${GUIDANCE:-3}" -steps "${STEPS:-25}" -batch 20 -index "$d/gen/all.index.csv" 2>&1 | grep -v '^\['
+        $G generate "$d/gen/all.csv" -data "$BASE/s$seed/base.data" -model "$MODEL" \
+            -guidance "$GUIDANCE" -steps "$STEPS" -batch 20 -index "$d/gen/all.index.csv" 2>&1 | grep -v '^\['
         judge "$d/gen/all.index.csv" > "$d/genie-all.judged.csv"
         awk -F, -v n="$PER_CLASS" 'FNR == NR { ok[$1] = $3 == $4; next } FNR == 1 || (ok[$1] && k[$3]++ < n)' \
             "$d/genie-all.judged.csv" "$d/gen/all.index.csv" > "$d/gen/genie-judged.tmp"

@@ -1,0 +1,10 @@
+# The GeNIe recipe's generation settings for the ablation scripts (sourced from the repository root): each comes
+# from cfg/fmnist-genie.cfg, the online module's cfg that make demo runs, unless the environment sets it, so the
+# offline arms, the online arms and the demo are written down once.
+recipe_key() { sed -n "s/^$1[[:space:]]*=[[:space:]]*//p" cfg/fmnist-genie.cfg; }
+MODEL=${MODEL:-$(recipe_key model)}
+GUIDANCE=${GUIDANCE:-$(recipe_key guidance)}
+STEPS=${STEPS:-$(recipe_key steps)}
+TOP_K=${TOP_K:-$(recipe_key top_k)}
+GENIE_R=${GENIE_R:-$(recipe_key r)}
+ADA_RSET=${ADA_RSET:-$(recipe_key r_set)}
