@@ -30,7 +30,7 @@ ifeq ($(DEBUG),1)
 OPT      := -O0 -g
 endif
 CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -pthread -g $(OPT) \
-            -I. -Icommon -Isrc -Iaugment -I$(DARKNET)/include
+            -I. -I$(DARKNET)/include
 
 # no contracted multiply-adds, whatever -march says: the CPU ops are the reference that the CUDA twins (-fmad=false
 # or round-to-nearest intrinsics where bit equality is claimed) and the PyTorch fixtures are compared with
@@ -53,45 +53,47 @@ endif
 # around a division become blends. Both keep each element's arithmetic as written: results are unchanged.
 VECTOR_CFLAGS := -O3 -fno-trapping-math
 
-COMMON_SRC  := $(wildcard common/*.c)
-TRAIN_SRC   := $(filter-out src/main.c,$(wildcard src/*.c))
-AUG_SRC     := $(wildcard augment/*.c)
-CUDA_SRC    := $(wildcard augment/*.cu)
+# Folders are layers (ARCHITECTURE.md); every include names its folder from the root (-I. only), which
+# scripts/check_layers.sh holds to the layer order.
+MAIN_SRC    := src/cmd/main.c
+LIB_SRC     := $(filter-out $(MAIN_SRC),$(sort $(shell find common augment src -name '*.c')))
+CUDA_SRC    := $(sort $(shell find augment -name '*.cu'))
+HEADERS     := $(shell find common augment src -name '*.h')
 ifeq ($(GPU),1)
 BUILD       := build-gpu
 BIN         := build-gpu/genie
 CFLAGS      += -DGENIE_CUDA -I$(CUDA)/include
 LDLIBS      += -L$(CUDA)/lib64 -Wl,-rpath,$(CUDA)/lib64 -lcublas -lcurand -lcudart -lstdc++
-NVFLAGS     := -O2 -std=c++17 -Icommon -Iaugment -DGENIE_CUDA \
+NVFLAGS     := -O2 -std=c++17 -I. -DGENIE_CUDA \
                -gencode arch=compute_75,code=sm_75 -gencode arch=compute_80,code=sm_80 \
                -gencode arch=compute_86,code=sm_86 -gencode arch=compute_89,code=sm_89 \
                -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 # the device noise must be philox_fill_normal's: no FMA contraction, so Box-Muller's arguments round as on the host
-$(BUILD)/augment/rng_cuda.cu.o: NVFLAGS += -fmad=false
+$(BUILD)/augment/engine/backend/rng_cuda.cu.o: NVFLAGS += -fmad=false
 endif
 
-LIB_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(TRAIN_SRC:%.c=$(BUILD)/%.o) $(AUG_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 FUZZERS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/fuzz_*.c))
 
 .PHONY: all deps test run-tests asan tsan demo bench bench-engine bench-genie bench-gpu ablate fixtures fuzz clean data
 all: $(BIN)
 
-$(BIN): $(BUILD)/src/main.o $(LIB_OBJ)
+$(BIN): $(MAIN_SRC:%.c=$(BUILD)/%.o) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/%.o: %.c $(wildcard common/*.h src/*.h augment/*.h)
+$(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.cu.o: %.cu $(wildcard common/*.h augment/*.h)
+$(BUILD)/%.cu.o: %.cu $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
 
 # Tests run from the repository root; each prints its own closing line, tests/run.sh adds them up.
 deps:
@@ -103,7 +105,7 @@ test: deps
 # Tests read real Fashion-MNIST (data/fmnist, prepared from Debian's dataset-fashion-mnist).
 run-tests: $(BIN) $(TESTS) data/fmnist/train.list
 	@mkdir -p build
-	@GENIE=./$(BIN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp sh tests/run.sh $(TESTS)
+	@GENIE=./$(BIN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp sh tests/run.sh scripts/check_layers.sh $(TESTS)
 
 asan:
 	$(MAKE) SAN=1 test
@@ -151,4 +153,4 @@ fixtures:
 clean:
 	rm -rf build build-asan build-tsan build-gpu genie
 
-$(BUILD)/src/transform.o: CFLAGS += $(VECTOR_CFLAGS)
+$(BUILD)/src/net/transform.o: CFLAGS += $(VECTOR_CFLAGS)

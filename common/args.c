@@ -1,5 +1,5 @@
-#include "args.h"
-#include "err.h"
+#include "common/args.h"
+#include "common/err.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,10 +1,10 @@
-#include "font.h"
+#include "common/font.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "err.h"
-#include "imgio.h"
+#include "common/err.h"
+#include "common/imgio.h"
 
 #define FIRST 32
 #define LAST 126

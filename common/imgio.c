@@ -1,6 +1,6 @@
-#include "imgio.h"
-#include "err.h"
-#include "util.h"
+#include "common/imgio.h"
+#include "common/err.h"
+#include "common/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

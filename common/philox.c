@@ -1,4 +1,4 @@
-#include "philox.h"
+#include "common/philox.h"
 
 void philox_init(philox_t *g, uint64_t seed, uint64_t stream)
 {

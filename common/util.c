@@ -1,5 +1,5 @@
-#include "util.h"
-#include "err.h"
+#include "common/util.h"
+#include "common/err.h"
 
 #include <ctype.h>
 #include <dirent.h>

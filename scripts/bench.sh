@@ -3,7 +3,7 @@
 # repository root after `make`.
 #
 #   (a) stock darknet: Debian's /usr/bin/darknet classifier train (its 32-thread load_data included)
-#   (b) ./genie classifier train: libdarknet with src/blas.c's replacements and genie's loader
+#   (b) ./genie classifier train: libdarknet with src/net/blas.c's replacements and genie's loader
 #   (c) PyTorch CPU, the same network on random inputs (scripts/bench_torch.py; the training step only)
 #   (d) loaders alone: ./genie bench-loader, darknet's load_data against genie's loader (same list,
 #       augmentation and thread count)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent Python model of the CLIP tokenizer that augment/tokenizer.c implements, used to produce the expected
+"""Independent Python model of the CLIP tokenizer that augment/engine/tokenizer.c implements, used to produce the expected
 ids hard-coded in tests/test_tokenizer.c. It follows OpenAI CLIP's simple_tokenizer (the `regex` module's pattern,
 bytes_to_unicode, BPE by rank) with a subset of ftfy.fix_text (ftfy is not packaged in Debian) that covers the
 fixture prompts; the C tokenizer's fuller ftfy model (NFC, HTML5 entities, mojibake) is tested in test_tokenizer.c.
@@ -8,7 +8,7 @@ fixture prompts; the C tokenizer's fuller ftfy model (NFC, HTML5 entities, mojib
 
 prints, for each input line (a JSON string literal, so any text can be given), the full length (tokens + 2) and
 the max_len ids (BOS ... EOS pad ...). Special tokens come from tokenizer_config.json and
-special_tokens_map.json as in augment/tokenizer.c.
+special_tokens_map.json as in augment/engine/tokenizer.c.
 """
 import json
 import os

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the Unicode tables augment/tokenizer.c embeds (between its "generated" markers):
+"""Prints the Unicode tables augment/engine/tokenizer.c embeds (between its "generated" markers):
 
 - letters: the ranges of \\p{L} and numbers: the ranges of \\p{N}, as the `regex` module (which CLIP's pre-split
   pattern uses) defines them;

@@ -1,6 +1,6 @@
 /* `build/tests/fuzz_safetensors N [seed]`: N mutated safetensors buffers through the parser (see
  * fuzz_safetensors.h); exits non-zero if an accepted file breaks an invariant. Crashes are the other failure. */
-#include "fuzz_safetensors.h"
+#include "tests/fuzz_safetensors.h"
 
 int main(int argc, char **argv)
 {

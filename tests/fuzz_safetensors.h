@@ -7,9 +7,9 @@
  * when accepted, checks the invariants a caller relies on and reads every tensor. */
 #ifndef GENIE_FUZZ_SAFETENSORS_H
 #define GENIE_FUZZ_SAFETENSORS_H
-#include "err.h"
-#include "philox.h"
-#include "safetensors.h"
+#include "common/err.h"
+#include "common/philox.h"
+#include "augment/engine/safetensors.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

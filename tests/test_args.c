@@ -1,7 +1,7 @@
 /* The one argument parser: options by table, positionals in order, and every kind of bad command line. */
-#include "args.h"
-#include "check.h"
-#include "err.h"
+#include "common/args.h"
+#include "tests/check.h"
+#include "common/err.h"
 
 #include <string.h>
 

@@ -1,10 +1,10 @@
 /* f_theta's live snapshot: a backbone made from the cfg alone and given the trainer's parameters embeds exactly as
  * one loaded from the same weights, the trainer's network is left as it was, and a network of another shape is
  * refused. */
-#include "backbone.h"
-#include "check.h"
-#include "err.h"
-#include "netio.h"
+#include "augment/genie/backbone.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "src/net/netio.h"
 
 #include <stdlib.h>
 #include <string.h>

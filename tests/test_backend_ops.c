@@ -56,21 +56,21 @@
  * Without a CUDA device (or in a build without GPU=1) each group prints one "skipped: no CUDA device" line and
  * counts as skipped, not passed. GENIE_BACKEND_OPS_SELFTEST=1 runs the comparison groups with a second CPU backend
  * in the device's place (bitwise equal by design), which checks this program itself on a machine without a GPU. */
-#include "backend.h"
-#include "check.h"
-#include "engine.h"
-#include "err.h"
-#include "ops.h"
-#include "philox.h"
-#include "scheduler.h"
+#include "augment/engine/backend/backend.h"
+#include "tests/check.h"
+#include "augment/engine/engine.h"
+#include "common/err.h"
+#include "augment/engine/backend/ops.h"
+#include "common/philox.h"
+#include "augment/engine/scheduler.h"
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef GENIE_CUDA
-#include "ops_cuda.h"
-#include "rng_cuda.h"
+#include "augment/engine/backend/ops_cuda.h"
+#include "augment/engine/backend/rng_cuda.h"
 #include <cuda_runtime_api.h>
 #endif
 

@@ -1,4 +1,4 @@
-/* src/blas.c against libdarknet's own code.
+/* src/net/blas.c against libdarknet's own code.
  *
  * Our definitions preempt the library's for every call the library makes, but dlsym on the library's own handle
  * still finds the library's definitions (checked below: its gemm_cpu is not ours), so each replacement is run
@@ -6,9 +6,9 @@
  * our convolutional layer and once with the library's (both on top of the primitives checked first).
  * (A fully separate stock copy via dlmopen is not possible: OpenCV's GLib constructors crash in a second
  * namespace.) */
-#include "blas.h"
-#include "check.h"
-#include "philox.h"
+#include "src/net/blas.h"
+#include "tests/check.h"
+#include "common/philox.h"
 
 #include <dlfcn.h>
 #include <pthread.h>

@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include "check.h"
-#include "classifier.h"
-#include "engine.h"
-#include "err.h"
-#include "imgio.h"
+#include "tests/check.h"
+#include "src/train/classifier.h"
+#include "augment/engine/engine.h"
+#include "common/err.h"
+#include "common/imgio.h"
 
 #define MODEL "data/models/fmnist-ldm"
 #define DIR "build/tests/bundled_model"

@@ -3,10 +3,10 @@
  * and shortcut indexes, groups); the shipped cfgs pass; the values that crashed libdarknet's parser stop the real
  * binary with status 1 and a message. Also the .weights header: an absurd `seen`, a negative old-style one, a
  * version out of range. */
-#include "cfgcheck.h"
-#include "check.h"
-#include "err.h"
-#include "netio.h"
+#include "src/net/cfgcheck.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "src/net/netio.h"
 
 #include <fcntl.h>
 #include <stdint.h>

@@ -1,7 +1,7 @@
 /* Confusion statistics: counts, the per-sample decay of the live matrix against a direct computation (through
  * the lazy rescaling), skipped rows, and consistent snapshots taken while another thread updates. */
-#include "check.h"
-#include "confusion.h"
+#include "tests/check.h"
+#include "src/train/confusion.h"
 
 #include <math.h>
 #include <pthread.h>

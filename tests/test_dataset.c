@@ -1,7 +1,7 @@
 /* Label matching on file-name tokens, .data parsing, and the start-up check of a whole list. */
-#include "check.h"
-#include "dataset.h"
-#include "err.h"
+#include "tests/check.h"
+#include "src/train/dataset.h"
+#include "common/err.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -5,12 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "check.h"
-#include "cli.h"
-#include "engine.h"
-#include "err.h"
-#include "imgio.h"
-#include "safetensors.h"
+#include "tests/check.h"
+#include "src/cmd/cli.h"
+#include "augment/engine/engine.h"
+#include "common/err.h"
+#include "common/imgio.h"
+#include "augment/engine/safetensors.h"
 
 #define FIX "tests/fixtures/"
 #define MAXB 4

@@ -6,13 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include "ada.h"
-#include "check.h"
-#include "err.h"
-#include "genie.h"
-#include "imgio.h"
-#include "plan.h"
-#include "planner.h"
+#include "augment/genie/ada.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "augment/genie/genie.h"
+#include "common/imgio.h"
+#include "src/cmd/plan.h"
+#include "augment/genie/planner.h"
 
 #define DIR "build/tests/genie"
 #define SRC "data/fmnist/images/test/00010_coat.jpg"

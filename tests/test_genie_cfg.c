@@ -1,8 +1,8 @@
 /* genie.cfg: defaults, every key read, and each kind of bad file stopped with its file, line and key. */
-#include "check.h"
-#include "err.h"
-#include "genie_cfg.h"
-#include "sdconfig.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "augment/genie/genie_cfg.h"
+#include "augment/engine/sdconfig.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* Image decoding against Pillow-made fixtures (tests/fixtures/images, scripts/make_image_fixtures.py), DCT
  * scaling, PNG/JPEG writing, and every kind of bad file. */
-#include "check.h"
-#include "err.h"
-#include "imgio.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "common/imgio.h"
 
 #include <glob.h>
 #include <math.h>

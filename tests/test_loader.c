@@ -1,8 +1,8 @@
 /* The loader pool: determinism across thread counts, epoch shuffling, bad images, soft labels, sampling modes,
  * and the augmentation geometry. */
-#include "check.h"
-#include "err.h"
-#include "loader.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "src/train/loader.h"
 
 #include <darknet.h>
 /* Exported by libdarknet but not declared in darknet.h. */

@@ -5,12 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "check.h"
-#include "engine.h"
-#include "err.h"
-#include "model_load.h"
-#include "safetensors.h"
-#include "weights.h"
+#include "tests/check.h"
+#include "augment/engine/engine.h"
+#include "common/err.h"
+#include "augment/engine/model_load.h"
+#include "augment/engine/safetensors.h"
+#include "augment/engine/weights.h"
 
 static char tmpdir[256];
 

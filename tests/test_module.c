@@ -2,15 +2,15 @@
  * from sources the planted confusion points at, serves samples to takers, stops promptly in the middle of
  * generating, writes a cache a second start reuses (a damaged line skipped), and GeNIe-Ada picks its r
  * from the r set on a live snapshot of a trainer's network. */
-#include "check.h"
-#include "dataset.h"
-#include "err.h"
-#include "font.h"
-#include "genie_cfg.h"
-#include "loader.h"
-#include "module.h"
-#include "netio.h"
-#include "util.h"
+#include "tests/check.h"
+#include "src/train/dataset.h"
+#include "common/err.h"
+#include "common/font.h"
+#include "augment/genie/genie_cfg.h"
+#include "src/train/loader.h"
+#include "augment/genie/module.h"
+#include "src/net/netio.h"
+#include "common/util.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -2,15 +2,15 @@
  * sd-tiny-a has F32 weights and 1x1-conv proj_in/out, sd-tiny-b F16 weights, Linear projections, per-block head
  * counts and the deprecated VAE attention names. Also the single-file checkpoint of sd-tiny-b through the LDM
  * name map, and bad inputs: a missing tensor, a mis-shaped tensor, a batch beyond the arena, a NaN input. */
-#include "check.h"
-#include "clip.h"
-#include "err.h"
-#include "model_load.h"
-#include "ops.h"
-#include "safetensors.h"
-#include "unet.h"
-#include "vae.h"
-#include "weights.h"
+#include "tests/check.h"
+#include "augment/engine/clip.h"
+#include "common/err.h"
+#include "augment/engine/model_load.h"
+#include "augment/engine/backend/ops.h"
+#include "augment/engine/safetensors.h"
+#include "augment/engine/unet.h"
+#include "augment/engine/vae.h"
+#include "augment/engine/weights.h"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

@@ -1,10 +1,10 @@
 /* Every CPU op against a naive loop on random data (odd sizes, strides, pads, causal masks, tiles that split),
  * and the same op on 1 and 2 threads giving bitwise identical results. */
-#include "check.h"
-#include "err.h"
-#include "nn.h"
-#include "ops.h"
-#include "philox.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "augment/engine/nn.h"
+#include "augment/engine/backend/ops.h"
+#include "common/philox.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

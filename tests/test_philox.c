@@ -1,6 +1,6 @@
 /* Philox4x32-10 against the Random123 known-answer vectors, and the properties genie relies on. */
-#include "check.h"
-#include "philox.h"
+#include "tests/check.h"
+#include "common/philox.h"
 #include <stdlib.h>
 
 int main(void)

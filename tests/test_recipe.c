@@ -1,10 +1,10 @@
 /* The training recipe for generated samples (.data keys generated=, tail_share=, gen_soft=, roundtrip=,
  * roundtrip_p=, pair_source=): indexes of `genie generate` join the data set, tail rows, soft labels, round-trip
  * swaps, sources beside their samples. */
-#include "check.h"
-#include "dataset.h"
-#include "err.h"
-#include "loader.h"
+#include "tests/check.h"
+#include "src/train/dataset.h"
+#include "common/err.h"
+#include "src/train/loader.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,9 +1,9 @@
 /* The generated-sample ring: order of takes, reuse, eviction, shortfall, and stress with one producer and many
  * consumers (every image intact, no sample served more than `reuse` times, counts that add up) in the default and
  * the sync mode. Run it under `make tsan` too. */
-#include "check.h"
-#include "err.h"
-#include "ring.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "augment/genie/ring.h"
 
 #include <pthread.h>
 #include <stdlib.h>

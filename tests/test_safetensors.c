@@ -1,9 +1,9 @@
 /* safetensors: F32 write/read round trip, F16/BF16/F64/FP8 conversion against known bit patterns, every
  * malformed-header case rejected with a message naming the file and the problem, and a short fuzz run. */
-#include "check.h"
-#include "err.h"
-#include "fuzz_safetensors.h"
-#include "safetensors.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "tests/fuzz_safetensors.h"
+#include "augment/engine/safetensors.h"
 #include <glob.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -4,11 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "check.h"
-#include "err.h"
-#include "model_load.h"
-#include "safetensors.h"
-#include "scheduler.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "augment/engine/model_load.h"
+#include "augment/engine/safetensors.h"
+#include "augment/engine/scheduler.h"
 
 static const float X[8] = {0.5f, -1.25f, 2.0f, 0.0f, -0.3f, 1.7f, -2.2f, 0.9f};
 static const float E[8] = {0.1f, 0.4f, -0.8f, 1.2f, -0.5f, 0.05f, 0.6f, -1.1f};

@@ -2,13 +2,13 @@
  * size: every tensor the configs ask for has the expected shape (parameter totals are the published ones:
  * UNet 859,520,964, VAE 83,653,863, CLIP text model 123,060,480) and the outputs have the expected sizes and
  * are finite. */
-#include "check.h"
-#include "clip.h"
-#include "err.h"
-#include "ops.h"
-#include "unet.h"
-#include "vae.h"
-#include "weights.h"
+#include "tests/check.h"
+#include "augment/engine/clip.h"
+#include "common/err.h"
+#include "augment/engine/backend/ops.h"
+#include "augment/engine/unet.h"
+#include "augment/engine/vae.h"
+#include "augment/engine/weights.h"
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>

@@ -3,10 +3,10 @@
  * `regex` module's pattern (`python3 scripts/clip_bpe_reference.py data/clip-tokenizer [MAX_LEN] < prompts`,
  * prompts given as JSON strings); the token ids of the PyTorch fixtures; a tiny hand-made vocabulary,
  * truncation, padding, and bad inputs. */
-#include "check.h"
-#include "err.h"
-#include "safetensors.h"
-#include "tokenizer.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "augment/engine/safetensors.h"
+#include "augment/engine/tokenizer.h"
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>

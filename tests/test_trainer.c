@@ -1,7 +1,7 @@
 /* End to end through the real binary on real Fashion-MNIST: a short run reaches a stated accuracy, a seed
  * reproduces a run, resuming continues `seen`, valid reports Many/Medium/Few on Fashion-MNIST-LT, and bad
  * inputs stop with a message naming the file. */
-#include "check.h"
+#include "tests/check.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,9 +1,9 @@
 /* weights: one namespace over several files, shape checks (trailing singleton dims), F16 conversion done once,
  * the old VAE attention names, name maps, messages naming file/tensor/shapes, and synthetic weights. */
-#include "check.h"
-#include "err.h"
-#include "safetensors.h"
-#include "weights.h"
+#include "tests/check.h"
+#include "common/err.h"
+#include "augment/engine/safetensors.h"
+#include "augment/engine/weights.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,0 +1,52 @@
+/* DDIM (eta 0) and DPM-Solver++ 2M with diffusers 0.19 semantics: the same float32 tables (betas by a float32
+ * linspace, alphas_cumprod), the same timestep selection per class and spacing, the same step arithmetic in
+ * float32.
+ *
+ * The scheduler itself is read-only after scheduler_set_timesteps; what changes during sampling lives in a
+ * sched_state per item, so items of one batch may be at different steps (img2img items with different strengths
+ * join the schedule at their own start index). */
+#ifndef GENIE_SCHEDULER_H
+#define GENIE_SCHEDULER_H
+#include <stddef.h>
+#include "augment/engine/backend/ops.h"
+#include "augment/engine/sdconfig.h"
+
+typedef struct scheduler scheduler;
+
+/* NULL + err_msg() on a config the chosen scheduler cannot run (e.g. DPM solver_order 3, karras sigmas). */
+scheduler *scheduler_create(enum sd_sched_kind kind, const sched_config *cfg);
+void scheduler_free(scheduler *s);
+
+/* Chooses the n inference timesteps (descending). -1 + err_msg() if n is out of range. */
+int scheduler_set_timesteps(scheduler *s, int n);
+int scheduler_num_steps(const scheduler *s);
+int scheduler_timestep(const scheduler *s, int i);          /* i-th timestep, 0 <= i < num_steps */
+const float *scheduler_alphas_cumprod(const scheduler *s);  /* [num_train_timesteps], float32 as torch has it */
+int scheduler_num_train_timesteps(const scheduler *s);
+float scheduler_init_noise_sigma(const scheduler *s);      /* 1 for both */
+enum sd_sched_kind scheduler_kind(const scheduler *s);
+
+/* Per-item sampling state. DPM-Solver++ keeps the previous data prediction: prev must hold n floats (sized by
+ * the caller, so stepping never allocates); DDIM does not use it (prev may be NULL). */
+typedef struct {
+    float *prev;
+    size_t n;
+    int lower_order_nums;   /* steps taken so far, capped at the solver order */
+    int last_index;         /* index of the last step taken, -1 before the first */
+} sched_state;
+
+void sched_state_init(sched_state *st, float *prev, size_t n);
+
+/* One step at timestep index i for one item: sample[n] <- previous sample, given the (guided) noise prediction
+ * eps[n]. Items must step through consecutive indices (first step anywhere). -1 + err_msg() on misuse. */
+int scheduler_step(const scheduler *s, sched_state *st, int i, const float *eps, float *sample, size_t n);
+
+/* The host half of scheduler_step: checks the index, advances st and fills c for a backend's sched_step op,
+ * which does the per-element half on st->prev (a backend buffer then). -1 + err_msg() on misuse. */
+int scheduler_prepare(const scheduler *s, sched_state *st, int i, ops_step *c);
+
+/* diffusers' add_noise as two scales, x_t = sa * x0 + sb * noise with sa = sqrt(acp[t]) and sb = sqrt(1 - acp[t]),
+ * for a backend's lincomb op */
+void scheduler_noise_scales(const scheduler *s, int t, float *sa, float *sb);
+
+#endif

@@ -1,0 +1,853 @@
+#include "augment/genie/module.h"
+#include "augment/genie/backbone.h"
+#include "augment/engine/backend/backend.h"
+#include "common/err.h"
+#include "common/font.h"
+#include "augment/genie/genie.h"
+#include "common/philox.h"
+#include "augment/genie/planner.h"
+#include "common/resample.h"
+#include "augment/genie/ring.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* at most this many real images of a target make its class mean Z_T (spread over the class's list) */
+#define MEAN_IMAGES 64
+#define GRID_ROWS 8
+
+struct module {
+    module_opts o;
+    genie_cfg cfg;
+    genie *g;
+    ring *ring;
+    int W, H, classes;
+    size_t nrgb;                    /* bytes of one sample: W x H x 3 */
+    unsigned char *eligible;
+    int *made;                      /* per class: kept (and planned) samples, against the quota */
+    int **members, *count;          /* real training images of each class */
+    img_u8 **mean_imgs;             /* GeNIe-Ada: decoded images for the class means */
+    int *mean_counts;
+    double *conf;
+    /* snapshot staging: the trainer copies in, the module picks up */
+    struct network *stage;
+    pthread_mutex_t stage_mu;
+    unsigned stage_version, used_version;
+    int stage_iter, snap_pending;
+    int have_snapshot;              /* atomic */
+    int iter;                       /* atomic: the trainer's latest iteration */
+    /* kept samples (u8 RGB, W x H), for the replay once the quotas are met */
+    unsigned char **kept;
+    ring_meta *kept_meta;           /* each one's target, source class and source index (-1: none or unknown) */
+    int n_kept, cap_kept, replay;
+    FILE *cache_index;
+    /* the inspection grid: the last GRID_ROWS kept pairs (source | generated), written every GRID_ROWS kept */
+    unsigned char *grid;            /* GRID_ROWS x 2 images of W x H x 3 */
+    int grid_target[GRID_ROWS], grid_source[GRID_ROWS], grid_n, grid_next;
+    float grid_r[GRID_ROWS], *grid_tmp;
+    font *font;                     /* darknet's alphabet for the grid's labels (NULL: labels in the CSV only) */
+    unsigned settings;              /* hash of what makes a cached sample reusable */
+    /* sync=1: snapshots kept by iteration (f_theta's parameters and the confusion), the module's position */
+    struct network **hist_net;
+    double **hist_conf;
+    int *hist_iter, n_hist, need_iter, last_pub, used_iter;
+    pthread_cond_t hist_cv;
+    uint64_t scan_k, scan_j;       /* the next row to look at, and the generated rows counted before it */
+    int stop;                       /* atomic */
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;             /* stats */
+    module_stats st;
+};
+
+static int stopped(const module *m) { return __atomic_load_n(&m->stop, __ATOMIC_ACQUIRE); }
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {0, ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The first iteration whose confusion statistics the planner trusts: warmup iterations into this run (the live
+ * statistics start empty, resumed or not). */
+static int trust_iter(const module *m) { return m->o.start_iter + m->cfg.warmup; }
+
+/* FNV-1a over the settings that change what a sample looks like */
+static unsigned settings_hash(const genie_cfg *c)
+{
+    char buf[4096];
+    int n = snprintf(buf, sizeof buf, "%s|%d|%.6g|%d|%.6g|%d|%s|%d|%s", c->model, c->mode, c->r, c->steps,
+                     c->guidance, c->scheduler, c->prompt, c->sources, c->names);
+    for (int i = 0; c->mode == GENIE_MODE_ADA && i < c->n_r && n < (int)sizeof buf - 16; i++)
+        n += snprintf(buf + n, sizeof buf - n, "|%.6g", c->r_set[i]);
+    return util_files_stamp(util_fnv(UTIL_FNV_INIT, buf), c->model);
+}
+
+static int keep_sample(module *m, const unsigned char *rgb, int target, int source, int sidx)
+{
+    if (m->n_kept == m->cap_kept) {
+        int cap = m->cap_kept ? 2 * m->cap_kept : 64;
+        unsigned char **k = realloc(m->kept, cap * sizeof *k);
+        if (k) m->kept = k;
+        ring_meta *km = k ? realloc(m->kept_meta, cap * sizeof *km) : NULL;
+        if (!km) return err_set("genie module: out of memory for kept samples");
+        m->kept_meta = km;
+        m->cap_kept = cap;
+    }
+    if (!(m->kept[m->n_kept] = malloc(m->nrgb))) return err_set("genie module: out of memory for kept samples");
+    memcpy(m->kept[m->n_kept], rgb, m->nrgb);
+    m->kept_meta[m->n_kept] = (ring_meta){.target = target, .source_class = source, .source_index = sidx};
+    m->n_kept++;
+    return 0;
+}
+
+/* Kept sample i's labels for the ring again: a replay (r 0), planned at snapshot_iter. */
+static ring_meta kept_meta(const module *m, int i, int snapshot_iter)
+{
+    const ring_meta *k = &m->kept_meta[i];
+    return (ring_meta){.target = k->target, .source_class = k->source_class, .source_index = k->source_index,
+                       .snapshot_iter = snapshot_iter};
+}
+
+/* Cache: PNGs plus index.csv lines "file,target,source_class,r,settings". A line is appended after its image is
+ * in place, so a run killed at any moment leaves at most an image no line names. */
+static int cache_load(module *m)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/index.csv", m->cfg.cache);
+    FILE *f = fopen(path, "r");
+    if (!f) return errno == ENOENT ? 0 : err_set("%s: %s", path, strerror(errno));
+    char line[2048];
+    int lineno = 0;
+    img_u8 im = {0};
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char file[1024], target[256], source[256];
+        double r;
+        unsigned settings;
+        if (sscanf(line, "%1023[^,],%255[^,],%255[^,],%lf,%x", file, target, source, &r, &settings) != 5) {
+            fprintf(stderr, "genie module: %s:%d: damaged entry, skipped\n", path, lineno);
+            continue;
+        }
+        if (settings != m->settings) continue; /* made by another model or settings */
+        int t = -1, s = -1;
+        for (int c = 0; c < m->classes; c++) {
+            if (!strcmp(m->o.labels[c], target)) t = c;
+            if (!strcmp(m->o.labels[c], source)) s = c;
+        }
+        char img[2100];
+        snprintf(img, sizeof img, "%s/%s", m->cfg.cache, file);
+        if (t < 0) {
+            fprintf(stderr, "genie module: %s:%d: target '%s' is not a label, skipped\n", path, lineno, target);
+        } else if (imgio_load(img, 0, 0, &im) || im.w != m->W || im.h != m->H) {
+            fprintf(stderr, "genie module: %s:%d: %s, skipped\n", path, lineno,
+                    im.w != m->W || im.h != m->H ? "not the model's image size" : err_msg());
+        } else if (m->made[t] < m->cfg.quota) {
+            if (keep_sample(m, im.rgb, t, s, -1)) break;   /* the cache does not name source images */
+            m->made[t]++;
+            m->st.cached++;
+        }
+    }
+    imgio_free(&im);
+    fclose(f);
+    return 0;
+}
+
+static void cache_write(module *m, const unsigned char *rgb, int target, int source, double r, uint64_t n)
+{
+    char file[256], path[1300];
+    snprintf(file, sizeof file, "%08llx_%u_%s.png", (unsigned long long)n, m->settings, m->o.labels[target]);
+    snprintf(path, sizeof path, "%s/%s", m->cfg.cache, file);
+    if (imgio_write(path, rgb, m->W, m->H, 0)) {
+        fprintf(stderr, "genie module: cache: %s\n", err_msg());
+        return;
+    }
+    fprintf(m->cache_index, "%s,%s,%s,%.4g,%x\n", file, m->o.labels[target], source >= 0 ? m->o.labels[source] : "-",
+            r, m->settings);
+    fflush(m->cache_index);
+}
+
+/* The grid PNG (rows of source | generated) and its CSV of labels, rewritten whole (atomically) after every
+ * GRID_ROWS kept samples, so it always shows recent ones. */
+static void grid_add(module *m, const img_u8 *src, const unsigned char *gen, int target, int source, double r)
+{
+    if (!m->o.grid_path || !m->grid) return;
+    int row = m->grid_next++ % GRID_ROWS;
+    unsigned char *s = m->grid + (size_t)row * 2 * m->nrgb, *g = s + m->nrgb;
+    if (src && resample_to_planar(src, m->W, m->H, m->grid_tmp) == 0) imgio_from_planar(m->grid_tmp, m->W, m->H, s);
+    else memset(s, 0, m->nrgb); /* txt2img: no source */
+    memcpy(g, gen, m->nrgb);
+    m->grid_target[row] = target, m->grid_source[row] = source, m->grid_r[row] = (float)r;
+    if (m->grid_n < GRID_ROWS) m->grid_n++;
+    if (m->grid_next % GRID_ROWS) return;
+    /* source | generated | "S -> T  r 0.80" on white, 2-pixel gaps, rows 2 pixels apart */
+    char text[GRID_ROWS][200];
+    int tw = 0;
+    for (int r0 = 0; r0 < m->grid_n; r0++) {
+        snprintf(text[r0], sizeof text[r0], "%s -> %s  r %.2f",
+                 m->grid_source[r0] >= 0 ? m->o.labels[m->grid_source[r0]] : "(text)", m->o.labels[m->grid_target[r0]],
+                 m->grid_r[r0]);
+        if (m->font && font_width(m->font, text[r0]) > tw) tw = font_width(m->font, text[r0]);
+    }
+    int gw = 2 * m->W + 2 + (tw ? tw + 6 : 0), gh = GRID_ROWS * (m->H + 2) - 2;
+    unsigned char *img = malloc((size_t)gw * gh * 3);
+    if (!img) return;
+    memset(img, 255, (size_t)gw * gh * 3);
+    for (int r0 = 0; r0 < m->grid_n; r0++) {
+        for (int c = 0; c < 2; c++)
+            for (int y = 0; y < m->H; y++)
+                memcpy(img + (((size_t)r0 * (m->H + 2) + y) * gw + (size_t)c * (m->W + 2)) * 3,
+                       m->grid + ((size_t)r0 * 2 + c) * m->nrgb + (size_t)y * m->W * 3, (size_t)m->W * 3);
+        if (tw) font_draw(m->font, img, gw, gh, 2 * m->W + 6, r0 * (m->H + 2) + (m->H - font_height(m->font)) / 2, text[r0]);
+    }
+    if (imgio_write(m->o.grid_path, img, gw, gh, 0)) fprintf(stderr, "genie module: %s\n", err_msg());
+    free(img);
+    char csv[1100], tmp[1200];
+    snprintf(csv, sizeof csv, "%s.csv", m->o.grid_path);
+    FILE *f = util_open_tmp(csv, tmp, sizeof tmp);
+    if (!f) return;
+    fprintf(f, "row,source,target,r,pair\n");
+    for (int r0 = 0; r0 < m->grid_n; r0++) {
+        const char *sl = m->grid_source[r0] >= 0 ? m->o.labels[m->grid_source[r0]] : "-";
+        fprintf(f, "%d,%s,%s,%.2f,%s -> %s\n", r0, sl, m->o.labels[m->grid_target[r0]], m->grid_r[r0], sl,
+                m->o.labels[m->grid_target[r0]]);
+    }
+    if (util_commit(f, tmp, csv)) fprintf(stderr, "genie module: %s\n", err_msg());
+}
+
+/* GeNIe-Ada: a new snapshot into f_theta, then the class means from it. */
+static int pick_up_snapshot(module *m)
+{
+    if (m->cfg.mode != GENIE_MODE_ADA) return 0;
+    int fresh = 0, rc = 0;
+    pthread_mutex_lock(&m->stage_mu);
+    if (m->stage_version != m->used_version) {
+        rc = genie_copy_backbone(m->g, m->stage);
+        m->used_version = m->stage_version;
+        pthread_mutex_lock(&m->mu);
+        m->st.snapshot_iter = m->stage_iter;
+        m->st.snapshots++;
+        pthread_mutex_unlock(&m->mu);
+        fresh = 1;
+    }
+    pthread_mutex_unlock(&m->stage_mu);
+    if (rc == 0 && fresh) rc = genie_set_class_means(m->g, m->mean_imgs, m->mean_counts);
+    return rc;
+}
+
+static int quota_left(const module *m)
+{
+    for (int c = 0; c < m->classes; c++)
+        if (m->eligible[c] && m->made[c] < m->cfg.quota) return 1;
+    return 0;
+}
+
+/* The quotas are met: the ring is refilled from the kept samples, oldest first, as it empties. */
+static void replay(module *m)
+{
+    ring_stats rs;
+    ring_get_stats(m->ring, &rs);
+    if (!m->n_kept || rs.ready >= m->cfg.ring) {
+        sleep_ms(5);
+        return;
+    }
+    int i = m->replay++ % m->n_kept;
+    ring_meta meta = kept_meta(m, i, -1);
+    ring_put(m->ring, m->kept[i], &meta);
+    pthread_mutex_lock(&m->mu);
+    m->st.replayed++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* One request from draw g: the target (by error and quota left), the source class and image, r, the seed. 1 when
+ * planned, 0 when every target has its quota, -1 when this draw has no usable source (drawn again with the next). */
+static int plan_request(module *m, philox_t *g, genie_request *r, img_u8 *src, int *src_cls, int *src_idx)
+{
+    const genie_cfg *c = &m->cfg;
+    int t = planner_target(m->conf, m->classes, m->eligible, m->made, c->quota, philox_uniform(g));
+    if (t < 0) return 0;
+    memset(r, 0, sizeof *r);
+    r->target = t;
+    r->r = c->mode == GENIE_MODE_ADA ? GENIE_R_ADA : c->mode == GENIE_MODE_TXT2IMG ? 1.0 : c->r;
+    *src_cls = *src_idx = -1;
+    if (c->mode != GENIE_MODE_TXT2IMG) {
+        int cand[64], n = 0;
+        if (c->sources == GENIE_SOURCES_SAME)
+            cand[n++] = t;
+        else if (c->sources == GENIE_SOURCES_CONFUSED)
+            n = planner_confused(m->conf, m->classes, t, c->top_k, cand);
+        else
+            for (int k = 0; k < m->classes && n < 64; k++)
+                if (k != t) cand[n++] = k;
+        int s = n ? cand[philox_int(g, n)] : -1;
+        if (s < 0 || !m->count[s]) return -1;
+        int idx = m->members[s][philox_int(g, m->count[s])];
+        if (imgio_load(m->o.paths[idx], 0, 0, src)) {
+            fprintf(stderr, "genie module: source %s\n", err_msg());
+            return -1;
+        }
+        r->source = src;
+        *src_cls = s;
+        *src_idx = idx;
+    }
+    r->seed = (uint64_t)philox_next(g) << 32 | philox_next(g);
+    return 1;
+}
+
+/* The statistics of a kept result (called with m->mu held). */
+static void count_kept(module *m, const genie_result *res)
+{
+    const genie_cfg *c = &m->cfg;
+    m->st.kept++;
+    m->st.ada_fallback += res->ada_fallback;
+    int slot = 0;
+    for (int k = 0; k < c->n_r; k++)
+        if (fabs(c->r_set[k] - res->r) < 1e-9) slot = k;
+    m->st.r_hist[c->mode == GENIE_MODE_ADA ? slot : 0]++;
+}
+
+/* A kept result as the module's image (u8), into the kept samples, the grid and the cache (sample number n). */
+static int keep_result(module *m, const genie_request *rq, const genie_result *res, int src_cls, int src_idx, uint64_t n,
+                       unsigned char *rgb)
+{
+    imgio_from_planar(res->image, m->W, m->H, rgb);
+    if (keep_sample(m, rgb, rq->target, src_cls, src_idx)) return -1;
+    grid_add(m, rq->source, rgb, rq->target, src_cls, res->r);
+    if (m->cache_index) cache_write(m, rgb, rq->target, src_cls, res->r, n);
+    return 0;
+}
+
+/* Plans, generates and keeps one engine batch. 0, or -1 + err_msg() (a stop returns 0). */
+static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_result *res, img_u8 *src, int *src_cls,
+                          int *src_idx, float *imgs, unsigned char *rgb)
+{
+    const genie_cfg *c = &m->cfg;
+    m->o.confusion(m->o.confusion_ctx, m->conf);
+    int nq = 0, cost = 0;
+    while (nq < c->batch) {
+        philox_t g;
+        philox_init(&g, m->o.seed, philox_mix(*q, PHILOX_MODULE_REQUEST));
+        genie_request *r = &rq[nq];
+        int planned = plan_request(m, &g, r, &src[nq], &src_cls[nq], &src_idx[nq]);
+        if (planned == 0) break;
+        if (planned < 0) {
+            (*q)++;
+            continue;
+        }
+        if (cost + genie_request_cost(m->g, r) > c->batch) break;
+        cost += genie_request_cost(m->g, r);
+        r->stream = *q;
+        int t = r->target;
+        res[nq].image = imgs + (size_t)nq * m->W * m->H * 3;
+        pthread_mutex_lock(&m->mu);
+        m->made[t]++; /* planned: counted now, so one batch does not overshoot the quota */
+        pthread_mutex_unlock(&m->mu);
+        (*q)++;
+        nq++;
+    }
+    if (!nq) {
+        sleep_ms(5);
+        return 0;
+    }
+    double t0 = util_now();
+    int rc = genie_run(m->g, rq, nq, res);
+    double dt = util_now() - t0;
+    if (rc) {
+        pthread_mutex_lock(&m->mu);
+        for (int i = 0; i < nq; i++) m->made[rq[i].target]--;
+        pthread_mutex_unlock(&m->mu);
+        return stopped(m) ? 0 : -1;
+    }
+    for (int i = 0; i < nq; i++) {
+        int t = rq[i].target;
+        pthread_mutex_lock(&m->mu);
+        m->st.requests++;
+        m->st.gen_seconds += dt / nq;
+        if (res[i].nonfinite) {
+            m->st.dropped++;
+            m->made[t]--;
+            pthread_mutex_unlock(&m->mu);
+            continue;
+        }
+        count_kept(m, &res[i]);
+        uint64_t n = m->st.kept;
+        pthread_mutex_unlock(&m->mu);
+        if (keep_result(m, &rq[i], &res[i], src_cls[i], src_idx[i], n, rgb)) return -1;
+        ring_meta meta = {.target = t, .source_class = src_cls[i], .source_index = src_idx[i], .r = (float)res[i].r,
+                          .snapshot_iter = m->st.snapshot_iter};
+        ring_put(m->ring, rgb, &meta);
+    }
+    return 0;
+}
+
+static void *module_main(void *arg)
+{
+    module *m = arg;
+    void *pool = backbone_pool_begin(m->cfg.threads);
+    int B = m->cfg.batch;
+    genie_request *rq = calloc(B, sizeof *rq);
+    genie_result *res = calloc(B, sizeof *res);
+    img_u8 *src = calloc(B, sizeof *src);
+    int *src_cls = calloc(B, sizeof *src_cls), *src_idx = calloc(B, sizeof *src_idx);
+    float *imgs = malloc(sizeof(float) * B * m->W * m->H * 3);
+    unsigned char *rgb = malloc(m->nrgb);
+    uint64_t q = 0;
+    int rc = rq && res && src && src_cls && src_idx && imgs && rgb ? 0 : err_set("genie module: out of memory");
+    /* samples from the cache are ready at once */
+    for (int i = 0; i < m->n_kept && i < m->cfg.ring; i++) {
+        ring_meta meta = kept_meta(m, i, -1);
+        ring_put(m->ring, m->kept[i], &meta);
+    }
+    while (rc == 0 && !stopped(m)) {
+        if (__atomic_load_n(&m->iter, __ATOMIC_ACQUIRE) < trust_iter(m) ||
+            (m->cfg.mode == GENIE_MODE_ADA && !__atomic_load_n(&m->have_snapshot, __ATOMIC_ACQUIRE))) {
+            sleep_ms(10);
+            continue;
+        }
+        if ((rc = pick_up_snapshot(m))) break;
+        if (!quota_left(m)) replay(m);
+        else rc = generate_batch(m, &q, rq, res, src, src_cls, src_idx, imgs, rgb);
+    }
+    if (rc && !stopped(m)) fprintf(stderr, "genie module: %s; generation stopped, training goes on\n", err_msg());
+    for (int i = 0; src && i < B; i++) imgio_free(&src[i]);
+    free(rq), free(res), free(src), free(src_cls), free(src_idx), free(imgs), free(rgb);
+    backbone_pool_end(pool);
+    return NULL;
+}
+
+/* sync=1: the sample number (k) of generated row j, scanning rows in order from the run's start */
+static uint64_t row_of(module *m, uint64_t j)
+{
+    for (;; m->scan_k++) {
+        if (!module_wants(m, m->scan_k)) continue;
+        if (m->scan_j++ == j) return m->scan_k++;
+    }
+}
+
+/* sync=1: waits for the snapshot taken at iteration `it` and makes it f_theta's and the planner's. */
+static int use_snapshot(module *m, int it)
+{
+    int h = -1;
+    pthread_mutex_lock(&m->stage_mu);
+    m->need_iter = it;
+    pthread_cond_broadcast(&m->hist_cv);
+    for (;;) {
+        for (int i = 0; i < m->n_hist && h < 0; i++)
+            if (m->hist_iter[i] == it) h = i;
+        if (h >= 0 || stopped(m)) break;
+        pthread_cond_wait(&m->hist_cv, &m->stage_mu);
+    }
+    int rc = 0, fresh = h >= 0 && m->used_iter != it;
+    if (fresh) {
+        memcpy(m->conf, m->hist_conf[h], sizeof(double) * m->classes * m->classes);
+        if (m->cfg.mode == GENIE_MODE_ADA) rc = genie_copy_backbone(m->g, m->hist_net[h]);
+        m->used_iter = it;
+    }
+    pthread_mutex_unlock(&m->stage_mu);
+    if (h < 0) return 0; /* stopped */
+    if (rc == 0 && fresh && m->cfg.mode == GENIE_MODE_ADA) rc = genie_set_class_means(m->g, m->mean_imgs, m->mean_counts);
+    if (fresh) {
+        pthread_mutex_lock(&m->mu);
+        m->st.snapshots++;
+        m->st.snapshot_iter = it;
+        pthread_mutex_unlock(&m->mu);
+    }
+    return rc;
+}
+
+/* sync=1: sample after sample in order, each planned from the snapshot its first row's batch is due to see. A
+ * sample the engine drops is tried again with other noise; the quota met, kept samples come back in order. */
+static void *module_sync_main(void *arg)
+{
+    module *m = arg;
+    const genie_cfg *c = &m->cfg;
+    void *pool = backbone_pool_begin(c->threads);
+    genie_request rq;
+    genie_result res;
+    img_u8 src = {0};
+    float *img = malloc(sizeof(float) * m->W * m->H * 3);
+    unsigned char *rgb = malloc(m->nrgb);
+    int rc = img && rgb ? 0 : err_set("genie module: out of memory");
+    uint64_t generated = 0;
+    for (uint64_t s = 0; rc == 0 && !stopped(m); s++) {
+        uint64_t k = row_of(m, s * (uint64_t)c->reuse);
+        int b = (int)((k - m->o.start) / (uint64_t)m->o.batch);
+        /* the last snapshot point the trainer has surely passed when the loader fills batch b */
+        int due = m->o.start_iter + b - m->o.lookahead, it = m->o.start_iter;
+        if (due >= trust_iter(m) && trust_iter(m) > it) it = trust_iter(m);
+        if (due > it && due / c->snapshot_every * c->snapshot_every > it) it = due / c->snapshot_every * c->snapshot_every;
+        if ((rc = use_snapshot(m, it)) || stopped(m)) break;
+        ring_meta meta = {.source_index = -1, .snapshot_iter = it};
+        int kept = 0;
+        for (int attempt = 0; attempt < 4 && !kept && quota_left(m) && rc == 0; attempt++) {
+            philox_t g;
+            philox_init(&g, m->o.seed, philox_mix(philox_mix(s, (uint64_t)attempt), PHILOX_MODULE_REQUEST));
+            int sc, si, planned = plan_request(m, &g, &rq, &src, &sc, &si);
+            if (planned <= 0) continue;
+            int t = rq.target;
+            rq.stream = s;
+            res.image = img;
+            double t0 = util_now();
+            if (genie_run(m->g, &rq, 1, &res)) {
+                rc = stopped(m) ? 0 : -1;
+                break;
+            }
+            pthread_mutex_lock(&m->mu);
+            m->st.requests++;
+            m->st.gen_seconds += util_now() - t0;
+            if (res.nonfinite) {
+                m->st.dropped++;
+            } else {
+                kept = 1;
+                m->made[t]++;
+                count_kept(m, &res);
+            }
+            pthread_mutex_unlock(&m->mu);
+            if (kept) {
+                if ((rc = keep_result(m, &rq, &res, sc, si, generated, rgb))) break;
+                meta.target = t, meta.source_class = sc, meta.source_index = si, meta.r = (float)res.r;
+                generated++;
+            }
+        }
+        if (rc || stopped(m)) break;
+        if (!kept) {
+            /* quota met (or four drops in a row): the kept samples again, in order */
+            if (!m->n_kept) {
+                rc = err_set("genie module: no sample to serve (every request dropped)");
+                break;
+            }
+            int i = (int)((s - generated) % (uint64_t)m->n_kept);
+            memcpy(rgb, m->kept[i], m->nrgb);
+            meta = kept_meta(m, i, meta.snapshot_iter);
+            pthread_mutex_lock(&m->mu);
+            m->st.replayed++;
+            pthread_mutex_unlock(&m->mu);
+        }
+        if (ring_put(m->ring, rgb, &meta) == UINT64_MAX) break;
+    }
+    if (rc && !stopped(m)) fprintf(stderr, "genie module: %s; generation stopped, training goes on\n", err_msg());
+    imgio_free(&src);
+    free(img);
+    free(rgb);
+    backbone_pool_end(pool);
+    return NULL;
+}
+
+static int setup_targets(module *m)
+{
+    const genie_cfg *c = &m->cfg;
+    for (int i = 0; i < m->o.n_real; i++) m->count[m->o.cls[i]]++;
+    for (int k = 0; k < m->classes; k++) {
+        if (!(m->members[k] = malloc((m->count[k] ? m->count[k] : 1) * sizeof(int))))
+            return err_set("genie module: out of memory");
+        m->count[k] = 0;
+    }
+    for (int i = 0; i < m->o.n_real; i++) m->members[m->o.cls[i]][m->count[m->o.cls[i]]++] = i;
+    for (int k = 0; k < m->classes; k++)
+        m->eligible[k] = c->targets == GENIE_TARGETS_ALL || (c->targets == GENIE_TARGETS_FEW && m->count[k] < 20);
+    for (int j = 0; c->targets == GENIE_TARGETS_LIST && j < c->n_targets; j++) {
+        int k = 0;
+        while (k < m->classes && strcmp(m->o.labels[k], c->target_list[j])) k++;
+        if (k == m->classes) return err_set("%s: targets: '%s' is not a label", m->o.cfg_path, c->target_list[j]);
+        m->eligible[k] = 1;
+    }
+    int n = 0;
+    for (int k = 0; k < m->classes; k++) {
+        if (!m->eligible[k]) continue;
+        if (c->mode == GENIE_MODE_IMG2IMG && c->sources == GENIE_SOURCES_SAME && !m->count[k])
+            return err_set("%s: target %s has no training image to start img2img from", m->o.cfg_path, m->o.labels[k]);
+        if (n < GENIE_CFG_MAX_TARGETS) m->st.targets[n++] = k;
+    }
+    m->st.n_targets = n;
+    if (!n) return err_set("%s: no target class (targets=%s finds none)", m->o.cfg_path,
+                           c->targets == GENIE_TARGETS_FEW ? "few: no class has fewer than 20 images" : "...");
+    if (c->mode != GENIE_MODE_ADA) return 0;
+    /* Z_T: up to MEAN_IMAGES real images of each target, spread evenly over its list */
+    for (int k = 0; k < m->classes; k++) {
+        if (!m->eligible[k] || !m->count[k]) continue;
+        int want = m->count[k] < MEAN_IMAGES ? m->count[k] : MEAN_IMAGES;
+        if (!(m->mean_imgs[k] = calloc(want, sizeof(img_u8)))) return err_set("genie module: out of memory");
+        for (int i = 0; i < want; i++) {
+            if (imgio_load(m->o.paths[m->members[k][(long)i * m->count[k] / want]], 0, 0, &m->mean_imgs[k][i]))
+                return -1;
+            m->mean_counts[k]++;
+        }
+    }
+    return 0;
+}
+
+static void module_free(module *m)
+{
+    if (!m) return;
+    genie_free(m->g);
+    ring_free(m->ring);
+    for (int k = 0; k < m->classes; k++) {
+        if (m->members) free(m->members[k]);
+        for (int i = 0; m->mean_imgs && m->mean_imgs[k] && i < m->mean_counts[k]; i++) imgio_free(&m->mean_imgs[k][i]);
+        if (m->mean_imgs) free(m->mean_imgs[k]);
+    }
+    for (int i = 0; i < m->n_kept; i++) free(m->kept[i]);
+    free(m->kept), free(m->kept_meta);
+    free(m->members), free(m->count), free(m->mean_imgs), free(m->mean_counts);
+    free(m->eligible), free(m->made), free(m->conf);
+    free(m->grid), free(m->grid_tmp);
+    font_free(m->font);
+    backbone_net_free(m->stage);
+    for (int i = 0; i < m->n_hist; i++) {
+        if (m->hist_net) backbone_net_free(m->hist_net[i]);
+        if (m->hist_conf) free(m->hist_conf[i]);
+    }
+    free(m->hist_net), free(m->hist_conf), free(m->hist_iter);
+    pthread_cond_destroy(&m->hist_cv);
+    if (m->cache_index) fclose(m->cache_index);
+    pthread_mutex_destroy(&m->stage_mu);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+module *module_start(const module_opts *o)
+{
+    const genie_cfg *c = o->cfg;
+    if (c->sync && (o->batch < 1 || o->lookahead < 1)) {
+        err_set("%s: sync=1 needs the trainer's batch and loader lookahead", o->cfg_path);
+        return NULL;
+    }
+    if (c->sync && c->cache[0]) {
+        err_set("%s: sync=1 makes every sample in the run (a cache would make runs depend on the ones before): "
+                "remove cache=", o->cfg_path);
+        return NULL;
+    }
+    module *m = calloc(1, sizeof *m);
+    if (!m) {
+        err_set("genie module: out of memory");
+        return NULL;
+    }
+    m->o = *o;
+    m->cfg = *c;
+    m->classes = o->classes;
+    pthread_mutex_init(&m->stage_mu, NULL);
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->hist_cv, NULL);
+    m->used_iter = m->need_iter = m->last_pub = -1;
+    m->scan_k = o->start;
+    m->settings = settings_hash(c);
+    int K = o->classes;
+    m->eligible = calloc(K, 1);
+    m->made = calloc(K, sizeof *m->made);
+    m->members = calloc(K, sizeof *m->members);
+    m->count = calloc(K, sizeof *m->count);
+    m->mean_imgs = calloc(K, sizeof *m->mean_imgs);
+    m->mean_counts = calloc(K, sizeof *m->mean_counts);
+    m->conf = calloc((size_t)K * K, sizeof *m->conf);
+    char **words = NULL;
+    if (!m->eligible || !m->made || !m->members || !m->count || !m->mean_imgs || !m->mean_counts || !m->conf) {
+        err_set("genie module: out of memory");
+        goto fail;
+    }
+    if (setup_targets(m)) goto fail;
+
+    genie_opts go;
+    genie_opts_default(&go);
+    go.eo.model = c->model;
+    go.eo.steps = c->steps;
+    go.eo.guidance = c->guidance;
+    go.eo.scheduler = c->scheduler;
+    go.eo.max_batch = c->batch;
+    go.eo.threads = c->threads;
+    const char *note = NULL;
+    go.eo.device = backend_choose(c->device[0] ? c->device : NULL, &note);
+    if (note) fprintf(stderr, "genie module: %s\n", note);
+    go.eo.cancel = &m->stop;
+    go.eo.drop_nonfinite = 1;
+    go.prompt_template = c->prompt;
+    memcpy(go.r_set, c->r_set, sizeof go.r_set);
+    go.n_r = c->n_r;
+    go.ada_fallback_r = c->r;
+    go.embed_layer = c->embed_layer;
+    if (c->mode == GENIE_MODE_ADA) go.backbone_cfg = o->net_cfg;
+    if (!(words = genie_read_words(c->names[0] ? c->names : NULL, o->labels, K))) goto fail;
+    if (!(m->g = genie_load(&go, words, K))) {
+        err_wrap("%s: ", o->cfg_path);
+        goto fail;
+    }
+    genie_image_size(m->g, &m->W, &m->H);
+    m->nrgb = (size_t)m->W * m->H * 3;
+    if (o->grid_path && (!(m->grid = calloc(GRID_ROWS * 2, m->nrgb)) ||
+                         !(m->grid_tmp = malloc(sizeof(float) * 3 * m->W * m->H)))) {
+        err_set("genie module: out of memory");
+        goto fail;
+    }
+    if (o->grid_path && !(m->font = font_load(FONT_DARKNET_DIR, 0)))
+        fprintf(stderr, "genie module: %s: the grid's labels are only in %s.csv\n", err_msg(), o->grid_path);
+    if (!(m->ring = ring_create(c->ring, m->nrgb, c->reuse, c->sync))) goto fail;
+    if (c->sync) {
+        /* snapshots from the one the module works from up to the trainer's latest: the loader runs at most
+         * lookahead batches ahead of training, so this many suffice and the trainer never waits for a slot
+         * for long */
+        m->n_hist = o->lookahead / c->snapshot_every + 4;
+        m->hist_net = calloc(m->n_hist, sizeof *m->hist_net);
+        m->hist_conf = calloc(m->n_hist, sizeof *m->hist_conf);
+        m->hist_iter = malloc(m->n_hist * sizeof *m->hist_iter);
+        if (!m->hist_net || !m->hist_conf || !m->hist_iter) {
+            err_set("genie module: out of memory");
+            goto fail;
+        }
+        for (int i = 0; i < m->n_hist; i++) {
+            m->hist_iter[i] = -1;
+            if (!(m->hist_conf[i] = malloc(sizeof(double) * K * K)) ||
+                (c->mode == GENIE_MODE_ADA && !(m->hist_net[i] = backbone_net_new(o->net_cfg))))
+                goto fail;
+        }
+    }
+    if (c->mode == GENIE_MODE_ADA && !(m->stage = backbone_net_new(o->net_cfg))) goto fail;
+    if (c->cache[0]) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/index.csv", c->cache);
+        if (util_mkdirs(c->cache) || cache_load(m)) goto fail;
+        if (!(m->cache_index = fopen(path, "a"))) {
+            err_set("%s: %s", path, strerror(errno));
+            goto fail;
+        }
+    }
+    if (pthread_create(&m->th, NULL, c->sync ? module_sync_main : module_main, m) != 0) {
+        err_set("genie module: cannot start its thread");
+        goto fail;
+    }
+    m->started = 1;
+    for (int k = 0; k < K; k++) free(words[k]);
+    free(words);
+    return m;
+fail:
+    for (int k = 0; words && k < K; k++) free(words[k]);
+    free(words);
+    module_free(m);
+    return NULL;
+}
+
+void module_close(module *m)
+{
+    if (!m) return;
+    __atomic_store_n(&m->stop, 1, __ATOMIC_RELEASE);
+    if (m->ring) ring_close(m->ring);
+    pthread_mutex_lock(&m->stage_mu);
+    pthread_cond_broadcast(&m->hist_cv);
+    pthread_mutex_unlock(&m->stage_mu);
+}
+
+void module_stop(module *m)
+{
+    if (!m) return;
+    module_close(m);
+    if (m->started) {
+        pthread_join(m->th, NULL);
+    }
+    module_free(m);
+}
+
+/* sync=1: every snapshot point is kept by iteration (waiting, if need be, for the module to move past the
+ * oldest) */
+static int snapshot_sync(module *m, const struct network *trainer, int iter)
+{
+    if (iter <= m->last_pub || (iter % m->cfg.snapshot_every && iter != m->o.start_iter && iter != trust_iter(m)))
+        return 0;
+    pthread_mutex_lock(&m->stage_mu);
+    int h = -1;
+    while (!stopped(m)) {
+        for (int i = 0; i < m->n_hist; i++)
+            if (m->hist_iter[i] < 0 || m->hist_iter[i] < m->need_iter)
+                if (h < 0 || m->hist_iter[i] < m->hist_iter[h]) h = i;
+        if (h >= 0) break;
+        pthread_cond_wait(&m->hist_cv, &m->stage_mu);
+    }
+    int rc = h < 0 ? -1 : 0;
+    if (h >= 0) {
+        m->o.confusion(m->o.confusion_ctx, m->hist_conf[h]);
+        if (m->cfg.mode == GENIE_MODE_ADA) rc = backbone_net_copy(m->hist_net[h], trainer);
+        m->hist_iter[h] = rc == 0 ? iter : -1;
+        m->last_pub = iter;
+        pthread_cond_broadcast(&m->hist_cv);
+    }
+    pthread_mutex_unlock(&m->stage_mu);
+    return rc == 0;
+}
+
+int module_snapshot(module *m, const struct network *trainer, int iter)
+{
+    __atomic_store_n(&m->iter, iter, __ATOMIC_RELEASE);
+    if (m->cfg.sync) return snapshot_sync(m, trainer, iter);
+    if (m->cfg.mode != GENIE_MODE_ADA) return 0;
+    if (iter % m->cfg.snapshot_every != 0 && !m->snap_pending) return 0;
+    /* the module is picking up the last one: try again next iteration rather than wait */
+    if (pthread_mutex_trylock(&m->stage_mu) != 0) {
+        m->snap_pending = 1;
+        return 0;
+    }
+    int rc = backbone_net_copy(m->stage, trainer);
+    if (rc == 0) {
+        m->stage_version++;
+        m->stage_iter = iter;
+    }
+    pthread_mutex_unlock(&m->stage_mu);
+    m->snap_pending = 0;
+    if (rc == 0) __atomic_store_n(&m->have_snapshot, 1, __ATOMIC_RELEASE);
+    return rc == 0;
+}
+
+int module_wants(const module *m, uint64_t k)
+{
+    if (m->cfg.share <= 0) return 0;
+    /* no generated rows before the planner trusts the statistics; in sync mode not before the first batch
+     * whose sample is planned from a snapshot taken after that */
+    if (m->o.batch > 0) {
+        int it = m->o.start_iter + (int)((k - m->o.start) / (uint64_t)m->o.batch);
+        if (it < trust_iter(m) + (m->cfg.sync ? m->o.lookahead : 0)) return 0;
+    }
+    if (m->o.row_gate && !m->o.row_gate(m->o.row_gate_ctx, k)) return 0;
+    uint32_t w[4];
+    philox_block(m->o.seed, philox_mix(k, PHILOX_GENERATED_ROW), 0, w);
+    return w[0] * (1.0 / 4294967296.0) < m->cfg.share;
+}
+
+/* A taken sample into out (as an image of the module's size), with its label and source class. */
+static int take_into(module *m, int seq_mode, uint64_t j, img_u8 *out, module_label *lab)
+{
+    if (out->cap < m->nrgb) {
+        unsigned char *p = realloc(out->rgb, m->nrgb);
+        if (!p) return -1;
+        out->rgb = p;
+        out->cap = m->nrgb;
+    }
+    ring_meta meta;
+    if (seq_mode ? ring_take_seq(m->ring, j / (uint64_t)m->cfg.reuse, out->rgb, &meta) : ring_take(m->ring, out->rgb, &meta))
+        return -1;
+    out->w = m->W;
+    out->h = m->H;
+    *lab = (module_label){.target = meta.target, .source_class = meta.source_class, .source_index = meta.source_index};
+    return 0;
+}
+
+int module_take(module *m, img_u8 *out, module_label *lab) { return take_into(m, 0, 0, out, lab); }
+
+int module_sync(const module *m) { return m->cfg.sync; }
+
+int module_take_seq(module *m, uint64_t j, img_u8 *out, module_label *lab) { return take_into(m, 1, j, out, lab); }
+
+void module_get_stats(module *m, module_stats *st)
+{
+    ring_stats rs;
+    ring_get_stats(m->ring, &rs);
+    pthread_mutex_lock(&m->mu);
+    *st = m->st;
+    for (int i = 0; i < st->n_targets; i++) st->made[i] = m->made[st->targets[i]];
+    pthread_mutex_unlock(&m->mu);
+    st->taken = rs.taken;
+    st->shortfall = rs.shortfall;
+    st->ring_ready = rs.ready;
+}

@@ -1,0 +1,540 @@
+#include "src/cmd/generate.h"
+#include "common/args.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "src/train/dataset.h"
+#include "common/err.h"
+#include "augment/genie/genie.h"
+#include "common/resample.h"
+#include "common/util.h"
+
+typedef struct {
+    char *source, *output;
+    int target;
+    double r;
+    uint64_t seed;
+    int done;              /* output existed at start or was made now */
+    char *index_line;      /* what the index says of it */
+} plan_row;
+
+typedef struct {
+    plan_row *rows;
+    int n, cap;
+} plan;
+
+static void plan_free(plan *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        free(p->rows[i].source);
+        free(p->rows[i].output);
+        free(p->rows[i].index_line);
+    }
+    free(p->rows);
+}
+
+static int split_fields(char *line, char **f, int max)
+{
+    int n = 0;
+    for (char *s = line;; s++) {
+        if (n < max) f[n] = s;
+        n++;
+        s = strchr(s, ',');
+        if (!s) break;
+        *s = 0;
+    }
+    for (int i = 0; i < n && i < max; i++) f[i] = util_trim(f[i]);
+    return n;
+}
+
+static int find_label(char *const *labels, int classes, const char *name)
+{
+    for (int c = 0; c < classes; c++)
+        if (!strcmp(labels[c], name)) return c;
+    return -1;
+}
+
+static int plan_read(const char *path, char *const *labels, int classes, plan *p)
+{
+    memset(p, 0, sizeof *p);
+    FILE *f = fopen(path, "r");
+    if (!f) return err_set("%s: %s", path, strerror(errno));
+    char line[8192];
+    int lineno = 0, rc = -1;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            err_set("%s:%d: line too long", path, lineno);
+            goto out;
+        }
+        char *s = util_trim(line), *fl[5];
+        if (!*s || *s == '#') continue;
+        if (lineno == 1) {
+            if (strcmp(s, "source,target,r,seed,output")) {
+                err_set("%s:1: the header must be \"source,target,r,seed,output\", got \"%.80s\"", path, s);
+                goto out;
+            }
+            continue;
+        }
+        int nf = split_fields(s, fl, 5);
+        if (nf != 5) {
+            err_set("%s:%d: %d fields (source,target,r,seed,output)", path, lineno, nf);
+            goto out;
+        }
+        plan_row row = {0};
+        if ((row.target = find_label(labels, classes, fl[1])) < 0) {
+            err_set("%s:%d: target \"%s\" is not a label", path, lineno, fl[1]);
+            goto out;
+        }
+        char *end;
+        if (!strcmp(fl[2], "ada")) {
+            row.r = GENIE_R_ADA;
+        } else {
+            errno = 0;
+            row.r = strtod(fl[2], &end);
+            if (errno || end == fl[2] || *end || !(row.r >= 0 && row.r <= 1)) {
+                err_set("%s:%d: r \"%s\" is not in [0, 1] or \"ada\"", path, lineno, fl[2]);
+                goto out;
+            }
+        }
+        errno = 0;
+        row.seed = strtoull(fl[3], &end, 10);
+        if (errno || end == fl[3] || *end || fl[3][0] == '-') {
+            err_set("%s:%d: seed \"%s\" is not an unsigned integer", path, lineno, fl[3]);
+            goto out;
+        }
+        if (!*fl[4]) {
+            err_set("%s:%d: no output path", path, lineno);
+            goto out;
+        }
+        if (!*fl[0] && (row.r == 0 || row.r == GENIE_R_ADA)) {
+            err_set("%s:%d: r %s needs a source image", path, lineno, fl[2]);
+            goto out;
+        }
+        for (int i = 0; i < p->n; i++)
+            if (!strcmp(p->rows[i].output, fl[4])) {
+                err_set("%s:%d: output %s is also made by an earlier line", path, lineno, fl[4]);
+                goto out;
+            }
+        if (p->n == p->cap) {
+            p->cap = p->cap ? 2 * p->cap : 256;
+            plan_row *r = realloc(p->rows, p->cap * sizeof *r);
+            if (!r) {
+                err_set("%s: out of memory", path);
+                goto out;
+            }
+            p->rows = r;
+        }
+        row.source = *fl[0] ? strdup(fl[0]) : NULL;
+        row.output = strdup(fl[4]);
+        p->rows[p->n++] = row;
+    }
+    rc = 0;
+out:
+    fclose(f);
+    return rc;
+}
+
+/* Index lines of an earlier run, kept for outputs that still exist. */
+static void index_recover(const char *path, plan *p)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        char *comma = strchr(line, ',');
+        if (!comma || !strncmp(line, "output,", 7)) continue;
+        for (int i = 0; i < p->n; i++)
+            if (p->rows[i].done && !p->rows[i].index_line && strlen(p->rows[i].output) == (size_t)(comma - line) &&
+                !strncmp(line, p->rows[i].output, comma - line))
+                p->rows[i].index_line = strdup(line);
+    }
+    fclose(f);
+}
+
+static int index_write(const char *path, const plan *p, char *const *labels)
+{
+    char tmp[4200];
+    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    fprintf(f, "output,source,target,r,seed,gaps\n");
+    for (int i = 0; i < p->n; i++) {
+        const plan_row *r = &p->rows[i];
+        if (!r->done) continue;
+        if (r->index_line) {
+            fprintf(f, "%s\n", r->index_line);
+            continue;
+        }
+        /* made by a run that left no index line: what the plan asked for (Ada's pick is not known; txt2img is
+         * indexed as r 1, as when made) */
+        char rs[32];
+        snprintf(rs, sizeof rs, "%g", r->source ? r->r : 1.0);
+        fprintf(f, "%s,%s,%s,%s,%llu,\n", r->output, r->source ? r->source : "", labels[r->target],
+                r->r == GENIE_R_ADA ? "ada" : rs, (unsigned long long)r->seed);
+    }
+    return util_commit(f, tmp, path);
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+}
+
+static int parent_dirs(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return 0;
+    *slash = 0;
+    return util_mkdirs(dir);
+}
+
+/* What the outputs are made with, as one line: a resumed run must make its images the same way. */
+static void settings_line(const genie_opts *go, const char *sched, const char *names, int ada, char *s, size_t n)
+{
+    int o = snprintf(s, n, "model %s (files %08x), %d steps, guidance %g, %s, template \"%s\", names %s",
+                     go->eo.model, util_files_stamp(UTIL_FNV_INIT, go->eo.model), go->eo.steps, go->eo.guidance, sched,
+                     go->prompt_template ? go->prompt_template : "A photo of a {}", names ? names : "(labels)");
+    if (!ada || o < 0 || o >= (int)n) return;   /* cut short: the comparison is over what fits */
+    o += snprintf(s + o, n - o, ", Ada over");
+    for (int i = 0; i < go->n_r && o < (int)n; i++) o += snprintf(s + o, n - o, " %g", go->r_set[i]);
+    if (o < (int)n)
+        snprintf(s + o, n - o, ", f_theta %s %s (files %08x)", go->backbone_cfg ? go->backbone_cfg : "-",
+                 go->backbone_weights ? go->backbone_weights : "-",
+                 go->backbone_weights ? util_files_stamp(UTIL_FNV_INIT, go->backbone_weights) : 0);
+}
+
+/* Outputs that exist must have been made with these settings (path.settings, written when a run starts afresh):
+ * a plan resumed after the model, guidance or r set changed would mix two kinds of image under one index.
+ * Returns 1 when path records exactly `now`; else 0, with what it records in `before` ("" and *recorded 0 when
+ * there is no such file). */
+static int settings_same(const char *path, const char *now, char *before, size_t n, int *recorded)
+{
+    before[0] = 0;
+    FILE *f = fopen(path, "r");
+    *recorded = f != NULL;
+    if (!f) return 0;
+    if (!fgets(before, n, f)) before[0] = 0;
+    fclose(f);
+    before[strcspn(before, "\n")] = 0;
+    return !strcmp(before, now);
+}
+
+static int settings_write(const char *path, const char *now)
+{
+    char tmp[4400];
+    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    fprintf(f, "%s\n", now);
+    return util_commit(f, tmp, path);
+}
+
+/* -remake: the outputs made with other settings go first, then their index lines, and only then is the new
+ * settings line written, so a run cut short anywhere leaves no old image under the new settings. */
+static int remake_outputs(plan *p, const char *index_path, char *const *labels)
+{
+    for (int i = 0; i < p->n; i++) {
+        plan_row *r = &p->rows[i];
+        if (!r->done) continue;
+        if (unlink(r->output) && errno != ENOENT) return err_set("%s: %s", r->output, strerror(errno));
+        r->done = 0;
+        free(r->index_line);
+        r->index_line = NULL;
+    }
+    return index_write(index_path, p, labels);
+}
+
+/* Z_T: up to per_class real training images of each Ada target, spread evenly over the class's list. */
+static int set_means(genie *g, const char *data, const plan *p, int classes)
+{
+    datacfg dc;
+    dataset ds = {0};
+    if (datacfg_read(data, &dc)) return -1;
+    int rc = -1, per_class = 256;
+    img_u8 **imgs = calloc(classes, sizeof *imgs);
+    int *counts = calloc(classes, sizeof *counts), *need = calloc(classes, sizeof *need);
+    if (!dc.train) {
+        err_set("%s: no train= line (GeNIe-Ada's class means come from the training images)", data);
+        goto out;
+    }
+    if (dataset_load(dc.train, dc.labels, dc.classes, &ds)) goto out;
+    if (ds.classes != classes) {
+        err_set("%s: %d classes, the plan's labels have %d", data, ds.classes, classes);
+        goto out;
+    }
+    for (int i = 0; i < p->n; i++)
+        if (p->rows[i].r == GENIE_R_ADA && !p->rows[i].done) need[p->rows[i].target] = 1;
+    for (int c = 0; c < classes; c++) {
+        if (!need[c]) continue;
+        if (!ds.count[c]) {
+            err_set("%s: no training image of class %s for GeNIe-Ada's target mean", dc.train, ds.labels[c]);
+            goto out;
+        }
+        int m = ds.count[c] < per_class ? ds.count[c] : per_class;
+        imgs[c] = calloc(m, sizeof **imgs);
+        for (int j = 0; j < m; j++) {
+            const char *path = ds.paths[ds.members[c][(size_t)j * ds.count[c] / m]];
+            if (imgio_load(path, 0, 0, &imgs[c][j])) goto out;
+        }
+        counts[c] = m;
+    }
+    rc = genie_set_class_means(g, imgs, counts);
+out:
+    for (int c = 0; c < classes; c++) {
+        for (int j = 0; imgs && imgs[c] && j < counts[c]; j++) imgio_free(&imgs[c][j]);
+        if (imgs) free(imgs[c]);
+    }
+    free(imgs);
+    free(counts);
+    free(need);
+    if (ds.paths) dataset_free(&ds);
+    datacfg_free(&dc);
+    return rc;
+}
+
+/* A bar redrawn in place on a terminal; in a log, one line per tenth of the plan. */
+static void progress(int done, int total, double t0, int made, int *last_tenth)
+{
+    double el = util_now() - t0, rate = el > 0 ? made / el : 0;
+    int tty = isatty(fileno(stderr)), tenth = total ? 10 * done / total : 10;
+    if (!tty && tenth == *last_tenth) return;
+    *last_tenth = tenth;
+    int bar = total ? 30 * done / total : 30;
+    char b[31];
+    for (int i = 0; i < 30; i++) b[i] = i < bar ? '#' : '.';
+    b[30] = 0;
+    fprintf(stderr, "%s[%s] %d/%d images, %.1f img/s, %.0f s left%s", tty ? "\r" : "", b, done, total, rate,
+            rate > 0 ? (total - done) / rate : 0.0, tty ? "   " : "\n");
+    if (tty && done == total) fputc('\n', stderr);
+}
+
+int generate_main(int argc, char **argv)
+{
+    genie_opts go;
+    genie_opts_default(&go);
+    go.eo.model = "data/models/fmnist-ldm";
+    go.eo.max_batch = 10;
+    go.eo.threads = 0;
+    go.embed_layer = -1;
+    int remake = 0;   /* outputs made with other settings: made anew instead of an error */
+    const char *data = NULL, *sched = "dpmpp2m", *rset = NULL, *labels_path = NULL, *index_path = NULL, *names = NULL;
+    const arg_opt opts[] = {ARG_OPT("-model", ARG_STR, &go.eo.model),
+                            ARG_OPT("-labels", ARG_STR, &labels_path),
+                            ARG_OPT("-data", ARG_STR, &data),
+                            ARG_OPT("-names", ARG_STR, &names),
+                            ARG_OPT("-template", ARG_STR, &go.prompt_template),
+                            ARG_OPT("-index", ARG_STR, &index_path),
+                            ARG_OPT("-backbone", ARG_STR, &go.backbone_cfg),
+                            ARG_OPT("-weights", ARG_STR, &go.backbone_weights),
+                            ARG_RANGE("-embed-layer", ARG_INT, &go.embed_layer, -1, 100000),
+                            ARG_OPT("-rset", ARG_STR, &rset),
+                            ARG_RANGE("-batch", ARG_INT, &go.eo.max_batch, 1, 1024),
+                            ARG_RANGE("-steps", ARG_INT, &go.eo.steps, 1, 1000),
+                            ARG_RANGE("-guidance", ARG_DOUBLE, &go.eo.guidance, 0, 100),
+                            ARG_OPT("-scheduler", ARG_STR, &sched),
+                            ARG_RANGE("-threads", ARG_INT, &go.eo.threads, 0, 1024),
+                            ARG_OPT("-remake", ARG_SWITCH, &remake),
+                            ARG_END};
+    char *pos[1];
+    int np = args_parse("generate", argc, argv, opts, pos, 1);
+    if (np < 0) return -1;
+    if (np < 1)
+        return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model M] [-backbone cfg -weights W] "
+                       "[-batch 10] [-steps 25] [-guidance 3] [-scheduler dpmpp2m|ddim] [-threads N] [-rset 0.5,...] "
+                       "[-template \"A photo of a {}\"] [-names file] [-index out.csv] [-remake]");
+    const char *plan_path = pos[0];
+    if (!strcmp(sched, "ddim")) go.eo.scheduler = SD_SCHED_DDIM;
+    else if (!strcmp(sched, "dpmpp2m")) go.eo.scheduler = SD_SCHED_DPMPP_2M;
+    else return err_set("-scheduler: \"%s\" (ddim or dpmpp2m)", sched);
+    if (rset && (go.n_r = ada_parse_rset(rset, go.r_set, ADA_MAX_R)) < 0) return -1;
+
+    datacfg dc = {0};
+
+    if (!labels_path && data) {
+        if (datacfg_read(data, &dc)) return -1;
+        labels_path = dc.labels;
+    }
+    if (!labels_path) return err_set("generate: -labels <file> or -data <file.data> is needed for the target names");
+    char idx_default[4200];
+    snprintf(idx_default, sizeof idx_default, "%s.index.csv", plan_path);
+    if (!index_path) index_path = idx_default;
+
+    int rc = -1, classes = 0, B = 0;
+    char **labels = NULL, **words = NULL;
+    plan p = {0};
+    genie *g = NULL;
+    genie_request *rq = NULL;
+    genie_result *res = NULL;
+    img_u8 *src = NULL;
+    float *imgs = NULL;
+    unsigned char *rgb = NULL;
+    int *rows = NULL;
+    float *want = NULL;
+    {
+        /* labels: one per line */
+        FILE *f = fopen(labels_path, "r");
+        if (!f) {
+            err_set("%s: %s", labels_path, strerror(errno));
+            goto out;
+        }
+        char line[1024];
+        while (fgets(line, sizeof line, f)) {
+            char *s = util_trim(line);
+            if (!*s) continue;
+            labels = realloc(labels, (classes + 1) * sizeof *labels);
+            labels[classes++] = strdup(s);
+        }
+        fclose(f);
+    }
+    if (!classes) {
+        err_set("%s: no labels", labels_path);
+        goto out;
+    }
+    if (plan_read(plan_path, labels, classes, &p)) goto out;
+    int todo = 0, ada = 0, any_ada = 0;   /* ada: an undone row needs f_theta; any_ada: the settings name Ada's */
+    for (int i = 0; i < p.n; i++) {
+        p.rows[i].done = file_exists(p.rows[i].output);
+        todo += !p.rows[i].done;
+        ada |= !p.rows[i].done && p.rows[i].r == GENIE_R_ADA;
+        any_ada |= p.rows[i].r == GENIE_R_ADA;
+    }
+    index_recover(index_path, &p);
+    {
+        char now[8192], before[8192], spath[4300];
+        int recorded;
+        settings_line(&go, sched, names, any_ada, now, sizeof now);
+        snprintf(spath, sizeof spath, "%s.settings", index_path);
+        int made = p.n - todo;
+        if (made && !settings_same(spath, now, before, sizeof before, &recorded)) {
+            const char *how = recorded ? "with other settings: " : "by a run that recorded none";
+            if (!remake) {
+                err_set("%s: %d of the plan's outputs exist, made %s%s; this run: %s. Delete them, plan other "
+                        "outputs, or pass -remake to make them anew", spath, made, how, before, now);
+                goto out;
+            }
+            fprintf(stderr, "%s: %d outputs were made %s%s; -remake: making them anew\n", plan_path, made, how,
+                    before);
+            if (remake_outputs(&p, index_path, labels)) goto out;
+            todo = p.n;
+            ada = any_ada;
+            made = 0;
+        }
+        if (!made && settings_write(spath, now)) goto out;
+    }
+    fprintf(stderr, "%s: %d requests, %d already made, %d to make\n", plan_path, p.n, p.n - todo, todo);
+    if (!todo) {
+        rc = index_write(index_path, &p, labels);
+        goto out;
+    }
+    if (ada && (!go.backbone_cfg || !go.backbone_weights || !data)) {
+        err_set("%s: GeNIe-Ada rows need -backbone <cfg> -weights <file> (f_theta) and -data <file.data> (the "
+                "target classes' training images)", plan_path);
+        goto out;
+    }
+    if (!ada) go.backbone_cfg = NULL;
+    if (!(words = genie_read_words(names, labels, classes))) goto out;
+    if (!(g = genie_load(&go, words, classes))) goto out;
+    if (ada && set_means(g, data, &p, classes)) goto out;
+    int W, H;
+    B = go.eo.max_batch;
+    genie_image_size(g, &W, &H);
+    size_t ni = genie_image_floats(g);
+    rq = calloc(B, sizeof *rq);
+    res = calloc(B, sizeof *res);
+    src = calloc(B, sizeof *src);
+    imgs = malloc(sizeof(float) * ni * B);
+    rgb = malloc((size_t)W * H * 3);
+    rows = calloc(B, sizeof *rows);
+    want = malloc(sizeof(float) * ni);
+    if (!rq || !res || !src || !imgs || !rgb || !rows || !want) {
+        err_set("out of memory");
+        goto out;
+    }
+    double t0 = util_now(), rt_mse = 0;
+    int made = 0, rt_n = 0, tenth = -1;
+    for (int i = 0; i < p.n;) {
+        /* pack undone rows into one engine batch */
+        int nq = 0, cost = 0;
+        for (; i < p.n; i++) {
+            plan_row *r = &p.rows[i];
+            if (r->done) continue;
+            genie_request q = {.target = r->target, .r = r->r, .seed = r->seed};
+            int c = genie_request_cost(g, &q);
+            if (nq > 0 && cost + c > B) break;
+            if (r->source && imgio_load(r->source, 0, 0, &src[nq])) {
+                err_wrap("plan row %d: ", i + 1);
+                goto out;
+            }
+            q.source = r->source ? &src[nq] : NULL;
+            rq[nq] = q;
+            res[nq].image = imgs + (size_t)nq * ni;
+            rows[nq++] = i;
+            cost += c;
+        }
+        if (!nq) break;
+        if (genie_run(g, rq, nq, res)) {
+            goto out;
+        }
+        for (int q = 0; q < nq; q++) {
+            plan_row *r = &p.rows[rows[q]];
+            if (r->r == 0 && resample_to_planar(&src[q], W, H, want) == 0) {
+                /* what the autoencoder costs: the round trip against its source at the model's size */
+                double se = 0;
+                for (size_t j = 0; j < ni; j++) se += (double)(res[q].image[j] - want[j]) * (res[q].image[j] - want[j]);
+                rt_mse += se / ni;
+                rt_n++;
+            }
+            imgio_from_planar(res[q].image, W, H, rgb);
+            if (parent_dirs(r->output) || imgio_write(r->output, rgb, W, H, 95)) {
+                goto out;
+            }
+            char gaps[256] = "";
+            for (int k = 0, o = 0; k < res[q].n_gaps; k++)
+                o += snprintf(gaps + o, sizeof gaps - o, "%s%.5f", k ? ";" : "", res[q].gaps[k]);
+            char line[9000];
+            snprintf(line, sizeof line, "%s,%s,%s,%g,%llu,%s%s", r->output, r->source ? r->source : "",
+                     labels[r->target], res[q].r, (unsigned long long)r->seed, gaps,
+                     res[q].ada_fallback ? "fallback" : "");
+            free(r->index_line);
+            r->index_line = strdup(line);
+            r->done = 1;
+            made++;
+        }
+        if (index_write(index_path, &p, labels)) {
+            goto out;
+        }
+        progress(p.n - todo + made, p.n, t0, made, &tenth);
+    }
+    if (rt_n)   /* images in [0, 1]: PSNR = -10 log10(MSE) */
+        fprintf(stderr, "VAE round trips: MSE %.5f, PSNR %.2f dB over %d images (at %dx%d, in [0,1])\n", rt_mse / rt_n,
+                -10 * log10(rt_mse / rt_n), rt_n, W, H);
+    fprintf(stderr, "made %d images in %.1f s (%.1f img/s); index %s\n", made, util_now() - t0,
+            made / (util_now() - t0 + 1e-9), index_path);
+    rc = 0;
+out:
+    free(rows);
+    free(want);
+    for (int i = 0; src && i < B; i++) imgio_free(&src[i]);
+    free(src);
+    free(rq);
+    free(res);
+    free(imgs);
+    free(rgb);
+    genie_free(g);
+    plan_free(&p);
+    for (int c = 0; c < classes; c++) {
+        free(labels[c]);
+        if (words) free(words[c]);
+    }
+    free(labels);
+    free(words);
+    datacfg_free(&dc);
+    return rc;
+}

@@ -1,0 +1,148 @@
+#include "src/cmd/plan.h"
+#include "common/args.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "src/train/dataset.h"
+#include "common/err.h"
+#include "common/philox.h"
+#include "augment/genie/planner.h"
+#include "common/util.h"
+
+/* Reads the square confusion CSV written by confusion_write_csv (labels in the header, in class order). */
+static int read_confusion(const char *path, const dataset *ds, double *m)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return err_set("%s: %s", path, strerror(errno));
+    char line[16384];
+    int row = -1, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        if (row < 0) {
+            row = 0;
+            continue;
+        }
+        if (!*util_trim(line)) continue;
+        if (row >= ds->classes) {
+            rc = err_set("%s: more than %d rows", path, ds->classes);
+            break;
+        }
+        char *s = strchr(line, ',');
+        for (int j = 0; j < ds->classes; j++) {
+            char *end;
+            if (!s || (m[row * ds->classes + j] = strtod(s + 1, &end), end == s + 1)) {
+                rc = err_set("%s:%d: expected %d counts", path, row + 2, ds->classes);
+                break;
+            }
+            s = *end == ',' ? end : NULL;
+        }
+        row++;
+    }
+    fclose(f);
+    if (rc == 0 && row != ds->classes) rc = err_set("%s: %d rows, expected %d", path, row < 0 ? 0 : row, ds->classes);
+    return rc;
+}
+
+static const char *base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+int plan_main(int argc, char **argv)
+{
+    const char *mode = NULL, *dir = NULL, *out = NULL, *conf = NULL, *targets = "few", *sweight = "uniform";
+    double r = 0.8;
+    int per = 50, topk = 4;
+    uint64_t seed = 1;
+    const arg_opt opts[] = {ARG_OPT("-mode", ARG_STR, &mode),
+                            ARG_OPT("-dir", ARG_STR, &dir),
+                            ARG_OPT("-o", ARG_STR, &out),
+                            ARG_OPT("-confusion", ARG_STR, &conf),
+                            ARG_OPT("-targets", ARG_STR, &targets),
+                            ARG_RANGE("-r", ARG_DOUBLE, &r, 0, 1),
+                            ARG_RANGE("-per-class", ARG_INT, &per, 1, 1000000),
+                            ARG_RANGE("-top-k", ARG_INT, &topk, 1, 1000),
+                            ARG_OPT("-seed", ARG_U64, &seed),
+                            ARG_OPT("-source-weight", ARG_STR, &sweight),
+                            ARG_END};
+    char *pos[1];
+    int np = args_parse("plan", argc, argv, opts, pos, 1);
+    if (np < 0) return -1;
+    if (np < 1)
+        return err_set("usage: genie plan <data> -mode genie|ada|img2img|txt2img|roundtrip -dir OUTDIR -o plan.csv "
+                       "[-confusion train_confusion.csv] [-r 0.8] [-per-class 50] [-top-k 4] [-targets few|all] [-seed S]");
+    const char *data = pos[0];
+    if (!mode || !dir || !out) return err_set("plan: -mode, -dir and -o are required");
+    int m_genie = !strcmp(mode, "genie"), m_ada = !strcmp(mode, "ada"), m_i2i = !strcmp(mode, "img2img"),
+        m_t2i = !strcmp(mode, "txt2img"), m_rt = !strcmp(mode, "roundtrip");
+    if (!(m_genie || m_ada || m_i2i || m_t2i || m_rt)) return err_set("plan: -mode \"%s\" (genie, ada, img2img, txt2img, roundtrip)", mode);
+    if ((m_genie || m_ada) && !conf) return err_set("plan: -mode %s needs -confusion (the classes most confused with each target)", mode);
+    if (!(r > 0)) return err_set("plan: -r must be in (0, 1]");
+    if (strcmp(sweight, "uniform") && strcmp(sweight, "rate"))
+        return err_set("plan: -source-weight \"%s\" (uniform or rate)", sweight);
+    int rate_w = !strcmp(sweight, "rate") && (m_genie || m_ada);
+    if (strcmp(targets, "few") && strcmp(targets, "all")) return err_set("plan: -targets \"%s\" (few or all)", targets);
+
+    datacfg dc;
+    dataset ds = {0};
+    if (datacfg_read(data, &dc)) return -1;
+    int rc = -1;
+    double *m = NULL;
+    FILE *f = NULL;
+    char tmp[4200];
+    if (!dc.train) {
+        err_set("%s: no train= line", data);
+        goto done;
+    }
+    if (dataset_load(dc.train, dc.labels, dc.classes, &ds)) goto done;
+    if (!(m = calloc((size_t)ds.classes * ds.classes, sizeof *m))) goto done;
+    if (conf && read_confusion(conf, &ds, m)) goto done;
+    if (!(f = util_open_tmp(out, tmp, sizeof tmp))) goto done;
+    fprintf(f, "source,target,r,seed,output\n");
+    uint64_t k = 0;
+    if (m_rt) {
+        for (int i = 0; i < ds.n; i++) {
+            const char *b = base_name(ds.paths[i]), *dot = strrchr(b, '.');
+            fprintf(f, "%s,%s,0,0,%s/%.*s.png\n", ds.paths[i], ds.labels[ds.cls[i]], dir,
+                    (int)(dot ? dot - b : (long)strlen(b)), b);
+        }
+    }
+    for (int t = 0; t < ds.classes && !m_rt; t++) {
+        if (!strcmp(targets, "few") && dataset_shot_group(ds.count[t]) != SHOT_FEW) continue;
+        int src[64], ns = 0;
+        if (m_genie || m_ada) ns = planner_confused(m, ds.classes, t, topk < 64 ? topk : 64, src);
+        else if (m_i2i) src[ns++] = t;
+        for (int j = 0; j < per; j++, k++) {
+            philox_t g;
+            philox_init(&g, seed, philox_mix(k, PHILOX_PLAN));
+            uint64_t item_seed = (uint64_t)philox_next(&g) << 21 ^ philox_next(&g);
+            const char *path = "";
+            if (ns) {
+                int s = rate_w ? planner_source(m, ds.classes, t, src, ns, philox_uniform(&g))
+                               : src[philox_int(&g, ns)];
+                if (!ds.count[s]) {
+                    err_set("%s: class %s has no training image to use as a source", dc.train, ds.labels[s]);
+                    goto done;
+                }
+                path = ds.paths[ds.members[s][philox_int(&g, ds.count[s])]];
+            }
+            char rbuf[32];
+            if (m_ada) snprintf(rbuf, sizeof rbuf, "ada");
+            else snprintf(rbuf, sizeof rbuf, "%g", m_t2i ? 1.0 : r);
+            fprintf(f, "%s,%s,%s,%llu,%s/%05llu_%s.png\n", path, ds.labels[t], rbuf, (unsigned long long)item_seed,
+                    dir, (unsigned long long)k, ds.labels[t]);
+        }
+    }
+    rc = util_commit(f, tmp, out);
+    f = NULL;
+done:
+    if (f) {
+        fclose(f);
+        remove(tmp);
+    }
+    free(m);
+    if (ds.paths) dataset_free(&ds);
+    datacfg_free(&dc);
+    return rc;
+}

@@ -1,0 +1,219 @@
+#include "src/net/netio.h"
+#include "src/net/cfgcheck.h"
+#include "common/err.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Reads the [net] keys darknet's parser drops. cfgcheck_file has checked the file (first section [net], every value
+ * in range), so this only collects values; white space is stripped everywhere in a line, as darknet does. */
+static int read_extras(const char *cfg, net_extras *ex)
+{
+    ex->flip = 1;
+    ex->mixup = ex->cutmix = 0;
+    ex->label_smooth = 0;
+    ex->preset = AUG_DARKNET;
+    FILE *f = fopen(cfg, "r");
+    if (!f) return err_set("%s: %s", cfg, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    int section = 0;
+    while (getline(&line, &cap, f) >= 0) {
+        char *d = line;
+        for (char *s = line; *s; s++)
+            if (*s != ' ' && *s != '\t' && *s != '\n') *d++ = *s;
+        *d = 0;
+        if (!*line || *line == '#' || *line == ';') continue;
+        if (*line == '[') {
+            if (++section > 1) break;
+            continue;
+        }
+        char *eq = strchr(line, '=');
+        if (!eq) continue;
+        *eq = 0;
+        const char *key = line, *val = eq + 1;
+        if (!strcmp(key, "augment"))
+            ex->preset = !strcasecmp(val, "weak") ? AUG_WEAK : !strcasecmp(val, "strong") ? AUG_STRONG : AUG_DARKNET;
+        else if (!strcmp(key, "flip")) ex->flip = atoi(val);
+        else if (!strcmp(key, "mixup")) ex->mixup = atoi(val);
+        else if (!strcmp(key, "cutmix")) ex->cutmix = atoi(val);
+        else if (!strcmp(key, "label_smooth_eps")) ex->label_smooth = strtof(val, NULL);
+    }
+    free(line);
+    fclose(f);
+    return 0;
+}
+
+/* Bytes a .weights file holds for this network, as save_weights writes it (after the header). */
+static long long weights_payload(const network *net, int *checkable)
+{
+    long long floats = 0;
+    *checkable = 1;
+    for (int i = 0; i < net->n; i++) {
+        const layer *l = &net->layers[i];
+        if (l->dontsave) continue;
+        switch (l->type) {
+        case CONVOLUTIONAL:
+        case DECONVOLUTIONAL:
+            floats += l->n + l->nweights + (l->batch_normalize ? 3LL * l->n : 0);
+            break;
+        case CONNECTED:
+            floats += l->outputs + (long long)l->outputs * l->inputs + (l->batch_normalize ? 3LL * l->outputs : 0);
+            break;
+        case BATCHNORM: floats += 3LL * l->c; break;
+        case MAXPOOL: case SOFTMAX: case DROPOUT: case AVGPOOL: case SHORTCUT: case ROUTE: case COST:
+        case ACTIVE: case UPSAMPLE: case REORG: case NORMALIZATION: case CROP: case L2NORM: case LOGXENT:
+            break;
+        default: *checkable = 0; break;
+        }
+    }
+    return floats * (long long)sizeof(float);
+}
+
+/* The header as libdarknet's load_weights reads it: major, minor, revision, then `seen` as a size_t from version 0.2
+ * on (an int before). Nothing there is checked by libdarknet: a corrupt `seen` resumes "from image 2^63" with a
+ * negative learning rate. */
+static int check_weights(const network *net, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set("%s: %s", path, strerror(errno));
+    int hdr[3];
+    struct stat st;
+    if (fread(hdr, sizeof(int), 3, f) != 3 || fstat(fileno(f), &st) != 0) {
+        fclose(f);
+        return err_set("%s: truncated weights header", path);
+    }
+    static const char *field[3] = {"major version", "minor version", "revision"};
+    for (int i = 0; i < 3; i++)
+        if (hdr[i] < 0 || hdr[i] > 1000) {
+            fclose(f);
+            return err_set("%s: weights header: %s %d is not in 0..1000 (not a darknet weights file?)", path,
+                           field[i], hdr[i]);
+        }
+    int wide = hdr[0] * 10 + hdr[1] >= 2 && hdr[0] < 1000 && hdr[1] < 1000;
+    uint64_t seen = 0;
+    int32_t seen32 = 0;
+    size_t got = wide ? fread(&seen, sizeof seen, 1, f) : fread(&seen32, sizeof seen32, 1, f);
+    fclose(f);
+    if (got != 1) return err_set("%s: truncated weights header", path);
+    if (!wide && seen32 < 0)
+        return err_set("%s: weights header: seen %d is negative (version %d.%d keeps it in an int): a corrupt header",
+                       path, seen32, hdr[0], hdr[1]);
+    if (!wide) seen = (uint64_t)seen32;
+    /* 2^48 images is years of training at any speed; more is a corrupt or foreign header */
+    if (seen > (uint64_t)1 << 48)
+        return err_set("%s: weights header: seen %llu is more than 2^48 images: a corrupt header", path,
+                       (unsigned long long)seen);
+    long long header = 3 * sizeof(int) + (wide ? sizeof(uint64_t) : sizeof(int32_t));
+    int checkable;
+    long long want = header + weights_payload(net, &checkable);
+    if (!checkable) return 0;
+    if (st.st_size < want)
+        return err_set("%s: truncated: the network needs %lld bytes, the file has %lld", path, want,
+                       (long long)st.st_size);
+    if (st.st_size > want)
+        return err_set("%s: %lld bytes, but this cfg needs %lld: the weights belong to another network", path,
+                       (long long)st.st_size, want);
+    return 0;
+}
+
+/* Finite weights after loading: a NaN in a file would otherwise surface as a NaN loss much later. */
+static int check_finite(const network *net, const char *path)
+{
+    for (int i = 0; i < net->n; i++) {
+        const layer *l = &net->layers[i];
+        const float *arrs[2] = {l->weights, l->biases};
+        const int lens[2] = {l->nweights, l->type == CONNECTED ? l->outputs : l->n};
+        if (l->type != CONVOLUTIONAL && l->type != CONNECTED) continue;
+        for (int a = 0; a < 2; a++)
+            for (int j = 0; arrs[a] && j < lens[a]; j++)
+                if (!(arrs[a][j] == arrs[a][j]) || arrs[a][j] > 3e38f || arrs[a][j] < -3e38f)
+                    return err_set("%s: layer %d has a non-finite %s value", path, i, a ? "bias" : "weight");
+    }
+    return 0;
+}
+
+network *netio_load(const char *cfg, const char *weights, int clear, net_extras *extras)
+{
+    net_extras ex;
+    /* before parse_network_cfg, which crashes or allocates without bound on bad values */
+    if (cfgcheck_file(cfg) || read_extras(cfg, &ex)) return NULL;
+    if (weights && access(weights, R_OK) != 0) {
+        err_set("%s: %s", weights, strerror(errno));
+        return NULL;
+    }
+    network *net = parse_network_cfg((char *)cfg);
+    if (!net || net->n == 0) {
+        err_set("%s: no layers", cfg);
+        return NULL;
+    }
+    if (weights) {
+        if (check_weights(net, weights)) {
+            free_network(net);
+            return NULL;
+        }
+        load_weights(net, (char *)weights);
+        if (check_finite(net, weights)) {
+            free_network(net);
+            return NULL;
+        }
+    }
+    if (clear) *net->seen = 0;
+    if (extras) *extras = ex;
+    return net;
+}
+
+int netio_save(network *net, const char *path)
+{
+    char tmp[4200];
+    /* save_weights exit()s when it cannot open the file and ignores every write error (a full disk left a
+     * truncated file behind a "saved" line): it writes to a temporary file opened here first, whose size is then
+     * checked against what the network holds and synced before it replaces path. */
+    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    fclose(f);
+    save_weights(net, tmp);
+    int checkable, fd = open(tmp, O_RDONLY);
+    long long want = 3 * sizeof(int) + sizeof(size_t) + weights_payload(net, &checkable);
+    struct stat st = {.st_size = -1};
+    const char *why = NULL;
+    if (fd < 0 || fstat(fd, &st) != 0 || fsync(fd) != 0) why = strerror(errno);
+    else if (checkable && st.st_size != want) why = "short write (is the disk full?)";
+    if (fd >= 0) close(fd);
+    if (!why && rename(tmp, path) != 0) why = strerror(errno);
+    if (why) {
+        long long got = st.st_size;
+        unlink(tmp);
+        if (checkable && got >= 0 && got != want)
+            return err_set("%s: not saved: %s, %lld of %lld bytes written; the previous file is kept", path, why,
+                           got, want);
+        return err_set("%s: not saved: %s; the previous file is kept", path, why);
+    }
+    return 0;
+}
+
+aug_params netio_aug_params(const network *net, const net_extras *ex)
+{
+    aug_params p = {0};
+    p.preset = ex->preset;
+    p.w = net->w;
+    p.h = net->h;
+    p.c = net->c;
+    p.min_crop = net->min_crop;
+    p.max_crop = net->max_crop;
+    p.angle = net->angle;
+    p.aspect = net->aspect;
+    p.hue = net->hue;
+    p.saturation = net->saturation;
+    p.exposure = net->exposure;
+    p.flip = ex->flip;
+    return p;
+}

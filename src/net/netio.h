@@ -1,0 +1,25 @@
+/* Networks in and out of files, with the checks libdarknet does not make: it exit()s on a missing file and
+ * silently loads a truncated or mismatched .weights file. */
+#ifndef GENIE_NETIO_H
+#define GENIE_NETIO_H
+#include <darknet.h>
+
+#include "src/net/transform.h"
+
+/* The [net] keys libdarknet does not keep in its network struct (AlexeyAB's names), plus genie's own. */
+typedef struct {
+    int flip, mixup, cutmix;
+    float label_smooth;
+    enum aug_preset preset;     /* augment=darknet|weak|strong */
+} net_extras;
+
+/* Parses cfg (checked first by cfgcheck: every section, key, value and layer shape), loads weights when given
+ * (header and size checked against what the network needs), zeroes the seen counter on clear. NULL with err_msg()
+ * on any problem. */
+network *netio_load(const char *cfg, const char *weights, int clear, net_extras *extras);
+/* save_weights through a temporary file and a rename: an interrupted save never leaves a half file. */
+int netio_save(network *net, const char *path);
+/* The augmentation parameters the network's [net] section asks for. */
+aug_params netio_aug_params(const network *net, const net_extras *ex);
+
+#endif

@@ -1,0 +1,424 @@
+#define _GNU_SOURCE /* qsort_r */
+#include "src/train/dataset.h"
+#include "common/err.h"
+#include "common/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int datacfg_read(const char *path, datacfg *d)
+{
+    memset(d, 0, sizeof *d);
+    d->classes = -1;
+    d->top = 1;
+    FILE *f = fopen(path, "r");
+    if (!f) return err_set("%s: %s", path, strerror(errno));
+    char line[4096];
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *s = util_trim(line);
+        if (!*s || *s == '#' || *s == ';') continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            fclose(f);
+            datacfg_free(d);
+            return err_set("%s:%d: expected key=value, got '%s'", path, lineno, s);
+        }
+        *eq = 0;
+        char *key = util_trim(s), *val = util_trim(eq + 1);
+        char **str = !strcmp(key, "train")    ? &d->train
+                     : !strcmp(key, "generated") ? &d->generated
+                     : !strcmp(key, "genie") ? &d->genie
+                     : !strcmp(key, "roundtrip") ? &d->roundtrip
+                     : !strcmp(key, "valid")  ? &d->valid
+                     : !strcmp(key, "labels") ? &d->labels
+                     : !strcmp(key, "names")  ? &d->names
+                     : !strcmp(key, "backup") ? &d->backup
+                                              : NULL;
+        if (str) {
+            free(*str);
+            *str = strdup(val);
+        } else if (!strcmp(key, "classes") || !strcmp(key, "top")) {
+            char *end;
+            long v = strtol(val, &end, 10);
+            if (*end || v <= 0 || v > 1000000) {
+                fclose(f);
+                datacfg_free(d);
+                return err_set("%s:%d: %s must be a positive integer, got '%s'", path, lineno, key, val);
+            }
+            *(!strcmp(key, "top") ? &d->top : &d->classes) = (int)v;
+        } else if (!strcmp(key, "max_pixels")) {
+            char *end;
+            long long v = strtoll(val, &end, 10);
+            if (end == val || *end || v < 1 || v > (1LL << 30)) {
+                fclose(f);
+                datacfg_free(d);
+                return err_set("%s:%d: max_pixels must be an integer in 1..%lld, got '%s'", path, lineno, 1LL << 30, val);
+            }
+            d->max_pixels = v;
+        } else if (!strcmp(key, "tail_share") || !strcmp(key, "gen_soft") || !strcmp(key, "roundtrip_p") ||
+                   !strcmp(key, "pair_source")) {
+            char *end;
+            double v = strtod(val, &end);
+            if (end == val || *end || !(v >= 0 && v <= 1)) {
+                fclose(f);
+                datacfg_free(d);
+                return err_set("%s:%d: %s must be a number in [0, 1], got '%s'", path, lineno, key, val);
+            }
+            *(!strcmp(key, "tail_share")    ? &d->tail_share
+              : !strcmp(key, "gen_soft")    ? &d->gen_soft
+              : !strcmp(key, "roundtrip_p") ? &d->roundtrip_p
+                                            : &d->pair_source) = v;
+        }
+    }
+    fclose(f);
+    if (d->classes < 0) {
+        datacfg_free(d);
+        return err_set("%s: no classes= line", path);
+    }
+    if (!d->labels) d->labels = strdup("data/labels.list");
+    if (!d->backup) d->backup = strdup("backup");
+    return 0;
+}
+
+void datacfg_free(datacfg *d)
+{
+    free(d->train);
+    free(d->valid);
+    free(d->labels);
+    free(d->names);
+    free(d->backup);
+    free(d->genie);
+    free(d->generated);
+    free(d->roundtrip);
+    memset(d, 0, sizeof *d);
+}
+
+/* Splits s[0..len) into lower-cased alphanumeric tokens, stored NUL-separated in buf; returns the count. */
+static int tokenize(const char *s, size_t len, char *buf, char **tok, int max)
+{
+    int n = 0;
+    size_t i = 0;
+    while (i < len && n < max) {
+        while (i < len && !isalnum((unsigned char)s[i])) i++;
+        if (i == len) break;
+        tok[n++] = buf;
+        while (i < len && isalnum((unsigned char)s[i])) *buf++ = (char)tolower((unsigned char)s[i++]);
+        *buf++ = 0;
+    }
+    return n;
+}
+
+#define MAX_TOK 256
+
+/* Finds the labels whose token sequence occurs in tok[0..nt). An occurrence nested inside a longer occurrence
+ * of another label does not count. Returns the number of labels left; *cls and *second name two of them. */
+static int match_tokens(char **tok, int nt, char *const *labels, int n, int *cls, int *second)
+{
+    struct { int c, s, l; } m[64];
+    int nm = 0;
+    for (int c = 0; c < n; c++) {
+        char lbuf[1024], *ltok[32];
+        int nl = tokenize(labels[c], strnlen(labels[c], 1000), lbuf, ltok, 32);
+        for (int s = 0; nl > 0 && s + nl <= nt && nm < 64; s++) {
+            int k = 0;
+            while (k < nl && strcmp(tok[s + k], ltok[k]) == 0) k++;
+            if (k == nl) m[nm].c = c, m[nm].s = s, m[nm].l = nl, nm++;
+        }
+    }
+    int found = 0;
+    *cls = *second = -1;
+    for (int i = 0; i < nm; i++) {
+        int nested = 0;
+        for (int j = 0; j < nm && !nested; j++)
+            nested = m[j].c != m[i].c && m[j].l > m[i].l && m[j].s <= m[i].s &&
+                     m[i].s + m[i].l <= m[j].s + m[j].l;
+        if (nested || m[i].c == *cls || m[i].c == *second) continue;
+        if (found++ == 0)
+            *cls = m[i].c;
+        else if (*second < 0)
+            *second = m[i].c;
+    }
+    return found;
+}
+
+int labels_match(const char *path, char *const *labels, int n)
+{
+    /* Components from the file name (extension removed) up through the directories, nearest first. */
+    const char *end = path + strlen(path);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    const char *dot = strrchr(base, '.');
+    const char *stop = dot && dot > base ? dot : end;
+    const char *lo = base, *hi = stop;
+    for (;;) {
+        char buf[4096 + MAX_TOK], *tok[MAX_TOK];
+        size_t len = (size_t)(hi - lo) < 4096 ? (size_t)(hi - lo) : 4096;
+        int nt = tokenize(lo, len, buf, tok, MAX_TOK);
+        int cls, second;
+        int found = match_tokens(tok, nt, labels, n, &cls, &second);
+        if (found == 1) return cls;
+        if (found > 1)
+            return err_set("%s: ambiguous label: both '%s' and '%s' appear in '%.*s'", path, labels[cls],
+                           labels[second], (int)(hi - lo), lo);
+        if (lo == path) break;
+        hi = lo - 1; /* the '/' before this component */
+        lo = hi;
+        while (lo > path && lo[-1] != '/') lo--;
+    }
+    return err_set("%s: no label of the labels file appears in the file name or its directories", path);
+}
+
+static char **read_lines(const char *path, int *count)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        err_set("%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char **lines = NULL, *line = NULL;
+    size_t lcap = 0;
+    int n = 0, cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &lcap, f)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (len == 0) continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1024;
+            lines = realloc(lines, (size_t)cap * sizeof *lines);
+        }
+        lines[n++] = strdup(line);
+    }
+    free(line);
+    fclose(f);
+    *count = n;
+    if (!lines) lines = calloc(1, sizeof *lines);
+    return lines;
+}
+
+static void free_lines(char **lines, int n)
+{
+    for (int i = 0; i < n; i++) free(lines[i]);
+    free(lines);
+}
+
+static void build_members(dataset *ds)
+{
+    if (ds->members)
+        for (int c = 0; c < ds->classes; c++) free(ds->members[c]);
+    free(ds->members);
+    ds->members = malloc((size_t)ds->classes * sizeof *ds->members);
+    int *fill = calloc((size_t)ds->classes, sizeof *fill);
+    for (int c = 0; c < ds->classes; c++) ds->members[c] = malloc((size_t)(ds->count[c] + 1) * sizeof(int));
+    for (int i = 0; i < ds->n; i++) ds->members[ds->cls[i]][fill[ds->cls[i]]++] = i;
+    free(fill);
+}
+
+int dataset_load(const char *list_path, const char *labels_path, int classes, dataset *ds)
+{
+    memset(ds, 0, sizeof *ds);
+    int nl;
+    char **labels = read_lines(labels_path, &nl);
+    if (!labels) return -1;
+    if (nl != classes) {
+        free_lines(labels, nl);
+        return err_set("%s: %d labels, but the .data file says classes=%d", labels_path, nl, classes);
+    }
+    for (int i = 0; i < nl; i++) {
+        char *t = labels[i];
+        size_t l = strlen(t);
+        while (l && isspace((unsigned char)t[l - 1])) t[--l] = 0;
+        for (int j = 0; j < i; j++)
+            if (!strcasecmp(labels[j], t)) {
+                err_set("%s: label '%s' appears twice", labels_path, t);
+                free_lines(labels, nl);
+                return -1;
+            }
+    }
+    int n;
+    char **paths = read_lines(list_path, &n);
+    if (!paths) {
+        free_lines(labels, nl);
+        return -1;
+    }
+    if (n == 0) {
+        free_lines(labels, nl);
+        free_lines(paths, n);
+        return err_set("%s: the image list is empty", list_path);
+    }
+    ds->n = n;
+    ds->classes = classes;
+    ds->paths = paths;
+    ds->labels = labels;
+    ds->cls = malloc((size_t)n * sizeof *ds->cls);
+    ds->count = calloc((size_t)classes, sizeof *ds->count);
+    for (int i = 0; i < n; i++) {
+        int c = labels_match(paths[i], labels, classes);
+        if (c < 0) {
+            err_wrap("%s:%d: ", list_path, i + 1);
+            dataset_free(ds);
+            return -1;
+        }
+        ds->cls[i] = c;
+        ds->count[c]++;
+    }
+    ds->n_real = n;
+    ds->real_count = malloc((size_t)classes * sizeof *ds->real_count);
+    memcpy(ds->real_count, ds->count, (size_t)classes * sizeof *ds->real_count);
+    ds->src_cls = malloc((size_t)n * sizeof *ds->src_cls);
+    ds->src_idx = malloc((size_t)n * sizeof *ds->src_idx);
+    for (int i = 0; i < n; i++) ds->src_cls[i] = ds->src_idx[i] = -1;
+    build_members(ds);
+    return 0;
+}
+
+void dataset_free(dataset *ds)
+{
+    free_lines(ds->paths, ds->n);
+    free_lines(ds->labels, ds->classes);
+    if (ds->members)
+        for (int c = 0; c < ds->classes; c++) free(ds->members[c]);
+    free(ds->members);
+    free(ds->cls);
+    free(ds->count);
+    free(ds->real_count);
+    free(ds->src_cls);
+    free(ds->src_idx);
+    if (ds->alt)
+        for (int i = 0; i < ds->n_real; i++) free(ds->alt[i]);
+    free(ds->alt);
+    memset(ds, 0, sizeof *ds);
+}
+
+/* The rows of a `genie generate` index: fields output, source, target (the rest unused here). */
+typedef struct {
+    char **lines;
+    int n;
+} index_file;
+
+static int index_read(const char *path, index_file *ix)
+{
+    if (!(ix->lines = read_lines(path, &ix->n))) return -1;
+    if (ix->n == 0 || strncmp(ix->lines[0], "output,source,target,r,seed", 27)) {
+        free_lines(ix->lines, ix->n);
+        return err_set("%s: not a genie generate index (header output,source,target,r,seed,gaps)", path);
+    }
+    return 0;
+}
+
+/* Splits index line i in place into output, source, target. */
+static int index_fields(const char *path, char *line, int lineno, char **out, char **src, char **tgt)
+{
+    char *c1 = strchr(line, ','), *c2 = c1 ? strchr(c1 + 1, ',') : NULL, *c3 = c2 ? strchr(c2 + 1, ',') : NULL;
+    if (!c3 || c1 == line) return err_set("%s:%d: expected output,source,target,...", path, lineno);
+    *c1 = *c2 = *c3 = 0;
+    *out = line;
+    *src = c1 + 1;
+    *tgt = c2 + 1;
+    return 0;
+}
+
+static int by_path(const void *a, const void *b, void *paths)
+{
+    return strcmp(((char **)paths)[*(const int *)a], ((char **)paths)[*(const int *)b]);
+}
+
+/* The real images' indices sorted by path, for real_find; NULL when out of memory. */
+static int *real_order(const dataset *ds)
+{
+    int *order = malloc((size_t)(ds->n_real ? ds->n_real : 1) * sizeof *order);
+    if (!order) return NULL;
+    for (int i = 0; i < ds->n_real; i++) order[i] = i;
+    qsort_r(order, ds->n_real, sizeof *order, by_path, ds->paths);
+    return order;
+}
+
+/* The index of the real image with this path, or -1. */
+static int real_find(const dataset *ds, const int *order, const char *path)
+{
+    int lo = 0, hi = ds->n_real - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, cmp = strcmp(path, ds->paths[order[mid]]);
+        if (!cmp) return order[mid];
+        if (cmp < 0) hi = mid - 1;
+        else lo = mid + 1;
+    }
+    return -1;
+}
+
+int dataset_add_generated(dataset *ds, const char *index_path)
+{
+    index_file ix;
+    if (index_read(index_path, &ix)) return -1;
+    int add = ix.n - 1, n = ds->n;
+    char **paths = realloc(ds->paths, (size_t)(n + add) * sizeof *paths);
+    if (paths) ds->paths = paths;
+    int *cls = paths ? realloc(ds->cls, (size_t)(n + add) * sizeof *cls) : NULL;
+    if (cls) ds->cls = cls;
+    int *src = cls ? realloc(ds->src_cls, (size_t)(n + add) * sizeof *src) : NULL;
+    if (src) ds->src_cls = src;
+    int *sidx = src ? realloc(ds->src_idx, (size_t)(n + add) * sizeof *sidx) : NULL;
+    if (sidx) ds->src_idx = sidx;
+    int *order = sidx ? real_order(ds) : NULL;
+    if (!order) {
+        free_lines(ix.lines, ix.n);
+        return err_set("%s: out of memory", index_path);
+    }
+    int rc = 0;
+    for (int i = 1; i < ix.n && rc == 0; i++) {
+        char *out, *source, *target;
+        if ((rc = index_fields(index_path, ix.lines[i], i + 1, &out, &source, &target))) break;
+        int c = -1;
+        for (int k = 0; k < ds->classes && c < 0; k++)
+            if (!strcmp(ds->labels[k], target)) c = k;
+        if (c < 0) {
+            rc = err_set("%s:%d: target '%s' is not a label", index_path, i + 1, target);
+            break;
+        }
+        int s = *source ? labels_match(source, ds->labels, ds->classes) : -1;
+        ds->paths[ds->n] = strdup(out);
+        ds->cls[ds->n] = c;
+        ds->src_cls[ds->n] = s < 0 ? -1 : s;
+        ds->src_idx[ds->n] = *source ? real_find(ds, order, source) : -1;
+        ds->count[c]++;
+        ds->n++;
+    }
+    free(order);
+    free_lines(ix.lines, ix.n);
+    if (rc == 0) build_members(ds);
+    return rc;
+}
+
+int dataset_add_roundtrips(dataset *ds, const char *index_path)
+{
+    index_file ix;
+    if (index_read(index_path, &ix)) return -1;
+    int *order = real_order(ds);
+    if (!ds->alt) ds->alt = calloc((size_t)ds->n_real, sizeof *ds->alt);
+    if (!order || !ds->alt) {
+        free(order);
+        free_lines(ix.lines, ix.n);
+        return err_set("%s: out of memory", index_path);
+    }
+    int rc = 0;
+    for (int i = 1; i < ix.n && rc == 0; i++) {
+        char *out, *source, *target;
+        if ((rc = index_fields(index_path, ix.lines[i], i + 1, &out, &source, &target))) break;
+        int hit = real_find(ds, order, source);
+        if (hit < 0) continue;    /* a round trip of an image this list does not hold */
+        free(ds->alt[hit]);
+        ds->alt[hit] = strdup(out);
+    }
+    free(order);
+    free_lines(ix.lines, ix.n);
+    return rc;
+}
+
+enum shot_group dataset_shot_group(int count)
+{
+    return count > 100 ? SHOT_MANY : count >= 20 ? SHOT_MEDIUM : SHOT_FEW;
+}
