@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -40,17 +41,91 @@ char *util_trim(char *s)
     return s;
 }
 
+/* Where a write to path lands: path itself, or the regular file a symlink leads to (so a link stays a link and its
+ * target is replaced). An existing target that is not a regular file (a device, FIFO, socket or directory) is
+ * refused: renaming over it would replace, say, /dev/null with a file. */
+static int write_target(const char *path, char *target, size_t n)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno != ENOENT) return err_set("%s: %s", path, strerror(errno));
+        if (snprintf(target, n, "%s", path) >= (int)n) return err_set("%s: path too long", path);
+        return 0;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        char *real = realpath(path, NULL);
+        if (!real) return err_set("%s: a symbolic link to nothing (%s)", path, strerror(errno));
+        int len = snprintf(target, n, "%s", real);
+        free(real);
+        if (len >= (int)n) return err_set("%s: path too long", path);
+        if (stat(target, &st) != 0) return err_set("%s: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode))
+        return err_set("%s: not a regular file (%s); refusing to replace it", path,
+                       S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a socket or special file");
+    return 0;
+}
+
+/* The directory a file is made in must exist and take new files: said before any work is done. */
+static int dir_writable(const char *path, const char *target)
+{
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s", target) >= (int)sizeof dir) return err_set("%s: path too long", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    struct stat st;
+    if (stat(dir, &st) != 0) return err_set("%s: directory %s: %s", path, dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return err_set("%s: %s is not a directory", path, dir);
+    if (access(dir, W_OK | X_OK) != 0) return err_set("%s: directory %s: %s", path, dir, strerror(errno));
+    return 0;
+}
+
+int util_check_dest(const char *path)
+{
+    char target[4096];
+    if (!*path) return err_set("an empty output path");
+    return write_target(path, target, sizeof target) || dir_writable(path, target) ? -1 : 0;
+}
+
 FILE *util_open_tmp(const char *path, char *tmp, size_t n)
 {
     static unsigned long counter;
+    char target[4096];
+    if (util_check_dest(path) || write_target(path, target, sizeof target)) return NULL;
     unsigned long k = __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED);
-    if (snprintf(tmp, n, "%s.%ld.%lu.tmp", path, (long)getpid(), k) >= (int)n) {
+    if (snprintf(tmp, n, "%s.%ld.%lu.tmp", target, (long)getpid(), k) >= (int)n) {
         err_set("%s: path too long", path);
         return NULL;
     }
     FILE *f = fopen(tmp, "w");
-    if (!f) err_set("%s: %s", tmp, strerror(errno));
+    if (!f) err_set("%s: cannot create %s (%s)", path, tmp, strerror(errno));
     return f;
+}
+
+int util_replace(const char *tmp, const char *path)
+{
+    /* the temporary name is the target's plus ".<pid>.<k>.tmp": rename onto the target (a symlink's file) */
+    char target[4096];
+    snprintf(target, sizeof target, "%s", tmp);
+    for (int dots = 0; dots < 3; dots++) {
+        char *d = strrchr(target, '.');
+        if (d) *d = 0;
+    }
+    /* what was a regular file at util_open_tmp may have been replaced meanwhile */
+    struct stat st;
+    if (lstat(target, &st) == 0 && !S_ISREG(st.st_mode)) {
+        unlink(tmp);
+        return err_set("%s: not a regular file any more; refusing to replace it", path);
+    }
+    if (rename(tmp, target) != 0) {
+        int err = errno;
+        unlink(tmp);
+        return err_set("%s: cannot write (%s); left as it was", path, strerror(err));
+    }
+    return 0;
 }
 
 static int finish(FILE *f, const char *tmp, const char *path, int durable)
@@ -61,12 +136,11 @@ static int finish(FILE *f, const char *tmp, const char *path, int durable)
         bad = 1;
         err = errno;
     }
-    if (bad || rename(tmp, path) != 0) {
-        if (!bad) err = errno;
+    if (bad) {
         unlink(tmp);
         return err_set("%s: cannot write (%s); left as it was", path, strerror(err));
     }
-    return 0;
+    return util_replace(tmp, path);
 }
 
 int util_commit(FILE *f, const char *tmp, const char *path) { return finish(f, tmp, path, 1); }

@@ -19,10 +19,18 @@ unsigned util_files_stamp(unsigned h, const char *path);
 
 /* Whole-file writes: util_open_tmp opens a temporary file beside path (a name unique to this process and call,
  * so concurrent writers never share one); util_commit checks every write, syncs and renames it over path, or
- * removes it and leaves path as it was. Both -1/NULL with err_msg() naming the file. */
+ * removes it and leaves path as it was. Both -1/NULL with err_msg() naming the file. A path that is a symbolic
+ * link is followed: the regular file it leads to is replaced and the link stays. An existing path that is not a
+ * regular file (a device such as /dev/null, a FIFO, a directory) is refused, never replaced. */
 #include <stdio.h>
+/* The checks util_open_tmp makes, for a command to make before its work: path is not an existing non-regular file
+ * and its directory exists and is writable; -1 with err_msg() naming path and what is wrong. */
+int util_check_dest(const char *path);
 FILE *util_open_tmp(const char *path, char *tmp, size_t n);
 int util_commit(FILE *f, const char *tmp, const char *path);
+/* The last step of util_commit alone, for a temporary file written by other means (libdarknet's save_weights):
+ * renames tmp over the file util_open_tmp chose for path; -1 (tmp removed) with err_msg() naming path. */
+int util_replace(const char *tmp, const char *path);
 /* The same without the fsync, for many small files made durable together afterwards (one syncfs). */
 int util_commit_nosync(FILE *f, const char *tmp, const char *path);
 

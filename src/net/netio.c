@@ -188,16 +188,13 @@ int netio_save(network *net, const char *path)
     if (fd < 0 || fstat(fd, &st) != 0 || fsync(fd) != 0) why = strerror(errno);
     else if (checkable && st.st_size != want) why = "short write (is the disk full?)";
     if (fd >= 0) close(fd);
-    if (!why && rename(tmp, path) != 0) why = strerror(errno);
-    if (why) {
-        long long got = st.st_size;
-        unlink(tmp);
-        if (checkable && got >= 0 && got != want)
-            return err_set("%s: not saved: %s, %lld of %lld bytes written; the previous file is kept", path, why,
-                           got, want);
-        return err_set("%s: not saved: %s; the previous file is kept", path, why);
-    }
-    return 0;
+    if (!why) return util_replace(tmp, path);
+    long long got = st.st_size;
+    unlink(tmp);
+    if (checkable && got >= 0 && got != want)
+        return err_set("%s: not saved: %s, %lld of %lld bytes written; the previous file is kept", path, why, got,
+                       want);
+    return err_set("%s: not saved: %s; the previous file is kept", path, why);
 }
 
 aug_params netio_aug_params(const network *net, const net_extras *ex)
