@@ -47,11 +47,8 @@ char *util_trim(char *s)
 static int write_target(const char *path, char *target, size_t n)
 {
     struct stat st;
-    if (lstat(path, &st) != 0) {
-        if (errno != ENOENT) return err_set("%s: %s", path, strerror(errno));
-        if (snprintf(target, n, "%s", path) >= (int)n) return err_set("%s: path too long", path);
-        return 0;
-    }
+    if (snprintf(target, n, "%s", path) >= (int)n) return err_set("%s: path too long", path);
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : err_set("%s: %s", path, strerror(errno));
     if (S_ISLNK(st.st_mode)) {
         char *real = realpath(path, NULL);
         if (!real) return err_set("%s: a symbolic link to nothing (%s)", path, strerror(errno));

@@ -45,7 +45,10 @@ static void symlinks(void)
     struct stat st;
     snprintf(target, sizeof target, "%s/real.txt", dir);
     snprintf(link, sizeof link, "%s/link.txt", dir);
-    CHECK(write_text(target, "old") == 0, "%s", err_msg());
+    CHECK(write_text(target, "first") == 0, "%s", err_msg());
+    CHECK(write_text(target, "old") == 0, "over a regular file: %s", err_msg());
+    read_text(target, buf, sizeof buf);
+    CHECK(strcmp(buf, "old") == 0, "a regular file is replaced: '%s'", buf);
     CHECK(symlink("real.txt", link) == 0, "symlink");
     CHECK(write_text(link, "new") == 0, "through the link: %s", err_msg());
     CHECK(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "the link is still a link");
