@@ -1,6 +1,7 @@
 /* Batched img2img / txt2img over the CLIP, UNet and VAE model code (see engine.h for the contract). */
 #include "augment/engine/engine.h"
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include "augment/engine/backend/backend.h"
@@ -316,7 +317,12 @@ int engine_prompt(engine *e, const char *text)
     if (!text) return err_set("engine: prompt is NULL");
     for (int i = 0; i < e->n_prompts; i++)
         if (!strcmp(e->prompts[i].text, text)) return i;
-    if (tokenizer_encode(e->tok, text, e->ids, e->L) < 0) return err_wrap("prompt \"%.60s\": ", text);
+    int full = tokenizer_encode(e->tok, text, e->ids, e->L);
+    if (full < 0) return err_wrap("prompt \"%.60s\": ", text);
+    /* as diffusers warns: the text encoder sees the first L - 2 tokens only; said once per prompt (the cache) */
+    if (full > e->L)
+        fprintf(stderr, "genie: prompt \"%.60s%s\" is %d tokens; the text encoder takes %d, the rest is cut\n", text,
+                strlen(text) > 60 ? "..." : "", full - 2, e->L - 2);
     if (e->n_prompts == e->cap_prompts) {
         int cap = e->cap_prompts ? 2 * e->cap_prompts : 8;
         prompt_entry *p = realloc(e->prompts, sizeof *p * cap);
