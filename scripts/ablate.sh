@@ -37,9 +37,9 @@
 # after the largest jump; the paper's 0.5..0.9 also keeps 0.6, where many of the bundled model's images still show
 # their source), TOP_K (9: from how many of the classes most confused with a Few class the GeNIe arms draw their
 # sources; the paper's long-tail protocol takes 4 of ImageNet's 999, but of Fashion-MNIST's 9 the top 4 give too
-# few kinds of source: README), SOURCE_WEIGHT (uniform: sources drawn uniformly from those classes, as the paper;
-# rate: in proportion to their confusion rates); the online arms take GUIDANCE, STEPS, TOP_K, GENIE_R and ADA_RSET
-# into their copy of cfg/fmnist-genie.cfg. GENIE (the binary, ./genie),
+# few kinds of source: data/results/README.md), SOURCE_WEIGHT (uniform: sources drawn uniformly from those classes,
+# as the paper; rate: in proportion to their confusion rates); the online arms take GUIDANCE, STEPS, TOP_K,
+# GENIE_R and ADA_RSET into their copy of cfg/fmnist-genie.cfg. GENIE (the binary, ./genie),
 # BASE (the OUT of an earlier run on the same list: its plain models, training confusions and VAE round trips are
 # reused, so a run that changes only how images are generated, e.g. GUIDANCE or a model with the same VAE, trains
 # no plain model)

@@ -369,7 +369,7 @@ static void check_cli(void)
     char out[256], strip[256];
     snprintf(out, sizeof out, "build/genie-test-engine-%d.png", (int)getpid());
     snprintf(strip, sizeof strip, "build/genie-test-engine-strip-%d.png", (int)getpid());
-    char *argv[] = {"img2img", "-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img0.png", "-p", "a photo of a cat.",
+    char *argv[] = {"-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img0.png", "-p", "a photo of a cat.",
                     "-r", "0.6", "-steps", "5", "-scheduler", "ddim", "-noise", FIX "sd-tiny-a/noise.safetensors",
                     "-threads", "1", "-o", out};
     CHECK(cli_img2img(sizeof argv / sizeof argv[0], argv) == 0, "genie img2img failed");
@@ -386,7 +386,7 @@ static void check_cli(void)
     } else {
         CHECK(0, "cannot read %s: %s", out, err_msg());
     }
-    char *sweep[] = {"sweep", "-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img1.png", "-p", "a photo", "-steps",
+    char *sweep[] = {"-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img1.png", "-p", "a photo", "-steps",
                      "10", "-size", "32x32", "-o", strip};
     CHECK(cli_sweep(sizeof sweep / sizeof sweep[0], sweep) == 0, "genie sweep failed");
     if (imgio_load(strip, 0, 0, &im) == 0) {
@@ -397,10 +397,10 @@ static void check_cli(void)
             for (int y = 0; y < 7; y++) dark += im.rgb[((size_t)y * im.w + x) * 3] == 0;
         CHECK(dark > 10 * 20, "labels drawn (%d dark pixels)", dark);
     }
-    char *bad[] = {"img2img", "-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img0.png", "-r", "2", "-o", out};
-    CHECK(cli_img2img(sizeof bad / sizeof bad[0], bad) == 1, "r = 2 accepted by the CLI");
-    char *bad2[] = {"txt2img", "-model", FIX "sd-tiny-a", "-steps", "x", "-o", out};
-    CHECK(cli_txt2img(sizeof bad2 / sizeof bad2[0], bad2) == 1 && strstr(err_msg(), "-steps"), "bad -steps");
+    char *bad[] = {"-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img0.png", "-r", "2", "-o", out};
+    CHECK(cli_img2img(sizeof bad / sizeof bad[0], bad) == -1 && strstr(err_msg(), "-r"), "r = 2 accepted by the CLI");
+    char *bad2[] = {"-model", FIX "sd-tiny-a", "-steps", "x", "-o", out};
+    CHECK(cli_txt2img(sizeof bad2 / sizeof bad2[0], bad2) == -1 && strstr(err_msg(), "-steps"), "bad -steps");
     imgio_free(&im);
     remove(out);
     remove(strip);

@@ -25,7 +25,7 @@ typedef struct {
     int ada;                        /* bench-engine -ada: the items cycle through GeNIe-Ada's r set */
 } cli_args;
 
-static int parse_args(int argc, char **argv, cli_args *a)
+static int parse_args(const char *name, int argc, char **argv, cli_args *a)
 {
     memset(a, 0, sizeof *a);
     engine_opts_default(&a->eo);
@@ -61,7 +61,7 @@ static int parse_args(int argc, char **argv, cli_args *a)
                             ARG_RANGE("-max-pixels", ARG_INT, &max_px, 1, 1 << 30),
                             ARG_END};
     char *pos[1];
-    if (args_parse(argv[0], argc - 1, argv + 1, opts, pos, 0) < 0) return -1;
+    if (args_parse(name, argc, argv, opts, pos, 0) < 0) return -1;
     imgio_set_max_pixels(max_px);
     a->eo.device = backend_choose(device, &note);
     if (note) fprintf(stderr, "genie: %s\n", note);
@@ -249,7 +249,7 @@ static void print_memory(const engine_info *in)
 
 enum { MODE_IMG2IMG, MODE_TXT2IMG, MODE_SWEEP, MODE_BENCH };
 
-static int run(int argc, char **argv, int mode)
+static int run(const char *name, int argc, char **argv, int mode)
 {
     cli_args a;
     engine *e = NULL;
@@ -257,17 +257,17 @@ static int run(int argc, char **argv, int mode)
     unsigned char *canvas = NULL;
     noise_file nf = {0};
     int rc = -1;
-    if (parse_args(argc, argv, &a)) goto done;
+    if (parse_args(name, argc, argv, &a)) goto done;
     if (mode != MODE_TXT2IMG && !a.input) {
-        err_set("%s: -i <source image> is required", argv[0]);
+        err_set("%s: -i <source image> is required", name);
         goto done;
     }
     if (mode != MODE_BENCH && !a.output) {
-        err_set("%s: -o <output> is required", argv[0]);
+        err_set("%s: -o <output> is required", name);
         goto done;
     }
     if (a.ada && mode != MODE_BENCH) {
-        err_set("%s: -ada is for bench-engine", argv[0]);
+        err_set("%s: -ada is for bench-engine", name);
         goto done;
     }
     if (!a.prompt) a.prompt = "";
@@ -397,16 +397,15 @@ static int run(int argc, char **argv, int mode)
 bench_done:
     if (it != items) free(it);
 done:
-    if (rc) fprintf(stderr, "genie: %s\n", err_msg());
     noise_free(&nf);
     engine_free(e);
     free(src);
     free(outs);
     free(canvas);
-    return rc ? 1 : 0;
+    return rc;
 }
 
-int cli_img2img(int argc, char **argv) { return run(argc, argv, MODE_IMG2IMG); }
-int cli_txt2img(int argc, char **argv) { return run(argc, argv, MODE_TXT2IMG); }
-int cli_sweep(int argc, char **argv) { return run(argc, argv, MODE_SWEEP); }
-int cli_bench_engine(int argc, char **argv) { return run(argc, argv, MODE_BENCH); }
+int cli_img2img(int argc, char **argv) { return run("img2img", argc, argv, MODE_IMG2IMG); }
+int cli_txt2img(int argc, char **argv) { return run("txt2img", argc, argv, MODE_TXT2IMG); }
+int cli_sweep(int argc, char **argv) { return run("sweep", argc, argv, MODE_SWEEP); }
+int cli_bench_engine(int argc, char **argv) { return run("bench-engine", argc, argv, MODE_BENCH); }

@@ -1,5 +1,5 @@
-/* Command-line front ends of the diffusion engine. Each takes the arguments after "genie" (argv[0] is the
- * command name), prints "genie: <message>" on failure and returns the process exit status (0 or 1).
+/* Command-line front ends of the diffusion engine, one handler per command of src/cmd/main.c's table. Each takes
+ * the arguments after the command's name and returns 0, or -1 with err_msg().
  *
  *   genie img2img -model M -i src -p "prompt" -r 0.8 -o out.png [common options]
  *   genie txt2img -model M -p "prompt" -o out.png [common options]

@@ -6,6 +6,7 @@
  * Files: OUTDIR/images/{train,test}/NNNNN_<class>.jpg, OUTDIR/{train,test,labels}.list,
  * OUTDIR/lt/train.list (cfg/fmnist.data and cfg/fmnist-lt.data point at OUTDIR=data/fmnist). */
 #include "src/cmd/prepare.h"
+#include "common/args.h"
 #include "common/err.h"
 #include "common/imgio.h"
 #include "common/resample.h"
@@ -22,9 +23,11 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#define FMNIST_CLASSES 10
+
 /* Class names as labels: none is a substring of another ("tee", not "t-shirt", which contains "shirt"). */
-const char *const fmnist_classes[FMNIST_CLASSES] = {"tee",    "trouser", "pullover", "dress", "coat",
-                                                    "sandal", "shirt",   "sneaker",  "bag",   "boot"};
+static const char *const fmnist_classes[FMNIST_CLASSES] = {"tee",    "trouser", "pullover", "dress", "coat",
+                                                           "sandal", "shirt",   "sneaker",  "bag",   "boot"};
 
 #define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
 
@@ -142,7 +145,8 @@ fail:
     return -1;
 }
 
-void prepare_lt_counts(int *counts)
+/* Images per class of the LT profile, largest first (1280 ... 5). */
+static void lt_counts(int *counts)
 {
     /* n_i = 1280 * 256^(-i/9): 1280, 692, 374, 202, 109, 59, 32, 17, 9, 5. */
     for (int i = 0; i < FMNIST_CLASSES; i++) counts[i] = (int)(1280.0 * pow(1.0 / 256.0, i / 9.0) + 0.5);
@@ -163,7 +167,7 @@ static int write_lt(const char *in_list, const char *out_list, uint64_t seed)
     FILE *in = fopen(in_list, "r");
     if (!in) return err_set("%s: %s", in_list, strerror(errno));
     int counts[FMNIST_CLASSES], order[FMNIST_CLASSES];
-    prepare_lt_counts(counts);
+    lt_counts(counts);
     philox_t g;
     philox_init(&g, seed, PHILOX_SPLIT_ORDER);
     for (int i = 0; i < FMNIST_CLASSES; i++) order[i] = i;
@@ -242,7 +246,8 @@ static int write_text(const char *path, const char *text)
     return util_commit(f, tmp, path);
 }
 
-int prepare_fmnist(const char *out, uint64_t seed)
+/* Writes OUT/images, the train/test/labels lists and lt/train.list. */
+static int prepare_fmnist(const char *out, uint64_t seed)
 {
     char path[4096], text[1024];
     if (util_mkdirs(out)) return -1;
@@ -258,7 +263,9 @@ int prepare_fmnist(const char *out, uint64_t seed)
     return 0;
 }
 
-int prepare_fmnist_lt(const char *from, const char *out, uint64_t seed)
+/* Another Fashion-MNIST-LT split: OUT/train.list cut from FROM/train.list (a prepared fmnist folder) with the
+ * LT profile; the seed decides which class gets which count (seed 1 is FROM/lt/train.list's split). */
+static int prepare_fmnist_lt(const char *from, const char *out, uint64_t seed)
 {
     char in_list[4096], path[4200];
     snprintf(in_list, sizeof in_list, "%s/train.list", from);
@@ -266,7 +273,9 @@ int prepare_fmnist_lt(const char *from, const char *out, uint64_t seed)
     return write_lt(in_list, path, seed);
 }
 
-int prepare_big_jpegs(const char *from, const char *out, int n, int w, int h, int quality, uint64_t seed)
+/* n photo-sized JPEGs (w x h, quality) made from FROM's training images (upscaled, tinted, noisy), with
+ * OUT/train.list: the bench's stand-in for ImageNet-like files, nothing downloaded. */
+static int prepare_big_jpegs(const char *from, const char *out, int n, int w, int h, int quality, uint64_t seed)
 {
     char in_list[4096], list_path[4200], path[4200], tmp[4300], line[4096];
     snprintf(in_list, sizeof in_list, "%s/train.list", from);
@@ -325,4 +334,47 @@ int prepare_big_jpegs(const char *from, const char *out, int n, int w, int h, in
         unlink(tmp);
     }
     return rc;
+}
+
+/* genie prepare fmnist | fmnist-lt | big-jpegs <outdir> [options] */
+static int prepare_fmnist_main(int argc, char **argv)
+{
+    uint64_t seed = 1;
+    const char *from = "data/fmnist";
+    int lt = strcmp(argv[0], "fmnist-lt") == 0;
+    /* -from only for fmnist-lt: for fmnist the table ends before it */
+    const arg_opt opts[] = {ARG_OPT("-seed", ARG_U64, &seed), ARG_OPT(lt ? "-from" : NULL, ARG_STR, &from), ARG_END};
+    char *pos[1];
+    int np = args_parse(lt ? "prepare fmnist-lt" : "prepare fmnist", argc - 1, argv + 1, opts, pos, 1);
+    if (np == 0) err_set("usage: genie prepare %s <outdir>%s [-seed S]", argv[0], lt ? " [-from data/fmnist]" : "");
+    if (np < 1 || (lt ? prepare_fmnist_lt(from, pos[0], seed) : prepare_fmnist(pos[0], seed))) return -1;
+    fprintf(stderr, lt ? "prepared a Fashion-MNIST-LT split in %s/train.list\n"
+                       : "prepared Fashion-MNIST and Fashion-MNIST-LT in %s\n", pos[0]);
+    return 0;
+}
+
+static int prepare_big_jpegs_main(int argc, char **argv)
+{
+    int n = 1024, quality = 90;
+    const char *from = "data/fmnist", *size = "500x375";
+    uint64_t seed = 1;
+    const arg_opt opts[] = {ARG_RANGE("-n", ARG_INT, &n, 1, 10000000), ARG_RANGE("-quality", ARG_INT, &quality, 1, 100),
+                            ARG_OPT("-size", ARG_STR, &size), ARG_OPT("-from", ARG_STR, &from),
+                            ARG_OPT("-seed", ARG_U64, &seed), ARG_END};
+    char *pos[1];
+    int w = 0, h = 0, k = 0, np = args_parse("prepare big-jpegs", argc - 1, argv + 1, opts, pos, 1);
+    if (np == 0) err_set("usage: genie prepare big-jpegs <outdir> [-n 1024] [-size 500x375] [-quality 90] [-from data/fmnist]");
+    else if (np > 0 && (sscanf(size, "%dx%d%n", &w, &h, &k) != 2 || size[k] || w < 8 || h < 8 || w > 8192 || h > 8192))
+        np = err_set("prepare big-jpegs: -size \"%s\" is not WxH (8..8192)", size);
+    if (np < 1 || prepare_big_jpegs(from, pos[0], n, w, h, quality, seed)) return -1;
+    fprintf(stderr, "prepared %d %dx%d JPEGs in %s/train.list\n", n, w, h, pos[0]);
+    return 0;
+}
+
+int prepare_main(int argc, char **argv)
+{
+    if (argc >= 1 && (strcmp(argv[0], "fmnist") == 0 || strcmp(argv[0], "fmnist-lt") == 0))
+        return prepare_fmnist_main(argc, argv);
+    if (argc >= 1 && strcmp(argv[0], "big-jpegs") == 0) return prepare_big_jpegs_main(argc, argv);
+    return err_set("prepare: expected fmnist, fmnist-lt or big-jpegs");
 }
