@@ -1,39 +1,29 @@
 #include "common/args.h"
 #include "common/err.h"
+#include "common/num.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <math.h>
-#include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 
 static int parse_value(const char *cmd, const arg_opt *o, const char *v)
 {
-    char *end;
-    errno = 0;
     switch (o->type) {
-    case ARG_INT: {
-        long long x = strtoll(v, &end, 10);
-        if (errno || end == v || *end || x < o->lo || x > o->hi)
+    case ARG_INT:
+        /* a range wider than an int still stores an int */
+        if (num_int(v, o->lo < INT_MIN ? INT_MIN : o->lo, o->hi > INT_MAX ? INT_MAX : o->hi, o->out))
             return err_set("%s: %s \"%s\" is not an integer in %.0f..%.0f", cmd, o->name, v, o->lo, o->hi);
-        *(int *)o->out = (int)x;
         return 0;
-    }
     case ARG_U64: {
-        /* strtoull accepts a sign and wraps "-1" to 2^64-1: digits only */
-        if (!isdigit((unsigned char)v[0])) return err_set("%s: %s \"%s\" is not an unsigned integer", cmd, o->name, v);
-        unsigned long long x = strtoull(v, &end, 10);
-        if (errno || *end) return err_set("%s: %s \"%s\" is not an unsigned 64-bit integer", cmd, o->name, v);
-        *(uint64_t *)o->out = x;
+        int rc = num_uint64(v, 0, UINT64_MAX, o->out);
+        if (rc == NUM_SYNTAX) return err_set("%s: %s \"%s\" is not an unsigned integer", cmd, o->name, v);
+        if (rc) return err_set("%s: %s \"%s\" is not an unsigned 64-bit integer", cmd, o->name, v);
         return 0;
     }
-    case ARG_DOUBLE: {
-        double x = strtod(v, &end);
-        if (errno || end == v || *end || !isfinite(x) || x < o->lo || x > o->hi)
+    case ARG_DOUBLE:
+        if (num_double(v, o->lo, o->hi, o->out))
             return err_set("%s: %s \"%s\" is not a number in %g..%g", cmd, o->name, v, o->lo, o->hi);
-        *(double *)o->out = x;
         return 0;
-    }
     case ARG_STR: *(const char **)o->out = v; return 0;
     case ARG_SWITCH: break;
     }

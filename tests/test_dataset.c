@@ -3,6 +3,7 @@
 #include "src/train/dataset.h"
 #include "common/err.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,6 +26,27 @@ static void write_file(const char *path, const char *text)
     FILE *f = fopen(path, "w");
     fputs(text, f);
     fclose(f);
+}
+
+/* datacfg_read with stderr going to a file: its rc, and what it warned into warn. */
+static int read_warned(const char *path, datacfg *d, char *warn, size_t n)
+{
+    char wpath[300];
+    snprintf(wpath, sizeof wpath, "%s.warn", path);
+    fflush(stderr);
+    int saved = dup(2), fd = open(wpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 2);
+    close(fd);
+    int rc = datacfg_read(path, d);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    FILE *f = fopen(wpath, "r");
+    size_t got = f ? fread(warn, 1, n - 1, f) : 0;
+    if (f) fclose(f);
+    warn[got] = 0;
+    remove(wpath);
+    return rc;
 }
 
 int main(void)
@@ -75,6 +97,28 @@ int main(void)
     write_file(path, "classes=3\nmax_pixels=10e6\n");
     CHECK(datacfg_read(path, &d) == -1 && strstr(err_msg(), ":2:") && strstr(err_msg(), "max_pixels"),
           "bad max_pixels: %s", err_msg());
+    /* darknet's option_unused: an unknown key is one warning naming file:line and the nearest key, not an error;
+     * the keys of darknet's own .data files genie does not use are silent */
+    char warn[2048];
+    write_file(path, "classes=3\nnames=data/x.names\neval=coco\nresults=res\ntail_shar=0.25\nmap=m.list\n"
+                     "frobnicate=1\n");
+    char want[400];
+    snprintf(want, sizeof want, "%s:5: warning: unknown key 'tail_shar' (did you mean 'tail_share'?)", path);
+    CHECK(read_warned(path, &d, warn, sizeof warn) == 0 && d.classes == 3 && d.tail_share == 0 &&
+              !strcmp(d.names, "data/x.names"),
+          "unknown keys: %s", err_msg());
+    datacfg_free(&d);
+    CHECK(strstr(warn, want) != NULL, "warning '%s' lacks '%s'", warn, want);
+    snprintf(want, sizeof want, "%s:7: warning: unknown key 'frobnicate'", path);
+    CHECK(strstr(warn, want) != NULL && !strstr(warn, "eval") && !strstr(warn, "results") && !strstr(warn, "map"),
+          "warnings: '%s'", warn);
+    write_file(path, "classes=3\ntop=0\n");
+    CHECK(datacfg_read(path, &d) == -1 && strstr(err_msg(), ":2: key 'top' must be an integer in 1..1000000, got '0'"),
+          "top=0: %s", err_msg());
+    write_file(path, "classes=3\ntail_share=1.5\n");
+    CHECK(datacfg_read(path, &d) == -1 && strstr(err_msg(), ":2: key 'tail_share' must be a number in [0, 1]"),
+          "tail_share=1.5: %s", err_msg());
+    CHECK(datacfg_read(dir, &d) == -1 && strstr(err_msg(), "is a directory"), "a directory: %s", err_msg());
 
     /* A whole list: every path is checked at start-up, the first bad one stops with path and line. */
     snprintf(labels, sizeof labels, "%s/labels.txt", dir);

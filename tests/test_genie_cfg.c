@@ -52,24 +52,24 @@ int main(void)
           "full file read wrong");
     CHECK(genie_cfg_read("cfg/fmnist-genie.cfg", &c) == 0 && c.mode == GENIE_MODE_ADA, "shipped cfg: %s", err_msg());
 
-    bad("[genie]\nmode=fancy\n", ":2: mode must be none, genie, genie-ada, img2img or txt2img, got 'fancy'");
-    bad("[genie]\n\nr=1.5\n", ":3: r must be a number in (0, 1]");
-    bad("[genie]\nr=0\n", ":2: r must be");
-    bad("[genie]\nr_set=0.9,0.5\n", ":2: r_set must be increasing");
-    bad("[genie]\nsteps=0\n", ":2: steps must be an integer in 1..1000, got '0'");
-    bad("[genie]\nsteps=25x\n", ":2: steps must be");
-    bad("[genie]\nguidance=nan\n", ":2: guidance must be");
-    bad("[genie]\nshare=-0.1\n", ":2: share must be a number in [0, 1]");
-    bad("[genie]\nreuse=0\n", ":2: reuse must be");
-    bad("[genie]\nring=\n", ":2: ring must be");
-    bad("[genie]\nsync=2\n", ":2: sync must be 0 or 1");
-    bad("[genie]\ndevice=gpu\n", ":2: device must be cpu, cuda or cuda:N, got 'gpu'");
-    bad("[genie]\ndevice=cuda:x\n", ":2: device must be");
-    bad("[genie]\ndevice=cuda:\n", ":2: device must be");
-    bad("[genie]\nscheduler=euler\n", ":2: scheduler must be dpmpp2m or ddim");
-    bad("[genie]\nsources=best\n", ":2: sources must be confused, random or same");
-    bad("[genie]\ntargets=,\n", ":2: targets must be few, all or a comma list of labels");
-    bad("[genie]\nprompt=A photo\n", ":2: prompt must be a template with {}");
+    bad("[genie]\nmode=fancy\n", ":2: key 'mode' must be none, genie, genie-ada, img2img or txt2img, got 'fancy'");
+    bad("[genie]\n\nr=1.5\n", ":3: key 'r' must be a number in (0, 1]");
+    bad("[genie]\nr=0\n", ":2: key 'r' must be");
+    bad("[genie]\nr_set=0.9,0.5\n", ":2: key 'r_set' must be increasing");
+    bad("[genie]\nsteps=0\n", ":2: key 'steps' must be an integer in 1..1000, got '0'");
+    bad("[genie]\nsteps=25x\n", ":2: key 'steps' must be");
+    bad("[genie]\nguidance=nan\n", ":2: key 'guidance' must be");
+    bad("[genie]\nshare=-0.1\n", ":2: key 'share' must be a number in [0, 1]");
+    bad("[genie]\nreuse=0\n", ":2: key 'reuse' must be");
+    bad("[genie]\nring=\n", ":2: key 'ring' must be");
+    bad("[genie]\nsync=2\n", ":2: key 'sync' must be 0 or 1");
+    bad("[genie]\ndevice=gpu\n", ":2: key 'device' must be cpu, cuda or cuda:N, got 'gpu'");
+    bad("[genie]\ndevice=cuda:x\n", ":2: key 'device' must be");
+    bad("[genie]\ndevice=cuda:\n", ":2: key 'device' must be");
+    bad("[genie]\nscheduler=euler\n", ":2: key 'scheduler' must be dpmpp2m or ddim");
+    bad("[genie]\nsources=best\n", ":2: key 'sources' must be confused, random or same");
+    bad("[genie]\ntargets=,\n", ":2: key 'targets' must be few, all or a comma list of labels");
+    bad("[genie]\nprompt=A photo\n", ":2: key 'prompt' must be a template with {}");
     bad("[genie]\nqouta=5\n", ":2: unknown key 'qouta' in [genie]");
     bad("[genie]\njust words\n", ":2: expected key=value");
     bad("mode=genie\n[genie]\n", ":1: 'mode=genie' before the [genie] section");
@@ -78,6 +78,23 @@ int main(void)
     bad("# empty\n", "no [genie] section");
     bad("[genie]\nmodel=build/no/such/model\n", "model build/no/such/model: No such file or directory");
     bad("[genie]\nbatch=4\n", "batch=4 cannot hold one GeNIe-Ada request (5 ratios in r_set)");
+    /* a list longer than the engine can hold; ratios that give the engine no denoising step (int(steps * r) = 0) */
+    bad("[genie]\nr_set=0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9\n",
+        ":2: key 'r_set' takes at most 16 values, got 17");
+    bad("[genie]\nsteps=4\nr=0.2\n", ":3: key 'r' = 0.2 gives no denoising step with steps=4");
+    bad("[genie]\nr=0.2\nmode=genie\nsteps=4\n", ":2: key 'r' = 0.2 gives no denoising step with steps=4");
+    bad("[genie]\nsteps=4\nr_set=0.2,0.5\nr=0.5\n", ":3: key 'r_set' entry 0.2 gives no denoising step with steps=4");
+    write_file("[genie]\nsteps=4\nr_set=0.25,0.5\nr=0.25\n");
+    CHECK(genie_cfg_read(P, &c) == 0 && c.n_r == 2, "int(4 * 0.25) = 1 step is enough: %s", err_msg());
+    write_file("[genie]\nmode=txt2img\nsteps=1\n");
+    CHECK(genie_cfg_read(P, &c) == 0, "txt2img uses no r: %s", err_msg());
+    bad("[genie]\nshare=0.5\nsahre=0.5\n", ":3: unknown key 'sahre' in [genie] (did you mean 'share'?)");
+    write_file("[genie]\nquota=5\nquota=9\n");
+    CHECK(genie_cfg_read(P, &c) == 0 && c.quota == 9, "a key given twice takes the last value: %s", err_msg());
+    write_file("\xEF\xBB\xBF[genie]\nquota=5\n");
+    CHECK(genie_cfg_read(P, &c) == 0 && c.quota == 5, "a byte order mark: %s", err_msg());
+    CHECK(genie_cfg_read("build", &c) == -1 && strstr(err_msg(), "build: is a directory"), "directory: %s", err_msg());
+
     write_file("[genie]\nmode=none\nmodel=build/no/such/model\n");
     CHECK(genie_cfg_read(P, &c) == 0, "mode=none needs no model: %s", err_msg());
     CHECK(genie_cfg_read("build/no/such.cfg", &c) == -1 && strstr(err_msg(), "build/no/such.cfg"), "missing file");

@@ -1,8 +1,11 @@
 #include "augment/genie/ada.h"
-#include <errno.h>
-#include <math.h>
-#include <stdlib.h>
 #include "common/err.h"
+#include "common/num.h"
+#include "common/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
 
 int ada_choose(const float *emb, int n, int d, const float *zs, const float *zt, float *gaps)
 {
@@ -34,19 +37,18 @@ int ada_choose(const float *emb, int n, int d, const float *zs, const float *zt,
 int ada_parse_rset(const char *text, double *r, int max)
 {
     int n = 0;
-    const char *s = text;
-    for (;;) {
-        char *end;
-        errno = 0;
-        double v = strtod(s, &end);
-        if (errno || end == s || !(v > 0 && v <= 1))
+    char buf[64];
+    for (const char *s = text;;) {
+        size_t len = strcspn(s, ",");
+        double v;
+        snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf - 1 ? len : sizeof buf - 1), s);
+        if (len >= sizeof buf || num_double(util_trim(buf), 0, 1, &v) || !(v > 0))
             return err_set("r set \"%s\": \"%.20s\" is not a ratio in (0, 1]", text, s);
-        if (n == max) return err_set("r set \"%s\": more than %d values", text, max);
+        if (n == max) return err_set("r set \"%s\": at most %d values", text, max);
         if (n > 0 && v <= r[n - 1]) return err_set("r set \"%s\": values must increase", text);
         r[n++] = v;
-        if (*end == 0) break;
-        if (*end != ',') return err_set("r set \"%s\": expected a comma after %g", text, v);
-        s = end + 1;
+        if (!s[len]) break;
+        s += len + 1;
     }
     if (n < 2) return err_set("r set \"%s\": GeNIe-Ada needs at least two ratios", text);
     return n;

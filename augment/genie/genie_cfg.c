@@ -1,11 +1,11 @@
 #include "augment/genie/genie_cfg.h"
 #include "augment/engine/backend/backend.h"
 #include "common/err.h"
+#include "common/kv.h"
 #include "augment/engine/sdconfig.h"
 #include "common/util.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,47 +42,12 @@ static const char *const mode_names[] = {"none", "genie", "genie-ada", "img2img"
 
 const char *genie_mode_name(enum genie_mode m) { return mode_names[m]; }
 
-/* index of val in the '|'-separated words, or -1 */
-static int word(const char *val, const char *words)
+static int target_list(char *val, void *out)
 {
-    int i = 0;
-    for (const char *w = words; *w; i++) {
-        size_t n = strcspn(w, "|");
-        if (strlen(val) == n && !strncmp(val, w, n)) return i;
-        w += n + (w[n] == '|');
-    }
-    return -1;
-}
-
-static int int_in(const char *val, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(val, &end, 10);
-    if (errno || end == val || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int num_in(const char *val, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(val, &end);
-    if (errno || end == val || *end || !isfinite(v) || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-static int text(const char *val, char *out, size_t n)
-{
-    if (strlen(val) >= n) return -1;
-    memcpy(out, val, strlen(val) + 1);
-    return 0;
-}
-
-static int target_list(genie_cfg *c, char *val)
-{
+    genie_cfg *c = out;
+    int k = !strcmp(val, "few") ? GENIE_TARGETS_FEW : !strcmp(val, "all") ? GENIE_TARGETS_ALL : GENIE_TARGETS_LIST;
+    c->targets = k;
+    if (k != GENIE_TARGETS_LIST) return 0;
     c->n_targets = 0;
     for (char *save = NULL, *t = strtok_r(val, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         t = util_trim(t);
@@ -92,104 +57,78 @@ static int target_list(genie_cfg *c, char *val)
     return c->n_targets ? 0 : -1;
 }
 
-/* One key: 0, 1 when the key is unknown, -1 when its value is bad (the expected form in *want). */
-static int set_key(genie_cfg *c, const char *key, char *val, const char **want)
+static int has_braces(const kv_key *k) { return strstr(k->out, "{}") ? 0 : -1; }
+static int device_ok(const kv_key *k) { return backend_name_valid(k->out) ? 0 : -1; }
+
+static int increasing(const kv_key *k)
 {
-    int k;
-#define IS(name, form) (!strcmp(key, name) && (*want = form, 1))
-    if (IS("model", "a path")) return text(val, c->model, sizeof c->model);
-    if (IS("prompt", "a template with {}")) return strstr(val, "{}") ? text(val, c->prompt, sizeof c->prompt) : -1;
-    if (IS("names", "a file")) return text(val, c->names, sizeof c->names);
-    if (IS("cache", "a directory")) return text(val, c->cache, sizeof c->cache);
-    if (IS("device", "cpu, cuda or cuda:N")) return backend_name_valid(val) ? text(val, c->device, sizeof c->device) : -1;
-    if (IS("mode", "none, genie, genie-ada, img2img or txt2img")) {
-        if ((k = word(val, "none|genie|genie-ada|img2img|txt2img")) < 0) return -1;
-        c->mode = (enum genie_mode)k;
-        return 0;
-    }
-    if (IS("scheduler", "dpmpp2m or ddim")) {
-        if ((k = word(val, "ddim|dpmpp2m")) < 0) return -1;
-        c->scheduler = k ? SD_SCHED_DPMPP_2M : SD_SCHED_DDIM;
-        return 0;
-    }
-    if (IS("targets", "few, all or a comma list of labels")) {
-        if ((k = word(val, "few|all")) >= 0) c->targets = k ? GENIE_TARGETS_ALL : GENIE_TARGETS_FEW;
-        else if (target_list(c, val) == 0) c->targets = GENIE_TARGETS_LIST;
-        else return -1;
-        return 0;
-    }
-    if (IS("sources", "confused, random or same")) {
-        if ((k = word(val, "confused|random|same")) < 0) return -1;
-        c->sources = (enum genie_sources)k;
-        return 0;
-    }
-    if (IS("r_set", "increasing ratios in (0, 1], comma separated")) {
-        int n = ada_parse_rset(val, c->r_set, ADA_MAX_R);
-        if (n < 0) return -1;
-        c->n_r = n;
-        return 0;
-    }
-    if (IS("r", "a number in (0, 1]")) return num_in(val, 1e-9, 1, &c->r);
-    if (IS("guidance", "a number in 0..100")) return num_in(val, 0, 100, &c->guidance);
-    if (IS("share", "a number in [0, 1]")) return num_in(val, 0, 1, &c->share);
-    if (IS("steps", "an integer in 1..1000")) return int_in(val, 1, 1000, &c->steps);
-    if (IS("top_k", "an integer in 1..1000")) return int_in(val, 1, 1000, &c->top_k);
-    if (IS("quota", "an integer in 1..10000000")) return int_in(val, 1, 10000000, &c->quota);
-    if (IS("ring", "an integer in 1..100000")) return int_in(val, 1, 100000, &c->ring);
-    if (IS("reuse", "an integer in 1..100000")) return int_in(val, 1, 100000, &c->reuse);
-    if (IS("snapshot_every", "an integer in 1..1000000000")) return int_in(val, 1, 1000000000, &c->snapshot_every);
-    if (IS("embed_layer", "-1 or a layer index")) return int_in(val, -1, 100000, &c->embed_layer);
-    if (IS("threads", "an integer in 1..1024")) return int_in(val, 1, 1024, &c->threads);
-    if (IS("batch", "an integer in 1..1024")) return int_in(val, 1, 1024, &c->batch);
-    if (IS("warmup", "an integer in 0..1000000000")) return int_in(val, 0, 1000000000, &c->warmup);
-    if (IS("sync", "0 or 1")) return int_in(val, 0, 1, &c->sync);
-#undef IS
-    return 1;
+    const double *r = k->out;
+    for (int i = 1; i < *k->count; i++)
+        if (r[i] <= r[i - 1]) return -1;
+    return *k->count >= 2 ? 0 : -1;
 }
+
+/* The engine runs int(steps * r) denoising steps of img2img (diffusers' get_timesteps): none is an error there. */
+static int no_step(double r, int steps) { return (int)(steps * r) < 1; }
 
 int genie_cfg_read(const char *path, genie_cfg *c)
 {
     genie_cfg_default(c);
-    FILE *f = fopen(path, "r");
-    if (!f) return err_set("%s: %s", path, strerror(errno));
-    char line[4096];
-    int lineno = 0, section = 0, rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
-        lineno++;
-        if (!strchr(line, '\n') && !feof(f)) {
-            rc = err_set("%s:%d: line longer than %zu characters", path, lineno, sizeof line - 2);
-            break;
-        }
-        char *s = util_trim(line);
-        if (!*s || *s == '#' || *s == ';') continue;
-        if (*s == '[') {
-            if (strcmp(s, "[genie]")) rc = err_set("%s:%d: %s: the only section is [genie]", path, lineno, s);
-            else if (section) rc = err_set("%s:%d: a second [genie] section", path, lineno);
-            section = 1;
-            continue;
-        }
-        if (!section) {
-            rc = err_set("%s:%d: '%s' before the [genie] section", path, lineno, s);
-            break;
-        }
-        char *eq = strchr(s, '=');
-        if (!eq) {
-            rc = err_set("%s:%d: expected key=value, got '%s'", path, lineno, s);
-            break;
-        }
-        *eq = 0;
-        char *key = util_trim(s), *val = util_trim(eq + 1);
-        const char *want = "";
-        int k = set_key(c, key, val, &want);
-        if (k == 1) rc = err_set("%s:%d: unknown key '%s' in [genie]", path, lineno, key);
-        else if (k < 0) rc = err_set("%s:%d: %s must be %s, got '%s'", path, lineno, key, want, val);
+    kv_key keys[] = {
+        KV_TEXT("model", c->model, sizeof c->model, "a path"),
+        {.name = "prompt", .type = KV_STRING, .out = c->prompt, .size = sizeof c->prompt, .check = has_braces,
+         .want = "a template with {}"},
+        KV_TEXT("names", c->names, sizeof c->names, "a file"),
+        KV_TEXT("cache", c->cache, sizeof c->cache, "a directory"),
+        {.name = "device", .type = KV_STRING, .out = c->device, .size = sizeof c->device, .check = device_ok,
+         .want = "cpu, cuda or cuda:N"},
+        {.name = "mode", .type = KV_WORD, .out = &c->mode, .words = "none|genie|genie-ada|img2img|txt2img"},
+        /* the index is the sd_sched_kind */
+        {.name = "scheduler", .type = KV_WORD, .out = &c->scheduler, .words = "ddim|dpmpp2m",
+         .want = "dpmpp2m or ddim"},
+        {.name = "targets", .type = KV_FUNC, .out = c, .set = target_list,
+         .want = "few, all or a comma list of labels"},
+        {.name = "sources", .type = KV_WORD, .out = &c->sources, .words = "confused|random|same"},
+        {.name = "r_set", .type = KV_LIST, .out = c->r_set, .lo = 0, .hi = 1, .flags = KV_OPEN_LO, .size = ADA_MAX_R,
+         .count = &c->n_r, .check = increasing, .want = "increasing ratios in (0, 1], comma separated (at least two)"},
+        {.name = "r", .type = KV_DOUBLE, .out = &c->r, .lo = 0, .hi = 1, .flags = KV_OPEN_LO},
+        {.name = "guidance", .type = KV_DOUBLE, .out = &c->guidance, .lo = 0, .hi = 100, .want = "a number in 0..100"},
+        KV_NUM("share", KV_DOUBLE, &c->share, 0, 1),
+        KV_NUM("steps", KV_INT, &c->steps, 1, 1000),
+        KV_NUM("top_k", KV_INT, &c->top_k, 1, 1000),
+        KV_NUM("quota", KV_INT, &c->quota, 1, 10000000),
+        KV_NUM("ring", KV_INT, &c->ring, 1, 100000),
+        KV_NUM("reuse", KV_INT, &c->reuse, 1, 100000),
+        KV_NUM("snapshot_every", KV_INT, &c->snapshot_every, 1, 1000000000),
+        {.name = "embed_layer", .type = KV_INT, .out = &c->embed_layer, .lo = -1, .hi = 100000,
+         .want = "-1 or a layer index"},
+        KV_NUM("threads", KV_INT, &c->threads, 1, 1024),
+        KV_NUM("batch", KV_INT, &c->batch, 1, 1024),
+        KV_NUM("warmup", KV_INT, &c->warmup, 0, 1000000000),
+        {.name = "sync", .type = KV_BOOL, .out = &c->sync},
+    };
+    int n = (int)(sizeof keys / sizeof keys[0]);
+    kv_spec spec = {.section = "genie"};
+    if (kv_read(path, keys, n, &spec)) return -1;
+    int line_r = 0, line_steps = 0, line_rset = 0;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(keys[i].name, "r")) line_r = keys[i].line;
+        if (!strcmp(keys[i].name, "steps")) line_steps = keys[i].line;
+        if (!strcmp(keys[i].name, "r_set")) line_rset = keys[i].line;
     }
-    fclose(f);
-    if (rc == 0 && !section) rc = err_set("%s: no [genie] section", path);
+    int uses_r = c->mode == GENIE_MODE_GENIE || c->mode == GENIE_MODE_IMG2IMG || c->mode == GENIE_MODE_ADA;
+    if (uses_r && no_step(c->r, c->steps))
+        return err_set("%s:%d: key 'r' = %g gives no denoising step with steps=%d (the engine runs int(steps * r)): "
+                       "r must be at least 1/%d", path, line_r ? line_r : line_steps, c->r, c->steps, c->steps);
+    for (int i = 0; c->mode == GENIE_MODE_ADA && i < c->n_r; i++)
+        if (no_step(c->r_set[i], c->steps))
+            return err_set("%s:%d: key 'r_set' entry %g gives no denoising step with steps=%d (the engine runs "
+                           "int(steps * r)): each ratio must be at least 1/%d", path, line_rset ? line_rset : line_steps,
+                           c->r_set[i], c->steps, c->steps);
     struct stat st;
-    if (rc == 0 && c->mode != GENIE_MODE_NONE && stat(c->model, &st) != 0)
-        rc = err_set("%s: model %s: %s", path, c->model, strerror(errno));
-    if (rc == 0 && c->mode == GENIE_MODE_ADA && c->batch < c->n_r)
-        rc = err_set("%s: batch=%d cannot hold one GeNIe-Ada request (%d ratios in r_set)", path, c->batch, c->n_r);
-    return rc;
+    if (c->mode != GENIE_MODE_NONE && stat(c->model, &st) != 0)
+        return err_set("%s: model %s: %s", path, c->model, strerror(errno));
+    if (c->mode == GENIE_MODE_ADA && c->batch < c->n_r)
+        return err_set("%s: batch=%d cannot hold one GeNIe-Ada request (%d ratios in r_set)", path, c->batch, c->n_r);
+    return 0;
 }

@@ -22,8 +22,9 @@
  *                                  no generated rows before (sync: nor for the loader's lookahead after)
  *   sync=0                         1: the loader waits for the module's k-th sample (deterministic, slower)
  *
- * Every key is optional. An unknown key, a bad value, a second [section] or a missing model stops the run before
- * training starts, with the file and line. */
+ * Every key is optional (read by common/kv.h). An unknown key (with the nearest known one), a bad value, a second
+ * [section], a missing model, or an r or r_set entry that gives no denoising step at these steps (the engine runs
+ * int(steps * r)) stops the run before training starts, with the file, line and key. */
 #ifndef GENIE_GENIE_CFG_H
 #define GENIE_GENIE_CFG_H
 #include "augment/genie/ada.h"

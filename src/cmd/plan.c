@@ -1,6 +1,8 @@
 #include "src/cmd/plan.h"
 #include "common/args.h"
-#include <errno.h>
+#include "common/csv.h"
+#include "common/num.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,37 +12,59 @@
 #include "augment/genie/planner.h"
 #include "common/util.h"
 
-/* Reads the square confusion CSV written by confusion_write_csv (labels in the header, in class order). */
+/* Reads the square confusion CSV confusion_write_csv writes: a header naming the labels in class order, then one row
+ * per true class (its label, then its counts). The labels must be this data set's, in its order; the counts finite
+ * and non-negative. */
 static int read_confusion(const char *path, const dataset *ds, double *m)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) return err_set("%s: %s", path, strerror(errno));
-    char line[16384];
-    int row = -1, rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
-        if (row < 0) {
-            row = 0;
-            continue;
-        }
-        if (!*util_trim(line)) continue;
-        if (row >= ds->classes) {
-            rc = err_set("%s: more than %d rows", path, ds->classes);
+    csv_reader r;
+    if (csv_open(&r, path)) return -1;
+    int k = ds->classes, rows = -1, n, rc = 0;
+    while (rc == 0 && (n = csv_read(&r)) > 0) {
+        if (n != k + 1) {
+            rc = err_set("%s:%d: %d fields, expected %d (a label and %d counts: is it a confusion CSV of this data "
+                         "set?)", path, r.line, n, k + 1, k);
             break;
         }
-        char *s = strchr(line, ',');
-        for (int j = 0; j < ds->classes; j++) {
-            char *end;
-            if (!s || (m[row * ds->classes + j] = strtod(s + 1, &end), end == s + 1)) {
-                rc = err_set("%s:%d: expected %d counts", path, row + 2, ds->classes);
-                break;
-            }
-            s = *end == ',' ? end : NULL;
+        if (rows < 0) {
+            for (int j = 0; j < k && rc == 0; j++)
+                if (strcmp(r.field[j + 1], ds->labels[j]))
+                    rc = err_set("%s:%d: column %d is '%s', but label %d of the data set is '%s'", path, r.line, j + 2,
+                                 r.field[j + 1], j, ds->labels[j]);
+            rows = 0;
+            continue;
         }
-        row++;
+        if (rows == k) {
+            rc = err_set("%s:%d: more than %d rows of counts", path, r.line, k);
+            break;
+        }
+        if (strcmp(r.field[0], ds->labels[rows])) {
+            rc = err_set("%s:%d: row %d is '%s', but label %d of the data set is '%s'", path, r.line, rows + 1,
+                         r.field[0], rows, ds->labels[rows]);
+            break;
+        }
+        for (int j = 0; j < k && rc == 0; j++)
+            if (num_double(r.field[j + 1], 0, HUGE_VAL, &m[rows * k + j]))
+                rc = err_set("%s:%d: column %d: '%s' is not a count (a finite number >= 0)", path, r.line, j + 2,
+                             r.field[j + 1]);
+        rows++;
     }
-    fclose(f);
-    if (rc == 0 && row != ds->classes) rc = err_set("%s: %d rows, expected %d", path, row < 0 ? 0 : row, ds->classes);
+    if (n < 0) rc = -1;
+    csv_close(&r);
+    if (rc == 0 && rows != k) rc = err_set("%s: %d rows of counts, expected %d", path, rows < 0 ? 0 : rows, k);
     return rc;
+}
+
+/* One plan row (RFC 4180: a path with a comma or a quote is quoted): source,target,r,seed,output. */
+static void put_row(FILE *f, const char *source, const char *target, const char *r, uint64_t seed, const char *output)
+{
+    char num[32];
+    csv_put(f, source, ',');
+    csv_put(f, target, ',');
+    csv_put(f, r, ',');
+    snprintf(num, sizeof num, "%llu", (unsigned long long)seed);
+    csv_put(f, num, ',');
+    csv_put(f, output, '\n');
 }
 
 static const char *base_name(const char *p)
@@ -90,7 +114,7 @@ int plan_main(int argc, char **argv)
     int rc = -1;
     double *m = NULL;
     FILE *f = NULL;
-    char tmp[4200];
+    char tmp[4200], outp[8192];
     if (!dc.train) {
         err_set("%s: no train= line", data);
         goto done;
@@ -104,8 +128,12 @@ int plan_main(int argc, char **argv)
     if (m_rt) {
         for (int i = 0; i < ds.n; i++) {
             const char *b = base_name(ds.paths[i]), *dot = strrchr(b, '.');
-            fprintf(f, "%s,%s,0,0,%s/%.*s.png\n", ds.paths[i], ds.labels[ds.cls[i]], dir,
-                    (int)(dot ? dot - b : (long)strlen(b)), b);
+            if (snprintf(outp, sizeof outp, "%s/%.*s.png", dir, (int)(dot ? dot - b : (long)strlen(b)), b) >=
+                (int)sizeof outp) {
+                err_set("plan: -dir %s: output paths longer than %zu bytes", dir, sizeof outp - 1);
+                goto done;
+            }
+            put_row(f, ds.paths[i], ds.labels[ds.cls[i]], "0", 0, outp);
         }
     }
     for (int t = 0; t < ds.classes && !m_rt; t++) {
@@ -130,8 +158,12 @@ int plan_main(int argc, char **argv)
             char rbuf[32];
             if (m_ada) snprintf(rbuf, sizeof rbuf, "ada");
             else snprintf(rbuf, sizeof rbuf, "%g", m_t2i ? 1.0 : r);
-            fprintf(f, "%s,%s,%s,%llu,%s/%05llu_%s.png\n", path, ds.labels[t], rbuf, (unsigned long long)item_seed,
-                    dir, (unsigned long long)k, ds.labels[t]);
+            if (snprintf(outp, sizeof outp, "%s/%05llu_%s.png", dir, (unsigned long long)k, ds.labels[t]) >=
+                (int)sizeof outp) {
+                err_set("plan: -dir %s: output paths longer than %zu bytes", dir, sizeof outp - 1);
+                goto done;
+            }
+            put_row(f, path, ds.labels[t], rbuf, item_seed, outp);
         }
     }
     rc = util_commit(f, tmp, out);

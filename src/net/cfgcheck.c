@@ -1,10 +1,13 @@
 #include "src/net/cfgcheck.h"
 #include "common/err.h"
+#include "common/kv.h"
+#include "common/num.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,34 +155,6 @@ static const cfg_section *common_keys(void)
     return NULL;
 }
 
-/* Edit distance, for "did you mean": keys are short, anything longer is simply not close. */
-static int distance(const char *a, const char *b)
-{
-    int la = strlen(a), lb = strlen(b), d[33][33];
-    if (la > 32 || lb > 32) return 99;
-    for (int i = 0; i <= la; i++) d[i][0] = i;
-    for (int j = 0; j <= lb; j++) d[0][j] = j;
-    for (int i = 1; i <= la; i++)
-        for (int j = 1; j <= lb; j++) {
-            int m = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < m) m = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < m) m = d[i][j - 1] + 1;
-            d[i][j] = m;
-        }
-    return d[la][lb];
-}
-
-static const char *closest(const char *word, const char *const *cands, int n)
-{
-    const char *best = NULL;
-    int bd = 3;
-    for (int i = 0; i < n; i++) {
-        int d = distance(word, cands[i]);
-        if (d < bd && d < (int)strlen(cands[i])) bd = d, best = cands[i];
-    }
-    return best;
-}
-
 static const kv *find(const sect *s, const char *key)
 {
     for (int i = 0; i < s->n; i++)
@@ -187,10 +162,23 @@ static const kv *find(const sect *s, const char *key)
     return NULL;
 }
 
+/* Integers and numbers as the one parser has them (darknet's atoi/atof would read "12x" as 12 and "x" as 0). */
+static int parse_ll(const char *v, long long *out)
+{
+    int64_t x;
+    int rc = num_int64(v, INT64_MIN, INT64_MAX, &x);
+    if (rc == 0) *out = x;
+    return rc;
+}
+
+static int parse_d(const char *v, double *out) { return num_double(v, -INF, INF, out); }
+
 static long long geti(const sect *s, const char *key, long long def)
 {
     const kv *v = find(s, key);
-    return v ? strtoll(v->val, NULL, 10) : def;
+    long long x = def;
+    if (v) parse_ll(v->val, &x); /* checked by check_value when it was read */
+    return x;
 }
 
 /* "path:line: [section] key message": the line of key when the section has it, else the section's header line. */
@@ -207,25 +195,6 @@ static int serr(const state *st, const sect *s, const char *key, const char *fmt
 }
 
 /* ---- values ---- */
-
-static int parse_ll(const char *v, long long *out)
-{
-    char *e;
-    errno = 0;
-    long long x = strtoll(v, &e, 10);
-    if (e == v || *e || errno) return -1;
-    *out = x;
-    return 0;
-}
-
-static int parse_d(const char *v, double *out)
-{
-    char *e;
-    double x = strtod(v, &e);
-    if (e == v || *e || !isfinite(x)) return -1;
-    *out = x;
-    return 0;
-}
 
 static void range_text(const cfg_key *k, char *buf, size_t n)
 {
@@ -268,11 +237,13 @@ static int check_value(const state *st, const sect *s, const kv *v)
     long long i = 0;
     double d = 0;
     switch (k->type) {
-    case CFG_INT:
-        if (parse_ll(v->val, &i)) return serr(st, s, k->key, "must be an integer, got '%s'", v->val);
-        if (i < INT_MIN || i > INT_MAX) return serr(st, s, k->key, "must fit in an int, got %s", v->val);
+    case CFG_INT: {
+        int rc = parse_ll(v->val, &i);
+        if (rc == NUM_SYNTAX) return serr(st, s, k->key, "must be an integer, got '%s'", v->val);
+        if (rc || i < INT_MIN || i > INT_MAX) return serr(st, s, k->key, "must fit in an int, got %s", v->val);
         if (!in_range(k, (double)i)) return serr(st, s, k->key, "must %s, got %s", rng, v->val);
         return 0;
+    }
     case CFG_BOOL:
         if (strcmp(v->val, "0") && strcmp(v->val, "1")) return serr(st, s, k->key, "must be 0 or 1, got '%s'", v->val);
         return 0;
@@ -492,7 +463,12 @@ static int finish_layer(state *st, const sect *s)
         shape first = {0};
         for (int j = 0;; j++) {
             int idx = 0;
-            if (layer_index(st, s, "layers", strtoll(p, NULL, 10), &idx)) return -1;
+            long long li = 0;
+            char *entry = strndup(p, strcspn(p, ","));
+            if (!entry) return err_set("%s: out of memory", st->path);
+            parse_ll(entry, &li); /* each entry checked by check_value */
+            free(entry);
+            if (layer_index(st, s, "layers", li, &idx)) return -1;
             shape o = st->out[idx];
             /* as libdarknet: channels concatenated while each input has the first one's size, else flat */
             if (j == 0) {
@@ -589,7 +565,7 @@ static int unknown_key(const state *st, const sect *s, const char *key, int line
     const cfg_section *lists[2] = {s->s, s->s->kind == CFG_NET ? NULL : common_keys()};
     for (int l = 0; l < 2; l++)
         for (int i = 0; lists[l] && i < CFG_MAX_KEYS && lists[l]->keys[i].key; i++) cands[n++] = lists[l]->keys[i].key;
-    const char *best = closest(key, cands, n);
+    const char *best = kv_nearest(key, cands, n);
     char hint[96] = "";
     if (best) snprintf(hint, sizeof hint, " (did you mean '%s'?)", best);
     return err_set("%s:%d: [%s] %s is not a key of [%s]%s; libdarknet would ignore it", st->path, lineno, s->head, key,
@@ -616,7 +592,7 @@ static int read_line(state *st, sect *cur, int *have, int lineno, char *s)
                 names[n++] = TABLE[i].name;
                 if (TABLE[i].alias) names[n++] = TABLE[i].alias;
             }
-            const char *best = closest(s + 1, names, n);
+            const char *best = kv_nearest(s + 1, names, n);
             char hint[96] = "";
             if (best) snprintf(hint, sizeof hint, " (did you mean [%s]?)", best);
             return err_set("%s:%d: unknown section [%s]%s", st->path, lineno, s + 1, hint);

@@ -1,6 +1,7 @@
 #include "src/net/netio.h"
 #include "src/net/cfgcheck.h"
 #include "common/err.h"
+#include "common/num.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -13,8 +14,29 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Reads the [net] keys darknet's parser drops. cfgcheck_file has checked the file (first section [net], every value
- * in range), so this only collects values; white space is stripped everywhere in a line, as darknet does. */
+/* One [net] key of genie's into ex: 0, -1 with err_msg() "cfg:line: ...". */
+static int extra_key(const char *cfg, int lineno, const char *key, const char *val, net_extras *ex)
+{
+    int *flag = !strcmp(key, "flip") ? &ex->flip : !strcmp(key, "mixup") ? &ex->mixup
+              : !strcmp(key, "cutmix") ? &ex->cutmix : NULL;
+    if (flag) {
+        if (num_int(val, 0, 1, flag)) return err_set("%s:%d: [net] %s must be 0 or 1, got '%s'", cfg, lineno, key, val);
+    } else if (!strcmp(key, "label_smooth_eps")) {
+        double v;
+        if (num_double(val, 0, 1, &v) || v == 1)
+            return err_set("%s:%d: [net] label_smooth_eps must be in [0, 1), got '%s'", cfg, lineno, val);
+        ex->label_smooth = (float)v;
+    } else if (!strcmp(key, "augment")) {
+        if (!strcasecmp(val, "darknet")) ex->preset = AUG_DARKNET;
+        else if (!strcasecmp(val, "weak")) ex->preset = AUG_WEAK;
+        else if (!strcasecmp(val, "strong")) ex->preset = AUG_STRONG;
+        else return err_set("%s:%d: [net] augment must be one of darknet/weak/strong, got '%s'", cfg, lineno, val);
+    }
+    return 0;
+}
+
+/* Reads the [net] keys darknet's parser drops (cfgcheck_file has checked them already; the values are parsed as
+ * strictly here). White space is stripped everywhere in a line, as darknet does. */
 static int read_extras(const char *cfg, net_extras *ex)
 {
     ex->flip = 1;
@@ -25,8 +47,9 @@ static int read_extras(const char *cfg, net_extras *ex)
     if (!f) return err_set("%s: %s", cfg, strerror(errno));
     char *line = NULL;
     size_t cap = 0;
-    int section = 0;
-    while (getline(&line, &cap, f) >= 0) {
+    int section = 0, lineno = 0, rc = 0;
+    while (rc == 0 && getline(&line, &cap, f) >= 0) {
+        lineno++;
         char *d = line;
         for (char *s = line; *s; s++)
             if (*s != ' ' && *s != '\t' && *s != '\n') *d++ = *s;
@@ -39,17 +62,11 @@ static int read_extras(const char *cfg, net_extras *ex)
         char *eq = strchr(line, '=');
         if (!eq) continue;
         *eq = 0;
-        const char *key = line, *val = eq + 1;
-        if (!strcmp(key, "augment"))
-            ex->preset = !strcasecmp(val, "weak") ? AUG_WEAK : !strcasecmp(val, "strong") ? AUG_STRONG : AUG_DARKNET;
-        else if (!strcmp(key, "flip")) ex->flip = atoi(val);
-        else if (!strcmp(key, "mixup")) ex->mixup = atoi(val);
-        else if (!strcmp(key, "cutmix")) ex->cutmix = atoi(val);
-        else if (!strcmp(key, "label_smooth_eps")) ex->label_smooth = strtof(val, NULL);
+        rc = extra_key(cfg, lineno, line, eq + 1, ex);
     }
     free(line);
     fclose(f);
-    return 0;
+    return rc;
 }
 
 /* Bytes a .weights file holds for this network, as save_weights writes it (after the header). */

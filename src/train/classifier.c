@@ -1,6 +1,7 @@
 /* `genie classifier train|valid|predict`: darknet's classifier loops on libdarknet, fed by genie's loader. */
 #include "src/train/classifier.h"
 #include "common/args.h"
+#include "common/csv.h"
 #include "src/net/blas.h"
 #include "src/train/confusion.h"
 #include "src/train/dataset.h"
@@ -40,7 +41,7 @@ static void cfg_base(const char *cfg, char *out, size_t n)
 }
 
 /* Runs the network over a SEQUENTIAL pass of ds and fills conf (and the top-k hit count); with pred, one line per
- * image: path,truth,predicted,probability of the predicted class. */
+ * image: path,truth,predicted,probability of the predicted class (RFC 4180: a path with a comma is quoted). */
 static int evaluate(network *net, const dataset *ds, const aug_params *aug, int threads, int k, int soft,
                     confusion *conf, long *topk_hits, long *seen, FILE *pred)
 {
@@ -58,9 +59,12 @@ static int evaluate(network *net, const dataset *ds, const aug_params *aug, int 
             top_k(p + (size_t)i * classes, classes, k, idx);
             for (int j = 0; j < k; j++) *topk_hits += idx[j] == truth[i];
             (*seen)++;
-            if (pred)
-                fprintf(pred, "%s,%s,%s,%.6f\n", ds->paths[b->index[i]], ds->labels[truth[i]], ds->labels[idx[0]],
-                        p[(size_t)i * classes + idx[0]]);
+            if (pred) {
+                csv_put(pred, ds->paths[b->index[i]], ',');
+                csv_put(pred, ds->labels[truth[i]], ',');
+                csv_put(pred, ds->labels[idx[0]], ',');
+                fprintf(pred, "%.6f\n", p[(size_t)i * classes + idx[0]]);
+            }
         }
         (soft ? confusion_update_soft : confusion_update)(conf, truth, p, b->n);
         loader_release(l, b);

@@ -1,4 +1,5 @@
 #include "src/train/confusion.h"
+#include "common/csv.h"
 #include "common/err.h"
 #include "common/util.h"
 
@@ -116,13 +117,12 @@ int confusion_write_csv(confusion *c, char *const *labels, const char *path)
     char tmp[4200];
     FILE *f = util_open_tmp(path, tmp, sizeof tmp);
     if (!f) return -1;
-    fprintf(f, "truth\\predicted");
-    for (int j = 0; j < c->classes; j++) fprintf(f, ",%s", labels[j]);
-    fputc('\n', f);
+    csv_put(f, "truth\\predicted", ',');
+    for (int j = 0; j < c->classes; j++) csv_put(f, labels[j], j + 1 < c->classes ? ',' : '\n');
     for (int t = 0; t < c->classes; t++) {
-        fprintf(f, "%s", labels[t]);
-        for (int j = 0; j < c->classes; j++) fprintf(f, ",%.6g", c->m[t * c->classes + j] * c->g);
-        fputc('\n', f);
+        csv_put(f, labels[t], ',');
+        for (int j = 0; j < c->classes; j++)
+            fprintf(f, "%.6g%c", c->m[t * c->classes + j] * c->g, j + 1 < c->classes ? ',' : '\n');
     }
     return util_commit(f, tmp, path);
 }

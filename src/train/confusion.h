@@ -31,7 +31,8 @@ double confusion_class_accuracy(confusion *c, int truth);
 double confusion_class_total(confusion *c, int truth);
 /* The (scaled) entry of true class t predicted as p. */
 double confusion_count(confusion *c, int t, int p);
-/* Writes the matrix as CSV (header of labels, one row per true class) through a temp file and rename. */
+/* Writes the matrix as RFC 4180 CSV through a temp file and rename: a header "truth\predicted,<label 0>,...", then one
+ * row per true class in class order, "<label>,<count>,...". */
 int confusion_write_csv(confusion *c, char *const *labels, const char *path);
 
 int argmax(const float *a, int n);

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE /* qsort_r */
 #include "src/train/dataset.h"
 #include "common/err.h"
+#include "common/kv.h"
 #include "common/util.h"
 
 #include <ctype.h>
@@ -9,73 +10,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Keys of darknet's .data files that genie does not use (darknet's detector and tree classifiers): read silently. */
+static const char *const darknet_only[] = {"eval", "results", "map", "tree", "leaves", "tag", "difficult", "prefix",
+                                           NULL};
+
 int datacfg_read(const char *path, datacfg *d)
 {
     memset(d, 0, sizeof *d);
     d->classes = -1;
     d->top = 1;
-    FILE *f = fopen(path, "r");
-    if (!f) return err_set("%s: %s", path, strerror(errno));
-    char line[4096];
-    int lineno = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char *s = util_trim(line);
-        if (!*s || *s == '#' || *s == ';') continue;
-        char *eq = strchr(s, '=');
-        if (!eq) {
-            fclose(f);
-            datacfg_free(d);
-            return err_set("%s:%d: expected key=value, got '%s'", path, lineno, s);
-        }
-        *eq = 0;
-        char *key = util_trim(s), *val = util_trim(eq + 1);
-        char **str = !strcmp(key, "train")    ? &d->train
-                     : !strcmp(key, "generated") ? &d->generated
-                     : !strcmp(key, "genie") ? &d->genie
-                     : !strcmp(key, "roundtrip") ? &d->roundtrip
-                     : !strcmp(key, "valid")  ? &d->valid
-                     : !strcmp(key, "labels") ? &d->labels
-                     : !strcmp(key, "names")  ? &d->names
-                     : !strcmp(key, "backup") ? &d->backup
-                                              : NULL;
-        if (str) {
-            free(*str);
-            *str = strdup(val);
-        } else if (!strcmp(key, "classes") || !strcmp(key, "top")) {
-            char *end;
-            long v = strtol(val, &end, 10);
-            if (*end || v <= 0 || v > 1000000) {
-                fclose(f);
-                datacfg_free(d);
-                return err_set("%s:%d: %s must be a positive integer, got '%s'", path, lineno, key, val);
-            }
-            *(!strcmp(key, "top") ? &d->top : &d->classes) = (int)v;
-        } else if (!strcmp(key, "max_pixels")) {
-            char *end;
-            long long v = strtoll(val, &end, 10);
-            if (end == val || *end || v < 1 || v > (1LL << 30)) {
-                fclose(f);
-                datacfg_free(d);
-                return err_set("%s:%d: max_pixels must be an integer in 1..%lld, got '%s'", path, lineno, 1LL << 30, val);
-            }
-            d->max_pixels = v;
-        } else if (!strcmp(key, "tail_share") || !strcmp(key, "gen_soft") || !strcmp(key, "roundtrip_p") ||
-                   !strcmp(key, "pair_source")) {
-            char *end;
-            double v = strtod(val, &end);
-            if (end == val || *end || !(v >= 0 && v <= 1)) {
-                fclose(f);
-                datacfg_free(d);
-                return err_set("%s:%d: %s must be a number in [0, 1], got '%s'", path, lineno, key, val);
-            }
-            *(!strcmp(key, "tail_share")    ? &d->tail_share
-              : !strcmp(key, "gen_soft")    ? &d->gen_soft
-              : !strcmp(key, "roundtrip_p") ? &d->roundtrip_p
-                                            : &d->pair_source) = v;
-        }
+#define STR(name, field) KV_TEXT(name, &d->field, 0, "a path")
+#define SHARE(name, field) KV_NUM(name, KV_DOUBLE, &d->field, 0, 1)
+    kv_key keys[] = {
+        STR("train", train), STR("valid", valid), STR("labels", labels), STR("names", names), STR("backup", backup),
+        STR("generated", generated), STR("genie", genie), STR("roundtrip", roundtrip),
+        KV_NUM("classes", KV_INT, &d->classes, 1, 1000000), KV_NUM("top", KV_INT, &d->top, 1, 1000000),
+        KV_NUM("max_pixels", KV_INT64, &d->max_pixels, 1, 1 << 30),
+        SHARE("tail_share", tail_share), SHARE("gen_soft", gen_soft), SHARE("roundtrip_p", roundtrip_p),
+        SHARE("pair_source", pair_source),
+    };
+#undef STR
+#undef SHARE
+    /* darknet warns about the keys it does not use and goes on; so does genie */
+    kv_spec spec = {.warn_unknown = 1, .ignored = darknet_only};
+    if (kv_read(path, keys, (int)(sizeof keys / sizeof keys[0]), &spec)) {
+        datacfg_free(d);
+        return -1;
     }
-    fclose(f);
     if (d->classes < 0) {
         datacfg_free(d);
         return err_set("%s: no classes= line", path);

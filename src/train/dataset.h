@@ -21,7 +21,10 @@ typedef struct {
     long long max_pixels;      /* max_pixels=N: larger images are bad images (0: imgio's default, 4096 x 4096) */
 } datacfg;
 
-/* Reads a darknet .data file. Unlike darknet's reader, values keep inner spaces (paths with spaces work). */
+/* Reads a darknet .data file (common/kv.h). Unlike darknet's reader, values keep inner spaces (paths with spaces
+ * work) and numbers are range-checked (errors name file:line and the key). An unknown key is one warning on stderr
+ * naming file:line and the nearest key, as darknet's option_unused; darknet's keys genie does not use (eval=,
+ * results=, map=, ...) are silent. */
 int datacfg_read(const char *path, datacfg *d);
 void datacfg_free(datacfg *d);
 
