@@ -1,7 +1,8 @@
 #include "augment/genie/genie_cfg.h"
 #include "augment/engine/backend/backend.h"
 #include "common/err.h"
-#include "augment/engine/sdconfig.h"
+#include "augment/engine/scheduler.h"
+#include "augment/genie/genie.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -10,33 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-void genie_cfg_default(genie_cfg *c)
-{
-    memset(c, 0, sizeof *c);
-    snprintf(c->model, sizeof c->model, "data/models/fmnist-ldm");
-    snprintf(c->prompt, sizeof c->prompt, "A photo of a {}");
-    c->mode = GENIE_MODE_ADA;
-    c->r = 0.8;
-    static const double rs[] = {0.5, 0.6, 0.7, 0.8, 0.9};
-    memcpy(c->r_set, rs, sizeof rs);
-    c->n_r = 5;
-    c->steps = 25;
-    c->guidance = 3;
-    c->scheduler = SD_SCHED_DPMPP_2M;
-    c->targets = GENIE_TARGETS_FEW;
-    c->sources = GENIE_SOURCES_CONFUSED;
-    c->top_k = 4;
-    c->quota = 50;
-    c->share = 0.25;
-    c->ring = 64;
-    c->reuse = 4;
-    c->snapshot_every = 100;
-    c->embed_layer = -1;
-    c->threads = 1;
-    c->batch = 10;
-    c->warmup = 200;
-}
 
 static const char *const mode_names[] = {"none", "genie", "genie-ada", "img2img", "txt2img"};
 
@@ -98,7 +72,7 @@ static int set_key(genie_cfg *c, const char *key, char *val, const char **want)
     int k;
 #define IS(name, form) (!strcmp(key, name) && (*want = form, 1))
     if (IS("model", "a path")) return text(val, c->model, sizeof c->model);
-    if (IS("prompt", "a template with {}")) return strstr(val, "{}") ? text(val, c->prompt, sizeof c->prompt) : -1;
+    if (IS("prompt", "a template with {}")) return genie_template_ok(val) ? text(val, c->prompt, sizeof c->prompt) : -1;
     if (IS("names", "a file")) return text(val, c->names, sizeof c->names);
     if (IS("cache", "a directory")) return text(val, c->cache, sizeof c->cache);
     if (IS("device", "cpu, cuda or cuda:N")) return backend_name_valid(val) ? text(val, c->device, sizeof c->device) : -1;
@@ -107,9 +81,9 @@ static int set_key(genie_cfg *c, const char *key, char *val, const char **want)
         c->mode = (enum genie_mode)k;
         return 0;
     }
-    if (IS("scheduler", "dpmpp2m or ddim")) {
-        if ((k = word(val, "ddim|dpmpp2m")) < 0) return -1;
-        c->scheduler = k ? SD_SCHED_DPMPP_2M : SD_SCHED_DDIM;
+    if (IS("scheduler", SCHEDULER_NAMES)) {
+        if ((k = scheduler_kind_parse(val)) < 0) return -1;
+        c->scheduler = k;
         return 0;
     }
     if (IS("targets", "few, all or a comma list of labels")) {

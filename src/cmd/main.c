@@ -7,6 +7,7 @@
 #include "src/cmd/generate.h"
 #include "src/cmd/plan.h"
 #include "src/cmd/prepare.h"
+#include "src/cmd/show_recipe.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@ static void usage(void)
             "  bench-engine -model M -i src -p \"prompt\" [-r R] [-batch B] [-repeat K] [-ada]\n"
             "  bench-loader <data> <cfg> [-threads N] [-batches K]   (genie's loader vs darknet's load_data)\n"
             "  generate <plan.csv> -data D [-model M] [-batch B] [-backbone cfg -weights W]   (see src/cmd/generate.h)\n"
+            "  recipe <genie.cfg>   (its settings with the defaults filled in, as key=value lines)\n"
             "  plan <data> -mode genie|ada|img2img|txt2img|roundtrip -dir OUT -o plan.csv [-confusion csv]   (src/cmd/plan.h)\n"
             "  prepare fmnist <outdir> [-seed S]\n"
             "  prepare fmnist-lt <outdir> [-seed S] [-from data/fmnist]   (another long-tail split)\n"
@@ -88,10 +90,12 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof diffusion / sizeof *diffusion; i++)
         if (strcmp(argv[1], diffusion[i].name) == 0) return diffusion[i].run(argc - 1, argv + 1);
     if (argc >= 3 && (strcmp(argv[1], "classifier") == 0 || strcmp(argv[1], "bench-loader") == 0 ||
-                      strcmp(argv[1], "generate") == 0 || strcmp(argv[1], "plan") == 0)) {
+                      strcmp(argv[1], "generate") == 0 || strcmp(argv[1], "plan") == 0 ||
+                      strcmp(argv[1], "recipe") == 0)) {
         int rc = strcmp(argv[1], "classifier") == 0 ? classifier_main(argc - 2, argv + 2)
                  : strcmp(argv[1], "generate") == 0 ? generate_main(argc - 2, argv + 2)
                  : strcmp(argv[1], "plan") == 0     ? plan_main(argc - 2, argv + 2)
+                 : strcmp(argv[1], "recipe") == 0   ? show_recipe_main(argc - 2, argv + 2)
                                                     : bench_loader_main(argc - 2, argv + 2);
         if (rc) {
             fprintf(stderr, "genie: %s\n", err_msg());
