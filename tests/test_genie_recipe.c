@@ -154,8 +154,12 @@ static void test_resume_names(void)
     CHECK(check_sh("$G generate " DIR "/t.csv -labels data/fmnist/labels.list -names " DIR "/names2.txt -steps 2", out,
                    sizeof out) == 0 && strstr(out, "2 already made"), "the same words from another file: %s", out);
     /* a template without {} gives every class one prompt: refused by generate as by genie.cfg */
-    CHECK(check_sh("$G generate " DIR "/t.csv -labels data/fmnist/labels.list -template 'A photo' -steps 2", out,
-                   sizeof out) == 1 && strstr(out, "A photo") && strstr(out, "{}"), "-template without {}: %s", out);
+    write_text(DIR "/t2.csv", "source,target,r,seed,output\n,tee,1,1," DIR "/t2/1.png\n");
+    CHECK(check_sh("$G generate " DIR "/t2.csv -labels data/fmnist/labels.list -template 'A photo' -steps 2", out,
+                   sizeof out) == 1 && strstr(out, "-template \"A photo\"") && strstr(out, "{}"),
+          "-template without {}: %s", out);
+    struct stat st;
+    CHECK(stat(DIR "/t2/1.png", &st) != 0, "an image was made with the template without {}");
     genie_cfg c;
     write_text(DIR "/p.cfg", "[genie]\nprompt=A photo\n");
     CHECK(genie_cfg_read(DIR "/p.cfg", &c) < 0 && strstr(err_msg(), "p.cfg:2"), "%s", err_msg());
