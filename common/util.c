@@ -154,7 +154,8 @@ static unsigned files_stamp(unsigned h, const char *path, int depth)
     struct stat st;
     if (stat(path, &st)) return h;
     char buf[64];
-    snprintf(buf, sizeof buf, "|%lld|%lld", (long long)st.st_size, (long long)st.st_mtime);
+    snprintf(buf, sizeof buf, "|%lld|%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+             (long)st.st_mtim.tv_nsec);
     if (!S_ISDIR(st.st_mode)) return util_fnv(util_fnv(h, path), buf);
     DIR *d = depth < 2 ? opendir(path) : NULL;
     if (!d) return h;

@@ -11,10 +11,12 @@ char *util_trim(char *s);
 /* FNV-1a of the string s folded into h (start from UTIL_FNV_INIT): a cheap, stable fingerprint of settings. */
 #define UTIL_FNV_INIT 2166136261u
 unsigned util_fnv(unsigned h, const char *s);
-/* A hash of the name, size and modification time of a file, or of a diffusers folder's model_index.json and its
- * subfolders' files (the components; the model card, plots and notes beside them do not count), folded into h:
- * what was made from a model or weights is stale once this changes (a model retrained or replaced in place). A
- * path that does not exist adds nothing. */
+/* A hash of the name, size and modification time (to the nanosecond) of a file, or of a diffusers folder's
+ * model_index.json and its subfolders' files (the components; the model card, plots and notes beside them do not
+ * count), folded into h: what was made from a model or weights is stale once this changes (a model retrained or
+ * replaced in place, also within the same second). Not the contents: reading gigabytes of weights at every start
+ * would cost more than the load itself (the engine maps them and reads only what it uses); only a copy that keeps
+ * both the size and the nanosecond time of another file fools it. A path that does not exist adds nothing. */
 unsigned util_files_stamp(unsigned h, const char *path);
 
 /* Whole-file writes: util_open_tmp opens a temporary file beside path (a name unique to this process and call,

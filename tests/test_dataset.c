@@ -1,6 +1,7 @@
 /* Label matching on file-name tokens, .data parsing, and the start-up check of a whole list. */
 #include "tests/check.h"
 #include "src/train/dataset.h"
+#include "augment/genie/recipe.h"
 #include "common/err.h"
 
 #include <fcntl.h>
@@ -143,8 +144,8 @@ int main(void)
     write_file(list, "");
     CHECK(dataset_load(list, labels, 3, &ds) == -1 && strstr(err_msg(), "empty"), "empty list: %s", err_msg());
 
-    CHECK(dataset_shot_group(101) == SHOT_MANY && dataset_shot_group(100) == SHOT_MEDIUM &&
-              dataset_shot_group(20) == SHOT_MEDIUM && dataset_shot_group(19) == SHOT_FEW,
+    CHECK(recipe_shot_group(101) == SHOT_MANY && recipe_shot_group(100) == SHOT_MEDIUM &&
+              recipe_shot_group(20) == SHOT_MEDIUM && recipe_shot_group(19) == SHOT_FEW,
           "shot groups");
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

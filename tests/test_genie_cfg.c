@@ -66,7 +66,7 @@ int main(void)
     bad("[genie]\ndevice=gpu\n", ":2: key 'device' must be cpu, cuda or cuda:N, got 'gpu'");
     bad("[genie]\ndevice=cuda:x\n", ":2: key 'device' must be");
     bad("[genie]\ndevice=cuda:\n", ":2: key 'device' must be");
-    bad("[genie]\nscheduler=euler\n", ":2: key 'scheduler' must be dpmpp2m or ddim");
+    bad("[genie]\nscheduler=euler\n", ":2: key 'scheduler' must be ddim or dpmpp2m");
     bad("[genie]\nsources=best\n", ":2: key 'sources' must be confused, random or same");
     bad("[genie]\ntargets=,\n", ":2: key 'targets' must be few, all or a comma list of labels");
     bad("[genie]\nprompt=A photo\n", ":2: key 'prompt' must be a template with {}");

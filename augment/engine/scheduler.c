@@ -37,6 +37,15 @@ static void linspace_f32(float start, float end, int steps, float *out)
         out[i] = i < half ? fmaf(step, (float)i, start) : fmaf(-step, (float)(steps - i - 1), end);
 }
 
+int scheduler_kind_parse(const char *name)
+{
+    if (!strcmp(name, "ddim")) return SD_SCHED_DDIM;
+    if (!strcmp(name, "dpmpp2m") || !strcmp(name, "dpm")) return SD_SCHED_DPMPP_2M;
+    return -1;
+}
+
+const char *scheduler_kind_name(enum sd_sched_kind kind) { return kind == SD_SCHED_DDIM ? "ddim" : "dpmpp2m"; }
+
 scheduler *scheduler_create(enum sd_sched_kind kind, const sched_config *cfg)
 {
     if (kind != SD_SCHED_DDIM && kind != SD_SCHED_DPMPP_2M) {

@@ -13,6 +13,12 @@
 
 typedef struct scheduler scheduler;
 
+/* The scheduler names every command and genie.cfg accept: "ddim" and "dpmpp2m" ("dpm" for short). The kind, or -1
+ * when the name is none of them; scheduler_kind_name gives the canonical name back. */
+#define SCHEDULER_NAMES "ddim or dpmpp2m"
+int scheduler_kind_parse(const char *name);
+const char *scheduler_kind_name(enum sd_sched_kind kind);
+
 /* NULL + err_msg() on a config the chosen scheduler cannot run (e.g. DPM solver_order 3, karras sigmas). */
 scheduler *scheduler_create(enum sd_sched_kind kind, const sched_config *cfg);
 void scheduler_free(scheduler *s);

@@ -13,39 +13,23 @@ struct genie {
     genie_opts o;
     engine *e;
     backbone *bb;
-    int classes, W, H, dim;
+    ada *ada;                   /* GeNIe-Ada's rule on bb; NULL without a backbone */
+    int classes, W, H;
     size_t nimg;
     int *prompt;                /* [classes] engine prompt handles */
-    float *zt;                  /* [classes, dim] class means; NULL until set */
     float *src, *out;           /* [max_batch, nimg] planar sources and engine outputs */
     engine_item *items;         /* [max_batch] */
     int *item_req;              /* [max_batch] request of each engine item */
-    img_u8 *emb_img;            /* [n_r + 1] quantised images for the backbone */
-    float *emb;                 /* [n_r + 1, dim] */
 };
 
-void genie_opts_default(genie_opts *o)
-{
-    memset(o, 0, sizeof *o);
-    engine_opts_default(&o->eo);
-    o->eo.scheduler = SD_SCHED_DPMPP_2M;
-    o->eo.steps = 25;
-    o->eo.guidance = 3.0;
-    o->eo.vae_mean = 1;
-    o->eo.max_batch = 10;
-    o->prompt_template = "A photo of a {}";
-    static const double rs[] = {0.5, 0.6, 0.7, 0.8, 0.9};
-    o->n_r = 5;
-    memcpy(o->r_set, rs, sizeof rs);
-    o->ada_fallback_r = 0.8;
-    o->embed_layer = -1;
-}
+int genie_template_ok(const char *tmpl) { return strstr(tmpl, "{}") != NULL; }
 
 static int make_prompt(const char *tmpl, const char *words, char *out, size_t n)
 {
     const char *hole = strstr(tmpl, "{}");
-    int len = hole ? snprintf(out, n, "%.*s%s%s", (int)(hole - tmpl), tmpl, words, hole + 2)
-                   : snprintf(out, n, "%s", tmpl);
+    if (!hole) return err_set("prompt template \"%s\" has no {} for the class's words (every class would get the same "
+                              "prompt)", tmpl);
+    int len = snprintf(out, n, "%.*s%s%s", (int)(hole - tmpl), tmpl, words, hole + 2);
     if (len < 0 || (size_t)len >= n) return err_set("prompt template \"%s\" with \"%s\" is too long", tmpl, words);
     return 0;
 }
@@ -75,8 +59,7 @@ genie *genie_load(const genie_opts *o, char *const *words, int classes)
     g->out = malloc(sizeof(float) * g->nimg * B);
     g->items = calloc(B, sizeof *g->items);
     g->item_req = calloc(B, sizeof *g->item_req);
-    g->emb_img = calloc(o->n_r + 1, sizeof *g->emb_img);
-    if (!g->prompt || !g->src || !g->out || !g->items || !g->item_req || !g->emb_img) {
+    if (!g->prompt || !g->src || !g->out || !g->items || !g->item_req) {
         err_set("generator: out of memory");
         goto fail;
     }
@@ -87,21 +70,7 @@ genie *genie_load(const genie_opts *o, char *const *words, int classes)
     }
     if (o->backbone_cfg) {
         if (!(g->bb = backbone_load(o->backbone_cfg, o->backbone_weights, o->embed_layer, o->n_r + 1))) goto fail;
-        g->dim = backbone_dim(g->bb);
-        g->emb = malloc(sizeof(float) * (size_t)g->dim * (o->n_r + 1));
-        if (!g->emb) {
-            err_set("generator: out of memory");
-            goto fail;
-        }
-        for (int i = 0; i <= o->n_r; i++) {
-            g->emb_img[i].w = g->W;
-            g->emb_img[i].h = g->H;
-            g->emb_img[i].cap = (size_t)g->W * g->H * 3;
-            if (!(g->emb_img[i].rgb = malloc(g->emb_img[i].cap))) {
-                err_set("generator: out of memory");
-                goto fail;
-            }
-        }
+        if (!(g->ada = ada_new(g->bb, classes, g->W, g->H, o->r_set, o->n_r, o->ada_fallback_r))) goto fail;
     }
     return g;
 fail:
@@ -113,16 +82,13 @@ void genie_free(genie *g)
 {
     if (!g) return;
     engine_free(g->e);
+    ada_free(g->ada);
     backbone_free(g->bb);
-    for (int i = 0; g->emb_img && i <= g->o.n_r; i++) imgio_free(&g->emb_img[i]);
-    free(g->emb_img);
     free(g->prompt);
-    free(g->zt);
     free(g->src);
     free(g->out);
     free(g->items);
     free(g->item_req);
-    free(g->emb);
     free(g);
 }
 
@@ -134,19 +100,8 @@ int genie_image_size(const genie *g, int *w, int *h)
 }
 
 size_t genie_image_floats(const genie *g) { return g->nimg; }
-int genie_embed_dim(const genie *g) { return g->dim; }
 
 int genie_request_cost(const genie *g, const genie_request *rq) { return rq->r == GENIE_R_ADA ? g->o.n_r : 1; }
-
-
-int genie_embed(genie *g, const img_u8 *imgs, int n, float *out)
-{
-    if (!g->bb) return err_set("generator: no backbone (GeNIe-Ada needs a classifier cfg and weights)");
-    int B = backbone_max_batch(g->bb);
-    for (int i = 0; i < n; i += B)
-        if (backbone_embed(g->bb, imgs + i, n - i < B ? n - i : B, out + (size_t)i * g->dim)) return -1;
-    return 0;
-}
 
 int genie_copy_backbone(genie *g, const struct network *src)
 {
@@ -182,55 +137,8 @@ char **genie_read_words(const char *names, char *const *labels, int classes)
 
 int genie_set_class_means(genie *g, img_u8 *const *imgs, const int *counts)
 {
-    if (!g->bb) return err_set("generator: no backbone (GeNIe-Ada needs a classifier cfg and weights)");
-    float *zt = calloc((size_t)g->classes * g->dim, sizeof *zt);
-    int most = 0;
-    for (int c = 0; c < g->classes; c++) most = counts[c] > most ? counts[c] : most;
-    float *e = malloc(sizeof(float) * (size_t)g->dim * (most ? most : 1));
-    if (!zt || !e) {
-        free(zt);
-        free(e);
-        return err_set("generator: out of memory for class means");
-    }
-    for (int c = 0; c < g->classes; c++) {
-        if (!counts[c]) continue;
-        if (genie_embed(g, imgs[c], counts[c], e)) {
-            free(zt);
-            free(e);
-            return -1;
-        }
-        /* the mean of normalised embeddings, not renormalised (as the official notebook) */
-        for (int i = 0; i < counts[c]; i++)
-            for (int j = 0; j < g->dim; j++) zt[(size_t)c * g->dim + j] += e[(size_t)i * g->dim + j] / counts[c];
-    }
-    free(e);
-    free(g->zt);
-    g->zt = zt;
-    return 0;
-}
-
-/* Ada's pick for request q whose results sit at items first .. first + n_r - 1. */
-static int ada_pick(genie *g, const genie_request *rq, int first, genie_result *res)
-{
-    const int n = g->o.n_r;
-    if (!g->zt) return err_set("generator: GeNIe-Ada request before the class means were set");
-    if (!rq->source) return err_set("generator: a GeNIe-Ada request needs a source image");
-    for (int i = 0; i < n; i++) imgio_from_planar(g->items[first + i].out, g->W, g->H, g->emb_img[i].rgb);
-    /* the source as the classifier sees real data: its own decoded pixels */
-    if (backbone_embed(g->bb, g->emb_img, n, g->emb)) return -1;
-    float *zs = g->emb + (size_t)n * g->dim;
-    if (backbone_embed(g->bb, rq->source, 1, zs)) return -1;
-    int k = ada_choose(g->emb, n, g->dim, zs, g->zt + (size_t)rq->target * g->dim, res->gaps);
-    res->ada_fallback = k < 0;
-    res->n_gaps = k < 0 ? 0 : n - 1;
-    if (k < 0) {
-        k = 0;
-        for (int i = 1; i < n; i++)
-            if (fabs(g->o.r_set[i] - g->o.ada_fallback_r) < fabs(g->o.r_set[k] - g->o.ada_fallback_r)) k = i;
-    }
-    res->r = g->o.r_set[k];
-    memcpy(res->image, g->items[first + k].out, sizeof(float) * g->nimg);
-    return 0;
+    if (!g->ada) return err_set("generator: no backbone (GeNIe-Ada needs a classifier cfg and weights)");
+    return ada_set_class_means(g->ada, imgs, counts);
 }
 
 int genie_run(genie *g, const genie_request *rq, int n, genie_result *res)
@@ -281,7 +189,12 @@ int genie_run(genie *g, const genie_request *rq, int n, genie_result *res)
                 res[q].r = rq[q].r;
                 i += m;
             } else if (rq[q].r == GENIE_R_ADA) {
-                if (ada_pick(g, &rq[q], i, &res[q])) return -1;
+                int k = ada_pick(g->ada, g->out + (size_t)i * g->nimg, rq[q].source, rq[q].target, res[q].gaps,
+                                 &res[q].ada_fallback);
+                if (k < 0) return -1;
+                res[q].n_gaps = res[q].ada_fallback ? 0 : g->o.n_r - 1;
+                res[q].r = g->o.r_set[k];
+                memcpy(res[q].image, g->items[i + k].out, sizeof(float) * g->nimg);
                 i += g->o.n_r;
             } else {
                 res[q].r = rq[q].source ? rq[q].r : 1.0;

@@ -28,9 +28,12 @@ typedef struct {
     int embed_layer;                 /* -1: the input of the last connected/convolutional layer */
 } genie_opts;
 
-/* Defaults above; eo as engine_opts_default with 25 DPM-Solver++ steps, guidance 3, posterior mean (as the
- * official GeNIe code encodes sources with latent_dist.mode()). */
+/* The recipe's defaults (augment/genie/recipe.c, with why): the bundled model, 25 DPM-Solver++ steps, guidance 3,
+ * sources as the posterior mean, the template and r set above. */
 void genie_opts_default(genie_opts *o);
+/* Whether a prompt template has the "{}" its class's words go in (genie_load, genie.cfg and `genie generate`
+ * refuse one without: every class would get the same prompt). */
+int genie_template_ok(const char *tmpl);
 
 typedef struct genie genie;
 
@@ -59,12 +62,9 @@ size_t genie_image_floats(const genie *g);
 /* Engine items one request needs (Ada: the size of the r set). */
 int genie_request_cost(const genie *g, const genie_request *rq);
 
-/* Z_T for Ada: the mean of the normalised backbone embeddings of each class's real images. imgs[c] holds
- * counts[c] images of class c (a bounded sample for big classes is the caller's choice). 0, or -1 + err_msg(). */
+/* Z_T for Ada (ada_set_class_means): imgs[c] holds counts[c] images of class c, chosen by ada_mean_images.
+ * 0, or -1 + err_msg(). */
 int genie_set_class_means(genie *g, img_u8 *const *imgs, const int *counts);
-/* Backbone embeddings of n images (rows of genie_embed_dim floats); -1 + err_msg() without a backbone. */
-int genie_embed(genie *g, const img_u8 *imgs, int n, float *out);
-int genie_embed_dim(const genie *g);
 
 /* f_theta's parameters from a network of the same cfg (the online module's snapshot); recompute the class
  * means afterwards. 0, or -1 + err_msg(). */

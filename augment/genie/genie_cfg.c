@@ -1,8 +1,9 @@
 #include "augment/genie/genie_cfg.h"
 #include "augment/engine/backend/backend.h"
 #include "common/err.h"
+#include "augment/engine/scheduler.h"
+#include "augment/genie/genie.h"
 #include "common/kv.h"
-#include "augment/engine/sdconfig.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -10,33 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-void genie_cfg_default(genie_cfg *c)
-{
-    memset(c, 0, sizeof *c);
-    snprintf(c->model, sizeof c->model, "data/models/fmnist-ldm");
-    snprintf(c->prompt, sizeof c->prompt, "A photo of a {}");
-    c->mode = GENIE_MODE_ADA;
-    c->r = 0.8;
-    static const double rs[] = {0.5, 0.6, 0.7, 0.8, 0.9};
-    memcpy(c->r_set, rs, sizeof rs);
-    c->n_r = 5;
-    c->steps = 25;
-    c->guidance = 3;
-    c->scheduler = SD_SCHED_DPMPP_2M;
-    c->targets = GENIE_TARGETS_FEW;
-    c->sources = GENIE_SOURCES_CONFUSED;
-    c->top_k = 4;
-    c->quota = 50;
-    c->share = 0.25;
-    c->ring = 64;
-    c->reuse = 4;
-    c->snapshot_every = 100;
-    c->embed_layer = -1;
-    c->threads = 1;
-    c->batch = 10;
-    c->warmup = 200;
-}
 
 static const char *const mode_names[] = {"none", "genie", "genie-ada", "img2img", "txt2img"};
 
@@ -57,8 +31,17 @@ static int target_list(char *val, void *out)
     return c->n_targets ? 0 : -1;
 }
 
-static int has_braces(const kv_key *k) { return strstr(k->out, "{}") ? 0 : -1; }
-static int device_ok(const kv_key *k) { return backend_name_valid(k->out) ? 0 : -1; }
+static int has_braces(const kv_key *k) { return genie_template_ok(k->out) ? 0 : -1; }
+
+static int scheduler_set(char *val, void *out)
+{
+    int k = scheduler_kind_parse(val);
+    if (k < 0) return -1;
+    *(int *)out = k;
+    return 0;
+}
+/* empty: the build's default device (genie_cfg.h) */
+static int device_ok(const kv_key *k) { return !*(const char *)k->out || backend_name_valid(k->out) ? 0 : -1; }
 
 static int increasing(const kv_key *k)
 {
@@ -83,9 +66,7 @@ int genie_cfg_read(const char *path, genie_cfg *c)
         {.name = "device", .type = KV_STRING, .out = c->device, .size = sizeof c->device, .check = device_ok,
          .want = "cpu, cuda or cuda:N"},
         {.name = "mode", .type = KV_WORD, .out = &c->mode, .words = "none|genie|genie-ada|img2img|txt2img"},
-        /* the index is the sd_sched_kind */
-        {.name = "scheduler", .type = KV_WORD, .out = &c->scheduler, .words = "ddim|dpmpp2m",
-         .want = "dpmpp2m or ddim"},
+        {.name = "scheduler", .type = KV_FUNC, .out = &c->scheduler, .set = scheduler_set, .want = SCHEDULER_NAMES},
         {.name = "targets", .type = KV_FUNC, .out = c, .set = target_list,
          .want = "few, all or a comma list of labels"},
         {.name = "sources", .type = KV_WORD, .out = &c->sources, .words = "confused|random|same"},

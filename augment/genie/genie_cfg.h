@@ -1,10 +1,11 @@
-/* genie.cfg: the settings of online GeNIe during training, darknet-style ini with one [genie] section.
+/* genie.cfg: the settings of online GeNIe during training, darknet-style ini with one [genie] section. The values
+ * shown are the defaults (augment/genie/recipe.c, where each says why).
  *
  *   model=data/models/fmnist-ldm   diffusers folder or single-file checkpoint (must exist)
  *   mode=genie-ada                 genie | genie-ada | img2img | txt2img | none
  *   r=0.8                          the fixed r of genie / img2img (txt2img is r = 1); Ada's fallback
  *   r_set=0.5,0.6,0.7,0.8,0.9      Ada's candidate ratios, increasing
- *   steps=25  guidance=3  scheduler=dpmpp2m
+ *   steps=25  guidance=3  scheduler=dpmpp2m   (or ddim; dpm for short)
  *   prompt=A photo of a {}         "{}" becomes the class's words
  *   names=                         optional file: one line per label, the words its prompt uses
  *   targets=few                    few (classes with < 20 training images) | all | a comma list of labels
@@ -50,6 +51,7 @@ typedef struct {
     double share;
 } genie_cfg;
 
+/* The defaults (augment/genie/recipe.c: every default of GeNIe, with why). */
 void genie_cfg_default(genie_cfg *c);
 /* Defaults, then the file's keys. 0, or -1 with err_msg() "path:line: ...". */
 int genie_cfg_read(const char *path, genie_cfg *c);

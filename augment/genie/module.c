@@ -6,6 +6,7 @@
 #include "augment/genie/genie.h"
 #include "common/philox.h"
 #include "augment/genie/planner.h"
+#include "augment/genie/recipe.h"
 #include "common/resample.h"
 #include "augment/genie/ring.h"
 #include "common/util.h"
@@ -19,8 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* at most this many real images of a target make its class mean Z_T (spread over the class's list) */
-#define MEAN_IMAGES 64
 #define GRID_ROWS 8
 
 struct module {
@@ -53,7 +52,8 @@ struct module {
     int grid_target[GRID_ROWS], grid_source[GRID_ROWS], grid_n, grid_next;
     float grid_r[GRID_ROWS], *grid_tmp;
     font *font;                     /* darknet's alphabet for the grid's labels (NULL: labels in the CSV only) */
-    unsigned settings;              /* hash of what makes a cached sample reusable */
+    unsigned settings;              /* hash of what makes a cached sample reusable: recipe_settings's line */
+    char settings_line[4096];
     /* sync=1: snapshots kept by iteration (f_theta's parameters and the confusion), the module's position */
     struct network **hist_net;
     double **hist_conf;
@@ -78,17 +78,6 @@ static void sleep_ms(int ms)
 /* The first iteration whose confusion statistics the planner trusts: warmup iterations into this run (the live
  * statistics start empty, resumed or not). */
 static int trust_iter(const module *m) { return m->o.start_iter + m->cfg.warmup; }
-
-/* FNV-1a over the settings that change what a sample looks like */
-static unsigned settings_hash(const genie_cfg *c)
-{
-    char buf[4096];
-    int n = snprintf(buf, sizeof buf, "%s|%d|%.6g|%d|%.6g|%d|%s|%d|%s", c->model, c->mode, c->r, c->steps,
-                     c->guidance, c->scheduler, c->prompt, c->sources, c->names);
-    for (int i = 0; c->mode == GENIE_MODE_ADA && i < c->n_r && n < (int)sizeof buf - 16; i++)
-        n += snprintf(buf + n, sizeof buf - n, "|%.6g", c->r_set[i]);
-    return util_files_stamp(util_fnv(UTIL_FNV_INIT, buf), c->model);
-}
 
 static int keep_sample(module *m, const unsigned char *rgb, int target, int source, int sidx)
 {
@@ -125,7 +114,7 @@ static int cache_load(module *m)
     FILE *f = fopen(path, "r");
     if (!f) return errno == ENOENT ? 0 : err_set("%s: %s", path, strerror(errno));
     char line[2048];
-    int lineno = 0;
+    int lineno = 0, other = 0;
     img_u8 im = {0};
     while (fgets(line, sizeof line, f)) {
         lineno++;
@@ -136,7 +125,10 @@ static int cache_load(module *m)
             fprintf(stderr, "genie module: %s:%d: damaged entry, skipped\n", path, lineno);
             continue;
         }
-        if (settings != m->settings) continue; /* made by another model or settings */
+        if (settings != m->settings) {   /* made by another model or settings: never mixed in */
+            other++;
+            continue;
+        }
         int t = -1, s = -1;
         for (int c = 0; c < m->classes; c++) {
             if (!strcmp(m->o.labels[c], target)) t = c;
@@ -157,6 +149,9 @@ static int cache_load(module *m)
     }
     imgio_free(&im);
     fclose(f);
+    if (other)
+        fprintf(stderr, "genie module: %s: %d samples were made with other settings than this run's (%x: %s): not "
+                "used\n", path, other, m->settings, m->settings_line);
     return 0;
 }
 
@@ -551,7 +546,8 @@ static int setup_targets(module *m)
     }
     for (int i = 0; i < m->o.n_real; i++) m->members[m->o.cls[i]][m->count[m->o.cls[i]]++] = i;
     for (int k = 0; k < m->classes; k++)
-        m->eligible[k] = c->targets == GENIE_TARGETS_ALL || (c->targets == GENIE_TARGETS_FEW && m->count[k] < 20);
+        m->eligible[k] = c->targets == GENIE_TARGETS_ALL ||
+                         (c->targets == GENIE_TARGETS_FEW && recipe_shot_group(m->count[k]) == SHOT_FEW);
     for (int j = 0; c->targets == GENIE_TARGETS_LIST && j < c->n_targets; j++) {
         int k = 0;
         while (k < m->classes && strcmp(m->o.labels[k], c->target_list[j])) k++;
@@ -566,21 +562,12 @@ static int setup_targets(module *m)
         if (n < GENIE_CFG_MAX_TARGETS) m->st.targets[n++] = k;
     }
     m->st.n_targets = n;
-    if (!n) return err_set("%s: no target class (targets=%s finds none)", m->o.cfg_path,
-                           c->targets == GENIE_TARGETS_FEW ? "few: no class has fewer than 20 images" : "...");
+    if (!n && c->targets == GENIE_TARGETS_FEW)
+        return err_set("%s: no target class (targets=few: no class has fewer than %d images)", m->o.cfg_path,
+                       RECIPE_FEW_BELOW);
+    if (!n) return err_set("%s: no target class (targets=... finds none)", m->o.cfg_path);
     if (c->mode != GENIE_MODE_ADA) return 0;
-    /* Z_T: up to MEAN_IMAGES real images of each target, spread evenly over its list */
-    for (int k = 0; k < m->classes; k++) {
-        if (!m->eligible[k] || !m->count[k]) continue;
-        int want = m->count[k] < MEAN_IMAGES ? m->count[k] : MEAN_IMAGES;
-        if (!(m->mean_imgs[k] = calloc(want, sizeof(img_u8)))) return err_set("genie module: out of memory");
-        for (int i = 0; i < want; i++) {
-            if (imgio_load(m->o.paths[m->members[k][(long)i * m->count[k] / want]], 0, 0, &m->mean_imgs[k][i]))
-                return -1;
-            m->mean_counts[k]++;
-        }
-    }
-    return 0;
+    return ada_mean_images(m->o.paths, m->members, m->count, m->eligible, m->classes, m->mean_imgs, m->mean_counts);
 }
 
 static void module_free(module *m)
@@ -637,7 +624,6 @@ module *module_start(const module_opts *o)
     pthread_cond_init(&m->hist_cv, NULL);
     m->used_iter = m->need_iter = m->last_pub = -1;
     m->scan_k = o->start;
-    m->settings = settings_hash(c);
     int K = o->classes;
     m->eligible = calloc(K, 1);
     m->made = calloc(K, sizeof *m->made);
@@ -673,6 +659,15 @@ module *module_start(const module_opts *o)
     go.embed_layer = c->embed_layer;
     if (c->mode == GENIE_MODE_ADA) go.backbone_cfg = o->net_cfg;
     if (!(words = genie_read_words(c->names[0] ? c->names : NULL, o->labels, K))) goto fail;
+    {
+        char how[128];
+        snprintf(how, sizeof how, "online %s, r %g, sources %s", genie_mode_name(c->mode), c->r,
+                 recipe_sources_name(c->sources));
+        if (recipe_settings(&go, o->labels, words, K, c->mode == GENIE_MODE_ADA, how, m->settings_line,
+                            sizeof m->settings_line))
+            goto fail;
+        m->settings = util_fnv(UTIL_FNV_INIT, m->settings_line);
+    }
     if (!(m->g = genie_load(&go, words, K))) {
         err_wrap("%s: ", o->cfg_path);
         goto fail;

@@ -10,10 +10,12 @@
 #include "augment/engine/engine.h"
 #include "common/err.h"
 #include "augment/genie/genie.h"
+#include "augment/genie/recipe.h"
 #include "common/util.h"
 #include "common/imgio.h"
 #include "common/resample.h"
 #include "augment/engine/safetensors.h"
+#include "augment/engine/scheduler.h"
 
 typedef struct {
     engine_opts eo;
@@ -29,8 +31,8 @@ static int parse_args(const char *name, int argc, char **argv, cli_args *a)
 {
     memset(a, 0, sizeof *a);
     engine_opts_default(&a->eo);
-    /* The bundled Fashion-MNIST model (data/models/fmnist-ldm), relative to the repository root genie runs from. */
-    a->eo.model = "data/models/fmnist-ldm";
+    /* the bundled Fashion-MNIST model, GeNIe's (augment/genie/recipe.c) */
+    a->eo.model = recipe_defaults()->model;
     a->r = 0.8;
     a->seed = 1;
     a->batch = 1;
@@ -66,9 +68,9 @@ static int parse_args(const char *name, int argc, char **argv, cli_args *a)
     a->eo.device = backend_choose(device, &note);
     if (note) fprintf(stderr, "genie: %s\n", note);
     if (sched) {
-        if (!strcmp(sched, "ddim")) a->eo.scheduler = SD_SCHED_DDIM;
-        else if (!strcmp(sched, "dpmpp2m") || !strcmp(sched, "dpm")) a->eo.scheduler = SD_SCHED_DPMPP_2M;
-        else return err_set("-scheduler: \"%s\" (ddim or dpmpp2m)", sched);
+        int k = scheduler_kind_parse(sched);
+        if (k < 0) return err_set("-scheduler: \"%s\" (" SCHEDULER_NAMES ")", sched);
+        a->eo.scheduler = (enum sd_sched_kind)k;
     }
     if (size) {
         int w, h, n = 0;

@@ -9,7 +9,9 @@
 #include <unistd.h>
 #include "src/train/dataset.h"
 #include "common/err.h"
+#include "augment/engine/scheduler.h"
 #include "augment/genie/genie.h"
+#include "augment/genie/recipe.h"
 #include "common/resample.h"
 #include "common/util.h"
 
@@ -196,21 +198,6 @@ static int parent_dirs(const char *path)
     return util_mkdirs(dir);
 }
 
-/* What the outputs are made with, as one line: a resumed run must make its images the same way. */
-static void settings_line(const genie_opts *go, const char *sched, const char *names, int ada, char *s, size_t n)
-{
-    int o = snprintf(s, n, "model %s (files %08x), %d steps, guidance %g, %s, template \"%s\", names %s",
-                     go->eo.model, util_files_stamp(UTIL_FNV_INIT, go->eo.model), go->eo.steps, go->eo.guidance, sched,
-                     go->prompt_template ? go->prompt_template : "A photo of a {}", names ? names : "(labels)");
-    if (!ada || o < 0 || o >= (int)n) return;   /* cut short: the comparison is over what fits */
-    o += snprintf(s + o, n - o, ", Ada over");
-    for (int i = 0; i < go->n_r && o < (int)n; i++) o += snprintf(s + o, n - o, " %g", go->r_set[i]);
-    if (o < (int)n)
-        snprintf(s + o, n - o, ", f_theta %s %s (files %08x)", go->backbone_cfg ? go->backbone_cfg : "-",
-                 go->backbone_weights ? go->backbone_weights : "-",
-                 go->backbone_weights ? util_files_stamp(UTIL_FNV_INIT, go->backbone_weights) : 0);
-}
-
 /* Outputs that exist must have been made with these settings (path.settings, written when a run starts afresh):
  * a plan resumed after the model, guidance or r set changed would mix two kinds of image under one index.
  * Returns 1 when path records exactly `now`; else 0, with what it records in `before` ("" and *recorded 0 when
@@ -251,15 +238,20 @@ static int remake_outputs(plan *p, const char *index_path, char *const *labels)
     return index_write(index_path, p, labels);
 }
 
-/* Z_T: up to per_class real training images of each Ada target, spread evenly over the class's list. */
+/* Z_T: the Ada targets' images as the online module chooses them (ada_mean_images), from the training list. */
 static int set_means(genie *g, const char *data, const plan *p, int classes)
 {
     datacfg dc;
     dataset ds = {0};
     if (datacfg_read(data, &dc)) return -1;
-    int rc = -1, per_class = 256;
+    int rc = -1;
     img_u8 **imgs = calloc(classes, sizeof *imgs);
-    int *counts = calloc(classes, sizeof *counts), *need = calloc(classes, sizeof *need);
+    int *counts = calloc(classes, sizeof *counts);
+    unsigned char *need = calloc(classes, 1);
+    if (!imgs || !counts || !need) {
+        err_set("out of memory");
+        goto out;
+    }
     if (!dc.train) {
         err_set("%s: no train= line (GeNIe-Ada's class means come from the training images)", data);
         goto out;
@@ -271,26 +263,15 @@ static int set_means(genie *g, const char *data, const plan *p, int classes)
     }
     for (int i = 0; i < p->n; i++)
         if (p->rows[i].r == GENIE_R_ADA && !p->rows[i].done) need[p->rows[i].target] = 1;
-    for (int c = 0; c < classes; c++) {
-        if (!need[c]) continue;
-        if (!ds.count[c]) {
+    for (int c = 0; c < classes; c++)
+        if (need[c] && !ds.count[c]) {
             err_set("%s: no training image of class %s for GeNIe-Ada's target mean", dc.train, ds.labels[c]);
             goto out;
         }
-        int m = ds.count[c] < per_class ? ds.count[c] : per_class;
-        imgs[c] = calloc(m, sizeof **imgs);
-        for (int j = 0; j < m; j++) {
-            const char *path = ds.paths[ds.members[c][(size_t)j * ds.count[c] / m]];
-            if (imgio_load(path, 0, 0, &imgs[c][j])) goto out;
-        }
-        counts[c] = m;
-    }
+    if (ada_mean_images(ds.paths, ds.members, ds.count, need, classes, imgs, counts)) goto out;
     rc = genie_set_class_means(g, imgs, counts);
 out:
-    for (int c = 0; c < classes; c++) {
-        for (int j = 0; imgs && imgs[c] && j < counts[c]; j++) imgio_free(&imgs[c][j]);
-        if (imgs) free(imgs[c]);
-    }
+    if (imgs) ada_mean_images_free(imgs, counts, classes);
     free(imgs);
     free(counts);
     free(need);
@@ -319,12 +300,8 @@ int generate_main(int argc, char **argv)
 {
     genie_opts go;
     genie_opts_default(&go);
-    go.eo.model = "data/models/fmnist-ldm";
-    go.eo.max_batch = 10;
-    go.eo.threads = 0;
-    go.embed_layer = -1;
     int remake = 0;   /* outputs made with other settings: made anew instead of an error */
-    const char *data = NULL, *sched = "dpmpp2m", *rset = NULL, *labels_path = NULL, *index_path = NULL, *names = NULL;
+    const char *data = NULL, *sched = NULL, *rset = NULL, *labels_path = NULL, *index_path = NULL, *names = NULL;
     const arg_opt opts[] = {ARG_OPT("-model", ARG_STR, &go.eo.model),
                             ARG_OPT("-labels", ARG_STR, &labels_path),
                             ARG_OPT("-data", ARG_STR, &data),
@@ -346,13 +323,20 @@ int generate_main(int argc, char **argv)
     int np = args_parse("generate", argc, argv, opts, pos, 1);
     if (np < 0) return -1;
     if (np < 1)
-        return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model M] [-backbone cfg -weights W] "
-                       "[-batch 10] [-steps 25] [-guidance 3] [-scheduler dpmpp2m|ddim] [-threads N] [-rset 0.5,...] "
-                       "[-template \"A photo of a {}\"] [-names file] [-index out.csv] [-remake]");
+        return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model %s] [-backbone cfg -weights W] "
+                       "[-batch %d] [-steps %d] [-guidance %g] [-scheduler %s] [-threads N] [-rset %g,...] "
+                       "[-template \"%s\"] [-names file] [-index out.csv] [-remake]", go.eo.model, go.eo.max_batch,
+                       go.eo.steps, go.eo.guidance, scheduler_kind_name(go.eo.scheduler), go.r_set[0],
+                       go.prompt_template);
     const char *plan_path = pos[0];
-    if (!strcmp(sched, "ddim")) go.eo.scheduler = SD_SCHED_DDIM;
-    else if (!strcmp(sched, "dpmpp2m")) go.eo.scheduler = SD_SCHED_DPMPP_2M;
-    else return err_set("-scheduler: \"%s\" (ddim or dpmpp2m)", sched);
+    if (sched) {
+        int k = scheduler_kind_parse(sched);
+        if (k < 0) return err_set("-scheduler: \"%s\" (" SCHEDULER_NAMES ")", sched);
+        go.eo.scheduler = (enum sd_sched_kind)k;
+    }
+    if (!genie_template_ok(go.prompt_template))
+        return err_set("-template \"%s\": no {} for the class's words (every class would get the same prompt)",
+                       go.prompt_template);
     if (rset && (go.n_r = ada_parse_rset(rset, go.r_set, ADA_MAX_R)) < 0) return -1;
 
     datacfg dc = {0};
@@ -406,10 +390,11 @@ int generate_main(int argc, char **argv)
         any_ada |= p.rows[i].r == GENIE_R_ADA;
     }
     index_recover(index_path, &p);
+    if (!(words = genie_read_words(names, labels, classes))) goto out;
     {
         char now[8192], before[8192], spath[4300];
         int recorded;
-        settings_line(&go, sched, names, any_ada, now, sizeof now);
+        if (recipe_settings(&go, labels, words, classes, any_ada, NULL, now, sizeof now)) goto out;
         snprintf(spath, sizeof spath, "%s.settings", index_path);
         int made = p.n - todo;
         if (made && !settings_same(spath, now, before, sizeof before, &recorded)) {
@@ -439,7 +424,6 @@ int generate_main(int argc, char **argv)
         goto out;
     }
     if (!ada) go.backbone_cfg = NULL;
-    if (!(words = genie_read_words(names, labels, classes))) goto out;
     if (!(g = genie_load(&go, words, classes))) goto out;
     if (ada && set_means(g, data, &p, classes)) goto out;
     int W, H;

@@ -5,6 +5,7 @@
 #include "src/cmd/generate.h"
 #include "src/cmd/plan.h"
 #include "src/cmd/prepare.h"
+#include "src/cmd/show_recipe.h"
 #include "src/train/classifier.h"
 
 #include <signal.h>
@@ -31,6 +32,7 @@ static const command commands[] = {
      "plan <data> -mode genie|ada|img2img|txt2img|roundtrip -dir OUT -o plan.csv [-confusion csv]   (src/cmd/plan.h)"},
     {"generate", generate_main,
      "generate <plan.csv> -data D [-model M] [-batch B] [-backbone cfg -weights W]   (see src/cmd/generate.h)"},
+    {"recipe", show_recipe_main, "recipe <genie.cfg>   (its settings with the defaults filled in, as key=value lines)"},
     {"img2img", cli_img2img,
      "img2img -model M -i src -p \"A photo of a T\" -r 0.8 -o out.png [-steps N] [-guidance G] [-seed S]\n"
      "        [-scheduler ddim|dpmpp2m] [-threads N] [-size WxH] [-noise file.safetensors] [-vae-mean]\n"

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "src/train/dataset.h"
+#include "augment/genie/recipe.h"
 #include "common/err.h"
 #include "common/philox.h"
 #include "augment/genie/planner.h"
@@ -75,9 +76,12 @@ static const char *base_name(const char *p)
 
 int plan_main(int argc, char **argv)
 {
-    const char *mode = NULL, *dir = NULL, *out = NULL, *conf = NULL, *targets = "few", *sweight = "uniform";
-    double r = 0.8;
-    int per = 50, topk = 4;
+    /* GeNIe's defaults (augment/genie/recipe.c): its r, top_k, quota (per class) and targets */
+    const genie_cfg *d = recipe_defaults();
+    const char *mode = NULL, *dir = NULL, *out = NULL, *conf = NULL, *sweight = "uniform";
+    const char *targets = d->targets == GENIE_TARGETS_ALL ? "all" : "few";
+    double r = d->r;
+    int per = d->quota, topk = d->top_k;
     uint64_t seed = 1;
     const arg_opt opts[] = {ARG_OPT("-mode", ARG_STR, &mode),
                             ARG_OPT("-dir", ARG_STR, &dir),
@@ -95,7 +99,8 @@ int plan_main(int argc, char **argv)
     if (np < 0) return -1;
     if (np < 1)
         return err_set("usage: genie plan <data> -mode genie|ada|img2img|txt2img|roundtrip -dir OUTDIR -o plan.csv "
-                       "[-confusion train_confusion.csv] [-r 0.8] [-per-class 50] [-top-k 4] [-targets few|all] [-seed S]");
+                       "[-confusion train_confusion.csv] [-r %g] [-per-class %d] [-top-k %d] [-targets few|all] [-seed S]", d->r,
+                       d->quota, d->top_k);
     const char *data = pos[0];
     if (!mode || !dir || !out) return err_set("plan: -mode, -dir and -o are required");
     int m_genie = !strcmp(mode, "genie"), m_ada = !strcmp(mode, "ada"), m_i2i = !strcmp(mode, "img2img"),
@@ -137,7 +142,7 @@ int plan_main(int argc, char **argv)
         }
     }
     for (int t = 0; t < ds.classes && !m_rt; t++) {
-        if (!strcmp(targets, "few") && dataset_shot_group(ds.count[t]) != SHOT_FEW) continue;
+        if (!strcmp(targets, "few") && recipe_shot_group(ds.count[t]) != SHOT_FEW) continue;
         int src[64], ns = 0;
         if (m_genie || m_ada) ns = planner_confused(m, ds.classes, t, topk < 64 ? topk : 64, src);
         else if (m_i2i) src[ns++] = t;

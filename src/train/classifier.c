@@ -5,6 +5,7 @@
 #include "src/net/blas.h"
 #include "src/train/confusion.h"
 #include "src/train/dataset.h"
+#include "augment/genie/recipe.h"
 #include "common/err.h"
 #include "common/imgio.h"
 #include "common/util.h"
@@ -87,7 +88,7 @@ static void print_accuracy(confusion *conf, const dataset *ds, const int *train_
         double tot = confusion_class_total(conf, c);
         printf("%-16s %8.0f %8.4f", ds->labels[c], tot, confusion_class_accuracy(conf, c));
         if (train_count) {
-            enum shot_group g = dataset_shot_group(train_count[c]);
+            enum shot_group g = recipe_shot_group(train_count[c]);
             printf(" %10d", train_count[c]);
             grp_hit[g] += confusion_count(conf, c, c);
             grp_tot[g] += tot;

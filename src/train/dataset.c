@@ -378,8 +378,3 @@ int dataset_add_roundtrips(dataset *ds, const char *index_path)
     free_lines(ix.lines, ix.n);
     return rc;
 }
-
-enum shot_group dataset_shot_group(int count)
-{
-    return count > 100 ? SHOT_MANY : count >= 20 ? SHOT_MEDIUM : SHOT_FEW;
-}

@@ -58,8 +58,4 @@ int dataset_add_roundtrips(dataset *ds, const char *index_path);
  * matching label ("boot" inside "ankle_boot") yields to it. Returns the class, or -1 with err_msg(). */
 int labels_match(const char *path, char *const *labels, int n);
 
-/* Many/Medium/Few groups as ImageNet-LT: > 100 training images, 20..100, < 20. */
-enum shot_group { SHOT_MANY, SHOT_MEDIUM, SHOT_FEW };
-enum shot_group dataset_shot_group(int count);
-
 #endif

@@ -1,5 +1,6 @@
 #include "src/train/loader.h"
 #include "augment/genie/module.h"
+#include "augment/genie/recipe.h"
 #include "common/err.h"
 #include "common/util.h"
 
@@ -64,7 +65,7 @@ static uint64_t permute(uint64_t x, uint64_t n, uint64_t seed, uint64_t epoch)
 
 /* A Few class (fewer than 20 real images, at least one sample), uniformly, then one of its real or generated
  * samples; -1 when the data set has no Few class. */
-static int is_tail(const dataset *ds, int c) { return dataset_shot_group(ds->real_count[c]) == SHOT_FEW && ds->count[c] > 0; }
+static int is_tail(const dataset *ds, int c) { return recipe_shot_group(ds->real_count[c]) == SHOT_FEW && ds->count[c] > 0; }
 
 static int tail_classes(const dataset *ds)
 {
