@@ -6,7 +6,7 @@
 #include <string.h>
 #include "augment/genie/backbone.h"
 #include "common/err.h"
-#include "common/resample.h"
+#include "common/image.h"
 #include "common/util.h"
 
 struct genie {
@@ -215,7 +215,7 @@ static int ada_pick(genie *g, const genie_request *rq, int first, genie_result *
     const int n = g->o.n_r;
     if (!g->zt) return err_set("generator: GeNIe-Ada request before the class means were set");
     if (!rq->source) return err_set("generator: a GeNIe-Ada request needs a source image");
-    for (int i = 0; i < n; i++) imgio_from_planar(g->items[first + i].out, g->W, g->H, g->emb_img[i].rgb);
+    for (int i = 0; i < n; i++) image_from_planar(g->items[first + i].out, g->W, g->H, g->emb_img[i].rgb, g->W);
     /* the source as the classifier sees real data: its own decoded pixels */
     if (backbone_embed(g->bb, g->emb_img, n, g->emb)) return -1;
     float *zs = g->emb + (size_t)n * g->dim;
@@ -254,7 +254,7 @@ int genie_run(genie *g, const genie_request *rq, int n, genie_result *res)
             float *src = NULL;
             if (rq[q].source) {
                 src = g->src + (size_t)k * g->nimg;
-                if (resample_to_planar(rq[q].source, g->W, g->H, src)) return -1;
+                if (image_to_planar(rq[q].source, g->W, g->H, src)) return -1;
             }
             int m = genie_request_cost(g, &rq[q]);
             for (int i = 0; i < m; i++, k++) {

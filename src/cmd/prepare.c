@@ -8,7 +8,7 @@
 #include "src/cmd/prepare.h"
 #include "common/err.h"
 #include "common/imgio.h"
-#include "common/resample.h"
+#include "common/image.h"
 #include "common/util.h"
 #include "common/philox.h"
 
@@ -294,7 +294,7 @@ int prepare_big_jpegs(const char *from, const char *out, int n, int w, int h, in
         }
         /* the garment upscaled (the engine's resampler), a per-image tint and pixel noise: photo-sized,
          * photo-like JPEG work (chroma, texture), the class still in the name */
-        if (resample_to_planar(&src, w, h, up)) {
+        if (image_to_planar(&src, w, h, up)) {
             rc = -1;
             break;
         }
