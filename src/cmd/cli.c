@@ -338,7 +338,7 @@ static int run(int argc, char **argv, int mode)
             err_set("out of memory");
             goto bench_done;
         }
-        font *fnt = font_load(FONT_DARKNET_DIR, 0);
+        font *fnt = font_load(FONT_DARKNET_DIR, H / 128 < 7 ? H / 128 : 7);   /* 11 px high below 128, 53 at 512 */
         if (!fnt) fprintf(stderr, "genie: %s: the strip goes without labels\n", err_msg());
         const unsigned char *tiles[11];
         const char *labels[11] = {NULL};
