@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <png.h>
 #include <pthread.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,14 +282,4 @@ int imgio_write(const char *path, const unsigned char *rgb, int w, int h, int qu
         return err_set("%s: cannot write image", path);
     }
     return util_commit(f, tmp, path);
-}
-
-void imgio_from_planar(const float *planar, int w, int h, unsigned char *rgb)
-{
-    const size_t plane = (size_t)w * h;
-    for (size_t p = 0; p < plane; p++)
-        for (int c = 0; c < 3; c++) {
-            float v = planar[c * plane + p] * 255.0f;
-            rgb[p * 3 + c] = (unsigned char)nearbyintf(v < 0 ? 0 : v > 255 ? 255 : v);
-        }
 }

@@ -35,7 +35,4 @@ void imgio_free(img_u8 *img);
  * temporary file and a rename. */
 int imgio_write(const char *path, const unsigned char *rgb, int w, int h, int quality);
 
-/* Planar float [3, h, w] in [0,1] -> interleaved 8-bit RGB, clamped, rounded half to even (as numpy). */
-void imgio_from_planar(const float *planar, int w, int h, unsigned char *rgb);
-
 #endif

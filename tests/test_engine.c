@@ -9,6 +9,7 @@
 #include "src/cmd/cli.h"
 #include "augment/engine/engine.h"
 #include "common/err.h"
+#include "common/font.h"
 #include "common/imgio.h"
 #include "augment/engine/safetensors.h"
 
@@ -390,11 +391,13 @@ static void check_cli(void)
                      "10", "-size", "32x32", "-o", strip};
     CHECK(cli_sweep(sizeof sweep / sizeof sweep[0], sweep) == 0, "genie sweep failed");
     if (imgio_load(strip, 0, 0, &im) == 0) {
-        /* 11 tiles of 32 px under a 7-px label band, labels black on white */
-        CHECK(im.w == 11 * 32 && im.h == 32 + 7, "strip is %dx%d", im.w, im.h);
-        int dark = 0;
+        /* 11 tiles of 32 px under a band of darknet's glyphs (the font's height + 2), dark ink on white */
+        font *fnt = font_load(FONT_DARKNET_DIR, 0);
+        int band = fnt ? font_height(fnt) + 2 : -1, dark = 0;
+        font_free(fnt);
+        CHECK(im.w == 11 * 32 && im.h == 32 + band, "strip is %dx%d (label band %d)", im.w, im.h, band);
         for (int x = 32; x < im.w; x++)
-            for (int y = 0; y < 7; y++) dark += im.rgb[((size_t)y * im.w + x) * 3] == 0;
+            for (int y = 0; y < band && y < im.h; y++) dark += im.rgb[((size_t)y * im.w + x) * 3] < 100;
         CHECK(dark > 10 * 20, "labels drawn (%d dark pixels)", dark);
     }
     char *bad[] = {"-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img0.png", "-r", "2", "-o", out};

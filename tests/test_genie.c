@@ -10,6 +10,7 @@
 #include "tests/check.h"
 #include "common/err.h"
 #include "augment/genie/genie.h"
+#include "common/image.h"
 #include "common/imgio.h"
 #include "src/cmd/plan.h"
 #include "augment/genie/planner.h"
@@ -189,8 +190,7 @@ static void test_ada_engine(void)
     float *want = malloc(ni * sizeof *want);
     int W, H;
     genie_image_size(g, &W, &H);
-    extern int resample_to_planar(const img_u8 *, int, int, float *);
-    resample_to_planar(&src, W, H, want);
+    image_to_planar(&src, W, H, want);
     double mse = 0;
     for (size_t i = 0; i < ni; i++) mse += (b[i] - want[i]) * (b[i] - want[i]) / ni;
     CHECK(mse < 0.01, "round trip MSE %g", mse);

@@ -1,6 +1,10 @@
-/* Configuration of the three networks of an SD-1.x-family latent diffusion model, as read from a diffusers
- * folder's config.json files (or set to SD 1.5's values for a single-file checkpoint). Shared by the loader
- * (model_load.c fills them) and the model code (clip.c, vae.c, unet.c build themselves from them). */
+/* Configuration of the three networks of an SD-1.x-family latent diffusion model and its scheduler, as read from a
+ * diffusers folder's config.json files (or set to SD 1.5's values for a single-file checkpoint). Shared by the
+ * loader (model_load.c fills them) and the model code (clip.c, vae.c, unet.c build themselves from them).
+ *
+ * Configs are parsed with diffusers 0.19 semantics: a missing key takes the class's default, a value of the wrong
+ * type or an unsupported variant is an error naming the file, the key and the value; every value is checked
+ * against its range (sizes positive, eps positive and finite...). */
 #ifndef GENIE_SDCONFIG_H
 #define GENIE_SDCONFIG_H
 
@@ -69,5 +73,19 @@ typedef struct {
     int use_karras_sigmas;                      /* 0 */
     int thresholding;                           /* 0 */
 } sched_config;
+
+/* Each parser reads one config.json; missing keys take diffusers' defaults. 0, or -1 + err_msg(). */
+int sd_parse_unet_config(const char *path, unet_config *c);
+int sd_parse_vae_config(const char *path, vae_config *c);
+int sd_parse_clip_config(const char *path, clip_config *c);
+int sd_parse_sched_config(const char *path, sched_config *c);
+
+/* SD 1.5's configs (what convert_from_ckpt.py assumes for a v1 checkpoint). */
+void sd_default_configs(unet_config *u, vae_config *v, clip_config *c, sched_config *s);
+
+/* The range checks a parsed config gets, for configs filled otherwise (a single file's sizes); messages name
+ * path. 0, or -1 + err_msg(). */
+int sd_check_configs(const char *path, const unet_config *u, const vae_config *v, const clip_config *c,
+                     const sched_config *s);
 
 #endif

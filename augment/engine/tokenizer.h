@@ -3,7 +3,7 @@
  *
  * Text goes through: strict UTF-8 check; ftfy.fix_text as CLIPTokenizer runs it (HTML5 entities, mojibake read
  * through Latin-1/Windows-1252, C1 controls, ligatures, character width, curly quotes, ANSI escapes, control
- * characters, NFC; what is and is not matched exactly is listed at the top of tokenizer.c); whitespace runs
+ * characters, NFC; what is and is not matched exactly is listed at the top of textclean.c); whitespace runs
  * collapsed to one space and stripped; Python's str.lower(); CLIP's
  * pre-split pattern (the two special tokens, 's 't 're 've 'm 'll 'd, runs of letters, ONE number character,
  * runs of anything else but whitespace); byte-to-unicode symbols with </w> on a word's last; BPE by merge rank. */

@@ -1,5 +1,6 @@
 #include "augment/genie/ada.h"
 #include "common/err.h"
+#include "common/image.h"
 #include "common/num.h"
 #include "common/util.h"
 
@@ -166,7 +167,7 @@ int ada_pick(ada *a, const float *outs, const img_u8 *source, int target, float 
     const int n = a->n_r;
     if (!a->zt) return err_set("GeNIe-Ada: a request before the class means were set");
     if (!source) return err_set("GeNIe-Ada: a request needs a source image");
-    for (int i = 0; i < n; i++) imgio_from_planar(outs + (size_t)i * 3 * a->W * a->H, a->W, a->H, a->img[i].rgb);
+    for (int i = 0; i < n; i++) image_from_planar(outs + (size_t)i * 3 * a->W * a->H, a->W, a->H, a->img[i].rgb, a->W);
     float *zs = a->emb + (size_t)n * a->dim;
     if (embed(a, a->img, n, a->emb) || embed(a, source, 1, zs)) return -1;
     int k = a->has_mean[target] ? ada_choose(a->emb, n, a->dim, zs, a->zt + (size_t)target * a->dim, gaps) : -1;

@@ -6,7 +6,7 @@
 #include <string.h>
 #include "augment/genie/backbone.h"
 #include "common/err.h"
-#include "common/resample.h"
+#include "common/image.h"
 #include "common/util.h"
 
 struct genie {
@@ -162,7 +162,7 @@ int genie_run(genie *g, const genie_request *rq, int n, genie_result *res)
             float *src = NULL;
             if (rq[q].source) {
                 src = g->src + (size_t)k * g->nimg;
-                if (resample_to_planar(rq[q].source, g->W, g->H, src)) return -1;
+                if (image_to_planar(rq[q].source, g->W, g->H, src)) return -1;
             }
             int m = genie_request_cost(g, &rq[q]);
             for (int i = 0; i < m; i++, k++) {

@@ -7,7 +7,7 @@
 #include "common/philox.h"
 #include "augment/genie/planner.h"
 #include "augment/genie/recipe.h"
-#include "common/resample.h"
+#include "common/image.h"
 #include "augment/genie/ring.h"
 #include "common/util.h"
 
@@ -176,7 +176,8 @@ static void grid_add(module *m, const img_u8 *src, const unsigned char *gen, int
     if (!m->o.grid_path || !m->grid) return;
     int row = m->grid_next++ % GRID_ROWS;
     unsigned char *s = m->grid + (size_t)row * 2 * m->nrgb, *g = s + m->nrgb;
-    if (src && resample_to_planar(src, m->W, m->H, m->grid_tmp) == 0) imgio_from_planar(m->grid_tmp, m->W, m->H, s);
+    if (src && image_to_planar(src, m->W, m->H, m->grid_tmp) == 0)
+        image_from_planar(m->grid_tmp, m->W, m->H, s, m->W);
     else memset(s, 0, m->nrgb); /* txt2img: no source */
     memcpy(g, gen, m->nrgb);
     m->grid_target[row] = target, m->grid_source[row] = source, m->grid_r[row] = (float)r;
@@ -184,23 +185,23 @@ static void grid_add(module *m, const img_u8 *src, const unsigned char *gen, int
     if (m->grid_next % GRID_ROWS) return;
     /* source | generated | "S -> T  r 0.80" on white, 2-pixel gaps, rows 2 pixels apart */
     char text[GRID_ROWS][200];
-    int tw = 0;
+    const char *labels[GRID_ROWS];
+    const unsigned char *tiles[GRID_ROWS * 2];
     for (int r0 = 0; r0 < m->grid_n; r0++) {
         snprintf(text[r0], sizeof text[r0], "%s -> %s  r %.2f",
                  m->grid_source[r0] >= 0 ? m->o.labels[m->grid_source[r0]] : "(text)", m->o.labels[m->grid_target[r0]],
                  m->grid_r[r0]);
-        if (m->font && font_width(m->font, text[r0]) > tw) tw = font_width(m->font, text[r0]);
+        labels[r0] = text[r0];
+        tiles[2 * r0] = m->grid + (size_t)r0 * 2 * m->nrgb;
+        tiles[2 * r0 + 1] = tiles[2 * r0] + m->nrgb;
     }
-    int gw = 2 * m->W + 2 + (tw ? tw + 6 : 0), gh = GRID_ROWS * (m->H + 2) - 2;
-    unsigned char *img = malloc((size_t)gw * gh * 3);
-    if (!img) return;
-    memset(img, 255, (size_t)gw * gh * 3);
-    for (int r0 = 0; r0 < m->grid_n; r0++) {
-        for (int c = 0; c < 2; c++)
-            for (int y = 0; y < m->H; y++)
-                memcpy(img + (((size_t)r0 * (m->H + 2) + y) * gw + (size_t)c * (m->W + 2)) * 3,
-                       m->grid + ((size_t)r0 * 2 + c) * m->nrgb + (size_t)y * m->W * 3, (size_t)m->W * 3);
-        if (tw) font_draw(m->font, img, gw, gh, 2 * m->W + 6, r0 * (m->H + 2) + (m->H - font_height(m->font)) / 2, text[r0]);
+    const image_grid layout = {.rows = m->grid_n, .cols = 2, .tile_w = m->W, .tile_h = m->H, .gap = 2,
+                               .font = m->font, .label_pos = IMAGE_LABEL_RIGHT};
+    int gw, gh;
+    unsigned char *img = image_grid_build(&layout, tiles, labels, &gw, &gh);
+    if (!img) {
+        fprintf(stderr, "genie module: %s\n", err_msg());
+        return;
     }
     if (imgio_write(m->o.grid_path, img, gw, gh, 0)) fprintf(stderr, "genie module: %s\n", err_msg());
     free(img);
@@ -312,7 +313,7 @@ static void count_kept(module *m, const genie_result *res)
 static int keep_result(module *m, const genie_request *rq, const genie_result *res, int src_cls, int src_idx, uint64_t n,
                        unsigned char *rgb)
 {
-    imgio_from_planar(res->image, m->W, m->H, rgb);
+    image_from_planar(res->image, m->W, m->H, rgb, m->W);
     if (keep_sample(m, rgb, rq->target, src_cls, src_idx)) return -1;
     grid_add(m, rq->source, rgb, rq->target, src_cls, res->r);
     if (m->cache_index) cache_write(m, rgb, rq->target, src_cls, res->r, n);

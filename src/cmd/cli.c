@@ -13,7 +13,7 @@
 #include "augment/genie/recipe.h"
 #include "common/util.h"
 #include "common/imgio.h"
-#include "common/resample.h"
+#include "common/image.h"
 #include "augment/engine/safetensors.h"
 #include "augment/engine/scheduler.h"
 
@@ -116,7 +116,7 @@ static float *load_source(const char *path, int w, int h)
         err_set("%s: out of memory", path);
         return NULL;
     }
-    int rc = resample_to_planar(&im, w, h, p);
+    int rc = image_to_planar(&im, w, h, p);
     imgio_free(&im);
     if (rc) {
         free(p);
@@ -126,56 +126,14 @@ static float *load_source(const char *path, int w, int h)
     return p;
 }
 
-/* planar [0,1] -> interleaved u8 at (ox, oy) of a canvas cw wide; rounding as numpy's round (half to even) */
-static void blit(unsigned char *canvas, int cw, int ox, int oy, const float *img, int w, int h)
-{
-    const size_t plane = (size_t)w * h;
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++)
-            for (int c = 0; c < 3; c++) {
-                float v = img[c * plane + (size_t)y * w + x] * 255.0f;
-                v = nearbyintf(v < 0 ? 0 : v > 255 ? 255 : v);
-                canvas[((size_t)(oy + y) * cw + ox + x) * 3 + c] = (unsigned char)v;
-            }
-}
-
 static int write_image(const char *path, const float *img, int w, int h)
 {
     unsigned char *rgb = malloc((size_t)w * h * 3);
     if (!rgb) return err_set("%s: out of memory", path);
-    imgio_from_planar(img, w, h, rgb);
+    image_from_planar(img, w, h, rgb, w);
     int rc = imgio_write(path, rgb, w, h, 95);
     free(rgb);
     return rc;
-}
-
-/* 3x5 glyphs, one row per 3 bits (MSB left), for the labels of the sweep strip */
-static const unsigned char *glyph(char ch)
-{
-    static const unsigned char digits[10][5] = {
-        {7, 5, 5, 5, 7}, {2, 6, 2, 2, 7}, {7, 1, 7, 4, 7}, {7, 1, 7, 1, 7}, {5, 5, 7, 1, 1},
-        {7, 4, 7, 1, 7}, {7, 4, 7, 5, 7}, {7, 1, 1, 1, 1}, {7, 5, 7, 5, 7}, {7, 5, 7, 1, 7},
-    };
-    static const unsigned char r[5] = {0, 5, 6, 4, 4}, eq[5] = {0, 7, 0, 7, 0}, dot[5] = {0, 0, 0, 0, 2};
-    if (ch >= '0' && ch <= '9') return digits[ch - '0'];
-    return ch == 'r' ? r : ch == '=' ? eq : ch == '.' ? dot : NULL;
-}
-
-static void draw_text(unsigned char *canvas, int cw, int ox, int oy, int scale, const char *text)
-{
-    for (int i = 0; text[i]; i++) {
-        const unsigned char *g = glyph(text[i]);
-        if (!g) continue;
-        for (int gy = 0; gy < 5; gy++)
-            for (int gx = 0; gx < 3; gx++)
-                if (g[gy] >> (2 - gx) & 1)
-                    for (int sy = 0; sy < scale; sy++)
-                        for (int sx = 0; sx < scale; sx++) {
-                            unsigned char *px = canvas + ((size_t)(oy + gy * scale + sy) * cw + ox +
-                                                          (i * 4 + gx) * scale + sx) * 3;
-                            px[0] = px[1] = px[2] = 0;
-                        }
-    }
 }
 
 /* ---- external noise: vae_noise / latent_noise [B, C, h, w]; item k takes entry min(k, B-1) ---- */
@@ -375,22 +333,33 @@ static int run(const char *name, int argc, char **argv, int mode)
             printf("genie max_abs_diff_vs_torch %.3g\n", d);
         }
     } else if (mode == MODE_SWEEP) {
-        /* source + 10 results side by side, each under a label band with its r */
-        int W = info.width, H = info.height, scale = H / 64 > 1 ? H / 64 : 1, band = 7 * scale;
-        int cw = W * (n + 1), ch = H + band;
-        if (!(canvas = malloc((size_t)cw * ch * 3))) {
+        /* source + 10 results side by side, each under its r in darknet's alphabet */
+        const int W = info.width, H = info.height;
+        unsigned char *rgb = malloc(ni * (n + 1));
+        if (!rgb) {
             err_set("out of memory");
             goto bench_done;
         }
-        memset(canvas, 255, (size_t)cw * ch * 3);
-        blit(canvas, cw, 0, band, src, W, H);
+        font *fnt = font_load(FONT_DARKNET_DIR, H / 128 < 7 ? H / 128 : 7);   /* 11 px high below 128, 53 at 512 */
+        if (!fnt) fprintf(stderr, "genie: %s: the strip goes without labels\n", err_msg());
+        const unsigned char *tiles[11];
+        const char *labels[11] = {NULL};
+        char text[10][16];
+        image_from_planar(src, W, H, rgb, W);
+        tiles[0] = rgb;
         for (int k = 0; k < n; k++) {
-            char label[16];
-            snprintf(label, sizeof label, "r=%.1f", it[k].r);
-            int tw = (int)strlen(label) * 4 * scale;
-            draw_text(canvas, cw, (k + 1) * W + (W > tw ? (W - tw) / 2 : 0), scale, scale, label);
-            blit(canvas, cw, (k + 1) * W, band, outs + k * ni, W, H);
+            image_from_planar(outs + k * ni, W, H, rgb + (k + 1) * ni, W);
+            tiles[k + 1] = rgb + (k + 1) * ni;
+            snprintf(text[k], sizeof text[k], "r=%.1f", it[k].r);
+            labels[k + 1] = text[k];
         }
+        const image_grid layout = {.rows = 1, .cols = n + 1, .tile_w = W, .tile_h = H, .font = fnt,
+                                   .label_pos = IMAGE_LABEL_ABOVE};
+        int cw, ch;
+        canvas = image_grid_build(&layout, tiles, labels, &cw, &ch);
+        font_free(fnt);
+        free(rgb);
+        if (!canvas) goto bench_done;
         if (imgio_write(a.output, canvas, cw, ch, 95)) goto bench_done;
     } else if (write_image(a.output, outs, info.width, info.height)) {
         goto bench_done;

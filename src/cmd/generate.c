@@ -12,7 +12,7 @@
 #include "augment/engine/scheduler.h"
 #include "augment/genie/genie.h"
 #include "augment/genie/recipe.h"
-#include "common/resample.h"
+#include "common/image.h"
 #include "common/util.h"
 
 typedef struct {
@@ -468,14 +468,14 @@ int generate_main(int argc, char **argv)
         }
         for (int q = 0; q < nq; q++) {
             plan_row *r = &p.rows[rows[q]];
-            if (r->r == 0 && resample_to_planar(&src[q], W, H, want) == 0) {
+            if (r->r == 0 && image_to_planar(&src[q], W, H, want) == 0) {
                 /* what the autoencoder costs: the round trip against its source at the model's size */
                 double se = 0;
                 for (size_t j = 0; j < ni; j++) se += (double)(res[q].image[j] - want[j]) * (res[q].image[j] - want[j]);
                 rt_mse += se / ni;
                 rt_n++;
             }
-            imgio_from_planar(res[q].image, W, H, rgb);
+            image_from_planar(res[q].image, W, H, rgb, W);
             if (parent_dirs(r->output) || imgio_write(r->output, rgb, W, H, 95)) {
                 goto out;
             }

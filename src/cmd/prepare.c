@@ -9,7 +9,7 @@
 #include "common/args.h"
 #include "common/err.h"
 #include "common/imgio.h"
-#include "common/resample.h"
+#include "common/image.h"
 #include "common/util.h"
 #include "common/philox.h"
 
@@ -303,7 +303,7 @@ static int prepare_big_jpegs(const char *from, const char *out, int n, int w, in
         }
         /* the garment upscaled (the engine's resampler), a per-image tint and pixel noise: photo-sized,
          * photo-like JPEG work (chroma, texture), the class still in the name */
-        if (resample_to_planar(&src, w, h, up)) {
+        if (image_to_planar(&src, w, h, up)) {
             rc = -1;
             break;
         }
