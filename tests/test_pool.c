@@ -56,21 +56,29 @@ static void count_task(void *ctx, int t, int w)
     atomic_store(&j->busy[w], 0);
 }
 
-/* runs one job of n tasks; 0 when every task ran once and nothing else went wrong */
-static int run_counted(pool *p, int threads, int n)
+/* Runs one job of n tasks: 0 when every task ran once and nothing else went wrong, else -1 and what in why (it
+ * checks nothing itself, so that other threads than main may call it). */
+static int run_job(pool *p, int threads, int n, char *why, size_t size)
 {
     struct count_job j = {.p = p, .threads = threads};
     j.runs = calloc(n ? n : 1, sizeof *j.runs);
-    if (!j.runs) return -1;
+    if (!j.runs) return snprintf(why, size, "out of memory"), -1;
     pool_run(p, count_task, &j, n);
     int wrong = 0;
     for (int t = 0; t < n; t++) wrong += atomic_load(&j.runs[t]) != 1;
     free(j.runs);
-    CHECK(wrong == 0, "%d threads, %d tasks: %d tasks did not run exactly once", threads, n, wrong);
-    CHECK(!j.bad_worker && !j.overlap && !j.bad_scratch,
-          "%d threads, %d tasks: %d bad worker indexes, %d overlapping tasks on a worker, %d scratch faults",
-          threads, n, (int)j.bad_worker, (int)j.overlap, (int)j.bad_scratch);
-    return wrong || j.bad_worker || j.overlap || j.bad_scratch;
+    snprintf(why, size, "%d threads, %d tasks: %d not run exactly once, %d bad worker indexes, %d overlapping tasks "
+             "on a worker, %d scratch faults", threads, n, wrong, (int)j.bad_worker, (int)j.overlap,
+             (int)j.bad_scratch);
+    return wrong || j.bad_worker || j.overlap || j.bad_scratch ? -1 : 0;
+}
+
+static int run_counted(pool *p, int threads, int n)
+{
+    char why[256];
+    int rc = run_job(p, threads, n, why, sizeof why);
+    CHECK(rc == 0, "%s", why);
+    return rc;
 }
 
 static void exactly_once(void)
@@ -160,18 +168,20 @@ static void deterministic(void)
 struct side {
     pool *p;
     int threads, failed;
+    char why[256];
 };
 
 static void *side_main(void *arg)
 {
     struct side *s = arg;
-    for (int rep = 0; rep < 200 && !s->failed; rep++) s->failed = run_counted(s->p, s->threads, 1 + rep % 37);
+    for (int rep = 0; rep < 200 && !s->failed; rep++)
+        s->failed = run_job(s->p, s->threads, 1 + rep % 37, s->why, sizeof s->why);
     return NULL;
 }
 
 static void concurrent(void)
 {
-    struct side a = {pool_create(3, SCRATCH), 3, 0}, b = {pool_create(2, SCRATCH), 2, 0};
+    struct side a = {pool_create(3, SCRATCH), 3, 0, ""}, b = {pool_create(2, SCRATCH), 2, 0, ""};
     CHECK(a.p && b.p, "two pools: %s", err_msg());
     if (a.p && b.p) {
         pthread_t ta, tb;
@@ -179,13 +189,13 @@ static void concurrent(void)
         pthread_create(&tb, NULL, side_main, &b);
         pthread_join(ta, NULL);
         pthread_join(tb, NULL);
-        CHECK(!a.failed && !b.failed, "two pools used at once from two threads");
+        CHECK(!a.failed && !b.failed, "two pools used at once from two threads: %s", a.failed ? a.why : b.why);
     }
     pool_free(a.p);
     pool_free(b.p);
 
     /* both callers on one pool: their jobs take turns */
-    struct side c = {pool_create(4, SCRATCH), 4, 0}, d = c;
+    struct side c = {pool_create(4, SCRATCH), 4, 0, ""}, d = c;
     CHECK(c.p != NULL, "shared pool: %s", err_msg());
     if (c.p) {
         pthread_t tc, td;
@@ -193,7 +203,7 @@ static void concurrent(void)
         pthread_create(&td, NULL, side_main, &d);
         pthread_join(tc, NULL);
         pthread_join(td, NULL);
-        CHECK(!c.failed && !d.failed, "one pool shared by two callers");
+        CHECK(!c.failed && !d.failed, "one pool shared by two callers: %s", c.failed ? c.why : d.why);
     }
     pool_free(c.p);
 }
