@@ -534,7 +534,8 @@ int main(void)
         fprintf(stderr, "cannot load %s: %s\n", path, dlerror());
         return 1;
     }
-    blas_init(2); /* two threads even on one core, so the split paths run */
+    blas_pool *pool = blas_pool_create(2); /* two threads even on one core, so the split paths run */
+    blas_pool_use(pool);
     test_gemm();
     test_im2col();
     test_batchnorm();
@@ -544,5 +545,7 @@ int main(void)
     test_batchnorm_layer();
     test_network();
     test_pools();
+    blas_pool_use(NULL);
+    blas_pool_free(pool);
     return check_done("test_blas");
 }

@@ -104,14 +104,14 @@ void backbone_net_free(struct network *net)
     if (net) free_network(net);
 }
 
-void *backbone_pool_begin(int threads)
+blas_pool *backbone_pool_begin(int threads)
 {
     blas_pool *p = blas_pool_create(threads);
     blas_pool_use(p);
     return p;
 }
 
-void backbone_pool_end(void *pool)
+void backbone_pool_end(blas_pool *pool)
 {
     blas_pool_use(NULL);
     blas_pool_free(pool);

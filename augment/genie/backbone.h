@@ -28,9 +28,11 @@ int backbone_net_copy(struct network *dst, const struct network *src);
 struct network *backbone_net_new(const char *cfg);
 void backbone_net_free(struct network *net);
 /* Makes the calling thread run darknet layers (f_theta) on a compute pool of its own with `threads` threads, so it
- * never waits on the trainer's pool or its buffers; backbone_pool_end hands it back. */
-void *backbone_pool_begin(int threads);
-void backbone_pool_end(void *pool);
+ * never waits on the trainer's pool or its buffers; backbone_pool_end hands it back. NULL (out of memory or
+ * threads): the layers run on the calling thread alone, to the same bits; backbone_pool_end takes NULL. */
+struct blas_pool;
+struct blas_pool *backbone_pool_begin(int threads);
+void backbone_pool_end(struct blas_pool *pool);
 
 /* n <= max_batch decoded images -> n rows of backbone_dim floats. 0, or -1 + err_msg(). */
 int backbone_embed(backbone *b, const img_u8 *imgs, int n, float *out);

@@ -386,7 +386,7 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
 static void *module_main(void *arg)
 {
     module *m = arg;
-    void *pool = backbone_pool_begin(m->cfg.threads);
+    struct blas_pool *pool = backbone_pool_begin(m->cfg.threads);
     int B = m->cfg.batch;
     genie_request *rq = calloc(B, sizeof *rq);
     genie_result *res = calloc(B, sizeof *res);
@@ -464,7 +464,7 @@ static void *module_sync_main(void *arg)
 {
     module *m = arg;
     const genie_cfg *c = &m->cfg;
-    void *pool = backbone_pool_begin(c->threads);
+    struct blas_pool *pool = backbone_pool_begin(c->threads);
     genie_request rq;
     genie_result res;
     img_u8 src = {0};

@@ -20,6 +20,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/err.h"
+#include "common/pool.h"
+
 /* gcc -O2 only vectorises loops its "very cheap" cost model accepts, which excludes most loops here, and
  * -ftrapping-math (the default) keeps a float comparison from becoming a vector select. Nothing here uses
  * floating-point exceptions. */
@@ -27,7 +30,7 @@
 #pragma GCC optimize("vect-cost-model=dynamic", "no-trapping-math")
 #endif
 
-/* ---- persistent thread pools: the calling thread and its pool's n-1 workers share the tasks of one call ----
+/* ---- thread pools: the calling thread and its pool's workers share the tasks of one call ----
  * Work is split into POOL_TASKS tasks by static ranges and any thread may run any task: a task's result never
  * depends on which thread ran it, and the split never depends on the pool's size, so one seed gives the same
  * weights on any machine (sums such as the convolution's weight gradient are taken per task, then in order). */
@@ -46,90 +49,53 @@ struct buf {
 };
 
 struct blas_pool {
-    int n;                /* threads, the caller included */
-    pthread_mutex_t call; /* one parallel call at a time; a concurrent caller runs its tasks itself */
-    pthread_mutex_t mu;
-    pthread_cond_t start, done;
-    unsigned gen;
-    task_fn fn;
-    void *ctx;
-    int ntasks, next, remaining, quit;
-    pthread_t *workers;   /* pools of blas_pool_create: joined by blas_pool_free */
+    pool *threads;        /* NULL: every task runs on the calling thread */
     /* the convolution's per-task workspaces and weight-gradient buffers: a layer call holds them */
     pthread_mutex_t conv_mu;
     struct buf ws[POOL_TASKS], dw[POOL_TASKS];
 };
 
-/* The trainer's pool (blas_init); a thread that called blas_pool_use runs on its own instead. */
-static blas_pool main_pool = {.n = 1,
-                              .call = PTHREAD_MUTEX_INITIALIZER,
-                              .mu = PTHREAD_MUTEX_INITIALIZER,
-                              .start = PTHREAD_COND_INITIALIZER,
-                              .done = PTHREAD_COND_INITIALIZER,
-                              .conv_mu = PTHREAD_MUTEX_INITIALIZER};
+/* The replacements are called by libdarknet with no context argument, so their state is global: the pool each
+ * thread selected (blas_pool_use), whether the thread is inside a task (its inner loops then run serially), the
+ * once-only OpenBLAS set-up, and the convolution buffers of threads that selected no pool. */
 static _Thread_local blas_pool *cur_pool;
-static _Thread_local int in_task; /* a task that calls back into this file runs its inner loops serially */
+static _Thread_local int in_task;
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static blas_pool no_pool = {.conv_mu = PTHREAD_MUTEX_INITIALIZER};
 
-static blas_pool *pool_here(void) { return cur_pool ? cur_pool : &main_pool; }
+static blas_pool *pool_here(void) { return cur_pool ? cur_pool : &no_pool; }
 
-/* Runs tasks of the current call until none are left; called and returns with p->mu held. */
-static void pool_work(blas_pool *p)
+/* one call's tasks as a job of the common pool */
+struct par_job {
+    task_fn fn;
+    void *ctx;
+    int ntasks;
+};
+
+static void par_task(void *ctx, int t, int worker)
 {
-    while (p->next < p->ntasks) {
-        int t = p->next++, nt = p->ntasks;
-        task_fn fn = p->fn;
-        void *ctx = p->ctx;
-        pthread_mutex_unlock(&p->mu);
-        in_task = 1;
-        fn(ctx, t, nt);
-        in_task = 0;
-        pthread_mutex_lock(&p->mu);
-        if (--p->remaining == 0) pthread_cond_broadcast(&p->done);
-    }
+    const struct par_job *j = ctx;
+    in_task = 1;
+    j->fn(j->ctx, t, j->ntasks);
+    in_task = 0;
 }
 
-static void *pool_main(void *arg)
+static void par_run(task_fn fn, void *ctx, int ntasks)
 {
-    blas_pool *p = arg;
-    cur_pool = p;
-    unsigned seen = 0;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->start, &p->mu);
-        if (p->quit) break;
-        seen = p->gen;
-        pool_work(p);
-    }
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
-}
-
-static void pool_run(task_fn fn, void *ctx, int ntasks)
-{
-    blas_pool *p = pool_here();
-    if (ntasks <= 1 || p->n <= 1 || in_task || pthread_mutex_trylock(&p->call) != 0) {
+    pool *threads = pool_here()->threads;
+    if (ntasks <= 1 || !threads || in_task) {
         int outer = in_task;
         in_task = 1; /* as on the pool: what the tasks call inside runs serially either way */
         for (int t = 0; t < ntasks; ++t) fn(ctx, t, ntasks);
         in_task = outer;
         return;
     }
-    pthread_mutex_lock(&p->mu);
-    p->fn = fn;
-    p->ctx = ctx;
-    p->ntasks = ntasks;
-    p->next = 0;
-    p->remaining = ntasks;
-    p->gen++;
-    pthread_cond_broadcast(&p->start);
-    pool_work(p);
-    while (p->remaining > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
-    pthread_mutex_unlock(&p->call);
+    struct par_job j = {fn, ctx, ntasks};
+    pool_run(threads, par_task, &j, ntasks);
 }
 
 /* how many tasks a loop touching `work` floats is worth */
-static int pool_tasks(size_t work)
+static int par_tasks(size_t work)
 {
     return work < PAR_MIN || in_task ? 1 : POOL_TASKS;
 }
@@ -142,49 +108,28 @@ static void split(int n, int t, int nt, int *lo, int *hi)
 }
 
 /* OpenBLAS runs single-threaded inside our tasks; its own threads would fight them for the cores. Every path to
- * cblas runs this first, so that holds even when blas_init is never called (then all runs on the caller). */
-static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-
+ * cblas runs this first, so that holds even when no pool is made (then all runs on the caller). */
 static void blas_single(void)
 {
     openblas_set_num_threads(1);
 }
 
-void blas_init(int threads)
+blas_pool *blas_pool_create(int threads)
 {
     pthread_once(&blas_once, blas_single);
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
     if (threads > POOL_TASKS) threads = POOL_TASKS; /* more could never run at once */
-    if (main_pool.n > 1) return;
-    int started = 1;
-    for (; started < threads; ++started) {
-        pthread_t th;
-        if (pthread_create(&th, NULL, pool_main, &main_pool) != 0) break;
-        pthread_detach(th);
-    }
-    pthread_mutex_lock(&main_pool.mu);
-    main_pool.n = started;
-    pthread_mutex_unlock(&main_pool.mu);
-}
-
-blas_pool *blas_pool_create(int threads)
-{
-    pthread_once(&blas_once, blas_single);
-    if (threads < 1) threads = 1;
-    if (threads > POOL_TASKS) threads = POOL_TASKS;
     blas_pool *p = calloc(1, sizeof *p);
-    if (!p || !(p->workers = calloc((size_t)threads, sizeof *p->workers))) {
+    if (!p) {
+        err_set("blas: out of memory");
+        return NULL;
+    }
+    if (threads > 1 && !(p->threads = pool_create(threads, 0))) {
         free(p);
         return NULL;
     }
-    pthread_mutex_init(&p->call, NULL);
-    pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->conv_mu, NULL);
-    pthread_cond_init(&p->start, NULL);
-    pthread_cond_init(&p->done, NULL);
-    p->n = 1;
-    while (p->n < threads && pthread_create(&p->workers[p->n - 1], NULL, pool_main, p) == 0) p->n++;
     return p;
 }
 
@@ -193,21 +138,12 @@ void blas_pool_use(blas_pool *p) { cur_pool = p; }
 void blas_pool_free(blas_pool *p)
 {
     if (!p) return;
-    pthread_mutex_lock(&p->mu);
-    p->quit = 1;
-    pthread_cond_broadcast(&p->start);
-    pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->n - 1; i++) pthread_join(p->workers[i], NULL);
+    pool_free(p->threads);
     for (int t = 0; t < POOL_TASKS; t++) {
         free(p->ws[t].p);
         free(p->dw[t].p);
     }
-    pthread_mutex_destroy(&p->call);
-    pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->conv_mu);
-    pthread_cond_destroy(&p->start);
-    pthread_cond_destroy(&p->done);
-    free(p->workers);
     free(p);
 }
 
@@ -244,9 +180,9 @@ void gemm_cpu(int TA, int TB, int M, int N, int K, float ALPHA, float *A, int ld
     if (M <= 0 || N <= 0) return;
     pthread_once(&blas_once, blas_single);
     struct gemm_args g = {TA, TB, M, N, K, lda, ldb, ldc, ALPHA, BETA, A, B, C};
-    int nt = pool_tasks((size_t)M * N * (K > 0 ? K : 1) / 16);
+    int nt = par_tasks((size_t)M * N * (K > 0 ? K : 1) / 16);
     if (nt > M) nt = M;
-    pool_run(gemm_task, &g, nt);
+    par_run(gemm_task, &g, nt);
 }
 
 void gemm(int TA, int TB, int M, int N, int K, float ALPHA, float *A, int lda, float *B, int ldb, float BETA,
@@ -393,7 +329,7 @@ struct bn {
 
 static void bn_run(task_fn fn, struct bn *a)
 {
-    pool_run(fn, a, pool_tasks((size_t)a->batch * a->filters * a->spatial));
+    par_run(fn, a, par_tasks((size_t)a->batch * a->filters * a->spatial));
 }
 
 /* the filters [lo, hi) of task t */
@@ -652,7 +588,7 @@ static void bn_forward(const layer *l, const network *net, int fuse_act)
 {
     struct bn_layer c = {l, net->train ? l->mean : l->rolling_mean, net->train ? l->variance : l->rolling_variance,
                          net->train, fuse_act};
-    pool_run(bn_forward_task, &c, pool_tasks((size_t)l->outputs * l->batch));
+    par_run(bn_forward_task, &c, par_tasks((size_t)l->outputs * l->batch));
     if (net->train) {
         /* the rolling statistics, with the library's calls and factors */
         scal_cpu(l->out_c, .99, l->rolling_mean, 1);
@@ -733,7 +669,7 @@ static void bn_backward(const layer *l, const network *net, int fuse_act)
 {
     struct bn_layer c = {l, net->train ? l->mean : l->rolling_mean, net->train ? l->variance : l->rolling_variance,
                          net->train, fuse_act};
-    pool_run(bn_backward_task, &c, pool_tasks((size_t)l->outputs * l->batch));
+    par_run(bn_backward_task, &c, par_tasks((size_t)l->outputs * l->batch));
 }
 
 void backward_batchnorm_layer(layer l, network net)
@@ -827,7 +763,7 @@ static layer_fn library_layer_fn(const char *name)
 static int conv_prepare(blas_pool *p, const layer *l, int backward)
 {
     pthread_once(&blas_once, blas_single);
-    int nt = pool_tasks((size_t)l->batch * (l->outputs + l->inputs));
+    int nt = par_tasks((size_t)l->batch * (l->outputs + l->inputs));
     if (nt > l->batch) nt = l->batch;
     if (nt < 1) nt = 1;
     size_t ws = l->workspace_size / sizeof(float) + 1;
@@ -850,7 +786,7 @@ void forward_convolutional_layer(layer l, network net)
         nt = conv_prepare(p, &l, 0);
         if (nt) {
             struct conv_call cc = {&l, &net, p};
-            pool_run(conv_forward_task, &cc, nt);
+            par_run(conv_forward_task, &cc, nt);
         }
         pthread_mutex_unlock(&p->conv_mu);
     }
@@ -886,7 +822,7 @@ void backward_convolutional_layer(layer l, network net)
         backward_bias(l.bias_updates, l.delta, l.batch, l.n, l.out_w * l.out_h);
     }
     struct conv_call cc = {&l, &net, p};
-    pool_run(conv_backward_task, &cc, nt);
+    par_run(conv_backward_task, &cc, nt);
     if (nt > 1)
         for (int t = 0; t < nt; ++t) axpy_cpu(l.nweights, 1, p->dw[t].p, 1, l.weight_updates, 1);
     pthread_mutex_unlock(&p->conv_mu);
@@ -990,13 +926,13 @@ static void maxpool_backward_task(void *ctx, int t, int nt)
 void forward_maxpool_layer(layer l, network net)
 {
     struct pool_call pc = {&l, &net};
-    pool_run(maxpool_forward_task, &pc, pool_tasks((size_t)l.batch * (l.inputs + l.outputs)));
+    par_run(maxpool_forward_task, &pc, par_tasks((size_t)l.batch * (l.inputs + l.outputs)));
 }
 
 void backward_maxpool_layer(layer l, network net)
 {
     struct pool_call pc = {&l, &net};
-    pool_run(maxpool_backward_task, &pc, pool_tasks((size_t)l.batch * (l.inputs + l.outputs)));
+    par_run(maxpool_backward_task, &pc, par_tasks((size_t)l.batch * (l.inputs + l.outputs)));
 }
 
 /* ---- vector helpers darknet's layers and updates call on whole buffers ---- */
@@ -1032,7 +968,7 @@ void fill_cpu(int N, float ALPHA, float *X, int INCX)
 {
     if (INCX == 1) {
         struct vec v = {X, NULL, ALPHA, N};
-        pool_run(fill_task, &v, N > 0 ? pool_tasks(N) : 0);
+        par_run(fill_task, &v, N > 0 ? par_tasks(N) : 0);
         return;
     }
     for (int i = 0; i < N; ++i) X[(size_t)i * INCX] = ALPHA;
@@ -1044,7 +980,7 @@ void copy_cpu(int N, float *X, int INCX, float *Y, int INCY)
         /* overlapping buffers (never the case in darknet) keep memmove's meaning on one thread */
         if (X + N <= Y || Y + N <= X) {
             struct vec v = {X, Y, 0, N};
-            pool_run(copy_task, &v, N > 0 ? pool_tasks(N) : 0);
+            par_run(copy_task, &v, N > 0 ? par_tasks(N) : 0);
         } else {
             memmove(Y, X, sizeof(float) * N);
         }
@@ -1228,12 +1164,12 @@ void activate_array(float *x, const int n, const ACTIVATION a)
 {
     if (a == LINEAR) return;
     struct act c = {x, NULL, n, a};
-    pool_run(activate_task, &c, pool_tasks(n));
+    par_run(activate_task, &c, par_tasks(n));
 }
 
 void gradient_array(const float *x, const int n, const ACTIVATION a, float *delta)
 {
     if (a == LINEAR) return;
     struct act c = {(float *)x, delta, n, a};
-    pool_run(gradient_task, &c, pool_tasks(n));
+    par_run(gradient_task, &c, par_tasks(n));
 }

@@ -10,18 +10,16 @@
 
 #include <darknet.h>
 
-/* Starts the thread pool the replacements split their work over: `threads` threads including the caller
- * (<= 0: one per online core). OpenBLAS itself always runs single-threaded inside the pool's tasks. Without
- * blas_init everything runs on the calling thread. Call once, before training; later calls do nothing. */
-void blas_init(int threads);
-
-/* Another pool, with its own threads and layer workspaces, for a second network run beside training (the GeNIe
- * module's f_theta): a thread that calls blas_pool_use(p) runs every replacement on p, never waiting on the
- * trainer's pool or its buffers; blas_pool_use(NULL) goes back to the blas_init pool. NULL when out of memory. */
+/* A thread pool for the replacements, with its own workspaces: `threads` threads including the caller (<= 0: one
+ * per online core; at most 4, the tasks a call is split into). A thread that calls blas_pool_use(p) runs every
+ * replacement on p (libdarknet passes them no context, so the pool is chosen per thread); blas_pool_use(NULL), or
+ * no call, runs them on the calling thread alone. The split into tasks never depends on the pool, so results are
+ * the same bits with or without one. OpenBLAS itself always runs single-threaded. NULL + err_msg() when memory or
+ * threads are short. */
 typedef struct blas_pool blas_pool;
 blas_pool *blas_pool_create(int threads);
 void blas_pool_use(blas_pool *p);
-/* Stops its threads; no thread may be using it. */
+/* Stops its threads; no thread may be using it. NULL does nothing. */
 void blas_pool_free(blas_pool *p);
 
 void gemm(int TA, int TB, int M, int N, int K, float ALPHA, float *A, int lda, float *B, int ldb, float BETA,
@@ -49,7 +47,7 @@ void normalize_delta_cpu(float *x, float *mean, float *variance, float *mean_del
 void forward_batchnorm_layer(layer l, network net);
 void backward_batchnorm_layer(layer l, network net);
 
-/* The convolutional layer, with the images of a batch split over the threads of blas_init. */
+/* The convolutional layer, with the images of a batch split over the calling thread's pool. */
 void forward_convolutional_layer(layer l, network net);
 void backward_convolutional_layer(layer l, network net);
 

@@ -146,6 +146,7 @@ static int train(const train_args *a)
     genie_cfg gcfg;
     char grid_path[4400]; /* the module keeps the pointer for the whole run */
     module *gm = NULL;
+    blas_pool *bp = NULL;
     FILE *log = NULL;
     if (!dc.train) {
         err_set("%s: no train= line", a->data);
@@ -167,7 +168,8 @@ static int train(const train_args *a)
         goto out;
     }
     if (util_mkdirs(dc.backup)) goto out;
-    blas_init(a->blas_threads);
+    bp = blas_pool_create(a->blas_threads); /* NULL: the kernels run on this thread alone, to the same bits */
+    blas_pool_use(bp);
     imgio_set_max_pixels(dc.max_pixels);
 
     char base[256], path[4400];
@@ -331,6 +333,8 @@ out:
     module_close(gm); /* loader threads waiting on it (sync) take real images and finish */
     loader_stop(l);
     module_stop(gm); /* after the loader: its threads take from the module's ring */
+    blas_pool_use(NULL);
+    blas_pool_free(bp);
     if (log && fclose(log) != 0 && rc == 0) rc = err_set("%s/%s_log.csv: cannot write", dc.backup, base);
     confusion_free(&live);
     if (net) free_network(net);
@@ -348,6 +352,7 @@ static int valid(const char *datafile, const char *cfg, const char *weights, int
     dataset vs = {0}, ts = {0};
     network *net = NULL;
     confusion conf = {0};
+    blas_pool *bp = NULL;
     int rc = -1;
     if (!dc.valid) {
         err_set("%s: no valid= line", datafile);
@@ -362,7 +367,8 @@ static int valid(const char *datafile, const char *cfg, const char *weights, int
         err_set("%s: the network has %d outputs but %s says classes=%d", cfg, net->outputs, datafile, dc.classes);
         goto out;
     }
-    blas_init(0);
+    bp = blas_pool_create(0);
+    blas_pool_use(bp);
     imgio_set_max_pixels(dc.max_pixels);
     aug_params aug = netio_aug_params(net, &ex);
     long hits, seen;
@@ -395,6 +401,8 @@ static int valid(const char *datafile, const char *cfg, const char *weights, int
     if (pred_path) printf("predictions: %s\n", pred_path);
     rc = 0;
 out:
+    blas_pool_use(NULL);
+    blas_pool_free(bp);
     confusion_free(&conf);
     if (net) free_network(net);
     if (vs.paths) dataset_free(&vs);

@@ -1,4 +1,5 @@
-/* CPU backend of ops.h: OpenBLAS sgemm for every matrix product, a persistent pthread pool for the rest.
+/* CPU backend of ops.h: OpenBLAS sgemm for every matrix product, a persistent thread pool (common/pool.h) for
+ * the rest.
  *
  * Determinism: each op is cut into tiles whose bounds depend only on the tensor sizes; a tile is computed by
  * one thread with single-threaded sgemm into its own output region. Which thread runs which tile changes
@@ -8,10 +9,9 @@
 #include "common/err.h"
 #include "augment/engine/backend/memtrack.h"
 #include "common/philox.h"
+#include "common/pool.h"
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,90 +26,13 @@
 /* Elementwise ops are split into tiles of this many floats. */
 #define EW_TILE ((size_t)1 << 16)
 
-typedef void (*task_fn)(void *arg, int task, float *scratch);
-
-typedef struct {
-    int n;                      /* threads including the caller */
-    int nscratch;               /* scratch buffers allocated (n, or fewer after a failed start) */
-    pthread_t *th;
-    pthread_mutex_t mu;
-    pthread_cond_t start, done;
-    unsigned long gen;
-    int stop, busy;             /* busy: workers still inside the current job */
-    task_fn fn;
-    void *arg;
-    int ntasks;
-    atomic_int next;
-    float **scratch;
-} pool;
-
 typedef struct {
     ops_backend be;
-    pool p;
+    pool *p;                    /* with SCRATCH_FLOATS of scratch per thread */
     memtrack mt;                /* for the memory report */
 } cpu_backend;
 
-typedef struct {
-    pool *p;
-    int id;
-} worker_arg;
-
-static void pool_drain(pool *p, float *scratch)
-{
-    for (;;) {
-        int t = atomic_fetch_add(&p->next, 1);
-        if (t >= p->ntasks) break;
-        p->fn(p->arg, t, scratch);
-    }
-}
-
-static void *pool_worker(void *v)
-{
-    worker_arg *wa = v;
-    pool *p = wa->p;
-    int id = wa->id;
-    free(wa);
-    unsigned long seen = 0;
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (!p->stop && p->gen == seen) pthread_cond_wait(&p->start, &p->mu);
-        if (p->stop) {
-            pthread_mutex_unlock(&p->mu);
-            return NULL;
-        }
-        seen = p->gen;
-        pthread_mutex_unlock(&p->mu);
-        pool_drain(p, p->scratch[id]);
-        pthread_mutex_lock(&p->mu);
-        if (--p->busy == 0) pthread_cond_signal(&p->done);
-        pthread_mutex_unlock(&p->mu);
-    }
-}
-
-/* Runs fn(arg, 0..ntasks-1) over the pool; the caller takes part. One job at a time (one caller thread). */
-static void pool_run(pool *p, int ntasks, task_fn fn, void *arg)
-{
-    if (ntasks <= 0) return;
-    if (p->n == 1 || ntasks == 1) {
-        for (int t = 0; t < ntasks; t++) fn(arg, t, p->scratch[0]);
-        return;
-    }
-    pthread_mutex_lock(&p->mu);
-    p->fn = fn;
-    p->arg = arg;
-    p->ntasks = ntasks;
-    atomic_store(&p->next, 0);
-    p->busy = p->n - 1;
-    p->gen++;
-    pthread_cond_broadcast(&p->start);
-    pthread_mutex_unlock(&p->mu);
-    pool_drain(p, p->scratch[0]);
-    pthread_mutex_lock(&p->mu);
-    while (p->busy > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
-}
-
-static pool *pool_of(ops_backend *be) { return &((cpu_backend *)be)->p; }
+static pool *pool_of(ops_backend *be) { return ((cpu_backend *)be)->p; }
 
 static int ceil_div(size_t a, size_t b) { return (int)((a + b - 1) / b); }
 
@@ -165,7 +88,7 @@ static int cpu_replay(ops_backend *be, uint64_t key, int (*fn)(void *ctx), void 
 static void cpu_mem(ops_backend *be, ops_mem *m)
 {
     const memtrack *t = mt_of(be);
-    size_t pool_bytes = (size_t)pool_of(be)->nscratch * SCRATCH_FLOATS * sizeof(float);
+    size_t pool_bytes = (size_t)pool_threads(pool_of(be)) * SCRATCH_FLOATS * sizeof(float);
     *m = (ops_mem){.weights = t->bytes[MT_WEIGHT], .buffers = t->bytes[MT_BUFFER] + pool_bytes,
                    .peak = t->peak + pool_bytes, .host = t->bytes[MT_HOST]};
 }
@@ -203,7 +126,7 @@ static inline float act_apply(enum ops_act act, float x)
     }
 }
 
-static void ew_task(void *v, int t, float *scratch)
+static void ew_task(void *v, int t, int worker)
 {
     ew_job *j = v;
     size_t i0 = (size_t)t * EW_TILE, i1 = i0 + EW_TILE < j->n ? i0 + EW_TILE : j->n;
@@ -223,7 +146,7 @@ static void ew_task(void *v, int t, float *scratch)
     }
 }
 
-static void ew_run(ops_backend *be, ew_job *j) { pool_run(pool_of(be), ceil_div(j->n, EW_TILE), ew_task, j); }
+static void ew_run(ops_backend *be, ew_job *j) { pool_run(pool_of(be), ew_task, j, ceil_div(j->n, EW_TILE)); }
 
 static void cpu_add(ops_backend *be, const float *a, const float *b, size_t n, float *y)
 {
@@ -252,7 +175,7 @@ typedef struct {
     int rows, inner;
 } geglu_job;
 
-static void geglu_task(void *v, int t, float *scratch)
+static void geglu_task(void *v, int t, int worker)
 {
     geglu_job *j = v;
     for (int r = t * 16; r < j->rows && r < t * 16 + 16; r++) {
@@ -265,7 +188,7 @@ static void geglu_task(void *v, int t, float *scratch)
 static void cpu_geglu(ops_backend *be, const float *x, int rows, int inner, float *y)
 {
     geglu_job j = {x, y, rows, inner};
-    pool_run(pool_of(be), ceil_div(rows, 16), geglu_task, &j);
+    pool_run(pool_of(be), geglu_task, &j, ceil_div(rows, 16));
 }
 
 /* ---- layout ---- */
@@ -276,7 +199,7 @@ typedef struct {
     int B, C, Cb, H, W, HW;
 } layout_job;
 
-static void upsample_task(void *v, int t, float *scratch)
+static void upsample_task(void *v, int t, int worker)
 {
     layout_job *j = v;  /* task = one (b, c) plane */
     const float *x = j->a + (size_t)t * j->H * j->W;
@@ -292,10 +215,10 @@ static void upsample_task(void *v, int t, float *scratch)
 static void cpu_upsample2x(ops_backend *be, const float *x, int B, int C, int H, int W, float *y)
 {
     layout_job j = {.a = x, .y = y, .H = H, .W = W};
-    pool_run(pool_of(be), B * C, upsample_task, &j);
+    pool_run(pool_of(be), upsample_task, &j, B * C);
 }
 
-static void concat_task(void *v, int t, float *scratch)
+static void concat_task(void *v, int t, int worker)
 {
     layout_job *j = v;  /* task = one batch item */
     size_t na = (size_t)j->C * j->HW, nb = (size_t)j->Cb * j->HW;
@@ -307,7 +230,7 @@ static void concat_task(void *v, int t, float *scratch)
 static void cpu_concat(ops_backend *be, const float *a, int Ca, const float *b, int Cb, int B, int HW, float *y)
 {
     layout_job j = {.a = a, .b = b, .y = y, .C = Ca, .Cb = Cb, .HW = HW};
-    pool_run(pool_of(be), B, concat_task, &j);
+    pool_run(pool_of(be), concat_task, &j, B);
 }
 
 /* Blocked transpose of each batch item's [R, S] matrix into [S, R]; task = (b, block of 32 rows). */
@@ -317,7 +240,7 @@ typedef struct {
     int R, S, rblocks;
 } transpose_job;
 
-static void transpose_task(void *v, int t, float *scratch)
+static void transpose_task(void *v, int t, int worker)
 {
     transpose_job *j = v;
     int b = t / j->rblocks, r0 = (t % j->rblocks) * 32, r1 = r0 + 32 < j->R ? r0 + 32 : j->R;
@@ -333,7 +256,7 @@ static void transpose_task(void *v, int t, float *scratch)
 static void transpose(ops_backend *be, const float *x, int B, int R, int S, float *y)
 {
     transpose_job j = {x, y, R, S, ceil_div(R, 32)};
-    pool_run(pool_of(be), B * j.rblocks, transpose_task, &j);
+    pool_run(pool_of(be), transpose_task, &j, B * j.rblocks);
 }
 
 static void cpu_to_tokens(ops_backend *be, const float *x, int B, int C, int HW, float *y)
@@ -377,7 +300,7 @@ static double block_sum(const float *x, size_t n, float c, int p)
     return total;
 }
 
-static void group_norm_task(void *v, int t, float *scratch)
+static void group_norm_task(void *v, int t, int worker)
 {
     norm_job *j = v;  /* task = (b, g): its channels are contiguous in NCHW */
     int cg = j->C / j->G, g = t % j->G;
@@ -404,10 +327,10 @@ static void cpu_group_norm(ops_backend *be, const float *x, int B, int C, int HW
                            const float *gamma, const float *beta, enum ops_act act, float *y)
 {
     norm_job j = {.x = x, .gamma = gamma, .beta = beta, .y = y, .C = C, .HW = HW, .G = G, .eps = eps, .act = act};
-    pool_run(pool_of(be), B * G, group_norm_task, &j);
+    pool_run(pool_of(be), group_norm_task, &j, B * G);
 }
 
-static void layer_norm_task(void *v, int t, float *scratch)
+static void layer_norm_task(void *v, int t, int worker)
 {
     norm_job *j = v;  /* task = 16 rows */
     for (int r = t * 16; r < j->rows && r < t * 16 + 16; r++) {
@@ -426,7 +349,7 @@ static void cpu_layer_norm(ops_backend *be, const float *x, int rows, int C, flo
                            const float *beta, float *y)
 {
     norm_job j = {.x = x, .gamma = gamma, .beta = beta, .y = y, .C = C, .rows = rows, .eps = eps};
-    pool_run(pool_of(be), ceil_div(rows, 16), layer_norm_task, &j);
+    pool_run(pool_of(be), layer_norm_task, &j, ceil_div(rows, 16));
 }
 
 /* ---- matrix products ---- */
@@ -460,7 +383,7 @@ typedef struct {
     tiling t;
 } linear_job;
 
-static void linear_task(void *v, int task, float *scratch)
+static void linear_task(void *v, int task, int worker)
 {
     linear_job *j = v;
     int r0 = (task / j->t.ct) * j->t.rb, c0 = (task % j->t.ct) * j->t.cb;
@@ -480,7 +403,7 @@ static void cpu_linear(ops_backend *be, const float *x, int rows, int in, const 
                        float *y)
 {
     linear_job j = {x, w, bias, y, rows, in, out, tile_2d(rows, out, 256, 8)};
-    pool_run(pool_of(be), j.t.rt * j.t.ct, linear_task, &j);
+    pool_run(pool_of(be), linear_task, &j, j.t.rt * j.t.ct);
 }
 
 typedef struct {
@@ -490,6 +413,7 @@ typedef struct {
     int pchunk, npchunk;        /* output pixels per tile */
     int cchunk, ncchunk;        /* output channels per tile */
     int direct;                 /* 1x1, stride 1, no pad: the input is already the column matrix */
+    const pool *p;              /* whose per-thread scratch holds the columns */
 } conv_job;
 
 /* col[K, p1-p0]: row (ci, ky, kx), column = output pixel p. Walks the tile one output-row segment at a time so
@@ -531,9 +455,10 @@ static void im2col(const conv_job *j, const float *x, int p0, int p1, float *col
     }
 }
 
-static void conv_task(void *v, int task, float *scratch)
+static void conv_task(void *v, int task, int worker)
 {
     conv_job *j = v;
+    float *scratch = pool_scratch(j->p, worker);
     int cc = task % j->ncchunk, pc = (task / j->ncchunk) % j->npchunk, b = task / (j->ncchunk * j->npchunk);
     int P = j->Ho * j->Wo;
     int p0 = pc * j->pchunk, p1 = p0 + j->pchunk < P ? p0 + j->pchunk : P;
@@ -565,7 +490,7 @@ static void cpu_conv2d(ops_backend *be, const float *x, int B, int Cin, int H, i
                        const float *bias, int Cout, int k, int stride, const int pad[4], float *y)
 {
     conv_job j = {.x = x, .w = w, .bias = bias, .y = y, .B = B, .Cin = Cin, .H = H, .W = W, .Cout = Cout, .k = k,
-                  .stride = stride, .pt = pad[0], .pl = pad[1]};
+                  .stride = stride, .pt = pad[0], .pl = pad[1], .p = pool_of(be)};
     j.Ho = (H + pad[0] + pad[2] - k) / stride + 1;
     j.Wo = (W + pad[1] + pad[3] - k) / stride + 1;
     j.K = Cin * k * k;
@@ -586,7 +511,7 @@ static void cpu_conv2d(ops_backend *be, const float *x, int B, int Cin, int H, i
         j.ncchunk = ceil_div(Cout, cc);
     }
     j.cchunk = ceil_div(Cout, j.ncchunk);
-    pool_run(pool_of(be), B * j.npchunk * j.ncchunk, conv_task, &j);
+    pool_run(pool_of(be), conv_task, &j, B * j.npchunk * j.ncchunk);
 }
 
 /* ---- attention ---- */
@@ -701,11 +626,13 @@ typedef struct {
     float *out;
     int ldq, ldk, ldv, B, Tq, Tk, heads, dh, causal, qblocks, qb;
     float scale;
+    const pool *p;              /* whose per-thread scratch holds the scores */
 } att_job;
 
-static void attention_task(void *v, int task, float *S)
+static void attention_task(void *v, int task, int worker)
 {
     att_job *j = v;
+    float *S = pool_scratch(j->p, worker);
     int qi = task % j->qblocks, h = (task / j->qblocks) % j->heads, b = task / (j->qblocks * j->heads);
     int q0 = qi * j->qb, m = j->Tq - q0 < j->qb ? j->Tq - q0 : j->qb;
     /* causal: keys beyond the last query of the block are never seen */
@@ -738,12 +665,12 @@ static void attention_task(void *v, int task, float *S)
 static void cpu_attention(ops_backend *be, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
                           int B, int Tq, int Tk, int heads, int dh, float scale, int causal, float *out)
 {
-    att_job j = {q, k, v, out, ldq, ldk, ldv, B, Tq, Tk, heads, dh, causal, 0, 0, scale};
+    att_job j = {q, k, v, out, ldq, ldk, ldv, B, Tq, Tk, heads, dh, causal, 0, 0, scale, pool_of(be)};
     size_t qb = SCRATCH_FLOATS / (size_t)Tk;   /* ATT_QB rows of Tk scores fit the scratch up to Tk = 32768 */
     j.qb = (int)(qb < ATT_QB ? qb : ATT_QB);
     if (j.qb < 1) j.qb = 1;
     j.qblocks = ceil_div(Tq, j.qb);
-    pool_run(pool_of(be), B * heads * j.qblocks, attention_task, &j);
+    pool_run(pool_of(be), attention_task, &j, B * heads * j.qblocks);
 }
 
 /* ---- embeddings ---- */
@@ -868,23 +795,12 @@ static void cpu_download(ops_backend *be, float *host, const float *src, size_t 
 static void cpu_destroy(ops_backend *be)
 {
     if (!be) return;
-    pool *p = pool_of(be);
-    pthread_mutex_lock(&p->mu);
-    p->stop = 1;
-    pthread_cond_broadcast(&p->start);
-    pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->n - 1; i++) pthread_join(p->th[i], NULL);
-    for (int i = 0; i < p->nscratch; i++) free(p->scratch[i]);
-    free(p->scratch);
-    free(p->th);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->start);
-    pthread_cond_destroy(&p->done);
+    pool_free(pool_of(be));
     mt_free(mt_of(be));
     free(be);
 }
 
-int ops_cpu_threads(const ops_backend *be) { return ((const cpu_backend *)be)->p.n; }
+int ops_cpu_threads(const ops_backend *be) { return pool_threads(((const cpu_backend *)be)->p); }
 
 ops_backend *ops_cpu_create(int nthreads)
 {
@@ -912,34 +828,9 @@ ops_backend *ops_cpu_create(int nthreads)
         .host_alloc = cpu_host_alloc, .host_free = cpu_host_free, .mem = cpu_mem, .replay = cpu_replay,
         .precision = OPS_F32,
     };
-    pool *p = &c->p;
-    p->n = nthreads;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->start, NULL);
-    pthread_cond_init(&p->done, NULL);
-    p->th = calloc(nthreads, sizeof *p->th);
-    p->scratch = calloc(nthreads, sizeof *p->scratch);
-    int ok = p->th && p->scratch;
-    for (; ok && p->nscratch < nthreads; p->nscratch++)
-        ok = !posix_memalign((void **)&p->scratch[p->nscratch], 64, SCRATCH_FLOATS * sizeof(float));
-    int started = 0;
-    for (; ok && started < nthreads - 1; started++) {
-        worker_arg *wa = malloc(sizeof *wa);
-        if (!wa) {
-            ok = 0;
-            break;
-        }
-        *wa = (worker_arg){p, started + 1};
-        if (pthread_create(&p->th[started], NULL, pool_worker, wa)) {
-            free(wa);
-            ok = 0;
-            break;
-        }
-    }
-    if (!ok) {
-        p->n = started + 1;
+    if (!(c->p = pool_create(nthreads, SCRATCH_FLOATS * sizeof(float)))) {
+        err_wrap("cpu backend: ");
         cpu_destroy(be);
-        err_set("cpu backend: cannot start %d threads", nthreads);
         return NULL;
     }
     openblas_set_num_threads(1);
