@@ -41,14 +41,14 @@ static int by_str(const void *a, const void *b) { return strcmp(*(char *const *)
  * the middle of writing an image): removed, so the index describes exactly the files beside it. */
 static void remove_strays(cache *c, char **names, int n)
 {
-    qsort(names, n, sizeof *names, by_str);
+    if (n) qsort(names, n, sizeof *names, by_str);
     DIR *d = opendir(c->o.dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
         const char *name = e->d_name, *key = name;
         int tmp = own_number(name, 1) >= 0;
-        if (!tmp && (own_number(name, 0) < 0 || bsearch(&key, names, n, sizeof *names, by_str))) continue;
+        if (!tmp && (own_number(name, 0) < 0 || (n && bsearch(&key, names, n, sizeof *names, by_str)))) continue;
         char path[2400];
         snprintf(path, sizeof path, "%s/%s", c->o.dir, name);
         if (unlink(path) == 0)
