@@ -393,7 +393,7 @@ int main(void)
     fclose(w);
     rc = check_sh("rm -rf " CACHE "; $G classifier train build/test_module.data cfg/fmnist-ft.cfg "
                   "data/models/fmnist-judge.weights -clear -genie build/test_module_cache.cfg > build/test_module_kill.log "
-                  "2>&1 & pid=$!; n=0; until [ $(grep -c . " CACHE "/index.csv 2>/dev/null || echo 0) -ge 4 ] || "
+                  "2>&1 & pid=$!; n=0; until [ $(grep -c . " CACHE "/index.csv 2>/dev/null || echo 0) -ge 5 ] || "
                   "[ $n -gt 1200 ]; do sleep 0.1; n=$((n+1)); done; kill -9 $pid; wait $pid; "
                   "$G classifier train build/test_module.data cfg/fmnist-ft.cfg data/models/fmnist-judge.weights -clear "
                   "-iters 2 -genie build/test_module_cache.cfg",
