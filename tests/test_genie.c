@@ -10,6 +10,8 @@
 #include "tests/check.h"
 #include "common/err.h"
 #include "augment/genie/genie.h"
+#include "augment/genie/genindex.h"
+#include "common/csv.h"
 #include "common/image.h"
 #include "common/imgio.h"
 #include "src/cmd/plan.h"
@@ -38,6 +40,43 @@ static void write_text(const char *path, const char *text)
     FILE *f = fopen(path, "w");
     fputs(text, f);
     fclose(f);
+}
+
+/* Whether the index holds exactly one whole row for each of the plan's outputs that exist, with the plan's seed
+ * and target, and nothing else; the rows counted in *rows. */
+static int index_matches_plan(const char *plan_path, const char *index_path, int *rows)
+{
+    csv_reader pl;
+    genindex_reader rd;
+    genindex_row row;
+    char out[64][256], seed[64][32], target[64][32];
+    int n = 0, seen[64] = {0}, ok = 1;
+    *rows = 0;
+    if (csv_open(&pl, plan_path)) return 0;
+    while (csv_read(&pl) == 5 && n < 64) {
+        if (!strcmp(pl.field[0], "source")) continue;
+        snprintf(out[n], sizeof out[n], "%s", pl.field[4]);
+        snprintf(seed[n], sizeof seed[n], "%s", pl.field[3]);
+        snprintf(target[n], sizeof target[n], "%s", pl.field[1]);
+        n++;
+    }
+    csv_close(&pl);
+    if (genindex_open(&rd, index_path)) return 0;
+    int got;
+    while ((got = genindex_read(&rd, &row)) > 0) {
+        int i = 0;
+        while (i < n && strcmp(out[i], row.f[GX_OUTPUT])) i++;
+        ok &= i < n && !seen[i] && !strcmp(seed[i], row.f[GX_SEED]) && !strcmp(target[i], row.f[GX_TARGET]);
+        if (i < n) seen[i]++;
+        (*rows)++;
+    }
+    ok &= got == 0 && rd.torn_line == 0;
+    genindex_close(&rd);
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        ok &= seen[i] == (stat(out[i], &st) == 0);
+    }
+    return ok;
 }
 
 /* embeddings e_i = p_i * v/|v| + an orthogonal part, so the projections on v are exactly p_i */
@@ -274,9 +313,54 @@ static void test_cli(void)
     CHECK(check_sh(cmd, out, sizeof out) == 0 && strstr(out, "6 already made, 0 to make"), "%s", out);
     /* the index lost: a resume indexes the outputs it finds with what the plan asked for, r included */
     snprintf(cmd, sizeof cmd, "rm %s/p.csv.index.csv && %s generate %s/p.csv -data %s/lt.data -steps 5 -batch 4 -threads 2 "
-             "-guidance 5 && grep -c ',0.8,[0-9]*,$' %s/p.csv.index.csv", DIR, G, DIR, DIR, DIR);
+             "-guidance 5 && grep -c ',0.8,[0-9]*,,[0-9a-f]\\{8\\}$' %s/p.csv.index.csv", DIR, G, DIR, DIR, DIR);
     CHECK(check_sh(cmd, out, sizeof out) == 0 && strstr(out, "6 already made, 0 to make") && strstr(out, "\n6\n"),
           "index rebuilt from the plan: %s", out);
+
+    /* a resume over bad data: outputs cut short or overwritten with garbage are made anew, not counted as made */
+    snprintf(cmd, sizeof cmd, "%s generate %s/p.csv -data %s/lt.data -steps 5 -batch 4 -threads 2 -guidance 5", G, DIR, DIR);
+    char bad[4096];
+    snprintf(bad, sizeof bad, "set -- %s/g/*.png && head -c 100 \"$1\" > %s/cut && mv %s/cut \"$1\" && echo garbage > \"$2\" "
+             "&& %s", DIR, DIR, DIR, cmd);
+    CHECK(check_sh(bad, out, sizeof out) == 0 && strstr(out, "4 already made, 2 to make") && strstr(out, "made 2 images"),
+          "damaged outputs: %s", out);
+    int rows;
+    CHECK(index_matches_plan(DIR "/p.csv", DIR "/p.csv.index.csv", &rows) && rows == 6, "index after the remake: %d rows",
+          rows);
+    /* ... and an index line cut short (a run killed while appending it) is dropped, not copied: its output is
+     * indexed again from the plan */
+    snprintf(bad, sizeof bad, "truncate -s -16 %s/p.csv.index.csv && %s", DIR, cmd);
+    CHECK(check_sh(bad, out, sizeof out) == 0 && strstr(out, "cut short") && strstr(out, "6 already made, 0 to make"),
+          "torn index line: %s", out);
+    CHECK(index_matches_plan(DIR "/p.csv", DIR "/p.csv.index.csv", &rows) && rows == 6,
+          "index after a torn line: %d rows, or a row that is not the plan's", rows);
+    /* one file however the plan spells it: o//e.png and o/e.png are the same output */
+    write_text(DIR "/dup.csv", "source,target,r,seed,output\n,tee,1,1," DIR "/d/e.png\n,tee,1,2," DIR "/d//e.png\n");
+    snprintf(cmd, sizeof cmd, "%s generate %s/dup.csv -data %s/lt.data -steps 5 -threads 2", G, DIR, DIR);
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "dup.csv:3") && strstr(out, "line 2"), "duplicate: %s", out);
+    /* errors name the plan's file line (blank lines count), also the engine's (which knows items, not lines) */
+    write_text(DIR "/bad.csv", "source,target,r,seed,output\n\nno/such.jpg,shirt,0.5,1," DIR "/x.png\n");
+    snprintf(cmd, sizeof cmd, "%s generate %s/bad.csv -data %s/lt.data -steps 5 -threads 2", G, DIR, DIR);
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:3") && strstr(out, "no/such.jpg"), "%s", out);
+    write_text(DIR "/bad.csv", "source,target,r,seed,output\n" SRC ",shirt,0.8,1," DIR "/e/a.png\n" SRC ",shirt,0.01,2,"
+               DIR "/e/b.png\n");
+    CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:3") && strstr(out, "0.01"), "engine error: %s", out);
+
+    /* a plan of 200000 rows starts at once (a linear duplicate check, an index appended to), and a second run on
+     * the same index while it works is refused, naming the first one's pid */
+    snprintf(cmd, sizeof cmd,
+             "awk 'BEGIN { print \"source,target,r,seed,output\"; for (i = 0; i < 200000; i++) "
+             "printf \",tee,1,%%d,%s/big/%%06d.png\\n\", i, i }' > %s/big.csv && "
+             "{ %s generate %s/big.csv -data %s/lt.data -steps 2 -batch 2 -threads 1 > %s/big.log 2>&1 & pid=$!; "
+             "n=0; until grep -q '/200000 images' %s/big.log || [ $n -gt 1200 ]; do sleep 0.1; n=$((n + 1)); done; "
+             "cat %s/big.log; timeout 120 %s generate %s/big.csv -data %s/lt.data; echo \"second: $?\"; "
+             "kill -9 $pid; wait $pid; }",
+             DIR, DIR, G, DIR, DIR, DIR, DIR, DIR, G, DIR, DIR);
+    check_sh(cmd, out, sizeof out);
+    CHECK(strstr(out, "200000 requests, 0 already made, 200000 to make") && strstr(out, "/200000 images") &&
+              strstr(out, "in use by another run (pid ") && strstr(out, "second: 1"),
+          "200000 rows, two runs: %s", out);
+    system("rm -rf " DIR "/big " DIR "/big.*");
 
     /* bad plans: file and line named */
     write_text(DIR "/bad.csv", "source,target,r,seed,output\n," "hail,0.5,1," DIR "/x.png\n");

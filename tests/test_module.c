@@ -7,22 +7,28 @@
 #include "common/err.h"
 #include "common/font.h"
 #include "augment/genie/genie_cfg.h"
+#include "augment/genie/genindex.h"
 #include "src/train/loader.h"
 #include "augment/genie/module.h"
 #include "src/net/netio.h"
 #include "common/util.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CACHE "build/test_module_cache"
 #define MODEL_COPY "build/test_module_model"   /* the bundled model, for the cache runs */
 
 static dataset ds;
 static int coat = -1, pullover = -1;
+static size_t kept_bytes;   /* module_opts.kept_bytes of start() */
 
 /* a planted confusion: every class right, except that the Few classes are mostly taken for pullovers */
 static void planted(void *ctx, double *m)
@@ -46,8 +52,65 @@ static module *start(genie_cfg *c)
 {
     module_opts o = {.cfg = c, .cfg_path = "test.cfg", .classes = ds.classes, .labels = ds.labels,
                      .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = "cfg/fmnist.cfg", .seed = 3,
-                     .confusion = planted};
+                     .confusion = planted, .kept_bytes = kept_bytes};
     return module_start(&o);
+}
+
+/* Whether the cache's index describes exactly the PNGs beside it: every line whole, each names a file that is
+ * there, no name twice, no PNG that no line names; the lines in *entries. */
+static int cache_exact(int *entries)
+{
+    genindex_reader rd;
+    genindex_row row;
+    char **names = NULL;
+    int n = 0, ok = genindex_open(&rd, CACHE "/index.csv") == 0, got = 0;
+    while (ok && (got = genindex_read(&rd, &row)) > 0) {
+        char path[1200];
+        struct stat st;
+        snprintf(path, sizeof path, CACHE "/%s", row.f[GX_OUTPUT]);
+        ok &= stat(path, &st) == 0;
+        for (int i = 0; i < n; i++) ok &= strcmp(names[i], row.f[GX_OUTPUT]) != 0;
+        names = realloc(names, (n + 1) * sizeof *names);
+        names[n++] = strdup(row.f[GX_OUTPUT]);
+    }
+    if (ok) ok &= got == 0 && rd.torn_line == 0;
+    if (ok || got >= 0) genindex_close(&rd);
+    int pngs = 0;
+    DIR *d = opendir(CACHE);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        pngs += l > 4 && !strcmp(e->d_name + l - 4, ".png");
+        ok &= !strstr(e->d_name, ".tmp");
+    }
+    if (d) closedir(d);
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    *entries = n;
+    return ok && pngs == n;
+}
+
+/* stderr into a file while the module starts and runs, for its messages */
+static int saved_err = -1;
+static void capture_begin(void)
+{
+    fflush(stderr);
+    saved_err = dup(2);
+    int fd = open("build/test_module_err.log", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 2);
+    close(fd);
+}
+static const char *capture_end(void)
+{
+    static char text[16384];
+    fflush(stderr);
+    dup2(saved_err, 2);
+    close(saved_err);
+    FILE *f = fopen("build/test_module_err.log", "r");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    text[n] = 0;
+    if (f) fclose(f);
+    return text;
 }
 
 static int even_rows(const void *ctx, uint64_t k) { return (int)(intptr_t)ctx && k % 2 == 0; }
@@ -162,30 +225,77 @@ int main(void)
         module_stop(mw);
     }
 
+    /* a run resumed on the cache with more quota goes on numbering its names: none overwritten, the index
+     * describing exactly the PNGs beside it; a last line cut short (a run killed mid-write) is dropped with a
+     * message, not glued to this run's first line */
+    int entries = 0;
+    CHECK(cache_exact(&entries) && entries == 9, "cache after the first run: %d lines", entries);
+    FILE *f = fopen(CACHE "/index.csv", "a");
+    fputs("00000099_deadbeef_coat.png,,co", f);
+    fclose(f);
+    c.quota = 6;
+    capture_begin();
+    m = start(&c);
+    int more = m && wait_kept(m, 18, 120);
+    if (m) module_stop(m);
+    const char *said = capture_end();
+    CHECK(m != NULL && more, "resume with quota 6: %s", m ? "fewer than 18 kept" : err_msg());
+    CHECK(strstr(said, "index.csv:11") && strstr(said, "cut short"), "the torn line: %s", said);
+    CHECK(cache_exact(&entries) && entries == 18, "cache after the resumed run: %d lines, or a name twice, or a PNG "
+          "that no line names", entries);
+    c.quota = 3;
+
     /* a second start reuses the cache (quotas met: no generation at all), also after the model's card (its notes
-     * and plots beside the components) changed; a damaged line is named and skipped */
+     * and plots beside the components) changed; a damaged line and one whose PNG is missing are named and
+     * dropped; at most kept_bytes of kept samples stay in memory, replayed all the same */
     unsigned stamp = util_files_stamp(UTIL_FNV_INIT, MODEL_COPY);
     CHECK(system("touch -d 2002-02-02 " MODEL_COPY "/README.md " MODEL_COPY "/genie_curve.png") == 0, "touch");
     CHECK(util_files_stamp(UTIL_FNV_INIT, MODEL_COPY) == stamp, "the model card is not part of the model's stamp");
-    FILE *f = fopen(CACHE "/index.csv", "a");
+    f = fopen(CACHE "/index.csv", "a");
     fputs("garbage without fields\n", f);
     fclose(f);
+    CHECK(system("rm \"$(ls " CACHE "/*.png | head -n 1)\"") == 0, "rm a PNG");
+    kept_bytes = 4 * 32 * 32 * 3;
+    capture_begin();
     m = start(&c);
+    said = capture_end();
     CHECK(m != NULL, "restart: %s", err_msg());
+    CHECK(strstr(said, "the PNG is missing") && !strstr(said, "image size") && strstr(said, "index.csv:20"),
+          "messages: %s", said);
     if (m) {
         CHECK(wait_kept(m, 9, 5), "the cache was not reused");
         sleep_ms(300);
         module_get_stats(m, &st);
         CHECK(st.cached == 9 && st.kept == 0 && st.replayed > 0, "cached %llu, kept %llu, replayed %llu",
               (unsigned long long)st.cached, (unsigned long long)st.kept, (unsigned long long)st.replayed);
+        CHECK(st.resident == 4, "%d kept samples in memory, the bound is 4", st.resident);
         CHECK(module_take(m, &im, &lab) == 0 && ds.real_count[lab.target] < 20 && lab.source_index == -1,
               "replayed sample (from the cache, which names no source image)");
         module_stop(m);
     }
+    kept_bytes = 0;
+    CHECK(cache_exact(&entries) && entries == 17, "cache after the repair: %d lines", entries);
+    /* an index that is not a regular file (a FIFO) is refused at once, naming it */
+    {
+        genie_cfg cf = c;
+        snprintf(cf.cache, sizeof cf.cache, "build/test_module_fifo");
+        CHECK(system("rm -rf build/test_module_fifo && mkdir build/test_module_fifo && "
+                     "mkfifo build/test_module_fifo/index.csv") == 0, "mkfifo");
+        alarm(60);   /* a start that waited for a writer would hang here */
+        module *mf = start(&cf);
+        alarm(0);
+        CHECK(mf == NULL && strstr(err_msg(), "build/test_module_fifo/index.csv") &&
+                  strstr(err_msg(), "not a regular file"), "FIFO: %s", mf ? "started" : err_msg());
+        if (mf) module_stop(mf);
+        CHECK(system("rm -rf build/test_module_fifo") == 0, "rm");
+    }
     /* ... but not once the model's files change (a model retrained in place): then it generates anew */
     CHECK(system("touch -d 2001-01-01 " MODEL_COPY "/unet/diffusion_pytorch_model.safetensors") == 0, "touch");
     CHECK(util_files_stamp(UTIL_FNV_INIT, MODEL_COPY) != stamp, "a component's file is part of the stamp");
+    capture_begin();
     m = start(&c);
+    said = capture_end();
+    CHECK(strstr(said, CACHE "/index.csv: 17 samples made with other settings"), "other settings: %s", said);
     if (m) {
         CHECK(wait_kept(m, 1, 60), "nothing made with another model");
         module_get_stats(m, &st);
@@ -283,7 +393,7 @@ int main(void)
     fclose(w);
     rc = check_sh("rm -rf " CACHE "; $G classifier train build/test_module.data cfg/fmnist-ft.cfg "
                   "data/models/fmnist-judge.weights -clear -genie build/test_module_cache.cfg > build/test_module_kill.log "
-                  "2>&1 & pid=$!; n=0; until [ $(grep -c . " CACHE "/index.csv 2>/dev/null || echo 0) -ge 4 ] || "
+                  "2>&1 & pid=$!; n=0; until [ $(grep -c . " CACHE "/index.csv 2>/dev/null || echo 0) -ge 5 ] || "
                   "[ $n -gt 1200 ]; do sleep 0.1; n=$((n+1)); done; kill -9 $pid; wait $pid; "
                   "$G classifier train build/test_module.data cfg/fmnist-ft.cfg data/models/fmnist-judge.weights -clear "
                   "-iters 2 -genie build/test_module_cache.cfg",
@@ -292,8 +402,9 @@ int main(void)
     const char *p = strstr(out, "kept (+");
     if (p) cached = atoi(p + 7);
     CHECK(rc == 0 && cached >= 4, "resume after kill -9: %d from the cache, rc %d: %s", cached, rc, out);
+    CHECK(cache_exact(&entries) && entries >= cached, "cache after kill -9 and a resume: %d lines", entries);
     CHECK(system("rm -rf build/test_module_bk build/test_module_*.cfg build/test_module.data build/test_module_a.weights "
-                 "build/test_module_kill.log") == 0, "rm");
+                 "build/test_module_kill.log build/test_module_err.log") == 0, "rm");
 
     imgio_free(&im);
     dataset_free(&ds);

@@ -10,7 +10,9 @@
  *   names=                         optional file: one line per label, the words its prompt uses
  *   targets=few                    few (classes with < 20 training images) | all | a comma list of labels
  *   sources=confused               confused (top_k most confused with the target) | random | same
- *   top_k=4  quota=50              sources per target; generated samples per target
+ *   top_k=4  quota=50              sources per target; generated samples per target (any number: the kept
+ *                                  samples the replay serves take at most GENIE_KEPT_MAX_BYTES of memory, the
+ *                                  oldest replaced beyond, e.g. 680 samples at 512x512; the cache keeps them all)
  *   share=0.25                     share of each batch's rows taken from generated samples (with tail_share in
  *                                  the .data: share of the tail rows, so generated samples enter only there)
  *   ring=64  reuse=4               samples resident at once; takes before a sample retires
@@ -35,6 +37,8 @@ enum genie_targets { GENIE_TARGETS_FEW, GENIE_TARGETS_ALL, GENIE_TARGETS_LIST };
 enum genie_sources { GENIE_SOURCES_CONFUSED, GENIE_SOURCES_RANDOM, GENIE_SOURCES_SAME };
 
 #define GENIE_CFG_MAX_TARGETS 64
+/* the online module's kept samples in memory, at most (bytes; W x H x 3 each) */
+#define GENIE_KEPT_MAX_BYTES ((size_t)512 << 20)
 
 typedef struct {
     char model[1024], prompt[256], names[1024], cache[1024], device[32];

@@ -1,9 +1,11 @@
 #include "augment/genie/module.h"
 #include "augment/genie/backbone.h"
+#include "augment/genie/cache.h"
 #include "augment/engine/backend/backend.h"
 #include "common/err.h"
 #include "common/font.h"
 #include "augment/genie/genie.h"
+#include "augment/genie/genindex.h"
 #include "common/philox.h"
 #include "augment/genie/planner.h"
 #include "augment/genie/recipe.h"
@@ -11,7 +13,7 @@
 #include "augment/genie/ring.h"
 #include "common/util.h"
 
-#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -42,11 +44,13 @@ struct module {
     int stage_iter, snap_pending;
     int have_snapshot;              /* atomic */
     int iter;                       /* atomic: the trainer's latest iteration */
-    /* kept samples (u8 RGB, W x H), for the replay once the quotas are met */
+    /* kept samples (u8 RGB, W x H), for the replay once the quotas are met: at most kept_max in memory (the
+     * oldest replaced beyond; module_opts.kept_bytes) */
     unsigned char **kept;
     ring_meta *kept_meta;           /* each one's target, source class and source index (-1: none or unknown) */
-    int n_kept, cap_kept, replay;
-    FILE *cache_index;
+    int n_kept, cap_kept, kept_max, replay;
+    uint64_t kept_total;            /* every sample kept, replaced ones included */
+    cache *cache;
     /* the inspection grid: the last GRID_ROWS kept pairs (source | generated), written every GRID_ROWS kept */
     unsigned char *grid;            /* GRID_ROWS x 2 images of W x H x 3 */
     int grid_target[GRID_ROWS], grid_source[GRID_ROWS], grid_n, grid_next;
@@ -81,19 +85,29 @@ static int trust_iter(const module *m) { return m->o.start_iter + m->cfg.warmup;
 
 static int keep_sample(module *m, const unsigned char *rgb, int target, int source, int sidx)
 {
-    if (m->n_kept == m->cap_kept) {
-        int cap = m->cap_kept ? 2 * m->cap_kept : 64;
-        unsigned char **k = realloc(m->kept, cap * sizeof *k);
-        if (k) m->kept = k;
-        ring_meta *km = k ? realloc(m->kept_meta, cap * sizeof *km) : NULL;
-        if (!km) return err_set("genie module: out of memory for kept samples");
-        m->kept_meta = km;
-        m->cap_kept = cap;
+    int i = m->n_kept;
+    if (m->n_kept == m->kept_max) {
+        i = (int)(m->kept_total % (uint64_t)m->kept_max);   /* memory bound reached: the oldest goes */
+    } else {
+        if (m->n_kept == m->cap_kept) {
+            int cap = m->cap_kept ? 2 * m->cap_kept : 64;
+            if (cap > m->kept_max) cap = m->kept_max;
+            unsigned char **k = realloc(m->kept, cap * sizeof *k);
+            if (k) m->kept = k;
+            ring_meta *km = k ? realloc(m->kept_meta, cap * sizeof *km) : NULL;
+            if (!km) return err_set("genie module: out of memory for kept samples");
+            m->kept_meta = km;
+            m->cap_kept = cap;
+        }
+        if (!(m->kept[i] = malloc(m->nrgb))) return err_set("genie module: out of memory for kept samples");
+        m->n_kept++;
     }
-    if (!(m->kept[m->n_kept] = malloc(m->nrgb))) return err_set("genie module: out of memory for kept samples");
-    memcpy(m->kept[m->n_kept], rgb, m->nrgb);
-    m->kept_meta[m->n_kept] = (ring_meta){.target = target, .source_class = source, .source_index = sidx};
-    m->n_kept++;
+    memcpy(m->kept[i], rgb, m->nrgb);
+    m->kept_meta[i] = (ring_meta){.target = target, .source_class = source, .source_index = sidx};
+    m->kept_total++;
+    pthread_mutex_lock(&m->mu);
+    m->st.resident = m->n_kept;
+    pthread_mutex_unlock(&m->mu);
     return 0;
 }
 
@@ -105,68 +119,15 @@ static ring_meta kept_meta(const module *m, int i, int snapshot_iter)
                        .snapshot_iter = snapshot_iter};
 }
 
-/* Cache: PNGs plus index.csv lines "file,target,source_class,r,settings". A line is appended after its image is
- * in place, so a run killed at any moment leaves at most an image no line names. */
-static int cache_load(module *m)
+/* A sample of the cache made with these settings (augment/genie/cache.h): kept while its target's quota is open. */
+static int cache_take(void *ctx, const unsigned char *rgb, int target, int source_class)
 {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/index.csv", m->cfg.cache);
-    FILE *f = fopen(path, "r");
-    if (!f) return errno == ENOENT ? 0 : err_set("%s: %s", path, strerror(errno));
-    char line[2048];
-    int lineno = 0, other = 0;
-    img_u8 im = {0};
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char file[1024], target[256], source[256];
-        double r;
-        unsigned settings;
-        if (sscanf(line, "%1023[^,],%255[^,],%255[^,],%lf,%x", file, target, source, &r, &settings) != 5) {
-            fprintf(stderr, "genie module: %s:%d: damaged entry, skipped\n", path, lineno);
-            continue;
-        }
-        if (settings != m->settings) {   /* made by another model or settings: never mixed in */
-            other++;
-            continue;
-        }
-        int t = -1, s = -1;
-        for (int c = 0; c < m->classes; c++) {
-            if (!strcmp(m->o.labels[c], target)) t = c;
-            if (!strcmp(m->o.labels[c], source)) s = c;
-        }
-        char img[2100];
-        snprintf(img, sizeof img, "%s/%s", m->cfg.cache, file);
-        if (t < 0) {
-            fprintf(stderr, "genie module: %s:%d: target '%s' is not a label, skipped\n", path, lineno, target);
-        } else if (imgio_load(img, 0, 0, &im) || im.w != m->W || im.h != m->H) {
-            fprintf(stderr, "genie module: %s:%d: %s, skipped\n", path, lineno,
-                    im.w != m->W || im.h != m->H ? "not the model's image size" : err_msg());
-        } else if (m->made[t] < m->cfg.quota) {
-            if (keep_sample(m, im.rgb, t, s, -1)) break;   /* the cache does not name source images */
-            m->made[t]++;
-            m->st.cached++;
-        }
-    }
-    imgio_free(&im);
-    fclose(f);
-    if (other)
-        fprintf(stderr, "genie module: %s: %d samples were made with other settings than this run's (%x: %s): not "
-                "used\n", path, other, m->settings, m->settings_line);
+    module *m = ctx;
+    if (m->made[target] >= m->cfg.quota) return 0;
+    if (keep_sample(m, rgb, target, source_class, -1)) return -1;   /* the module does not look its source up */
+    m->made[target]++;
+    m->st.cached++;
     return 0;
-}
-
-static void cache_write(module *m, const unsigned char *rgb, int target, int source, double r, uint64_t n)
-{
-    char file[256], path[1300];
-    snprintf(file, sizeof file, "%08llx_%u_%s.png", (unsigned long long)n, m->settings, m->o.labels[target]);
-    snprintf(path, sizeof path, "%s/%s", m->cfg.cache, file);
-    if (imgio_write(path, rgb, m->W, m->H, 0)) {
-        fprintf(stderr, "genie module: cache: %s\n", err_msg());
-        return;
-    }
-    fprintf(m->cache_index, "%s,%s,%s,%.4g,%x\n", file, m->o.labels[target], source >= 0 ? m->o.labels[source] : "-",
-            r, m->settings);
-    fflush(m->cache_index);
 }
 
 /* The grid PNG (rows of source | generated) and its CSV of labels, rewritten whole (atomically) after every
@@ -309,14 +270,18 @@ static void count_kept(module *m, const genie_result *res)
     m->st.r_hist[c->mode == GENIE_MODE_ADA ? slot : 0]++;
 }
 
-/* A kept result as the module's image (u8), into the kept samples, the grid and the cache (sample number n). */
-static int keep_result(module *m, const genie_request *rq, const genie_result *res, int src_cls, int src_idx, uint64_t n,
+/* A kept result as the module's image (u8), into the kept samples, the grid and the cache. */
+static int keep_result(module *m, const genie_request *rq, const genie_result *res, int src_cls, int src_idx,
                        unsigned char *rgb)
 {
     image_from_planar(res->image, m->W, m->H, rgb, m->W);
     if (keep_sample(m, rgb, rq->target, src_cls, src_idx)) return -1;
     grid_add(m, rq->source, rgb, rq->target, src_cls, res->r);
-    if (m->cache_index) cache_write(m, rgb, rq->target, src_cls, res->r, n);
+    char gaps[256];
+    genindex_gaps(gaps, sizeof gaps, res->gaps, res->n_gaps, res->ada_fallback);
+    if (m->cache && cache_add(m->cache, rgb, rq->target, src_idx >= 0 ? m->o.paths[src_idx] : NULL, src_cls, res->r,
+                              rq->seed, gaps))
+        fprintf(stderr, "genie module: cache: %s\n", err_msg());
     return 0;
 }
 
@@ -373,9 +338,8 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
             continue;
         }
         count_kept(m, &res[i]);
-        uint64_t n = m->st.kept;
         pthread_mutex_unlock(&m->mu);
-        if (keep_result(m, &rq[i], &res[i], src_cls[i], src_idx[i], n, rgb)) return -1;
+        if (keep_result(m, &rq[i], &res[i], src_cls[i], src_idx[i], rgb)) return -1;
         ring_meta meta = {.target = t, .source_class = src_cls[i], .source_index = src_idx[i], .r = (float)res[i].r,
                           .snapshot_iter = m->st.snapshot_iter};
         ring_put(m->ring, rgb, &meta);
@@ -507,7 +471,7 @@ static void *module_sync_main(void *arg)
             }
             pthread_mutex_unlock(&m->mu);
             if (kept) {
-                if ((rc = keep_result(m, &rq, &res, sc, si, generated, rgb))) break;
+                if ((rc = keep_result(m, &rq, &res, sc, si, rgb))) break;
                 meta.target = t, meta.source_class = sc, meta.source_index = si, meta.r = (float)res.r;
                 generated++;
             }
@@ -594,7 +558,7 @@ static void module_free(module *m)
     }
     free(m->hist_net), free(m->hist_conf), free(m->hist_iter);
     pthread_cond_destroy(&m->hist_cv);
-    if (m->cache_index) fclose(m->cache_index);
+    cache_close(m->cache);
     pthread_mutex_destroy(&m->stage_mu);
     pthread_mutex_destroy(&m->mu);
     free(m);
@@ -703,14 +667,12 @@ module *module_start(const module_opts *o)
         }
     }
     if (c->mode == GENIE_MODE_ADA && !(m->stage = backbone_net_new(o->net_cfg))) goto fail;
+    size_t kb = o->kept_bytes ? o->kept_bytes : GENIE_KEPT_MAX_BYTES;
+    m->kept_max = kb / m->nrgb > INT_MAX ? INT_MAX : kb / m->nrgb ? (int)(kb / m->nrgb) : 1;
     if (c->cache[0]) {
-        char path[1200];
-        snprintf(path, sizeof path, "%s/index.csv", c->cache);
-        if (util_mkdirs(c->cache) || cache_load(m)) goto fail;
-        if (!(m->cache_index = fopen(path, "a"))) {
-            err_set("%s: %s", path, strerror(errno));
-            goto fail;
-        }
+        cache_opts co = {.dir = c->cache, .settings = m->settings, .labels = o->labels, .classes = K, .W = m->W,
+                         .H = m->H, .take = cache_take, .ctx = m};
+        if (!(m->cache = cache_open(&co))) goto fail;
     }
     if (pthread_create(&m->th, NULL, c->sync ? module_sync_main : module_main, m) != 0) {
         err_set("genie module: cannot start its thread");

@@ -13,6 +13,7 @@
  * row that finds no sample ready takes a real image (counted as shortfall). */
 #ifndef GENIE_MODULE_H
 #define GENIE_MODULE_H
+#include <stddef.h>
 #include <stdint.h>
 
 #include "augment/genie/ada.h"
@@ -44,10 +45,13 @@ typedef struct {
      * tail share, so generated samples enter only there, as in the offline recipe); share applies among them */
     int (*row_gate)(const void *ctx, uint64_t k);
     const void *row_gate_ctx;
+    /* optional: the memory the kept samples may take (0: GENIE_KEPT_MAX_BYTES, genie_cfg.h) */
+    size_t kept_bytes;
 } module_opts;
 
 typedef struct {
     uint64_t requests, kept, dropped, ada_fallback, cached;   /* cached: kept samples loaded from the cache */
+    int resident;                      /* kept samples in memory (at most kept_bytes' worth) */
     uint64_t taken, shortfall, snapshots, replayed;
     int ring_ready, snapshot_iter;
     double gen_seconds;                /* time spent in the engine */

@@ -5,12 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include "src/train/dataset.h"
+#include "common/csv.h"
 #include "common/err.h"
 #include "augment/engine/scheduler.h"
 #include "augment/genie/genie.h"
+#include "augment/genie/genindex.h"
 #include "augment/genie/recipe.h"
 #include "common/image.h"
 #include "common/util.h"
@@ -20,13 +21,16 @@ typedef struct {
     int target;
     double r;
     uint64_t seed;
-    int done;              /* output existed at start or was made now */
-    char *index_line;      /* what the index says of it */
+    int line;              /* the plan's file line */
+    int done;              /* a whole output existed at start or was made now */
+    char *index_line;      /* what an earlier run's index says of it (genindex_line) */
 } plan_row;
 
 typedef struct {
     plan_row *rows;
     int n, cap;
+    int *slot;             /* [nslot] open-addressing hash of the outputs: row index, -1 empty */
+    size_t nslot;
 } plan;
 
 static void plan_free(plan *p)
@@ -37,20 +41,35 @@ static void plan_free(plan *p)
         free(p->rows[i].index_line);
     }
     free(p->rows);
+    free(p->slot);
 }
 
-static int split_fields(char *line, char **f, int max)
+/* The row whose output is path (normalised), or -1. */
+static int plan_find(const plan *p, const char *path)
 {
-    int n = 0;
-    for (char *s = line;; s++) {
-        if (n < max) f[n] = s;
-        n++;
-        s = strchr(s, ',');
-        if (!s) break;
-        *s = 0;
+    if (!p->nslot) return -1;
+    for (size_t h = util_fnv(UTIL_FNV_INIT, path) & (p->nslot - 1);; h = (h + 1) & (p->nslot - 1)) {
+        int i = p->slot[h];
+        if (i < 0 || !strcmp(p->rows[i].output, path)) return i;
     }
-    for (int i = 0; i < n && i < max; i++) f[i] = util_trim(f[i]);
-    return n;
+}
+
+/* Hashes the outputs, each once: a second row making the same file is an error naming both lines. */
+static int plan_hash(plan *p, const char *path)
+{
+    p->nslot = 64;
+    while (p->nslot < 2 * (size_t)p->n) p->nslot *= 2;
+    if (!(p->slot = malloc(p->nslot * sizeof *p->slot))) return err_set("%s: out of memory", path);
+    memset(p->slot, 0xff, p->nslot * sizeof *p->slot);
+    for (int i = 0; i < p->n; i++) {
+        size_t h = util_fnv(UTIL_FNV_INIT, p->rows[i].output) & (p->nslot - 1);
+        for (; p->slot[h] >= 0; h = (h + 1) & (p->nslot - 1))
+            if (!strcmp(p->rows[p->slot[h]].output, p->rows[i].output))
+                return err_set("%s:%d: output %s is also made by line %d", path, p->rows[i].line, p->rows[i].output,
+                               p->rows[p->slot[h]].line);
+        p->slot[h] = i;
+    }
+    return 0;
 }
 
 static int find_label(char *const *labels, int classes, const char *name)
@@ -63,33 +82,32 @@ static int find_label(char *const *labels, int classes, const char *name)
 static int plan_read(const char *path, char *const *labels, int classes, plan *p)
 {
     memset(p, 0, sizeof *p);
-    FILE *f = fopen(path, "r");
-    if (!f) return err_set("%s: %s", path, strerror(errno));
-    char line[8192];
-    int lineno = 0, rc = -1;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        if (!strchr(line, '\n') && !feof(f)) {
-            err_set("%s:%d: line too long", path, lineno);
-            goto out;
-        }
-        char *s = util_trim(line), *fl[5];
-        if (!*s || *s == '#') continue;
-        if (lineno == 1) {
-            if (strcmp(s, "source,target,r,seed,output")) {
-                err_set("%s:1: the header must be \"source,target,r,seed,output\", got \"%.80s\"", path, s);
+    csv_reader cr;
+    if (csv_open(&cr, path)) return -1;
+    int nf, header = 1, rc = -1;
+    while ((nf = csv_read(&cr)) > 0) {
+        char *fl[5];
+        for (int i = 0; i < nf && i < 5; i++) fl[i] = util_trim(cr.field[i]);
+        if (nf == 1 && (!*fl[0] || *fl[0] == '#')) continue;   /* blank or a comment */
+        int line = cr.line;
+        if (header) {
+            header = 0;
+            if (nf != 5 || strcmp(fl[0], "source") || strcmp(fl[1], "target") || strcmp(fl[2], "r") ||
+                strcmp(fl[3], "seed") || strcmp(fl[4], "output")) {
+                err_set("%s:%d: the header must be \"source,target,r,seed,output\", got \"%.80s%s\"", path, line,
+                        fl[0], nf > 1 ? ",..." : "");
                 goto out;
             }
             continue;
         }
-        int nf = split_fields(s, fl, 5);
+        if (*fl[0] == '#') continue;
         if (nf != 5) {
-            err_set("%s:%d: %d fields (source,target,r,seed,output)", path, lineno, nf);
+            err_set("%s:%d: %d fields (source,target,r,seed,output)", path, line, nf);
             goto out;
         }
-        plan_row row = {0};
+        plan_row row = {.line = line};
         if ((row.target = find_label(labels, classes, fl[1])) < 0) {
-            err_set("%s:%d: target \"%s\" is not a label", path, lineno, fl[1]);
+            err_set("%s:%d: target \"%s\" is not a label", path, line, fl[1]);
             goto out;
         }
         char *end;
@@ -99,29 +117,24 @@ static int plan_read(const char *path, char *const *labels, int classes, plan *p
             errno = 0;
             row.r = strtod(fl[2], &end);
             if (errno || end == fl[2] || *end || !(row.r >= 0 && row.r <= 1)) {
-                err_set("%s:%d: r \"%s\" is not in [0, 1] or \"ada\"", path, lineno, fl[2]);
+                err_set("%s:%d: r \"%s\" is not in [0, 1] or \"ada\"", path, line, fl[2]);
                 goto out;
             }
         }
         errno = 0;
         row.seed = strtoull(fl[3], &end, 10);
         if (errno || end == fl[3] || *end || fl[3][0] == '-') {
-            err_set("%s:%d: seed \"%s\" is not an unsigned integer", path, lineno, fl[3]);
+            err_set("%s:%d: seed \"%s\" is not an unsigned integer", path, line, fl[3]);
             goto out;
         }
         if (!*fl[4]) {
-            err_set("%s:%d: no output path", path, lineno);
+            err_set("%s:%d: no output path", path, line);
             goto out;
         }
         if (!*fl[0] && (row.r == 0 || row.r == GENIE_R_ADA)) {
-            err_set("%s:%d: r %s needs a source image", path, lineno, fl[2]);
+            err_set("%s:%d: r %s needs a source image", path, line, fl[2]);
             goto out;
         }
-        for (int i = 0; i < p->n; i++)
-            if (!strcmp(p->rows[i].output, fl[4])) {
-                err_set("%s:%d: output %s is also made by an earlier line", path, lineno, fl[4]);
-                goto out;
-            }
         if (p->n == p->cap) {
             p->cap = p->cap ? 2 * p->cap : 256;
             plan_row *r = realloc(p->rows, p->cap * sizeof *r);
@@ -131,61 +144,102 @@ static int plan_read(const char *path, char *const *labels, int classes, plan *p
             }
             p->rows = r;
         }
+        genindex_path_norm(fl[4]);   /* o//e.png and o/e.png are one file */
         row.source = *fl[0] ? strdup(fl[0]) : NULL;
         row.output = strdup(fl[4]);
         p->rows[p->n++] = row;
     }
-    rc = 0;
+    if (nf == 0 && header) err_set("%s: empty (no header \"source,target,r,seed,output\")", path);
+    else if (nf == 0) rc = plan_hash(p, path);
 out:
-    fclose(f);
+    csv_close(&cr);
     return rc;
 }
 
-/* Index lines of an earlier run, kept for outputs that still exist. */
-static void index_recover(const char *path, plan *p)
+/* A row of the index: what it was made from and how (r: the r it was made at; gaps as genindex_gaps). */
+static char *row_line(const plan_row *r, char *const *labels, int classes, const char *rs, const char *gaps,
+                      const char *settings)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[8192];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = 0;
-        char *comma = strchr(line, ',');
-        if (!comma || !strncmp(line, "output,", 7)) continue;
-        for (int i = 0; i < p->n; i++)
-            if (p->rows[i].done && !p->rows[i].index_line && strlen(p->rows[i].output) == (size_t)(comma - line) &&
-                !strncmp(line, p->rows[i].output, comma - line))
-                p->rows[i].index_line = strdup(line);
-    }
-    fclose(f);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
+    int sc = r->source ? labels_match(r->source, labels, classes) : -1;
+    genindex_row row = {{r->output, r->source, labels[r->target], sc >= 0 ? labels[sc] : "", rs, seed, gaps,
+                         settings}};
+    return genindex_line(&row);
 }
 
-static int index_write(const char *path, const plan *p, char *const *labels)
+/* The index of an earlier run: its lines are kept for the plan's outputs that are whole; a line cut short by a
+ * stopped run, lines of outputs that are not (or no longer) there and the former format make it rewritten once
+ * (else it is only appended to). Outputs with no line get what the plan asked for (Ada's pick is not known;
+ * txt2img is indexed as r 1, as when made). Then the index is open for appending, in *out. */
+static int index_start(const char *path, plan *p, char *const *labels, int classes, const char *settings, FILE **out)
 {
-    char tmp[4200];
-    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
-    if (!f) return -1;
-    fprintf(f, "output,source,target,r,seed,gaps\n");
+    genindex_reader rd;
+    int rc = genindex_open(&rd, path), rewrite = 0, dropped = 0;
+    if (rc < 0) return -1;
+    if (rc == 0) {
+        genindex_row row;
+        int got;
+        rewrite = rd.former;
+        while ((got = genindex_read(&rd, &row)) != 0) {
+            if (got < 0) {
+                fprintf(stderr, "%s; dropped\n", err_msg());
+                dropped++;
+                continue;
+            }
+            char out[4096];
+            snprintf(out, sizeof out, "%s", row.f[GX_OUTPUT]);
+            genindex_path_norm(out);
+            int i = plan_find(p, out);
+            if (i < 0 || !p->rows[i].done || p->rows[i].index_line) {
+                dropped++;
+                continue;
+            }
+            if (!*row.f[GX_SETTINGS]) row.f[GX_SETTINGS] = settings;   /* the settings check vouched for it */
+            row.f[GX_OUTPUT] = out;
+            if (!*row.f[GX_SOURCE_CLASS] && *row.f[GX_SOURCE]) {
+                int c = labels_match(row.f[GX_SOURCE], labels, classes);
+                row.f[GX_SOURCE_CLASS] = c >= 0 ? labels[c] : "";
+            }
+            if (!(p->rows[i].index_line = genindex_line(&row))) {
+                genindex_close(&rd);
+                return err_set("%s: out of memory", path);
+            }
+        }
+        if (rd.torn_line)
+            fprintf(stderr, "%s:%d: the line is cut short (a run stopped while writing it): dropped\n", path,
+                    rd.torn_line);
+        rewrite |= dropped || rd.torn_line;
+        genindex_close(&rd);
+    }
+    char **lines = calloc(p->n ? p->n : 1, sizeof *lines);
+    if (!lines) return err_set("%s: out of memory", path);
+    int fresh = 0;
     for (int i = 0; i < p->n; i++) {
-        const plan_row *r = &p->rows[i];
+        plan_row *r = &p->rows[i];
         if (!r->done) continue;
         if (r->index_line) {
-            fprintf(f, "%s\n", r->index_line);
+            if (rewrite) lines[i] = r->index_line;
             continue;
         }
-        /* made by a run that left no index line: what the plan asked for (Ada's pick is not known; txt2img is
-         * indexed as r 1, as when made) */
         char rs[32];
         snprintf(rs, sizeof rs, "%g", r->source ? r->r : 1.0);
-        fprintf(f, "%s,%s,%s,%s,%llu,\n", r->output, r->source ? r->source : "", labels[r->target],
-                r->r == GENIE_R_ADA ? "ada" : rs, (unsigned long long)r->seed);
+        if (!(lines[i] = r->index_line = row_line(r, labels, classes, r->r == GENIE_R_ADA ? "ada" : rs, "", settings))) {
+            free(lines);
+            return err_set("%s: out of memory", path);
+        }
+        fresh++;
     }
-    return util_commit(f, tmp, path);
-}
-
-static int file_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+    rc = 0;
+    if (rewrite && (rc = genindex_rewrite(path, lines, p->n)) == 0 && dropped)
+        fprintf(stderr, "%s: rewritten without %d lines of outputs that are not there or not in the plan\n", path,
+                dropped);
+    if (rc == 0 && !(*out = genindex_append(path))) rc = -1;
+    for (int i = 0; rc == 0 && !rewrite && i < p->n; i++)
+        if (lines[i]) fputs(lines[i], *out);
+    if (rc == 0 && fresh && !rewrite) rc = genindex_sync(*out, path);
+    free(lines);
+    return rc;
 }
 
 static int parent_dirs(const char *path)
@@ -223,19 +277,17 @@ static int settings_write(const char *path, const char *now)
     return util_commit(f, tmp, path);
 }
 
-/* -remake: the outputs made with other settings go first, then their index lines, and only then is the new
- * settings line written, so a run cut short anywhere leaves no old image under the new settings. */
-static int remake_outputs(plan *p, const char *index_path, char *const *labels)
+/* -remake: the outputs made with other settings go first, then their index lines (index_start), and only then is
+ * the new settings line written, so a run cut short anywhere leaves no old image under the new settings. */
+static int remake_outputs(plan *p)
 {
     for (int i = 0; i < p->n; i++) {
         plan_row *r = &p->rows[i];
         if (!r->done) continue;
         if (unlink(r->output) && errno != ENOENT) return err_set("%s: %s", r->output, strerror(errno));
         r->done = 0;
-        free(r->index_line);
-        r->index_line = NULL;
     }
-    return index_write(index_path, p, labels);
+    return 0;
 }
 
 /* Z_T: the Ada targets' images as the online module chooses them (ada_mean_images), from the training list. */
@@ -350,7 +402,8 @@ int generate_main(int argc, char **argv)
     snprintf(idx_default, sizeof idx_default, "%s.index.csv", plan_path);
     if (!index_path) index_path = idx_default;
 
-    int rc = -1, classes = 0, B = 0;
+    int rc = -1, classes = 0, B = 0, lock = -1;
+    FILE *index = NULL;
     char **labels = NULL, **words = NULL;
     plan p = {0};
     genie *g = NULL;
@@ -381,20 +434,23 @@ int generate_main(int argc, char **argv)
         err_set("%s: no labels", labels_path);
         goto out;
     }
+    /* one run at a time on an index: a second would mix its settings and lines into the first's */
+    if ((lock = genindex_lock(index_path)) < 0) goto out;
     if (plan_read(plan_path, labels, classes, &p)) goto out;
     int todo = 0, ada = 0, any_ada = 0;   /* ada: an undone row needs f_theta; any_ada: the settings name Ada's */
     for (int i = 0; i < p.n; i++) {
-        p.rows[i].done = file_exists(p.rows[i].output);
+        p.rows[i].done = genindex_png_whole(p.rows[i].output);   /* a file cut short or garbage is made anew */
         todo += !p.rows[i].done;
         ada |= !p.rows[i].done && p.rows[i].r == GENIE_R_ADA;
         any_ada |= p.rows[i].r == GENIE_R_ADA;
     }
-    index_recover(index_path, &p);
     if (!(words = genie_read_words(names, labels, classes))) goto out;
+    char settings[16];
     {
         char now[8192], before[8192], spath[4300];
         int recorded;
         if (recipe_settings(&go, labels, words, classes, any_ada, NULL, now, sizeof now)) goto out;
+        snprintf(settings, sizeof settings, "%08x", util_fnv(UTIL_FNV_INIT, now));
         snprintf(spath, sizeof spath, "%s.settings", index_path);
         int made = p.n - todo;
         if (made && !settings_same(spath, now, before, sizeof before, &recorded)) {
@@ -406,16 +462,17 @@ int generate_main(int argc, char **argv)
             }
             fprintf(stderr, "%s: %d outputs were made %s%s; -remake: making them anew\n", plan_path, made, how,
                     before);
-            if (remake_outputs(&p, index_path, labels)) goto out;
+            if (remake_outputs(&p)) goto out;
             todo = p.n;
             ada = any_ada;
             made = 0;
         }
+        if (index_start(index_path, &p, labels, classes, settings, &index)) goto out;
         if (!made && settings_write(spath, now)) goto out;
     }
     fprintf(stderr, "%s: %d requests, %d already made, %d to make\n", plan_path, p.n, p.n - todo, todo);
     if (!todo) {
-        rc = index_write(index_path, &p, labels);
+        rc = 0;
         goto out;
     }
     if (ada && (!go.backbone_cfg || !go.backbone_weights || !data)) {
@@ -453,7 +510,7 @@ int generate_main(int argc, char **argv)
             int c = genie_request_cost(g, &q);
             if (nq > 0 && cost + c > B) break;
             if (r->source && imgio_load(r->source, 0, 0, &src[nq])) {
-                err_wrap("plan row %d: ", i + 1);
+                err_wrap("%s:%d: ", plan_path, r->line);
                 goto out;
             }
             q.source = r->source ? &src[nq] : NULL;
@@ -464,6 +521,13 @@ int generate_main(int argc, char **argv)
         }
         if (!nq) break;
         if (genie_run(g, rq, nq, res)) {
+            /* the engine names its items: run the batch's requests alone to name the plan's line that fails */
+            int bad = nq == 1 ? 0 : -1;
+            for (int q = 0; q < nq && bad < 0; q++)
+                if (genie_run(g, &rq[q], 1, &res[q])) bad = q;
+            if (bad >= 0) err_wrap("%s:%d: ", plan_path, p.rows[rows[bad]].line);
+            else err_wrap("%s: lines %d to %d (one engine batch; each alone works): ", plan_path, p.rows[rows[0]].line,
+                          p.rows[rows[nq - 1]].line);
             goto out;
         }
         for (int q = 0; q < nq; q++) {
@@ -479,21 +543,20 @@ int generate_main(int argc, char **argv)
             if (parent_dirs(r->output) || imgio_write(r->output, rgb, W, H, 95)) {
                 goto out;
             }
-            char gaps[256] = "";
-            for (int k = 0, o = 0; k < res[q].n_gaps; k++)
-                o += snprintf(gaps + o, sizeof gaps - o, "%s%.5f", k ? ";" : "", res[q].gaps[k]);
-            char line[9000];
-            snprintf(line, sizeof line, "%s,%s,%s,%g,%llu,%s%s", r->output, r->source ? r->source : "",
-                     labels[r->target], res[q].r, (unsigned long long)r->seed, gaps,
-                     res[q].ada_fallback ? "fallback" : "");
-            free(r->index_line);
-            r->index_line = strdup(line);
+            char gaps[256], rs[32];
+            genindex_gaps(gaps, sizeof gaps, res[q].gaps, res[q].n_gaps, res[q].ada_fallback);
+            snprintf(rs, sizeof rs, "%g", res[q].r);
+            char *line = row_line(r, labels, classes, rs, gaps, settings);
+            if (!line) {
+                err_set("%s: out of memory", index_path);
+                goto out;
+            }
+            fputs(line, index);
+            free(line);
             r->done = 1;
             made++;
         }
-        if (index_write(index_path, &p, labels)) {
-            goto out;
-        }
+        if (genindex_sync(index, index_path)) goto out;   /* appended: a batch's lines, synced */
         progress(p.n - todo + made, p.n, t0, made, &tenth);
     }
     if (rt_n)   /* images in [0, 1]: PSNR = -10 log10(MSE) */
@@ -520,5 +583,7 @@ out:
     free(labels);
     free(words);
     datacfg_free(&dc);
+    if (index && fclose(index) && rc == 0) rc = err_set("%s: cannot write (%s)", index_path, strerror(errno));
+    genindex_unlock(lock);
     return rc;
 }

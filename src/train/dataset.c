@@ -1,5 +1,6 @@
 #define _GNU_SOURCE /* qsort_r */
 #include "src/train/dataset.h"
+#include "augment/genie/genindex.h"
 #include "common/err.h"
 #include "common/kv.h"
 #include "common/util.h"
@@ -255,32 +256,11 @@ void dataset_free(dataset *ds)
     memset(ds, 0, sizeof *ds);
 }
 
-/* The rows of a `genie generate` index: fields output, source, target (the rest unused here). */
-typedef struct {
-    char **lines;
-    int n;
-} index_file;
-
-static int index_read(const char *path, index_file *ix)
+/* Where a generated or round-trip index cannot be read whole: a last line cut short is a run stopped mid-write. */
+static int index_torn(const genindex_reader *rd)
 {
-    if (!(ix->lines = read_lines(path, &ix->n))) return -1;
-    if (ix->n == 0 || strncmp(ix->lines[0], "output,source,target,r,seed", 27)) {
-        free_lines(ix->lines, ix->n);
-        return err_set("%s: not a genie generate index (header output,source,target,r,seed,gaps)", path);
-    }
-    return 0;
-}
-
-/* Splits index line i in place into output, source, target. */
-static int index_fields(const char *path, char *line, int lineno, char **out, char **src, char **tgt)
-{
-    char *c1 = strchr(line, ','), *c2 = c1 ? strchr(c1 + 1, ',') : NULL, *c3 = c2 ? strchr(c2 + 1, ',') : NULL;
-    if (!c3 || c1 == line) return err_set("%s:%d: expected output,source,target,...", path, lineno);
-    *c1 = *c2 = *c3 = 0;
-    *out = line;
-    *src = c1 + 1;
-    *tgt = c2 + 1;
-    return 0;
+    return err_set("%s:%d: the line is cut short (a run stopped while writing it): run its genie generate again to "
+                   "finish and repair the index", rd->csv.path, rd->torn_line);
 }
 
 static int by_path(const void *a, const void *b, void *paths)
@@ -313,68 +293,79 @@ static int real_find(const dataset *ds, const int *order, const char *path)
 
 int dataset_add_generated(dataset *ds, const char *index_path)
 {
-    index_file ix;
-    if (index_read(index_path, &ix)) return -1;
-    int add = ix.n - 1, n = ds->n;
-    char **paths = realloc(ds->paths, (size_t)(n + add) * sizeof *paths);
-    if (paths) ds->paths = paths;
-    int *cls = paths ? realloc(ds->cls, (size_t)(n + add) * sizeof *cls) : NULL;
-    if (cls) ds->cls = cls;
-    int *src = cls ? realloc(ds->src_cls, (size_t)(n + add) * sizeof *src) : NULL;
-    if (src) ds->src_cls = src;
-    int *sidx = src ? realloc(ds->src_idx, (size_t)(n + add) * sizeof *sidx) : NULL;
-    if (sidx) ds->src_idx = sidx;
-    int *order = sidx ? real_order(ds) : NULL;
+    genindex_reader rd;
+    int rc = genindex_open(&rd, index_path);
+    if (rc) return rc < 0 ? -1 : err_set("%s: %s", index_path, strerror(ENOENT));
+    int *order = real_order(ds);
     if (!order) {
-        free_lines(ix.lines, ix.n);
+        genindex_close(&rd);
         return err_set("%s: out of memory", index_path);
     }
-    int rc = 0;
-    for (int i = 1; i < ix.n && rc == 0; i++) {
-        char *out, *source, *target;
-        if ((rc = index_fields(index_path, ix.lines[i], i + 1, &out, &source, &target))) break;
+    genindex_row row;
+    int cap = ds->n;
+    while ((rc = genindex_read(&rd, &row)) > 0) {
         int c = -1;
         for (int k = 0; k < ds->classes && c < 0; k++)
-            if (!strcmp(ds->labels[k], target)) c = k;
+            if (!strcmp(ds->labels[k], row.f[GX_TARGET])) c = k;
         if (c < 0) {
-            rc = err_set("%s:%d: target '%s' is not a label", index_path, i + 1, target);
+            rc = err_set("%s:%d: target '%s' is not a label", index_path, rd.line, row.f[GX_TARGET]);
             break;
         }
-        int s = *source ? labels_match(source, ds->labels, ds->classes) : -1;
-        ds->paths[ds->n] = strdup(out);
+        if (ds->n == cap) {
+            cap = cap ? 2 * cap : 256;
+            char **paths = realloc(ds->paths, (size_t)cap * sizeof *paths);
+            if (paths) ds->paths = paths;
+            int *cls = paths ? realloc(ds->cls, (size_t)cap * sizeof *cls) : NULL;
+            if (cls) ds->cls = cls;
+            int *src = cls ? realloc(ds->src_cls, (size_t)cap * sizeof *src) : NULL;
+            if (src) ds->src_cls = src;
+            int *sidx = src ? realloc(ds->src_idx, (size_t)cap * sizeof *sidx) : NULL;
+            if (sidx) ds->src_idx = sidx;
+            if (!sidx) {
+                rc = err_set("%s: out of memory", index_path);
+                break;
+            }
+        }
+        const char *source = row.f[GX_SOURCE], *sc = row.f[GX_SOURCE_CLASS];
+        int s = -1;
+        for (int k = 0; *sc && k < ds->classes && s < 0; k++)
+            if (!strcmp(ds->labels[k], sc)) s = k;
+        if (!*sc && *source) s = labels_match(source, ds->labels, ds->classes);   /* the former format */
+        ds->paths[ds->n] = strdup(row.f[GX_OUTPUT]);
         ds->cls[ds->n] = c;
         ds->src_cls[ds->n] = s < 0 ? -1 : s;
         ds->src_idx[ds->n] = *source ? real_find(ds, order, source) : -1;
         ds->count[c]++;
         ds->n++;
     }
+    if (rc == 0 && rd.torn_line) rc = index_torn(&rd);
     free(order);
-    free_lines(ix.lines, ix.n);
+    genindex_close(&rd);
     if (rc == 0) build_members(ds);
     return rc;
 }
 
 int dataset_add_roundtrips(dataset *ds, const char *index_path)
 {
-    index_file ix;
-    if (index_read(index_path, &ix)) return -1;
+    genindex_reader rd;
+    int rc = genindex_open(&rd, index_path);
+    if (rc) return rc < 0 ? -1 : err_set("%s: %s", index_path, strerror(ENOENT));
     int *order = real_order(ds);
     if (!ds->alt) ds->alt = calloc((size_t)ds->n_real, sizeof *ds->alt);
     if (!order || !ds->alt) {
         free(order);
-        free_lines(ix.lines, ix.n);
+        genindex_close(&rd);
         return err_set("%s: out of memory", index_path);
     }
-    int rc = 0;
-    for (int i = 1; i < ix.n && rc == 0; i++) {
-        char *out, *source, *target;
-        if ((rc = index_fields(index_path, ix.lines[i], i + 1, &out, &source, &target))) break;
-        int hit = real_find(ds, order, source);
+    genindex_row row;
+    while ((rc = genindex_read(&rd, &row)) > 0) {
+        int hit = real_find(ds, order, row.f[GX_SOURCE]);
         if (hit < 0) continue;    /* a round trip of an image this list does not hold */
         free(ds->alt[hit]);
-        ds->alt[hit] = strdup(out);
+        ds->alt[hit] = strdup(row.f[GX_OUTPUT]);
     }
+    if (rc == 0 && rd.torn_line) rc = index_torn(&rd);
     free(order);
-    free_lines(ix.lines, ix.n);
+    genindex_close(&rd);
     return rc;
 }
