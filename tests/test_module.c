@@ -298,7 +298,8 @@ int main(void)
 
     /* runs that used to hang (each under `timeout`, so a hang that comes back fails the check, not the suite): sync
      * with no row ever taking a sample, a target without a usable source image (missing files, or no image at
-     * all), and a module that fails while a sync trainer waits on it */
+     * all), and a module that fails while a sync trainer waits on it (6 iterations: with warmup 0 and the loader's
+     * lookahead of 4 batches, the 5th is the first with generated rows) */
     CHECK(system("sed '/_tee\\./s|^|build/nowhere/|' data/fmnist/lt/train.list > build/test_module_notee.list && "
                  "grep -v _tee data/fmnist/lt/train.list > build/test_module_0tee.list && "
                  "sed 's|data/fmnist/lt/train.list|build/test_module_0tee.list|' build/test_module.data > build/test_module_0tee.data && "
@@ -324,7 +325,7 @@ int main(void)
         fclose(w);
         /* the source lines are counted, not kept: the old module printed millions */
         snprintf(cmd, sizeof cmd, "rm -rf build/test_module_bk; ( timeout -k 5 60 $G classifier train %s cfg/fmnist-ft.cfg "
-                 "data/models/fmnist-judge.weights -clear -iters 4 -genie build/test_module_hang.cfg; echo \"exit $?\" ) 2>&1 "
+                 "data/models/fmnist-judge.weights -clear -iters 6 -genie build/test_module_hang.cfg; echo \"exit $?\" ) 2>&1 "
                  "| awk '/genie module: source/ {n++; next} {print} END {print \"source lines \" n+0}'", hangs[i].data);
         check_sh(cmd, out, sizeof out);
         const char *e = strstr(out, "\nexit ");
@@ -344,7 +345,7 @@ int main(void)
         fprintf(w, "[genie]\nmode=genie\nwarmup=0\nshare=0.2\nr=0.05\nsteps=5\nsync=%d\n", sync);
         fclose(w);
         rc = check_sh("rm -rf build/test_module_bk; timeout -k 5 60 $G classifier train build/test_module.data "
-                      "cfg/fmnist-ft.cfg data/models/fmnist-judge.weights -clear -iters 4 -genie build/test_module_err.cfg",
+                      "cfg/fmnist-ft.cfg data/models/fmnist-judge.weights -clear -iters 6 -genie build/test_module_err.cfg",
                       out, sizeof out);
         int refused = strstr(out, "test_module_err.cfg:") != NULL && !strstr(out, "saved");
         const char *says = sync ? "fmnist-ft.backup saved" : "no samples were made";
