@@ -113,8 +113,6 @@ static const char *capture_end(void)
     return text;
 }
 
-static int even_rows(const void *ctx, uint64_t k) { return (int)(intptr_t)ctx && k % 2 == 0; }
-
 /* waits up to `s` seconds for `want` kept samples */
 static int wait_kept(module *m, int want, double s)
 {
@@ -204,24 +202,28 @@ int main(void)
     }
     module_stop(m);
 
-    /* which rows take generated samples: none in the run's first warmup iterations, then share of the rows the
-     * gate lets through (the trainer's tail rows) and no other */
+    /* which rows take generated samples: none in the run's first warmup iterations, then share of the trainer's
+     * tail rows (its recipe has a tail share) and no other */
     {
         genie_cfg cw = c;
         cw.share = 0.5, cw.warmup = 3, cw.cache[0] = 0;
         module_opts o = {.cfg = &cw, .cfg_path = "test.cfg", .classes = ds.classes, .labels = ds.labels,
                          .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = "cfg/fmnist.cfg",
                          .seed = 3, .confusion = planted, .start = 1000, .start_iter = 7, .batch = 10,
-                         .row_gate = even_rows, .row_gate_ctx = (void *)1};
+                         .rows = {.seed = 3, .tail_share = 0.5, .tail_classes = 3}};
         module *mw = module_start(&o);
         CHECK(mw != NULL, "start: %s", err_msg());
-        int early = 0, odd = 0, even = 0, n_even = 0;
-        for (uint64_t k = 1000; mw && k < 1030; k++) early += module_wants(mw, k);
-        for (uint64_t k = 1030; mw && k < 5030; k++)
-            if (k % 2) odd += module_wants(mw, k);
-            else even += module_wants(mw, k), n_even++;
-        CHECK(early == 0 && odd == 0 && even > 0.45 * n_even && even < 0.55 * n_even,
-              "rows wanted: %d in warmup, %d outside the gate, %d of %d inside", early, odd, even, n_even);
+        rows_opts r = o.rows;
+        if (mw) module_rows(mw, &r);
+        int early = 0, outside = 0, inside = 0, n_tail = 0;
+        for (uint64_t k = 1000; mw && k < 1030; k++) early += (rows_kind(&r, k) & ROW_GENERATED) != 0;
+        for (uint64_t k = 1030; mw && k < 5030; k++) {
+            unsigned kind = rows_kind(&r, k);
+            if (!(kind & ROW_TAIL)) outside += (kind & ROW_GENERATED) != 0;
+            else inside += (kind & ROW_GENERATED) != 0, n_tail++;
+        }
+        CHECK(early == 0 && outside == 0 && n_tail > 1800 && inside > 0.45 * n_tail && inside < 0.55 * n_tail,
+              "rows wanted: %d in warmup, %d outside the tail, %d of %d inside", early, outside, inside, n_tail);
         module_stop(mw);
     }
 
@@ -403,8 +405,65 @@ int main(void)
     if (p) cached = atoi(p + 7);
     CHECK(rc == 0 && cached >= 4, "resume after kill -9: %d from the cache, rc %d: %s", cached, rc, out);
     CHECK(cache_exact(&entries) && entries >= cached, "cache after kill -9 and a resume: %d lines", entries);
-    CHECK(system("rm -rf build/test_module_bk build/test_module_*.cfg build/test_module.data build/test_module_a.weights "
-                 "build/test_module_kill.log build/test_module_err.log") == 0, "rm");
+
+    /* runs that used to hang (each under `timeout`, so a hang that comes back fails the check, not the suite): sync
+     * with no row ever taking a sample, a target without a usable source image (missing files, or no image at
+     * all), and a module that fails while a sync trainer waits on it (6 iterations: with warmup 0 and the loader's
+     * lookahead of 4 batches, the 5th is the first with generated rows) */
+    CHECK(system("sed '/_tee\\./s|^|build/nowhere/|' data/fmnist/lt/train.list > build/test_module_notee.list && "
+                 "grep -v _tee data/fmnist/lt/train.list > build/test_module_0tee.list && "
+                 "sed 's|data/fmnist/lt/train.list|build/test_module_0tee.list|' build/test_module.data > build/test_module_0tee.data && "
+                 "sed 's|data/fmnist/lt/train.list|build/test_module_notee.list|' build/test_module.data > build/test_module_notee.data")
+          == 0, "lists");
+    static const struct {
+        const char *what, *data, *cfg;
+        int want_rc;          /* the exit status */
+        const char *says;     /* in the output */
+    } hangs[] = {
+        {"sync, share 0", "build/test_module.data", "mode=genie\nwarmup=0\nshare=0\nsync=1\n", 0, "saved "},
+        {"sync, share 1e-12", "build/test_module.data", "mode=genie\nwarmup=0\nshare=1e-12\nsync=1\n", 0, "saved "},
+        {"tee's files missing", "build/test_module_notee.data",
+         "mode=genie\nwarmup=0\nshare=0.2\ntargets=tee\nsources=same\n", 1, "no samples were made"},
+        {"no tee image", "build/test_module_0tee.data", "mode=genie\nwarmup=0\nshare=0.2\ntargets=tee\nsources=same\n",
+         1, "target tee has no training image"},
+        {"sync, tee's files missing", "build/test_module_notee.data",
+         "mode=genie\nwarmup=0\nshare=0.2\ntargets=tee\nsources=same\nsync=1\n", 1, "fmnist-ft.backup saved"},
+    };
+    for (size_t i = 0; i < sizeof hangs / sizeof *hangs; i++) {
+        w = fopen("build/test_module_hang.cfg", "w");
+        fprintf(w, "[genie]\n%s", hangs[i].cfg);
+        fclose(w);
+        /* the source lines are counted, not kept: the old module printed millions */
+        snprintf(cmd, sizeof cmd, "rm -rf build/test_module_bk; ( timeout -k 5 60 $G classifier train %s cfg/fmnist-ft.cfg "
+                 "data/models/fmnist-judge.weights -clear -iters 6 -genie build/test_module_hang.cfg; echo \"exit $?\" ) 2>&1 "
+                 "| awk '/genie module: source/ {n++; next} {print} END {print \"source lines \" n+0}'", hangs[i].data);
+        check_sh(cmd, out, sizeof out);
+        const char *e = strstr(out, "\nexit ");
+        int status = e ? atoi(e + 6) : -1;
+        int gave_up = 0;
+        for (const char *q = out; (q = strstr(q, "no usable source image in")); q++) gave_up++;
+        CHECK(status == hangs[i].want_rc && strstr(out, hangs[i].says) && strstr(out, "source lines 0") && gave_up <= 1,
+              "%s: exit %d (want %d; 124/137: it hung), %d give-up messages: %s", hangs[i].what, status,
+              hangs[i].want_rc, gave_up, out);
+    }
+    CHECK(access("build/test_module_bk/fmnist-ft.backup", R_OK) == 0, "a failed sync run saved no backup weights");
+    /* an engine error (r x steps < 1: no denoising step; a genie.cfg reader that refuses it first stops the run
+     * at start, naming the file): a sync run stops with the module's message and its backup, a run without sync
+     * trains on and its closing line and exit status say that no samples were made */
+    for (int sync = 0; sync < 2; sync++) {
+        w = fopen("build/test_module_err.cfg", "w");
+        fprintf(w, "[genie]\nmode=genie\nwarmup=0\nshare=0.2\nr=0.05\nsteps=5\nsync=%d\n", sync);
+        fclose(w);
+        rc = check_sh("rm -rf build/test_module_bk; timeout -k 5 60 $G classifier train build/test_module.data "
+                      "cfg/fmnist-ft.cfg data/models/fmnist-judge.weights -clear -iters 6 -genie build/test_module_err.cfg",
+                      out, sizeof out);
+        int refused = strstr(out, "test_module_err.cfg:") != NULL && !strstr(out, "saved");
+        const char *says = sync ? "fmnist-ft.backup saved" : "no samples were made";
+        CHECK(rc == 1 && (refused || (strstr(out, "no denoising step") && strstr(out, says))),
+              "engine error, sync=%d: exit %d: %s", sync, rc, out);
+    }
+    CHECK(system("rm -rf build/test_module_bk build/test_module_*.cfg build/test_module*.data build/test_module_a.weights "
+                 "build/test_module_kill.log build/test_module_*tee.list build/test_module_err.log") == 0, "rm");
 
     imgio_free(&im);
     dataset_free(&ds);

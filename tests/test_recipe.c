@@ -153,10 +153,14 @@ int main(void)
     }
     CHECK(sun > N * 0.45 && sun < N * 0.56, "tail rows %d of %d", sun, N);
     CHECK(bad_gen == 0 && sun_gen > sun / 2, "generated outside the tail %d, generated sun %d of %d", bad_gen, sun_gen, sun);
-    /* the online module's gate: exactly the rows drawn from the tail (about half here, each a sun) */
+    /* the rows the online module may take (rows.h's tail rows): exactly those drawn from the tail (about half here,
+     * each a sun) */
     int gated = 0, gate_ok = 1;
+    rows_opts ro;
+    loader_rows(&lo, &ro);
     for (int i = 0; i < N; i++)
-        if (loader_tail_row(&lo, lo.start + i)) gated++, gate_ok &= ds.cls[loader_sample_index(&lo, lo.start + i)] == 2;
+        if (rows_kind(&ro, lo.start + i) & ROW_TAIL)
+            gated++, gate_ok &= ds.cls[loader_sample_index(&lo, lo.start + i)] == 2;
     CHECK(gate_ok && gated > N * 0.45 && gated < N * 0.55, "tail rows by the gate: %d of %d, all sun: %d", gated, N, gate_ok);
 
     /* pair_source: a row beside a generated sample with a known source shows that source, with its own label;
@@ -198,7 +202,8 @@ int main(void)
     lo.gen_soft = 0;
     lo.tail_share = 0;
     int gate_none = 0;
-    for (int i = 0; i < N; i++) gate_none += loader_tail_row(&lo, lo.start + i);
+    loader_rows(&lo, &ro);
+    for (int i = 0; i < N; i++) gate_none += (rows_kind(&ro, lo.start + i) & ROW_TAIL) != 0;
     CHECK(gate_none == 0, "no tail share, yet the gate let %d rows through", gate_none);
     lo.roundtrip_p = 1;
     run(lo, NB, idx, px, y);

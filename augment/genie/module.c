@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #define GRID_ROWS 8
+/* draws in a row without a usable source image before a target is given up */
+#define SOURCE_DRAWS 64
 
 struct module {
     module_opts o;
@@ -64,7 +66,10 @@ struct module {
     int *hist_iter, n_hist, need_iter, last_pub, used_iter;
     pthread_cond_t hist_cv;
     uint64_t scan_k, scan_j;       /* the next row to look at, and the generated rows counted before it */
+    int *src_fails;                 /* per target: draws in a row without a usable source image */
     int stop;                       /* atomic */
+    int failed, fail_iter;          /* failed: atomic, set after fail_msg and fail_iter */
+    char fail_msg[1024];
     pthread_t th;
     int started;
     pthread_mutex_t mu;             /* stats */
@@ -224,7 +229,8 @@ static void replay(module *m)
 }
 
 /* One request from draw g: the target (by error and quota left), the source class and image, r, the seed. 1 when
- * planned, 0 when every target has its quota, -1 when this draw has no usable source (drawn again with the next). */
+ * planned, 0 when every target has its quota, -1 + err_msg() when this draw has no usable source for r->target
+ * (drawn again with the next; source_failed gives up on the target after a while). */
 static int plan_request(module *m, philox_t *g, genie_request *r, img_u8 *src, int *src_cls, int *src_idx)
 {
     const genie_cfg *c = &m->cfg;
@@ -244,17 +250,26 @@ static int plan_request(module *m, philox_t *g, genie_request *r, img_u8 *src, i
             for (int k = 0; k < m->classes && n < 64; k++)
                 if (k != t) cand[n++] = k;
         int s = n ? cand[philox_int(g, n)] : -1;
-        if (s < 0 || !m->count[s]) return -1;
+        if (s < 0 || !m->count[s]) return err_set("class %s has no training image", s < 0 ? "(none)" : m->o.labels[s]);
         int idx = m->members[s][philox_int(g, m->count[s])];
-        if (imgio_load(m->o.paths[idx], 0, 0, src)) {
-            fprintf(stderr, "genie module: source %s\n", err_msg());
-            return -1;
-        }
+        if (imgio_load(m->o.paths[idx], 0, 0, src)) return -1;
+        m->src_fails[t] = 0;
         r->source = src;
         *src_cls = s;
         *src_idx = idx;
     }
     r->seed = (uint64_t)philox_next(g) << 32 | philox_next(g);
+    return 1;
+}
+
+/* A draw for target t found no usable source (err_msg() says why): after SOURCE_DRAWS such draws in a row the
+ * target is given up, with one message. 1 when given up now. */
+static int source_failed(module *m, int t)
+{
+    if (++m->src_fails[t] < SOURCE_DRAWS) return 0;
+    fprintf(stderr, "genie module: target %s: no usable source image in %d draws (last: %s); no samples for it\n",
+            m->o.labels[t], SOURCE_DRAWS, err_msg());
+    m->eligible[t] = 0;
     return 1;
 }
 
@@ -292,7 +307,8 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
     const genie_cfg *c = &m->cfg;
     m->o.confusion(m->o.confusion_ctx, m->conf);
     int nq = 0, cost = 0;
-    while (nq < c->batch) {
+    /* bounded: each turn plans a request or counts a failed draw against a target (given up after SOURCE_DRAWS) */
+    while (nq < c->batch && !stopped(m)) {
         philox_t g;
         philox_init(&g, m->o.seed, philox_mix(*q, PHILOX_MODULE_REQUEST));
         genie_request *r = &rq[nq];
@@ -300,6 +316,7 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
         if (planned == 0) break;
         if (planned < 0) {
             (*q)++;
+            source_failed(m, r->target);
             continue;
         }
         if (cost + genie_request_cost(m->g, r) > c->batch) break;
@@ -314,6 +331,7 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
         nq++;
     }
     if (!nq) {
+        if (!quota_left(m) && !m->n_kept) return err_set("genie module: no target has a usable source image");
         sleep_ms(5);
         return 0;
     }
@@ -347,6 +365,22 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
     return 0;
 }
 
+/* The module's thread failed (err_msg() says why): recorded for the trainer (module_failed). In sync mode rows wait
+ * for samples that will not come: everything that waits on the module is woken (those rows take real images, so
+ * the trainer must stop the run). */
+static void module_fail(module *m)
+{
+    pthread_mutex_lock(&m->mu);
+    const char *e = err_msg(), *who = "genie module: ";
+    snprintf(m->fail_msg, sizeof m->fail_msg, "%s%s", strncmp(e, who, strlen(who)) ? who : "", e);
+    m->fail_iter = __atomic_load_n(&m->iter, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&m->mu);
+    __atomic_store_n(&m->failed, 1, __ATOMIC_RELEASE);
+    fprintf(stderr, "%s; %s\n", m->fail_msg,
+            m->cfg.sync ? "the run stops (sync=1)" : "generation stopped, training goes on without generated samples");
+    if (m->cfg.sync) module_close(m);
+}
+
 static void *module_main(void *arg)
 {
     module *m = arg;
@@ -375,20 +409,51 @@ static void *module_main(void *arg)
         if (!quota_left(m)) replay(m);
         else rc = generate_batch(m, &q, rq, res, src, src_cls, src_idx, imgs, rgb);
     }
-    if (rc && !stopped(m)) fprintf(stderr, "genie module: %s; generation stopped, training goes on\n", err_msg());
+    if (rc && !stopped(m)) module_fail(m);
     for (int i = 0; src && i < B; i++) imgio_free(&src[i]);
     free(rq), free(res), free(src), free(src_cls), free(src_idx), free(imgs), free(rgb);
     backbone_pool_end(pool);
     return NULL;
 }
 
-/* sync=1: the sample number (k) of generated row j, scanning rows in order from the run's start */
+/* sync=1: the snapshot iteration row k is planned from: the last snapshot point the trainer has surely passed when
+ * the loader fills k's batch (never decreasing with k). */
+static int snapshot_for(const module *m, uint64_t k)
+{
+    int b = (int)((k - m->o.start) / (uint64_t)m->o.batch);
+    int due = m->o.start_iter + b - m->o.lookahead, it = m->o.start_iter, se = m->cfg.snapshot_every;
+    if (due >= trust_iter(m) && trust_iter(m) > it) it = trust_iter(m);
+    if (due > it && due / se * se > it) it = due / se * se;
+    return it;
+}
+
+/* sync=1: the sample number of generated row j (rows counted in order from the run's start, through the row
+ * router), UINT64_MAX once stopped. The search never runs past the rows the loader can reach by the trainer's
+ * iteration (its lookahead, plus the snapshot period the module may work ahead): where no row there takes a
+ * sample (a tiny share, or none) it waits for the trainer, releasing the snapshots no later row can use. */
 static uint64_t row_of(module *m, uint64_t j)
 {
-    for (;; m->scan_k++) {
-        if (!module_wants(m, m->scan_k)) continue;
-        if (m->scan_j++ == j) return m->scan_k++;
+    while (!stopped(m)) {
+        int iter = __atomic_load_n(&m->iter, __ATOMIC_ACQUIRE);
+        if (iter < m->o.start_iter) iter = m->o.start_iter;
+        uint64_t batches = (uint64_t)(iter - m->o.start_iter) + m->o.lookahead + m->cfg.snapshot_every + 2;
+        uint64_t reach = m->o.start + batches * (uint64_t)m->o.batch;
+        if (m->scan_k < reach) {
+            uint64_t k = rows_next_generated(&m->o.rows, m->scan_k, reach);
+            m->scan_k = k < reach ? k + 1 : reach;
+            if (k < reach && m->scan_j++ == j) return k;
+            continue;
+        }
+        int it = snapshot_for(m, m->scan_k);
+        pthread_mutex_lock(&m->stage_mu);
+        if (it > m->need_iter) {
+            m->need_iter = it;
+            pthread_cond_broadcast(&m->hist_cv);
+        }
+        pthread_mutex_unlock(&m->stage_mu);
+        sleep_ms(10);
     }
+    return UINT64_MAX;
 }
 
 /* sync=1: waits for the snapshot taken at iteration `it` and makes it f_theta's and the planner's. */
@@ -438,11 +503,8 @@ static void *module_sync_main(void *arg)
     uint64_t generated = 0;
     for (uint64_t s = 0; rc == 0 && !stopped(m); s++) {
         uint64_t k = row_of(m, s * (uint64_t)c->reuse);
-        int b = (int)((k - m->o.start) / (uint64_t)m->o.batch);
-        /* the last snapshot point the trainer has surely passed when the loader fills batch b */
-        int due = m->o.start_iter + b - m->o.lookahead, it = m->o.start_iter;
-        if (due >= trust_iter(m) && trust_iter(m) > it) it = trust_iter(m);
-        if (due > it && due / c->snapshot_every * c->snapshot_every > it) it = due / c->snapshot_every * c->snapshot_every;
+        if (k == UINT64_MAX) break;
+        int it = snapshot_for(m, k);
         if ((rc = use_snapshot(m, it)) || stopped(m)) break;
         ring_meta meta = {.source_index = -1, .snapshot_iter = it};
         int kept = 0;
@@ -450,6 +512,7 @@ static void *module_sync_main(void *arg)
             philox_t g;
             philox_init(&g, m->o.seed, philox_mix(philox_mix(s, (uint64_t)attempt), PHILOX_MODULE_REQUEST));
             int sc, si, planned = plan_request(m, &g, &rq, &src, &sc, &si);
+            if (planned < 0) source_failed(m, rq.target);
             if (planned <= 0) continue;
             int t = rq.target;
             rq.stream = s;
@@ -480,7 +543,7 @@ static void *module_sync_main(void *arg)
         if (!kept) {
             /* quota met (or four drops in a row): the kept samples again, in order */
             if (!m->n_kept) {
-                rc = err_set("genie module: no sample to serve (every request dropped)");
+                rc = err_set("genie module: no sample to serve (every request dropped or without a source image)");
                 break;
             }
             int i = (int)((s - generated) % (uint64_t)m->n_kept);
@@ -492,7 +555,7 @@ static void *module_sync_main(void *arg)
         }
         if (ring_put(m->ring, rgb, &meta) == UINT64_MAX) break;
     }
-    if (rc && !stopped(m)) fprintf(stderr, "genie module: %s; generation stopped, training goes on\n", err_msg());
+    if (rc && !stopped(m)) module_fail(m);
     imgio_free(&src);
     free(img);
     free(rgb);
@@ -522,8 +585,9 @@ static int setup_targets(module *m)
     int n = 0;
     for (int k = 0; k < m->classes; k++) {
         if (!m->eligible[k]) continue;
-        if (c->mode == GENIE_MODE_IMG2IMG && c->sources == GENIE_SOURCES_SAME && !m->count[k])
-            return err_set("%s: target %s has no training image to start img2img from", m->o.cfg_path, m->o.labels[k]);
+        if (c->mode != GENIE_MODE_TXT2IMG && c->sources == GENIE_SOURCES_SAME && !m->count[k])
+            return err_set("%s: target %s has no training image to start from (sources=same)", m->o.cfg_path,
+                           m->o.labels[k]);
         if (n < GENIE_CFG_MAX_TARGETS) m->st.targets[n++] = k;
     }
     m->st.n_targets = n;
@@ -548,7 +612,7 @@ static void module_free(module *m)
     for (int i = 0; i < m->n_kept; i++) free(m->kept[i]);
     free(m->kept), free(m->kept_meta);
     free(m->members), free(m->count), free(m->mean_imgs), free(m->mean_counts);
-    free(m->eligible), free(m->made), free(m->conf);
+    free(m->eligible), free(m->made), free(m->conf), free(m->src_fails);
     free(m->grid), free(m->grid_tmp);
     font_free(m->font);
     backbone_net_free(m->stage);
@@ -589,6 +653,10 @@ module *module_start(const module_opts *o)
     pthread_cond_init(&m->hist_cv, NULL);
     m->used_iter = m->need_iter = m->last_pub = -1;
     m->scan_k = o->start;
+    /* no generated rows before the planner trusts the statistics; in sync mode not before the first batch whose
+     * sample is planned from a snapshot taken after that */
+    m->o.rows.share = c->share;
+    m->o.rows.first_generated = o->batch > 0 ? o->start + (uint64_t)(c->warmup + (c->sync ? o->lookahead : 0)) * o->batch : 0;
     int K = o->classes;
     m->eligible = calloc(K, 1);
     m->made = calloc(K, sizeof *m->made);
@@ -597,8 +665,10 @@ module *module_start(const module_opts *o)
     m->mean_imgs = calloc(K, sizeof *m->mean_imgs);
     m->mean_counts = calloc(K, sizeof *m->mean_counts);
     m->conf = calloc((size_t)K * K, sizeof *m->conf);
+    m->src_fails = calloc(K, sizeof *m->src_fails);
     char **words = NULL;
-    if (!m->eligible || !m->made || !m->members || !m->count || !m->mean_imgs || !m->mean_counts || !m->conf) {
+    if (!m->eligible || !m->made || !m->members || !m->count || !m->mean_imgs || !m->mean_counts || !m->conf ||
+        !m->src_fails) {
         err_set("genie module: out of memory");
         goto fail;
     }
@@ -758,19 +828,10 @@ int module_snapshot(module *m, const struct network *trainer, int iter)
     return rc == 0;
 }
 
-int module_wants(const module *m, uint64_t k)
+void module_rows(const module *m, rows_opts *r)
 {
-    if (m->cfg.share <= 0) return 0;
-    /* no generated rows before the planner trusts the statistics; in sync mode not before the first batch
-     * whose sample is planned from a snapshot taken after that */
-    if (m->o.batch > 0) {
-        int it = m->o.start_iter + (int)((k - m->o.start) / (uint64_t)m->o.batch);
-        if (it < trust_iter(m) + (m->cfg.sync ? m->o.lookahead : 0)) return 0;
-    }
-    if (m->o.row_gate && !m->o.row_gate(m->o.row_gate_ctx, k)) return 0;
-    uint32_t w[4];
-    philox_block(m->o.seed, philox_mix(k, PHILOX_GENERATED_ROW), 0, w);
-    return w[0] * (1.0 / 4294967296.0) < m->cfg.share;
+    r->share = m->o.rows.share;
+    r->first_generated = m->o.rows.first_generated;
 }
 
 /* A taken sample into out (as an image of the module's size), with its label and source class. */
@@ -796,6 +857,16 @@ int module_take(module *m, img_u8 *out, module_label *lab) { return take_into(m,
 int module_sync(const module *m) { return m->cfg.sync; }
 
 int module_take_seq(module *m, uint64_t j, img_u8 *out, module_label *lab) { return take_into(m, 1, j, out, lab); }
+
+int module_failed(module *m, int *iter)
+{
+    if (!m || !__atomic_load_n(&m->failed, __ATOMIC_ACQUIRE)) return 0;
+    pthread_mutex_lock(&m->mu);
+    err_set("%s", m->fail_msg);
+    if (iter) *iter = m->fail_iter;
+    pthread_mutex_unlock(&m->mu);
+    return 1;
+}
 
 void module_get_stats(module *m, module_stats *st)
 {

@@ -18,6 +18,7 @@
 
 #include "augment/genie/ada.h"
 #include "augment/genie/genie_cfg.h"
+#include "augment/genie/rows.h"
 #include "common/imgio.h"
 
 typedef struct {
@@ -41,10 +42,9 @@ typedef struct {
     /* optional: a PNG of the latest kept pairs (rows of source | generated) and its labels in grid_path.csv
      * (source, target, r), rewritten as samples come */
     const char *grid_path;
-    /* optional: the rows that may take a generated sample at all (the trainer's tail rows when its recipe has a
-     * tail share, so generated samples enter only there, as in the offline recipe); share applies among them */
-    int (*row_gate)(const void *ctx, uint64_t k);
-    const void *row_gate_ctx;
+    /* the trainer's rows (its loader's: seed, tail share, pair_source); the module adds its share and warmup, and
+     * with sync=1 makes the samples for the rows that then take one, in row order */
+    rows_opts rows;
     /* optional: the memory the kept samples may take (0: GENIE_KEPT_MAX_BYTES, genie_cfg.h) */
     size_t kept_bytes;
 } module_opts;
@@ -64,7 +64,7 @@ typedef struct module module;
 /* Loads everything and starts the thread; NULL + err_msg() (bad model, unknown target label, no source images). */
 module *module_start(const module_opts *o);
 /* Wakes everything that waits on the module (sync rows then take real images); call it before stopping the
- * loader, whose threads may be waiting. */
+ * loader, whose threads may be waiting. The module does it itself when it fails in sync mode. */
 void module_close(module *m);
 /* Stops generation promptly (between denoising steps) and frees everything; after the loader has stopped. */
 void module_stop(module *m);
@@ -72,9 +72,9 @@ void module_stop(module *m);
  * f_theta; never waits. Returns 1 when a snapshot was taken. */
 struct network;
 int module_snapshot(module *m, const struct network *trainer, int iter);
-/* Loader threads: whether sample k's row takes a generated sample: share (Philox-keyed by (seed, k)) of the rows
- * row_gate lets through, none before warmup iterations of this run (in sync mode warmup + lookahead). */
-int module_wants(const module *m, uint64_t k);
+/* The module's part of the rows (rows.h) into r: its share, and no generated row before warmup iterations of this
+ * run (in sync mode warmup + lookahead). */
+void module_rows(const module *m, rows_opts *r);
 /* sync=1: the loader numbers the rows that want a sample in sample order (j = 0, 1, ...) and row j waits for
  * sample j / reuse, which the module plans from the snapshot (parameters and confusion) the trainer took at a
  * fixed iteration before the row's batch: the same seed and settings give the same samples in the same rows. */
@@ -90,5 +90,9 @@ int module_take_seq(module *m, uint64_t j, img_u8 *out, module_label *lab);
  * label. 0, or -1 when none is ready (counted as shortfall). */
 int module_take(module *m, img_u8 *out, module_label *lab);
 void module_get_stats(module *m, module_stats *st);
+/* 1 once generation failed (an engine error, no sample to serve, no usable source for any target), with the
+ * module's message in err_msg() and the trainer's iteration then in *iter (may be NULL); else 0. A sync run must
+ * stop (rows after the failure took real images in place of theirs); otherwise training went on without samples. */
+int module_failed(module *m, int *iter);
 
 #endif

@@ -197,8 +197,8 @@ static int train(const train_args *a)
                               .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = a->cfg,
                               .seed = a->seed, .confusion = live_snapshot, .confusion_ctx = &live,
                               .start = *net->seen, .start_iter = (int)get_current_batch(net), .batch = imgs,
-                              .lookahead = loader_lookahead(&o), .grid_path = grid_path,
-                              .row_gate = o.tail_share > 0 ? loader_tail_row : NULL, .row_gate_ctx = &o};
+                              .lookahead = loader_lookahead(&o), .grid_path = grid_path};
+            loader_rows(&o, &mo.rows);
             if (!(gm = module_start(&mo))) goto out;
             module_snapshot(gm, net, (int)get_current_batch(net));
             o.genie = gm;
@@ -232,6 +232,7 @@ static int train(const train_args *a)
     sigaction(SIGTERM, &sa, NULL);
 
     float avg_loss = -1;
+    int gen_failed = 0; /* sync=1 and the module failed: rows from then on lack their samples */
     double t_start = util_now(), wait_prev = 0;
     /* -topk: once an epoch, but small data sets (an LT epoch is ~20 iterations) no more often than every 200. */
     int iter = 0, epoch = (int)(*net->seen / ds.n), topk_every = (ds.n + imgs - 1) / imgs;
@@ -241,6 +242,11 @@ static int train(const train_args *a)
         double t0 = util_now();
         const loader_batch *b = loader_next(l);
         if (!b && interrupted) break;
+        if (gm && gcfg.sync && module_failed(gm, NULL)) {
+            if (b) loader_release(l, b);
+            gen_failed = 1;
+            break;
+        }
         if (!b) goto out_data;
         for (int i = 0; i < imgs; i++) {
             d.X.vals[i] = b->x + (size_t)i * net->inputs;
@@ -316,15 +322,26 @@ static int train(const train_args *a)
     double wall = util_now() - t_start;
     fprintf(stderr, "%d iterations in %.1f s: %.0f img/s, waited for data %.2f%% of the time, %llu bad images\n", iter,
             wall, iter * imgs / wall, 100 * st.wait_s / wall, (unsigned long long)st.bad_images);
-    if (interrupted) {
+    if (interrupted || gen_failed) {
         snprintf(path, sizeof path, "%s/%s.backup", dc.backup, base);
-        fprintf(stderr, "interrupted: saving %s\n", path);
+        fprintf(stderr, "%s: saving %s\n", interrupted ? "interrupted" : "online GeNIe failed", path);
         rc = netio_save(net, path);
+        if (gen_failed && rc == 0) {
+            module_failed(gm, NULL);
+            err_wrap("online GeNIe failed (sync=1: the run stops; %s saved): ", path);
+            rc = -1;
+        }
         goto out_data;
     }
     snprintf(path, sizeof path, "%s/%s.weights", dc.backup, base);
     rc = netio_save(net, path);
     if (rc == 0) fprintf(stderr, "saved %s\n", path);
+    int fail_iter;
+    if (rc == 0 && module_failed(gm, &fail_iter)) {
+        err_wrap("online GeNIe failed at iteration %d, no samples were made from then on (training went on without "
+                 "them): ", fail_iter);
+        rc = -1;
+    }
 
 out_data:
     free(d.X.vals);

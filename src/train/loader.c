@@ -25,6 +25,7 @@ typedef struct {
 
 struct loader {
     loader_opts o;
+    rows_opts rows;               /* what each row is: the module's rule too (augment/genie/rows.h) */
     int nslots, row, classes, min_w, min_h;
     slot *slots;
     pthread_t *threads;
@@ -85,30 +86,24 @@ static int tail_index(const dataset *ds, philox_t *g)
     return -1;
 }
 
-/* Whether sample k's row is drawn from the tail (tail_share); g is left for tail_index. */
-static int tail_draw(const loader_opts *o, uint64_t k, philox_t *g)
+void loader_rows(const loader_opts *o, rows_opts *r)
 {
-    if (!(o->tail_share > 0 && o->sampling != SAMPLE_SEQUENTIAL)) return 0;
-    philox_init(g, o->seed, philox_mix(k, PHILOX_TAIL));
-    return philox_uniform(g) < o->tail_share;
+    /* a sequential pass (validation) has no tail, pair or generated rows */
+    int seq = o->sampling == SAMPLE_SEQUENTIAL;
+    *r = (rows_opts){.seed = o->seed, .tail_share = seq ? 0 : o->tail_share, .pair_source = seq ? 0 : o->pair_source};
+    if (r->tail_share > 0) r->tail_classes = tail_classes(o->ds);
 }
 
-int loader_tail_row(const void *opts, uint64_t k)
-{
-    const loader_opts *o = opts;
-    philox_t g;
-    return tail_draw(o, k, &g) && tail_classes(o->ds) > 0;
-}
-
-static int sample_draw(const loader_opts *o, uint64_t k)
+/* Sample k's dataset index; kind is rows_kind(r, k). */
+static int sample_draw(const loader_opts *o, const rows_opts *r, uint64_t k, unsigned kind)
 {
     const dataset *ds = o->ds;
     /* with a tail share, generated samples enter only through the tail rows */
-    uint64_t n = (uint64_t)(o->tail_share > 0 && o->sampling != SAMPLE_SEQUENTIAL ? ds->n_real : ds->n);
+    uint64_t n = (uint64_t)(r->tail_share > 0 ? ds->n_real : ds->n);
     philox_t g;
-    if (tail_draw(o, k, &g)) {
-        int idx = tail_index(ds, &g);
-        if (idx >= 0) return idx;
+    if (kind & ROW_TAIL) {
+        rows_tail_stream(r, k, &g);
+        return tail_index(ds, &g);
     }
     switch (o->sampling) {
     case SAMPLE_SHUFFLE: return (int)permute(k % n, n, o->seed, k / n);
@@ -132,22 +127,22 @@ static int sample_draw(const loader_opts *o, uint64_t k)
 
 /* With pair_source, a GeNIe sample's source image beside it in the batch: the pair differs in what the sample was
  * made to show, not in the source's look, so the classifier learns that difference rather than moving the
- * source class's boundary (the source's class pays for hard negatives otherwise). Whether row pair k/2 shows it: */
-static int pair_shows_source(const loader_opts *o, uint64_t k)
+ * source class's boundary (the source's class pays for hard negatives otherwise). Row k of kind `kind` (of r): */
+static int row_index(const loader_opts *o, const rows_opts *r, uint64_t k, unsigned kind)
 {
-    philox_t g;
-    philox_init(&g, o->seed, philox_mix(k >> 1, PHILOX_PAIR));
-    return philox_uniform(&g) < o->pair_source;
+    const dataset *ds = o->ds;
+    int idx = sample_draw(o, r, k, kind);
+    if (!(kind & ROW_PAIR_SOURCE) || idx < 0 || idx >= ds->n_real) return idx;
+    int other = sample_draw(o, r, k ^ 1, rows_kind(r, k ^ 1));
+    if (other < ds->n_real || ds->src_idx[other] < 0) return idx;
+    return ds->src_idx[other];
 }
 
 int loader_sample_index(const loader_opts *o, uint64_t k)
 {
-    const dataset *ds = o->ds;
-    int idx = sample_draw(o, k);
-    if (!(o->pair_source > 0) || o->sampling == SAMPLE_SEQUENTIAL || idx < 0 || idx >= ds->n_real) return idx;
-    int other = sample_draw(o, k ^ 1);
-    if (other < ds->n_real || ds->src_idx[other] < 0) return idx;
-    return pair_shows_source(o, k) ? ds->src_idx[other] : idx;
+    rows_opts r;
+    loader_rows(o, &r);
+    return row_index(o, &r, k, rows_kind(&r, k));
 }
 
 /* Per-thread scratch, allocated once. */
@@ -214,7 +209,8 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
     philox_t g;
     philox_init(&g, o->seed, philox_mix(k, PHILOX_SAMPLE));
     module_label lab;
-    int wants = may_generate && o->genie && o->sampling != SAMPLE_SEQUENTIAL && module_wants(o->genie, k);
+    unsigned kind = rows_kind(&l->rows, k);
+    int wants = may_generate && (kind & ROW_GENERATED);
     /* sync: row number *gen_next waits for its sample (a closed ring, at the end of a run, leaves it real) */
     int got = wants && (module_sync(o->genie)
                             ? module_take_seq(o->genie, (*gen_next)++, &sc->img, &lab)
@@ -229,9 +225,9 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
         add_label(l, y, lab.target, lab.source_class, 1);
         return 0;
     }
-    int idx = loader_sample_index(o, k);
+    int idx = row_index(o, &l->rows, k, kind);
     if (sc->pair_src >= 0) {   /* the other row of the pair holds an online sample: its source, as offline */
-        if (pair_shows_source(o, k)) idx = sc->pair_src;
+        if (kind & ROW_PAIR_SOURCE) idx = sc->pair_src;
         sc->pair_src = -1;
     }
     /* the draw is made whether or not the image has a round trip, so the rest of the stream stays put */
@@ -293,9 +289,9 @@ static void *worker(void *arg)
         l->next_claim++;
         /* sync GeNIe: generated rows are numbered in sample order, so the count goes with the claim (in order) */
         uint64_t gen_next = l->gen_rows;
-        if (l->o.genie && module_sync(l->o.genie) && l->o.sampling != SAMPLE_SEQUENTIAL)
+        if (l->o.genie && module_sync(l->o.genie))
             for (int i = 0; i < l->o.batch; i++)
-                l->gen_rows += module_wants(l->o.genie, l->o.start + b * (uint64_t)l->o.batch + i);
+                l->gen_rows += (rows_kind(&l->rows, l->o.start + b * (uint64_t)l->o.batch + i) & ROW_GENERATED) != 0;
         slot *s = &l->slots[b % l->nslots];
         while ((s->state != SLOT_FREE || s->turn != b) && !l->stop) pthread_cond_wait(&l->freed, &l->mu);
         if (l->stop) break;
@@ -307,11 +303,12 @@ static void *worker(void *arg)
         if (l->o.sampling == SAMPLE_SEQUENTIAL && first + n > (uint64_t)l->o.ds->n) n = (int)(l->o.ds->n - first);
         /* rows in pairs; with pair_source and an online sample in one row of a pair, that row first, so the other
          * can show its source (only when one row wants a sample: the rows' sample numbers stay in order) */
-        int pair_online = l->o.genie && l->o.pair_source > 0 && l->o.sampling != SAMPLE_SEQUENTIAL;
+        int pair_online = l->rows.share > 0 && l->rows.pair_source > 0;
         for (int i = 0; i < n && rc == 0; i += 2) {
             sc.pair_src = -1;
             int j = i + 1 < n ? i + 1 : -1;
-            int swap = j >= 0 && pair_online && !module_wants(l->o.genie, first + i) && module_wants(l->o.genie, first + j);
+            int swap = j >= 0 && pair_online && !(rows_kind(&l->rows, first + i) & ROW_GENERATED) &&
+                       (rows_kind(&l->rows, first + j) & ROW_GENERATED);
             int a = swap ? j : i, c = swap ? i : j;
             rc = fill_row(l, s, a, first + a, &sc, &gen_next, 1);
             if (rc == 0 && j >= 0) rc = fill_row(l, s, c, first + c, &sc, &gen_next, 1);
@@ -354,6 +351,8 @@ loader *loader_start(const loader_opts *o)
     loader *l = calloc(1, sizeof *l);
     l->o = *o;
     if (l->o.threads <= 0) l->o.threads = 1;
+    loader_rows(o, &l->rows);
+    if (o->genie && o->sampling != SAMPLE_SEQUENTIAL) module_rows(o->genie, &l->rows);
     l->nslots = loader_lookahead(&l->o);
     l->row = o->aug.w * o->aug.h * o->aug.c;
     l->classes = o->ds->classes;

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "augment/genie/rows.h"
 #include "src/train/dataset.h"
 #include "src/net/transform.h"
 
@@ -33,7 +34,8 @@ typedef struct {
     double roundtrip_p;          /* a real image is replaced by its VAE round trip (ds->alt) with this probability */
     double pair_source;          /* rows 2j and 2j+1: when one draws a generated sample and the other a real image,
                                   * the real row shows the sample's source instead, with this probability */
-    struct module *genie;        /* optional: online GeNIe; rows it wants (its share) take a generated sample */
+    struct module *genie;        /* optional: online GeNIe; its rows (rows.h: its share, after its warmup) take a
+                                  * generated sample */
     volatile sig_atomic_t *cancel; /* optional: once non-zero (a signal handler sets it), loader_next stops waiting
                                     * and returns NULL, and loader_stop waits for stuck workers only briefly */
 } loader_opts;
@@ -68,8 +70,8 @@ void loader_stop(loader *l);
 
 /* The dataset index of sample number k under opts' sampling, without bad-image replacement. */
 int loader_sample_index(const loader_opts *o, uint64_t k);
-/* Whether sample k's row is a tail row (tail_share, a Few class present): the online module's row gate, so that
- * with a tail share generated samples take only tail rows. opts is a loader_opts. */
-int loader_tail_row(const void *opts, uint64_t k);
+/* What the rows of opts are (augment/genie/rows.h) before online GeNIe's part: seed, tail share and classes,
+ * pair_source; the trainer gives the module the same, so both ask one rule. */
+void loader_rows(const loader_opts *o, rows_opts *r);
 
 #endif
