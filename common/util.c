@@ -11,6 +11,12 @@
 #include <time.h>
 #include <unistd.h>
 
+int util_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
 double util_now(void)
 {
     struct timespec ts;

@@ -2,6 +2,8 @@
 #ifndef GENIE_UTIL_H
 #define GENIE_UTIL_H
 
+/* The cores online (at least 1): the most threads a compute pool can use. */
+int util_cores(void);
 /* Monotonic clock in seconds. */
 double util_now(void);
 /* Creates a directory and its parents (mkdir -p); -1 with err_msg() naming the part that failed. */

@@ -404,6 +404,32 @@ static void check_cli(void)
     CHECK(cli_img2img(sizeof bad / sizeof bad[0], bad) == -1 && strstr(err_msg(), "-r"), "r = 2 accepted by the CLI");
     char *bad2[] = {"-model", FIX "sd-tiny-a", "-steps", "x", "-o", out};
     CHECK(cli_txt2img(sizeof bad2 / sizeof bad2[0], bad2) == -1 && strstr(err_msg(), "-steps"), "bad -steps");
+    /* options a command does not use are refused, not dropped */
+    char *t2i_i[] = {"-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img0.png", "-o", out};
+    CHECK(cli_txt2img(sizeof t2i_i / sizeof t2i_i[0], t2i_i) == -1 && strstr(err_msg(), "txt2img: -i is not used"),
+          "txt2img -i: %s", err_msg());
+    char *t2i_r[] = {"-model", FIX "sd-tiny-a", "-r", "0.5", "-o", out};
+    CHECK(cli_txt2img(sizeof t2i_r / sizeof t2i_r[0], t2i_r) == -1 && strstr(err_msg(), "txt2img: -r is not used"),
+          "txt2img -r: %s", err_msg());
+    char *sw_r[] = {"-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img1.png", "-r", "0.5", "-o", strip};
+    CHECK(cli_sweep(sizeof sw_r / sizeof sw_r[0], sw_r) == -1 && strstr(err_msg(), "sweep: -r is not used"),
+          "sweep -r: %s", err_msg());
+    /* a missing output directory is said before the model loads, against the output's name */
+    char *nodir[] = {"-model", FIX "sd-tiny-a", "-steps", "1", "-o", "build/no/such/dir/x.png"};
+    CHECK(cli_txt2img(sizeof nodir / sizeof nodir[0], nodir) == -1 && strstr(err_msg(), "x.png: directory") &&
+              !strstr(err_msg(), ".tmp"),
+          "missing directory: %s", err_msg());
+    /* -max-pixels below the source's size: a clean error (and, under ASan, no leak of the half-loaded file) */
+    char *small[] = {"-model", FIX "sd-tiny-a", "-i", FIX "sd-tiny-a/img0.png", "-p", "x", "-steps", "2", "-max-pixels",
+                     "10", "-o", out};
+    CHECK(cli_img2img(sizeof small / sizeof small[0], small) == -1 && strstr(err_msg(), "img0.png"), "-max-pixels: %s",
+          err_msg());
+    /* more engine threads than cores: capped, said once */
+    char cmd[512], said[4096];
+    snprintf(cmd, sizeof cmd, "$G txt2img -model %ssd-tiny-a -steps 1 -threads 1000 -o %s", FIX, out);
+    int rc = check_sh(cmd, said, sizeof said);
+    CHECK(rc == 0 && strstr(said, "1000 engine threads asked") && strstr(said, "cores here: using"),
+          "-threads 1000: rc %d: %s", rc, said);
     imgio_free(&im);
     remove(out);
     remove(strip);

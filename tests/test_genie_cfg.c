@@ -71,6 +71,14 @@ int main(void)
     bad("[genie]\ntargets=,\n", ":2: key 'targets' must be few, all or a comma list of labels");
     bad("[genie]\nprompt=A photo\n", ":2: key 'prompt' must be a template with {}");
     bad("[genie]\nqouta=5\n", ":2: unknown key 'qouta' in [genie]");
+    /* a value too long for its key says so (not "must be a template" or "must be a directory") */
+    bad("[genie]\nprompt=A photo of a {} xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n", ":2: key 'prompt' is 306 bytes long, at most 255");
+    {
+        char cfg[1400] = "[genie]\ncache=";
+        memset(cfg + strlen(cfg), 'd', 1100);
+        strcat(cfg, "\n");
+        bad(cfg, ":2: key 'cache' is 1100 bytes long, at most 1023");
+    }
     bad("[genie]\njust words\n", ":2: expected key=value");
     bad("mode=genie\n[genie]\n", ":1: 'mode=genie' before the [genie] section");
     bad("[genie]\n[net]\n", ":2: [net]: the only section is [genie]");

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include "augment/engine/scheduler.h"
 #include "augment/genie/ada.h"
+#include "augment/genie/genindex.h"
 #include "augment/genie/genie.h"
 #include "augment/genie/genie_cfg.h"
 #include "augment/genie/module.h"
@@ -95,11 +96,14 @@ static void test_offline_zt(const dataset *ds, int k)
     write_text(DIR "/ada.csv", cmd);
     CHECK(check_sh("$G generate " DIR "/ada.csv -data " DIR "/lt.data -steps 3 -rset 0.5,0.7,0.9 -threads 2 " BACKBONE,
                    out, sizeof out) == 0, "%s", out);
-    FILE *f = fopen(DIR "/ada.csv.index.csv", "r");
-    char line[1024] = "", gaps[256] = "";
-    while (f && fgets(line, sizeof line, f))
-        if (strstr(line, "a.png")) sscanf(line, "%*[^,],%*[^,],%*[^,],%*[^,],%*[^,],%255[^\n]", gaps);
-    if (f) fclose(f);
+    genindex_reader rd;
+    genindex_row row;
+    char gaps[256] = "";
+    if (genindex_open(&rd, DIR "/ada.csv.index.csv") == 0) {
+        while (genindex_read(&rd, &row) > 0)
+            if (strstr(row.f[GX_OUTPUT], "a.png")) snprintf(gaps, sizeof gaps, "%s", row.f[GX_GAPS]);
+        genindex_close(&rd);
+    }
 
     char *words[10];
     for (int c = 0; c < ds->classes; c++) words[c] = ds->labels[c];

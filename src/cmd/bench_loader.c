@@ -116,7 +116,7 @@ static int check_for_darknet(const dataset *ds, const char *list)
 
 int bench_loader_main(int argc, char **argv)
 {
-    int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), batches = 50;
+    int threads = util_cores(), batches = 50;
     const arg_opt opts[] = {ARG_RANGE("-threads", ARG_INT, &threads, 1, 1024),
                             ARG_RANGE("-batches", ARG_INT, &batches, 1, 1000000), ARG_END};
     char *pos[2];

@@ -33,7 +33,7 @@ static int parse_args(const char *name, int argc, char **argv, cli_args *a)
     engine_opts_default(&a->eo);
     /* the bundled Fashion-MNIST model, GeNIe's (augment/genie/recipe.c) */
     a->eo.model = recipe_defaults()->model;
-    a->r = 0.8;
+    a->r = -1;   /* not given: 0.8 where an r is used, and an error where none is */
     a->seed = 1;
     a->batch = 1;
     a->repeat = 3;
@@ -109,7 +109,10 @@ static void progress_fn(void *ctx, int step, int total)
 static float *load_source(const char *path, int w, int h)
 {
     img_u8 im = {0};
-    if (imgio_load(path, w, h, &im)) return NULL;
+    if (imgio_load(path, w, h, &im)) {
+        imgio_free(&im);   /* a load that fails part way may hold its file buffer */
+        return NULL;
+    }
     float *p = malloc(sizeof(float) * 3 * (size_t)w * h);
     if (!p) {
         imgio_free(&im);
@@ -230,6 +233,18 @@ static int run(const char *name, int argc, char **argv, int mode)
         err_set("%s: -ada is for bench-engine", name);
         goto done;
     }
+    /* an option a command does not use is an error, not silently dropped */
+    if (mode == MODE_TXT2IMG && (a.input || a.r >= 0)) {
+        err_set("txt2img: %s is not used (txt2img starts from noise; img2img starts from an image at -r)",
+                a.input ? "-i" : "-r");
+        goto done;
+    }
+    if (mode == MODE_SWEEP && a.r >= 0) {
+        err_set("sweep: -r is not used (the strip runs r = 0.1 ... 1.0)");
+        goto done;
+    }
+    if (a.r < 0) a.r = 0.8;
+    if (a.output && util_check_dest(a.output)) goto done;   /* before the model is loaded and the work is done */
     if (!a.prompt) a.prompt = "";
     const int n = mode == MODE_SWEEP ? 10 : mode == MODE_BENCH ? a.batch : 1;
     genie_opts ada;   /* -ada: GeNIe-Ada's default r set, cycled over the batch */

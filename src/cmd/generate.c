@@ -381,6 +381,10 @@ int generate_main(int argc, char **argv)
                        go.eo.steps, go.eo.guidance, scheduler_kind_name(go.eo.scheduler), go.r_set[0],
                        go.prompt_template);
     const char *plan_path = pos[0];
+    char idx_default[4200];
+    snprintf(idx_default, sizeof idx_default, "%s.index.csv", plan_path);
+    if (!index_path) index_path = idx_default;
+    if (util_check_dest(index_path)) return -1;   /* before the model is loaded and a batch is made */
     if (sched) {
         int k = scheduler_kind_parse(sched);
         if (k < 0) return err_set("-scheduler: \"%s\" (" SCHEDULER_NAMES ")", sched);
@@ -398,9 +402,6 @@ int generate_main(int argc, char **argv)
         labels_path = dc.labels;
     }
     if (!labels_path) return err_set("generate: -labels <file> or -data <file.data> is needed for the target names");
-    char idx_default[4200];
-    snprintf(idx_default, sizeof idx_default, "%s.index.csv", plan_path);
-    if (!index_path) index_path = idx_default;
 
     int rc = -1, classes = 0, B = 0, lock = -1;
     FILE *index = NULL;

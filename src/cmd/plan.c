@@ -103,6 +103,7 @@ int plan_main(int argc, char **argv)
                        d->quota, d->top_k);
     const char *data = pos[0];
     if (!mode || !dir || !out) return err_set("plan: -mode, -dir and -o are required");
+    if (util_check_dest(out)) return -1;
     int m_genie = !strcmp(mode, "genie"), m_ada = !strcmp(mode, "ada"), m_i2i = !strcmp(mode, "img2img"),
         m_t2i = !strcmp(mode, "txt2img"), m_rt = !strcmp(mode, "roundtrip");
     if (!(m_genie || m_ada || m_i2i || m_t2i || m_rt)) return err_set("plan: -mode \"%s\" (genie, ada, img2img, txt2img, roundtrip)", mode);

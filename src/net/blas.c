@@ -10,6 +10,7 @@
  * bit; copies, im2col, col2im and max pooling match it exactly. */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #include "src/net/blas.h"
+#include "common/util.h"
 
 #include <cblas.h>
 #include <dlfcn.h>
@@ -117,7 +118,7 @@ static void blas_single(void)
 blas_pool *blas_pool_create(int threads)
 {
     pthread_once(&blas_once, blas_single);
-    if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads <= 0) threads = util_cores();
     if (threads < 1) threads = 1;
     if (threads > POOL_TASKS) threads = POOL_TASKS; /* more could never run at once */
     blas_pool *p = calloc(1, sizeof *p);

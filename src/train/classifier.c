@@ -26,12 +26,6 @@
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) { interrupted = sig; }
 
-static int default_threads(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
 static void cfg_base(const char *cfg, char *out, size_t n)
 {
     char tmp[4096];
@@ -511,7 +505,7 @@ int classifier_main(int argc, char **argv)
         a.data = pos[0];
         a.cfg = pos[1];
         a.weights = pos[2];
-        a.threads = threads > 0 ? threads : default_threads();
+        a.threads = threads > 0 ? threads : util_cores();
         if (!strcmp(s, "shuffle")) a.sampling = SAMPLE_SHUFFLE;
         else if (!strcmp(s, "replace")) a.sampling = SAMPLE_REPLACE;
         else if (!strcmp(s, "balanced")) a.sampling = SAMPLE_BALANCED;
@@ -531,7 +525,9 @@ int classifier_main(int argc, char **argv)
         if (np < 3)
             return err_set("usage: genie classifier valid <data> <cfg> <weights> [-csv file] [-predictions file] [-soft] "
                            "[-threads N]");
-        return valid(pos[0], pos[1], pos[2], threads > 0 ? threads : default_threads(), csv, soft, pred);
+        /* where the results go is checked before the whole test set is run */
+        if ((csv && util_check_dest(csv)) || (pred && util_check_dest(pred))) return -1;
+        return valid(pos[0], pos[1], pos[2], threads > 0 ? threads : util_cores(), csv, soft, pred);
     }
     if (!strcmp(cmd, "predict")) {
         const arg_opt opts[] = {ARG_END};
