@@ -147,6 +147,15 @@ static int finish(FILE *f, const char *tmp, const char *path, int durable)
 }
 
 int util_commit(FILE *f, const char *tmp, const char *path) { return finish(f, tmp, path, 1); }
+
+int util_write_text(const char *path, const char *text)
+{
+    char tmp[4200];
+    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    fputs(text, f);
+    return util_commit(f, tmp, path);
+}
 int util_commit_nosync(FILE *f, const char *tmp, const char *path) { return finish(f, tmp, path, 0); }
 
 unsigned util_fnv(unsigned h, const char *s)

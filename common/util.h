@@ -35,6 +35,8 @@ int util_commit(FILE *f, const char *tmp, const char *path);
 /* The last step of util_commit alone, for a temporary file written by other means (libdarknet's save_weights):
  * renames tmp over the file util_open_tmp chose for path; -1 (tmp removed) with err_msg() naming path. */
 int util_replace(const char *tmp, const char *path);
+/* text as the whole of path, through util_open_tmp/util_commit; -1 with err_msg() naming path. */
+int util_write_text(const char *path, const char *text);
 /* The same without the fsync, for many small files made durable together afterwards (one syncfs). */
 int util_commit_nosync(FILE *f, const char *tmp, const char *path);
 

@@ -59,6 +59,14 @@ static inline int check_sh(const char *cmd, char *out, size_t n)
     return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* Writes text to path as a test fixture (plain stdio, independent of the code under test); a failure is a failed
+ * check. */
+static inline void check_write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f && fputs(text, f) >= 0 && fclose(f) == 0, "cannot write the fixture %s", path);
+}
+
 static inline int check_done(const char *name)
 {
     printf("%s: %d passed, %d failed\n", name, check_passed, check_failed);

@@ -18,17 +18,6 @@
 
 #define T "build/test_cfgcheck"
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "cannot write %s\n", path);
-        return;
-    }
-    fputs(text, f);
-    fclose(f);
-}
-
 /* 1-based line of the first line of path equal to text, 0 if none. */
 static int line_of(const char *path, const char *text)
 {
@@ -169,7 +158,7 @@ static int walk_cfg(const char *path, const cfg_section *sec, const char *key, c
         at = line;
     }
 #undef ADD
-    write_file(path, text);
+    check_write_text(path, text);
     return at;
 }
 
@@ -225,7 +214,7 @@ static void test_table_walk(void)
         if (s->kind == CFG_UNSUPPORTED) {
             char text[256], want[256];
             snprintf(text, sizeof text, "[net]\nbatch=1\nheight=8\nwidth=8\nchannels=3\n[%s]\n", s->name);
-            write_file(T "/walk.cfg", text);
+            check_write_text(T "/walk.cfg", text);
             snprintf(want, sizeof want, T "/walk.cfg:6: [%s] is a detection or recurrent layer", s->name);
             CHECK(cfgcheck_file(T "/walk.cfg") == -1 && strstr(err_msg(), want), "[%s]: %s", s->name, err_msg());
             continue;
@@ -239,7 +228,7 @@ static void test_table_walk(void)
                 char text[512];
                 snprintf(text, sizeof text, "[net]\nbatch=4\nheight=8\nwidth=8\nchannels=3\n[convolutional]\n"
                                             "filters=4\nsize=3\npad=1\n[%s]\n", s->name);
-                write_file(T "/walk.cfg", text);
+                check_write_text(T "/walk.cfg", text);
                 CHECK(cfgcheck_file(T "/walk.cfg") == 0, "[%s] with defaults: %s", s->name, err_msg());
             }
         }
@@ -261,7 +250,7 @@ static void expect(const char *body, const char *want, int line)
 {
     char text[8192], full[512];
     snprintf(text, sizeof text, "%s%s", NET, body);
-    write_file(T "/s.cfg", text);
+    check_write_text(T "/s.cfg", text);
     int rc = cfgcheck_file(T "/s.cfg");
     if (!want) {
         CHECK(rc == 0, "rejected: %s\n%s", err_msg(), body);
@@ -349,30 +338,30 @@ static void test_shapes(void)
     expect("[convolutional]\nfilters=4\nactivation=Leaky\n",
            "[convolutional] activation must be one of logistic/loggy/relu/elu/selu/relie/plse/hardtan/lhtan/linear/"
            "ramp/leaky/tanh/stair, got 'Leaky'", 9);
-    write_file(T "/s.cfg", "batch=1\n[net]\n");
+    check_write_text(T "/s.cfg", "batch=1\n[net]\n");
     CHECK(cfgcheck_file(T "/s.cfg") == -1 && strstr(err_msg(), T "/s.cfg:1: 'batch=1' outside any section"), "%s", err_msg());
-    write_file(T "/s.cfg", "# nothing\n");
+    check_write_text(T "/s.cfg", "# nothing\n");
     CHECK(cfgcheck_file(T "/s.cfg") == -1 && strstr(err_msg(), "no [net] section"), "%s", err_msg());
-    write_file(T "/s.cfg", "[convolutional]\n[net]\n");
+    check_write_text(T "/s.cfg", "[convolutional]\n[net]\n");
     CHECK(cfgcheck_file(T "/s.cfg") == -1 && strstr(err_msg(), T "/s.cfg:1: the first section must be [net]"), "%s", err_msg());
-    write_file(T "/s.cfg", "[net]\r\nbatch=1\r\n");
+    check_write_text(T "/s.cfg", "[net]\r\nbatch=1\r\n");
     CHECK(cfgcheck_file(T "/s.cfg") == -1 && strstr(err_msg(), T "/s.cfg:1: the line ends in a carriage return"), "%s", err_msg());
     CHECK(cfgcheck_file(T "/missing.cfg") == -1 && strstr(err_msg(), "missing.cfg"), "%s", err_msg());
     /* [net] cross-checks */
-    write_file(T "/s.cfg", "[net]\nbatch=30\nsubdivisions=4\nheight=8\nwidth=8\nchannels=3\n[avgpool]\n");
+    check_write_text(T "/s.cfg", "[net]\nbatch=30\nsubdivisions=4\nheight=8\nwidth=8\nchannels=3\n[avgpool]\n");
     CHECK(cfgcheck_file(T "/s.cfg") == -1 && strstr(err_msg(), T "/s.cfg:3: [net] subdivisions must divide batch (30), got 4"), "%s", err_msg());
-    write_file(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\ninputs=100\n[avgpool]\n");
+    check_write_text(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\ninputs=100\n[avgpool]\n");
     CHECK(cfgcheck_file(T "/s.cfg") == -1 && strstr(err_msg(), T "/s.cfg:6: [net] inputs must be width*height*channels (192)"), "%s", err_msg());
-    write_file(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\npolicy=steps\nsteps=10,20\n[avgpool]\n");
+    check_write_text(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\npolicy=steps\nsteps=10,20\n[avgpool]\n");
     CHECK(cfgcheck_file(T "/s.cfg") == -1 && strstr(err_msg(), T "/s.cfg:1: [net] scales is missing: policy=steps needs"), "%s", err_msg());
-    write_file(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\npolicy=steps\nsteps=10,20\nscales=.1\n[avgpool]\n");
+    check_write_text(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\npolicy=steps\nsteps=10,20\nscales=.1\n[avgpool]\n");
     CHECK(cfgcheck_file(T "/s.cfg") == -1 && strstr(err_msg(), T "/s.cfg:8: [net] scales has 1 values but steps has 2"), "%s", err_msg());
-    write_file(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\npolicy=steps\nsteps=10,20\nscales=.1,.1\n[avgpool]\n");
+    check_write_text(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\npolicy=steps\nsteps=10,20\nscales=.1,.1\n[avgpool]\n");
     CHECK(cfgcheck_file(T "/s.cfg") == 0, "%s", err_msg());
-    write_file(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\nmixpu=1\n[avgpool]\n");
+    check_write_text(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\nmixpu=1\n[avgpool]\n");
     CHECK(cfgcheck_file(T "/s.cfg") == -1 && strstr(err_msg(), T "/s.cfg:6: [net] mixpu is not a key of [net] (did you mean 'mixup'?)"), "%s", err_msg());
     /* genie's own keys are keys; augment ignores case as read_extras does */
-    write_file(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\naugment=Strong\nflip=0\nmixup=1\ncutmix=1\n"
+    check_write_text(T "/s.cfg", "[net]\nbatch=8\nheight=8\nwidth=8\nchannels=3\naugment=Strong\nflip=0\nmixup=1\ncutmix=1\n"
                            "label_smooth_eps=0.1\n[avgpool]\n");
     CHECK(cfgcheck_file(T "/s.cfg") == 0, "genie's [net] keys: %s", err_msg());
     /* libdarknet counts a layer's outputs over the batch in an int */
@@ -385,7 +374,7 @@ static void test_shapes(void)
     size_t len = snprintf(b, sizeof b, "[net]\nbatch=32\nheight=256\nwidth=256\nchannels=3\n");
     for (int i = 0; i < layers && len < sizeof b - 100; i++)
         len += snprintf(b + len, sizeof b - len, "[convolutional]\nfilters=%d\nsize=1\n", i == 1 ? 512 : 510);
-    write_file(T "/s.cfg", b);
+    check_write_text(T "/s.cfg", b);
     CHECK(cfgcheck_file(T "/s.cfg") == -1 && strstr(err_msg(), T "/s.cfg:9: [convolutional] filters is too large: the network needs about") &&
               strstr(err_msg(), "more than this machine's"),
           "%d layers of 8 GiB: %s", layers, err_msg());
@@ -427,9 +416,9 @@ static void run_case(const char *sed, const char *key_line, const char *want)
 
 static void test_binary(void)
 {
-    write_file(T "/labels.list", "a\nb\n");
-    write_file(T "/t.list", "x/1_a.jpg\nx/2_b.jpg\n");
-    write_file(T "/bin.data", "classes=2\ntrain=" T "/t.list\nlabels=" T "/labels.list\nbackup=" T "/backup\n");
+    check_write_text(T "/labels.list", "a\nb\n");
+    check_write_text(T "/t.list", "x/1_a.jpg\nx/2_b.jpg\n");
+    check_write_text(T "/bin.data", "classes=2\ntrain=" T "/t.list\nlabels=" T "/labels.list\nbackup=" T "/backup\n");
     run_case("s/filters=32/filters=-3/", "filters=-3", "[convolutional] filters must be >= 1, got -3");
     run_case("0,/^stride=1/s//stride=0/", "stride=0", "[convolutional] stride must be >= 1, got 0");
     run_case("s/^groups=1/groups=0/", "groups=0", "[softmax] groups must be >= 1, got 0");
@@ -489,7 +478,7 @@ static void expect_weights(const char *cfg, const char *w, const char *want, lon
 static void test_weights_header(void)
 {
     const char *cfg = T "/w.cfg";
-    write_file(cfg, "[net]\nbatch=2\nheight=8\nwidth=8\nchannels=1\n[convolutional]\nfilters=4\nsize=3\npad=1\n"
+    check_write_text(cfg, "[net]\nbatch=2\nheight=8\nwidth=8\nchannels=1\n[convolutional]\nfilters=4\nsize=3\npad=1\n"
                     "activation=leaky\n[avgpool]\n[softmax]\n");
     int q = quiet_begin();
     network *net = netio_load(cfg, NULL, 0, NULL);

@@ -22,13 +22,6 @@ static void expect_error(char *const *labels, int n, const char *path, const cha
           got, got < 0 ? err_msg() : "", msg);
 }
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 /* datacfg_read with stderr going to a file: its rc, and what it warned into warn. */
 static int read_warned(const char *path, datacfg *d, char *warn, size_t n)
 {
@@ -80,28 +73,28 @@ int main(void)
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     char path[256], list[256], labels[256], img[256];
     snprintf(path, sizeof path, "%s/a.data", dir);
-    write_file(path, "# comment\nclasses = 3\ntrain = my data/train list.txt\nbackup=out dir/\ntop=2\n");
+    check_write_text(path, "# comment\nclasses = 3\ntrain = my data/train list.txt\nbackup=out dir/\ntop=2\n");
     datacfg d;
     CHECK(datacfg_read(path, &d) == 0 && d.classes == 3 && d.top == 2 && !strcmp(d.train, "my data/train list.txt") &&
               !strcmp(d.backup, "out dir/"),
           "datacfg: %s", err_msg());
     datacfg_free(&d);
-    write_file(path, "classes=zero\n");
+    check_write_text(path, "classes=zero\n");
     CHECK(datacfg_read(path, &d) == -1 && strstr(err_msg(), ":1:") && strstr(err_msg(), "classes"), "bad classes: %s",
           err_msg());
-    write_file(path, "train=x\n");
+    check_write_text(path, "train=x\n");
     CHECK(datacfg_read(path, &d) == -1 && strstr(err_msg(), "classes"), "missing classes: %s", err_msg());
     CHECK(datacfg_read("build/no/such.data", &d) == -1 && strstr(err_msg(), "no/such.data"), "missing .data");
-    write_file(path, "classes=3\nmax_pixels=1000000\n");
+    check_write_text(path, "classes=3\nmax_pixels=1000000\n");
     CHECK(datacfg_read(path, &d) == 0 && d.max_pixels == 1000000, "max_pixels: %s", err_msg());
     datacfg_free(&d);
-    write_file(path, "classes=3\nmax_pixels=10e6\n");
+    check_write_text(path, "classes=3\nmax_pixels=10e6\n");
     CHECK(datacfg_read(path, &d) == -1 && strstr(err_msg(), ":2:") && strstr(err_msg(), "max_pixels"),
           "bad max_pixels: %s", err_msg());
     /* darknet's option_unused: an unknown key is one warning naming file:line and the nearest key, not an error;
      * the keys of darknet's own .data files genie does not use are silent */
     char warn[2048];
-    write_file(path, "classes=3\nnames=data/x.names\neval=coco\nresults=res\ntail_shar=0.25\nmap=m.list\n"
+    check_write_text(path, "classes=3\nnames=data/x.names\neval=coco\nresults=res\ntail_shar=0.25\nmap=m.list\n"
                      "frobnicate=1\n");
     char want[400];
     snprintf(want, sizeof want, "%s:5: warning: unknown key 'tail_shar' (did you mean 'tail_share'?)", path);
@@ -113,20 +106,20 @@ int main(void)
     snprintf(want, sizeof want, "%s:7: warning: unknown key 'frobnicate'", path);
     CHECK(strstr(warn, want) != NULL && !strstr(warn, "eval") && !strstr(warn, "results") && !strstr(warn, "map"),
           "warnings: '%s'", warn);
-    write_file(path, "classes=3\ntop=0\n");
+    check_write_text(path, "classes=3\ntop=0\n");
     CHECK(datacfg_read(path, &d) == -1 && strstr(err_msg(), ":2: key 'top' must be an integer in 1..1000000, got '0'"),
           "top=0: %s", err_msg());
-    write_file(path, "classes=3\ntail_share=1.5\n");
+    check_write_text(path, "classes=3\ntail_share=1.5\n");
     CHECK(datacfg_read(path, &d) == -1 && strstr(err_msg(), ":2: key 'tail_share' must be a number in [0, 1]"),
           "tail_share=1.5: %s", err_msg());
     CHECK(datacfg_read(dir, &d) == -1 && strstr(err_msg(), "is a directory"), "a directory: %s", err_msg());
 
     /* A whole list: every path is checked at start-up, the first bad one stops with path and line. */
     snprintf(labels, sizeof labels, "%s/labels.txt", dir);
-    write_file(labels, "rain\nsnow\nsun\n");
+    check_write_text(labels, "rain\nsnow\nsun\n");
     snprintf(list, sizeof list, "%s/train.txt", dir);
     snprintf(img, sizeof img, "%s/a b/0_rain.jpg\n%s/1_snow.jpg\n\n%s/2_sun.jpg\n%s/3_rain.jpg\n", dir, dir, dir, dir);
-    write_file(list, img);
+    check_write_text(list, img);
     dataset ds;
     CHECK(dataset_load(list, labels, 3, &ds) == 0, "load: %s", err_msg());
     if (ds.paths) {
@@ -135,13 +128,13 @@ int main(void)
         CHECK(ds.members[0][0] == 0 && ds.members[0][1] == 3, "members of class 0");
         dataset_free(&ds);
     }
-    write_file(list, "x/0_rain.jpg\nx/1_cloud.jpg\n");
+    check_write_text(list, "x/0_rain.jpg\nx/1_cloud.jpg\n");
     CHECK(dataset_load(list, labels, 3, &ds) == -1 && strstr(err_msg(), ":2:") && strstr(err_msg(), "1_cloud.jpg"),
           "unknown label: %s", err_msg());
-    write_file(list, "x/0_rain_snow.jpg\n");
+    check_write_text(list, "x/0_rain_snow.jpg\n");
     CHECK(dataset_load(list, labels, 3, &ds) == -1 && strstr(err_msg(), "ambiguous"), "ambiguous: %s", err_msg());
     CHECK(dataset_load(list, labels, 4, &ds) == -1 && strstr(err_msg(), "classes=4"), "class count: %s", err_msg());
-    write_file(list, "");
+    check_write_text(list, "");
     CHECK(dataset_load(list, labels, 3, &ds) == -1 && strstr(err_msg(), "empty"), "empty list: %s", err_msg());
 
     CHECK(recipe_shot_group(101) == SHOT_MANY && recipe_shot_group(100) == SHOT_MEDIUM &&

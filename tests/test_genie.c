@@ -35,13 +35,6 @@ static int count_lines(const char *path)
     return n;
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 /* Whether the index holds exactly one whole row for each of the plan's outputs that exist, with the plan's seed
  * and target, and nothing else; the rows counted in *rows. */
 static int index_matches_plan(const char *plan_path, const char *index_path, int *rows)
@@ -258,8 +251,8 @@ static void test_cli(void)
     system("rm -rf " DIR);
     mkdir("build/tests", 0755);
     mkdir(DIR, 0755);
-    write_text(DIR "/lt.data", "classes=10\ntrain=data/fmnist/lt/train.list\nlabels=data/fmnist/labels.list\n");
-    write_text(DIR "/conf.csv", "truth\\predicted,tee,trouser,pullover,dress,coat,sandal,shirt,sneaker,bag,boot\n"
+    check_write_text(DIR "/lt.data", "classes=10\ntrain=data/fmnist/lt/train.list\nlabels=data/fmnist/labels.list\n");
+    check_write_text(DIR "/conf.csv", "truth\\predicted,tee,trouser,pullover,dress,coat,sandal,shirt,sneaker,bag,boot\n"
                                 "tee,5,0,0,0,0,0,1,0,0,0\ntrouser,0,1,0,0,0,0,0,0,0,0\npullover,0,0,1,0,0,0,0,0,0,0\n"
                                 "dress,0,0,0,1,0,0,0,0,0,0\ncoat,0,0,0,0,1,0,0,0,0,0\nsandal,0,0,0,0,0,1,0,0,0,0\n"
                                 "shirt,3,0,9,0,0,0,1,0,0,0\nsneaker,0,0,0,0,0,0,0,1,0,0\nbag,0,0,0,0,0,0,0,0,1,0\n"
@@ -335,14 +328,14 @@ static void test_cli(void)
     CHECK(index_matches_plan(DIR "/p.csv", DIR "/p.csv.index.csv", &rows) && rows == 6,
           "index after a torn line: %d rows, or a row that is not the plan's", rows);
     /* one file however the plan spells it: o//e.png and o/e.png are the same output */
-    write_text(DIR "/dup.csv", "source,target,r,seed,output\n,tee,1,1," DIR "/d/e.png\n,tee,1,2," DIR "/d//e.png\n");
+    check_write_text(DIR "/dup.csv", "source,target,r,seed,output\n,tee,1,1," DIR "/d/e.png\n,tee,1,2," DIR "/d//e.png\n");
     snprintf(cmd, sizeof cmd, "%s generate %s/dup.csv -data %s/lt.data -steps 5 -threads 2", G, DIR, DIR);
     CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "dup.csv:3") && strstr(out, "line 2"), "duplicate: %s", out);
     /* errors name the plan's file line (blank lines count), also the engine's (which knows items, not lines) */
-    write_text(DIR "/bad.csv", "source,target,r,seed,output\n\nno/such.jpg,shirt,0.5,1," DIR "/x.png\n");
+    check_write_text(DIR "/bad.csv", "source,target,r,seed,output\n\nno/such.jpg,shirt,0.5,1," DIR "/x.png\n");
     snprintf(cmd, sizeof cmd, "%s generate %s/bad.csv -data %s/lt.data -steps 5 -threads 2", G, DIR, DIR);
     CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:3") && strstr(out, "no/such.jpg"), "%s", out);
-    write_text(DIR "/bad.csv", "source,target,r,seed,output\n" SRC ",shirt,0.8,1," DIR "/e/a.png\n" SRC ",shirt,0.01,2,"
+    check_write_text(DIR "/bad.csv", "source,target,r,seed,output\n" SRC ",shirt,0.8,1," DIR "/e/a.png\n" SRC ",shirt,0.01,2,"
                DIR "/e/b.png\n");
     CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:3") && strstr(out, "0.01"), "engine error: %s", out);
 
@@ -363,16 +356,16 @@ static void test_cli(void)
     system("rm -rf " DIR "/big " DIR "/big.*");
 
     /* bad plans: file and line named */
-    write_text(DIR "/bad.csv", "source,target,r,seed,output\n," "hail,0.5,1," DIR "/x.png\n");
+    check_write_text(DIR "/bad.csv", "source,target,r,seed,output\n," "hail,0.5,1," DIR "/x.png\n");
     snprintf(cmd, sizeof cmd, "%s generate %s/bad.csv -data %s/lt.data", G, DIR, DIR);
     CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:2") && strstr(out, "hail"), "%s", out);
-    write_text(DIR "/bad.csv", "source,target,r,seed,output\n," "shirt,1.5,1," DIR "/x.png\n");
+    check_write_text(DIR "/bad.csv", "source,target,r,seed,output\n," "shirt,1.5,1," DIR "/x.png\n");
     CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:2") && strstr(out, "1.5"), "%s", out);
-    write_text(DIR "/bad.csv", "src,tgt\n");
+    check_write_text(DIR "/bad.csv", "src,tgt\n");
     CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "bad.csv:1") && strstr(out, "header"), "%s", out);
-    write_text(DIR "/bad.csv", "source,target,r,seed,output\n" SRC ",shirt,ada,1," DIR "/x.png\n");
+    check_write_text(DIR "/bad.csv", "source,target,r,seed,output\n" SRC ",shirt,ada,1," DIR "/x.png\n");
     CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "-backbone"), "Ada without a backbone: %s", out);
-    write_text(DIR "/bad.csv", "source,target,r,seed,output\nno/such.jpg,shirt,0.5,1," DIR "/x.png\n");
+    check_write_text(DIR "/bad.csv", "source,target,r,seed,output\nno/such.jpg,shirt,0.5,1," DIR "/x.png\n");
     CHECK(check_sh(cmd, out, sizeof out) == 1 && strstr(out, "no/such.jpg"), "missing source: %s", out);
     snprintf(cmd, sizeof cmd, "%s generate %s/p.csv -data %s/lt.data -model no/such/model", G, DIR, DIR);
     system("rm -rf " DIR "/g");

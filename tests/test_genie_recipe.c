@@ -23,13 +23,6 @@
 #define SRC "data/fmnist/images/test/00010_coat.jpg"
 #define BACKBONE "-backbone cfg/fmnist.cfg -weights data/models/fmnist-judge.weights"
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 static void test_scheduler_names(void)
 {
     CHECK(scheduler_kind_parse("ddim") == SD_SCHED_DDIM && scheduler_kind_parse("dpmpp2m") == SD_SCHED_DPMPP_2M &&
@@ -43,7 +36,7 @@ static void test_scheduler_names(void)
         /* genie.cfg */
         genie_cfg c;
         snprintf(cmd, sizeof cmd, "[genie]\nscheduler=%s\n", names[i]);
-        write_text(DIR "/s.cfg", cmd);
+        check_write_text(DIR "/s.cfg", cmd);
         CHECK(genie_cfg_read(DIR "/s.cfg", &c) == 0 && c.scheduler == scheduler_kind_parse(names[i]),
               "genie.cfg scheduler=%s: %s", names[i], err_msg());
         /* generate and txt2img: past -scheduler, they stop at the missing plan / model */
@@ -56,7 +49,7 @@ static void test_scheduler_names(void)
               "txt2img -scheduler %s: %s", names[i], out);
     }
     genie_cfg c;
-    write_text(DIR "/s.cfg", "[genie]\nscheduler=euler\n");
+    check_write_text(DIR "/s.cfg", "[genie]\nscheduler=euler\n");
     CHECK(genie_cfg_read(DIR "/s.cfg", &c) < 0 && strstr(err_msg(), SCHEDULER_NAMES), "%s", err_msg());
     CHECK(check_sh("$G generate " DIR "/no-plan.csv -labels data/fmnist/labels.list -scheduler euler", out, sizeof out) ==
               1 && strstr(out, SCHEDULER_NAMES), "%s", out);
@@ -93,7 +86,7 @@ static void test_offline_zt(const dataset *ds, int k)
 {
     char out[16384], cmd[2048];
     snprintf(cmd, sizeof cmd, "source,target,r,seed,output\n" SRC ",%s,ada,7," DIR "/ada/a.png\n", ds->labels[k]);
-    write_text(DIR "/ada.csv", cmd);
+    check_write_text(DIR "/ada.csv", cmd);
     CHECK(check_sh("$G generate " DIR "/ada.csv -data " DIR "/lt.data -steps 3 -rset 0.5,0.7,0.9 -threads 2 " BACKBONE,
                    out, sizeof out) == 0, "%s", out);
     genindex_reader rd;
@@ -140,12 +133,12 @@ static void test_offline_zt(const dataset *ds, int k)
 static void test_resume_names(void)
 {
     char out[16384];
-    write_text(DIR "/names.txt", "tee\ntrouser\npullover\ndress\ncoat\nsandal\nshirt\nsneaker\nbag\nboot\n");
-    write_text(DIR "/t.csv", "source,target,r,seed,output\n,tee,1,1," DIR "/t/1.png\n,tee,1,2," DIR "/t/2.png\n");
+    check_write_text(DIR "/names.txt", "tee\ntrouser\npullover\ndress\ncoat\nsandal\nshirt\nsneaker\nbag\nboot\n");
+    check_write_text(DIR "/t.csv", "source,target,r,seed,output\n,tee,1,1," DIR "/t/1.png\n,tee,1,2," DIR "/t/2.png\n");
     const char *run = "$G generate " DIR "/t.csv -labels data/fmnist/labels.list -names " DIR "/names.txt -steps 2";
     CHECK(check_sh(run, out, sizeof out) == 0 && strstr(out, "made 2 images"), "%s", out);
     /* tee becomes giraffe inside the same file: one image made under each would share one index */
-    write_text(DIR "/names.txt", "giraffe\ntrouser\npullover\ndress\ncoat\nsandal\nshirt\nsneaker\nbag\nboot\n");
+    check_write_text(DIR "/names.txt", "giraffe\ntrouser\npullover\ndress\ncoat\nsandal\nshirt\nsneaker\nbag\nboot\n");
     CHECK(system("rm " DIR "/t/2.png") == 0, "rm");
     CHECK(check_sh(run, out, sizeof out) == 1 && strstr(out, "t.csv.index.csv.settings") && strstr(out, "other settings"),
           "a resume after renaming a class: %s", out);
@@ -158,14 +151,14 @@ static void test_resume_names(void)
     CHECK(check_sh("$G generate " DIR "/t.csv -labels data/fmnist/labels.list -names " DIR "/names2.txt -steps 2", out,
                    sizeof out) == 0 && strstr(out, "2 already made"), "the same words from another file: %s", out);
     /* a template without {} gives every class one prompt: refused by generate as by genie.cfg */
-    write_text(DIR "/t2.csv", "source,target,r,seed,output\n,tee,1,1," DIR "/t2/1.png\n");
+    check_write_text(DIR "/t2.csv", "source,target,r,seed,output\n,tee,1,1," DIR "/t2/1.png\n");
     CHECK(check_sh("$G generate " DIR "/t2.csv -labels data/fmnist/labels.list -template 'A photo' -steps 2", out,
                    sizeof out) == 1 && strstr(out, "-template \"A photo\"") && strstr(out, "{}"),
           "-template without {}: %s", out);
     struct stat st;
     CHECK(stat(DIR "/t2/1.png", &st) != 0, "an image was made with the template without {}");
     genie_cfg c;
-    write_text(DIR "/p.cfg", "[genie]\nprompt=A photo\n");
+    check_write_text(DIR "/p.cfg", "[genie]\nprompt=A photo\n");
     CHECK(genie_cfg_read(DIR "/p.cfg", &c) < 0 && strstr(err_msg(), "p.cfg:2"), "%s", err_msg());
 }
 
@@ -177,7 +170,7 @@ static void test_few(void)
                    "[ $l = trouser ] && n=20; grep \"_$l.jpg\" data/fmnist/train.list | head -n $n >> " DIR "/few.list; "
                    "done; head -n 300 data/fmnist/test.list > " DIR "/few-test.list",
                    out, sizeof out) == 0, "%s", out);
-    write_text(DIR "/few.data", "classes=10\ntrain=" DIR "/few.list\nvalid=" DIR "/few-test.list\n"
+    check_write_text(DIR "/few.data", "classes=10\ntrain=" DIR "/few.list\nvalid=" DIR "/few-test.list\n"
                                 "labels=data/fmnist/labels.list\n");
     dataset ds = {0};
     CHECK(dataset_load(DIR "/few.list", "data/fmnist/labels.list", 10, &ds) == 0, "%s", err_msg());
@@ -238,7 +231,7 @@ int main(void)
     test_recipe_cmd();
     test_few();
     dataset ds = {0};
-    write_text(DIR "/lt.data", "classes=10\ntrain=data/fmnist/lt/train.list\nlabels=data/fmnist/labels.list\n");
+    check_write_text(DIR "/lt.data", "classes=10\ntrain=data/fmnist/lt/train.list\nlabels=data/fmnist/labels.list\n");
     CHECK(dataset_load("data/fmnist/lt/train.list", "data/fmnist/labels.list", 10, &ds) == 0, "%s", err_msg());
     int big = 0;
     for (int c = 0; c < ds.classes; c++) big = ds.count[c] > ds.count[big] ? c : big;

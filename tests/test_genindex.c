@@ -15,12 +15,6 @@
 
 #define DIR "build/tests/genindex"
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (f) fputs(text, f), fclose(f);
-}
-
 int main(void)
 {
     system("rm -rf " DIR);
@@ -56,7 +50,7 @@ int main(void)
     genindex_close(&rd);
 
     /* a last line cut short: not returned, its line and the end of the whole lines reported */
-    write_text(ix, GENINDEX_HEADER "\na.png,,tee,,1,1,,00000000\nb.png,,te");
+    check_write_text(ix, GENINDEX_HEADER "\na.png,,tee,,1,1,,00000000\nb.png,,te");
     CHECK(genindex_open(&rd, ix) == 0, "%s", err_msg());
     n = 0;
     while (genindex_read(&rd, &row) > 0) n++;
@@ -65,7 +59,7 @@ int main(void)
     genindex_close(&rd);
 
     /* genie generate's former index: read by its header's names, the missing columns empty */
-    write_text(ix, "output,source,target,r,seed,gaps\ng/1.png,s/1_coat.jpg,shirt,0.7,5,0.1;0.2\n");
+    check_write_text(ix, "output,source,target,r,seed,gaps\ng/1.png,s/1_coat.jpg,shirt,0.7,5,0.1;0.2\n");
     CHECK(genindex_open(&rd, ix) == 0 && rd.former, "%s", err_msg());
     CHECK(genindex_read(&rd, &row) == 1 && !strcmp(row.f[GX_OUTPUT], "g/1.png") && !strcmp(row.f[GX_TARGET], "shirt") &&
               !strcmp(row.f[GX_R], "0.7") && !strcmp(row.f[GX_GAPS], "0.1;0.2") && !*row.f[GX_SOURCE_CLASS] &&
@@ -73,10 +67,10 @@ int main(void)
     genindex_close(&rd);
 
     /* an unknown header (the module cache's former headerless lines too), a short row: named with their line */
-    write_text(ix, "00000001_1234abcd_coat.png,coat,shirt,0.8,1234abcd\n");
+    check_write_text(ix, "00000001_1234abcd_coat.png,coat,shirt,0.8,1234abcd\n");
     CHECK(genindex_open(&rd, ix) < 0 && strstr(err_msg(), DIR "/index.csv:1") && strstr(err_msg(), "header"), "%s",
           err_msg());
-    write_text(ix, GENINDEX_HEADER "\nonly.png\n");
+    check_write_text(ix, GENINDEX_HEADER "\nonly.png\n");
     CHECK(genindex_open(&rd, ix) == 0, "%s", err_msg());
     CHECK(genindex_read(&rd, &row) < 0 && strstr(err_msg(), "index.csv:2"), "%s", err_msg());
     genindex_close(&rd);

@@ -41,13 +41,6 @@ static void quiet_end(int saved)
     close(saved >> 16);
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 static int run_plan(const char *mode, const char *confusion)
 {
     char *argv[] = {T "/lt.data", "-mode", (char *)mode, "-dir", T "/g", "-o", T "/p.csv", "-per-class", "1",
@@ -90,7 +83,7 @@ int main(void)
                  "cp data/fmnist/images/test/$(basename $(head -n 1 data/fmnist/test.list)) '" COMMA "/' && "
                  "echo '" COMMA "/'$(basename $(head -n 1 data/fmnist/test.list)) >> " T "/valid.list") == 0,
           "fixtures");
-    write_text(T "/lt.data", "classes=10\ntrain=" T "/train.list\nvalid=" T "/valid.list\n"
+    check_write_text(T "/lt.data", "classes=10\ntrain=" T "/train.list\nvalid=" T "/valid.list\n"
                              "labels=data/fmnist/labels.list\nbackup=" T "/backup\n");
 
     /* roundtrip rows name every training image as a source: the comma path among them, whole */
@@ -132,7 +125,7 @@ int main(void)
     bad_confusion("short row", T "/conf.csv:8: 10 fields, expected 11");
     write_confusion("truth\\predicted,tee,trouser", -1, NULL);
     bad_confusion("header of another data set", T "/conf.csv:1: 3 fields, expected 11");
-    write_text(T "/conf.csv", "truth\\predicted," LABELS "\ntee,5,0,0,0,0,0,0,0,0,0\n");
+    check_write_text(T "/conf.csv", "truth\\predicted," LABELS "\ntee,5,0,0,0,0,0,0,0,0,0\n");
     bad_confusion("too few rows", T "/conf.csv: 1 rows of counts, expected 10");
 
     /* classifier valid: -predictions and the confusion CSV through csv_put; its confusion CSV feeds plan */

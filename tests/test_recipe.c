@@ -22,13 +22,6 @@ static void image(const char *path, int value)
     imgio_write(path, px, W, W, 100);
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 /* Rows of nb batches: index, first pixel, labels, and the class the row counts as in training statistics. */
 static int truth_rows[40 * 32];
 
@@ -66,7 +59,7 @@ int main(void)
         }
     fclose(f);
     snprintf(path, sizeof path, "%s/labels.list", dir);
-    write_text(path, "rain\nsnow\nsun\n");
+    check_write_text(path, "rain\nsnow\nsun\n");
     char labels_path[512];
     snprintf(labels_path, sizeof labels_path, "%s", path);
 
@@ -81,7 +74,7 @@ int main(void)
         snprintf(src, sizeof src, i < 3 ? "%s/r%03d_rain.png" : i < 6 ? "x/r000_rain.png" : "", dir, i);
         o += sprintf(text + o, "%s,%s,%s,0.8,%d,\n", path, src, i < 6 ? "sun" : "snow", i);
     }
-    write_text(gen, text);
+    check_write_text(gen, text);
     /* round trips of every real image: value 250 */
     snprintf(rt, sizeof rt, "%s/rt.index.csv", dir);
     snprintf(path, sizeof path, "%s/rt.png", dir);
@@ -90,7 +83,7 @@ int main(void)
     CHECK(dataset_load(list, labels_path, 3, &ds) == 0, "%s", err_msg());
     o = sprintf(text, "output,source,target,r,seed,gaps\n");
     for (int i = 0; i < ds.n; i++) o += sprintf(text + o, "%s,%s,%s,0,0,\n", path, ds.paths[i], labels[ds.cls[i]]);
-    write_text(rt, text);
+    check_write_text(rt, text);
 
     CHECK(dataset_add_generated(&ds, gen) == 0, "%s", err_msg());
     CHECK(ds.n == 161 && ds.n_real == 153, "n %d, n_real %d", ds.n, ds.n_real);
@@ -222,26 +215,26 @@ int main(void)
 
     /* bad indexes name the file and line */
     snprintf(path, sizeof path, "%s/bad.csv", dir);
-    write_text(path, "path,label\n");
+    check_write_text(path, "path,label\n");
     CHECK(dataset_add_generated(&ds, path) < 0 && strstr(err_msg(), "bad.csv") && strstr(err_msg(), "header"), "%s", err_msg());
-    write_text(path, "output,source,target,r,seed,gaps\nx.png,,hail,0.8,1,\n");
+    check_write_text(path, "output,source,target,r,seed,gaps\nx.png,,hail,0.8,1,\n");
     CHECK(dataset_add_generated(&ds, path) < 0 && strstr(err_msg(), "bad.csv:2") && strstr(err_msg(), "hail"), "%s", err_msg());
-    write_text(path, "output,source,target,r,seed,gaps\nx.png\n");
+    check_write_text(path, "output,source,target,r,seed,gaps\nx.png\n");
     CHECK(dataset_add_roundtrips(&ds, path) < 0 && strstr(err_msg(), "bad.csv:2"), "%s", err_msg());
 
     /* .data keys: ranges checked */
     datacfg dc;
     snprintf(path, sizeof path, "%s/x.data", dir);
-    write_text(path, "classes=3\ntail_share=0.25\ngen_soft=0.2\nroundtrip_p=0.5\ngenerated=a.csv\nroundtrip=b.csv\n");
+    check_write_text(path, "classes=3\ntail_share=0.25\ngen_soft=0.2\nroundtrip_p=0.5\ngenerated=a.csv\nroundtrip=b.csv\n");
     CHECK(datacfg_read(path, &dc) == 0 && dc.tail_share == 0.25 && dc.gen_soft == 0.2 && dc.roundtrip_p == 0.5 &&
               !strcmp(dc.generated, "a.csv") && !strcmp(dc.roundtrip, "b.csv"), "%s", err_msg());
     datacfg_free(&dc);
-    write_text(path, "classes=3\ntail_share=1.5\n");
+    check_write_text(path, "classes=3\ntail_share=1.5\n");
     CHECK(datacfg_read(path, &dc) < 0 && strstr(err_msg(), "x.data:2") && strstr(err_msg(), "tail_share"), "%s", err_msg());
-    write_text(path, "classes=3\npair_source=0.5\n");
+    check_write_text(path, "classes=3\npair_source=0.5\n");
     CHECK(datacfg_read(path, &dc) == 0 && dc.pair_source == 0.5, "%s", err_msg());
     datacfg_free(&dc);
-    write_text(path, "classes=3\npair_source=yes\n");
+    check_write_text(path, "classes=3\npair_source=yes\n");
     CHECK(datacfg_read(path, &dc) < 0 && strstr(err_msg(), "pair_source"), "%s", err_msg());
 
     free(idx);

@@ -14,15 +14,6 @@
 
 static char dir[256];
 
-static int write_text(const char *path, const char *text)
-{
-    char tmp[4200];
-    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
-    if (!f) return -1;
-    fputs(text, f);
-    return util_commit(f, tmp, path);
-}
-
 static void read_text(const char *path, char *buf, size_t n)
 {
     FILE *f = fopen(path, "r");
@@ -45,12 +36,12 @@ static void symlinks(void)
     struct stat st;
     snprintf(target, sizeof target, "%s/real.txt", dir);
     snprintf(link, sizeof link, "%s/link.txt", dir);
-    CHECK(write_text(target, "first") == 0, "%s", err_msg());
-    CHECK(write_text(target, "old") == 0, "over a regular file: %s", err_msg());
+    CHECK(util_write_text(target, "first") == 0, "%s", err_msg());
+    CHECK(util_write_text(target, "old") == 0, "over a regular file: %s", err_msg());
     read_text(target, buf, sizeof buf);
     CHECK(strcmp(buf, "old") == 0, "a regular file is replaced: '%s'", buf);
     CHECK(symlink("real.txt", link) == 0, "symlink");
-    CHECK(write_text(link, "new") == 0, "through the link: %s", err_msg());
+    CHECK(util_write_text(link, "new") == 0, "through the link: %s", err_msg());
     CHECK(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "the link is still a link");
     read_text(target, buf, sizeof buf);
     CHECK(strcmp(buf, "new") == 0, "its file was replaced: '%s'", buf);
@@ -58,7 +49,7 @@ static void symlinks(void)
     char dangling[300];
     snprintf(dangling, sizeof dangling, "%s/dangling.txt", dir);
     CHECK(symlink("nowhere/x.txt", dangling) == 0, "symlink");
-    CHECK(write_text(dangling, "x") == -1 && strstr(err_msg(), "dangling.txt: a symbolic link to nothing"), "%s",
+    CHECK(util_write_text(dangling, "x") == -1 && strstr(err_msg(), "dangling.txt: a symbolic link to nothing"), "%s",
           err_msg());
     CHECK(lstat(dangling, &st) == 0 && S_ISLNK(st.st_mode), "the dangling link is left as it was");
 }
@@ -70,22 +61,22 @@ static void not_regular(void)
     snprintf(fifo, sizeof fifo, "%s/fifo", dir);
     CHECK(mkfifo(fifo, 0644) == 0, "mkfifo");
     CHECK(util_check_dest(fifo) == -1 && strstr(err_msg(), "fifo: not a regular file (a FIFO)"), "%s", err_msg());
-    CHECK(write_text(fifo, "x") == -1, "a FIFO is refused");
+    CHECK(util_write_text(fifo, "x") == -1, "a FIFO is refused");
     CHECK(lstat(fifo, &st) == 0 && S_ISFIFO(st.st_mode), "and stays a FIFO");
 
     snprintf(sub, sizeof sub, "%s/sub", dir);
     CHECK(mkdir(sub, 0755) == 0, "mkdir");
-    CHECK(write_text(sub, "x") == -1 && strstr(err_msg(), "sub: not a regular file (a directory)"), "%s", err_msg());
+    CHECK(util_write_text(sub, "x") == -1 && strstr(err_msg(), "sub: not a regular file (a directory)"), "%s", err_msg());
     CHECK(lstat(sub, &st) == 0 && S_ISDIR(st.st_mode), "the directory stays");
 
     /* the reported damage: a device node (as root, a copy of /dev/null's numbers) replaced by a file */
     snprintf(dev, sizeof dev, "%s/null", dir);
     if (mknod(dev, S_IFCHR | 0666, makedev(1, 3)) == 0) {
-        CHECK(write_text(dev, "x") == -1 && strstr(err_msg(), "null: not a regular file (a device)"), "%s", err_msg());
+        CHECK(util_write_text(dev, "x") == -1 && strstr(err_msg(), "null: not a regular file (a device)"), "%s", err_msg());
         CHECK(lstat(dev, &st) == 0 && S_ISCHR(st.st_mode), "the device node stays a device");
         char link[300];
         snprintf(link, sizeof link, "%s/to-null", dir);
-        CHECK(symlink("null", link) == 0 && write_text(link, "x") == -1 && strstr(err_msg(), "not a regular file"),
+        CHECK(symlink("null", link) == 0 && util_write_text(link, "x") == -1 && strstr(err_msg(), "not a regular file"),
               "a link to a device is refused too: %s", err_msg());
     } else {
         printf("(not root: the device-node check ran on the FIFO only)\n");

@@ -237,15 +237,6 @@ static int write_lt(const char *in_list, const char *out_list, uint64_t seed)
     return rc;
 }
 
-static int write_text(const char *path, const char *text)
-{
-    char tmp[4200];
-    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
-    if (!f) return -1;
-    fputs(text, f);
-    return util_commit(f, tmp, path);
-}
-
 /* Writes OUT/images, the train/test/labels lists and lt/train.list. */
 static int prepare_fmnist(const char *out, uint64_t seed)
 {
@@ -259,7 +250,7 @@ static int prepare_fmnist(const char *out, uint64_t seed)
     text[0] = 0;
     for (int i = 0; i < FMNIST_CLASSES; i++) strcat(strcat(text, fmnist_classes[i]), "\n");
     snprintf(path, sizeof path, "%s/labels.list", out);
-    if (write_text(path, text)) return -1;
+    if (util_write_text(path, text)) return -1;
     return 0;
 }
 
