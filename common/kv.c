@@ -175,6 +175,11 @@ static int unknown(const char *path, int line, const char *key, const kv_key *ke
 /* One line, white space trimmed, not a comment: 0, or -1 with err_msg(). */
 static int read_line(const char *path, int line, char *s, kv_key *keys, int n, const kv_spec *spec, int *section)
 {
+    if (spec->first_section && *s == '[') {
+        if (*section) return 2;   /* the first section is over */
+        *section = 1;
+        return 0;
+    }
     if (spec->section && *s == '[') {
         char head[128];
         snprintf(head, sizeof head, "[%s]", spec->section);
@@ -194,7 +199,7 @@ static int read_line(const char *path, int line, char *s, kv_key *keys, int n, c
     if (k == keys + n) {
         for (int i = 0; spec->ignored && spec->ignored[i]; i++)
             if (!strcmp(spec->ignored[i], key)) return 0;
-        return unknown(path, line, key, keys, n, spec);
+        return spec->first_section ? 0 : unknown(path, line, key, keys, n, spec);
     }
     char *copy = strdup(val);   /* a list is split in place; the message shows the value as written */
     if (!copy) return err_set("%s:%d: out of memory", path, line);
@@ -240,7 +245,10 @@ int kv_read(const char *path, kv_key *keys, int n, const kv_spec *spec)
         if (line == 1 && !strncmp(s, "\xEF\xBB\xBF", 3)) s += 3;
         s = util_trim(s);
         if (!*s || *s == '#' || *s == ';') continue;
-        rc = read_line(path, line, s, keys, n, spec, &section);
+        if ((rc = read_line(path, line, s, keys, n, spec, &section)) == 2) {
+            rc = 0;
+            break;
+        }
     }
     if (rc == 0 && ferror(f)) rc = err_set("%s: %s", path, strerror(errno));
     free(buf);

@@ -53,6 +53,9 @@ typedef struct {
     int warn_unknown;            /* an unknown key: 0 an error, 1 one warning on stderr (as darknet's
                                   * option_unused) and the line is ignored */
     const char *const *ignored;  /* known keys that are not used, silent (NULL-ended; may be NULL) */
+    int first_section;           /* a darknet cfg: the keys are in the file's first section ([net], whose name and
+                                  * other keys darknet's own parser checks); reading stops at the next section and
+                                  * keys not in the table are silently someone else's */
 } kv_spec;
 
 /* Reads path into the n keys' outputs (what is absent keeps its value). 0, or -1 with err_msg() "path:line: ...". */

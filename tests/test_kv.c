@@ -191,6 +191,14 @@ int main(void)
     rc = kv_read("build/no/such.cfg", keys, NK, &sect);
     CHECK(rc == -1 && strstr(err_msg(), "build/no/such.cfg: No such file"), "missing: %s", err_msg());
 
+    /* a darknet cfg: the first section's keys only, other keys (darknet's) silent, later sections not read */
+    const kv_spec net = {.section = "net", .first_section = 1};
+    rc = read_text("[net]\nbatch=128\ncount=3\nmode=slow\n\n[convolutional]\ncount=9\nfilters=8\n", &net);
+    CHECK(rc == 0 && v.i == 3 && v.w == 1, "first section: rc %d count %d mode %d: %s", rc, v.i, v.w, err_msg());
+    bad("[net]\ncount=11\n[maxpool]\n", &net, P ":2: key 'count' must be");
+    rc = read_text("[net]\nflip=1\n[maxpool]\ncount=oops\n", &net);
+    CHECK(rc == 0, "a later section's values are its own reader's: %s", err_msg());
+
     /* the hint: typos within 2 edits, never a word shorter than the distance */
     const char *cands[] = {"tail_share", "gen_soft", "top"};
     CHECK(kv_nearest("tail_shar", cands, 3) == cands[0], "tail_shar");

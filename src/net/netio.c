@@ -1,7 +1,7 @@
 #include "src/net/netio.h"
 #include "src/net/cfgcheck.h"
 #include "common/err.h"
-#include "common/num.h"
+#include "common/kv.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -14,59 +14,33 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* One [net] key of genie's into ex: 0, -1 with err_msg() "cfg:line: ...". */
-static int extra_key(const char *cfg, int lineno, const char *key, const char *val, net_extras *ex)
+static int preset_set(char *val, void *out)
 {
-    int *flag = !strcmp(key, "flip") ? &ex->flip : !strcmp(key, "mixup") ? &ex->mixup
-              : !strcmp(key, "cutmix") ? &ex->cutmix : NULL;
-    if (flag) {
-        if (num_int(val, 0, 1, flag)) return err_set("%s:%d: [net] %s must be 0 or 1, got '%s'", cfg, lineno, key, val);
-    } else if (!strcmp(key, "label_smooth_eps")) {
-        double v;
-        if (num_double(val, 0, 1, &v) || v == 1)
-            return err_set("%s:%d: [net] label_smooth_eps must be in [0, 1), got '%s'", cfg, lineno, val);
-        ex->label_smooth = (float)v;
-    } else if (!strcmp(key, "augment")) {
-        if (!strcasecmp(val, "darknet")) ex->preset = AUG_DARKNET;
-        else if (!strcasecmp(val, "weak")) ex->preset = AUG_WEAK;
-        else if (!strcasecmp(val, "strong")) ex->preset = AUG_STRONG;
-        else return err_set("%s:%d: [net] augment must be one of darknet/weak/strong, got '%s'", cfg, lineno, val);
-    }
-    return 0;
+    static const char *const names[] = {"darknet", "weak", "strong"};   /* enum aug_preset's order */
+    for (int i = 0; i < 3; i++)
+        if (!strcasecmp(val, names[i])) return *(enum aug_preset *)out = (enum aug_preset)i, 0;
+    return -1;
 }
 
-/* Reads the [net] keys darknet's parser drops (cfgcheck_file has checked them already; the values are parsed as
- * strictly here). White space is stripped everywhere in a line, as darknet does. */
+/* The [net] keys darknet's parser drops (cfgcheck_file has checked the whole file already), through the one
+ * key=value reader. */
 static int read_extras(const char *cfg, net_extras *ex)
 {
     ex->flip = 1;
     ex->mixup = ex->cutmix = 0;
-    ex->label_smooth = 0;
     ex->preset = AUG_DARKNET;
-    FILE *f = fopen(cfg, "r");
-    if (!f) return err_set("%s: %s", cfg, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    int section = 0, lineno = 0, rc = 0;
-    while (rc == 0 && getline(&line, &cap, f) >= 0) {
-        lineno++;
-        char *d = line;
-        for (char *s = line; *s; s++)
-            if (*s != ' ' && *s != '\t' && *s != '\n') *d++ = *s;
-        *d = 0;
-        if (!*line || *line == '#' || *line == ';') continue;
-        if (*line == '[') {
-            if (++section > 1) break;
-            continue;
-        }
-        char *eq = strchr(line, '=');
-        if (!eq) continue;
-        *eq = 0;
-        rc = extra_key(cfg, lineno, line, eq + 1, ex);
-    }
-    free(line);
-    fclose(f);
-    return rc;
+    double smooth = 0;
+    kv_key keys[] = {
+        {.name = "flip", .type = KV_BOOL, .out = &ex->flip},
+        {.name = "mixup", .type = KV_BOOL, .out = &ex->mixup},
+        {.name = "cutmix", .type = KV_BOOL, .out = &ex->cutmix},
+        {.name = "label_smooth_eps", .type = KV_DOUBLE, .out = &smooth, .lo = 0, .hi = 1, .flags = KV_OPEN_HI},
+        {.name = "augment", .type = KV_FUNC, .out = &ex->preset, .set = preset_set, .want = "darknet, weak or strong"},
+    };
+    const kv_spec spec = {.section = "net", .first_section = 1};
+    if (kv_read(cfg, keys, sizeof keys / sizeof *keys, &spec)) return -1;
+    ex->label_smooth = (float)smooth;
+    return 0;
 }
 
 /* Bytes a .weights file holds for this network, as save_weights writes it (after the header). */
