@@ -37,7 +37,8 @@ echo "plan $(md5sum < "$O/plan.csv" | cut -d' ' -f1)"
 q "$G" generate "$O/plan.csv" -data "$O/train.data" -model $M -batch 6 -rset 0.7,0.8,0.9 -steps 8 -guidance 3 \
     -backbone "$O/train.cfg" -weights "$O/train/train.weights" -index "$O/gen.index.csv"
 echo "generate $(cat "$O"/gen/*.png | md5sum | cut -d' ' -f1)"
-echo "generate-index $(md5sum < "$O/gen.index.csv" | cut -d' ' -f1)"
+# the index without its settings column: that names the files' stamps (f_theta's weights were made just now)
+echo "generate-index $(cut -d, -f1-7 "$O/gen.index.csv" | md5sum | cut -d' ' -f1)"
 
 # online GeNIe-Ada, sync mode: the same seed must give the same weights
 sed 's/^max_batches=.*/max_batches=60/' cfg/fmnist-ft.cfg > "$O/ft.cfg"
