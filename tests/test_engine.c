@@ -424,6 +424,14 @@ static void check_cli(void)
                      "10", "-o", out};
     CHECK(cli_img2img(sizeof small / sizeof small[0], small) == -1 && strstr(err_msg(), "img0.png"), "-max-pixels: %s",
           err_msg());
+    /* a prompt past the text encoder's 77 tokens: said, not cut silently */
+    char said_long[4096], cmd_long[1024] = "$G txt2img -model data/models/fmnist-ldm -steps 1 -o build/genie-test-long.png -p 'A";
+    for (int i = 0; i < 90; i++) strcat(cmd_long, " very");
+    strcat(cmd_long, " long coat'");
+    int rc_long = check_sh(cmd_long, said_long, sizeof said_long);
+    CHECK(rc_long == 0 && strstr(said_long, " tokens; the text encoder takes 75, the rest is cut"),
+          "a 93-word prompt: rc %d: %s", rc_long, said_long);
+    remove("build/genie-test-long.png");
     /* more engine threads than cores: capped, said once */
     char cmd[512], said[4096];
     snprintf(cmd, sizeof cmd, "$G txt2img -model %ssd-tiny-a -steps 1 -threads 1000 -o %s", FIX, out);
