@@ -345,8 +345,9 @@ int main(void)
     snprintf(c.model, sizeof c.model, "build/no/such/model");
     CHECK(start(&c) == NULL && strstr(err_msg(), "build/no/such/model"), "missing model: %s", err_msg());
 
-    /* through the trainer: sync=1 makes a run with online GeNIe reproducible to the byte; a run killed with -9
-     * leaves a cache the next run starts from */
+    /* through the trainer: sync=1 makes a run with online GeNIe reproducible to the byte, whatever the loader's
+     * thread count (1 and 3 threads: the same weights); a run killed with -9 leaves a cache the next run starts
+     * from */
     FILE *w = fopen("build/test_module.data", "w");
     fputs("classes=10\ntrain=data/fmnist/lt/train.list\nlabels=data/fmnist/labels.list\nbackup=build/test_module_bk\n", w);
     fclose(w);
@@ -357,9 +358,9 @@ int main(void)
     const char *run = "$G classifier train build/test_module.data cfg/fmnist-ft.cfg data/models/fmnist-judge.weights "
                       "-clear -seed 2 -iters 12 -genie build/test_module_sync.cfg";
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "rm -rf build/test_module_bk && %s && cp build/test_module_bk/fmnist-ft.weights "
-             "build/test_module_a.weights && %s && cmp build/test_module_bk/fmnist-ft.weights build/test_module_a.weights",
-             run, run);
+    snprintf(cmd, sizeof cmd, "rm -rf build/test_module_bk && %s -threads 1 && cp build/test_module_bk/fmnist-ft.weights "
+             "build/test_module_a.weights && %s -threads 3 && cmp build/test_module_bk/fmnist-ft.weights "
+             "build/test_module_a.weights", run, run);
     int rc = check_sh(cmd, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "rows served, 0 short"), "sync runs differ or failed: %d %s", rc, out);
     /* the inspection grid: 8 rows of source | generated (2 x 32 + 2 wide) | "S -> T  r 0.80" in darknet's

@@ -19,6 +19,11 @@ enum shot_group { SHOT_MANY, SHOT_MEDIUM, SHOT_FEW };
 #define RECIPE_FEW_BELOW 20
 enum shot_group recipe_shot_group(int count);
 
+/* With sync=1 the loader runs this many batches ahead of training, whatever its thread count: the first row that
+ * takes a generated sample and the snapshot each sample is planned from depend on it, so a fixed value keeps a
+ * seed's run the same on any machine and -threads (4: what 2 loader threads gave, the committed runs'). */
+#define RECIPE_SYNC_LOOKAHEAD 4
+
 /* The settings fingerprint of images made through genie_load(o, words) for classes (labels[c] prompted as
  * words[c]): the model (path and the stamp of its files, util_files_stamp), steps, guidance, scheduler, the VAE's
  * posterior mean or sample, the prompt template, every class's label and words (as a hash, so a renamed class

@@ -186,6 +186,7 @@ static int train(const train_args *a)
     if (gpath) {
         if (genie_cfg_read(gpath, &gcfg)) goto out;
         if (gcfg.mode != GENIE_MODE_NONE) {
+            if (gcfg.sync) o.slots = RECIPE_SYNC_LOOKAHEAD;
             snprintf(grid_path, sizeof grid_path, "%s/%s_genie_grid.png", dc.backup, base);
             module_opts mo = {.cfg = &gcfg, .cfg_path = gpath, .classes = ds.classes, .labels = ds.labels,
                               .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = a->cfg,
