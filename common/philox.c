@@ -32,14 +32,6 @@ int philox_int(philox_t *g, int n)
     return (int)(((uint64_t)philox_next(g) * (uint64_t)n) >> 32);
 }
 
-float philox_normal(philox_t *g)
-{
-    float a, b;
-    uint32_t x = philox_next(g), y = philox_next(g);
-    philox_box_muller(x, y, &a, &b);
-    return a;
-}
-
 void philox_fill_normal(uint64_t seed, uint64_t stream, float *out, size_t n)
 {
     for (size_t j = 0; j * 4 < n; j++) {

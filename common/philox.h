@@ -69,7 +69,6 @@ uint32_t philox_next(philox_t *g);
 float philox_uniform(philox_t *g);             /* [0,1) */
 float philox_range(philox_t *g, float lo, float hi);
 int philox_int(philox_t *g, int n);            /* [0,n) */
-float philox_normal(philox_t *g);
 
 /* out[i] = normal element i of stream (seed, stream): index-addressed, the reference for the CUDA twin. */
 void philox_fill_normal(uint64_t seed, uint64_t stream, float *out, size_t n);

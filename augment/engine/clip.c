@@ -78,10 +78,6 @@ int clip_encode(clip_model *m, const int *ids, int B, int L, float *out)
     return clip_run(m, ids, B, L, out);
 }
 
-int clip_hidden_size(const clip_model *m) { return m->cfg.hidden_size; }
-
-size_t clip_work_bytes(const clip_model *m) { return m->ar.cap * sizeof(float); }
-
 void clip_free(clip_model *m)
 {
     if (!m) return;

@@ -14,9 +14,6 @@ clip_model *clip_load(const clip_config *cfg, weights *w, ops_backend *be, int m
 /* out[B, L, hidden] = last_hidden_state for ids[B, L] (L <= max_position_embeddings). -1 + err_msg() on an id
  * out of range, a size beyond the arena, or a non-finite output. */
 int clip_encode(clip_model *m, const int *ids, int B, int L, float *out);
-int clip_hidden_size(const clip_model *m);
-/* Bytes of work memory (the arena) reserved at load for the maximum sizes. */
-size_t clip_work_bytes(const clip_model *m);
 void clip_free(clip_model *m);
 
 #endif

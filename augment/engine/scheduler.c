@@ -185,9 +185,7 @@ int scheduler_set_timesteps(scheduler *s, int n)
 int scheduler_num_steps(const scheduler *s) { return s->n; }
 int scheduler_timestep(const scheduler *s, int i) { return s->ts[i]; }
 const float *scheduler_alphas_cumprod(const scheduler *s) { return s->acp; }
-int scheduler_num_train_timesteps(const scheduler *s) { return s->T; }
 float scheduler_init_noise_sigma(const scheduler *s) { return 1.0f; }
-enum sd_sched_kind scheduler_kind(const scheduler *s) { return s->kind; }
 
 void sched_state_init(sched_state *st, float *prev, size_t n)
 {

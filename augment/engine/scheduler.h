@@ -28,9 +28,7 @@ int scheduler_set_timesteps(scheduler *s, int n);
 int scheduler_num_steps(const scheduler *s);
 int scheduler_timestep(const scheduler *s, int i);          /* i-th timestep, 0 <= i < num_steps */
 const float *scheduler_alphas_cumprod(const scheduler *s);  /* [num_train_timesteps], float32 as torch has it */
-int scheduler_num_train_timesteps(const scheduler *s);
 float scheduler_init_noise_sigma(const scheduler *s);      /* 1 for both */
-enum sd_sched_kind scheduler_kind(const scheduler *s);
 
 /* Per-item sampling state. DPM-Solver++ keeps the previous data prediction: prev must hold n floats (sized by
  * the caller, so stepping never allocates); DDIM does not use it (prev may be NULL). */

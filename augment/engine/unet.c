@@ -229,8 +229,6 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
 
 void unet_set_checks(unet_model *m, int on) { m->checks = on; }
 
-size_t unet_work_bytes(const unet_model *m) { return m->ar.cap * sizeof(float); }
-
 void unet_free(unet_model *m)
 {
     if (!m) return;

@@ -24,8 +24,6 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
  * engine checks the latents once per denoising step instead: each check waits for a device) */
 void unet_set_checks(unet_model *m, int on);
 int unet_factor(const unet_model *m);
-/* Bytes of work memory (the arena) reserved at load for the maximum sizes. */
-size_t unet_work_bytes(const unet_model *m);
 void unet_free(unet_model *m);
 
 #endif

@@ -208,8 +208,6 @@ int vae_decode(vae_model *m, const float *z, int B, int h, int w, float *img)
     return decode_run(m, z, B, h, w, img);
 }
 
-size_t vae_work_bytes(const vae_model *m) { return m->ar.cap * sizeof(float); }
-
 void vae_free(vae_model *m)
 {
     if (!m) return;

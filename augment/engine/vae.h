@@ -22,8 +22,6 @@ int vae_encode(vae_model *m, const float *img, int B, int H, int W, float *mean,
  * first. */
 int vae_decode(vae_model *m, const float *z, int B, int h, int w, float *img);
 int vae_factor(const vae_model *m);
-/* Bytes of work memory (the arena) reserved at load for the maximum sizes. */
-size_t vae_work_bytes(const vae_model *m);
 void vae_free(vae_model *m);
 
 #endif

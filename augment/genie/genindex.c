@@ -69,7 +69,7 @@ int genindex_read(genindex_reader *r, genindex_row *row)
 
 void genindex_close(genindex_reader *r) { csv_close(&r->csv); }
 
-void genindex_put_header(FILE *f) { fputs(GENINDEX_HEADER "\n", f); }
+static void genindex_put_header(FILE *f) { fputs(GENINDEX_HEADER "\n", f); }
 
 void genindex_put(FILE *f, const genindex_row *row)
 {

@@ -54,8 +54,7 @@ int genindex_open(genindex_reader *r, const char *path);
 int genindex_read(genindex_reader *r, genindex_row *row);
 void genindex_close(genindex_reader *r);
 
-/* Writes the header line; one row as one line (quoted as RFC 4180 needs; NULL fields as empty). */
-void genindex_put_header(FILE *f);
+/* One row as one line (quoted as RFC 4180 needs; NULL fields as empty). */
 void genindex_put(FILE *f, const genindex_row *row);
 /* One row as a malloc'ed line with its newline (NULL when out of memory). */
 char *genindex_line(const genindex_row *row);
