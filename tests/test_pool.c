@@ -179,32 +179,29 @@ static void *side_main(void *arg)
     return NULL;
 }
 
+/* Runs side_main on x and y from two threads at once. */
+static void run_sides(struct side *x, struct side *y, const char *what)
+{
+    pthread_t tx, ty;
+    pthread_create(&tx, NULL, side_main, x);
+    pthread_create(&ty, NULL, side_main, y);
+    pthread_join(tx, NULL);
+    pthread_join(ty, NULL);
+    CHECK(!x->failed && !y->failed, "%s: %s", what, x->failed ? x->why : y->why);
+}
+
 static void concurrent(void)
 {
     struct side a = {pool_create(3, SCRATCH), 3, 0, ""}, b = {pool_create(2, SCRATCH), 2, 0, ""};
     CHECK(a.p && b.p, "two pools: %s", err_msg());
-    if (a.p && b.p) {
-        pthread_t ta, tb;
-        pthread_create(&ta, NULL, side_main, &a);
-        pthread_create(&tb, NULL, side_main, &b);
-        pthread_join(ta, NULL);
-        pthread_join(tb, NULL);
-        CHECK(!a.failed && !b.failed, "two pools used at once from two threads: %s", a.failed ? a.why : b.why);
-    }
+    if (a.p && b.p) run_sides(&a, &b, "two pools used at once from two threads");
     pool_free(a.p);
     pool_free(b.p);
 
     /* both callers on one pool: their jobs take turns */
     struct side c = {pool_create(4, SCRATCH), 4, 0, ""}, d = c;
     CHECK(c.p != NULL, "shared pool: %s", err_msg());
-    if (c.p) {
-        pthread_t tc, td;
-        pthread_create(&tc, NULL, side_main, &c);
-        pthread_create(&td, NULL, side_main, &d);
-        pthread_join(tc, NULL);
-        pthread_join(td, NULL);
-        CHECK(!c.failed && !d.failed, "one pool shared by two callers: %s", c.failed ? c.why : d.why);
-    }
+    if (c.p) run_sides(&c, &d, "one pool shared by two callers");
     pool_free(c.p);
 }
 
