@@ -526,8 +526,25 @@ const char *__lsan_default_suppressions(void)
     return "leak:libdarknet.so\n";
 }
 
+/* The binary runs OpenBLAS's Haswell kernels wherever the CPU has AVX2 and FMA (one seed, one result, on every
+ * such machine), and keeps a kernel set the user names. */
+static void pinned_kernels(void)
+{
+    char out[4096];
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        int rc = check_sh("unset OPENBLAS_CORETYPE; OPENBLAS_VERBOSE=2 $G recipe cfg/fmnist-genie.cfg", out, sizeof out);
+        CHECK(rc == 0 && strstr(out, "Core: Haswell"), "kernels not pinned: rc %d: %s", rc, out);
+    } else {
+        printf("(no AVX2/FMA here: OpenBLAS's own choice, not pinned)\n");
+    }
+    int rc = check_sh("OPENBLAS_CORETYPE=Prescott OPENBLAS_VERBOSE=2 $G recipe cfg/fmnist-genie.cfg", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "Core: Prescott") && !strstr(out, "Core: Haswell"), "a chosen set replaced: %s", out);
+}
+
 int main(void)
 {
+    pinned_kernels();
     const char *path = "/usr/lib/darknet/libdarknet.so";
     lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {

@@ -9,8 +9,10 @@
 #include "src/train/classifier.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A handler gets the arguments after the command's name (argc >= 1) and returns 0, or -1 with err_msg(). */
 typedef struct {
@@ -56,8 +58,23 @@ static void usage(void)
         }
 }
 
+/* OpenBLAS chooses its kernels from the CPU it recognises, and the kernel sets round differently: one seed trained
+ * other weights on another machine (and a virtual CPU it does not recognise gets its slow SSE3 kernels). Every
+ * machine with AVX2 and FMA runs the Haswell set, the one the committed results were made with; OpenBLAS reads
+ * the choice when it loads, before main, so the process starts again once with it set. OPENBLAS_CORETYPE given by
+ * the user is kept. */
+static void pin_blas_kernels(char **argv)
+{
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return;
+    if (setenv("OPENBLAS_CORETYPE", "Haswell", 1) == 0) execv("/proc/self/exe", argv);
+    /* no /proc: OpenBLAS's own choice, as before */
+}
+
 int main(int argc, char **argv)
 {
+    pin_blas_kernels(argv);
     /* Past a file-size limit a write must fail with EFBIG (and be reported as any failed write), not kill us. */
     signal(SIGXFSZ, SIG_IGN);
     /* a command without arguments, or none, or an unknown one: the help */
