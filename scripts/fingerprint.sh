@@ -6,7 +6,8 @@
 #   - genie plan and genie generate (offline GeNIe-Ada, its index)
 #   - a sync-mode online GeNIe-Ada fine-tuning (module, ring, rows, live f_theta), 60 iterations
 # Usage: scripts/fingerprint.sh [GENIE] [OUT]  (defaults ./genie, build/fingerprint); prints "name md5" lines.
-# Compare two trees with: diff <(scripts/fingerprint.sh A/genie /tmp/a) <(scripts/fingerprint.sh B/genie /tmp/b)
+# Compare two binaries with the same OUT (the plan holds its paths): sh scripts/fingerprint.sh A/genie > a.txt;
+# sh scripts/fingerprint.sh B/genie > b.txt; diff a.txt b.txt
 set -e
 G=$(realpath "${1:-./genie}")
 O=${2:-build/fingerprint}
