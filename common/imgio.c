@@ -193,34 +193,7 @@ int imgio_decode(const unsigned char *buf, size_t len, const char *name, int min
 /* Reads a whole file into *buf, which is reused across calls (plain read(2): no stdio buffer per file). */
 static int read_file(const char *path, unsigned char **buf, size_t *cap, size_t *len)
 {
-    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; the regular-file check
-     * below then rejects it like any other non-file. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return err_set("%s: %s", path, strerror(errno));
-    struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        rc = err_set("%s: not a regular file", path);
-    else if (st.st_size > max_file_bytes())
-        rc = err_set("%s: file too large (%lld bytes for the pixel limit %lld)", path, (long long)st.st_size,
-                     max_pixels);
-    size_t n = rc ? 0 : (size_t)st.st_size;
-    if (rc == 0 && *cap < n + 1) {
-        unsigned char *p = realloc(*buf, n + 1);
-        if (!p)
-            rc = err_set("%s: out of memory", path);
-        else
-            *buf = p, *cap = n + 1;
-    }
-    size_t got = 0;
-    while (rc == 0 && got < n) {
-        ssize_t r = read(fd, *buf + got, n - got);
-        if (r <= 0) rc = err_set("%s: read error after %zu of %zu bytes", path, got, n);
-        got += r > 0 ? (size_t)r : 0;
-    }
-    close(fd);
-    *len = got;
-    return rc;
+    return util_read_file(path, (size_t)max_file_bytes(), "bytes the pixel limit (max_pixels) allows", buf, cap, len);
 }
 
 int imgio_load(const char *path, int min_w, int min_h, img_u8 *out)

@@ -4,12 +4,44 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+int util_read_file(const char *path, size_t max, const char *what, unsigned char **buf, size_t *cap, size_t *len)
+{
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return err_set("%s: %s", path, strerror(errno));
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        rc = err_set("%s: not a regular file", path);
+    else if ((unsigned long long)st.st_size > max)
+        rc = err_set("%s: %lld bytes, more than the %zu %s", path, (long long)st.st_size, max, what);
+    size_t n = rc ? 0 : (size_t)st.st_size;
+    if (rc == 0 && *cap < n + 1) {
+        unsigned char *p = realloc(*buf, n + 1);
+        if (!p)
+            rc = err_set("%s: out of memory for %zu bytes", path, n);
+        else
+            *buf = p, *cap = n + 1;
+    }
+    size_t got = 0;
+    while (rc == 0 && got < n) {
+        ssize_t r = read(fd, *buf + got, n - got);
+        if (r <= 0) rc = err_set("%s: read error after %zu of %zu bytes", path, got, n);
+        got += r > 0 ? (size_t)r : 0;
+    }
+    close(fd);
+    if (rc == 0) (*buf)[got] = 0;
+    *len = got;
+    return rc;
+}
 
 int util_cores(void)
 {

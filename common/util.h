@@ -21,6 +21,12 @@ unsigned util_fnv(unsigned h, const char *s);
  * both the size and the nanosecond time of another file fools it. A path that does not exist adds nothing. */
 unsigned util_files_stamp(unsigned h, const char *path);
 
+/* Reads the whole of path into *buf (grown as needed, kept across calls: *cap is its size) with a NUL after it;
+ * *len bytes. A path that is not a regular file (a FIFO is opened without waiting for a writer) or has more than
+ * max bytes is refused: -1 with err_msg() naming path ("N bytes, more than the max <what>"). */
+#include <stddef.h>
+int util_read_file(const char *path, size_t max, const char *what, unsigned char **buf, size_t *cap, size_t *len);
+
 /* Whole-file writes: util_open_tmp opens a temporary file beside path (a name unique to this process and call,
  * so concurrent writers never share one); util_commit checks every write, syncs and renames it over path, or
  * removes it and leaves path as it was. Both -1/NULL with err_msg() naming the file. A path that is a symbolic

@@ -3,6 +3,9 @@
 #include "common/err.h"
 #include "common/jsonfile.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #define P "build/test_jsonfile.json"
 
 static void put(const char *text)
@@ -46,5 +49,12 @@ int main(void)
     expect_error(1 << 20, "cannot read");
     CHECK(jsonfile_read("build", 1 << 20, NULL) == NULL && strstr(err_msg(), "build") &&
               strstr(err_msg(), "not a regular file"), "a folder: %s", err_msg());
+    /* a FIFO is refused at once, not read waiting for a writer (alarm: a hang fails the test instead) */
+    remove(P);
+    CHECK(mkfifo(P, 0644) == 0, "mkfifo");
+    alarm(20);
+    CHECK(jsonfile_read(P, 1 << 20, NULL) == NULL && strstr(err_msg(), "not a regular file"), "a FIFO: %s", err_msg());
+    alarm(0);
+    remove(P);
     return check_done("jsonfile");
 }
