@@ -104,10 +104,7 @@ int genindex_rewrite(const char *path, char *const *lines, int n)
 FILE *genindex_append(const char *path)
 {
     struct stat st;
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-        err_set("%s: not a regular file (an index of generated images must be one)", path);
-        return NULL;
-    }
+    if (util_check_dest(path)) return NULL;   /* not a FIFO or device to append to, in a directory that takes it */
     if ((stat(path, &st) != 0 || st.st_size == 0) && genindex_rewrite(path, NULL, 0)) return NULL;
     FILE *f = fopen(path, "a");
     if (!f) err_set("%s: %s", path, strerror(errno));

@@ -268,15 +268,6 @@ static int settings_same(const char *path, const char *now, char *before, size_t
     return !strcmp(before, now);
 }
 
-static int settings_write(const char *path, const char *now)
-{
-    char tmp[4400];
-    FILE *f = util_open_tmp(path, tmp, sizeof tmp);
-    if (!f) return -1;
-    fprintf(f, "%s\n", now);
-    return util_commit(f, tmp, path);
-}
-
 /* -remake: the outputs made with other settings go first, then their index lines (index_start), and only then is
  * the new settings line written, so a run cut short anywhere leaves no old image under the new settings. */
 static int remake_outputs(plan *p)
@@ -469,7 +460,9 @@ int generate_main(int argc, char **argv)
             made = 0;
         }
         if (index_start(index_path, &p, labels, classes, settings, &index)) goto out;
-        if (!made && settings_write(spath, now)) goto out;
+        char line[sizeof now + 1];
+        snprintf(line, sizeof line, "%s\n", now);
+        if (!made && util_write_text(spath, line)) goto out;
     }
     fprintf(stderr, "%s: %d requests, %d already made, %d to make\n", plan_path, p.n, p.n - todo, todo);
     if (!todo) {
