@@ -24,10 +24,16 @@
 # The recipe (every arm, from the environment): TAIL_SHARE (default 0.25), GEN_SOFT (0), RT_P (0.5: real images
 # replaced by their VAE round trip with this probability, so "looks generated" carries no label), PAIR_SOURCE (0:
 # with this probability a generated sample's real source takes the other row of its row pair).
+# The base augmentation of every arm (from the environment): AUG (none: cfg/fmnist-ft.cfg as it is; weak, strong,
+# cutmix, mixup, or [net] keys such as "augment=weak flip=0"), added to every arm's cfg, so that `none` is the
+# base alone and each other arm is base + that arm, all fine-tuned from the same plain models; GEN_AUG (same: as
+# the real images) sets gen_augment=, the augmentation of generated samples (none, darknet, weak, strong).
 # Many/Medium/Few always by the split's real per-class counts. Results: OUT/results.csv (arm,seed,top1,many,
 # medium,few), OUT/table.md (means +- std), OUT/paired.md (each arm against none and txt2img, paired by seed:
 # mean difference +- standard error, and on how many seeds it is ahead), OUT/fewclass.md (each Few class's recall
-# per arm), OUT/ablation.png; with RESULTS=path also copied there (path.csv/.md/.paired.md/.fewclass.md/.png).
+# per arm), OUT/ablation.png, OUT/front.md and OUT/front.png (Few against Many of every arm, and of the runs in
+# FRONT_WITH, other OUTs, so that one plot holds each base; the arms no other arm beats on both are marked); with
+# RESULTS=path also copied there (path.csv/.md/.paired.md/.fewclass.md/.png/.front.md/.front.png).
 # Resumable: finished models, images and rows are kept.
 #
 # Environment (MODEL, GUIDANCE, STEPS, TOP_K, GENIE_R and ADA_RSET default to cfg/fmnist-genie.cfg's model,
@@ -42,13 +48,21 @@
 # GENIE_R and ADA_RSET into their copy of cfg/fmnist-genie.cfg. GENIE (the binary, ./genie),
 # BASE (the OUT of an earlier run on the same list: its plain models, training confusions and VAE round trips are
 # reused, so a run that changes only how images are generated, e.g. GUIDANCE or a model with the same VAE, trains
-# no plain model)
+# no plain model; and its generated images too when they were made with the same generation settings, so a run
+# that changes only AUG or the recipe generates nothing offline)
 set -e
 cd "$(dirname "$0")/.."
 LIST=${1:-data/fmnist/lt/train.list}
 [ -f "$LIST" ] || { echo "ablate: $LIST: no such list (genie prepare fmnist-lt DIR -seed K makes one)" >&2; exit 1; }
 NAME=$(basename "$(dirname "$LIST")")
-OUT=${OUT:-build/ablate/$NAME}
+AUG=${AUG:-none}
+GEN_AUG=${GEN_AUG:-same}
+case $AUG in
+    none) AUG_KEYS="" ;; weak|strong) AUG_KEYS="augment=$AUG" ;; cutmix|mixup) AUG_KEYS="$AUG=1" ;; *) AUG_KEYS=$AUG ;;
+esac
+[ "$GEN_AUG" = same ] || AUG_KEYS="$AUG_KEYS gen_augment=$GEN_AUG"
+TAG=$(printf '%s' "$AUG_KEYS" | tr -s ' =' '-' | sed 's/^-//; s/-$//')
+OUT=${OUT:-build/ablate/$NAME${TAG:+-$TAG}}
 SEEDS=${SEEDS:-1 2 3}
 ARMS=${ARMS:-none weak strong cutmix mixup img2img-L img2img-H txt2img genie genie-ada online-genie online-genie-ada}
 . scripts/recipe.sh   # MODEL GUIDANCE STEPS TOP_K GENIE_R ADA_RSET
@@ -62,7 +76,12 @@ PHASE=${PHASE:-all}
 SOURCE_WEIGHT=${SOURCE_WEIGHT:-uniform}
 G=${GENIE:-./genie}
 mkdir -p "$OUT"
-echo "ablate: $LIST -> $OUT; seeds $SEEDS; recipe tail_share=$TAIL_SHARE gen_soft=$GEN_SOFT roundtrip_p=$RT_P pair_source=$PAIR_SOURCE; model $MODEL"
+BASE_NAME="base: ${AUG_KEYS:-no augmentation} (AUG=$AUG GEN_AUG=$GEN_AUG)"
+echo "ablate: $LIST -> $OUT; seeds $SEEDS; $BASE_NAME; recipe tail_share=$TAIL_SHARE gen_soft=$GEN_SOFT roundtrip_p=$RT_P pair_source=$PAIR_SOURCE; model $MODEL"
+echo "$BASE_NAME" > "$OUT/base.txt"
+# what the offline images depend on: a BASE run with the same line lends its images
+GEN_SETTINGS="model=$MODEL guidance=$GUIDANCE steps=$STEPS top_k=$TOP_K r=$GENIE_R r_set=$ADA_RSET per_class=$PER_CLASS source_weight=$SOURCE_WEIGHT"
+echo "$GEN_SETTINGS" > "$OUT/gen.settings"
 
 mkdata() {   # file backup [extra lines]
     f=$1; b=$2; shift 2
@@ -86,6 +105,9 @@ base() {   # seed
         [ -f "$BASE/s$1/base/fmnist.weights" ] || { echo "ablate: BASE=$BASE has no plain model for seed $1" >&2; exit 1; }
         ln -s "$(cd "$BASE/s$1" && pwd -P)/base" "$d/base"
         cp "$BASE/s$1/train_confusion.csv" "$d/"
+    fi
+    if [ -n "$BASE" ] && [ ! -e "$d/gen" ] && [ -d "$BASE/s$1/gen" ] && [ "$(cat "$BASE/gen.settings" 2>/dev/null)" = "$GEN_SETTINGS" ]; then
+        ln -s "$(cd "$BASE/s$1" && pwd -P)/gen" "$d/gen"
     fi
     if [ ! -f "$d/base/fmnist.weights" ]; then
         echo "== seed $1: plain model"
@@ -146,14 +168,15 @@ roundtrip=$OUT/rt.index.csv
 roundtrip_p=$RT_P"
         { [ -n "$(gen_mode "$arm")" ] || [ -f "$d/gen/$arm.index.csv" ]; } && extra="$extra
 generated=$d/gen/$arm.index.csv"
+        # the base's keys, then the arm's own (the last value of a key wins): cfg/fmnist-ft.cfg with lines after [net]
+        keys=$AUG_KEYS
+        case $arm in weak|strong) keys="$keys augment=$arm" ;; cutmix|mixup) keys="$keys $arm=1" ;; esac
         cfg=cfg/fmnist-ft.cfg
-        case $arm in
-            weak|strong|cutmix|mixup)
-                cfg=$OUT/cfg/fmnist-ft-$arm.cfg
-                key=$arm=1
-                case $arm in weak|strong) key=augment=$arm ;; esac
-                sed "s/^\[net\]$/[net]\n$key/" cfg/fmnist-ft.cfg > "$cfg" ;;
-        esac
+        if [ -n "$keys" ]; then
+            cfg=$OUT/cfg/fmnist-ft-$arm.cfg
+            printf '%s\n' $keys | awk 'FNR == NR { k = $0; sub(/=.*/, "", k); if (!(k in v)) order[++n] = k; v[k] = $0; next }
+                /^\[net\]$/ { print; for (i = 1; i <= n; i++) print v[order[i]]; next } { print }' - cfg/fmnist-ft.cfg > "$cfg"
+        fi
         case $arm in
             online-*)
                 gcfg=$OUT/cfg/$arm.cfg
@@ -217,7 +240,43 @@ report() {
               END { printf "| %s | %d |", arm, nf; n = split(few, c, " ")
                     for (i = 1; i <= n; i++) printf " %.3f |", r[c[i]] / nf; printf "\n" }' $files
       done; } > "$OUT/fewclass.md"
+    # Few against Many: every arm of this run and of the FRONT_WITH runs (each its own base); an arm is on the front
+    # when no other arm (the plain model aside: it is where every arm starts) has at least its Few and its Many
+    for o in "$OUT" $FRONT_WITH; do
+        [ -f "$o/means.dat" ] || { echo "ablate: FRONT_WITH: $o/means.dat: none (run its report first)" >&2; continue; }
+        b=$(cat "$o/base.txt" 2>/dev/null || echo "base: no augmentation")
+        awk -v b="${b#base: }" '$1 != "plain" { print b "\t" $0 }' "$o/means.dat"
+    done | awk -F'\t' -v out="$OUT" '{ split($2, f, " "); base[NR] = $1; arm[NR] = f[1]; many[NR] = f[2]; ms[NR] = f[3]; few[NR] = f[6]; fs[NR] = f[7] }
+        END { print "| base | arm | Few | Many | on the front |"; print "|---|---|---|---|---|"
+              for (i = 1; i <= NR; i++) { dom = 0
+                  for (j = 1; j <= NR; j++) if (j != i && few[j] >= few[i] && many[j] >= many[i] && (few[j] > few[i] || many[j] > many[i])) dom = 1
+                  front[i] = !dom
+                  printf "| %s | %s | %.3f ± %.3f | %.3f ± %.3f | %s |\n", base[i], arm[i], few[i], fs[i], many[i], ms[i], dom ? "" : "**yes**"
+                  if (!(base[i] in bi)) bi[base[i]] = ++nb
+                  printf "%d\t%s\t%s\t%s\t%s\t%s\t%d\n", bi[base[i]], arm[i], few[i], fs[i], many[i], ms[i], front[i] > (out "/front.dat") }
+              for (k in bi) printf "%d\t%s\n", bi[k], k > (out "/front.bases") }' > "$OUT/front.md"
     if command -v gnuplot > /dev/null; then
+        nb=$(wc -l < "$OUT/front.bases")
+        plots=""
+        for i in $(seq 1 "$nb"); do
+            t=$(awk -F'\t' -v i="$i" '$1 == i { print $2 }' "$OUT/front.bases" | sed 's/"/\\"/g')
+            plots="$plots${plots:+, }'$OUT/front.dat' using (\$1 == $i ? \$3 : 1/0):5:4:6 with xyerrorbars pt $((i + 5)) ps 1.2 lc $i title \"$t\""
+        done
+        gnuplot <<GP
+set terminal pngcairo size 1000,700 font ",10"
+set output "$OUT/front.png"
+set datafile separator "\t"
+set title "Fashion-MNIST-LT ($NAME): Few against Many, mean ± std over seeds $SEEDS; filled: on the front"
+set xlabel "Few top-1"
+set ylabel "Many top-1"
+set termoption noenhanced
+set offsets graph 0.03, graph 0.12, graph 0.05, graph 0.05
+set key outside bottom center
+plot $plots, \
+     '$OUT/front.dat' using (\$7 == 1 ? \$3 : 1/0):5 with points pt 7 ps 0.7 lc black title "on the front", \
+     '$OUT/front.dat' using (\$7 == 0 ? \$3 : 1/0):5:2 with labels offset 0.6,0.6 left font ",8" notitle, \
+     '$OUT/front.dat' using (\$7 == 1 ? \$3 : 1/0):5:2 with labels offset 0.6,0.6 left font ",9:Bold" notitle
+GP
         gnuplot <<GP
 set terminal pngcairo size 1100,480 font ",10"
 set output "$OUT/ablation.png"
@@ -235,9 +294,11 @@ GP
     else
         echo "ablate: gnuplot not installed (apt-get install gnuplot-nox): no plot" >&2
     fi
+    cat "$OUT/base.txt"; echo
     cat "$OUT/table.md"
     echo; echo "Paired by seed (points, mean ± standard error; wins: seeds where the arm is ahead):"; cat "$OUT/paired.md"
     echo; echo "Recall of each Few class (mean over the seeds):"; cat "$OUT/fewclass.md"
+    echo; echo "Few against Many (the front: no other arm has at least its Few and its Many):"; cat "$OUT/front.md"
     if [ -n "$RESULTS" ]; then
         mkdir -p "$(dirname "$RESULTS")"
         cp "$OUT/results.sorted.csv" "$RESULTS.csv"
@@ -245,6 +306,9 @@ GP
         cp "$OUT/paired.md" "$RESULTS.paired.md"
         cp "$OUT/fewclass.md" "$RESULTS.fewclass.md"
         [ -f "$OUT/ablation.png" ] && cp "$OUT/ablation.png" "$RESULTS.png"
+        cp "$OUT/base.txt" "$RESULTS.base.txt"
+        cp "$OUT/front.md" "$RESULTS.front.md"
+        [ -f "$OUT/front.png" ] && cp "$OUT/front.png" "$RESULTS.front.png"
     fi
 }
 

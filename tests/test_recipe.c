@@ -176,6 +176,25 @@ int main(void)
     }
     lo.pair_source = 0;
 
+    /* gen_augment: real rows under strong augmentation (colour jitter moves a flat image's value), generated rows
+     * under the evaluation transform keep their PNG's value exactly; unset, they take the real rows' */
+    for (int pass = 0; pass < 2; pass++) {
+        loader_opts la = lo;
+        la.aug.preset = AUG_STRONG;
+        la.gen_aug = la.aug;
+        if (pass) la.gen_aug.preset = AUG_EVAL;
+        else memset(&la.gen_aug, 0, sizeof la.gen_aug);
+        run(la, NB, idx, px, y);
+        int gen = 0, kept = 0, real = 0, moved = 0;
+        for (int i = 0; i < N; i++) {
+            if (idx[i] >= ds.n_real) gen++, kept += fabsf(px[i] - (idx[i] < 159 ? 200 : 220) / 255.0f) < 1e-5f;
+            else real++, moved += fabsf(px[i] - (10 + ds.cls[idx[i]] * 20) / 255.0f) > 1e-3f;
+        }
+        CHECK(gen > 20 && moved > real / 2 && (pass ? kept == gen : kept < gen / 2),
+              "gen_augment %s: %d of %d generated rows as made, %d of %d real rows jittered", pass ? "none" : "unset",
+              kept, gen, moved, real);
+    }
+
     /* gen_soft 0.3: sun made from a rain source -> 0.7 sun, 0.3 rain; real rows stay one-hot */
     lo.gen_soft = 0.3;
     run(lo, NB, idx, px, y);

@@ -22,6 +22,16 @@ static int preset_set(char *val, void *out)
     return -1;
 }
 
+/* gen_augment=: "same" keeps augment='s preset; "none" is the evaluation transform (resize and centre crop) */
+static int gen_preset_set(char *val, void *out)
+{
+    if (!strcasecmp(val, "same")) return *(int *)out = -1, 0;
+    if (!strcasecmp(val, "none")) return *(int *)out = AUG_EVAL, 0;
+    enum aug_preset p;
+    if (preset_set(val, &p)) return -1;
+    return *(int *)out = (int)p, 0;
+}
+
 /* The [net] keys darknet's parser drops (cfgcheck_file has checked the whole file already), through the one
  * key=value reader. */
 static int read_extras(const char *cfg, net_extras *ex)
@@ -29,6 +39,7 @@ static int read_extras(const char *cfg, net_extras *ex)
     ex->flip = 1;
     ex->mixup = ex->cutmix = 0;
     ex->preset = AUG_DARKNET;
+    ex->gen_preset = -1;
     double smooth = 0;
     kv_key keys[] = {
         {.name = "flip", .type = KV_BOOL, .out = &ex->flip},
@@ -36,6 +47,8 @@ static int read_extras(const char *cfg, net_extras *ex)
         {.name = "cutmix", .type = KV_BOOL, .out = &ex->cutmix},
         {.name = "label_smooth_eps", .type = KV_DOUBLE, .out = &smooth, .lo = 0, .hi = 1, .flags = KV_OPEN_HI},
         {.name = "augment", .type = KV_FUNC, .out = &ex->preset, .set = preset_set, .want = "darknet, weak or strong"},
+        {.name = "gen_augment", .type = KV_FUNC, .out = &ex->gen_preset, .set = gen_preset_set,
+         .want = "same, none, darknet, weak or strong"},
     };
     const kv_spec spec = {.section = "net", .first_section = 1};
     if (kv_read(cfg, keys, sizeof keys / sizeof *keys, &spec)) return -1;
@@ -203,5 +216,12 @@ aug_params netio_aug_params(const network *net, const net_extras *ex)
     p.saturation = net->saturation;
     p.exposure = net->exposure;
     p.flip = ex->flip;
+    return p;
+}
+
+aug_params netio_gen_aug_params(const network *net, const net_extras *ex)
+{
+    aug_params p = netio_aug_params(net, ex);
+    if (ex->gen_preset >= 0) p.preset = (enum aug_preset)ex->gen_preset;
     return p;
 }

@@ -221,7 +221,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
          * its source with gen_soft), left out of the training statistics; no mixup partner */
         s->b.index[i] = -1;
         s->b.truth[i] = -1;
-        transform_sample(&o->aug, &sc->img, &g, x, sc->tmp);
+        transform_sample(&o->gen_aug, &sc->img, &g, x, sc->tmp);
         add_label(l, y, lab.target, lab.source_class, 1);
         return 0;
     }
@@ -243,7 +243,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
         memset(x, 0, l->row * sizeof *x);
         return o->sampling == SAMPLE_SEQUENTIAL ? 0 : -1;
     }
-    transform_sample(&o->aug, &sc->img, &g, x, sc->tmp);
+    transform_sample(idx >= ds->n_real ? &o->gen_aug : &o->aug, &sc->img, &g, x, sc->tmp);
     float lam = 1;
     if ((o->mixup || o->cutmix) && philox_uniform(&g) < 0.5f) {
         int cut = o->cutmix && (!o->mixup || (philox_next(&g) & 1));
@@ -251,7 +251,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
         if (other < 0) return -1;
         philox_t g2;
         philox_init(&g2, o->seed, philox_mix(k, PHILOX_PARTNER));
-        transform_sample(&o->aug, &sc->img, &g2, sc->other, sc->tmp);
+        transform_sample(other >= ds->n_real ? &o->gen_aug : &o->aug, &sc->img, &g2, sc->other, sc->tmp);
         int w = o->aug.w, h = o->aug.h, c = o->aug.c;
         if (cut) {
             /* A rectangle of 9..64% of the area (side fractions 0.3..0.8) from the partner. */
@@ -356,7 +356,12 @@ loader *loader_start(const loader_opts *o)
     l->nslots = loader_lookahead(&l->o);
     l->row = o->aug.w * o->aug.h * o->aug.c;
     l->classes = o->ds->classes;
+    if (!l->o.gen_aug.w) l->o.gen_aug = o->aug;
     transform_min_decode(&o->aug, &l->min_w, &l->min_h);
+    int gw, gh;
+    transform_min_decode(&l->o.gen_aug, &gw, &gh);
+    if (gw > l->min_w) l->min_w = gw;
+    if (gh > l->min_h) l->min_h = gh;
     if (o->sampling == SAMPLE_SEQUENTIAL) l->total_batches = ((uint64_t)o->ds->n + o->batch - 1) / o->batch;
     l->bad = calloc((size_t)o->ds->n, 1);
     l->slots = calloc((size_t)l->nslots, sizeof *l->slots);
