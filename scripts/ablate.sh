@@ -27,7 +27,8 @@
 # The base augmentation of every arm (from the environment): AUG (none: cfg/fmnist-ft.cfg as it is; weak, strong,
 # cutmix, mixup, or [net] keys such as "augment=weak flip=0"), added to every arm's cfg, so that `none` is the
 # base alone and each other arm is base + that arm, all fine-tuned from the same plain models; GEN_AUG (same: as
-# the real images) sets gen_augment=, the augmentation of generated samples (none, darknet, weak, strong).
+# the real images) sets gen_augment=, the augmentation of generated samples (none, darknet, weak, strong), and
+# TAIL_AUG (same) tail_augment=, that of the real images in the tail rows (TAIL_SHARE's class-balanced rows).
 # Many/Medium/Few always by the split's real per-class counts. Results: OUT/results.csv (arm,seed,top1,many,
 # medium,few), OUT/table.md (means +- std), OUT/paired.md (each arm against none and txt2img, paired by seed:
 # mean difference +- standard error, and on how many seeds it is ahead), OUT/fewclass.md (each Few class's recall
@@ -57,9 +58,11 @@ LIST=${1:-data/fmnist/lt/train.list}
 NAME=$(basename "$(dirname "$LIST")")
 AUG=${AUG:-none}
 GEN_AUG=${GEN_AUG:-same}
+TAIL_AUG=${TAIL_AUG:-same}
 case $AUG in
     none) AUG_KEYS="" ;; weak|strong) AUG_KEYS="augment=$AUG" ;; cutmix|mixup) AUG_KEYS="$AUG=1" ;; *) AUG_KEYS=$AUG ;;
 esac
+[ "$TAIL_AUG" = same ] || AUG_KEYS="$AUG_KEYS tail_augment=$TAIL_AUG"
 [ "$GEN_AUG" = same ] || AUG_KEYS="$AUG_KEYS gen_augment=$GEN_AUG"
 TAG=$(printf '%s' "$AUG_KEYS" | tr -s ' =' '-' | sed 's/^-//; s/-$//')
 OUT=${OUT:-build/ablate/$NAME${TAG:+-$TAG}}
@@ -76,7 +79,7 @@ PHASE=${PHASE:-all}
 SOURCE_WEIGHT=${SOURCE_WEIGHT:-uniform}
 G=${GENIE:-./genie}
 mkdir -p "$OUT"
-BASE_NAME="base: ${AUG_KEYS:-no augmentation} (AUG=$AUG GEN_AUG=$GEN_AUG)"
+BASE_NAME="base: ${AUG_KEYS:-no augmentation} (AUG=$AUG TAIL_AUG=$TAIL_AUG GEN_AUG=$GEN_AUG)"
 echo "ablate: $LIST -> $OUT; seeds $SEEDS; $BASE_NAME; recipe tail_share=$TAIL_SHARE gen_soft=$GEN_SOFT roundtrip_p=$RT_P pair_source=$PAIR_SOURCE; model $MODEL"
 echo "$BASE_NAME" > "$OUT/base.txt"
 # what the offline images depend on: a BASE run with the same line lends its images

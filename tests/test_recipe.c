@@ -195,6 +195,26 @@ int main(void)
               kept, gen, moved, real);
     }
 
+    /* tail_augment: the tail rows' real images under strong augmentation, every other real row as it is */
+    {
+        loader_opts lt = lo;
+        lt.tail_aug = lt.aug;
+        lt.tail_aug.preset = AUG_STRONG;
+        rows_opts rt_rows;
+        loader_rows(&lt, &rt_rows);
+        run(lt, NB, idx, px, y);
+        int tail = 0, moved = 0, other = 0, exact = 0;
+        for (int i = 0; i < N; i++) {
+            if (idx[i] >= ds.n_real) continue;
+            int same = fabsf(px[i] - (10 + ds.cls[idx[i]] * 20) / 255.0f) < 1e-5f;
+            if (rows_kind(&rt_rows, lt.start + i) & ROW_TAIL) tail++, moved += !same;
+            else other++, exact += same;
+        }
+        CHECK(tail > 20 && moved > tail / 2 && other > 20 && exact == other,
+              "tail_augment strong: %d of %d tail rows jittered, %d of %d other rows as they are", moved, tail, exact,
+              other);
+    }
+
     /* gen_soft 0.3: sun made from a rain source -> 0.7 sun, 0.3 rain; real rows stay one-hot */
     lo.gen_soft = 0.3;
     run(lo, NB, idx, px, y);

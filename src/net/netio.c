@@ -22,7 +22,7 @@ static int preset_set(char *val, void *out)
     return -1;
 }
 
-/* gen_augment=: "same" keeps augment='s preset; "none" is the evaluation transform (resize and centre crop) */
+/* gen_augment= and tail_augment=: "same" keeps augment='s preset; "none" is the evaluation transform (resize and centre crop) */
 static int gen_preset_set(char *val, void *out)
 {
     if (!strcasecmp(val, "same")) return *(int *)out = -1, 0;
@@ -39,7 +39,7 @@ static int read_extras(const char *cfg, net_extras *ex)
     ex->flip = 1;
     ex->mixup = ex->cutmix = 0;
     ex->preset = AUG_DARKNET;
-    ex->gen_preset = -1;
+    ex->gen_preset = ex->tail_preset = -1;
     double smooth = 0;
     kv_key keys[] = {
         {.name = "flip", .type = KV_BOOL, .out = &ex->flip},
@@ -48,6 +48,8 @@ static int read_extras(const char *cfg, net_extras *ex)
         {.name = "label_smooth_eps", .type = KV_DOUBLE, .out = &smooth, .lo = 0, .hi = 1, .flags = KV_OPEN_HI},
         {.name = "augment", .type = KV_FUNC, .out = &ex->preset, .set = preset_set, .want = "darknet, weak or strong"},
         {.name = "gen_augment", .type = KV_FUNC, .out = &ex->gen_preset, .set = gen_preset_set,
+         .want = "same, none, darknet, weak or strong"},
+        {.name = "tail_augment", .type = KV_FUNC, .out = &ex->tail_preset, .set = gen_preset_set,
          .want = "same, none, darknet, weak or strong"},
     };
     const kv_spec spec = {.section = "net", .first_section = 1};
@@ -219,9 +221,12 @@ aug_params netio_aug_params(const network *net, const net_extras *ex)
     return p;
 }
 
-aug_params netio_gen_aug_params(const network *net, const net_extras *ex)
+static aug_params with_preset(const network *net, const net_extras *ex, int preset)
 {
     aug_params p = netio_aug_params(net, ex);
-    if (ex->gen_preset >= 0) p.preset = (enum aug_preset)ex->gen_preset;
+    if (preset >= 0) p.preset = (enum aug_preset)preset;
     return p;
 }
+
+aug_params netio_gen_aug_params(const network *net, const net_extras *ex) { return with_preset(net, ex, ex->gen_preset); }
+aug_params netio_tail_aug_params(const network *net, const net_extras *ex) { return with_preset(net, ex, ex->tail_preset); }

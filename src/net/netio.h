@@ -12,6 +12,7 @@ typedef struct {
     float label_smooth;
     enum aug_preset preset;     /* augment=darknet|weak|strong */
     int gen_preset;             /* gen_augment=: generated samples' preset (an aug_preset); -1: as augment= */
+    int tail_preset;            /* tail_augment=: real images in the tail rows (tail_share); -1: as augment= */
 } net_extras;
 
 /* Parses cfg (checked first by cfgcheck: every section, key, value and layer shape), loads weights when given
@@ -20,9 +21,10 @@ typedef struct {
 network *netio_load(const char *cfg, const char *weights, int clear, net_extras *extras);
 /* save_weights through a temporary file and a rename: an interrupted save never leaves a half file. */
 int netio_save(network *net, const char *path);
-/* The augmentation parameters the network's [net] section asks for: real images, and generated samples (which
- * differ only in the preset, with gen_augment=). */
+/* The augmentation parameters the network's [net] section asks for: real images, and (differing only in the
+ * preset) generated samples with gen_augment= and the tail rows' real images with tail_augment=. */
 aug_params netio_aug_params(const network *net, const net_extras *ex);
 aug_params netio_gen_aug_params(const network *net, const net_extras *ex);
+aug_params netio_tail_aug_params(const network *net, const net_extras *ex);
 
 #endif

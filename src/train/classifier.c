@@ -170,7 +170,8 @@ static int train(const train_args *a)
     cfg_base(a->cfg, base, sizeof base);
     int imgs = net->batch * net->subdivisions;
     aug_params aug = netio_aug_params(net, &ex);
-    loader_opts o = {.ds = &ds, .aug = aug, .gen_aug = netio_gen_aug_params(net, &ex), .batch = imgs, .threads = a->threads, .seed = a->seed,
+    loader_opts o = {.ds = &ds, .aug = aug, .gen_aug = netio_gen_aug_params(net, &ex),
+                     .tail_aug = netio_tail_aug_params(net, &ex), .batch = imgs, .threads = a->threads, .seed = a->seed,
                      .start = *net->seen, .sampling = a->sampling, .mixup = ex.mixup, .cutmix = ex.cutmix,
                      .label_smooth = ex.label_smooth, .tail_share = dc.tail_share, .gen_soft = dc.gen_soft,
                      .roundtrip_p = dc.roundtrip_p, .pair_source = dc.pair_source, .cancel = &interrupted};

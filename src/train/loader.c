@@ -243,7 +243,8 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
         memset(x, 0, l->row * sizeof *x);
         return o->sampling == SAMPLE_SEQUENTIAL ? 0 : -1;
     }
-    transform_sample(idx >= ds->n_real ? &o->gen_aug : &o->aug, &sc->img, &g, x, sc->tmp);
+    transform_sample(idx >= ds->n_real ? &o->gen_aug : (kind & ROW_TAIL) ? &o->tail_aug : &o->aug, &sc->img, &g, x,
+                     sc->tmp);
     float lam = 1;
     if ((o->mixup || o->cutmix) && philox_uniform(&g) < 0.5f) {
         int cut = o->cutmix && (!o->mixup || (philox_next(&g) & 1));
@@ -357,11 +358,15 @@ loader *loader_start(const loader_opts *o)
     l->row = o->aug.w * o->aug.h * o->aug.c;
     l->classes = o->ds->classes;
     if (!l->o.gen_aug.w) l->o.gen_aug = o->aug;
+    if (!l->o.tail_aug.w) l->o.tail_aug = o->aug;
     transform_min_decode(&o->aug, &l->min_w, &l->min_h);
-    int gw, gh;
-    transform_min_decode(&l->o.gen_aug, &gw, &gh);
-    if (gw > l->min_w) l->min_w = gw;
-    if (gh > l->min_h) l->min_h = gh;
+    const aug_params *more[] = {&l->o.gen_aug, &l->o.tail_aug};
+    for (int i = 0; i < 2; i++) {
+        int mw, mh;
+        transform_min_decode(more[i], &mw, &mh);
+        if (mw > l->min_w) l->min_w = mw;
+        if (mh > l->min_h) l->min_h = mh;
+    }
     if (o->sampling == SAMPLE_SEQUENTIAL) l->total_batches = ((uint64_t)o->ds->n + o->batch - 1) / o->batch;
     l->bad = calloc((size_t)o->ds->n, 1);
     l->slots = calloc((size_t)l->nslots, sizeof *l->slots);

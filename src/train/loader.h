@@ -23,6 +23,7 @@ typedef struct {
     const dataset *ds;
     aug_params aug;
     aug_params gen_aug;          /* generated samples (offline and online); all zero: as aug */
+    aug_params tail_aug;         /* real images in the tail rows (tail_share); all zero: as aug */
     int batch, threads, slots;   /* slots: batches in the ring (0: threads + 2) */
     uint64_t seed;
     uint64_t start;              /* first sample number (resume: the network's seen counter) */
