@@ -21,7 +21,9 @@
 #                        0.8 of the tail rows, about the offline arms' share of generated images there
 #   any other name       trains on OUT/s<seed>/gen/<name>.index.csv when one is there (scripts/label_noise.sh's
 #                        genie-judged), else on nothing
-# The recipe (every arm, from the environment): TAIL_SHARE (default 0.25), GEN_SOFT (0), RT_P (0.5: real images
+# The recipe (every arm, from the environment): TAIL_SHARE (default 0.25), GEN_SHARE (unset: a tail row draws
+# uniformly from its class's real and generated samples; else the share of tail rows taking a generated sample, for
+# the offline arms as gen_share= and the online ones as their cfg's share=, 0.8 unset), GEN_SOFT (0), RT_P (0.5: real images
 # replaced by their VAE round trip with this probability, so "looks generated" carries no label), PAIR_SOURCE (0:
 # with this probability a generated sample's real source takes the other row of its row pair).
 # The base augmentation of every arm (from the environment): AUG (none: cfg/fmnist-ft.cfg as it is; weak, strong,
@@ -80,7 +82,7 @@ SOURCE_WEIGHT=${SOURCE_WEIGHT:-uniform}
 G=${GENIE:-./genie}
 mkdir -p "$OUT"
 BASE_NAME="base: ${AUG_KEYS:-no augmentation} (AUG=$AUG TAIL_AUG=$TAIL_AUG GEN_AUG=$GEN_AUG)"
-echo "ablate: $LIST -> $OUT; seeds $SEEDS; $BASE_NAME; recipe tail_share=$TAIL_SHARE gen_soft=$GEN_SOFT roundtrip_p=$RT_P pair_source=$PAIR_SOURCE; model $MODEL"
+echo "ablate: $LIST -> $OUT; seeds $SEEDS; $BASE_NAME; recipe tail_share=$TAIL_SHARE gen_share=${GEN_SHARE:-uniform} gen_soft=$GEN_SOFT roundtrip_p=$RT_P pair_source=$PAIR_SOURCE; model $MODEL"
 echo "$BASE_NAME" > "$OUT/base.txt"
 # what the offline images depend on: a BASE run with the same line lends its images
 GEN_SETTINGS="model=$MODEL guidance=$GUIDANCE steps=$STEPS top_k=$TOP_K r=$GENIE_R r_set=$ADA_RSET per_class=$PER_CLASS source_weight=$SOURCE_WEIGHT"
@@ -162,6 +164,8 @@ arms() {   # seed
     for arm in $ARMS; do
         grep -q "^$arm,$1," "$OUT/results.csv" && continue
         extra="tail_share=$TAIL_SHARE"
+        [ -n "$GEN_SHARE" ] && extra="$extra
+gen_share=$GEN_SHARE"
         [ "$GEN_SOFT" != 0 ] && extra="$extra
 gen_soft=$GEN_SOFT"
         [ "$PAIR_SOURCE" != 0 ] && extra="$extra
@@ -183,7 +187,7 @@ generated=$d/gen/$arm.index.csv"
         case $arm in
             online-*)
                 gcfg=$OUT/cfg/$arm.cfg
-                sed "s/^mode=.*/mode=${arm#online-}/; s/^threads=.*/threads=$THREADS/; s|^model=.*|model=$MODEL|; s/^guidance=.*/guidance=$GUIDANCE/; s/^steps=.*/steps=$STEPS/; s/^top_k=.*/top_k=$TOP_K/; s/^r=.*/r=$GENIE_R/; s/^r_set=.*/r_set=$ADA_RSET/" \
+                sed "s/^mode=.*/mode=${arm#online-}/; s/^threads=.*/threads=$THREADS/; s|^model=.*|model=$MODEL|; s/^guidance=.*/guidance=$GUIDANCE/; s/^steps=.*/steps=$STEPS/; s/^top_k=.*/top_k=$TOP_K/; s/^r=.*/r=$GENIE_R/; s/^r_set=.*/r_set=$ADA_RSET/${GEN_SHARE:+; s/^share=.*/share=$GEN_SHARE/}" \
                     cfg/fmnist-genie.cfg > "$gcfg"
                 extra="$extra
 genie=$gcfg" ;;

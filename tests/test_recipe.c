@@ -146,6 +146,17 @@ int main(void)
     }
     CHECK(sun > N * 0.45 && sun < N * 0.56, "tail rows %d of %d", sun, N);
     CHECK(bad_gen == 0 && sun_gen > sun / 2, "generated outside the tail %d, generated sun %d of %d", bad_gen, sun_gen, sun);
+    /* gen_share 0.25: a quarter of the sun rows take a generated sun (uniformly: 6 of 9) */
+    {
+        loader_opts lg = lo;
+        lg.gen_share = 0.25;
+        run(lg, NB, idx, px, y);
+        int s_rows = 0, s_gen = 0;
+        for (int i = 0; i < N; i++)
+            if (ds.cls[idx[i]] == 2) s_rows++, s_gen += idx[i] >= ds.n_real;
+        CHECK(s_rows > N * 0.45 && s_gen > s_rows * 0.2 && s_gen < s_rows * 0.3, "gen_share 0.25: %d of %d sun rows "
+              "generated", s_gen, s_rows);
+    }
     /* the rows the online module may take (rows.h's tail rows): exactly those drawn from the tail (about half here,
      * each a sun) */
     int gated = 0, gate_ok = 1;

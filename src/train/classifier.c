@@ -173,14 +173,14 @@ static int train(const train_args *a)
     loader_opts o = {.ds = &ds, .aug = aug, .gen_aug = netio_gen_aug_params(net, &ex),
                      .tail_aug = netio_tail_aug_params(net, &ex), .batch = imgs, .threads = a->threads, .seed = a->seed,
                      .start = *net->seen, .sampling = a->sampling, .mixup = ex.mixup, .cutmix = ex.cutmix,
-                     .label_smooth = ex.label_smooth, .tail_share = dc.tail_share, .gen_soft = dc.gen_soft,
+                     .label_smooth = ex.label_smooth, .tail_share = dc.tail_share, .gen_share = dc.gen_share, .gen_soft = dc.gen_soft,
                      .roundtrip_p = dc.roundtrip_p, .pair_source = dc.pair_source, .cancel = &interrupted};
     fprintf(stderr, "training %s on %d images (%d classes), batch %d, %d loader threads, seed %llu, from image %zu\n",
             a->cfg, ds.n, ds.classes, imgs, a->threads, (unsigned long long)a->seed, *net->seen);
     if (ds.n > ds.n_real || ds.alt)
-        fprintf(stderr, "%d generated samples (%s), tail_share %g, gen_soft %g, round trips %s with p %g, "
+        fprintf(stderr, "%d generated samples (%s), tail_share %g, gen_share %g, gen_soft %g, round trips %s with p %g, "
                 "pair_source %g\n", ds.n - ds.n_real, dc.generated ? dc.generated : "none", dc.tail_share,
-                dc.gen_soft, dc.roundtrip ? dc.roundtrip : "none", dc.roundtrip_p, dc.pair_source);
+                dc.gen_share, dc.gen_soft, dc.roundtrip ? dc.roundtrip : "none", dc.roundtrip_p, dc.pair_source);
     /* the recent past of about 6,400 training samples (0.98 per batch of 128) */
     confusion_init(&live, ds.classes, pow(0.98, 1.0 / 128));
     const char *gpath = a->genie ? a->genie : dc.genie;

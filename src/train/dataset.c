@@ -29,6 +29,7 @@ int datacfg_read(const char *path, datacfg *d)
         KV_NUM("max_pixels", KV_INT64, &d->max_pixels, 1, 1 << 30),
         SHARE("tail_share", tail_share), SHARE("gen_soft", gen_soft), SHARE("roundtrip_p", roundtrip_p),
         SHARE("pair_source", pair_source),
+        {.name = "gen_share", .type = KV_DOUBLE, .out = &d->gen_share, .lo = 0, .hi = 1, .flags = KV_OPEN_LO},
     };
 #undef STR
 #undef SHARE

@@ -10,6 +10,9 @@ typedef struct {
      * tail_share=S            share of each batch's rows drawn class-balanced from the Few classes (< 20 real
      *                         images): their real images plus their generated samples; with S > 0 generated
      *                         samples enter only there
+     * gen_share=G             a tail row of a Few class with generated samples takes one of them with probability
+     *                         G, else one of its real images (unset: uniformly over the class's real and
+     *                         generated samples together)
      * gen_soft=E              a generated sample's label: 1-E on its target, E on its source's class
      * roundtrip=index.csv     VAE round trips of real images (`genie generate` rows with r 0)
      * roundtrip_p=P           each real image is replaced by its round trip with probability P
@@ -17,7 +20,7 @@ typedef struct {
      *                         it) takes the other row of its row pair, with the source's label */
     char *generated, *roundtrip;
     char *genie;               /* genie=genie.cfg: online GeNIe during training (augment/genie/genie_cfg.h) */
-    double tail_share, gen_soft, roundtrip_p, pair_source;
+    double tail_share, gen_share, gen_soft, roundtrip_p, pair_source;
     long long max_pixels;      /* max_pixels=N: larger images are bad images (0: imgio's default, 4096 x 4096) */
 } datacfg;
 

@@ -75,14 +75,20 @@ static int tail_classes(const dataset *ds)
     return tails;
 }
 
-static int tail_index(const dataset *ds, philox_t *g)
+static int tail_index(const dataset *ds, double gen_share, philox_t *g)
 {
     int tails = tail_classes(ds);
     if (!tails) return -1;
     int pick = philox_int(g, tails);
-    for (int c = 0; c < ds->classes; c++)
-        if (is_tail(ds, c) && pick-- == 0)
-            return ds->members[c][philox_int(g, ds->count[c])];
+    for (int c = 0; c < ds->classes; c++) {
+        if (!is_tail(ds, c) || pick-- != 0) continue;
+        /* members[c] holds the class's real images first (dataset order), then its generated samples */
+        int real = ds->real_count[c], gen = ds->count[c] - real;
+        if (gen_share > 0 && real > 0 && gen > 0)
+            return philox_uniform(g) < gen_share ? ds->members[c][real + philox_int(g, gen)]
+                                                 : ds->members[c][philox_int(g, real)];
+        return ds->members[c][philox_int(g, ds->count[c])];
+    }
     return -1;
 }
 
@@ -103,7 +109,7 @@ static int sample_draw(const loader_opts *o, const rows_opts *r, uint64_t k, uns
     philox_t g;
     if (kind & ROW_TAIL) {
         rows_tail_stream(r, k, &g);
-        return tail_index(ds, &g);
+        return tail_index(ds, o->gen_share, &g);
     }
     switch (o->sampling) {
     case SAMPLE_SHUFFLE: return (int)permute(k % n, n, o->seed, k / n);

@@ -32,6 +32,8 @@ typedef struct {
     float label_smooth;          /* label_smooth_eps */
     /* generated samples (dataset rows from n_real on) and the recipe of the .data keys (dataset.h) */
     double tail_share;           /* rows drawn class-balanced from the Few classes (real + generated) */
+    double gen_share;            /* a tail row takes a generated sample with this probability (0: uniformly over the
+                                  * class's real and generated samples) */
     double gen_soft;             /* generated sample's label: 1 - gen_soft on its target, gen_soft on its source */
     double roundtrip_p;          /* a real image is replaced by its VAE round trip (ds->alt) with this probability */
     double pair_source;          /* rows 2j and 2j+1: when one draws a generated sample and the other a real image,
