@@ -205,6 +205,45 @@ def sched_refs(refs):
         refs[f"sched.{kind}.n{n}s{start}"] = torch.stack(traj)
 
 
+def fnv1a64(text):
+    h = 0xcbf29ce484222325
+    for b in text.encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return h
+
+
+# the cases the engine once got wrong, or where diffusers' schedule cannot be run: their full lists
+TIMESTEP_EDGES = [("ddim", "linspace", 1), ("ddim", "trailing", 48), ("ddim", "trailing", 61), ("ddim", "trailing", 96),
+                  ("dpm", "trailing", 48), ("dpm", "trailing", 61), ("dpm", "trailing", 96), ("ddim", "leading", 1000),
+                  ("dpm", "leading", 999), ("dpm", "leading", 1000), ("dpm", "linspace", 1000)]
+
+
+def timestep_tables(d):
+    """diffusers 0.19's timesteps for 1..1000 steps x spacing x scheduler with SD 1.5's scheduler config: per case
+    the count, first, last and FNV-1a 64 of the decimal list joined by commas; the edge cases in full."""
+    import csv
+    os.makedirs(d, exist_ok=True)
+    rows, full = [], {}
+    for kind in ("ddim", "dpm"):
+        for spacing in ("leading", "linspace", "trailing"):
+            for n in range(1, 1001):
+                ts = [int(t) for t in R.diffusers_timesteps(kind, n, spacing)]
+                rows.append([kind, spacing, n, len(ts), ts[0], ts[-1], "%016x" % fnv1a64(",".join(map(str, ts)))])
+                if (kind, spacing, n) in TIMESTEP_EDGES:
+                    full[kind, spacing, n] = " ".join(map(str, ts))
+    edges = [[*case, full[case]] for case in TIMESTEP_EDGES]
+    # the known answers: numpy's arange gives 937.4999999999999 where 1000 - 3 * 1000/48 is 937.5
+    assert edges[1][3].split()[:4] == ["999", "978", "957", "936"] and edges[0][3] == "0"
+    assert edges[2][3].split()[-1] == "-1" and edges[7][3].split()[0] == "1000"
+    for name, table, head in (("timesteps.csv", rows, ["scheduler", "spacing", "steps", "count", "first", "last",
+                                                        "fnv1a64"]),
+                              ("timesteps-edges.csv", edges, ["scheduler", "spacing", "steps", "timesteps"])):
+        with open(os.path.join(d, name), "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(head)
+            w.writerows(table)
+
+
 @torch.no_grad()
 def model_refs(model, cfg, refs, info):
     tok = model.tok
@@ -302,6 +341,7 @@ def model_refs(model, cfg, refs, info):
 
 def main():
     check_schedules()
+    timestep_tables(os.path.join(ROOT, "sched"))
     merges = R.learn_bpe(MERGE_TEXTS, N_MERGES)
     vocab = R.build_vocab(merges)
     total = 0

@@ -749,6 +749,55 @@ def add_noise(ac, x0, noise, t):
     return a ** 0.5 * x0 + (1 - a) ** 0.5 * noise
 
 
+def diffusers_timesteps(kind, n, spacing, cfg=SD_SCHEDULER_CONFIG):
+    """set_timesteps of diffusers 0.19's DDIMScheduler ("ddim") and DPMSolverMultistepScheduler ("dpm"), line for
+    line (numpy float64, its arange/linspace/round), as an int64 array. The schedule is returned as diffusers makes
+    it, even where it cannot be run: DDIM leading with n = T and steps_offset 1 ends at T; trailing can overshoot
+    to one more timestep, -1 (np.arange's length is a rounded ceil)."""
+    T = cfg["num_train_timesteps"]
+    if kind == "ddim":
+        if n > T:
+            raise ValueError(f"{n} steps > num_train_timesteps {T}")
+        if spacing == "linspace":
+            timesteps = np.linspace(0, T - 1, n).round()[::-1].copy().astype(np.int64)
+        elif spacing == "leading":
+            step_ratio = T // n
+            timesteps = (np.arange(0, n) * step_ratio).round()[::-1].copy().astype(np.int64)
+            timesteps += cfg.get("steps_offset", 0)
+        elif spacing == "trailing":
+            step_ratio = T / n
+            timesteps = np.round(np.arange(T, 0, -step_ratio)).astype(np.int64)
+            timesteps -= 1
+        else:
+            raise ValueError(spacing)
+        return timesteps
+    _, _, lambda_t = dpm_tables(cfg)
+    clipped_idx = torch.searchsorted(torch.flip(lambda_t, [0]), cfg.get("lambda_min_clipped", -float("inf")))
+    last_timestep = ((T - clipped_idx).numpy()).item()
+    if spacing == "linspace":
+        timesteps = np.linspace(0, last_timestep - 1, n + 1).round()[::-1][:-1].copy().astype(np.int64)
+    elif spacing == "leading":
+        step_ratio = last_timestep // (n + 1)
+        timesteps = (np.arange(0, n + 1) * step_ratio).round()[::-1][:-1].copy().astype(np.int64)
+        timesteps += cfg.get("steps_offset", 0)
+    elif spacing == "trailing":
+        step_ratio = T / n
+        timesteps = np.arange(last_timestep, 0, -step_ratio).round().copy().astype(np.int64)
+        timesteps -= 1
+    else:
+        raise ValueError(spacing)
+    # when num_inference_steps == num_train_timesteps, we can end up with duplicates in timesteps
+    _, unique_indices = np.unique(timesteps, return_index=True)
+    return timesteps[np.sort(unique_indices)]
+
+
+def dpm_tables(cfg=SD_SCHEDULER_CONFIG):
+    """DPMSolverMultistepScheduler's alpha_t, sigma_t, lambda_t (float32)."""
+    ac, _ = alphas_cumprod(cfg)
+    alpha_t, sigma_t = torch.sqrt(ac), torch.sqrt(1 - ac)
+    return alpha_t, sigma_t, torch.log(alpha_t) - torch.log(sigma_t)
+
+
 class DDIM:
     """DDIMScheduler, eta 0, epsilon prediction, 'leading' spacing + steps_offset, clip_sample False."""
     order = 1
@@ -761,9 +810,7 @@ class DDIM:
 
     def set_timesteps(self, n):
         self.n = n
-        ratio = self.cfg["num_train_timesteps"] // n
-        ts = (np.arange(0, n) * ratio).round()[::-1].copy().astype(np.int64) + self.cfg.get("steps_offset", 0)
-        self.timesteps = torch.from_numpy(ts)
+        self.timesteps = torch.from_numpy(diffusers_timesteps("ddim", n, "leading", self.cfg))
 
     def step(self, eps, t, x):
         t = int(t)
@@ -783,15 +830,10 @@ class DPMSolverPP:
     def __init__(self, cfg=SD_SCHEDULER_CONFIG):
         self.cfg = cfg
         self.ac, _ = alphas_cumprod(cfg)
-        self.alpha_t = torch.sqrt(self.ac)
-        self.sigma_t = torch.sqrt(1 - self.ac)
-        self.lambda_t = torch.log(self.alpha_t) - torch.log(self.sigma_t)
+        self.alpha_t, self.sigma_t, self.lambda_t = dpm_tables(cfg)
 
     def set_timesteps(self, n):
-        T = self.cfg["num_train_timesteps"]   # lambda_min_clipped = -inf: nothing clipped
-        ts = np.linspace(0, T - 1, n + 1).round()[::-1][:-1].copy().astype(np.int64)
-        _, idx = np.unique(ts, return_index=True)
-        self.timesteps = torch.from_numpy(ts[np.sort(idx)])
+        self.timesteps = torch.from_numpy(diffusers_timesteps("dpm", n, "linspace", self.cfg))
         self.outputs = [None, None]
         self.lower_order_nums = 0
 

@@ -192,6 +192,7 @@ static void test_map(void)
         {"encoder.mid_block.attentions.0.to_q.weight", "encoder.mid.attn_1.q.weight"},
         {"decoder.mid_block.attentions.0.to_out.0.bias", "decoder.mid.attn_1.proj_out.bias"},
         {"decoder.mid_block.attentions.0.group_norm.weight", "decoder.mid.attn_1.norm.weight"},
+        {"decoder.mid_block.attentions.0.value.weight", "decoder.mid.attn_1.v.weight"},
         {"decoder.mid_block.resnets.1.conv2.weight", "decoder.mid.block_2.conv2.weight"},
         {"decoder.up_blocks.0.resnets.2.norm1.weight", "decoder.up.3.block.2.norm1.weight"},
         {"decoder.up_blocks.2.upsamplers.0.conv.bias", "decoder.up.1.upsample.conv.bias"},
@@ -204,6 +205,20 @@ static void test_map(void)
         const char *got = sd_map_vae(vae_pairs[i][0], buf, sizeof buf, &m);
         CHECK(got && !strcmp(got, want), "%s -> %s, expected %s", vae_pairs[i][0], got ? got : "NULL", want);
     }
+    /* a file that kept the new diffusers attention names (vae_attn_to_qkv) */
+    static const char *const qkv_pairs[][2] = {
+        {"encoder.mid_block.attentions.0.to_q.weight", "encoder.mid.attn_1.to_q.weight"},
+        {"decoder.mid_block.attentions.0.to_out.0.bias", "decoder.mid.attn_1.to_out.0.bias"},
+        {"decoder.mid_block.attentions.0.proj_attn.weight", "decoder.mid.attn_1.to_out.0.weight"},
+        {"decoder.mid_block.attentions.0.group_norm.weight", "decoder.mid.attn_1.norm.weight"},
+    };
+    m.vae_attn_to_qkv = 1;
+    for (size_t i = 0; i < sizeof qkv_pairs / sizeof qkv_pairs[0]; i++) {
+        snprintf(want, sizeof want, "first_stage_model.%s", qkv_pairs[i][1]);
+        const char *got = sd_map_vae(qkv_pairs[i][0], buf, sizeof buf, &m);
+        CHECK(got && !strcmp(got, want), "%s -> %s, expected %s", qkv_pairs[i][0], got ? got : "NULL", want);
+    }
+    m.vae_attn_to_qkv = 0;
     const char *got = sd_map_clip("text_model.encoder.layers.3.self_attn.q_proj.weight", buf, sizeof buf, &m);
     CHECK(got && !strcmp(got, "cond_stage_model.transformer.text_model.encoder.layers.3.self_attn.q_proj.weight"),
           "clip map: %s", got ? got : "NULL");
@@ -342,6 +357,91 @@ static void test_single_file(void)
           "truncated checkpoint: %s", err_msg());
     CHECK(sd_model_find("tests/fixtures/sd-tiny-b/unet", NULL, &m) == -1 && strstr(err_msg(), "model_index.json"),
           "a folder that is no pipeline: %s", err_msg());
+}
+
+/* The sd-tiny-b single file as diffusers 0.19's convert_diffusers_to_original_stable_diffusion.py writes a folder
+ * with the 0.14+ VAE attention names: its attention renaming knows only query/key/value/proj_attn and its reshape
+ * only q/k/v/proj_out, so attn_1.to_q/to_k/to_v/to_out.0 stay, as 2-D Linear weights. F32 (F16 -> F32 is exact);
+ * integer tensors left out. */
+static int write_to_qkv_file(const char *src, const char *dst)
+{
+    static const char *const from[] = {"q.", "k.", "v.", "proj_out."}, *const to[] = {"to_q.", "to_k.", "to_v.",
+                                                                                       "to_out.0."};
+    st_file *f = st_open(src);
+    if (!f) return -1;
+    int n = 0, renamed = 0, cap = st_count(f);
+    char **names = calloc(cap, sizeof *names);
+    float **data = calloc(cap, sizeof *data);
+    int *ndim = calloc(cap, sizeof *ndim);
+    int64_t(*shape)[ST_MAX_DIMS] = calloc(cap, sizeof *shape);
+    int rc = names && data && ndim && shape ? 0 : -1;
+    for (int i = 0; !rc && i < cap; i++) {
+        const st_tensor *t = st_at(f, i);
+        if (t->dtype != ST_F32 && t->dtype != ST_F16) continue;
+        char name[512];
+        snprintf(name, sizeof name, "%s", t->name);
+        ndim[n] = t->ndim;
+        memcpy(shape[n], t->shape, sizeof shape[n]);
+        char *p = strstr(name, ".mid.attn_1.");
+        for (int k = 0; p && !strncmp(name, "first_stage_model.", 18) && k < 4; k++)
+            if (!strncmp(p + 12, from[k], strlen(from[k]))) {
+                snprintf(p + 12, sizeof name - (p + 12 - name), "%s%s", to[k], t->name + (p + 12 - name) +
+                         strlen(from[k]));
+                if (ndim[n] == 4) ndim[n] = 2;       /* [C,C,1,1] -> [C,C] */
+                renamed++;
+                break;
+            }
+        names[n] = strdup(name);
+        data[n] = malloc(sizeof(float) * t->numel);
+        rc = names[n] && data[n] ? st_to_f32(t, data[n]) : -1;
+        n++;
+    }
+    /* encoder and decoder: q, k, v, proj_out, each weight and bias */
+    if (!rc && renamed != 16) rc = err_set("%s: renamed %d attention tensors, expected 16", src, renamed);
+    if (!rc) rc = st_write_f32(dst, n, (const char *const *)names, (const float *const *)data, ndim, shape);
+    for (int i = 0; i < n; i++) free(names[i]), free(data[i]);
+    free(names), free(data), free(ndim), free(shape);
+    st_close(f);
+    return rc;
+}
+
+/* One VAE round trip of a fixed pattern through the engine on a model: 0 and out[3*32*32], or -1. */
+static int roundtrip(const char *model, float *out)
+{
+    static float img[3 * 32 * 32];
+    for (int i = 0; i < 3 * 32 * 32; i++) img[i] = (float)((i * 37) % 101) / 100.0f;
+    engine_opts o;
+    engine_opts_default(&o);
+    o.model = model;
+    o.config_dir = "tests/fixtures/sd-tiny-b";
+    o.threads = 1;
+    engine *e = engine_load(&o);
+    engine_item it = {.image = img, .out = out};
+    int rc = e ? engine_roundtrip(e, &it, 1) : -1;
+    engine_free(e);
+    return rc;
+}
+
+/* A single file whose VAE attention keeps the new diffusers names loads as the q/k/v/proj_out file does: the same
+ * weights, the same round trip bit for bit (it used to be refused: attn_1.q.weight not found). */
+static void test_single_file_to_qkv(void)
+{
+    const char *single = "tests/fixtures/sd-tiny-b.safetensors";
+    char file[600];
+    snprintf(file, sizeof file, "%s/to_qkv.safetensors", tmpdir);
+    CHECK(write_to_qkv_file(single, file) == 0, "%s", err_msg());
+    sd_model m;
+    CHECK(sd_model_find(single, "tests/fixtures/sd-tiny-b", &m) == 0 && !m.map.vae_attn_to_qkv, "q/k/v file: %s",
+          err_msg());
+    CHECK(sd_model_find(file, "tests/fixtures/sd-tiny-b", &m) == 0 && m.map.vae_attn_to_qkv, "to_q file: %s",
+          err_msg());
+    CHECK(compare_net("tests/fixtures/sd-tiny-b/vae/diffusion_pytorch_model.safetensors", file, sd_map_vae,
+                      &m.map) == 0, "vae weights of the to_q file through the map");
+    static float a[3 * 32 * 32], b[3 * 32 * 32];
+    CHECK(roundtrip(single, a) == 0, "q/k/v file round trip: %s", err_msg());
+    int rc = roundtrip(file, b);
+    CHECK(rc == 0, "to_q file round trip: %s", err_msg());
+    CHECK(rc == 0 && memcmp(a, b, sizeof a) == 0, "the to_q file's round trip differs from the q/k/v file's");
 }
 
 /* sd_model_find on a folder holding only model_index.json with this text: -1 naming the file and needle. */
@@ -518,6 +618,7 @@ int main(void)
     test_map();
     test_fixture_folders();
     test_single_file();
+    test_single_file_to_qkv();
     test_model_index();
     test_tokenizer_files();
     test_nonfinite_model();

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tests/check.h"
+#include "common/csv.h"
 #include "common/err.h"
 #include "augment/engine/model_load.h"
 #include "augment/engine/safetensors.h"
@@ -135,6 +136,103 @@ static void test_spacings(const sched_config *cfg)
     scheduler_free(s);
 }
 
+/* A scheduler of kind "ddim" or "dpm" with this spacing name on SD 1.5's config (steps_offset 1). */
+static scheduler *sched_by_name(const sched_config *cfg, const char *kind, const char *spacing)
+{
+    sched_config c = *cfg;
+    c.timestep_spacing = !strcmp(spacing, "leading")    ? SD_SPACING_LEADING
+                         : !strcmp(spacing, "linspace") ? SD_SPACING_LINSPACE
+                                                        : SD_SPACING_TRAILING;
+    return scheduler_create(!strcmp(kind, "ddim") ? SD_SCHED_DDIM : SD_SCHED_DPMPP_2M, &c);
+}
+
+/* FNV-1a 64 of the scheduler's timesteps written as decimals joined by commas (the fixture's fnv1a64) */
+static unsigned long long timesteps_hash(const scheduler *s)
+{
+    unsigned long long h = 0xcbf29ce484222325ull;
+    char num[16];
+    for (int i = 0; i < scheduler_num_steps(s); i++) {
+        snprintf(num, sizeof num, i ? ",%d" : "%d", scheduler_timestep(s, i));
+        for (const char *p = num; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* diffusers 0.19's schedule is refused (its first or last timestep outside the table: diffusers itself would fail,
+ * or read alphas_cumprod[-1]) with a message saying why; else the engine's timesteps are the same. Returns 1 when
+ * the engine agrees, and writes what it did into got. */
+static int agrees(scheduler *s, int n, int count, int first, int last, char *got, size_t len)
+{
+    int rc = scheduler_set_timesteps(s, n);
+    if (first >= 1000 || last < 0) {
+        snprintf(got, len, "rc %d: %s", rc, rc ? err_msg() : "accepted");
+        return rc == -1 && strstr(err_msg(), "diffusers 0.19");
+    }
+    if (rc) {
+        snprintf(got, len, "refused: %s", err_msg());
+        return 0;
+    }
+    snprintf(got, len, "%d timesteps, %d .. %d", scheduler_num_steps(s), scheduler_timestep(s, 0),
+             scheduler_timestep(s, scheduler_num_steps(s) - 1));
+    return scheduler_num_steps(s) == count && scheduler_timestep(s, 0) == first &&
+           scheduler_timestep(s, count - 1) == last;
+}
+
+/* diffusers 0.19's set_timesteps for every 1..1000 steps x spacing x scheduler (tests/fixtures/sched/timesteps.csv,
+ * from scripts/sd_ref.py's line-for-line copy: count, first, last, FNV-1a 64 of the list). */
+static void test_timestep_table(const sched_config *cfg)
+{
+    csv_reader r;
+    CHECK(csv_open(&r, "tests/fixtures/sched/timesteps.csv") == 0, "%s", err_msg());
+    int rows = 0, bad = 0, nf;
+    while ((nf = csv_read(&r)) > 0) {
+        if (r.line == 1) continue;
+        if (nf != 7) {
+            CHECK(0, "%s:%d: %d fields", r.path, r.line, nf);
+            break;
+        }
+        char **f = r.field, got[512];
+        scheduler *s = sched_by_name(cfg, f[0], f[1]);
+        int ok = s && agrees(s, atoi(f[2]), atoi(f[3]), atoi(f[4]), atoi(f[5]), got, sizeof got);
+        if (ok && atoi(f[4]) < 1000 && atoi(f[5]) >= 0) ok = timesteps_hash(s) == strtoull(f[6], NULL, 16);
+        if (!ok && bad++ < 10)
+            CHECK(0, "%s:%d: %s %s %s steps: diffusers %s timesteps, %s .. %s; engine: %s", r.path, r.line, f[0], f[1],
+                  f[2], f[3], f[4], f[5], s ? got : err_msg());
+        scheduler_free(s);
+        rows++;
+    }
+    CHECK(nf == 0, "%s", err_msg());
+    csv_close(&r);
+    CHECK(rows == 6000 && bad == 0, "%d of %d schedules differ from diffusers 0.19's", bad, rows);
+}
+
+/* The cases that once differed, in full (tests/fixtures/sched/timesteps-edges.csv): DDIM linspace with 1 step is
+ * [0]; trailing at 48 and 96 steps has 936 (numpy's arange gives 937.4999999999999); trailing at 61 steps makes 62
+ * timesteps ending in -1 and leading with n = T (DDIM) or T - 1 (DPM) reaches timestep 1000: refused, saying why. */
+static void test_timestep_edges(const sched_config *cfg)
+{
+    csv_reader r;
+    CHECK(csv_open(&r, "tests/fixtures/sched/timesteps-edges.csv") == 0, "%s", err_msg());
+    int rows = 0, nf;
+    while ((nf = csv_read(&r)) > 0) {
+        if (r.line == 1) continue;
+        int want[1001], count = 0, n = atoi(r.field[2]);
+        for (char *p = r.field[3], *end; count < 1001 && *p; p = end) want[count++] = (int)strtol(p, &end, 10);
+        scheduler *s = sched_by_name(cfg, r.field[0], r.field[1]);
+        char got[512];
+        int ok = s && agrees(s, n, count, want[0], want[count - 1], got, sizeof got);
+        for (int i = 0; ok && want[0] < 1000 && want[count - 1] >= 0 && i < count; i++)
+            ok = scheduler_timestep(s, i) == want[i];
+        CHECK(ok, "%s %s %d steps: diffusers starts %d, %d, %d, %d and ends %d (%d timesteps); engine: %s",
+              r.field[0], r.field[1], n, want[0], want[count > 1], want[count > 2 ? 2 : 0], want[count > 3 ? 3 : 0],
+              want[count - 1], count, got);
+        scheduler_free(s);
+        rows++;
+    }
+    csv_close(&r);
+    CHECK(rows == 11, "%d edge cases", rows);
+}
+
 /* The fixture tables and trajectories (tests/fixtures/sd-tiny-a/refs.safetensors, sched.*). */
 static float *fx(st_file *f, const char *name, size_t numel)
 {
@@ -222,5 +320,7 @@ int main(void)
     test_dpm(&cfg);
     test_spacings(&cfg);
     test_fixtures(&cfg);
+    test_timestep_table(&cfg);
+    test_timestep_edges(&cfg);
     return check_done("test_scheduler");
 }

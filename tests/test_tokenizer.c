@@ -158,6 +158,12 @@ static void test_ftfy(void)
     DIFFERS(t, "x < y &amp; z", "x < y & z");        /* a line with '<' is HTML: entities stay */
     SAME(t, "a &amp; b\n<b>", "a & b\n<b>");          /* ... but lines before it are decoded */
     DIFFERS(t, "<b>\na &amp; b", "<b>\na & b");       /* ... and none after it */
+    /* genie follows HF CLIPTokenizer there, not OpenAI's CLIP (whose html.unescape after ftfy gives "fish & chips",
+     * 49406 2759 261 8855 49407): fix_text leaves these prompts as they are, so their ids are those of
+     * scripts/sd_ref.py's CLIPTokenizer (no ftfy) on data/clip-tokenizer */
+    EXPECT(t, "fish &amp chips", 49406, 2759, 261, 6259, 8855, 49407);
+    EXPECT(t, "x < y &amp; z", 49406, 343, 283, 344, 261, 6259, 282, 345, 49407);
+    EXPECT(t, "&copy2024 acme", 49406, 261, 4509, 273, 271, 273, 275, 546, 614, 49407);
 
     /* mojibake: UTF-8 read as Latin-1 or Windows-1252, once or twice, whole or in part */
     EXPECT(t, "caf\u00c3\u00a9", 49406, 15304, 49407);

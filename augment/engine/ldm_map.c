@@ -98,15 +98,19 @@ static const char *vae_res_sub(const char **rest)
     return NULL;
 }
 
-/* mid-block attention: diffusers 0.19 names (and the older query/key/value/proj_attn) -> attn_1.* */
-static const char *vae_attn_sub(const char **rest)
+/* mid-block attention: diffusers 0.19 names (and the older query/key/value/proj_attn) -> attn_1.*, as q/k/v/proj_out
+ * or, when the file kept the new diffusers names (to_qkv), as to_q/to_k/to_v/to_out.0 */
+static const char *vae_attn_sub(const char **rest, int to_qkv)
 {
-    static const char *const map[][2] = {
-        {"group_norm.", "norm."}, {"to_q.", "q."},  {"to_k.", "k."},   {"to_v.", "v."},
-        {"to_out.0.", "proj_out."}, {"query.", "q."}, {"key.", "k."}, {"value.", "v."}, {"proj_attn.", "proj_out."},
+    static const char *const map[][3] = {
+        {"group_norm.", "norm.", "norm."},
+        {"to_q.", "q.", "to_q."},  {"to_k.", "k.", "to_k."},  {"to_v.", "v.", "to_v."},
+        {"to_out.0.", "proj_out.", "to_out.0."},
+        {"query.", "q.", "to_q."}, {"key.", "k.", "to_k."},   {"value.", "v.", "to_v."},
+        {"proj_attn.", "proj_out.", "to_out.0."},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (take(rest, map[i][0])) return map[i][1];
+        if (take(rest, map[i][0])) return map[i][to_qkv ? 2 : 1];
     return NULL;
 }
 
@@ -126,7 +130,7 @@ const char *sd_map_vae(const char *name, char *buf, size_t len, void *ctx)
     if (take(&s, "mid_block.")) {
         if (take(&s, "resnets.") && take_index(&s, &j) && j < 2 && (sub = vae_res_sub(&s)))
             return emit(buf, len, LDM_VAE_PFX "%s.mid.block_%d.%s%s", part, j + 1, sub, s);
-        if (take(&s, "attentions.0.") && (sub = vae_attn_sub(&s)))
+        if (take(&s, "attentions.0.") && (sub = vae_attn_sub(&s, m->vae_attn_to_qkv)))
             return emit(buf, len, LDM_VAE_PFX "%s.mid.attn_1.%s%s", part, sub, s);
         return NULL;
     }

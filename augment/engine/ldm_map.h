@@ -15,6 +15,9 @@ typedef struct {
     const unet_config *unet;
     int n_vae_blocks;
     int clip_has_text_model;        /* 1: cond_stage_model.transformer.text_model.*, 0: without "text_model." */
+    int vae_attn_to_qkv;            /* VAE mid attention stored as 1: attn_1.to_q/to_k/to_v/to_out.0 (what diffusers
+                                     * 0.19's convert script writes for a folder with the 0.14+ names), 0: attn_1.q/k/v/
+                                     * proj_out */
 } sd_ldm_map;
 
 /* Write into buf the stored name of a diffusers-named tensor; return buf, or NULL if it has no LDM counterpart

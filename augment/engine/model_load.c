@@ -236,7 +236,7 @@ static int infer_unet(const st_file *f, unet_config *u)
     return 0;
 }
 
-static int infer_vae(const st_file *f, vae_config *v)
+static int infer_vae(const st_file *f, vae_config *v, int *attn_to_qkv)
 {
     const st_tensor *t;
     if (!(t = need(f, LDM_VAE_PFX "encoder.conv_in.weight", 4))) return -1;
@@ -257,6 +257,7 @@ static int infer_vae(const st_file *f, vae_config *v)
         if (!(t = need(f, name, 4))) return -1;
         v->block_out_channels[i] = (int)t->shape[0];
     }
+    *attn_to_qkv = has(f, LDM_VAE_PFX "encoder.mid.attn_1.to_q.weight");
     return 0;
 }
 
@@ -291,7 +292,7 @@ static int load_single(const char *path, const char *config_dir, sd_model *m)
     if (!f) return -1;
     sd_default_configs(&m->unet, &m->vae, &m->clip, &m->sched);
     int rc = infer_unet(f, &m->unet);
-    if (!rc) rc = infer_vae(f, &m->vae);
+    if (!rc) rc = infer_vae(f, &m->vae, &m->map.vae_attn_to_qkv);
     if (!rc) rc = infer_clip(f, &m->clip, &m->map.clip_has_text_model);
     st_close(f);
     if (rc) return -1;

@@ -132,11 +132,36 @@ void scheduler_free(scheduler *s)
     free(s);
 }
 
-/* numpy's np.linspace(0, stop, num)[i].round(): i * (stop / div), the last one exactly stop; round half even */
+/* numpy's np.linspace(0, stop, num)[i].round(): i * (stop / div), the last one exactly stop, but a single value is
+ * start, 0 (numpy sets the endpoint only for num > 1); round half even */
 static int np_linspace_round(double stop, int num, int i)
 {
+    if (num == 1) return 0;
     if (i == num - 1) return (int)rint(stop);
     return (int)rint((double)i * (stop / (double)(num - 1)));
+}
+
+/* Trailing spacing: np.round(np.arange(T, 0, -T / n)) - 1 with numpy's arithmetic. The length is ceil(-T / step),
+ * which rounding can make n + 1; element i is T + i * ((T + step) - T) (numpy's fill: element 1 minus element 0 as
+ * the stride), so 1000 - 3 * 1000/48 comes out 937.4999999999999, not 937.5. The n + 1 case ends in timestep -1,
+ * which diffusers 0.19 keeps and would index as alphas_cumprod[-1] (the last entry): refused here. */
+static int trailing_timesteps(const scheduler *s, int n, int *ts)
+{
+    const int T = s->T;
+    const double step = -((double)T / n), delta = ((double)T + step) - (double)T;
+    const int len = (int)ceil((double)-T / step);
+    if (len != n)
+        return err_set("scheduler: trailing spacing with %d steps: diffusers 0.19 makes %d timesteps, the last %d "
+                       "(numpy's arange(%d, 0, -%d/%d) has %d elements), which it would read as the last entry of "
+                       "alphas_cumprod; choose another number of steps", n, len,
+                       (int)rint((double)T + (double)(len - 1) * delta) - 1, T, T, n, len);
+    for (int i = 0; i < n; i++) ts[i] = (int)rint((double)T + (double)i * delta) - 1;
+    return 0;
+}
+
+static const char *spacing_name(enum sd_spacing sp)
+{
+    return sp == SD_SPACING_LEADING ? "leading" : sp == SD_SPACING_LINSPACE ? "linspace" : "trailing";
 }
 
 int scheduler_set_timesteps(scheduler *s, int n)
@@ -145,15 +170,13 @@ int scheduler_set_timesteps(scheduler *s, int n)
     if (n < 1 || n > T) return err_set("scheduler: %d inference steps (1..%d supported)", n, T);
     const int off = s->cfg.steps_offset;
     int *ts = s->ts, k = 0;
+    if (s->spacing == SD_SPACING_TRAILING && trailing_timesteps(s, n, ts)) return -1;
     if (s->kind == SD_SCHED_DDIM) {
         if (s->spacing == SD_SPACING_LINSPACE) {
             for (int i = 0; i < n; i++) ts[i] = np_linspace_round(T - 1, n, n - 1 - i);
         } else if (s->spacing == SD_SPACING_LEADING) {
             int ratio = T / n;
             for (int i = 0; i < n; i++) ts[i] = (n - 1 - i) * ratio + off;
-        } else {
-            double ratio = (double)T / n;
-            for (int i = 0; i < n; i++) ts[i] = (int)rint((double)T - i * ratio) - 1;
         }
         k = n;
     } else {
@@ -163,9 +186,6 @@ int scheduler_set_timesteps(scheduler *s, int n)
         } else if (s->spacing == SD_SPACING_LEADING) {
             int ratio = T / (n + 1);
             for (int i = 0; i < n; i++) ts[i] = (n - i) * ratio + off;
-        } else {
-            double ratio = (double)T / n;
-            for (int i = 0; i < n; i++) ts[i] = (int)rint((double)T - i * ratio) - 1;
         }
         /* 0.19 drops repeated timesteps (possible when n is close to T), keeping first occurrences */
         k = 0;
@@ -175,9 +195,13 @@ int scheduler_set_timesteps(scheduler *s, int n)
             if (!dup) ts[k++] = ts[i];
         }
     }
+    /* leading + steps_offset can pass the table's end (DDIM at n = T, DPM at n = T - 1, steps_offset 1) */
     for (int i = 0; i < k; i++)
-        if (ts[i] < 0 || ts[i] >= T)
-            return err_set("scheduler: timestep %d out of range for %d steps (steps_offset %d)", ts[i], n, off);
+        if (ts[i] >= T)
+            return err_set("scheduler: %s spacing with %d steps and steps_offset %d gives timestep %d, past the "
+                           "training timesteps 0..%d (diffusers 0.19 makes the same schedule and fails with an "
+                           "IndexError on its tables at the first step); use fewer steps", spacing_name(s->spacing), n,
+                           off, ts[i], T - 1);
     s->n = k;
     return 0;
 }
