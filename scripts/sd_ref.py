@@ -750,8 +750,8 @@ def add_noise(ac, x0, noise, t):
 
 
 def diffusers_timesteps(kind, n, spacing, cfg=SD_SCHEDULER_CONFIG):
-    """set_timesteps of diffusers 0.19's DDIMScheduler ("ddim") and DPMSolverMultistepScheduler ("dpm"), line for
-    line (numpy float64, its arange/linspace/round), as an int64 array. The schedule is returned as diffusers makes
+    """The timesteps diffusers 0.19's DDIMScheduler ("ddim") and DPMSolverMultistepScheduler ("dpm") set, by the
+    same numpy float64 arithmetic (arange/linspace/round, whose rounding the engine must reproduce), as int64. The schedule is returned as diffusers makes
     it, even where it cannot be run: DDIM leading with n = T and steps_offset 1 ends at T; trailing can overshoot
     to one more timestep, -1 (np.arange's length is a rounded ceil)."""
     T = cfg["num_train_timesteps"]
@@ -786,7 +786,7 @@ def diffusers_timesteps(kind, n, spacing, cfg=SD_SCHEDULER_CONFIG):
         timesteps -= 1
     else:
         raise ValueError(spacing)
-    # when num_inference_steps == num_train_timesteps, we can end up with duplicates in timesteps
+    # a schedule as long as the training one can repeat a timestep: each is kept once, in order
     _, unique_indices = np.unique(timesteps, return_index=True)
     return timesteps[np.sort(unique_indices)]
 
