@@ -257,7 +257,7 @@ lora_set *lora_open(const char *const *args, int n)
         double mult;
         if (lora_spec_parse(args[i], path, sizeof path, &mult)) goto fail;
         if (!(l->files[i] = st_open(path))) {
-            err_wrap("LoRA: ");
+            err_wrap("LoRA (a safetensors file expected): ");
             goto fail;
         }
         l->nfiles = i + 1;
