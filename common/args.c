@@ -25,6 +25,10 @@ static int parse_value(const char *cmd, const arg_opt *o, const char *v)
             return err_set("%s: %s \"%s\" is not a number in %g..%g", cmd, o->name, v, o->lo, o->hi);
         return 0;
     case ARG_STR: *(const char **)o->out = v; return 0;
+    case ARG_LIST:
+        if (*o->count >= (int)o->hi) return err_set("%s: %s given more than %.0f times", cmd, o->name, o->hi);
+        ((const char **)o->out)[(*o->count)++] = v;
+        return 0;
     case ARG_SWITCH: break;
     }
     return 0;

@@ -11,19 +11,23 @@ typedef enum {
     ARG_U64,    /* uint64_t *: decimal digits only (no sign), up to 2^64-1 */
     ARG_DOUBLE, /* double *: finite, within [lo, hi] */
     ARG_STR,    /* const char **: any text */
+    ARG_LIST,   /* const char *[hi]: any text, once per time the option is given; how many into *count */
 } arg_type;
 
 typedef struct {
     const char *name; /* "-seed" */
     arg_type type;
     void *out;        /* holds the default on entry */
-    double lo, hi;    /* ARG_INT and ARG_DOUBLE */
+    double lo, hi;    /* ARG_INT and ARG_DOUBLE; ARG_LIST: hi is the most values */
+    int *count;       /* ARG_LIST: values stored so far (0 on entry) */
 } arg_opt;
 
 /* Table entries: an option without a range, one with a range, the end of the table. */
-#define ARG_OPT(name, type, out) {(name), (type), (out), 0, 0}
-#define ARG_RANGE(name, type, out, lo, hi) {(name), (type), (out), (lo), (hi)}
-#define ARG_END {NULL, ARG_SWITCH, NULL, 0, 0}
+#define ARG_OPT(name, type, out) {(name), (type), (out), 0, 0, NULL}
+#define ARG_RANGE(name, type, out, lo, hi) {(name), (type), (out), (lo), (hi), NULL}
+/* an option that may be given up to max times ("-lora a -lora b") */
+#define ARG_REPEAT(name, out, count, max) {(name), ARG_LIST, (out), 0, (max), (count)}
+#define ARG_END {NULL, ARG_SWITCH, NULL, 0, 0, NULL}
 
 /* Parses argv[0 .. argc) against opts (ended by an entry with name NULL) and stores the positionals in pos (at most
  * max_pos). Returns how many positionals there were, or -1 with err_msg() "cmd: ...". */

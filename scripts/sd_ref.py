@@ -932,6 +932,109 @@ class SDModel:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# LoRA: diffusers 0.19 load_lora_weights and kohya-ss files, as unmerged branches beside the layers
+# ---------------------------------------------------------------------------------------------------------
+
+class LoRALayer(nn.Module):
+    """A Linear or Conv2d with LoRA branches beside it, unmerged, as diffusers 0.19 computes them
+    (LoRAAttnProcessor: attn.to_q(x) + scale * to_q_lora(x); LoRACompatibleLinear/Conv: base(x) + lora_layer(x);
+    PatchedLoraProjection in the text encoder) and kohya-ss's LoRAModule does (org_forward(x) +
+    lora_up(lora_down(x)) * multiplier * scale, lora_down a Conv2d with the layer's kernel, stride and padding and
+    lora_up a 1x1 Conv2d for a convolution). Each branch: up(down(x)) * network_alpha / rank (when an alpha is
+    given) * the user's multiplier."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+        self.branches = []   # (down, up, factor)
+
+    def add(self, down, up, factor):
+        self.branches.append((down.float(), up.float(), float(factor)))
+
+    def forward(self, x):
+        y = self.base(x)
+        for down, up, factor in self.branches:
+            if isinstance(self.base, nn.Conv2d):
+                d = down if down.dim() == 4 else down[:, :, None, None]
+                h = F.conv2d(x, d, stride=self.base.stride, padding=self.base.padding)
+                h = F.conv2d(h, up if up.dim() == 4 else up[:, :, None, None])
+            else:
+                h = F.linear(F.linear(x, down.reshape(down.shape[0], -1)), up.reshape(up.shape[0], -1))
+            y = y + factor * h
+        return y
+
+
+def _lora_module(model, name):
+    mod = model.get_submodule(name)
+    if not isinstance(mod, LoRALayer):
+        assert isinstance(mod, (nn.Linear, nn.Conv2d)), f"{name} is a {type(mod).__name__}"
+        parent, _, last = name.rpartition(".")
+        mod = LoRALayer(mod)
+        setattr(model.get_submodule(parent) if parent else model, last, mod)
+    return mod
+
+
+def lora_diffusers_0_19(sd):
+    """(part, module, down, up, alpha) of a diffusers-format file, read as 0.19's load_lora_weights does:
+    load_lora_into_unet strips "unet." (all keys prefixed: the new format; none: the old, UNet only) and
+    load_attn_procs groups keys by all but their last three components: "<attn>.processor" + to_{q,k,v,out}_lora
+    .{down,up}.weight (LoRAAttnProcessor; to_out is to_out.0) or "<module>" + lora.{down,up}.weight
+    (LoRACompatibleLinear/Conv); load_lora_into_text_encoder renames to_{q,k,v,out}_lora to {q,k,v,out}_proj
+    .lora_linear_layer. No alpha: network_alpha only comes from kohya files."""
+    new = all(k.startswith("unet.") or k.startswith("text_encoder.") for k in sd)
+    assert all("lora" in k for k in sd)
+    groups = {}
+    for k, v in sd.items():
+        part, rest = ("unet", k)
+        if new:
+            part, _, rest = k.partition(".")
+        if part == "unet":
+            mod, sub = ".".join(rest.split(".")[:-3]), ".".join(rest.split(".")[-3:])
+            if sub.startswith("lora."):
+                role = sub.split(".")[1]
+            else:
+                proc, role = sub.split(".")[0], sub.split(".")[1]
+                assert mod.endswith(".processor")
+                mod = mod[:-len(".processor")] + "." + {"to_q_lora": "to_q", "to_k_lora": "to_k", "to_v_lora": "to_v",
+                                                         "to_out_lora": "to_out.0"}[proc]
+        else:
+            for a, b in (("to_q_lora", "q_proj.lora_linear_layer"), ("to_k_lora", "k_proj.lora_linear_layer"),
+                         ("to_v_lora", "v_proj.lora_linear_layer"), ("to_out_lora", "out_proj.lora_linear_layer")):
+                rest = rest.replace(a, b)
+            mod, _, tail = rest.partition(".lora_linear_layer.")
+            role = tail.split(".")[0]
+        groups.setdefault((part, mod), {})[role] = v
+    return [(p, m, g["down"], g["up"], None) for (p, m), g in groups.items()]
+
+
+def lora_kohya(sd, unet, text_encoder):
+    """(part, module, down, up, alpha) of a kohya-ss file: sd-scripts names each LoRA module
+    prefix + module_name.replace(".", "_") (lora_unet_, lora_te_) over the model's named modules, so the module is
+    found by spelling every Linear/Conv2d name of the model that way."""
+    names = {}
+    for part, prefix, model in (("unet", "lora_unet_", unet), ("text_encoder", "lora_te_", text_encoder)):
+        for n, m in model.named_modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                names[prefix + n.replace(".", "_")] = (part, n)
+    out = []
+    for k in sd:
+        if k.endswith(".lora_down.weight"):
+            ln = k[:-len(".lora_down.weight")]
+            part, mod = names[ln]
+            alpha = sd.get(ln + ".alpha")
+            out.append((part, mod, sd[k], sd[ln + ".lora_up.weight"], None if alpha is None else float(alpha)))
+    return out
+
+
+def apply_lora(model, entries, multiplier=1.0):
+    """Puts each entry's branch beside its layer: factor = multiplier * (alpha / rank if alpha else 1)."""
+    for part, mod, down, up, alpha in entries:
+        target = model.unet if part == "unet" else model.clip
+        rank = down.shape[0]
+        _lora_module(target, mod).add(down, up, multiplier * (alpha / rank if alpha is not None else 1.0))
+
+
+# ---------------------------------------------------------------------------------------------------------
 # safetensors, JSON, PNG
 # ---------------------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ struct engine {
     engine_opts o;
     sd_model m;
     weights *w_unet, *w_vae, *w_clip;
+    lora_set *lora;                 /* while loading: the LoRA files merged into w_unet and w_clip */
     ops_backend *be;
     tokenizer *tok;
     clip_model *clip;
@@ -117,11 +118,12 @@ static float *host_buffer(engine *e, size_t n, int *fail)
     return p;
 }
 
-static weights *open_weights(const char *path, weights_map_fn map, void *ctx)
+static weights *open_weights(const char *path, weights_map_fn map, void *ctx, lora_set *lora, enum lora_part part)
 {
     const char *paths[1] = {path};
     weights *w = weights_open(paths, 1);
     if (w && map) weights_set_map(w, map, ctx);
+    if (w) weights_set_lora(w, lora, part);
     return w;
 }
 
@@ -206,9 +208,11 @@ engine *engine_load(const engine_opts *o)
 
     if (!(e->be = backend_create(o->device, o->threads, o->precision))) goto fail;
     void *mctx = &m->map;
-    e->w_unet = open_weights(m->unet_path, m->single_file ? sd_map_unet : NULL, mctx);
-    e->w_vae = e->w_unet ? open_weights(m->vae_path, m->single_file ? sd_map_vae : NULL, mctx) : NULL;
-    e->w_clip = e->w_vae ? open_weights(m->clip_path, m->single_file ? sd_map_clip : NULL, mctx) : NULL;
+    if (o->n_lora && !(e->lora = lora_open(o->lora, o->n_lora))) goto fail;
+    e->w_unet = open_weights(m->unet_path, m->single_file ? sd_map_unet : NULL, mctx, e->lora, LORA_UNET);
+    e->w_vae = e->w_unet ? open_weights(m->vae_path, m->single_file ? sd_map_vae : NULL, mctx, NULL, 0) : NULL;
+    e->w_clip = e->w_vae ? open_weights(m->clip_path, m->single_file ? sd_map_clip : NULL, mctx, e->lora, LORA_TEXT)
+                         : NULL;
     if (!e->w_clip) goto fail;
     e->weight_bytes = file_size(m->unet_path);
     if (!m->single_file) e->weight_bytes += file_size(m->vae_path) + file_size(m->clip_path);
@@ -230,6 +234,11 @@ engine *engine_load(const engine_opts *o)
         err_set("%s: VAE factor %d, expected %d", m->vae_path, vae_factor(e->vae), e->f);
         goto fail;
     }
+    /* every LoRA entry found its weight; the merged weights need the files no more */
+    if (lora_check_used(e->lora)) goto fail;
+    weights_set_lora(e->w_unet, NULL, 0), weights_set_lora(e->w_clip, NULL, 0);
+    lora_free(e->lora);
+    e->lora = NULL;
 
     /* the engine checks the latents once per step instead of the UNet after every block */
     unet_set_checks(e->unet, 0);
@@ -286,6 +295,7 @@ void engine_free(engine *e)
     weights_close(e->w_unet);
     weights_close(e->w_vae);
     weights_close(e->w_clip);
+    lora_free(e->lora);
     if (e->be) {
         float *bufs[] = {e->x, e->unet_in, e->unet_out, e->ctx, e->eps, e->vae_noise, e->lat_noise, e->mean,
                          e->logvar, e->img, e->dpm_prev};

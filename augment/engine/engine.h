@@ -12,6 +12,7 @@
 #define GENIE_ENGINE_H
 #include <stddef.h>
 #include <stdint.h>
+#include "augment/engine/lora.h"
 #include "augment/engine/sdconfig.h"
 
 typedef struct engine engine;
@@ -30,6 +31,9 @@ typedef struct {
     int steps;                      /* inference steps N of the full schedule */
     double guidance;                /* classifier-free guidance scale; <= 1 disables CFG (batch not doubled) */
     int vae_mean;                   /* 1: use the posterior mean instead of sampling it */
+    /* LoRA files merged into the UNet and text encoder weights at load (lora.h): "file.safetensors[:multiplier]" */
+    const char *lora[LORA_MAX];
+    int n_lora;
     /* called after every denoising step (may be NULL): step 1..total */
     void (*progress)(void *ctx, int step, int total);
     void *progress_ctx;

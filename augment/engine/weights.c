@@ -1,6 +1,7 @@
 #include "augment/engine/weights.h"
 #include "common/err.h"
 #include "common/philox.h"
+#include "augment/engine/lora.h"
 #include "augment/engine/safetensors.h"
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +24,8 @@ struct weights {
     int n;
     weights_map_fn map;
     void *map_ctx;
+    lora_set *lora;
+    enum lora_part lora_part;
     int random;
     uint64_t seed;
     float std;
@@ -99,6 +102,12 @@ void weights_set_map(weights *w, weights_map_fn map, void *ctx)
 {
     w->map = map;
     w->map_ctx = ctx;
+}
+
+void weights_set_lora(weights *w, lora_set *l, enum lora_part part)
+{
+    w->lora = l;
+    w->lora_part = part;
 }
 
 size_t weights_owned_bytes(const weights *w) { return w->owned_bytes; }
@@ -288,7 +297,9 @@ const float *weights_get(weights *w, const char *name, int ndim, const int64_t *
         return NULL;
     }
     size_t first = 0, bad;
-    if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) {
+    /* a LoRA's delta goes into an owned copy, never into the mapped file */
+    int lora = lora_touches(w->lora, w->lora_part, name);
+    if (!lora && t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) {
         bad = count_nonfinite(t->data, (size_t)t->numel, &first);
         return finite_or_null(t, name, t->data, bad, first);
     }
@@ -306,6 +317,7 @@ const float *weights_get(weights *w, const char *name, int ndim, const int64_t *
     }
     float *d = owned_add(w, key, (size_t)t->numel);
     if (!d || st_to_f32(t, d)) return NULL;
+    if (lora && lora_apply(w->lora, w->lora_part, name, t->file, d, t->ndim, t->shape) < 0) return NULL;
     o = owned_find(w, key);
     o->bad = count_nonfinite(d, o->n, &first);
     return finite_or_null(t, name, d, o->bad, first);

@@ -8,6 +8,7 @@
 #define GENIE_WEIGHTS_H
 #include <stddef.h>
 #include <stdint.h>
+#include "augment/engine/lora.h"
 
 typedef struct weights weights;
 
@@ -18,6 +19,10 @@ weights *weights_open(const char *const *paths, int n);
  * NULL means "not stored in this format". A NULL map is the identity. */
 typedef const char *(*weights_map_fn)(const char *name, char *buf, size_t len, void *ctx);
 void weights_set_map(weights *w, weights_map_fn map, void *ctx);
+
+/* LoRA entries of part l merged into the weights handed out from now on (l NULL: none); l must outlive the
+ * requests. A merged tensor is an owned float32 copy, merged once. */
+void weights_set_lora(weights *w, lora_set *l, enum lora_part part);
 
 /* float32 view of tensor `name`, checked against shape[ndim]; a stored shape that differs only by trailing
  * singleton dims is accepted (attention projections stored as 1x1 convs [C,C,1,1] where a Linear [C,C] is

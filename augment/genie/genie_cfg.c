@@ -31,6 +31,24 @@ static int target_list(char *val, void *out)
     return c->n_targets ? 0 : -1;
 }
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* comma separated "file[:scale]" entries, each read as the engine will */
+static int lora_list(char *val, void *out)
+{
+    genie_cfg *c = out;
+    c->n_lora = 0;
+    for (char *save = NULL, *t = strtok_r(val, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char path[1024];
+        double scale;
+        t = util_trim(t);
+        if (c->n_lora == LORA_MAX || lora_spec_parse(t, path, sizeof path, &scale)) return -1;
+        snprintf(c->lora[c->n_lora++], sizeof c->lora[0], "%s", t);
+    }
+    return 0;
+}
+
 static int has_braces(const kv_key *k) { return genie_template_ok(k->out) ? 0 : -1; }
 
 static int scheduler_set(char *val, void *out)
@@ -59,6 +77,8 @@ int genie_cfg_read(const char *path, genie_cfg *c)
     genie_cfg_default(c);
     kv_key keys[] = {
         KV_TEXT("model", c->model, sizeof c->model, "a path"),
+        {.name = "lora", .type = KV_FUNC, .out = c, .set = lora_list,
+         .want = "file.safetensors[:scale] entries, comma separated (at most " STR(LORA_MAX) "), scale in -100..100"},
         {.name = "prompt", .type = KV_STRING, .out = c->prompt, .size = sizeof c->prompt, .check = has_braces,
          .want = "a template with {}"},
         KV_TEXT("names", c->names, sizeof c->names, "a file"),
@@ -109,6 +129,12 @@ int genie_cfg_read(const char *path, genie_cfg *c)
     struct stat st;
     if (c->mode != GENIE_MODE_NONE && stat(c->model, &st) != 0)
         return err_set("%s: model %s: %s", path, c->model, strerror(errno));
+    for (int i = 0; c->mode != GENIE_MODE_NONE && i < c->n_lora; i++) {
+        char p[1024];
+        double scale;
+        if (lora_spec_parse(c->lora[i], p, sizeof p, &scale)) return err_wrap("%s: ", path);
+        if (stat(p, &st) != 0) return err_set("%s: lora %s: %s", path, p, strerror(errno));
+    }
     if (c->mode == GENIE_MODE_ADA && c->batch < c->n_r)
         return err_set("%s: batch=%d cannot hold one GeNIe-Ada request (%d ratios in r_set)", path, c->batch, c->n_r);
     return 0;

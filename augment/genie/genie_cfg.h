@@ -2,6 +2,8 @@
  * shown are the defaults (augment/genie/recipe.c, where each says why).
  *
  *   model=data/models/fmnist-ldm   diffusers folder or single-file checkpoint (must exist)
+ *   lora=                          LoRA files merged into the model at load, comma separated, each
+ *                                  file.safetensors[:scale] (augment/engine/lora.h; at most LORA_MAX; must exist)
  *   mode=genie-ada                 genie | genie-ada | img2img | txt2img | none
  *   r=0.8                          the fixed r of genie / img2img (txt2img is r = 1); Ada's fallback
  *   r_set=0.5,0.6,0.7,0.8,0.9      Ada's candidate ratios, increasing
@@ -31,6 +33,7 @@
 #ifndef GENIE_GENIE_CFG_H
 #define GENIE_GENIE_CFG_H
 #include "augment/genie/ada.h"
+#include "augment/engine/lora.h"
 
 enum genie_mode { GENIE_MODE_NONE, GENIE_MODE_GENIE, GENIE_MODE_ADA, GENIE_MODE_IMG2IMG, GENIE_MODE_TXT2IMG };
 enum genie_targets { GENIE_TARGETS_FEW, GENIE_TARGETS_ALL, GENIE_TARGETS_LIST };
@@ -42,6 +45,8 @@ enum genie_sources { GENIE_SOURCES_CONFUSED, GENIE_SOURCES_RANDOM, GENIE_SOURCES
 
 typedef struct {
     char model[1024], prompt[256], names[1024], cache[1024], device[32];
+    char lora[LORA_MAX][1024];       /* "file[:scale]" each */
+    int n_lora;
     enum genie_mode mode;
     double r, guidance;
     double r_set[ADA_MAX_R];

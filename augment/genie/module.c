@@ -677,6 +677,8 @@ module *module_start(const module_opts *o)
     genie_opts go;
     genie_opts_default(&go);
     go.eo.model = c->model;
+    for (int i = 0; i < c->n_lora; i++) go.eo.lora[i] = c->lora[i];
+    go.eo.n_lora = c->n_lora;
     go.eo.steps = c->steps;
     go.eo.guidance = c->guidance;
     go.eo.scheduler = c->scheduler;

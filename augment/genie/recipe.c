@@ -77,6 +77,14 @@ enum shot_group recipe_shot_group(int count)
     return count > 100 ? SHOT_MANY : count >= RECIPE_FEW_BELOW ? SHOT_MEDIUM : SHOT_FEW;
 }
 
+/* the stamp of a "file[:scale]" LoRA entry's file (0 when it does not parse: the engine refuses it) */
+static unsigned lora_stamp(const char *arg)
+{
+    char path[4096];
+    double scale;
+    return lora_spec_parse(arg, path, sizeof path, &scale) ? 0 : util_files_stamp(UTIL_FNV_INIT, path);
+}
+
 int recipe_settings(const genie_opts *o, char *const *labels, char *const *words, int classes, int ada, const char *how,
                     char *s, size_t n)
 {
@@ -86,6 +94,9 @@ int recipe_settings(const genie_opts *o, char *const *labels, char *const *words
     size_t len = snprintf(s, n, "model %s (files %08x), %d steps, guidance %g, %s, template \"%s\", %d classes (labels "
                          "and words %08x)", o->eo.model, util_files_stamp(UTIL_FNV_INIT, o->eo.model), o->eo.steps,
                          o->eo.guidance, scheduler_kind_name(o->eo.scheduler), o->prompt_template, classes, names);
+    /* a LoRA changes the images: its file's stamp and its scale, in order */
+    for (int i = 0; i < o->eo.n_lora && len < n; i++)
+        len += snprintf(s + len, n - len, ", LoRA %s (files %08x)", o->eo.lora[i], lora_stamp(o->eo.lora[i]));
     if (ada && len < n) {
         len += snprintf(s + len, n - len, ", Ada over");
         for (int i = 0; i < o->n_r && len < n; i++) len += snprintf(s + len, n - len, " %g", o->r_set[i]);
@@ -121,6 +132,7 @@ const char *recipe_sources_name(enum genie_sources s)
 int recipe_write_cfg(FILE *f, const genie_cfg *c)
 {
     fprintf(f, "model=%s\nmode=%s\n", c->model, genie_mode_name(c->mode));
+    for (int i = 0; i < c->n_lora; i++) fprintf(f, "%s%s%s", i ? "," : "lora=", c->lora[i], i + 1 < c->n_lora ? "" : "\n");
     char b[32];
     fprintf(f, "r=%s\nr_set=", shortest(c->r, b, sizeof b));
     for (int i = 0; i < c->n_r; i++) fprintf(f, "%s%s", i ? "," : "", shortest(c->r_set[i], b, sizeof b));

@@ -42,6 +42,7 @@ static int parse_args(const char *name, int argc, char **argv, cli_args *a)
     const arg_opt opts[] = {ARG_OPT("-vae-mean", ARG_SWITCH, &a->eo.vae_mean),
                             ARG_OPT("-model", ARG_STR, &a->eo.model),
                             ARG_OPT("-config", ARG_STR, &a->eo.config_dir),
+                            ARG_REPEAT("-lora", a->eo.lora, &a->eo.n_lora, LORA_MAX),
                             ARG_OPT("-device", ARG_STR, &device),
                             ARG_OPT("-precision", ARG_STR, &a->eo.precision),
                             ARG_OPT("-v", ARG_SWITCH, &a->verbose),

@@ -346,6 +346,7 @@ int generate_main(int argc, char **argv)
     int remake = 0;   /* outputs made with other settings: made anew instead of an error */
     const char *data = NULL, *sched = NULL, *rset = NULL, *labels_path = NULL, *index_path = NULL, *names = NULL;
     const arg_opt opts[] = {ARG_OPT("-model", ARG_STR, &go.eo.model),
+                            ARG_REPEAT("-lora", go.eo.lora, &go.eo.n_lora, LORA_MAX),
                             ARG_OPT("-labels", ARG_STR, &labels_path),
                             ARG_OPT("-data", ARG_STR, &data),
                             ARG_OPT("-names", ARG_STR, &names),
@@ -366,8 +367,8 @@ int generate_main(int argc, char **argv)
     int np = args_parse("generate", argc, argv, opts, pos, 1);
     if (np < 0) return -1;
     if (np < 1)
-        return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model %s] [-backbone cfg -weights W] "
-                       "[-batch %d] [-steps %d] [-guidance %g] [-scheduler %s] [-threads N] [-rset %g,...] "
+        return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model %s] [-lora file[:scale]]... "
+                       "[-backbone cfg -weights W] [-batch %d] [-steps %d] [-guidance %g] [-scheduler %s] [-threads N] [-rset %g,...] "
                        "[-template \"%s\"] [-names file] [-index out.csv] [-remake]", go.eo.model, go.eo.max_batch,
                        go.eo.steps, go.eo.guidance, scheduler_kind_name(go.eo.scheduler), go.r_set[0],
                        go.prompt_template);

@@ -38,7 +38,7 @@ static const command commands[] = {
     {"img2img", cli_img2img,
      "img2img -model M -i src -p \"A photo of a T\" -r 0.8 -o out.png [-steps N] [-guidance G] [-seed S]\n"
      "        [-scheduler ddim|dpmpp2m] [-threads N] [-size WxH] [-noise file.safetensors] [-vae-mean]\n"
-     "        [-device cpu|cuda[:N]] [-precision f32|f16|bf16] [-v]"},
+     "        [-device cpu|cuda[:N]] [-precision f32|f16|bf16] [-lora file.safetensors[:scale]]... [-v]"},
     {"txt2img", cli_txt2img, "txt2img -model M -p \"prompt\" -o out.png [options as img2img]"},
     {"sweep", cli_sweep, "sweep -model M -i src -p \"prompt\" -o strip.png   (r = 0.1 ... 1.0, labelled strip)"},
     {"bench-engine", cli_bench_engine,
