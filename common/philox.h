@@ -93,6 +93,7 @@ enum philox_purpose {
     PHILOX_PAIR = 0x7A12,          /* loader: whether row pair j shows a generated sample's source beside it */
     PHILOX_ENGINE_VAE = 0xE7A1,    /* engine: an item's VAE posterior noise */
     PHILOX_ENGINE_LATENT = 0xE7A2, /* engine: an item's initial latent noise */
+    PHILOX_ENGINE_STEP = 0xE7A3,   /* engine: mixed with schedule index i, the noise LCM injects after step i */
     PHILOX_MODULE_REQUEST = 0x6E1, /* online module: request q's target, source and seed */
     PHILOX_GENERATED_ROW = 0x6E2,  /* loader: whether sample k's row takes a generated sample */
     PHILOX_BIG_JPEG = 0xB16,       /* prepare big-jpegs: an image's tint and noise */

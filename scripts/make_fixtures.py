@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Writes the SD fixtures the C engine's tests compare against (tests/fixtures/sd-tiny-{a,b}/, sd-tiny-a.safetensors).
+"""Writes the SD fixtures the C engine's tests compare against (tests/fixtures/sd-tiny-{a,b,lcm}/, sd-tiny-b.safetensors).
 
 Deterministic: every random tensor comes from torch.manual_seed. The layout is documented in
-tests/fixtures/README.md. Self-consistency checks of the reference run first (asserts).
+tests/fixtures/README.md. `make_fixtures.py lcm` writes sd-tiny-lcm/ alone, over sd-tiny-a as it is on disk. Self-consistency checks of the reference run first (asserts).
 """
 import os
 import sys
@@ -339,12 +339,154 @@ def model_refs(model, cfg, refs, info):
                        "initial_latents": "latent_noise"}
 
 
+# ---- LCM: a latent-consistency-distilled UNet (time_cond_proj_dim) beside sd-tiny-a's text encoder and VAE ----
+
+LCM_NAME = "sd-tiny-lcm"
+LCM_UNET = R.unet_config((8, 16), [CA, D], [U, CAU], 1, 2, 32, False, groups=4, sample_size=8, time_cond_proj_dim=8)
+LCM_SHARED = ("text_encoder", "tokenizer", "vae")     # symbolic links to ../sd-tiny-a/<part>
+LCM_TIMESTEPS = [(4, 1.0, 50), (4, 0.5, 50), (2, 0.6, 50), (1, 1.0, 50), (8, 1.0, 20), (3, 0.3, 20), (5, 0.7, 30),
+                 (7, 1.0, 7)]
+LCM_STEPS, LCM_GUIDANCE, LCM_SEED = 3, 8.5, 5
+LCM_STRENGTHS = [0.5, 0.8]
+
+
+def check_lcm():
+    s = R.LCM()
+    s.set_timesteps(4)
+    assert [int(t) for t in s.timesteps] == [999, 759, 499, 259]   # the LCM paper's 4-step schedule
+    s.set_timesteps(4, 0.5)
+    assert [int(t) for t in s.timesteps] == [499, 379, 259, 139]
+    for n, strength in ((51, 1.0), (4, 0.06)):
+        try:
+            s.set_timesteps(n, strength)
+            assert False, (n, strength)
+        except ValueError:
+            pass
+    # with the true epsilon the data prediction is x0 and, far from t = 0, denoised is x0 within c_skip
+    g = torch.Generator().manual_seed(8)
+    x0, eps, z = (torch.randn(1, 4, 4, 4, generator=g) for _ in range(3))
+    s.set_timesteps(4)
+    t = s.timesteps[1]
+    x = R.add_noise(s.ac, x0, eps, t)
+    prev, den = s.step(eps, t, x, z)
+    assert torch.allclose(den, x0, atol=1e-4) and torch.allclose(prev, R.add_noise(s.ac, den, z, s.timesteps[2]))
+    # the Philox port reproduces common/philox.c (values printed by the C code)
+    want = [-0.140846431, -0.428862691, 0.408527613, 1.62367213, -0.642013609, 0.501496971]
+    assert np.allclose(R.philox_normal(1, 2, 6).numpy(), want, atol=1e-6)
+    assert R.philox_mix(3, R.PHILOX_ENGINE_STEP) == 15562174171253546363
+
+
+def write_lcm_folder(d, unet):
+    os.makedirs(os.path.join(d, "unet"), exist_ok=True)
+    os.makedirs(os.path.join(d, "scheduler"), exist_ok=True)
+    for part in LCM_SHARED:
+        link = os.path.join(d, part)
+        if not os.path.islink(link):
+            os.symlink(os.path.join("..", "sd-tiny-a", part), link)
+    R.write_json(os.path.join(d, "model_index.json"), {
+        "_class_name": "LatentConsistencyModelPipeline", "_diffusers_version": "0.27.2",
+        "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
+        "scheduler": ["diffusers", "LCMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]})
+    R.write_json(os.path.join(d, "scheduler", "scheduler_config.json"), R.LCM_SCHEDULER_CONFIG)
+    R.write_json(os.path.join(d, "unet", "config.json"), LCM_UNET)
+    R.save_safetensors({k: v.detach().half().contiguous() for k, v in unet.state_dict().items()},
+                       os.path.join(d, "unet", "diffusion_pytorch_model.safetensors"))
+
+
+@torch.no_grad()
+def lcm_refs(base):
+    """refs of sd-tiny-lcm; base is sd-tiny-a's model (its tokenizer, text encoder and VAE are shared)."""
+    check_lcm()
+    torch.manual_seed(3)
+    gen = torch.Generator().manual_seed(103)
+    unet = R.UNet2DConditionModel(LCM_UNET)
+    perturb_norms(unet, gen)
+    R.round_weights(unet, torch.float16)
+    unet.eval()
+    d = os.path.join(ROOT, LCM_NAME)
+    write_lcm_folder(d, unet)
+    m = R.SDModel(base.tok, base.clip, unet, base.vae, R.LCM_SCHEDULER_CONFIG)
+    refs, info = {}, {"config": LCM_NAME, "weights_dtype": "float16", "shared_with": "sd-tiny-a",
+                      "shared_parts": list(LCM_SHARED)}
+
+    # schedules: (steps, strength, original_inference_steps)
+    for n, strength, orig in LCM_TIMESTEPS:
+        s = R.LCM()
+        s.set_timesteps(n, strength, orig)
+        refs[f"lcm.t.n{n}.s{round(strength * 100)}.o{orig}"] = s.timesteps.float()
+    info["timesteps"] = [list(c) for c in LCM_TIMESTEPS]
+
+    # one step (4-step schedule 999, 759, 499, 259): index 1 injects the noise, index 3 returns denoised
+    g = torch.Generator().manual_seed(12)
+    x, eps, noise = (torch.randn(1, 4, 4, 4, generator=g) for _ in range(3))
+    refs["step.x"], refs["step.eps"], refs["step.noise"] = x, eps, noise
+    for pt in ("epsilon", "v_prediction"):
+        for i in (1, 3):
+            s = R.LCM(dict(R.LCM_SCHEDULER_CONFIG, prediction_type=pt))
+            s.set_timesteps(4)
+            refs[f"step.{'v' if pt == 'v_prediction' else 'eps'}.i{i}"] = s.step(eps, s.timesteps[i], x, noise)[0]
+
+    # UNet with timestep_cond (rows: guidance 8.5 and 2), and without it
+    S = 16
+    g = torch.Generator().manual_seed(13)
+    ux = torch.randn(2, 4, 8, 8, generator=g)
+    ctx = m.encode_prompts(IMG_PROMPTS)
+    tc = R.guidance_scale_embedding(torch.tensor([LCM_GUIDANCE - 1, 2.0 - 1]), LCM_UNET["time_cond_proj_dim"])
+    refs["unet.x"], refs["unet.ctx"], refs["unet.tcond"] = ux, ctx, tc
+    for t in (999, 259):
+        refs[f"unet.out.t{t}"] = unet(ux, torch.tensor(t), ctx, timestep_cond=tc)
+    refs["unet.nocond.t999"] = unet(ux, torch.tensor(999), ctx)
+    assert not torch.allclose(refs["unet.nocond.t999"], refs["unet.out.t999"], atol=1e-3)
+
+    # txt2img and img2img (two strengths in one engine batch), the engine's Philox noise between steps
+    g = torch.Generator().manual_seed(14)
+    vae_noise, latent_noise = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    refs["vae_noise"], refs["latent_noise"] = vae_noise, latent_noise
+    image = torch.cat([to_tensor(test_image(S, k)) for k in range(2)])
+    for mode in ("txt2img", "img2img"):
+        trajs, outs, inits = [], [], []
+        for k in range(2):
+            traj = []
+            r = LCM_STRENGTHS[k] if mode == "img2img" else 1.0
+            out, inf = m.lcm(image[k:k + 1] if mode == "img2img" else None, IMG_PROMPTS[k], LCM_STEPS, r,
+                             LCM_GUIDANCE, vae_noise[k:k + 1], latent_noise[k:k + 1], LCM_SEED, k,
+                             R.LCM_SCHEDULER_CONFIG, traj)
+            trajs.append(torch.cat(traj))
+            outs.append(out)
+            inits.append(inf["x_init"])
+            refs[f"{mode}.timesteps.{k}"] = inf["timesteps"].float()
+        refs[f"{mode}.x_init"] = torch.cat(inits)
+        refs[f"{mode}.latents"] = torch.stack(trajs, 1)       # [steps, item, 4, 8, 8]
+        refs[f"{mode}.image"] = torch.cat(outs)
+    info["sampling"] = {"prompts": IMG_PROMPTS, "steps": LCM_STEPS, "guidance": LCM_GUIDANCE, "seed": LCM_SEED,
+                        "streams": [0, 1], "img2img_strengths": LCM_STRENGTHS,
+                        "images": ["../sd-tiny-a/img0.png", "../sd-tiny-a/img1.png"]}
+    R.save_safetensors({k: v.float().contiguous() for k, v in refs.items()}, os.path.join(d, "refs.safetensors"))
+    info["tensors"] = {k: list(v.shape) for k, v in sorted(refs.items())}
+    R.write_json(os.path.join(d, "refs.json"), info)
+    total = 0
+    for dp, _, fs in os.walk(d):
+        total += sum(os.path.getsize(os.path.join(dp, f)) for f in fs if not os.path.islink(os.path.join(dp, f)))
+    print(f"{LCM_NAME}: {len(refs)} reference tensors, {total / 1e6:.3f} MB")
+    assert total < 0.25e6, "the LCM fixture grew past 0.25 MB"
+
+
 def main():
-    check_schedules()
-    timestep_tables(os.path.join(ROOT, "sched"))
     merges = R.learn_bpe(MERGE_TEXTS, N_MERGES)
     vocab = R.build_vocab(merges)
+    if sys.argv[1:] == ["lcm"]:
+        # only sd-tiny-lcm, over sd-tiny-a as written (its refs stay as they are)
+        cfg = CONFIGS[0]
+        c = cfg["clip"]
+        ccfg = R.clip_config(c["hidden"], c["layers"], c["heads"], c["inter"], len(vocab))
+        lcm_refs(load_folder(os.path.join(ROOT, cfg["name"]), cfg, ccfg, vocab, merges))
+        return
+    check_schedules()
+    timestep_tables(os.path.join(ROOT, "sched"))
     total = 0
+    loaded_a = None
     for cfg in CONFIGS:
         model, ccfg = build(cfg, vocab, merges)
         check_tokenizer(model.tok)
@@ -353,6 +495,7 @@ def main():
         R.write_diffusers(d, model, cfg["unet"], cfg["vae"], ccfg, merges, cfg["dtype"],
                           cfg["deprecated_vae"], cfg["clip_position_ids"])
         loaded = load_folder(d, cfg, ccfg, vocab, merges)
+        loaded_a = loaded_a or loaded
         sf = check_single_file(model, cfg)
         refs, info = {}, {"config": cfg["name"], "weights_dtype": str(cfg["dtype"]).replace("torch.", ""),
                           "vocab_size": len(vocab), "n_merges": len(merges)}
@@ -383,6 +526,7 @@ def main():
     total += sum(os.path.getsize(os.path.join(ROOT, c["name"] + ".safetensors")) for c in CONFIGS if c["single_file"])
     print(f"fixtures: {total / 1e6:.2f} MB")
     assert total < 3.3e6, "fixtures grew past 3.3 MB"
+    lcm_refs(loaded_a)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Independent PyTorch reference of the SD-1.x latent diffusion family, used to make the C engine's fixtures.
 
 Written from reading diffusers v0.19.0 (UNet2DConditionModel, AutoencoderKL, DDIMScheduler,
-DPMSolverMultistepScheduler, StableDiffusionImg2ImgPipeline) and transformers' CLIPTextModel / CLIPTokenizer.
+DPMSolverMultistepScheduler, StableDiffusionImg2ImgPipeline) and transformers' CLIPTextModel / CLIPTokenizer;
+the latent consistency parts from diffusers v0.27.2 (LCMScheduler, TimestepEmbedding's cond_proj,
+LatentConsistencyModelPipeline / LatentConsistencyModelImg2ImgPipeline and their get_guidance_scale_embedding).
 The module trees use the same attribute names, so state_dict() keys are the diffusers/transformers names.
 Plain torch (1.13) + numpy only; no diffusers/transformers needed.
 
 Contents: CLIP BPE tokenizer (+ a tiny BPE learner for fixture vocabularies), CLIPTextModel, UNet, AutoencoderKL,
-DDIM and DPM-Solver++(2M) with 0.19 semantics, img2img/txt2img, safetensors read/write, diffusers <-> original
-(CompVis/LDM) single-file key mapping, diffusers folder writer.
+DDIM and DPM-Solver++(2M) with 0.19 semantics, LCM with 0.27's, img2img/txt2img (and the LCM sampler, whose
+injected noise is the engine's Philox stream), safetensors read/write, diffusers <-> original (CompVis/LDM)
+single-file key mapping, diffusers folder writer.
 """
 import json
 import math
@@ -461,12 +464,32 @@ def timestep_embedding(t, dim, flip_sin_to_cos=True, shift=0.0):
 
 
 class TimestepEmbedding(nn.Module):
-    def __init__(self, cin, dim):
+    """linear_2(silu(linear_1(x + cond_proj(condition)))); cond_proj (no bias) only with time_cond_proj_dim."""
+
+    def __init__(self, cin, dim, cond_dim=None):
         super().__init__()
         self.linear_1, self.linear_2 = nn.Linear(cin, dim), nn.Linear(dim, dim)
+        if cond_dim:
+            self.cond_proj = nn.Linear(cond_dim, cin, bias=False)
 
-    def forward(self, x):
+    def forward(self, x, condition=None):
+        if condition is not None:
+            x = x + self.cond_proj(condition)
         return self.linear_2(F.silu(self.linear_1(x)))
+
+
+def guidance_scale_embedding(w, dim):
+    """LatentConsistencyModelPipeline.get_guidance_scale_embedding (0.27) for a 1-D float32 w (the pipeline passes
+    guidance_scale - 1): w*1000 times exp(arange(half) * -(log(10000) / (half - 1))), [sin, cos], zero-padded."""
+    w = w * 1000.0
+    half = dim // 2
+    e = torch.log(torch.tensor(10000.0)) / (half - 1)
+    e = torch.exp(torch.arange(half, dtype=torch.float32) * -e)
+    e = w.to(torch.float32)[:, None] * e[None, :]
+    e = torch.cat([torch.sin(e), torch.cos(e)], dim=1)
+    if dim % 2 == 1:
+        e = F.pad(e, (0, 1))
+    return e
 
 
 class UNetBlock(nn.Module):
@@ -501,7 +524,7 @@ class UNet2DConditionModel(nn.Module):
         tl = cfg.get("transformer_layers_per_block", 1)
         temb = boc[0] * 4
         self.conv_in = nn.Conv2d(cfg["in_channels"], boc[0], 3, padding=1)
-        self.time_embedding = TimestepEmbedding(boc[0], temb)
+        self.time_embedding = TimestepEmbedding(boc[0], temb, cfg.get("time_cond_proj_dim"))
 
         def xf(h, ch):
             return Transformer2DModel(h, ch // h, ch, ctx, G, lin, tl)
@@ -535,12 +558,13 @@ class UNet2DConditionModel(nn.Module):
         self.conv_norm_out = nn.GroupNorm(G, boc[0], eps=eps)
         self.conv_out = nn.Conv2d(boc[0], cfg["out_channels"], 3, padding=1)
 
-    def forward(self, x, t, ctx, trace=None):
-        """x [B,4,h,w], t scalar or [B] timesteps, ctx [B,77,D] -> epsilon [B,4,h,w]."""
+    def forward(self, x, t, ctx, trace=None, timestep_cond=None):
+        """x [B,4,h,w], t scalar or [B] timesteps, ctx [B,77,D], timestep_cond [B,time_cond_proj_dim] or None ->
+        epsilon [B,4,h,w]."""
         cfg = self.cfg
         t = torch.as_tensor(t).reshape(-1).expand(x.shape[0])
         emb = self.time_embedding(timestep_embedding(t, cfg["block_out_channels"][0], cfg["flip_sin_to_cos"],
-                                                     cfg["freq_shift"]))
+                                                     cfg["freq_shift"]), timestep_cond)
         h = self.conv_in(x)
         skips = [h]
         if trace is not None:
@@ -573,8 +597,9 @@ class UNet2DConditionModel(nn.Module):
         return self.conv_out(F.silu(self.conv_norm_out(h)))
 
 
-def unet_config(boc, down, up, layers, heads, ctx, linear, groups=32, sample_size=64):
-    return {"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.19.0", "act_fn": "silu",
+def unet_config(boc, down, up, layers, heads, ctx, linear, groups=32, sample_size=64, time_cond_proj_dim=None):
+    extra = {"time_cond_proj_dim": time_cond_proj_dim} if time_cond_proj_dim else {}
+    return extra | {"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.19.0", "act_fn": "silu",
             "attention_head_dim": heads, "block_out_channels": list(boc), "center_input_sample": False,
             "cross_attention_dim": ctx, "down_block_types": list(down), "downsample_padding": 1,
             "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": layers,
@@ -862,8 +887,115 @@ class DPMSolverPP:
         return out
 
 
+LCM_SCHEDULER_CONFIG = {"_class_name": "LCMScheduler", "_diffusers_version": "0.27.2", "beta_end": 0.012,
+                        "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
+                        "clip_sample_range": 1.0, "dynamic_thresholding_ratio": 0.995, "num_train_timesteps": 1000,
+                        "original_inference_steps": 50, "prediction_type": "epsilon",
+                        "rescale_betas_zero_snr": False, "sample_max_value": 1.0, "set_alpha_to_one": True,
+                        "steps_offset": 1, "thresholding": False, "timestep_scaling": 10.0,
+                        "timestep_spacing": "leading", "trained_betas": None}
+
+
+class LCM:
+    """LCMScheduler (diffusers 0.27): timesteps drawn from the distillation schedule of original_inference_steps
+    (strength cuts that schedule, as the LCM img2img pipeline passes it to set_timesteps), consistency boundary
+    scalings at t * timestep_scaling, noise injected between steps (given by the caller, never on the last)."""
+    order = 1
+
+    def __init__(self, cfg=LCM_SCHEDULER_CONFIG):
+        self.cfg = cfg
+        self.ac, _ = alphas_cumprod(cfg)
+        self.final_ac = torch.tensor(1.0) if cfg.get("set_alpha_to_one", True) else self.ac[0]
+        self.clip = cfg.get("clip_sample", False)
+        self.vpred = cfg.get("prediction_type", "epsilon") == "v_prediction"
+
+    def set_timesteps(self, n, strength=1.0, original_inference_steps=None):
+        T = self.cfg["num_train_timesteps"]
+        orig = original_inference_steps or self.cfg.get("original_inference_steps", 50)
+        if orig > T:
+            raise ValueError("original_steps larger than num_train_timesteps")
+        k = T // orig
+        origin = np.asarray(list(range(1, int(orig * strength) + 1))) * k - 1
+        if len(origin) // n < 1:
+            raise ValueError("original_steps x strength is smaller than num_inference_steps")
+        if n > orig:
+            raise ValueError("num_inference_steps larger than original_inference_steps")
+        origin = origin[::-1].copy()
+        idx = np.floor(np.linspace(0, len(origin), num=n, endpoint=False)).astype(np.int64)
+        self.timesteps = torch.from_numpy(origin[idx].copy()).long()
+        self.n = n
+        self.step_index = None
+
+    def scalings(self, t):
+        scaled = t * self.cfg.get("timestep_scaling", 10.0)
+        return 0.5 ** 2 / (scaled ** 2 + 0.5 ** 2), scaled / (scaled ** 2 + 0.5 ** 2) ** 0.5
+
+    def step(self, out, t, x, noise):
+        """(prev_sample, denoised); noise is used on every step but the last."""
+        if self.step_index is None:
+            idx = (self.timesteps == t).nonzero()
+            self.step_index = idx[1 if len(idx) > 1 else 0].item()
+        p = self.step_index + 1
+        prev_t = self.timesteps[p] if p < len(self.timesteps) else t
+        a_t = self.ac[t]
+        a_p = self.ac[prev_t] if prev_t >= 0 else self.final_ac
+        b_t, b_p = 1 - a_t, 1 - a_p
+        c_skip, c_out = self.scalings(t)
+        if self.vpred:
+            x0 = a_t.sqrt() * x - b_t.sqrt() * out
+        else:
+            x0 = (x - b_t.sqrt() * out) / a_t.sqrt()
+        if self.clip:
+            x0 = x0.clamp(-self.cfg["clip_sample_range"], self.cfg["clip_sample_range"])
+        denoised = c_out * x0 + c_skip * x
+        prev = a_p.sqrt() * denoised + b_p.sqrt() * noise if self.step_index != self.n - 1 else denoised
+        self.step_index += 1
+        return prev, denoised
+
+
 def make_scheduler(kind, cfg=SD_SCHEDULER_CONFIG):
-    return {"ddim": DDIM, "dpm": DPMSolverPP}[kind](cfg)
+    return {"ddim": DDIM, "dpm": DPMSolverPP, "lcm": LCM}[kind](cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Philox4x32-10 and its normals, as common/philox.{h,c} define them (the engine's noise; cuRAND's layout)
+# ---------------------------------------------------------------------------------------------------------
+
+_M64 = (1 << 64) - 1
+PHILOX_ENGINE_STEP = 0xE7A3
+
+
+def philox_mix(a, b):
+    z = (a * 0x9E3779B97F4A7C15 + b + 0x632BE59BD9B4E019) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def _philox_block(seed, stream, block):
+    c = [block & 0xFFFFFFFF, block >> 32 & 0xFFFFFFFF, stream & 0xFFFFFFFF, stream >> 32 & 0xFFFFFFFF]
+    k0, k1 = seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [(p1 >> 32) ^ c[1] ^ k0, p1 & 0xFFFFFFFF, (p0 >> 32) ^ c[3] ^ k1, p0 & 0xFFFFFFFF]
+        k0, k1 = (k0 + 0x9E3779B9) & 0xFFFFFFFF, (k1 + 0xBB67AE85) & 0xFFFFFFFF
+    return c
+
+
+def philox_normal(seed, stream, n):
+    """philox_fill_normal: element 4j+k from block j, Box-Muller on word pairs in float32 (cuRAND's)."""
+    f = np.float32
+    scale = f(2.3283064e-10)
+    inv2pi = f(scale * f(6.2831855))
+    out = []
+    for j in range((n + 3) // 4):
+        w = _philox_block(seed, stream, j)
+        for x, y in ((w[0], w[1]), (w[2], w[3])):
+            u = f(f(x) * scale + scale / f(2))
+            v = f(f(y) * inv2pi + inv2pi / f(2))
+            s = np.sqrt(f(-2) * np.log(u))
+            out += [f(s * np.sin(v)), f(s * np.cos(v))]
+    return torch.from_numpy(np.array(out[:n], dtype=np.float32))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -920,6 +1052,33 @@ class SDModel:
         info = {"timesteps": ts, "z0": z0, "x_init": x, "ctx": ctx}
         x = self.denoise(sched, ts, x, ctx, guidance, trace)
         return self.decode_image(x), info
+
+    @torch.no_grad()
+    def lcm(self, image, prompt, n, strength, guidance, vae_noise, latent_noise, seed, stream, sched_cfg,
+            trace=None):
+        """One item through LatentConsistencyModel(Img2Img)Pipeline (0.27) with an LCM-distilled UNet: strength in
+        set_timesteps, z0 and add_noise at the first timestep as img2img (txt2img: image None, x = latent_noise),
+        one UNet call per step with timestep_cond = guidance embedding of guidance - 1 (no CFG), the scheduler's
+        noise after step i = philox_normal(seed, mix(mix(stream, PHILOX_ENGINE_STEP), i)); decodes `denoised`."""
+        ctx = self.encode_prompts([prompt])
+        sched = LCM(sched_cfg)
+        sched.set_timesteps(n, strength)
+        ts = sched.timesteps
+        if image is not None:
+            mean, logvar = self.vae.encode(image)
+            z0 = self.vae.cfg["scaling_factor"] * self.vae.sample(mean, logvar, vae_noise)
+            x = add_noise(sched.ac, z0, latent_noise, ts[:1])
+        else:
+            x = latent_noise * 1.0
+        info = {"timesteps": ts, "x_init": x}
+        w = guidance_scale_embedding(torch.tensor(guidance - 1).repeat(1), self.unet.cfg["time_cond_proj_dim"])
+        for i, t in enumerate(ts):
+            out = self.unet(x, t, ctx, timestep_cond=w)
+            noise = philox_normal(seed, philox_mix(philox_mix(stream, PHILOX_ENGINE_STEP), i), x.numel())
+            x, denoised = sched.step(out, t, x, noise.reshape(x.shape))
+            if trace is not None:
+                trace.append(x)
+        return self.decode_image(denoised), info
 
     @torch.no_grad()
     def txt2img(self, prompts, n, guidance, latent_noise, kind, trace=None):

@@ -74,7 +74,7 @@ static void check_nets(const char *arg, const char *prefix, st_file *r, st_file 
         snprintf(name, sizeof name, "%s: clip last_hidden_state", arg);
         expect(name, h, want_h, (size_t)2 * L * C, TOL);
         /* the UNet on the reference context, so its error is its own */
-        CHECK(!unet_forward(unet, x, t, want_h ? want_h : h, 2, 8, 8, L, out), "%s", err_msg());
+        CHECK(!unet_forward(unet, x, t, NULL, want_h ? want_h : h, 2, 8, 8, L, out), "%s", err_msg());
         snprintf(name, sizeof name, "%s: unet t=500", arg);
         expect(name, out, want_u, 2 * 4 * 64, TOL);
         free(h);
@@ -322,7 +322,7 @@ int main(void)
         unet_model *u = unet_load(&m.unet, wu, be, 2, 8, 8, 77);
         float *x = ref(base, "unet.x", 2 * 4 * 64), *ctx = ref(base, "clip.hidden", 6 * 77 * 32), out[512];
         float t[2] = {500, 500};
-        CHECK(u && !unet_forward(u, x, t, ctx, 2, 8, 8, 77, out), "%s", err_msg());
+        CHECK(u && !unet_forward(u, x, t, NULL, ctx, 2, 8, 8, 77, out), "%s", err_msg());
         expect("kohya:0 is the model itself", out, hu, 512, TOL);
         unet_free(u);
         lora_free(l);

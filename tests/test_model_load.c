@@ -68,7 +68,13 @@ static void test_sd15(void)
     sched_config s;
     CHECK(sd_parse_sched_config(tmp_path("empty.json"), &s) == 0, "%s", err_msg());
     CHECK(s.beta_start == 0.0001 && s.beta_end == 0.02 && !s.beta_schedule_scaled_linear && s.clip_sample &&
-              s.set_alpha_to_one && s.timestep_spacing == SD_SPACING_UNSET, "scheduler defaults");
+              s.set_alpha_to_one && s.timestep_spacing == SD_SPACING_UNSET && s.prediction_epsilon &&
+              s.original_inference_steps == 50 && s.timestep_scaling == 10.0f, "scheduler defaults");
+    CHECK(u.time_cond_proj_dim == 0, "no time_cond_proj_dim by default");
+    /* v_prediction is read (LCM runs it; DDIM and DPM-Solver refuse it when built) */
+    write_file("vpred.json", "{\"prediction_type\": \"v_prediction\"}");
+    CHECK(sd_parse_sched_config(tmp_path("vpred.json"), &s) == 0 && !s.prediction_epsilon, "v_prediction: %s",
+          err_msg());
 
     /* SD 1.5's scheduler config (PNDM class, read as DDIM/DPM) */
     write_file("sched.json", "{\"_class_name\": \"PNDMScheduler\", \"beta_end\": 0.012, \"beta_schedule\":"
@@ -122,7 +128,10 @@ static void test_errors(void)
     expect_error("{\"up_block_types\": [\"AttnUpDecoderBlock2D\"]}", 1, "AttnUpDecoderBlock2D", NULL);
     expect_error("{\"hidden_act\": \"relu\"}", 2, "relu", NULL);
     expect_error("{\"hidden_size\": 100, \"num_attention_heads\": 12}", 2, "hidden_size", NULL);
-    expect_error("{\"prediction_type\": \"v_prediction\"}", 3, "v_prediction", NULL);
+    expect_error("{\"prediction_type\": \"sample\"}", 3, "sample", NULL);
+    expect_error("{\"time_cond_proj_dim\": 2}", 0, "time_cond_proj_dim", "at least 4");
+    expect_error("{\"original_inference_steps\": 1001}", 3, "original_inference_steps", NULL);
+    expect_error("{\"timestep_scaling\": 0}", 3, "timestep_scaling", "positive");
     expect_error("{\"beta_schedule\": \"squaredcos_cap_v2\"}", 3, "squaredcos_cap_v2", NULL);
     expect_error("{\"timestep_spacing\": 3}", 3, "timestep_spacing", NULL);
     expect_error("{\"num_train_timesteps\": 1000,", 3, "JSON", NULL);

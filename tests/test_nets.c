@@ -121,24 +121,24 @@ static void test_unet(const char *fam, st_file *r, const unet_config *uc, weight
         want[i] = ref_f32(r, name);
         if (quick && i == 1) continue;
         float t[2] = {(float)ts[i], (float)ts[i]};
-        CHECK(!unet_forward(m, x, t, ctx, B, h, wd, L, out), "%s unet_forward: %s", fam, err_msg());
+        CHECK(!unet_forward(m, x, t, NULL, ctx, B, h, wd, L, out), "%s unet_forward: %s", fam, err_msg());
         snprintf(name, sizeof name, "unet t=%d batch %d", ts[i], B);
         expect(fam, name, out, want[i], n);
     }
     if (!quick) {
         /* per-item timesteps in one batch, and an item alone */
         float t2[2] = {999, 1};
-        CHECK(!unet_forward(m, x, t2, ctx, 2, h, wd, L, out), "%s unet_forward: %s", fam, err_msg());
+        CHECK(!unet_forward(m, x, t2, NULL, ctx, 2, h, wd, L, out), "%s unet_forward: %s", fam, err_msg());
         expect(fam, "unet t=[999,1] item 0", out, want[0], n1);
         expect(fam, "unet t=[999,1] item 1", out + n1, want[2] + n1, n1);
         float t1 = 500;
-        CHECK(!unet_forward(m, x + n1, &t1, ctx + (size_t)L * uc->cross_attention_dim, 1, h, wd, L, out),
+        CHECK(!unet_forward(m, x + n1, &t1, NULL, ctx + (size_t)L * uc->cross_attention_dim, 1, h, wd, L, out),
               "%s unet_forward B=1: %s", fam, err_msg());
         expect(fam, "unet t=500 item 1 alone", out, want[1] + n1, n1);
-        CHECK(unet_forward(m, x, t2, ctx, 3, h, wd, L, out) == -1 && strstr(err_msg(), "work memory"),
+        CHECK(unet_forward(m, x, t2, NULL, ctx, 3, h, wd, L, out) == -1 && strstr(err_msg(), "work memory"),
               "%s batch beyond the arena: %s", fam, err_msg());
         x[7] = NAN;
-        CHECK(unet_forward(m, x, t2, ctx, B, h, wd, L, out) == -1 && strstr(err_msg(), "non-finite") &&
+        CHECK(unet_forward(m, x, t2, NULL, ctx, B, h, wd, L, out) == -1 && strstr(err_msg(), "non-finite") &&
                   strstr(err_msg(), "unet"),
               "%s NaN input: %s", fam, err_msg());
     }
@@ -262,7 +262,7 @@ static void test_threads(void)
         for (int k = 0; k < 2; k++) {
             unet_model *m = unet_load(&uc, w, k ? b2 : b1, 2, 8, 8, 77);
             o[k] = calloc(n, sizeof(float));
-            CHECK(m && !unet_forward(m, x, t, ctx, 2, 8, 8, 77, o[k]), "%s", err_msg());
+            CHECK(m && !unet_forward(m, x, t, NULL, ctx, 2, 8, 8, 77, o[k]), "%s", err_msg());
             unet_free(m);
         }
         CHECK(!memcmp(o[0], o[1], n * sizeof(float)), "UNet output depends on the thread count");

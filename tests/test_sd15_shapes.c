@@ -122,7 +122,7 @@ int main(void)
         for (int i = 0; i < 4 * 64; i++) x[i] = sinf(0.37f * i);
         for (int i = 0; i < 77 * 768; i++) ctx[i] = cosf(0.11f * i);
         float t = 981;
-        CHECK(!unet_forward(um, x, &t, ctx, 1, 8, 8, 77, out), "unet_forward: %s", err_msg());
+        CHECK(!unet_forward(um, x, &t, NULL, ctx, 1, 8, 8, 77, out), "unet_forward: %s", err_msg());
         check_output("unet [1,4,8,8]", out, 4 * 64);
         free(x), free(ctx), free(out);
     }

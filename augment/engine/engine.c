@@ -1,5 +1,6 @@
 /* Batched img2img / txt2img over the CLIP, UNet and VAE model code (see engine.h for the contract). */
 #include "augment/engine/engine.h"
+#include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -51,7 +52,8 @@ struct engine {
     float *vae_noise, *lat_noise;   /* [B, nlat] */
     float *mean, *logvar;       /* [vae_batch, nlat] */
     float *img;                 /* [vae_batch, nimg] */
-    float *dpm_prev;            /* [B, nlat] scheduler state buffers */
+    float *dpm_prev;            /* [B, nlat] scheduler state buffers (LCM: the noise of the step) */
+    float *tcond;               /* [UB, time_cond_proj_dim] the guidance embedding per UNet row, or NULL */
     /* host buffers; the timesteps and the transfers' staging buffers come from the backend (pinned on a device) */
     float *unet_t;              /* [2B] timesteps */
     float *img_host;            /* [vae_batch, nimg] images in and out */
@@ -102,7 +104,7 @@ static int unet_step(void *ctx)
 {
     unet_call *u = ctx;
     engine *e = u->e;
-    return unet_forward(e->unet, e->unet_in, e->unet_t, e->ctx, u->B, e->h, e->w, e->L, e->unet_out);
+    return unet_forward(e->unet, e->unet_in, e->unet_t, e->tcond, e->ctx, u->B, e->h, e->w, e->L, e->unet_out);
 }
 
 static int unet_run_step(engine *e, int B)
@@ -116,6 +118,21 @@ static float *host_buffer(engine *e, size_t n, int *fail)
     float *p = *fail ? NULL : e->be->host_alloc(e->be, n * sizeof(float));
     if (!p) *fail = 1;
     return p;
+}
+
+/* LatentConsistencyModelPipeline.get_guidance_scale_embedding(w - 1) (diffusers 0.27) in torch's float32 order:
+ * w' = float32(w - 1) * 1000, f_i = exp(i * -(ln(10000) / (half - 1))), [sin(w' f), cos(w' f)], zero-padded when
+ * dim is odd */
+static void guidance_embedding(double w, int dim, float *out)
+{
+    const int half = dim / 2;
+    const float ws = (float)(w - 1.0) * 1000.0f, step = logf(10000.0f) / (float)(half - 1);
+    for (int i = 0; i < half; i++) {
+        const float a = ws * expf((float)i * -step);
+        out[i] = sinf(a);
+        out[half + i] = cosf(a);
+    }
+    if (dim % 2) out[dim - 1] = 0.0f;
 }
 
 static weights *open_weights(const char *path, weights_map_fn map, void *ctx, lora_set *lora, enum lora_part part)
@@ -204,7 +221,8 @@ engine *engine_load(const engine_opts *o)
                 m->vae.out_channels);
         goto fail;
     }
-    e->cfg = o->guidance > 1.0;
+    /* an LCM-distilled UNet takes the guidance as its timestep condition: one UNet row per item, no CFG pair */
+    e->cfg = o->guidance > 1.0 && !m->unet.time_cond_proj_dim;
 
     if (!(e->be = backend_create(o->device, o->threads, o->precision))) goto fail;
     void *mctx = &m->map;
@@ -262,6 +280,17 @@ engine *engine_load(const engine_opts *o)
     e->logvar = backend_buffer(e, VB * nl, &fail);
     e->img = backend_buffer(e, VB * e->nimg, &fail);
     e->dpm_prev = backend_buffer(e, B * nl, &fail);
+    const int cd = m->unet.time_cond_proj_dim;
+    if (cd) {
+        e->tcond = backend_buffer(e, (size_t)UB * cd, &fail);
+        float *w = fail ? NULL : malloc(sizeof(float) * cd);
+        if (w) {
+            guidance_embedding(o->guidance, cd, w);
+            for (int b = 0; b < UB; b++) e->be->upload(e->be, e->tcond + (size_t)b * cd, w, cd);
+            free(w);
+        }
+        fail |= !w;
+    }
     if (fail) {
         err_wrap("engine: buffers for %d items at %dx%d: ", B, e->W, e->H);
         goto fail;
@@ -298,7 +327,7 @@ void engine_free(engine *e)
     lora_free(e->lora);
     if (e->be) {
         float *bufs[] = {e->x, e->unet_in, e->unet_out, e->ctx, e->eps, e->vae_noise, e->lat_noise, e->mean,
-                         e->logvar, e->img, e->dpm_prev};
+                         e->logvar, e->img, e->dpm_prev, e->tcond};
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
             if (bufs[i]) e->be->release(e->be, bufs[i]);
         if (e->img_host) e->be->host_free(e->be, e->img_host);
@@ -431,9 +460,10 @@ static int denoise_step(engine *e, engine_item *items, int n, int na, int i)
 {
     ops_backend *be = e->be;
     const size_t nl = e->nlat;
-    const int per = e->cfg ? 2 : 1, t = scheduler_timestep(e->sched, i);
+    const int per = e->cfg ? 2 : 1;
     for (int a = 0; a < na; a++) {
-        const float *x = e->x + e->order[a] * nl;
+        const int k = e->order[a], t = scheduler_item_timestep(e->sched, &e->st[k], i);
+        const float *x = e->x + k * nl;
         for (int c = 0; c < per; c++) {
             be->copy(be, e->unet_in + (size_t)(a * per + c) * nl, x, nl);
             e->unet_t[a * per + c] = (float)t;
@@ -450,6 +480,11 @@ static int denoise_step(engine *e, engine_item *items, int n, int na, int i)
         }
         ops_step c;
         if (scheduler_prepare(e->sched, &e->st[k], i, &c)) return err_wrap("item %d: ", k);
+        /* LCM's noise after step i: Philox of the item's seed on its stream mixed with PHILOX_ENGINE_STEP and i,
+         * counter from 0 (where diffusers draws randn from the pipeline's generator) */
+        if (c.kind == OPS_STEP_LCM && c.noise)
+            be->fill_normal(be, e->st[k].prev, nl, items[k].seed,
+                            philox_mix(philox_mix(items[k].stream, PHILOX_ENGINE_STEP), (uint64_t)i));
         be->sched_step(be, &c, eps, e->x + k * nl, e->st[k].prev, nl);
     }
     if (be->sync(be)) return -1;
@@ -482,17 +517,12 @@ int engine_img2img(engine *e, engine_item *items, int n)
         const engine_item *it = &items[k];
         if (!it->out) return err_set("engine: item %d has no output buffer", k);
         if (it->prompt < 0 || it->prompt >= e->n_prompts) return err_set("engine: item %d: bad prompt handle %d", k, it->prompt);
-        if (!it->image) {
-            e->start[k] = 0;
-            continue;
-        }
-        if (!(it->r > 0.0 && it->r <= 1.0)) return err_set("engine: item %d: r = %g is outside (0, 1]", k, it->r);
-        /* pipeline get_timesteps: init = min(int(N * strength), N); t_start = N - init */
-        int steps = (int)(N * it->r);
-        if (steps > N) steps = N;
-        if (steps < 1)
-            return err_set("engine: item %d: r = %g gives no denoising step with %d steps", k, it->r, N);
-        e->start[k] = N - steps;
+        if (it->image && !(it->r > 0.0 && it->r <= 1.0))
+            return err_set("engine: item %d: r = %g is outside (0, 1]", k, it->r);
+        /* the scheduler's strength rule gives the item's first step (txt2img: strength 1) */
+        sched_state_init(&e->st[k], e->dpm_prev + k * nl, nl);
+        if (scheduler_begin(e->sched, &e->st[k], it->image ? it->r : 1.0, &e->start[k]))
+            return err_wrap("engine: item %d: r = %g: ", k, it->r);
     }
     /* items are processed in place in the order given; order[] lists them by start index (stable), so the
      * active items at a step are a prefix of order[] */
@@ -530,12 +560,11 @@ int engine_img2img(engine *e, engine_item *items, int n)
         float *x = e->x + k * nl;
         if (items[k].image) {
             float sa, sb;
-            scheduler_noise_scales(e->sched, scheduler_timestep(e->sched, e->start[k]), &sa, &sb);
+            scheduler_noise_scales(e->sched, scheduler_item_timestep(e->sched, &e->st[k], e->start[k]), &sa, &sb);
             be->lincomb(be, sa, x, sb, e->lat_noise + k * nl, nl, x);
         } else {
             be->lincomb(be, scheduler_init_noise_sigma(e->sched), e->lat_noise + k * nl, 0.0f, NULL, nl, x);
         }
-        sched_state_init(&e->st[k], e->dpm_prev + k * nl, nl);
         if (e->o.trace && trace(e, k, -1)) return -1;
     }
 

@@ -29,7 +29,9 @@ typedef struct {
     int height, width;              /* image size; 0: the model's (UNet sample_size x VAE factor) */
     enum sd_sched_kind scheduler;
     int steps;                      /* inference steps N of the full schedule */
-    double guidance;                /* classifier-free guidance scale; <= 1 disables CFG (batch not doubled) */
+    double guidance;                /* classifier-free guidance scale; <= 1 disables CFG (batch not doubled). A UNet
+                                     * with time_cond_proj_dim (LCM-distilled) takes it as its guidance embedding
+                                     * of guidance - 1 instead: one UNet row per item, never a CFG pair */
     int vae_mean;                   /* 1: use the posterior mean instead of sampling it */
     /* LoRA files merged into the UNet and text encoder weights at load (lora.h): "file.safetensors[:multiplier]" */
     const char *lora[LORA_MAX];
@@ -62,8 +64,9 @@ int engine_prompt(engine *e, const char *text);
 typedef struct {
     const float *image;             /* 3 x H x W in [0,1] (planar RGB), or NULL for txt2img */
     int prompt;                     /* handle from engine_prompt */
-    double r;                       /* strength in (0,1]: int(steps * r) denoising steps (ignored for txt2img) */
-    uint64_t seed, stream;          /* Philox key and stream of this item's noise */
+    double r;                       /* strength in (0,1]: int(steps * r) denoising steps; lcm: all steps, drawn from
+                                     * int(original_inference_steps * r) original timesteps (ignored for txt2img) */
+    uint64_t seed, stream;          /* Philox key and stream of this item's noise (also lcm's between steps) */
     float *out;                     /* 3 x H x W in [0,1] */
     const float *vae_noise;         /* optional [latent_channels, h, w]: the posterior sample's epsilon */
     const float *latent_noise;      /* optional [latent_channels, h, w]: add_noise's epsilon / txt2img start */
@@ -72,8 +75,9 @@ typedef struct {
 } engine_item;
 
 /* Runs n <= max_batch items as one batch: each joins the union of timesteps at its own start index
- * N - int(N * r) (txt2img: 0) and all items' UNet evaluations at a step run together. 0, or -1 + err_msg()
- * (r outside (0,1] or too small for one step, bad prompt handle, NaN in the latents naming the step). */
+ * N - int(N * r) (txt2img: 0; lcm: 0, each item on its own timesteps) and all items' UNet evaluations at a step
+ * run together. 0, or -1 + err_msg() (r outside (0,1] or too small for one step, bad prompt handle, NaN in the
+ * latents naming the step). */
 int engine_img2img(engine *e, engine_item *items, int n);
 
 /* VAE round trip of n <= max_batch items: out = decode(encode(image)) with the posterior mean (no noise, no

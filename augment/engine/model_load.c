@@ -57,7 +57,7 @@ static int is_pair(const cJSON *v, int with_null)
 
 /* The pipeline's component list as diffusers' from_pretrained reads it. genie builds the five parts of a Stable
  * Diffusion pipeline itself, so each must be listed with a class it implements; the scheduler's class is not used
- * (the engine runs DDIM or DPM-Solver++ on its config). Other list entries must be pairs too; plain values
+ * (the engine runs DDIM, DPM-Solver++ or LCM on its config). Other list entries must be pairs too; plain values
  * (requires_safety_checker) are pipeline arguments. */
 static int check_model_index(const char *path)
 {
@@ -308,6 +308,11 @@ static int load_single(const char *path, const char *config_dir, sd_model *m)
         if (path_join(p, config_dir, "scheduler/scheduler_config.json")) return -1;
         if (file_exists(p) && sd_parse_sched_config(p, &m->sched)) return -1;
     }
+    /* diffusers' convert_ldm_unet_checkpoint maps no time_embedding.cond_proj: an LDM file never carries one */
+    if (m->unet.time_cond_proj_dim)
+        return err_set("%s: the UNet config has time_cond_proj_dim %d, but a single-file checkpoint carries no "
+                       "time_embedding.cond_proj (LCM-distilled UNets load from a diffusers folder)", path,
+                       m->unet.time_cond_proj_dim);
     if (!m->clip.num_attention_heads)
         return err_set("%s: CLIP width %d is not a multiple of 64, so its number of heads is unknown: give a config "
                        "folder with text_encoder/config.json", path, m->clip.hidden_size);

@@ -1,5 +1,7 @@
-/* DDIM and DPM-Solver++ (2M) as diffusers 0.19 computes them: tables and step arithmetic in float32, in the
- * order torch evaluates the expressions; index arithmetic of set_timesteps in double as numpy does it. */
+/* DDIM and DPM-Solver++ (2M) as diffusers 0.19 computes them, LCMScheduler as diffusers 0.27 does (its
+ * set_timesteps: the evenly spaced indices into the original schedule that 0.26 introduced; 0.24-0.25 took
+ * origin[::-skip][:N] instead): tables and step arithmetic in float32, in the order torch evaluates the
+ * expressions; index arithmetic of set_timesteps in double as numpy does it. */
 #include "augment/engine/scheduler.h"
 #include <math.h>
 #include <stdlib.h>
@@ -41,19 +43,23 @@ int scheduler_kind_parse(const char *name)
 {
     if (!strcmp(name, "ddim")) return SD_SCHED_DDIM;
     if (!strcmp(name, "dpmpp2m") || !strcmp(name, "dpm")) return SD_SCHED_DPMPP_2M;
+    if (!strcmp(name, "lcm")) return SD_SCHED_LCM;
     return -1;
 }
 
-const char *scheduler_kind_name(enum sd_sched_kind kind) { return kind == SD_SCHED_DDIM ? "ddim" : "dpmpp2m"; }
+const char *scheduler_kind_name(enum sd_sched_kind kind)
+{
+    return kind == SD_SCHED_DDIM ? "ddim" : kind == SD_SCHED_LCM ? "lcm" : "dpmpp2m";
+}
 
 scheduler *scheduler_create(enum sd_sched_kind kind, const sched_config *cfg)
 {
-    if (kind != SD_SCHED_DDIM && kind != SD_SCHED_DPMPP_2M) {
+    if (kind != SD_SCHED_DDIM && kind != SD_SCHED_DPMPP_2M && kind != SD_SCHED_LCM) {
         err_set("scheduler: unknown kind %d", (int)kind);
         return NULL;
     }
-    if (!cfg->prediction_epsilon) {
-        err_set("scheduler: only epsilon prediction is supported");
+    if (!cfg->prediction_epsilon && kind != SD_SCHED_LCM) {
+        err_set("scheduler: %s runs epsilon prediction only (v_prediction: lcm)", scheduler_kind_name(kind));
         return NULL;
     }
     if (cfg->thresholding) {
@@ -170,6 +176,15 @@ int scheduler_set_timesteps(scheduler *s, int n)
     if (n < 1 || n > T) return err_set("scheduler: %d inference steps (1..%d supported)", n, T);
     const int off = s->cfg.steps_offset;
     int *ts = s->ts, k = 0;
+    if (s->kind == SD_SCHED_LCM) {
+        const int orig = s->cfg.original_inference_steps;
+        if (n > orig)
+            return err_set("scheduler: lcm takes at most original_inference_steps = %d steps, not %d", orig, n);
+        s->n = n;
+        sched_state st = {.lcm_len = orig};
+        for (int i = 0; i < n; i++) ts[i] = scheduler_item_timestep(s, &st, i);
+        return 0;
+    }
     if (s->spacing == SD_SPACING_TRAILING && trailing_timesteps(s, n, ts)) return -1;
     if (s->kind == SD_SCHED_DDIM) {
         if (s->spacing == SD_SPACING_LINSPACE) {
@@ -217,6 +232,39 @@ void sched_state_init(sched_state *st, float *prev, size_t n)
     st->n = n;
     st->lower_order_nums = 0;
     st->last_index = -1;
+    st->lcm_len = 0;
+}
+
+int scheduler_begin(const scheduler *s, sched_state *st, double r, int *start)
+{
+    const int N = s->n;
+    if (!(r > 0.0 && r <= 1.0)) return err_set("scheduler: strength %g is outside (0, 1]", r);
+    if (s->kind == SD_SCHED_LCM) {
+        /* set_timesteps(strength): int(original_steps * strength) original timesteps, len // N of them per step */
+        const int len = (int)(s->cfg.original_inference_steps * r);
+        if (len / N < 1)
+            return err_set("scheduler: strength %g leaves int(%d * %g) = %d original timesteps, fewer than %d steps",
+                           r, s->cfg.original_inference_steps, r, len, N);
+        st->lcm_len = len;
+        *start = 0;
+        return 0;
+    }
+    /* pipeline get_timesteps: init = min(int(N * strength), N); t_start = N - init */
+    int steps = (int)(N * r);
+    if (steps > N) steps = N;
+    if (steps < 1) return err_set("scheduler: strength %g gives no denoising step with %d steps", r, N);
+    *start = N - steps;
+    return 0;
+}
+
+/* LCM: the original schedule is (j + 1) * k - 1 for j < len (k = T // original_steps), reversed; step i takes
+ * entry floor(i * (len / N)) of it (np.linspace(0, len, N, endpoint=False), floored) */
+int scheduler_item_timestep(const scheduler *s, const sched_state *st, int i)
+{
+    if (s->kind != SD_SCHED_LCM) return s->ts[i];
+    const int len = st->lcm_len, k = s->T / s->cfg.original_inference_steps;
+    const int j = (int)floor((double)i * ((double)len / (double)s->n));
+    return (len - j) * k - 1;
 }
 
 static void ddim_coefs(const scheduler *s, int t, ops_step *c)
@@ -250,6 +298,23 @@ static void dpm_coefs(const scheduler *s, sched_state *st, int idx, ops_step *c)
     if (st->lower_order_nums < 2) st->lower_order_nums++;
 }
 
+/* LCMScheduler.step: the DDIM data prediction (or v-prediction's), the consistency boundary condition
+ * denoised = c_out * x0 + c_skip * x with torch's float32 scalings at t * timestep_scaling, then noise to the next
+ * timestep but after the last step */
+static int lcm_coefs(const scheduler *s, const sched_state *st, int i, ops_step *c)
+{
+    if (!st->lcm_len) return err_set("scheduler: lcm step before scheduler_begin");
+    const int t = scheduler_item_timestep(s, st, i), last = i == s->n - 1;
+    const int prev_t = last ? t : scheduler_item_timestep(s, st, i + 1);
+    const float a_t = s->acp[t], b_t = 1.0f - a_t, a_prev = s->acp[prev_t], b_prev = 1.0f - a_prev;
+    const float st_ = (float)t * s->cfg.timestep_scaling, d = st_ * st_ + 0.25f;   /* sigma_data = 0.5 */
+    *c = (ops_step){.kind = OPS_STEP_LCM, .s_eps = sqrtf(b_t), .s_x0 = sqrtf(a_t), .clip = s->cfg.clip_sample,
+                    .clip_range = s->cfg.clip_sample_range, .c_a = sqrtf(a_prev), .c_b = sqrtf(b_prev),
+                    .c_skip = 0.25f / d, .c_out = st_ / sqrtf(d), .vpred = !s->cfg.prediction_epsilon,
+                    .noise = !last};
+    return 0;
+}
+
 int scheduler_prepare(const scheduler *s, sched_state *st, int i, ops_step *c)
 {
     if (i < 0 || i >= s->n) return err_set("scheduler: step index %d outside 0..%d", i, s->n - 1);
@@ -258,6 +323,8 @@ int scheduler_prepare(const scheduler *s, sched_state *st, int i, ops_step *c)
                        st->last_index);
     if (s->kind == SD_SCHED_DDIM) {
         ddim_coefs(s, s->ts[i], c);
+    } else if (s->kind == SD_SCHED_LCM) {
+        if (lcm_coefs(s, st, i, c)) return -1;
     } else {
         if (!st->prev) return err_set("scheduler: DPM-Solver state has no buffer");
         dpm_coefs(s, st, i, c);
@@ -268,8 +335,8 @@ int scheduler_prepare(const scheduler *s, sched_state *st, int i, ops_step *c)
 
 int scheduler_step(const scheduler *s, sched_state *st, int i, const float *eps, float *sample, size_t n)
 {
-    if (s->kind == SD_SCHED_DPMPP_2M && (!st->prev || st->n < n))
-        return err_set("scheduler: DPM-Solver state has no buffer for %zu values", n);
+    if (s->kind != SD_SCHED_DDIM && (!st->prev || st->n < n))
+        return err_set("scheduler: %s state has no buffer for %zu values", scheduler_kind_name(s->kind), n);
     ops_step c;
     if (scheduler_prepare(s, st, i, &c)) return -1;
     ops_step_host(&c, eps, sample, st->prev, n);

@@ -210,6 +210,8 @@ static void sched_defaults(sched_config *s)
     s->lower_order_final = 1;
     s->use_karras_sigmas = 0;
     s->thresholding = 0;
+    s->original_inference_steps = 50;
+    s->timestep_scaling = 10.0f;
 }
 
 void sd_default_configs(unet_config *u, vae_config *v, clip_config *c, sched_config *s)
@@ -287,6 +289,9 @@ static int check_unet(const char *path, const unet_config *u)
     if (!isfinite(u->freq_shift) || u->freq_shift < 0 || u->freq_shift >= half)
         return err_set("%s: \"freq_shift\" is %g; it must be in [0, %d) (half of block_out_channels[0])", path,
                        u->freq_shift, half);
+    /* the guidance embedding's frequencies divide by half its width minus one */
+    if (u->time_cond_proj_dim < 0 || (u->time_cond_proj_dim > 0 && u->time_cond_proj_dim < 4))
+        return err_set("%s: \"time_cond_proj_dim\" is %d; it must be at least 4", path, u->time_cond_proj_dim);
     return 0;
 }
 
@@ -328,7 +333,10 @@ static int check_sched(const char *path, const sched_config *s)
         return err_set("%s: beta_start %g / beta_end %g are not 0 < start < end < 1", path, s->beta_start, s->beta_end);
     if (s->steps_offset < 0 || s->steps_offset >= s->num_train_timesteps)
         return err_set("%s: \"steps_offset\" %d is out of range", path, s->steps_offset);
-    return 0;
+    if (s->original_inference_steps < 1 || s->original_inference_steps > s->num_train_timesteps)
+        return err_set("%s: \"original_inference_steps\" %d is outside 1..num_train_timesteps (%d)", path,
+                       s->original_inference_steps, s->num_train_timesteps);
+    return need_eps(path, "timestep_scaling", s->timestep_scaling);
 }
 
 /* ---------- parsers ---------- */
@@ -436,7 +444,7 @@ static int parse_unet(const char *path, const cJSON *o, unet_config *u)
         jexpect_bool(path, o, "dual_cross_attention", 0) || jexpect_bool(path, o, "resnet_skip_time_act", 0) ||
         jabsent(path, o, "class_embed_type") || jabsent(path, o, "num_class_embeds") ||
         jabsent(path, o, "addition_embed_type") || jabsent(path, o, "encoder_hid_dim") ||
-        jabsent(path, o, "time_cond_proj_dim") || jabsent(path, o, "time_embedding_dim") ||
+        jpos(path, o, "time_cond_proj_dim", &u->time_cond_proj_dim) || jabsent(path, o, "time_embedding_dim") ||
         jabsent(path, o, "timestep_post_act") || jabsent(path, o, "cross_attention_norm"))
         return -1;
     return check_unet(path, u);
@@ -512,6 +520,8 @@ static int parse_sched(const char *path, const cJSON *o, sched_config *s)
         jbool(path, o, "thresholding", &s->thresholding) || jstr(path, o, "beta_schedule", &bs) ||
         jstr(path, o, "timestep_spacing", &ts) || jstr(path, o, "prediction_type", &pt) ||
         jstr(path, o, "algorithm_type", &alg) || jstr(path, o, "solver_type", &st) ||
+        jpos(path, o, "original_inference_steps", &s->original_inference_steps) ||
+        jfloat(path, o, "timestep_scaling", &s->timestep_scaling) ||
         jabsent(path, o, "trained_betas") || jexpect_bool(path, o, "rescale_betas_zero_snr", 0))
         return -1;
     if (bs) {
@@ -525,8 +535,11 @@ static int parse_sched(const char *path, const cJSON *o, sched_config *s)
         else if (!strcmp(ts, "trailing")) s->timestep_spacing = SD_SPACING_TRAILING;
         else return err_set("%s: \"timestep_spacing\" is \"%s\"; supported: leading, linspace, trailing", path, ts);
     }
-    if (pt && strcmp(pt, "epsilon"))
-        return err_set("%s: \"prediction_type\" is \"%s\"; only epsilon is supported", path, pt);
+    if (pt) {
+        if (!strcmp(pt, "epsilon")) s->prediction_epsilon = 1;
+        else if (!strcmp(pt, "v_prediction")) s->prediction_epsilon = 0;
+        else return err_set("%s: \"prediction_type\" is \"%s\"; supported: epsilon, v_prediction (lcm only)", path, pt);
+    }
     if (alg) {
         if (!strcmp(alg, "dpmsolver++")) s->algorithm_dpmsolverpp = 1;
         else if (!strcmp(alg, "dpmsolver")) s->algorithm_dpmsolverpp = 0;

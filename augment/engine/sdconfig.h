@@ -31,6 +31,8 @@ typedef struct {
     int flip_sin_to_cos;
     float freq_shift;
     int transformer_layers_per_block;
+    int time_cond_proj_dim;                     /* 0: none (null); else TimestepEmbedding's cond_proj input width
+                                                   (LCM-distilled UNets take the guidance embedding there) */
     /* mid block: UNetMidBlock2DCrossAttn is the only kind supported */
 } unet_config;
 
@@ -51,7 +53,7 @@ typedef struct {
     int bos_token_id, eos_token_id, pad_token_id;
 } clip_config;
 
-enum sd_sched_kind { SD_SCHED_DDIM, SD_SCHED_DPMPP_2M };
+enum sd_sched_kind { SD_SCHED_DDIM, SD_SCHED_DPMPP_2M, SD_SCHED_LCM };
 enum sd_spacing { SD_SPACING_UNSET, SD_SPACING_LEADING, SD_SPACING_LINSPACE, SD_SPACING_TRAILING };
 
 typedef struct {
@@ -64,7 +66,8 @@ typedef struct {
     float clip_sample_range;                    /* 1.0 */
     enum sd_spacing timestep_spacing;           /* UNSET: the scheduler class's own 0.19 default
                                                    (DDIM "leading", DPM-Solver "linspace") */
-    int prediction_epsilon;                     /* 1: epsilon; v_prediction is rejected at load */
+    int prediction_epsilon;                     /* 1: epsilon, 0: v_prediction (LCM only; DDIM and DPM-Solver
+                                                   refuse it when built) */
     /* DPM-Solver++ settings (used only by that scheduler; unsupported values are rejected when it is built) */
     int solver_order;                           /* 2 */
     int algorithm_dpmsolverpp;                  /* 1: "dpmsolver++" */
@@ -72,6 +75,9 @@ typedef struct {
     int lower_order_final;                      /* 1 */
     int use_karras_sigmas;                      /* 0 */
     int thresholding;                           /* 0 */
+    /* LCMScheduler settings (diffusers 0.27) */
+    int original_inference_steps;               /* 50: the distillation schedule the inference steps come from */
+    float timestep_scaling;                     /* 10.0: boundary-condition scalings c_skip, c_out */
 } sched_config;
 
 /* Each parser reads one config.json; missing keys take diffusers' defaults. 0, or -1 + err_msg(). */

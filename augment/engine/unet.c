@@ -42,6 +42,7 @@ struct unet_model {
     nn_params P;
     ops_arena ar;
     nn_linear time1, time2;
+    nn_linear cond_proj;        /* time_cond_proj_dim > 0: timestep_cond -> the sinusoid's width, no bias */
     nn_conv conv_in, conv_out;
     ublock down[SD_MAX_BLOCKS], up[SD_MAX_BLOCKS];
     nn_resnet mid_res0, mid_res1;
@@ -126,19 +127,26 @@ static float *push_skip(ops_arena *a, map *skips, int *ns, size_t *top, const fl
     return p;
 }
 
-static int unet_run(unet_model *m, const float *x, const float *t, const float *ctx, int B, int H, int W, int L,
-                    float *out)
+static int unet_run(unet_model *m, const float *x, const float *t, const float *tcond, const float *ctx, int B,
+                    int H, int W, int L, float *out)
 {
     ops_arena *a = &m->ar;
     const unet_config *c = &m->cfg;
     int n = c->n_blocks;
     char stage[64];
 
-    /* time embedding: SiLU(linear_2(SiLU(linear_1(sinusoid(t))))), the SiLU'd form every ResNet projects */
+    /* time embedding: SiLU(linear_2(SiLU(linear_1(sinusoid(t) [+ cond_proj(tcond)])))), the SiLU'd form every
+     * ResNet projects */
     float *temb = ar_push(a, (size_t)B * m->temb_dim);
     size_t mark = ar_mark(a);
-    float *sin_emb = ar_push(a, (size_t)B * c->block_out_channels[0]);
-    OPS_RUN(a, timestep_embedding, t, B, c->block_out_channels[0], c->flip_sin_to_cos, c->freq_shift, sin_emb);
+    const int C0 = c->block_out_channels[0];
+    float *sin_emb = ar_push(a, (size_t)B * C0);
+    OPS_RUN(a, timestep_embedding, t, B, C0, c->flip_sin_to_cos, c->freq_shift, sin_emb);
+    /* a dry run counts the projection whether or not the call will have a condition */
+    if (c->time_cond_proj_dim && (tcond || a->dry)) {
+        float *p = nn_linear_forward(a, &m->cond_proj, tcond, B);
+        OPS_RUN(a, add, sin_emb, p, (size_t)B * C0, sin_emb);
+    }
     float *e = nn_linear_forward(a, &m->time1, sin_emb, B);
     OPS_RUN(a, act, OPS_ACT_SILU, e, (size_t)B * m->temb_dim, e);
     e = nn_linear_forward(a, &m->time2, e, B);
@@ -210,21 +218,21 @@ static int unet_run(unet_model *m, const float *x, const float *t, const float *
 
 int unet_factor(const unet_model *m) { return 1 << (m->cfg.n_blocks - 1); }
 
-int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int B, int h, int w, int L,
-                 float *out)
+int unet_forward(unet_model *m, const float *x, const float *t, const float *tcond, const float *ctx, int B, int h,
+                 int w, int L, float *out)
 {
     int f = unet_factor(m);
     if (B < 1 || h < f || w < f || h % f || w % f || L < 1 || (size_t)h * w > OPS_MAX_KEYS || L > OPS_MAX_KEYS)
         return err_set("unet: batch %d of %dx%d latents with %d context tokens (sizes must be positive multiples "
                        "of %d)", B, h, w, L, f);
     ar_begin(&m->ar, 1);
-    unet_run(m, x, t, ctx, B, h, w, L, out);
+    unet_run(m, x, t, tcond, ctx, B, h, w, L, out);
     if (m->ar.peak > m->ar.cap)
         return err_set("unet: batch %d at %dx%d with %d context tokens needs %zu MB of work memory; loaded for "
                        "batch %d at %dx%d with %d tokens (%zu MB)", B, h, w, L, m->ar.peak * 4 >> 20, m->max_batch,
                        m->max_h, m->max_w, m->max_ctx, m->ar.cap * 4 >> 20);
     ar_begin(&m->ar, 0);
-    return unet_run(m, x, t, ctx, B, h, w, L, out);
+    return unet_run(m, x, t, tcond, ctx, B, h, w, L, out);
 }
 
 void unet_set_checks(unet_model *m, int on) { m->checks = on; }
@@ -305,6 +313,8 @@ static int unet_build(unet_model *m)
     int n = c->n_blocks, C0 = c->block_out_channels[0], L = c->layers_per_block;
     if (nn_linear_load(P, &m->time1, C0, m->temb_dim, 1, "time_embedding.linear_1") ||
         nn_linear_load(P, &m->time2, m->temb_dim, m->temb_dim, 1, "time_embedding.linear_2") ||
+        (c->time_cond_proj_dim &&
+         nn_linear_load(P, &m->cond_proj, c->time_cond_proj_dim, C0, 0, "time_embedding.cond_proj")) ||
         nn_conv_load(P, &m->conv_in, c->in_channels, C0, 3, "conv_in"))
         return -1;
     int prev = C0;
@@ -396,7 +406,7 @@ unet_model *unet_load(const unet_config *cfg, weights *w, ops_backend *be, int m
         return NULL;
     }
     ar_begin(&m->ar, 1);
-    unet_run(m, NULL, NULL, NULL, max_batch, max_h, max_w, max_ctx, NULL);
+    unet_run(m, NULL, NULL, NULL, NULL, max_batch, max_h, max_w, max_ctx, NULL);
     if (ar_reserve(&m->ar, m->ar.peak)) {
         err_wrap("unet: work memory: ");
         unet_free(m);

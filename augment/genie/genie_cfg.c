@@ -117,11 +117,13 @@ int genie_cfg_read(const char *path, genie_cfg *c)
         if (!strcmp(keys[i].name, "steps")) line_steps = keys[i].line;
         if (!strcmp(keys[i].name, "r_set")) line_rset = keys[i].line;
     }
-    int uses_r = c->mode == GENIE_MODE_GENIE || c->mode == GENIE_MODE_IMG2IMG || c->mode == GENIE_MODE_ADA;
+    /* lcm runs all steps at any strength its model's original_inference_steps allows: the engine checks r there */
+    int uses_r = (c->mode == GENIE_MODE_GENIE || c->mode == GENIE_MODE_IMG2IMG || c->mode == GENIE_MODE_ADA) &&
+                 c->scheduler != SD_SCHED_LCM;
     if (uses_r && no_step(c->r, c->steps))
         return err_set("%s:%d: key 'r' = %g gives no denoising step with steps=%d (the engine runs int(steps * r)): "
                        "r must be at least 1/%d", path, line_r ? line_r : line_steps, c->r, c->steps, c->steps);
-    for (int i = 0; c->mode == GENIE_MODE_ADA && i < c->n_r; i++)
+    for (int i = 0; uses_r && c->mode == GENIE_MODE_ADA && i < c->n_r; i++)
         if (no_step(c->r_set[i], c->steps))
             return err_set("%s:%d: key 'r_set' entry %g gives no denoising step with steps=%d (the engine runs "
                            "int(steps * r)): each ratio must be at least 1/%d", path, line_rset ? line_rset : line_steps,

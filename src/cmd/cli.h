@@ -6,7 +6,7 @@
  *   genie sweep   -model M -i src -p "prompt" -o strip.png [common options]   (r = 0.1 ... 1.0 in one batch)
  *   genie bench-engine -model M -i src -p "prompt" [-r R] [-batch B] [-repeat K] [-ref out.safetensors]
  * -model defaults to the bundled data/models/fmnist-ldm.
- * common: [-config DIR] [-steps 50] [-guidance 7.5] [-seed 1] [-scheduler ddim|dpmpp2m] [-threads N]
+ * common: [-config DIR] [-steps 50] [-guidance 7.5] [-seed 1] [-scheduler ddim|dpmpp2m|lcm] [-threads N]
  *         [-size WxH] [-noise file.safetensors] [-vae-mean] [-device cpu|cuda|cuda:N]
  * -device defaults to cuda in a GPU=1 build with a device present, else cpu; a GPU=1 build asked for cuda with no
  * device runs on the CPU and says so in one line on stderr; a CPU build refuses cuda. */

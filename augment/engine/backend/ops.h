@@ -25,8 +25,10 @@ enum ops_act { OPS_ACT_NONE, OPS_ACT_SILU, OPS_ACT_GELU, OPS_ACT_QUICK_GELU };
  *   m = (x - s_eps*eps) / s_x0, clamped to [-clip_range, clip_range] when clip (the data prediction)
  *   OPS_STEP_DDIM: x = c_a*m + c_b*eps
  *   OPS_STEP_DPM1: x = c_a*x - c_b*m; prev = m
- *   OPS_STEP_DPM2: d1 = inv_r0*(m - prev); a = c_a*x - c_b*m; x = midpoint ? a - c_d1*d1 : a + c_d1*d1; prev = m */
-enum ops_step_kind { OPS_STEP_DDIM, OPS_STEP_DPM1, OPS_STEP_DPM2 };
+ *   OPS_STEP_DPM2: d1 = inv_r0*(m - prev); a = c_a*x - c_b*m; x = midpoint ? a - c_d1*d1 : a + c_d1*d1; prev = m
+ *   OPS_STEP_LCM:  m as above, or m = s_x0*x - s_eps*eps when vpred (then clamped the same way);
+ *                  d = c_out*m + c_skip*x; x = noise ? c_a*d + c_b*prev : d (prev holds the injected noise) */
+enum ops_step_kind { OPS_STEP_DDIM, OPS_STEP_DPM1, OPS_STEP_DPM2, OPS_STEP_LCM };
 typedef struct ops_step {
     enum ops_step_kind kind;
     float s_eps, s_x0;
@@ -35,6 +37,8 @@ typedef struct ops_step {
     float c_a, c_b;
     float inv_r0, c_d1;
     int midpoint;
+    float c_skip, c_out;
+    int vpred, noise;
 } ops_step;
 
 /* The CPU loop of the sched_step op (ops_cpu.c); scheduler_step runs it on host arrays. */
@@ -138,7 +142,8 @@ struct ops_backend {
     void (*vae_sample)(ops_backend *be, const float *mu, const float *lv, const float *eps, float sf, size_t n,
                        float *z);
     /* one scheduler update of x[n] in place given the noise prediction eps[n] (see ops_step); prev[n] is
-     * DPM-Solver's previous data prediction (read and replaced; NULL for DDIM) */
+     * DPM-Solver's previous data prediction (read and replaced), LCM's noise to inject (read; unused on its last
+     * step), NULL for DDIM */
     void (*sched_step)(ops_backend *be, const struct ops_step *c, const float *eps, float *x, float *prev, size_t n);
     /* Runs fn(ctx), which must only queue this backend's ops (no downloads, syncs, allocations or finite checks)
      * and queue the same ones on the same buffers whenever key is the same. The CUDA backend runs it directly the

@@ -779,6 +779,16 @@ void ops_step_host(const ops_step *c, const float *eps, float *x, float *prev, s
         }
         break;
     }
+    case OPS_STEP_LCM: {
+        const float c_skip = c->c_skip, c_out = c->c_out;
+        for (size_t i = 0; i < n; i++) {
+            float x0 = c->vpred ? s_x0 * x[i] - s_eps * eps[i] : (x[i] - s_eps * eps[i]) / s_x0;
+            if (c->clip) x0 = x0 < -r ? -r : x0 > r ? r : x0;
+            float d = c_out * x0 + c_skip * x[i];
+            x[i] = c->noise ? ca * d + cb * prev[i] : d;
+        }
+        break;
+    }
     }
 }
 

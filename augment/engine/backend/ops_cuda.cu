@@ -1033,6 +1033,14 @@ __global__ void vae_sample_kernel(const float *mu, const float *lv, const float 
 __global__ void sched_step_kernel(ops_step c, const float *eps, float *x, float *prev, size_t n)
 {
     FOR_N(i, n) {
+        if (c.kind == OPS_STEP_LCM) {
+            float m = c.vpred ? __fsub_rn(__fmul_rn(c.s_x0, x[i]), __fmul_rn(c.s_eps, eps[i]))
+                              : __fdiv_rn(__fsub_rn(x[i], __fmul_rn(c.s_eps, eps[i])), c.s_x0);
+            if (c.clip) m = m < -c.clip_range ? -c.clip_range : m > c.clip_range ? c.clip_range : m;
+            float d = __fadd_rn(__fmul_rn(c.c_out, m), __fmul_rn(c.c_skip, x[i]));
+            x[i] = c.noise ? __fadd_rn(__fmul_rn(c.c_a, d), __fmul_rn(c.c_b, prev[i])) : d;
+            continue;
+        }
         float m = __fdiv_rn(__fsub_rn(x[i], __fmul_rn(c.s_eps, eps[i])), c.s_x0);
         if (c.kind == OPS_STEP_DDIM) {
             if (c.clip) m = m < -c.clip_range ? -c.clip_range : m > c.clip_range ? c.clip_range : m;
