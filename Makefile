@@ -12,6 +12,7 @@
 #                   and with online GeNIe-Ada
 #   make bench      trainer and loader benchmarks against stock darknet
 #   make bench-genie  the online GeNIe module: trainer img/s with and without it, module img/s, rows served
+#   make bench-dist   genie generate by one process and by mpirun -np 2 ranks: kept img/s, the same bytes
 #   make bench-gpu    the engine on a CUDA device at SD 1.5 shapes: it/s, GeNIe images/s, memory
 #
 # libdarknet.so (Debian) is built with no GPU/CUDNN defines; its structs change layout with them, so
@@ -96,7 +97,7 @@ LIB_OBJ  := $(filter-out $(BUILD)/$(DIST_SRC:.c=.o),$(LIB_SRC:%.c=$(BUILD)/%.o))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 FUZZERS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/fuzz_*.c))
 
-.PHONY: all deps test run-tests asan tsan demo bench bench-engine bench-genie bench-gpu ablate fixtures fuzz clean data
+.PHONY: all deps test run-tests asan tsan demo bench bench-engine bench-genie bench-dist bench-gpu ablate fixtures fuzz clean data
 all: $(BIN)
 
 $(BIN): $(MAIN_SRC:%.c=$(BUILD)/%.o) $(LIB_OBJ) $(MPI_FLAG)
@@ -158,6 +159,10 @@ bench-engine: $(BIN)
 
 bench-genie: $(BIN)
 	sh scripts/bench_genie.sh
+
+# genie generate alone and over MPI ranks on this machine: kept img/s, same bytes
+bench-dist: $(BIN)
+	sh scripts/bench_dist.sh
 
 # builds build-gpu/genie itself, and only when a device is present
 bench-gpu:

@@ -25,7 +25,8 @@ typedef struct {
     double r;
     uint64_t seed;
     int line;              /* the plan's file line */
-    int done;              /* a whole output existed at start or was made now */
+    int done;              /* a whole output existed at start or was made now (under mpirun: or is another rank's) */
+    int batch;             /* under mpirun: its engine batch as one process packs them (share_rows); else 0 */
     char *index_line;      /* what an earlier run's index says of it (genindex_line) */
 } plan_row;
 
@@ -407,11 +408,14 @@ static void progress(int done, int total, double t0, int made, int *last_tenth)
 }
 
 /* Under mpirun, once rank 0 has checked the start (lock, settings, the index and its parts merged): its done flags
- * and settings fingerprint go to every rank, the k-th row left to make is rank k % size's, and the rows of other
- * ranks count as done here. Ranks > 0 open their part of the index (part_path). 0; 1 when no row is left to make
- * (on every rank: *stage 2, no collective follows); -1 + err_msg(). */
-static int share_rows(plan *p, int rank, int size, const char *plan_path, const char *index_path, char *settings,
-                      FILE **index, int *stage)
+ * and settings fingerprint go to every rank; the rows left are packed into engine batches as one process packs
+ * them (in plan order, up to -batch engine items), and batch b is rank b % size's: on the CPU an image's bytes
+ * depend on its place in its engine batch (the kernels round a row by where it falls in their tiles), so a rank
+ * makes whole batches of the single process's packing, never a mix. The rows of other ranks count as done here.
+ * Ranks > 0 open their part of the index (part_path). 0; 1 when no row is left to make (on every rank: *stage 2,
+ * no collective follows); -1 + err_msg(). */
+static int share_rows(plan *p, const genie_opts *go, int rank, int size, const char *plan_path,
+                      const char *index_path, char *settings, FILE **index, int *stage)
 {
     *stage = 1;
     if (!dist_all_ok(1)) {
@@ -437,9 +441,22 @@ static int share_rows(plan *p, int rank, int size, const char *plan_path, const 
     }
     free(buf);
     if (rc) return -1;
-    int k = 0;
-    for (int i = 0; i < p->n; i++)
-        if (!p->rows[i].done && k++ % size != rank) p->rows[i].done = 1;
+    int k = 0, nb = 0, nq = 0, cost = 0;
+    for (int i = 0; i < p->n; i++) {
+        plan_row *r = &p->rows[i];
+        if (r->done) continue;
+        genie_request q = {.target = r->target, .r = r->r, .seed = r->seed};
+        int c = genie_opts_cost(go, &q);
+        if (nq > 0 && cost + c > go->eo.max_batch) {
+            nb++;
+            nq = cost = 0;
+        }
+        r->batch = nb;
+        nq++;
+        cost += c;
+        k++;
+        if (nb % size != rank) r->done = 1;
+    }
     if (!k) {
         *stage = 2;
         return 1;
@@ -623,7 +640,7 @@ int generate_main(int argc, char **argv)
             goto out;
         }
     }
-    if (size > 1 && (rc = share_rows(&p, rank, size, plan_path, index_path, settings, &index, &stage)) != 0) {
+    if (size > 1 && (rc = share_rows(&p, &go, rank, size, plan_path, index_path, settings, &index, &stage)) != 0) {
         rc = rc < 0 ? -1 : 0;   /* 1: nothing left to make */
         goto out;
     }
@@ -666,7 +683,7 @@ int generate_main(int argc, char **argv)
             if (r->done) continue;
             genie_request q = {.target = r->target, .r = r->r, .seed = r->seed};
             int c = genie_request_cost(g, &q);
-            if (nq > 0 && cost + c > B) break;
+            if (nq > 0 && (cost + c > B || r->batch != p.rows[rows[0]].batch)) break;   /* share_rows' batches */
             if (r->source && imgio_load(r->source, 0, 0, &src[nq])) {
                 err_wrap("%s:%d: ", plan_path, r->line);
                 goto out;
