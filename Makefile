@@ -1,6 +1,8 @@
 # genie: a Darknet classifier trainer with an online GeNIe (latent diffusion) augmenter.
 #
 #   make            CPU build of ./genie
+#   make MPI=0      without Open MPI even where it is installed (MPI=1, the default when mpicc works: `mpirun -np N
+#                   ./genie generate` splits a plan over N ranks; only common/dist.c sees mpi.h)
 #   make GPU=1      also compiles the CUDA code with nvcc (cuBLAS, cuRAND), into build-gpu/genie
 #   make test       installs missing Debian packages, builds and runs every tests/test_*.c
 #                   (closing line: N passed, N failed)
@@ -10,12 +12,16 @@
 #                   and with online GeNIe-Ada
 #   make bench      trainer and loader benchmarks against stock darknet
 #   make bench-genie  the online GeNIe module: trainer img/s with and without it, module img/s, rows served
+#   make bench-dist   genie generate by one process and by mpirun -np 2 ranks: kept img/s, the same bytes
 #   make bench-gpu    the engine on a CUDA device at SD 1.5 shapes: it/s, GeNIe images/s, memory
 #
 # libdarknet.so (Debian) is built with no GPU/CUDNN defines; its structs change layout with them, so
 # nothing that includes darknet.h may ever be compiled with -DGPU. The CUDA side uses GENIE_CUDA instead.
 
 GPU      ?= 0
+ifeq ($(origin MPI),undefined)
+MPI      := $(shell mpicc -showme:compile >/dev/null 2>&1 && echo 1 || echo 0)
+endif
 DEBUG    ?= 0
 SAN      ?= 0
 CUDA     ?= /usr/local/cuda
@@ -73,25 +79,43 @@ CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 $(BUILD)/augment/engine/backend/rng_cuda.cu.o: NVFLAGS += -fmad=false
 endif
 
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)
+# MPI: common/dist.c, the one file that includes mpi.h, compiles with mpicc's flags into its own object name, so
+# switching MPI=0/1 never links a stale one
+DIST_SRC    := common/dist.c
+ifeq ($(MPI),1)
+DIST_OBJ    := $(BUILD)/common/dist-mpi.o
+LDLIBS      += $(shell mpicc -showme:link)
+else
+DIST_OBJ    := $(BUILD)/common/dist.o
+endif
+
+# which way the last link went: a switch of MPI relinks the binary and the tests
+MPI_FLAG    := $(BUILD)/mpi.flag
+$(shell mkdir -p $(BUILD) && [ "$$(cat $(MPI_FLAG) 2>/dev/null)" = "$(MPI)" ] || echo $(MPI) > $(MPI_FLAG))
+
+LIB_OBJ  := $(filter-out $(BUILD)/$(DIST_SRC:.c=.o),$(LIB_SRC:%.c=$(BUILD)/%.o)) $(DIST_OBJ) $(CUDA_OBJ)
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 FUZZERS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/fuzz_*.c))
 
-.PHONY: all deps test run-tests asan tsan demo bench bench-engine bench-genie bench-gpu ablate fixtures fuzz clean data
+.PHONY: all deps test run-tests asan tsan demo bench bench-engine bench-genie bench-dist bench-gpu ablate fixtures fuzz clean data
 all: $(BIN)
 
-$(BIN): $(MAIN_SRC:%.c=$(BUILD)/%.o) $(LIB_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BIN): $(MAIN_SRC:%.c=$(BUILD)/%.o) $(LIB_OBJ) $(MPI_FLAG)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+$(BUILD)/common/dist-mpi.o: common/dist.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DGENIE_MPI $(shell mpicc -showme:compile) -c -o $@ $<
+
 $(BUILD)/%.cu.o: %.cu $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB_OBJ)
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB_OBJ) $(MPI_FLAG)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
 
@@ -135,6 +159,10 @@ bench-engine: $(BIN)
 
 bench-genie: $(BIN)
 	sh scripts/bench_genie.sh
+
+# genie generate alone and over MPI ranks on this machine: kept img/s, same bytes
+bench-dist: $(BIN)
+	sh scripts/bench_dist.sh
 
 # builds build-gpu/genie itself, and only when a device is present
 bench-gpu:

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Installs the Debian packages genie builds, tests and runs with, and any named as arguments, when one is missing
 # (needs root or sudo).
+# Optional, named as arguments where wanted: libopenmpi-dev openmpi-bin (Open MPI: make then builds with MPI=1, and
+# `mpirun -np N ./genie generate` splits a plan over N ranks; without them everything builds and runs alone).
 set -e
 PKGS="gcc make darknet libturbojpeg0-dev libopenblas-dev libpng-dev libcjson-dev zlib1g-dev dataset-fashion-mnist $*"
 missing=""

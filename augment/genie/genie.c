@@ -101,7 +101,9 @@ int genie_image_size(const genie *g, int *w, int *h)
 
 size_t genie_image_floats(const genie *g) { return g->nimg; }
 
-int genie_request_cost(const genie *g, const genie_request *rq) { return rq->r == GENIE_R_ADA ? g->o.n_r : 1; }
+int genie_opts_cost(const genie_opts *o, const genie_request *rq) { return rq->r == GENIE_R_ADA ? o->n_r : 1; }
+
+int genie_request_cost(const genie *g, const genie_request *rq) { return genie_opts_cost(&g->o, rq); }
 
 int genie_copy_backbone(genie *g, const struct network *src)
 {

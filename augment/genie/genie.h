@@ -59,8 +59,10 @@ typedef struct {
 
 int genie_image_size(const genie *g, int *w, int *h);
 size_t genie_image_floats(const genie *g);
-/* Engine items one request needs (Ada: the size of the r set). */
+/* Engine items one request needs (Ada: the size of the r set); genie_opts_cost: the same from the options, before
+ * a generator is loaded (how `genie generate` deals engine batches to MPI ranks). */
 int genie_request_cost(const genie *g, const genie_request *rq);
+int genie_opts_cost(const genie_opts *o, const genie_request *rq);
 
 /* Z_T for Ada (ada_set_class_means): imgs[c] holds counts[c] images of class c, chosen by ada_mean_images.
  * 0, or -1 + err_msg(). */

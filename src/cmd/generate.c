@@ -5,9 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <unistd.h>
 #include "src/train/dataset.h"
+#include "augment/engine/backend/backend.h"
 #include "common/csv.h"
+#include "common/dist.h"
 #include "common/err.h"
 #include "augment/engine/scheduler.h"
 #include "augment/genie/genie.h"
@@ -22,7 +25,8 @@ typedef struct {
     double r;
     uint64_t seed;
     int line;              /* the plan's file line */
-    int done;              /* a whole output existed at start or was made now */
+    int done;              /* a whole output existed at start or was made now (under mpirun: or is another rank's) */
+    int batch;             /* under mpirun: its engine batch as one process packs them (share_rows); else 0 */
     char *index_line;      /* what an earlier run's index says of it (genindex_line) */
 } plan_row;
 
@@ -168,50 +172,113 @@ static char *row_line(const plan_row *r, char *const *labels, int classes, const
     return genindex_line(&row);
 }
 
-/* The index of an earlier run: its lines are kept for the plan's outputs that are whole; a line cut short by a
- * stopped run, lines of outputs that are not (or no longer) there and the former format make it rewritten once
- * (else it is only appended to). Outputs with no line get what the plan asked for (Ada's pick is not known;
- * txt2img is indexed as r 1, as when made). Then the index is open for appending, in *out. */
-static int index_start(const char *path, plan *p, char *const *labels, int classes, const char *settings, FILE **out)
+/* Rows of one index into the plan's rows: a row's first line is kept when its output is whole; the others are
+ * counted in *dropped (a line cut short by a stopped run sets *torn). */
+static int index_read(const char *path, plan *p, char *const *labels, int classes, const char *settings, int *former,
+                      int *dropped, int *torn)
 {
     genindex_reader rd;
-    int rc = genindex_open(&rd, path), rewrite = 0, dropped = 0;
-    if (rc < 0) return -1;
-    if (rc == 0) {
-        genindex_row row;
-        int got;
-        rewrite = rd.former;
-        while ((got = genindex_read(&rd, &row)) != 0) {
-            if (got < 0) {
-                fprintf(stderr, "%s; dropped\n", err_msg());
-                dropped++;
-                continue;
-            }
-            char out[4096];
-            snprintf(out, sizeof out, "%s", row.f[GX_OUTPUT]);
-            genindex_path_norm(out);
-            int i = plan_find(p, out);
-            if (i < 0 || !p->rows[i].done || p->rows[i].index_line) {
-                dropped++;
-                continue;
-            }
-            if (!*row.f[GX_SETTINGS]) row.f[GX_SETTINGS] = settings;   /* the settings check vouched for it */
-            row.f[GX_OUTPUT] = out;
-            if (!*row.f[GX_SOURCE_CLASS] && *row.f[GX_SOURCE]) {
-                int c = labels_match(row.f[GX_SOURCE], labels, classes);
-                row.f[GX_SOURCE_CLASS] = c >= 0 ? labels[c] : "";
-            }
-            if (!(p->rows[i].index_line = genindex_line(&row))) {
-                genindex_close(&rd);
-                return err_set("%s: out of memory", path);
-            }
+    int rc = genindex_open(&rd, path);
+    if (rc) return rc < 0 ? -1 : 0;
+    genindex_row row;
+    int got;
+    *former |= rd.former;
+    while ((got = genindex_read(&rd, &row)) != 0) {
+        if (got < 0) {
+            fprintf(stderr, "%s; dropped\n", err_msg());
+            (*dropped)++;
+            continue;
         }
-        if (rd.torn_line)
-            fprintf(stderr, "%s:%d: the line is cut short (a run stopped while writing it): dropped\n", path,
-                    rd.torn_line);
-        rewrite |= dropped || rd.torn_line;
-        genindex_close(&rd);
+        char out[4096];
+        snprintf(out, sizeof out, "%s", row.f[GX_OUTPUT]);
+        genindex_path_norm(out);
+        int i = plan_find(p, out);
+        if (i < 0 || !p->rows[i].done || p->rows[i].index_line) {
+            (*dropped)++;
+            continue;
+        }
+        if (!*row.f[GX_SETTINGS]) row.f[GX_SETTINGS] = settings;   /* the settings check vouched for it */
+        row.f[GX_OUTPUT] = out;
+        if (!*row.f[GX_SOURCE_CLASS] && *row.f[GX_SOURCE]) {
+            int c = labels_match(row.f[GX_SOURCE], labels, classes);
+            row.f[GX_SOURCE_CLASS] = c >= 0 ? labels[c] : "";
+        }
+        if (!(p->rows[i].index_line = genindex_line(&row))) {
+            genindex_close(&rd);
+            return err_set("%s: out of memory", path);
+        }
     }
+    if (rd.torn_line) {
+        fprintf(stderr, "%s:%d: the line is cut short (a run stopped while writing it): dropped\n", path,
+                rd.torn_line);
+        *torn = 1;
+    }
+    genindex_close(&rd);
+    return 0;
+}
+
+/* The index a rank > 0 of an MPI run appends to: path.parts/<rank>.csv (parts, when rank < 0: the folder). */
+static void part_path(char *s, size_t n, const char *path, int rank)
+{
+    if (rank < 0) snprintf(s, n, "%s.parts", path);
+    else snprintf(s, n, "%s.parts/%d.csv", path, rank);
+}
+
+/* The parts of an MPI run (part_path), each read as the index itself is; *nparts: how many were read. */
+static int index_read_parts(const char *path, plan *p, char *const *labels, int classes, const char *settings,
+                            int *former, int *dropped, int *torn, int *nparts)
+{
+    char dir[4300];
+    part_path(dir, sizeof dir, path, -1);
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : err_set("%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        int rank;
+        char tail;
+        if (sscanf(e->d_name, "%d.cs%c", &rank, &tail) != 2 || tail != 'v' || rank < 0) continue;
+        char part[4400];
+        part_path(part, sizeof part, path, rank);
+        rc = index_read(part, p, labels, classes, settings, former, dropped, torn);
+        (*nparts)++;
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Once their lines are in the index: the parts go (a part left by a failed unlink is read again, harmlessly). */
+static void parts_remove(const char *path)
+{
+    char dir[4300];
+    part_path(dir, sizeof dir, path, -1);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int rank;
+        char tail;
+        if (sscanf(e->d_name, "%d.cs%c", &rank, &tail) != 2 || tail != 'v' || rank < 0) continue;
+        char part[4400];
+        part_path(part, sizeof part, path, rank);
+        if (unlink(part)) fprintf(stderr, "%s: %s\n", part, strerror(errno));
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* The index of an earlier run (and the parts its MPI ranks appended to): its lines are kept for the plan's
+ * outputs that are whole; a line cut short by a stopped run, lines of outputs that are not (or no longer) there,
+ * the former format and parts make it rewritten once, in plan order (else it is only appended to). Outputs with
+ * no line get what the plan asked for (Ada's pick is not known; txt2img is indexed as r 1, as when made). Then,
+ * when out is not NULL, the index is open for appending, in *out. */
+static int index_start(const char *path, plan *p, char *const *labels, int classes, const char *settings, FILE **out)
+{
+    int rewrite = 0, dropped = 0, torn = 0, nparts = 0, rc;
+    if (index_read(path, p, labels, classes, settings, &rewrite, &dropped, &torn) ||
+        index_read_parts(path, p, labels, classes, settings, &rewrite, &dropped, &torn, &nparts))
+        return -1;
+    rewrite |= dropped || torn || nparts;
     char **lines = calloc(p->n ? p->n : 1, sizeof *lines);
     if (!lines) return err_set("%s: out of memory", path);
     int fresh = 0;
@@ -234,10 +301,11 @@ static int index_start(const char *path, plan *p, char *const *labels, int class
     if (rewrite && (rc = genindex_rewrite(path, lines, p->n)) == 0 && dropped)
         fprintf(stderr, "%s: rewritten without %d lines of outputs that are not there or not in the plan\n", path,
                 dropped);
-    if (rc == 0 && !(*out = genindex_append(path))) rc = -1;
-    for (int i = 0; rc == 0 && !rewrite && i < p->n; i++)
+    if (rc == 0 && nparts) parts_remove(path);
+    if (rc == 0 && out && !(*out = genindex_append(path))) rc = -1;
+    for (int i = 0; rc == 0 && out && !rewrite && i < p->n; i++)
         if (lines[i]) fputs(lines[i], *out);
-    if (rc == 0 && fresh && !rewrite) rc = genindex_sync(*out, path);
+    if (rc == 0 && out && fresh && !rewrite) rc = genindex_sync(*out, path);
     free(lines);
     return rc;
 }
@@ -339,12 +407,91 @@ static void progress(int done, int total, double t0, int made, int *last_tenth)
     if (tty && done == total) fputc('\n', stderr);
 }
 
+/* Under mpirun, once rank 0 has checked the start (lock, settings, the index and its parts merged): its done flags
+ * and settings fingerprint go to every rank; the rows left are packed into engine batches as one process packs
+ * them (in plan order, up to -batch engine items), and batch b is rank b % size's: on the CPU an image's bytes
+ * depend on its place in its engine batch (the kernels round a row by where it falls in their tiles), so a rank
+ * makes whole batches of the single process's packing, never a mix. The rows of other ranks count as done here.
+ * Ranks > 0 open their part of the index (part_path). 0; 1 when no row is left to make (on every rank: *stage 2,
+ * no collective follows); -1 + err_msg(). */
+static int share_rows(plan *p, const genie_opts *go, int rank, int size, const char *plan_path,
+                      const char *index_path, char *settings, FILE **index, int *stage)
+{
+    *stage = 1;
+    if (!dist_all_ok(1)) {
+        *stage = 2;
+        return err_set("%s: another rank stopped before starting (its message above)", plan_path);
+    }
+    size_t n = 16 + sizeof(int) + (size_t)p->n;
+    unsigned char *buf = calloc(1, n);
+    if (!buf) return err_set("out of memory");   /* the end's collective still follows (stage 1) */
+    if (rank == 0) {
+        memcpy(buf, settings, 16);
+        memcpy(buf + 16, &p->n, sizeof(int));
+        for (int i = 0; i < p->n; i++) buf[16 + sizeof(int) + i] = (unsigned char)p->rows[i].done;
+    }
+    int rc = dist_bcast(buf, n), rows;
+    memcpy(&rows, buf + 16, sizeof(int));
+    if (rc == 0 && rows != p->n)
+        rc = err_set("%s: %d rows here, %d at rank 0 (the ranks must read the same plan)", plan_path, p->n, rows);
+    if (rc == 0 && rank > 0) {
+        memcpy(settings, buf, 16);
+        settings[15] = 0;
+        for (int i = 0; i < p->n; i++) p->rows[i].done = buf[16 + sizeof(int) + i];
+    }
+    free(buf);
+    if (rc) return -1;
+    int k = 0, nb = 0, nq = 0, cost = 0;
+    for (int i = 0; i < p->n; i++) {
+        plan_row *r = &p->rows[i];
+        if (r->done) continue;
+        genie_request q = {.target = r->target, .r = r->r, .seed = r->seed};
+        int c = genie_opts_cost(go, &q);
+        if (nq > 0 && cost + c > go->eo.max_batch) {
+            nb++;
+            nq = cost = 0;
+        }
+        r->batch = nb;
+        nq++;
+        cost += c;
+        k++;
+        if (nb % size != rank) r->done = 1;
+    }
+    if (!k) {
+        *stage = 2;
+        return 1;
+    }
+    if (rank > 0) {
+        char part[4400];
+        part_path(part, sizeof part, index_path, -1);
+        if (util_mkdirs(part)) return -1;
+        part_path(part, sizeof part, index_path, rank);
+        if (!(*index = genindex_append(part))) return -1;
+    }
+    return 0;
+}
+
+/* At the end of an MPI run, on rank 0: the index with every rank's lines, in plan order, the parts gone. */
+static int merge_parts(plan *p, char *const *labels, int classes, const char *index_path, const char *settings)
+{
+    for (int i = 0; i < p->n; i++) {
+        free(p->rows[i].index_line);
+        p->rows[i].index_line = NULL;
+        p->rows[i].done = genindex_png_whole(p->rows[i].output);
+    }
+    FILE *f = NULL;
+    if (index_start(index_path, p, labels, classes, settings, &f)) return -1;
+    if (fclose(f)) return err_set("%s: cannot write (%s)", index_path, strerror(errno));
+    return 0;
+}
+
 int generate_main(int argc, char **argv)
 {
     genie_opts go;
     genie_opts_default(&go);
     int remake = 0;   /* outputs made with other settings: made anew instead of an error */
     const char *data = NULL, *sched = NULL, *rset = NULL, *labels_path = NULL, *index_path = NULL, *names = NULL;
+    const char *device = NULL;
     const arg_opt opts[] = {ARG_OPT("-model", ARG_STR, &go.eo.model),
                             ARG_REPEAT("-lora", go.eo.lora, &go.eo.n_lora, LORA_MAX),
                             ARG_OPT("-labels", ARG_STR, &labels_path),
@@ -361,6 +508,7 @@ int generate_main(int argc, char **argv)
                             ARG_RANGE("-guidance", ARG_DOUBLE, &go.eo.guidance, 0, 100),
                             ARG_OPT("-scheduler", ARG_STR, &sched),
                             ARG_RANGE("-threads", ARG_INT, &go.eo.threads, 0, 1024),
+                            ARG_OPT("-device", ARG_STR, &device),
                             ARG_OPT("-remake", ARG_SWITCH, &remake),
                             ARG_END};
     char *pos[1];
@@ -368,8 +516,11 @@ int generate_main(int argc, char **argv)
     if (np < 0) return -1;
     if (np < 1)
         return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model %s] [-lora file[:scale]]... "
-                       "[-backbone cfg -weights W] [-batch %d] [-steps %d] [-guidance %g] [-scheduler %s] [-threads N] [-rset %g,...] "
-                       "[-template \"%s\"] [-names file] [-index out.csv] [-remake]", go.eo.model, go.eo.max_batch,
+                       "[-backbone cfg -weights W] [-batch %d] [-steps %d] [-guidance %g] [-scheduler %s] [-threads N] "
+                       "[-device cpu|cuda[:N]] [-rset %g,...] [-template \"%s\"] [-names file] [-index out.csv] [-remake]
+"
+                       "  under mpirun -np N: the plan's rows split over N ranks, one index (rank 0's lock); -device "
+                       "cuda: cuda:<the rank's place on its machine>", go.eo.model, go.eo.max_batch,
                        go.eo.steps, go.eo.guidance, scheduler_kind_name(go.eo.scheduler), go.r_set[0],
                        go.prompt_template);
     const char *plan_path = pos[0];
@@ -386,6 +537,25 @@ int generate_main(int argc, char **argv)
         return err_set("-template \"%s\": no {} for the class's words (every class would get the same prompt)",
                        go.prompt_template);
     if (rset && (go.n_r = ada_parse_rset(rset, go.r_set, ADA_MAX_R)) < 0) return -1;
+    if (device && !backend_name_valid(device)) return err_set("-device: \"%s\" (cpu, cuda or cuda:N)", device);
+    /* under mpirun: rank 0 holds the index's lock and its file, the others make their share of the rows into
+     * parts of it (part_path) that rank 0 merges in plan order at the end; alone: rank 0 of 1, as always */
+    if (dist_init()) return -1;
+    int rank = dist_rank(), size = dist_size();
+    char dev[32];
+    if (device && size > 1 && !strcmp(device, "cuda")) {   /* one device per rank of a machine */
+        snprintf(dev, sizeof dev, "cuda:%d", dist_local_rank());
+        device = dev;
+    }
+    if (device) {
+        const char *note;
+        go.eo.device = backend_choose(device, &note);
+        if (note) fprintf(stderr, "%s\n", note);
+    }
+    if (go.eo.threads <= 0 && dist_local_size() > 1) {   /* the ranks on one machine share its cores */
+        go.eo.threads = util_cores() / dist_local_size();
+        if (go.eo.threads < 1) go.eo.threads = 1;
+    }
 
     datacfg dc = {0};
 
@@ -395,7 +565,7 @@ int generate_main(int argc, char **argv)
     }
     if (!labels_path) return err_set("generate: -labels <file> or -data <file.data> is needed for the target names");
 
-    int rc = -1, classes = 0, B = 0, lock = -1;
+    int rc = -1, classes = 0, B = 0, lock = -1, stage = 0;   /* stage: the MPI collectives passed (1: the start's) */
     FILE *index = NULL;
     char **labels = NULL, **words = NULL;
     plan p = {0};
@@ -428,10 +598,10 @@ int generate_main(int argc, char **argv)
         goto out;
     }
     /* one run at a time on an index: a second would mix its settings and lines into the first's */
-    if ((lock = genindex_lock(index_path)) < 0) goto out;
+    if (rank == 0 && (lock = genindex_lock(index_path)) < 0) goto out;
     if (plan_read(plan_path, labels, classes, &p)) goto out;
     int todo = 0, ada = 0, any_ada = 0;   /* ada: an undone row needs f_theta; any_ada: the settings name Ada's */
-    for (int i = 0; i < p.n; i++) {
+    for (int i = 0; rank == 0 && i < p.n; i++) {
         p.rows[i].done = genindex_png_whole(p.rows[i].output);   /* a file cut short or garbage is made anew */
         todo += !p.rows[i].done;
         ada |= !p.rows[i].done && p.rows[i].r == GENIE_R_ADA;
@@ -439,7 +609,7 @@ int generate_main(int argc, char **argv)
     }
     if (!(words = genie_read_words(names, labels, classes))) goto out;
     char settings[16];
-    {
+    if (rank == 0) {
         char now[8192], before[8192], spath[4300];
         int recorded;
         if (recipe_settings(&go, labels, words, classes, any_ada, NULL, now, sizeof now)) goto out;
@@ -464,15 +634,27 @@ int generate_main(int argc, char **argv)
         char line[sizeof now + 1];
         snprintf(line, sizeof line, "%s\n", now);
         if (!made && util_write_text(spath, line)) goto out;
+        fprintf(stderr, "%s: %d requests, %d already made, %d to make%s\n", plan_path, p.n, p.n - todo, todo,
+                size > 1 ? ", split over the ranks" : "");
+        if (ada && (!go.backbone_cfg || !go.backbone_weights || !data)) {
+            err_set("%s: GeNIe-Ada rows need -backbone <cfg> -weights <file> (f_theta) and -data <file.data> (the "
+                    "target classes' training images)", plan_path);
+            goto out;
+        }
     }
-    fprintf(stderr, "%s: %d requests, %d already made, %d to make\n", plan_path, p.n, p.n - todo, todo);
-    if (!todo) {
-        rc = 0;
+    if (size > 1 && (rc = share_rows(&p, &go, rank, size, plan_path, index_path, settings, &index, &stage)) != 0) {
+        rc = rc < 0 ? -1 : 0;   /* 1: nothing left to make */
         goto out;
     }
-    if (ada && (!go.backbone_cfg || !go.backbone_weights || !data)) {
-        err_set("%s: GeNIe-Ada rows need -backbone <cfg> -weights <file> (f_theta) and -data <file.data> (the "
-                "target classes' training images)", plan_path);
+    if (size > 1) {   /* this rank's share */
+        todo = ada = 0;
+        for (int i = 0; i < p.n; i++) {
+            todo += !p.rows[i].done;
+            ada |= !p.rows[i].done && p.rows[i].r == GENIE_R_ADA;
+        }
+    }
+    if (!todo) {
+        rc = 0;
         goto out;
     }
     if (!ada) go.backbone_cfg = NULL;
@@ -503,7 +685,7 @@ int generate_main(int argc, char **argv)
             if (r->done) continue;
             genie_request q = {.target = r->target, .r = r->r, .seed = r->seed};
             int c = genie_request_cost(g, &q);
-            if (nq > 0 && cost + c > B) break;
+            if (nq > 0 && (cost + c > B || r->batch != p.rows[rows[0]].batch)) break;   /* share_rows' batches */
             if (r->source && imgio_load(r->source, 0, 0, &src[nq])) {
                 err_wrap("%s:%d: ", plan_path, r->line);
                 goto out;
@@ -552,15 +734,29 @@ int generate_main(int argc, char **argv)
             made++;
         }
         if (genindex_sync(index, index_path)) goto out;   /* appended: a batch's lines, synced */
-        progress(p.n - todo + made, p.n, t0, made, &tenth);
+        if (size > 1) progress(made, todo, t0, made, &tenth);   /* this rank's share */
+        else progress(p.n - todo + made, p.n, t0, made, &tenth);
     }
     if (rt_n)   /* images in [0, 1]: PSNR = -10 log10(MSE) */
         fprintf(stderr, "VAE round trips: MSE %.5f, PSNR %.2f dB over %d images (at %dx%d, in [0,1])\n", rt_mse / rt_n,
                 -10 * log10(rt_mse / rt_n), rt_n, W, H);
+    if (size > 1) fprintf(stderr, "rank %d of %d: ", rank, size);
     fprintf(stderr, "made %d images in %.1f s (%.1f img/s); index %s\n", made, util_now() - t0,
             made / (util_now() - t0 + 1e-9), index_path);
     rc = 0;
 out:
+    if (index && fclose(index) && rc == 0) rc = err_set("%s: cannot write (%s)", index_path, strerror(errno));
+    index = NULL;
+    if (size > 1 && stage == 0) dist_all_ok(0);   /* the start's collective: this rank stopped before it */
+    if (size > 1 && stage == 1) {
+        /* the end's: every rank's part is closed; rank 0 merges them into the index in plan order, whatever failed
+         * (what was made stays made) */
+        int all = dist_all_ok(rc == 0);
+        if (rank == 0 && merge_parts(&p, labels, classes, index_path, settings) && rc == 0) rc = -1;
+        if (!all && rc == 0)
+            rc = err_set("%s: another rank failed (its message above); run it again to make the rows left", plan_path);
+    }
+    dist_finalize();
     free(rows);
     free(want);
     for (int i = 0; src && i < B; i++) imgio_free(&src[i]);
@@ -578,7 +774,6 @@ out:
     free(labels);
     free(words);
     datacfg_free(&dc);
-    if (index && fclose(index) && rc == 0) rc = err_set("%s: cannot write (%s)", index_path, strerror(errno));
     genindex_unlock(lock);
     return rc;
 }
