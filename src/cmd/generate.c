@@ -517,8 +517,7 @@ int generate_main(int argc, char **argv)
     if (np < 1)
         return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model %s] [-lora file[:scale]]... "
                        "[-backbone cfg -weights W] [-batch %d] [-steps %d] [-guidance %g] [-scheduler %s] [-threads N] "
-                       "[-device cpu|cuda[:N]] [-rset %g,...] [-template \"%s\"] [-names file] [-index out.csv] [-remake]
-"
+                       "[-device cpu|cuda[:N]] [-rset %g,...] [-template \"%s\"] [-names file] [-index out.csv] [-remake]\n"
                        "  under mpirun -np N: the plan's rows split over N ranks, one index (rank 0's lock); -device "
                        "cuda: cuda:<the rank's place on its machine>", go.eo.model, go.eo.max_batch,
                        go.eo.steps, go.eo.guidance, scheduler_kind_name(go.eo.scheduler), go.r_set[0],
