@@ -418,34 +418,47 @@ typedef struct {
     const pool *p;              /* whose per-thread scratch holds the columns */
 } conv_job;
 
-/* col[K, p1-p0]: row (ci, ky, kx), column = output pixel p. Walks the tile one output-row segment at a time so
- * that stride-1 rows are a zero-fill plus one memcpy. */
+/* d[0..n) = src[0..n), or zeros when src is NULL: the rows of small maps are a few floats, shorter than a call
+ * to memcpy or memset costs */
+static inline void row_copy(float *d, const float *src, int n)
+{
+    if (n >= 16) {
+        if (src) memcpy(d, src, n * sizeof(float));
+        else memset(d, 0, n * sizeof(float));
+    } else if (src) {
+        for (int i = 0; i < n; i++) d[i] = src[i];
+    } else {
+        for (int i = 0; i < n; i++) d[i] = 0.0f;
+    }
+}
+
+/* col[K, p1-p0]: row (ci, ky, kx), column = output pixel p. Walks the tile one output-row segment at a time
+ * (without a division per segment) so that stride-1 rows are a zero-fill plus one copy. */
 static void im2col(const conv_job *j, const float *x, int p0, int p1, float *col)
 {
-    int n = p1 - p0, k = j->k, s = j->stride;
+    int n = p1 - p0, k = j->k, s = j->stride, Wo = j->Wo, oy0 = p0 / Wo, ox00 = p0 % Wo;
     for (int ci = 0; ci < j->Cin; ci++) {
         const float *xc = x + (size_t)ci * j->H * j->W;
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 float *c = col + ((size_t)(ci * k + ky) * k + kx) * n;
-                for (int p = p0; p < p1;) {
-                    int oy = p / j->Wo, ox0 = p % j->Wo;
-                    int ox1 = ox0 + (p1 - p) < j->Wo ? ox0 + (p1 - p) : j->Wo;
+                int off = kx - j->pl;                /* ix = ox * s + off */
+                for (int p = p0, oy = oy0, ox0 = ox00; p < p1; oy++, ox0 = 0) {
+                    int ox1 = ox0 + (p1 - p) < Wo ? ox0 + (p1 - p) : Wo;
                     float *d = c + (p - p0) - ox0;   /* d[ox] is output column ox of this row */
                     int iy = oy * s - j->pt + ky;
                     p += ox1 - ox0;
                     if (iy < 0 || iy >= j->H) {
-                        memset(d + ox0, 0, (ox1 - ox0) * sizeof(float));
+                        row_copy(d + ox0, NULL, ox1 - ox0);
                         continue;
                     }
                     const float *src = xc + (size_t)iy * j->W;
-                    int off = kx - j->pl;            /* ix = ox * s + off */
                     if (s == 1) {
                         int lo = ox0 > -off ? ox0 : -off, hi = ox1 < j->W - off ? ox1 : j->W - off;
                         if (hi < lo) hi = lo = ox1 < lo ? ox1 : lo;
-                        for (int ox = ox0; ox < lo; ox++) d[ox] = 0.0f;
-                        memcpy(d + lo, src + lo + off, (hi - lo) * sizeof(float));
-                        for (int ox = hi; ox < ox1; ox++) d[ox] = 0.0f;
+                        row_copy(d + ox0, NULL, lo - ox0);
+                        row_copy(d + lo, src + lo + off, hi - lo);
+                        row_copy(d + hi, NULL, ox1 - hi);
                     } else {
                         for (int ox = ox0; ox < ox1; ox++) {
                             int ix = ox * s + off;
