@@ -182,3 +182,4 @@ clean:
 	rm -rf build build-asan build-tsan build-gpu genie
 
 $(BUILD)/src/net/transform.o: CFLAGS += $(VECTOR_CFLAGS)
+$(BUILD)/augment/engine/backend/ops_cpu.o: CFLAGS += $(VECTOR_CFLAGS)

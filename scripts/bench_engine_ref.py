@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """PyTorch (CPU) timing of the SD reference on a model of realistic proportions with random weights, the
-counterpart of the C engine in scripts/bench_engine.sh.
+counterpart of the C engine in scripts/bench_engine.sh; or, with --model DIR, of a diffusers folder (the bundled
+data/models/fmnist-ldm: scripts/bench_genie.sh), its size taken from the folder.
 
 The model is seeded, so `--save DIR` (a diffusers folder + image.png + noise.safetensors + bench.json) lets the C
-engine load and run exactly the same computation. Output: machine-readable lines `torch <key> <value>`.
+engine load and run exactly the same computation; with --model, --save writes the inputs and torch's output only.
+Output: machine-readable lines `torch <key> <value>`, among them
+  unet_forward_s   one UNet call at the CFG batch 2B (median of --repeat after a warm-up)
+  unet_flops       that call's FLOPs, counted analytically: 2*MACs of every convolution and linear layer and of
+                   the attention products (q k^T and p v); norms, activations and elementwise ops not counted
+  denoise_s        img2img's denoising loop (its steps, CFG and scheduler; no CLIP, no VAE)
+  ms_per_item_step denoise_s per step per item, in ms
 
   python3 scripts/bench_engine_ref.py [--threads T] [--steps N] [--strength R] [--scheduler dpm|ddim]
                                       [--batch B] [--size PX] [--repeat K] [--save DIR] [--dtype f16|f32]
-                                      [--no-img2img]
+                                      [--no-img2img] [--model DIR [--prompt P] [--guidance G]]
 """
 import os
 import sys
@@ -55,6 +62,34 @@ def image(size):
     return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
 
 
+def unet_flops(unet, x, t, ctx):
+    """FLOPs of one UNet call (see the module doc): 2*MACs of Conv2d, Linear and the two attention products."""
+    total = [0]
+
+    def conv(m, inp, out):
+        total[0] += 2 * out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def linear(m, inp, out):
+        total[0] += 2 * out.numel() * m.in_features
+
+    def attn(m, inp, out):   # q k^T and p v over all heads: 2 * 2 * B * Tq * Tk * inner
+        x, c = inp[0], inp[1] if len(inp) > 1 and inp[1] is not None else inp[0]
+        total[0] += 4 * x.shape[0] * x.shape[1] * c.shape[1] * m.to_q.out_features
+
+    hooks = []
+    for m in unet.modules():
+        f = conv if isinstance(m, torch.nn.Conv2d) else linear if isinstance(m, torch.nn.Linear) else \
+            attn if isinstance(m, R.Attention) else None
+        if f:
+            hooks.append(m.register_forward_hook(f))
+    try:
+        unet(x, t, ctx)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
 def timed(fn, repeat):
     ts, out = [], None
     for _ in range(repeat):
@@ -78,23 +113,36 @@ def main():
     ap.add_argument("--save", metavar="DIR", help="write the model as a diffusers folder (+ inputs) to DIR")
     ap.add_argument("--dtype", choices=("f16", "f32"), default="f16", help="weight dtype for --save")
     ap.add_argument("--no-img2img", action="store_true", help="time the UNet forward only")
+    ap.add_argument("--model", metavar="DIR", help="time this diffusers folder instead (its own size)")
+    ap.add_argument("--prompt", default=PROMPT)
     a = ap.parse_args()
-    if a.size % 8:
-        ap.error("--size must be a multiple of 8")
     torch.set_num_threads(a.threads)
 
-    model, ucfg, vcfg, ccfg, merges = build(a.size, a.seed)
-    dtype = torch.float16 if a.dtype == "f16" else torch.float32
-    if dtype == torch.float16:   # compute from exactly the weights the C engine will load
-        for m in (model.clip, model.unet, model.vae):
-            R.round_weights(m, dtype)
-    h = a.size // 8
+    if a.model:
+        model = R.load_diffusers(a.model)
+        a.size = model.vae.cfg["sample_size"]
+        lc = model.vae.cfg["latent_channels"]
+        h = a.size // 2 ** (len(model.vae.cfg["block_out_channels"]) - 1)
+    else:
+        if a.size % 8:
+            ap.error("--size must be a multiple of 8")
+        model, ucfg, vcfg, ccfg, merges = build(a.size, a.seed)
+        dtype = torch.float16 if a.dtype == "f16" else torch.float32
+        if dtype == torch.float16:   # compute from exactly the weights the C engine will load
+            for m in (model.clip, model.unet, model.vae):
+                R.round_weights(m, dtype)
+        lc, h = 4, a.size // 8
     g = torch.Generator().manual_seed(a.seed + 1)
-    vae_noise = torch.randn(a.batch, 4, h, h, generator=g)
-    latent_noise = torch.randn(a.batch, 4, h, h, generator=g)
+    vae_noise = torch.randn(a.batch, lc, h, h, generator=g)
+    latent_noise = torch.randn(a.batch, lc, h, h, generator=g)
     img = image(a.size)
     x_img = torch.from_numpy(img.astype(np.float32) / 255 * 2 - 1).permute(2, 0, 1)[None].repeat(a.batch, 1, 1, 1)
-    if a.save:
+    if a.save and a.model:
+        os.makedirs(a.save, exist_ok=True)
+        R.write_png(os.path.join(a.save, "image.png"), img)
+        R.save_safetensors({"vae_noise": vae_noise, "latent_noise": latent_noise},
+                           os.path.join(a.save, "noise.safetensors"))
+    elif a.save:
         os.makedirs(a.save, exist_ok=True)
         R.write_diffusers(a.save, model, ucfg, vcfg, ccfg, merges, dtype)
         R.write_png(os.path.join(a.save, "image.png"), img)
@@ -113,25 +161,40 @@ def main():
         print(f"torch {k}_params {v}")
 
     with torch.no_grad():
-        ctx = torch.cat([model.encode_prompts([""] * a.batch), model.encode_prompts([PROMPT] * a.batch)])
-        x = torch.randn(2 * a.batch, 4, h, h, generator=g)
-        model.unet(x, torch.tensor(999), ctx)   # warm-up
+        ctx = torch.cat([model.encode_prompts([""] * a.batch), model.encode_prompts([a.prompt] * a.batch)])
+        x = torch.randn(2 * a.batch, model.unet.cfg["in_channels"], h, h, generator=g)
+        flops = unet_flops(model.unet, x, torch.tensor(999), ctx)   # also the warm-up
         t_unet, _ = timed(lambda: model.unet(x, torch.tensor(999), ctx), a.repeat)
         print(f"torch unet_forward_s {t_unet:.4f}")
         print(f"torch unet_batch {2 * a.batch}")
+        print(f"torch unet_flops {flops}")
+        print(f"torch unet_gflops_s {flops / t_unet / 1e9:.2f}")
         if not a.no_img2img:
+            t_denoise = []
+            denoise = model.denoise
+
+            def timed_denoise(*args, **kw):   # the denoising loop alone, inside img2img
+                t0 = time.perf_counter()
+                out = denoise(*args, **kw)
+                t_denoise.append(time.perf_counter() - t0)
+                return out
+            model.denoise = timed_denoise
             t_clip, _ = timed(lambda: model.encode_prompts([""] * a.batch + [PROMPT] * a.batch), 1)
             t_enc, _ = timed(lambda: model.vae.encode(x_img), 1)
             t_dec, _ = timed(lambda: model.vae.decode(latent_noise), 1)
             t0 = time.perf_counter()
-            out, info = model.img2img(x_img, [PROMPT] * a.batch, a.strength, a.steps, a.guidance, vae_noise,
+            out, info = model.img2img(x_img, [a.prompt] * a.batch, a.strength, a.steps, a.guidance, vae_noise,
                                       latent_noise, a.scheduler)
             t_all = time.perf_counter() - t0
+            n_steps = len(info["timesteps"])
             print(f"torch clip_s {t_clip:.4f}")
             print(f"torch vae_encode_s {t_enc:.4f}")
             print(f"torch vae_decode_s {t_dec:.4f}")
             print(f"torch img2img_steps {len(info['timesteps'])}")
             print(f"torch img2img_s {t_all:.4f}")
+            print(f"torch denoise_s {t_denoise[0]:.4f}")
+            if n_steps:
+                print(f"torch ms_per_item_step {1000 * t_denoise[0] / (n_steps * a.batch):.3f}")
             print(f"torch img2img_mean {out.mean().item():.6f}")
             if a.save:
                 R.save_safetensors({"image": out.contiguous()}, os.path.join(a.save, "torch_out.safetensors"))

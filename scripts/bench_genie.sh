@@ -10,6 +10,8 @@
 # least 0.8x its speed alone while the module serves at least 50% of the rows asked.
 # Environment: ITERS (default 200), THREADS (the module's threads, 1), SHARE (0.25), GENIE (the binary, ./genie),
 # GENIE_CFG (the online cfg of (d), cfg/fmnist-genie.cfg).
+# Then the engine on the bundled model next to PyTorch (engine_figures below; `sh scripts/bench_genie.sh engine`
+# runs that part alone).
 set -eu
 ITERS=${ITERS:-200}
 THREADS=${THREADS:-1}
@@ -42,6 +44,50 @@ module_line() {   # name -> "kept img/s served short"
                             k = $5 } END { printf "%s %s %s %s", k, r, s, f }' "$OUT/$1.log"
 }
 
+# ---- engine_figures: the engine on the bundled model next to PyTorch (scripts/bench_engine_ref.py --model) ----
+# GeNIe's img2img batch as the module runs it (E_BATCH items, 25 steps at r 0.8 = 20 denoising steps, guidance 3,
+# DPM-Solver++ 2M, CFG: the UNet at 2*E_BATCH), at 1 and 2 threads, torch and genie in turn on the same inputs:
+# ms per item-step of the denoising loop, GFLOP/s of one UNet call (FLOPs counted by bench_engine_ref.py: convs,
+# linears, attention products), sgemm's GFLOP/s at 2048^3 on the same threads (genie -peak), the ratio
+# torch/genie (> 1: genie is faster) and the largest difference of the two outputs. E_BATCH (10), E_REPEAT (5).
+engine_figures() {
+    E_BATCH=${E_BATCH:-10}
+    E_REPEAT=${E_REPEAT:-5}
+    M=data/models/fmnist-ldm
+    D="$OUT/engine"
+    mkdir -p "$D"
+    if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+        echo "engine_figures: no python3-torch (/usr/bin/python3): the engine's figures without PyTorch's"
+    fi
+    for t in 1 2; do
+        : > "$D/torch$t.txt"
+        /usr/bin/python3 scripts/bench_engine_ref.py --model "$M" --threads "$t" --batch "$E_BATCH" --steps 25 \
+            --strength 0.8 --guidance 3 --scheduler dpm --prompt "A photo of a coat" --repeat "$E_REPEAT" \
+            --save "$D" > "$D/torch$t.txt" 2>/dev/null || : > "$D/torch$t.txt"
+        flops=$(awk '$2 == "unet_flops" { print $3 }' "$D/torch$t.txt")
+        if [ -s "$D/torch$t.txt" ]; then   # torch's inputs, and its output to compare with
+            set -- -i "$D/image.png" -noise "$D/noise.safetensors" -ref "$D/torch_out.safetensors"
+        else
+            set -- -i data/fmnist/images/test/00010_coat.jpg
+        fi
+        "$G" bench-engine -model "$M" "$@" -p "A photo of a coat" -batch "$E_BATCH" -steps 25 -r 0.8 -guidance 3 \
+            -scheduler dpmpp2m -threads "$t" -repeat "$E_REPEAT" ${flops:+-flops "$flops"} -peak \
+            > "$D/genie$t.txt" 2>/dev/null
+        cat "$D/torch$t.txt" "$D/genie$t.txt" | awk -v t="$t" '{ v[$1 " " $2] = $3 }
+            END {
+                gm = v["genie ms_per_item_step"]; tm = v["torch ms_per_item_step"]
+                gg = v["genie unet_gflops_s"]; tg = v["torch unet_gflops_s"]; pk = v["genie sgemm_peak_gflops_s"]
+                printf "engine threads %d: genie %7.2f ms/item-step", t, gm
+                if (gg > 0) printf ", %6.2f GFLOP/s (%.0f%% of sgemm %.1f)", gg, 100 * gg / pk, pk
+                if (tm > 0) printf "; torch %7.2f ms/item-step, %6.2f GFLOP/s; genie %.2fx torch (UNet call %.2fx); max |diff| %s",
+                    tm, tg, tm / gm, v["torch unet_forward_s"] / v["genie unet_forward_s"],
+                    v["genie max_abs_diff_vs_torch"]
+                printf "\n" }'
+    done
+}
+[ "${1:-}" = engine ] && { engine_figures; exit 0; }
+# ---- end of engine_figures ----
+
 echo "== (a) trainer alone, $ITERS iterations"
 A=$(run plain)
 echo "== (b) with -genie, mode genie (r 0.8), module threads $THREADS, share $SHARE"
@@ -69,6 +115,8 @@ for x in "genie $B $(module_line genie)" "genie-ada $C $(module_line ada)"; do
         printf "%-10s trainer %7.1f img/s (%.2fx of the trainer alone, %.1f img/s); module kept %s (%s img/s); rows served %s of %s asked (%.1f%%)\n",
             name, t, (a > 0 ? t / a : 0), a, kept, rate, served, served + short, (served + short > 0 ? 100 * served / (served + short) : 0) }'
 done
+echo "== engine on the bundled model"
+engine_figures
 echo "== goals (online GeNIe at the price of plain training)"
 ADA=$(module_line ada)
 set -- $C $ADA

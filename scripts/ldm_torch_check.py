@@ -16,7 +16,6 @@ import sys
 
 
 import argparse
-import json
 import struct
 import zlib
 
@@ -26,23 +25,6 @@ import sd_ref as R  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402  (after sd_ref, which re-runs the script under python3-torch)
 import train_fmnist_ldm as T  # noqa: E402
-
-
-def load_model(d):
-    def cfg(sub, name="config.json"):
-        with open(os.path.join(d, sub, name)) as f:
-            return json.load(f)
-
-    def weights(module, path):
-        sd = {k: v.float() for k, v in R.load_safetensors(path).items() if not k.endswith("position_ids")}
-        module.load_state_dict(sd)
-        return module.eval()
-
-    tok = R.CLIPTokenizer.from_files(os.path.join(d, "tokenizer", "vocab.json"), os.path.join(d, "tokenizer", "merges.txt"))
-    clip = weights(R.CLIPTextModel(cfg("text_encoder")), os.path.join(d, "text_encoder", "model.safetensors"))
-    unet = weights(R.UNet2DConditionModel(cfg("unet")), os.path.join(d, "unet", "diffusion_pytorch_model.safetensors"))
-    vae = weights(R.AutoencoderKL(cfg("vae")), os.path.join(d, "vae", "diffusion_pytorch_model.safetensors"))
-    return R.SDModel(tok, clip, unet, vae, cfg("scheduler", "scheduler_config.json"))
 
 
 def read_png(path):
@@ -112,7 +94,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(2)
     os.makedirs(a.outdir, exist_ok=True)
-    m = load_model(a.model)
+    m = R.load_diffusers(a.model)
     S = m.vae.cfg["sample_size"]
     gray = T.read_idx("t10k-images-idx3-ubyte.gz")[:1]
     x8 = to_u8((T.to_model_images(gray)[0] + 1) / 2)

@@ -1420,6 +1420,28 @@ def write_diffusers(dirpath, model, unet_cfg, vae_cfg, clip_cfg, merges, dtype=t
     save_safetensors(csd, os.path.join(dirpath, "text_encoder", "model.safetensors"), {"format": "pt"})
 
 
+def load_weights(module, path):
+    """A safetensors file's tensors (F16/BF16 stored: F32 here) into module, every name checked; returns it."""
+    sd = {k: v.float() for k, v in load_safetensors(path).items() if not k.endswith("position_ids")}
+    module.load_state_dict(sd, strict=True)
+    return module
+
+
+def load_diffusers(d):
+    """A diffusers StableDiffusionPipeline folder (as write_diffusers writes it) as an SDModel in eval mode."""
+    def cfg(sub, name="config.json"):
+        with open(os.path.join(d, sub, name)) as f:
+            return json.load(f)
+
+    tok = CLIPTokenizer.from_files(os.path.join(d, "tokenizer", "vocab.json"), os.path.join(d, "tokenizer", "merges.txt"))
+    clip = load_weights(CLIPTextModel(cfg("text_encoder")), os.path.join(d, "text_encoder", "model.safetensors"))
+    unet = load_weights(UNet2DConditionModel(cfg("unet")), os.path.join(d, "unet", "diffusion_pytorch_model.safetensors"))
+    vae = load_weights(AutoencoderKL(cfg("vae")), os.path.join(d, "vae", "diffusion_pytorch_model.safetensors"))
+    for m in (clip, unet, vae):
+        m.eval()
+    return SDModel(tok, clip, unet, vae, cfg("scheduler", "scheduler_config.json"))
+
+
 def round_weights(module, dtype):
     """Rounds every parameter through dtype (e.g. F16) so the F32 reference computes from the stored weights."""
     with torch.no_grad():

@@ -161,8 +161,7 @@ def load_init(init, vae, unet, clip):
     for module, path in ((vae, "vae/diffusion_pytorch_model.safetensors"),
                          (unet, "unet/diffusion_pytorch_model.safetensors"),
                          (clip, "text_encoder/model.safetensors")):
-        sd = {k: v.float() for k, v in R.load_safetensors(os.path.join(init, path)).items()}
-        module.load_state_dict(sd, strict=True)
+        R.load_weights(module, os.path.join(init, path))
     with open(os.path.join(init, "vae", "config.json")) as f:
         return float(json.load(f)["scaling_factor"])
 

@@ -1,6 +1,7 @@
 /* genie img2img / txt2img / sweep / bench-engine: argument parsing, image in/out, progress, timing. */
 #include "src/cmd/cli.h"
 #include "common/args.h"
+#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "common/util.h"
 #include "common/imgio.h"
 #include "common/image.h"
+#include "common/pool.h"
 #include "augment/engine/safetensors.h"
 #include "augment/engine/scheduler.h"
 
@@ -25,6 +27,8 @@ typedef struct {
     int batch, repeat;
     int verbose;                    /* -v: the backend's memory after the run */
     int ada;                        /* bench-engine -ada: the items cycle through GeNIe-Ada's r set */
+    double flops;                   /* bench-engine -flops: FLOPs of one UNet call at the CFG batch (0: none) */
+    int peak;                       /* bench-engine -peak: also measure sgemm's GFLOP/s on the same threads */
 } cli_args;
 
 static int parse_args(const char *name, int argc, char **argv, cli_args *a)
@@ -47,6 +51,8 @@ static int parse_args(const char *name, int argc, char **argv, cli_args *a)
                             ARG_OPT("-precision", ARG_STR, &a->eo.precision),
                             ARG_OPT("-v", ARG_SWITCH, &a->verbose),
                             ARG_OPT("-ada", ARG_SWITCH, &a->ada),
+                            ARG_OPT("-peak", ARG_SWITCH, &a->peak),
+                            ARG_RANGE("-flops", ARG_DOUBLE, &a->flops, 0, 1e18),
                             ARG_OPT("-i", ARG_STR, &a->input),
                             ARG_OPT("-p", ARG_STR, &a->prompt),
                             ARG_OPT("-o", ARG_STR, &a->output),
@@ -209,6 +215,52 @@ static void print_memory(const engine_info *in)
     fputc('\n', stderr);
 }
 
+/* ---- -peak: the GFLOP/s a product can reach here ---- */
+
+#define PEAK_N 2048
+
+typedef struct {
+    const float *a, *b;
+    float *c;
+    int rows;                       /* rows of c per task */
+} peak_job;
+
+static void peak_task(void *v, int t, int worker)
+{
+    const peak_job *j = v;
+    int r0 = t * j->rows, m = PEAK_N - r0 < j->rows ? PEAK_N - r0 : j->rows;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, PEAK_N, PEAK_N, 1.0f, j->a + (size_t)r0 * PEAK_N,
+                PEAK_N, j->b, PEAK_N, 0.0f, j->c + (size_t)r0 * PEAK_N, PEAK_N);
+}
+
+/* OpenBLAS sgemm at 2048^3 as the CPU backend runs its products: single-threaded sgemm calls (the engine has set
+ * OpenBLAS to one thread) on a pool of `threads`, one block of rows each; the best of 3 after a warm-up, in
+ * GFLOP/s, or -1 + err_msg(). */
+static double sgemm_peak_gflops(int threads)
+{
+    size_t n = (size_t)PEAK_N * PEAK_N;
+    float *a = malloc(3 * n * sizeof(float));
+    pool *p = a ? pool_create(threads, 0) : NULL;
+    if (!p) {
+        if (a) err_wrap("-peak: ");
+        else err_set("-peak: out of memory");
+        free(a);
+        return -1;
+    }
+    for (size_t i = 0; i < 2 * n; i++) a[i] = (float)(i % 17) * 0.0625f - 0.5f;
+    peak_job j = {a, a + n, a + 2 * n, (PEAK_N + threads - 1) / threads};
+    double best = 0;
+    for (int k = 0; k < 4; k++) {
+        double t0 = util_now();
+        pool_run(p, peak_task, &j, threads);
+        double g = 2.0 * n * PEAK_N / (util_now() - t0) / 1e9;
+        if (k && g > best) best = g;
+    }
+    pool_free(p);
+    free(a);
+    return best;
+}
+
 /* ---- commands ---- */
 
 enum { MODE_IMG2IMG, MODE_TXT2IMG, MODE_SWEEP, MODE_BENCH };
@@ -230,8 +282,8 @@ static int run(const char *name, int argc, char **argv, int mode)
         err_set("%s: -o <output> is required", name);
         goto done;
     }
-    if (a.ada && mode != MODE_BENCH) {
-        err_set("%s: -ada is for bench-engine", name);
+    if ((a.ada || a.peak || a.flops > 0) && mode != MODE_BENCH) {
+        err_set("%s: -ada, -flops and -peak are for bench-engine", name);
         goto done;
     }
     /* an option a command does not use is an error, not silently dropped */
@@ -307,6 +359,10 @@ static int run(const char *name, int argc, char **argv, int mode)
         t_unet = ts[a.repeat / 2];
         printf("genie unet_forward_s %.4f\n", t_unet);
         printf("genie unet_batch %d\n", ub);
+        if (a.flops > 0) {
+            printf("genie unet_flops %.0f\n", a.flops);
+            printf("genie unet_gflops_s %.2f\n", a.flops / t_unet / 1e9);
+        }
     }
     ps.t0 = util_now();
     if (engine_img2img(e, it, n)) goto bench_done;
@@ -324,7 +380,11 @@ static int run(const char *name, int argc, char **argv, int mode)
         printf("genie img2img_s %.4f\n", t_prompt + t_run);
         printf("genie img2img_mean %.6f\n", mean / (ni * n));
         /* steps 2..last: the first step also waits for the VAE encode queued before it */
-        if (ps.last > 1) printf("genie denoise_it_s %.3f\n", (ps.last - 1) / (ps.t_last - ps.t_first));
+        if (ps.last > 1) {
+            double it_s = (ps.last - 1) / (ps.t_last - ps.t_first);
+            printf("genie denoise_it_s %.3f\n", it_s);
+            printf("genie ms_per_item_step %.3f\n", 1000.0 / (it_s * n));
+        }
         printf("genie images_per_s %.3f\n", n / t_run);
         printf("genie mem_weights_mb %.1f\n", info.mem_weights / MB);
         printf("genie mem_buffers_mb %.1f\n", info.mem_buffers / MB);
@@ -332,6 +392,12 @@ static int run(const char *name, int argc, char **argv, int mode)
         if (info.device_total) printf("genie device_used_mb %.1f\n", info.device_used / MB);
         printf("genie weights_mb %.1f\n", info.weight_file_bytes / 1048576.0);
         printf("genie peak_rss_mb %.1f\n", peak_rss_mb());
+        if (a.peak) {
+            int cores = util_cores(), th = a.eo.threads > 0 && a.eo.threads < cores ? a.eo.threads : cores;
+            double g = strcmp(a.eo.device, "cpu") ? 0 : sgemm_peak_gflops(th);
+            if (g < 0) goto bench_done;
+            if (g > 0) printf("genie sgemm_peak_gflops_s %.2f\n", g);
+        }
         if (a.ref) {
             st_file *rf = st_open(a.ref);
             const st_tensor *t = rf ? st_find(rf, "image") : NULL;

@@ -42,7 +42,8 @@ static const command commands[] = {
     {"txt2img", cli_txt2img, "txt2img -model M -p \"prompt\" -o out.png [options as img2img]"},
     {"sweep", cli_sweep, "sweep -model M -i src -p \"prompt\" -o strip.png   (r = 0.1 ... 1.0, labelled strip)"},
     {"bench-engine", cli_bench_engine,
-     "bench-engine -model M -i src -p \"prompt\" [-r R] [-batch B] [-repeat K] [-ada]"},
+     "bench-engine -model M -i src -p \"prompt\" [-r R] [-batch B] [-repeat K] [-ada]\n"
+     "        [-flops F (one UNet call's FLOPs: GFLOP/s)] [-peak (sgemm's GFLOP/s on these threads)]"},
     {"bench-loader", bench_loader_main,
      "bench-loader <data> <cfg> [-threads N] [-batches K]   (genie's loader vs darknet's load_data)"},
 };

@@ -25,8 +25,12 @@
 /* Per-thread scratch for im2col columns and attention score tiles: 4 Mi floats (16 MB), one row of
  * OPS_MAX_KEYS scores at least. */
 #define SCRATCH_FLOATS ((size_t)OPS_MAX_KEYS)
-/* Elementwise ops are split into tiles of this many floats. */
-#define EW_TILE ((size_t)1 << 16)
+/* Elementwise ops are split into tiles of this many floats (64 KB: a batch of small maps still gives every
+ * thread a share). */
+#define EW_TILE ((size_t)1 << 14)
+/* A job estimated to take less than this many nanoseconds on one thread runs on the calling thread: waking the
+ * workers (a futex each, and a wait when the machine is busy) costs more than they would save. */
+#define INLINE_NS 30000.0
 
 typedef struct {
     ops_backend be;
@@ -35,6 +39,17 @@ typedef struct {
 } cpu_backend;
 
 static pool *pool_of(ops_backend *be) { return ((cpu_backend *)be)->p; }
+
+/* pool_run, or the tasks in turn on the calling thread (worker 0, whose scratch the caller owns) when the job is
+ * small: `ns` is a rough single-thread estimate. Which thread runs a task never changes its result. */
+static void run_tasks(ops_backend *be, pool_fn fn, void *ctx, int ntasks, double ns)
+{
+    if (ns >= INLINE_NS && pool_threads(pool_of(be)) > 1) {
+        pool_run(pool_of(be), fn, ctx, ntasks);
+        return;
+    }
+    for (int t = 0; t < ntasks; t++) fn(ctx, t, 0);
+}
 
 static int ceil_div(size_t a, size_t b) { return (int)((a + b - 1) / b); }
 
@@ -148,7 +163,11 @@ static void ew_task(void *v, int t, int worker)
     }
 }
 
-static void ew_run(ops_backend *be, ew_job *j) { pool_run(pool_of(be), ew_task, j, ceil_div(j->n, EW_TILE)); }
+static void ew_run(ops_backend *be, ew_job *j)
+{
+    /* ~1 ns a float; an activation's exp or erf ~5 */
+    run_tasks(be, ew_task, j, ceil_div(j->n, EW_TILE), (double)j->n * (j->kind == EW_ACT ? 5 : 1));
+}
 
 static void cpu_add(ops_backend *be, const float *a, const float *b, size_t n, float *y)
 {
@@ -190,7 +209,7 @@ static void geglu_task(void *v, int t, int worker)
 static void cpu_geglu(ops_backend *be, const float *x, int rows, int inner, float *y)
 {
     geglu_job j = {x, y, rows, inner};
-    pool_run(pool_of(be), geglu_task, &j, ceil_div(rows, 16));
+    run_tasks(be, geglu_task, &j, ceil_div(rows, 16), 5.0 * rows * inner);
 }
 
 /* ---- layout ---- */
@@ -217,7 +236,7 @@ static void upsample_task(void *v, int t, int worker)
 static void cpu_upsample2x(ops_backend *be, const float *x, int B, int C, int H, int W, float *y)
 {
     layout_job j = {.a = x, .y = y, .H = H, .W = W};
-    pool_run(pool_of(be), upsample_task, &j, B * C);
+    run_tasks(be, upsample_task, &j, B * C, 4.0 * B * C * H * W);
 }
 
 static void concat_task(void *v, int t, int worker)
@@ -232,7 +251,7 @@ static void concat_task(void *v, int t, int worker)
 static void cpu_concat(ops_backend *be, const float *a, int Ca, const float *b, int Cb, int B, int HW, float *y)
 {
     layout_job j = {.a = a, .b = b, .y = y, .C = Ca, .Cb = Cb, .HW = HW};
-    pool_run(pool_of(be), concat_task, &j, B);
+    run_tasks(be, concat_task, &j, B, (double)B * (Ca + Cb) * HW);
 }
 
 /* Blocked transpose of each batch item's [R, S] matrix into [S, R]; task = (b, block of 32 rows). */
@@ -258,7 +277,7 @@ static void transpose_task(void *v, int t, int worker)
 static void transpose(ops_backend *be, const float *x, int B, int R, int S, float *y)
 {
     transpose_job j = {x, y, R, S, ceil_div(R, 32)};
-    pool_run(pool_of(be), transpose_task, &j, B * j.rblocks);
+    run_tasks(be, transpose_task, &j, B * j.rblocks, 2.0 * B * R * S);
 }
 
 static void cpu_to_tokens(ops_backend *be, const float *x, int B, int C, int HW, float *y)
@@ -329,7 +348,7 @@ static void cpu_group_norm(ops_backend *be, const float *x, int B, int C, int HW
                            const float *gamma, const float *beta, enum ops_act act, float *y)
 {
     norm_job j = {.x = x, .gamma = gamma, .beta = beta, .y = y, .C = C, .HW = HW, .G = G, .eps = eps, .act = act};
-    pool_run(pool_of(be), group_norm_task, &j, B * G);
+    run_tasks(be, group_norm_task, &j, B * G, (act == OPS_ACT_NONE ? 3.0 : 8.0) * B * C * HW);
 }
 
 static void layer_norm_task(void *v, int t, int worker)
@@ -351,7 +370,7 @@ static void cpu_layer_norm(ops_backend *be, const float *x, int rows, int C, flo
                            const float *beta, float *y)
 {
     norm_job j = {.x = x, .gamma = gamma, .beta = beta, .y = y, .C = C, .rows = rows, .eps = eps};
-    pool_run(pool_of(be), layer_norm_task, &j, ceil_div(rows, 16));
+    run_tasks(be, layer_norm_task, &j, ceil_div(rows, 16), 4.0 * rows * C);
 }
 
 /* ---- matrix products ---- */
@@ -405,7 +424,7 @@ static void cpu_linear(ops_backend *be, const float *x, int rows, int in, const 
                        float *y)
 {
     linear_job j = {x, w, bias, y, rows, in, out, tile_2d(rows, out, 256, 8)};
-    pool_run(pool_of(be), linear_task, &j, j.t.rt * j.t.ct);
+    run_tasks(be, linear_task, &j, j.t.rt * j.t.ct, 2.0 * rows * in * out / 30);   /* ~30 GFLOP/s */
 }
 
 typedef struct {
@@ -418,34 +437,47 @@ typedef struct {
     const pool *p;              /* whose per-thread scratch holds the columns */
 } conv_job;
 
-/* col[K, p1-p0]: row (ci, ky, kx), column = output pixel p. Walks the tile one output-row segment at a time so
- * that stride-1 rows are a zero-fill plus one memcpy. */
+/* d[0..n) = src[0..n), or zeros when src is NULL: the rows of small maps are a few floats, shorter than a call
+ * to memcpy or memset costs */
+static inline void row_copy(float *d, const float *src, int n)
+{
+    if (n >= 16) {
+        if (src) memcpy(d, src, n * sizeof(float));
+        else memset(d, 0, n * sizeof(float));
+    } else if (src) {
+        for (int i = 0; i < n; i++) d[i] = src[i];
+    } else {
+        for (int i = 0; i < n; i++) d[i] = 0.0f;
+    }
+}
+
+/* col[K, p1-p0]: row (ci, ky, kx), column = output pixel p. Walks the tile one output-row segment at a time
+ * (without a division per segment) so that stride-1 rows are a zero-fill plus one copy. */
 static void im2col(const conv_job *j, const float *x, int p0, int p1, float *col)
 {
-    int n = p1 - p0, k = j->k, s = j->stride;
+    int n = p1 - p0, k = j->k, s = j->stride, Wo = j->Wo, oy0 = p0 / Wo, ox00 = p0 % Wo;
     for (int ci = 0; ci < j->Cin; ci++) {
         const float *xc = x + (size_t)ci * j->H * j->W;
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 float *c = col + ((size_t)(ci * k + ky) * k + kx) * n;
-                for (int p = p0; p < p1;) {
-                    int oy = p / j->Wo, ox0 = p % j->Wo;
-                    int ox1 = ox0 + (p1 - p) < j->Wo ? ox0 + (p1 - p) : j->Wo;
+                int off = kx - j->pl;                /* ix = ox * s + off */
+                for (int p = p0, oy = oy0, ox0 = ox00; p < p1; oy++, ox0 = 0) {
+                    int ox1 = ox0 + (p1 - p) < Wo ? ox0 + (p1 - p) : Wo;
                     float *d = c + (p - p0) - ox0;   /* d[ox] is output column ox of this row */
                     int iy = oy * s - j->pt + ky;
                     p += ox1 - ox0;
                     if (iy < 0 || iy >= j->H) {
-                        memset(d + ox0, 0, (ox1 - ox0) * sizeof(float));
+                        row_copy(d + ox0, NULL, ox1 - ox0);
                         continue;
                     }
                     const float *src = xc + (size_t)iy * j->W;
-                    int off = kx - j->pl;            /* ix = ox * s + off */
                     if (s == 1) {
                         int lo = ox0 > -off ? ox0 : -off, hi = ox1 < j->W - off ? ox1 : j->W - off;
                         if (hi < lo) hi = lo = ox1 < lo ? ox1 : lo;
-                        for (int ox = ox0; ox < lo; ox++) d[ox] = 0.0f;
-                        memcpy(d + lo, src + lo + off, (hi - lo) * sizeof(float));
-                        for (int ox = hi; ox < ox1; ox++) d[ox] = 0.0f;
+                        row_copy(d + ox0, NULL, lo - ox0);
+                        row_copy(d + lo, src + lo + off, hi - lo);
+                        row_copy(d + hi, NULL, ox1 - hi);
                     } else {
                         for (int ox = ox0; ox < ox1; ox++) {
                             int ix = ox * s + off;
@@ -513,7 +545,7 @@ static void cpu_conv2d(ops_backend *be, const float *x, int B, int Cin, int H, i
         j.ncchunk = ceil_div(Cout, cc);
     }
     j.cchunk = ceil_div(Cout, j.ncchunk);
-    pool_run(pool_of(be), conv_task, &j, B * j.npchunk * j.ncchunk);
+    run_tasks(be, conv_task, &j, B * j.npchunk * j.ncchunk, 2.0 * B * P * Cout * j.K / 30);
 }
 
 /* ---- attention ---- */
@@ -672,7 +704,7 @@ static void cpu_attention(ops_backend *be, const float *q, int ldq, const float 
     j.qb = (int)(qb < ATT_QB ? qb : ATT_QB);
     if (j.qb < 1) j.qb = 1;
     j.qblocks = ceil_div(Tq, j.qb);
-    pool_run(pool_of(be), attention_task, &j, B * heads * j.qblocks);
+    run_tasks(be, attention_task, &j, B * heads * j.qblocks, 4.0 * B * heads * Tq * Tk * dh / 20);
 }
 
 /* ---- embeddings ---- */
