@@ -81,7 +81,6 @@ import torch  # noqa: E402  (after sd_ref, which re-runs the script under python
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import train_fmnist_ldm as T  # noqa: E402
-from ldm_torch_check import load_model  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TEACHER = os.path.join(ROOT, "data", "models", "fmnist-ldm")
@@ -264,7 +263,7 @@ def encode_train_set(vae):
 
 
 def distill(args, log):
-    teacher = load_model(args.teacher)
+    teacher = R.load_diffusers(args.teacher)
     tunet = teacher.unet.eval().requires_grad_(False)
     sf = teacher.vae.cfg["scaling_factor"]
     ac, _ = R.alphas_cumprod(teacher.sched_cfg)
@@ -386,7 +385,7 @@ def tile(img, scale=2):
 
 @torch.no_grad()
 def evaluate(folder, args, log):
-    teacher = load_model(args.teacher)
+    teacher = R.load_diffusers(args.teacher)
     student = load_student(folder)
     tok_dir = os.path.join(folder, "tokenizer")
     assert all(open(os.path.join(tok_dir, f), "rb").read() == open(os.path.join(args.teacher, "tokenizer", f), "rb").read()
