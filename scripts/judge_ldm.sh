@@ -7,7 +7,9 @@
 #   3. the C engine against the PyTorch reference (scripts/ldm_torch_check.py) on the same inputs and noise.
 # Generated images are 32x32 PNGs given to the judge as files: its validation transform scales the shorter side to
 # 28 and centre-crops, as the trainer's loader does with GeNIe outputs.
-# usage: scripts/judge_ldm.sh [MODEL] [OUTDIR]     (env: N_T2I, N_SRC, STEPS, GUIDANCE, PAIRS, JUDGE_CFG, JUDGE_W)
+# usage: scripts/judge_ldm.sh [MODEL] [OUTDIR]     (env: N_T2I, N_SRC, STEPS, GUIDANCE, SCHED (ddim; lcm for an
+#        LCM-distilled model, whose engine-vs-PyTorch check is tests/test_lcm.c: part 3 is then skipped), PAIRS,
+#        JUDGE_CFG, JUDGE_W)
 # Writes OUTDIR/results.json, OUTDIR/genie_curve.png, OUTDIR/sweep_<S>_<T>.png; prints every figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,13 +19,14 @@ N_T2I=${N_T2I:-30}
 N_SRC=${N_SRC:-20}
 STEPS=${STEPS:-25}
 GUIDANCE=${GUIDANCE:-7.5}
+SCHED=${SCHED:-ddim}
 PAIRS=${PAIRS:-"sandal:sneaker tee:dress bag:boot trouser:coat"}
 JUDGE_CFG=${JUDGE_CFG:-cfg/fmnist.cfg}
 JUDGE_W=${JUDGE_W:-data/models/fmnist-judge.weights}
 PY=/usr/bin/python3
 CLASSES=(tee trouser pullover dress coat sandal shirt sneaker bag boot)
 G="./genie"
-OPTS=(-model "$MODEL" -steps "$STEPS" -guidance "$GUIDANCE" -scheduler ddim)
+OPTS=(-model "$MODEL" -steps "$STEPS" -guidance "$GUIDANCE" -scheduler "$SCHED")
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -73,9 +76,9 @@ for pair in $PAIRS; do
     p=$((p + 1))
 done
 echo "== $n txt2img samples ($N_T2I per class) and GeNIe img2img of $N_SRC sources per pair at r = 0.1 .. 1.0" \
-     "(DDIM $STEPS steps, guidance $GUIDANCE)"
+     "($SCHED $STEPS steps, guidance $GUIDANCE)"
 "$G" generate "$PLAN" -labels data/fmnist/labels.list -model "$MODEL" -steps "$STEPS" -guidance "$GUIDANCE" \
-    -scheduler ddim -batch 20 2> "$OUT/generate.log"
+    -scheduler "$SCHED" -batch 20 2> "$OUT/generate.log"
 judge "$OUT/t2i.list" t2i
 p=0
 for pair in $PAIRS; do
@@ -89,6 +92,7 @@ for pair in $PAIRS; do
     p=$((p + 1))
 done
 
+if [ "$SCHED" = ddim ]; then
 echo "== C engine vs PyTorch reference (same source, noise file, DDIM $STEPS steps, guidance $GUIDANCE)"
 $PY scripts/ldm_torch_check.py "$MODEL" "$OUT/torch" --steps "$STEPS" --guidance "$GUIDANCE" --r 0.8 \
     --prompt "A photo of a bag" > /dev/null
@@ -97,8 +101,9 @@ $PY scripts/ldm_torch_check.py "$MODEL" "$OUT/torch" --steps "$STEPS" --guidance
 "$G" txt2img "${OPTS[@]}" -p "A photo of a bag" -noise "$OUT/torch/noise.safetensors" -o "$OUT/torch/genie_t2i.png" \
     2> /dev/null
 $PY scripts/ldm_torch_check.py --compare-png "$OUT/torch/genie_t2i.png" "$OUT/torch/txt2img.png" > "$OUT/torch/png.log"
+fi
 
-OUT="$OUT" PAIRS="$PAIRS" STEPS="$STEPS" GUIDANCE="$GUIDANCE" MODEL="$MODEL" $PY - <<'EOF'
+OUT="$OUT" PAIRS="$PAIRS" STEPS="$STEPS" GUIDANCE="$GUIDANCE" MODEL="$MODEL" SCHED="$SCHED" $PY - <<'EOF'
 import json, os, re, sys
 import numpy as np
 sys.path.insert(0, "scripts")
@@ -112,7 +117,7 @@ def conf(name):
     return np.array([[float(v) for v in r[1:]] for r in rows])
 
 res = {"model": os.environ["MODEL"], "steps": int(os.environ["STEPS"]), "guidance": float(os.environ["GUIDANCE"]),
-       "scheduler": "ddim"}
+       "scheduler": os.environ["SCHED"]}
 m = conf("t2i")
 per = {names[c]: m[c, c] / m[c].sum() for c in range(10)}
 res["txt2img_accuracy"] = float(np.trace(m) / m.sum())
@@ -137,11 +142,12 @@ res["genie_mean_p_target_r08"] = float(np.mean([v["p_target"][7] for v in curves
 res["genie_mean_p_source_r03"] = float(np.mean([v["p_source"][2] for v in curves.values()]))
 print(f"GeNIe mean over pairs: P(T) at r=0.8 {res['genie_mean_p_target_r08']:.3f}, "
       f"P(S) at r=0.3 {res['genie_mean_p_source_r03']:.3f}")
-bench = open(os.path.join(out, "torch", "bench.log")).read()
-res["engine_vs_torch_img2img_max_abs"] = float(re.search(r"max_abs_diff_vs_torch (\S+)", bench).group(1))
-res["engine_vs_torch_txt2img_png_max_abs_8bit"] = int(open(os.path.join(out, "torch", "png.log")).read().split()[1])
-print(f"C engine vs PyTorch: img2img r=0.8 batch 2 max abs diff {res['engine_vs_torch_img2img_max_abs']:.3g} "
-      f"(images in [0,1]); txt2img 8-bit PNGs max diff {res['engine_vs_torch_txt2img_png_max_abs_8bit']} levels")
+if os.environ["SCHED"] == "ddim":
+    bench = open(os.path.join(out, "torch", "bench.log")).read()
+    res["engine_vs_torch_img2img_max_abs"] = float(re.search(r"max_abs_diff_vs_torch (\S+)", bench).group(1))
+    res["engine_vs_torch_txt2img_png_max_abs_8bit"] = int(open(os.path.join(out, "torch", "png.log")).read().split()[1])
+    print(f"C engine vs PyTorch: img2img r=0.8 batch 2 max abs diff {res['engine_vs_torch_img2img_max_abs']:.3g} "
+          f"(images in [0,1]); txt2img 8-bit PNGs max diff {res['engine_vs_torch_txt2img_png_max_abs_8bit']} levels")
 R.write_json(os.path.join(out, "results.json"), res)
 
 # P(T) vs r: a small line plot drawn with numpy (no matplotlib), written with sd_ref.write_png
