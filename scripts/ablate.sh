@@ -138,6 +138,8 @@ generate() {   # seed
     for arm in $ARMS; do
         m=$(gen_mode "$arm")
         [ -n "$m" ] || continue
+        # images lent by BASE (the same generation settings): made already, their f_theta path aside
+        if [ -L "$d/gen" ] && [ -f "$d/gen/$arm.index.csv" ]; then echo "== seed $1: $arm: BASE's images"; continue; fi
         set -- $m "$1"
         mkdir -p "$d/gen"
         echo "== seed $3: generating $arm"
