@@ -97,41 +97,9 @@ EVAL_PAIRS = [(5, 7), (0, 3), (8, 9), (1, 4)]
 # The student: sd_ref's UNet with diffusers' TimestepEmbedding cond_proj
 # ---------------------------------------------------------------------------------------------------------
 
-class CondTimestepEmbedding(R.TimestepEmbedding):
-    """diffusers TimestepEmbedding(cond_proj_dim=D): linear_1(sample + cond_proj(condition)), cond_proj bias-free."""
-
-    def __init__(self, cin, dim, cond_dim):
-        super().__init__(cin, dim)
-        self.cond_proj = nn.Linear(cond_dim, cin, bias=False)
-        nn.init.zeros_(self.cond_proj.weight)
-        self.condition = None    # set by LCMUNet.forward for one call (sd_ref's forward passes the sample only)
-
-    def forward(self, x):
-        if self.condition is not None:
-            x = x + self.cond_proj(self.condition)
-        return super().forward(x)
-
-
-class LCMUNet(R.UNet2DConditionModel):
-    """UNet2DConditionModel with time_cond_proj_dim: forward(x, t, ctx, timestep_cond) as diffusers' unet(...,
-    timestep_cond=w_embedding)."""
-
-    def __init__(self, cfg):
-        super().__init__({k: v for k, v in cfg.items() if k != "time_cond_proj_dim"})
-        self.cfg = cfg
-        c0 = cfg["block_out_channels"][0]
-        self.time_embedding = CondTimestepEmbedding(c0, 4 * c0, cfg["time_cond_proj_dim"])
-
-    def forward(self, x, t, ctx, timestep_cond=None):
-        self.time_embedding.condition = timestep_cond
-        try:
-            return super().forward(x, t, ctx)
-        finally:
-            self.time_embedding.condition = None
-
-
 def student_from_teacher(teacher_unet, cond_dim):
-    s = LCMUNet(dict(teacher_unet.cfg, time_cond_proj_dim=cond_dim))
+    s = R.UNet2DConditionModel(dict(teacher_unet.cfg, time_cond_proj_dim=cond_dim))
+    nn.init.zeros_(s.time_embedding.cond_proj.weight)   # the student starts as the teacher
     missing, unexpected = s.load_state_dict(teacher_unet.state_dict(), strict=False)
     assert missing == ["time_embedding.cond_proj.weight"] and not unexpected, (missing, unexpected)
     return s
@@ -141,7 +109,7 @@ def load_student(folder):
     with open(os.path.join(folder, "unet", "config.json")) as f:
         cfg = json.load(f)
     assert cfg.get("time_cond_proj_dim"), f"{folder}/unet/config.json has no time_cond_proj_dim"
-    s = LCMUNet(cfg)
+    s = R.UNet2DConditionModel(cfg)
     sd = R.load_safetensors(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors"))
     s.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     return s.eval()
@@ -150,17 +118,6 @@ def load_student(folder):
 # ---------------------------------------------------------------------------------------------------------
 # LCM pieces (diffusers semantics)
 # ---------------------------------------------------------------------------------------------------------
-
-def guidance_embedding(w, dim):
-    """LatentConsistencyModelPipeline.get_guidance_scale_embedding: [sin, cos] of 1000 w at frequencies
-    exp(-i ln(10000) / (dim/2 - 1)), zero-padded to an odd dim."""
-    w = w.float() * 1000.0
-    half = dim // 2
-    f = torch.exp(torch.arange(half, dtype=torch.float32) * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
-    e = w[:, None] * f[None, :]
-    e = torch.cat([torch.sin(e), torch.cos(e)], dim=1)
-    return F.pad(e, (0, 1)) if dim % 2 == 1 else e
-
 
 def boundary_scalings(t):
     """LCMScheduler.get_scalings_for_boundary_condition_discrete: (c_skip, c_out) at timesteps t."""
@@ -175,7 +132,7 @@ def bcast(v):
 def consistency_fn(unet, x, t, ctx, wemb, ac):
     """f(x, t) = c_skip x + c_out x0, x0 from the UNet's epsilon."""
     a = bcast(ac[t])
-    x0 = (x - (1 - a).sqrt() * unet(x, t, ctx, wemb)) / a.sqrt()
+    x0 = (x - (1 - a).sqrt() * unet(x, t, ctx, timestep_cond=wemb)) / a.sqrt()
     c_skip, c_out = boundary_scalings(t)
     return bcast(c_skip) * x + bcast(c_out) * x0
 
@@ -195,7 +152,7 @@ def lcm_img2img(unet, z0, ctx, guidance, n, strength, latent_noise, gen, ac):
     """LatentConsistencyModelImg2ImgPipeline on given latents z0: returns the last step's denoised latents."""
     ts = lcm_timesteps(n, strength)
     B = z0.shape[0]
-    wemb = guidance_embedding(torch.full((B,), guidance - 1.0), unet.cfg["time_cond_proj_dim"])
+    wemb = R.guidance_scale_embedding(torch.full((B,), guidance - 1.0), unet.cfg["time_cond_proj_dim"])
     x = R.add_noise(ac, z0, latent_noise, ts[0])
     for i, t in enumerate(ts):
         tt = torch.full((B,), t, dtype=torch.int64)
@@ -340,7 +297,7 @@ def distill(args, log):
         eps = torch.randn(z0.shape, generator=gen)
         x = bcast(ac[t]).sqrt() * z0 + bcast(1 - ac[t]).sqrt() * eps
         g = args.g_min + (args.g_max - args.g_min) * torch.rand(B, generator=gen)
-        wemb = guidance_embedding(g - 1.0, cond_dim)
+        wemb = R.guidance_scale_embedding(g - 1.0, cond_dim)
 
         pred = consistency_fn(student, x, t, ctx, wemb, ac)
         with torch.no_grad():
