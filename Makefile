@@ -3,7 +3,9 @@
 #   make            CPU build of ./genie
 #   make MPI=0      without Open MPI even where it is installed (MPI=1, the default when mpicc works: `mpirun -np N
 #                   ./genie generate` splits a plan over N ranks; only common/dist.c sees mpi.h)
-#   make GPU=1      also compiles the CUDA code with nvcc (cuBLAS, cuRAND), into build-gpu/genie
+#   make GPU=1      also compiles the CUDA code with nvcc (cuBLAS, cuRAND), into build-gpu/genie, on a GPU
+#                   libdarknet.so built from Debian's darknet source (scripts/darknet_gpu.sh, patches/darknet/)
+#                   into build-gpu/darknet/; CUDNN=1 builds that library with cuDNN
 #   make test       installs missing Debian packages, builds and runs every tests/test_*.c
 #                   (closing line: N passed, N failed)
 #   make asan       the same tests under AddressSanitizer + UBSan
@@ -15,10 +17,13 @@
 #   make bench-dist   genie generate by one process and by mpirun -np 2 ranks: kept img/s, the same bytes
 #   make bench-gpu    the engine on a CUDA device at SD 1.5 shapes: it/s, GeNIe images/s, memory
 #
-# libdarknet.so (Debian) is built with no GPU/CUDNN defines; its structs change layout with them, so
-# nothing that includes darknet.h may ever be compiled with -DGPU. The CUDA side uses GENIE_CUDA instead.
+# libdarknet.so (Debian) is built with no GPU/CUDNN defines; its structs change layout with them, so every file
+# that includes darknet.h is compiled with the defines of the library it links: none in the CPU build, -DGPU (and
+# -DCUDNN) against build-gpu/darknet's library in the GPU build (src/net/netio.c asserts the layout). The engine's
+# CUDA side uses GENIE_CUDA.
 
 GPU      ?= 0
+CUDNN    ?= 0
 ifeq ($(origin MPI),undefined)
 MPI      := $(shell mpicc -showme:compile >/dev/null 2>&1 && echo 1 || echo 0)
 endif
@@ -35,13 +40,22 @@ OPT      := -O2 -march=x86-64-v2 -mtune=native
 ifeq ($(DEBUG),1)
 OPT      := -O0 -g
 endif
+DARKNET_INC := $(DARKNET)/include
+DARKNET_LIB := -L$(DARKNET) -Wl,-rpath,$(DARKNET) -ldarknet
+DARKNET_SO  :=
+ifeq ($(GPU),1)
+DARKNET_SO  := build-gpu/darknet/libdarknet.so
+DARKNET_INC := build-gpu/darknet/include
+# found beside the binary (build-gpu/genie) and the tests (build-gpu/tests/*): the folder can move
+DARKNET_LIB := -Lbuild-gpu/darknet -Wl,-rpath,'$$ORIGIN/darknet:$$ORIGIN/../darknet' -ldarknet
+endif
 CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -pthread -g $(OPT) \
-            -I. -I$(DARKNET)/include
+            -I. -I$(DARKNET_INC)
 
 # no contracted multiply-adds, whatever -march says: the CPU ops are the reference that the CUDA twins (-fmad=false
 # or round-to-nearest intrinsics where bit equality is claimed) and the PyTorch fixtures are compared with
 CFLAGS   += -ffp-contract=off
-LDLIBS   += -L$(DARKNET) -Wl,-rpath,$(DARKNET) -ldarknet -lturbojpeg -lpng -lopenblas -lcjson -lz -lm -pthread
+LDLIBS   += $(DARKNET_LIB) -lturbojpeg -lpng -lopenblas -lcjson -lz -lm -pthread
 ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
@@ -68,12 +82,17 @@ HEADERS     := $(shell find common augment src -name '*.h')
 ifeq ($(GPU),1)
 BUILD       := build-gpu
 BIN         := build-gpu/genie
-CFLAGS      += -DGENIE_CUDA -I$(CUDA)/include
-LDLIBS      += -L$(CUDA)/lib64 -Wl,-rpath,$(CUDA)/lib64 -lcublas -lcurand -lcudart -lstdc++
-NVFLAGS     := -O2 -std=c++17 -I. -DGENIE_CUDA \
-               -gencode arch=compute_75,code=sm_75 -gencode arch=compute_80,code=sm_80 \
+CUDA_ARCH   := -gencode arch=compute_75,code=sm_75 -gencode arch=compute_80,code=sm_80 \
                -gencode arch=compute_86,code=sm_86 -gencode arch=compute_89,code=sm_89 \
                -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+# GPU (and CUDNN): the defines the GPU libdarknet.so is built with, for every file (those with darknet.h need them)
+CFLAGS      += -DGENIE_CUDA -DGPU -I$(CUDA)/include
+LDLIBS      += -L$(CUDA)/lib64 -Wl,-rpath,$(CUDA)/lib64 -lcublas -lcurand -lcudart -lstdc++
+ifeq ($(CUDNN),1)
+CFLAGS      += -DCUDNN
+LDLIBS      += -lcudnn
+endif
+NVFLAGS     := -O2 -std=c++17 -I. -DGENIE_CUDA $(CUDA_ARCH)
 CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 # the device noise must be philox_fill_normal's: no FMA contraction, so Box-Muller's arguments round as on the host
 $(BUILD)/augment/engine/backend/rng_cuda.cu.o: NVFLAGS += -fmad=false
@@ -103,11 +122,11 @@ all: $(BIN)
 $(BIN): $(MAIN_SRC:%.c=$(BUILD)/%.o) $(LIB_OBJ) $(MPI_FLAG)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
-$(BUILD)/%.o: %.c $(HEADERS)
+$(BUILD)/%.o: %.c $(HEADERS) | $(DARKNET_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/common/dist-mpi.o: common/dist.c $(HEADERS)
+$(BUILD)/common/dist-mpi.o: common/dist.c $(HEADERS) | $(DARKNET_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DGENIE_MPI $(shell mpicc -showme:compile) -c -o $@ $<
 
@@ -119,9 +138,19 @@ $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB_OBJ) $(MPI_FLAG)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
 
+# the GPU libdarknet.so: Debian's darknet source with its patches and genie's (cached; rebuilt when they change)
+ifeq ($(GPU),1)
+$(DARKNET_SO): scripts/darknet_gpu.sh $(wildcard patches/darknet/*.patch)
+	sh scripts/darknet_gpu.sh build build-gpu/darknet $(CUDA) $(CUDNN) $(CUDA_ARCH)
+endif
+
 # Tests run from the repository root; each prints its own closing line, tests/run.sh adds them up.
 deps:
 	@sh scripts/install_deps.sh
+ifeq ($(GPU),1)
+	@sh scripts/install_deps.sh dpkg-dev patch
+	@sh scripts/darknet_gpu.sh fetch build-gpu/darknet
+endif
 
 test: deps
 	@$(MAKE) --no-print-directory run-tests

@@ -69,24 +69,34 @@ void backbone_free(backbone *b)
     free(b);
 }
 
-/* (pointer, floats) of each parameter array of a layer; 0 for layers with none */
-static int layer_params(const layer *l, float **p, size_t *n)
+/* A network built on a device (GPU build, gpu_index >= 0) keeps its parameters and outputs there: the host copies
+ * are stale until pulled. */
+#ifdef GPU
+#define ON_DEVICE(net) ((net)->gpu_index >= 0)
+#define PARAM(l, f, dev) ((dev) ? (l)->f##_gpu : (l)->f)
+#else
+#define ON_DEVICE(net) 0
+#define PARAM(l, f, dev) ((l)->f)
+#endif
+
+/* (pointer, floats) of each parameter array of a layer, on the device when dev; 0 for layers with none */
+static int layer_params(const layer *l, int dev, float **p, size_t *n)
 {
     int k = 0;
     if (l->dontsave) return 0;
     if (l->type == CONVOLUTIONAL || l->type == DECONVOLUTIONAL || l->type == CONNECTED) {
         size_t outs = l->type == CONNECTED ? (size_t)l->outputs : (size_t)l->n;
-        p[k] = l->weights, n[k++] = (size_t)l->nweights;
-        p[k] = l->biases, n[k++] = outs;
+        p[k] = PARAM(l, weights, dev), n[k++] = (size_t)l->nweights;
+        p[k] = PARAM(l, biases, dev), n[k++] = outs;
         if (l->batch_normalize) {
-            p[k] = l->scales, n[k++] = outs;
-            p[k] = l->rolling_mean, n[k++] = outs;
-            p[k] = l->rolling_variance, n[k++] = outs;
+            p[k] = PARAM(l, scales, dev), n[k++] = outs;
+            p[k] = PARAM(l, rolling_mean, dev), n[k++] = outs;
+            p[k] = PARAM(l, rolling_variance, dev), n[k++] = outs;
         }
     } else if (l->type == BATCHNORM) {
-        p[k] = l->scales, n[k++] = (size_t)l->c;
-        p[k] = l->rolling_mean, n[k++] = (size_t)l->c;
-        p[k] = l->rolling_variance, n[k++] = (size_t)l->c;
+        p[k] = PARAM(l, scales, dev), n[k++] = (size_t)l->c;
+        p[k] = PARAM(l, rolling_mean, dev), n[k++] = (size_t)l->c;
+        p[k] = PARAM(l, rolling_variance, dev), n[k++] = (size_t)l->c;
     }
     return k;
 }
@@ -120,17 +130,38 @@ void backbone_pool_end(blas_pool *pool)
 int backbone_net_copy(struct network *dst, const struct network *src)
 {
     if (src->n != dst->n) return err_set("backbone: the trainer's network has %d layers, f_theta %d", src->n, dst->n);
+    int sdev = ON_DEVICE(src), ddev = ON_DEVICE(dst);
+#ifdef GPU
+    /* the per-thread stream below is the current device's */
+    if ((sdev || ddev) && cudaSetDevice(ddev ? dst->gpu_index : src->gpu_index) != cudaSuccess)
+        return err_set("backbone: device %d: %s", ddev ? dst->gpu_index : src->gpu_index,
+                       cudaGetErrorString(cudaGetLastError()));
+#endif
     for (int i = 0; i < dst->n; i++) {
         float *ps[5], *pd[5];
         size_t ns[5], nd[5];
-        int ks = layer_params(&src->layers[i], ps, ns), kd = layer_params(&dst->layers[i], pd, nd);
+        int ks = layer_params(&src->layers[i], sdev, ps, ns), kd = layer_params(&dst->layers[i], ddev, pd, nd);
         if (src->layers[i].type != dst->layers[i].type || ks != kd)
             return err_set("backbone: layer %d differs from the trainer's", i);
         for (int k = 0; k < kd; k++) {
             if (ns[k] != nd[k]) return err_set("backbone: layer %d has %zu parameters, the trainer's %zu", i, nd[k], ns[k]);
+#ifdef GPU
+            /* in the calling thread's stream (darknet's, per thread): after the trainer's last update when the
+             * trainer calls, before this thread's next f_theta when the module does */
+            if (sdev || ddev) {
+                if (cudaMemcpyAsync(pd[k], ps[k], nd[k] * sizeof(float), cudaMemcpyDefault, cudaStreamPerThread) !=
+                    cudaSuccess)
+                    return err_set("backbone: layer %d: %s", i, cudaGetErrorString(cudaGetLastError()));
+                continue;
+            }
+#endif
             memcpy(pd[k], ps[k], nd[k] * sizeof(float));
         }
     }
+#ifdef GPU
+    if ((sdev || ddev) && cudaStreamSynchronize(cudaStreamPerThread) != cudaSuccess)
+        return err_set("backbone: parameter copy: %s", cudaGetErrorString(cudaGetLastError()));
+#endif
     return 0;
 }
 
@@ -145,6 +176,10 @@ int backbone_embed(backbone *b, const img_u8 *imgs, int n, float *out)
     for (int i = 0; i < n; i++) transform_sample(&b->aug, &imgs[i], NULL, b->x + (size_t)i * net->inputs, b->tmp);
     network_predict(net, b->x);
     const layer *l = &net->layers[b->layer];
+#ifdef GPU
+    /* the GPU forward pass brings back the last layer's output only */
+    if (ON_DEVICE(net)) cuda_pull_array(l->output_gpu, l->output, (size_t)l->outputs * net->batch);
+#endif
     for (int i = 0; i < n; i++) {
         const float *src = l->output + (size_t)i * l->outputs;
         float *e = out + (size_t)i * b->dim;

@@ -1,5 +1,7 @@
 /* f_theta for GeNIe-Ada: a darknet classifier used as a feature extractor. The only file of augment/ that
- * includes darknet.h (always without GPU/CUDNN defines: libdarknet's struct layout depends on them).
+ * includes darknet.h (with the defines of the libdarknet it links: its struct layout depends on them). In a GPU
+ * build a network built on the device (the trainer's, f_theta's) is copied device to device and the embedded layer's
+ * output is pulled from the device.
  *
  * An embedding is the output of one layer (default: the input of the last connected/convolutional layer, i.e.
  * the classifier's penultimate features), averaged over space when spatial, L2-normalised. Images go through the

@@ -685,7 +685,9 @@ module *module_start(const module_opts *o)
     go.eo.max_batch = c->batch;
     go.eo.threads = c->threads;
     const char *note = NULL;
-    go.eo.device = backend_choose(c->device[0] ? c->device : NULL, &note);
+    char same[16]; /* read by genie_load below */
+    snprintf(same, sizeof same, "cuda:%d", o->gpu);
+    go.eo.device = backend_choose(c->device[0] ? c->device : o->gpu > 0 ? same : NULL, &note);
     if (note) fprintf(stderr, "genie module: %s\n", note);
     go.eo.cancel = &m->stop;
     go.eo.drop_nonfinite = 1;

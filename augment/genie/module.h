@@ -47,6 +47,9 @@ typedef struct {
     rows_opts rows;
     /* optional: the memory the kept samples may take (0: GENIE_KEPT_MAX_BYTES, genie_cfg.h) */
     size_t kept_bytes;
+    /* the trainer's CUDA device (f_theta's networks are built there), -1 the CPU; with device= empty in genie.cfg
+     * the engine runs on the same device (a zeroed module_opts: device 0, which a CPU build never asks for) */
+    int gpu;
 } module_opts;
 
 typedef struct {

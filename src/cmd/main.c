@@ -27,9 +27,9 @@ static const command commands[] = {
      "prepare fmnist-lt <outdir> [-seed S] [-from data/fmnist]   (another long-tail split)\n"
      "prepare big-jpegs <outdir> [-n 1024] [-size 500x375] [-quality 90]   (photo-sized JPEGs for benchmarks)"},
     {"classifier", classifier_main,
-     "classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] [-topk]\n"
-     "classifier valid <data> <cfg> <weights> [-csv confusion.csv] [-predictions p.csv] [-soft]\n"
-     "classifier predict <data> <cfg> <weights> <image>"},
+     "classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] [-topk] [-gpu N|-1]\n"
+     "classifier valid <data> <cfg> <weights> [-csv confusion.csv] [-predictions p.csv] [-soft] [-gpu N|-1]\n"
+     "classifier predict <data> <cfg> <weights> <image> [-gpu N|-1]"},
     {"plan", plan_main,
      "plan <data> -mode genie|ada|img2img|txt2img|roundtrip -dir OUT -o plan.csv [-confusion csv]   (src/cmd/plan.h)"},
     {"generate", generate_main,

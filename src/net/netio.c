@@ -14,6 +14,40 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* libdarknet's structs change layout with GPU and CUDNN: this file and every other one that includes darknet.h
+ * must be compiled with the defines of the library they link (the Makefile gives them to every file of a build).
+ * Sizes as measured on the header of Debian's darknet 0.0.0+git20180914.61c9d02e. */
+#if defined(GPU) && defined(CUDNN)
+_Static_assert(sizeof(layer) == 1752 && sizeof(network) == 304, "darknet.h's layout is not GPU+CUDNN's");
+#elif defined(GPU)
+_Static_assert(sizeof(layer) == 1672 && sizeof(network) == 304, "darknet.h's layout is not GPU's");
+#elif defined(CUDNN)
+#error "CUDNN without GPU: libdarknet has no such build"
+#else
+_Static_assert(sizeof(layer) == 1184 && sizeof(network) == 272, "darknet.h's layout is not the CPU build's");
+#endif
+
+int netio_device(int want)
+{
+#ifdef GPU
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
+    cudaGetLastError(); /* no device or driver: darknet's check_error would take this for its own call's error */
+    if (want == NETIO_DEVICE_DEFAULT) {
+        want = n > 0 ? 0 : -1;
+        if (n == 0) fprintf(stderr, "no CUDA device: darknet runs on the CPU (-gpu -1)\n");
+    }
+    if (want >= n) return err_set("-gpu %d: %d CUDA device%s found", want, n, n == 1 ? "" : "s"), -2;
+    if (want >= 0 && cudaSetDevice(want) != cudaSuccess)
+        return err_set("-gpu %d: %s", want, cudaGetErrorString(cudaGetLastError())), -2;
+    gpu_index = want; /* parse_network_cfg builds networks there from now on */
+    return want;
+#else
+    if (want >= 0) return err_set("-gpu %d: this genie is built without CUDA (make GPU=1)", want), -2;
+    return -1;
+#endif
+}
+
 static int preset_set(char *val, void *out)
 {
     static const char *const names[] = {"darknet", "weak", "strong"};   /* enum aug_preset's order */
@@ -159,6 +193,12 @@ network *netio_load(const char *cfg, const char *weights, int clear, net_extras 
     network *net = parse_network_cfg((char *)cfg);
     if (!net || net->n == 0) {
         err_set("%s: no layers", cfg);
+        return NULL;
+    }
+    /* the library's own sums read through this file's layout: another define set would read other bytes */
+    if (net->layers[net->n - 1].outputs != net->outputs) {
+        err_set("%s: libdarknet's network layout differs from darknet.h as compiled here (GPU/CUDNN defines)", cfg);
+        free_network(net);
         return NULL;
     }
     if (weights) {

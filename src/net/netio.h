@@ -15,6 +15,12 @@ typedef struct {
     int tail_preset;            /* tail_augment=: real images in the tail rows (tail_share); -1: as augment= */
 } net_extras;
 
+/* Where darknet builds the networks parsed from now on (libdarknet's gpu_index): want = a CUDA device, -1 the CPU,
+ * or NETIO_DEVICE_DEFAULT: the first device in a GPU build (the CPU, with one line on stderr, when there is none),
+ * the CPU in a CPU build. Returns the device, -1 for the CPU, or -2 + err_msg() (no such device, or a device asked
+ * of a build without CUDA). */
+#define NETIO_DEVICE_DEFAULT (-3)
+int netio_device(int want);
 /* Parses cfg (checked first by cfgcheck: every section, key, value and layer shape), loads weights when given
  * (header and size checked against what the network needs), zeroes the seen counter on clear. NULL with err_msg()
  * on any problem. */

@@ -101,6 +101,7 @@ static void print_accuracy(confusion *conf, const dataset *ds, const int *train_
 typedef struct {
     const char *data, *cfg, *weights, *genie;
     int clear, threads, blas_threads, topk, iters, backup_every;
+    int gpu;                    /* darknet's device (netio_device), -1 the CPU */
     uint64_t seed;
     enum sampling sampling;
 } train_args;
@@ -193,7 +194,8 @@ static int train(const train_args *a)
                               .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = a->cfg,
                               .seed = a->seed, .confusion = live_snapshot, .confusion_ctx = &live,
                               .start = *net->seen, .start_iter = (int)get_current_batch(net), .batch = imgs,
-                              .lookahead = loader_lookahead(&o), .grid_path = grid_path};
+                              .lookahead = loader_lookahead(&o), .grid_path = grid_path,
+                              .gpu = a->gpu};
             loader_rows(&o, &mo.rows);
             if (!(gm = module_start(&mo))) goto out;
             module_snapshot(gm, net, (int)get_current_batch(net));
@@ -484,7 +486,7 @@ int classifier_main(int argc, char **argv)
     if (argc < 1) return err_set("classifier: expected train, valid or predict");
     const char *cmd = argv[0];
     char *pos[4] = {0};
-    int threads = 0;
+    int threads = 0, gpu = NETIO_DEVICE_DEFAULT;
     if (!strcmp(cmd, "train")) {
         train_args a = {.backup_every = 1000, .seed = 1};
         const char *s = "shuffle";
@@ -497,13 +499,14 @@ int classifier_main(int argc, char **argv)
                                 ARG_RANGE("-backup", ARG_INT, &a.backup_every, 0, 1e9),
                                 ARG_OPT("-sampling", ARG_STR, &s),
                                 ARG_OPT("-genie", ARG_STR, &a.genie),
+                                ARG_RANGE("-gpu", ARG_INT, &gpu, -1, 63),
                                 ARG_END};
         int np = args_parse("classifier train", argc - 1, argv + 1, opts, pos, 3);
         if (np < 0) return -1;
         if (np < 2)
             return err_set("usage: genie classifier train <data> <cfg> [weights] [-clear] [-seed S] [-threads N] "
                            "[-blas-threads N] [-iters N] [-backup N] [-sampling shuffle|replace|balanced] [-topk] "
-                           "[-genie genie.cfg]");
+                           "[-genie genie.cfg] [-gpu N|-1]");
         a.data = pos[0];
         a.cfg = pos[1];
         a.weights = pos[2];
@@ -512,6 +515,7 @@ int classifier_main(int argc, char **argv)
         else if (!strcmp(s, "replace")) a.sampling = SAMPLE_REPLACE;
         else if (!strcmp(s, "balanced")) a.sampling = SAMPLE_BALANCED;
         else return err_set("-sampling must be shuffle, replace or balanced, got '%s'", s);
+        if ((a.gpu = netio_device(gpu)) < -1) return -1;
         return train(&a);
     }
     if (!strcmp(cmd, "valid")) {
@@ -521,21 +525,24 @@ int classifier_main(int argc, char **argv)
                                 ARG_OPT("-predictions", ARG_STR, &pred),
                                 ARG_OPT("-soft", ARG_SWITCH, &soft),
                                 ARG_RANGE("-threads", ARG_INT, &threads, 0, 1024),
+                                ARG_RANGE("-gpu", ARG_INT, &gpu, -1, 63),
                                 ARG_END};
         int np = args_parse("classifier valid", argc - 1, argv + 1, opts, pos, 3);
         if (np < 0) return -1;
         if (np < 3)
             return err_set("usage: genie classifier valid <data> <cfg> <weights> [-csv file] [-predictions file] [-soft] "
-                           "[-threads N]");
+                           "[-threads N] [-gpu N|-1]");
         /* where the results go is checked before the whole test set is run */
         if ((csv && util_check_dest(csv)) || (pred && util_check_dest(pred))) return -1;
+        if (netio_device(gpu) < -1) return -1;
         return valid(pos[0], pos[1], pos[2], threads > 0 ? threads : util_cores(), csv, soft, pred);
     }
     if (!strcmp(cmd, "predict")) {
-        const arg_opt opts[] = {ARG_END};
+        const arg_opt opts[] = {ARG_RANGE("-gpu", ARG_INT, &gpu, -1, 63), ARG_END};
         int np = args_parse("classifier predict", argc - 1, argv + 1, opts, pos, 4);
         if (np < 0) return -1;
-        if (np < 4) return err_set("usage: genie classifier predict <data> <cfg> <weights> <image>");
+        if (np < 4) return err_set("usage: genie classifier predict <data> <cfg> <weights> <image> [-gpu N|-1]");
+        if (netio_device(gpu) < -1) return -1;
         return predict(pos[0], pos[1], pos[2], pos[3]);
     }
     return err_set("classifier: unknown command '%s' (train, valid, predict)", cmd);

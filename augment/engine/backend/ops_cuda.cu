@@ -1306,7 +1306,11 @@ extern "C" ops_backend *ops_cuda_create(int device, enum ops_precision precision
     be->destroy = cuda_destroy;
     c->dev = device;
     void *cnt = NULL, *ts = NULL;
-    bool ok = cu_ok(c, cudaSetDevice(device), "cudaSetDevice") && cu_ok(c, cudaStreamCreate(&c->stream), "stream") &&
+    /* non-blocking: no implicit ordering with the legacy default stream, so a darknet trainer on the same device
+     * never waits on the engine's work nor breaks its graph capture (cudaErrorStreamCaptureImplicit); every op of
+     * the engine names this stream */
+    bool ok = cu_ok(c, cudaSetDevice(device), "cudaSetDevice") &&
+              cu_ok(c, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "stream") &&
               cu_ok(c, cudaMalloc(&cnt, sizeof(unsigned long long)), "counter allocation") &&
               cu_ok(c, cudaMalloc(&ts, TS_CHUNK * sizeof(float)), "timestep buffer");
     c->count_dev = (unsigned long long *)cnt;
