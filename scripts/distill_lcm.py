@@ -137,29 +137,16 @@ def consistency_fn(unet, x, t, ctx, wemb, ac):
     return bcast(c_skip) * x + bcast(c_out) * x0
 
 
-def lcm_timesteps(n, strength, T_train=1000):
-    """LCMScheduler.set_timesteps(n, strength=strength): the 50-step schedule k (i + 1) - 1 cut to its first
-    int(50 strength) entries, then n of them at evenly spaced indices from the top."""
-    k = T_train // ORIGINAL_STEPS
-    origin = (np.arange(1, int(ORIGINAL_STEPS * strength) + 1) * k - 1)[::-1].copy()
-    assert len(origin) // n >= 1, f"{n} steps need strength >= {n / ORIGINAL_STEPS}"
-    idx = np.floor(np.linspace(0, len(origin), num=n, endpoint=False)).astype(np.int64)
-    return [int(v) for v in origin[idx]]
-
-
 @torch.no_grad()
-def lcm_img2img(unet, z0, ctx, guidance, n, strength, latent_noise, gen, ac):
-    """LatentConsistencyModelImg2ImgPipeline on given latents z0: returns the last step's denoised latents."""
-    ts = lcm_timesteps(n, strength)
-    B = z0.shape[0]
-    wemb = R.guidance_scale_embedding(torch.full((B,), guidance - 1.0), unet.cfg["time_cond_proj_dim"])
-    x = R.add_noise(ac, z0, latent_noise, ts[0])
-    for i, t in enumerate(ts):
-        tt = torch.full((B,), t, dtype=torch.int64)
-        den = consistency_fn(unet, x, tt, ctx, wemb, ac)
-        if i < n - 1:
-            a_p = ac[ts[i + 1]]
-            x = a_p.sqrt() * den + (1 - a_p).sqrt() * torch.randn(den.shape, generator=gen)
+def lcm_img2img(unet, z0, ctx, guidance, n, strength, latent_noise, gen, sched_cfg):
+    """LatentConsistencyModelImg2ImgPipeline on given latents z0, through the reference's LCMScheduler (its
+    timesteps for n and strength, the boundary scalings, fresh noise between steps): the last denoised latents."""
+    sched = R.LCM(sched_cfg)
+    sched.set_timesteps(n, strength)
+    wemb = R.guidance_scale_embedding(torch.full((z0.shape[0],), guidance - 1.0), unet.cfg["time_cond_proj_dim"])
+    x = R.add_noise(sched.ac, z0, latent_noise, sched.timesteps[:1])
+    for t in sched.timesteps:
+        x, den = sched.step(unet(x, t, ctx, timestep_cond=wemb), t, x, torch.randn(x.shape, generator=gen))
     return den
 
 
@@ -386,7 +373,7 @@ def evaluate(folder, args, log):
             columns.append(img)
     for n in (2, 4, 8):
         lat = lcm_img2img(student, z0, ctx, args.guidance, n, args.r, latent_noise,
-                          torch.Generator().manual_seed(args.seed + n), ac)
+                          torch.Generator().manual_seed(args.seed + n), lcm_scheduler_config(teacher.sched_cfg))
         img = teacher.decode_image(lat)
         results[n] = float((lat - ref).abs().mean())
         log(f"  student LCM {n}             latents {results[n]:.4f} ({(lat - ddim).abs().mean():.4f})"
