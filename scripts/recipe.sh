@@ -7,6 +7,7 @@ recipe_key() { printf '%s\n' "$RECIPE_CFG" | sed -n "s/^$1=//p"; }
 MODEL=${MODEL:-$(recipe_key model)}
 GUIDANCE=${GUIDANCE:-$(recipe_key guidance)}
 STEPS=${STEPS:-$(recipe_key steps)}
+SCHEDULER=${SCHEDULER:-$(recipe_key scheduler)}
 TOP_K=${TOP_K:-$(recipe_key top_k)}
 GENIE_R=${GENIE_R:-$(recipe_key r)}
 ADA_RSET=${ADA_RSET:-$(recipe_key r_set)}
