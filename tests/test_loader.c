@@ -277,6 +277,30 @@ int main(void)
         }
         CHECK(lo >= 0 && hi <= 1 && hi > 0.5f, "preset %d range [%g, %g]", p, lo, hi);
     }
+    /* crop_scale 1: a resized crop keeps the whole (square) image, so weak without flip is the evaluation
+     * transform; at the default 0.2 it crops */
+    {
+        aug_params e = a, w = a;
+        e.preset = AUG_EVAL;
+        w.preset = AUG_WEAK;
+        w.flip = 0;
+        float *ev = malloc(sizeof(float) * W * W * 3);
+        transform_sample(&e, &im, NULL, ev, tmp);
+        double d1 = 0, d02 = 0;
+        for (int s = 0; s < 10; s++) {
+            philox_t g;
+            philox_init(&g, 9, s);
+            w.crop_scale = 1;
+            transform_sample(&w, &im, &g, out, tmp);
+            d1 = fmax(d1, check_max_abs(out, ev, W * W * 3));
+            philox_init(&g, 9, s);
+            w.crop_scale = 0;
+            transform_sample(&w, &im, &g, out, tmp);
+            d02 = fmax(d02, check_max_abs(out, ev, W * W * 3));
+        }
+        CHECK(d1 < 1e-6 && d02 > 0.05, "crop_scale 1: weak = eval (%g); default scale crops (%g)", d1, d02);
+        free(ev);
+    }
     a.preset = AUG_EVAL;
     a.c = 1;
     transform_sample(&a, &im, NULL, out, tmp);

@@ -46,6 +46,7 @@ static const cfg_section TABLE[] = {
         {"steps", CFG_INTS, 0, INF, 0, NULL}, {"scales", CFG_FLOATS, 0, INF, 0, NULL},
         /* genie's own keys (netio.c's read_extras) */
         {"augment", CFG_WORD, 0, 0, CFG_NOCASE, "darknet|weak|strong"},
+        FO("crop_scale", 0, 1, CFG_OPEN_LO),
         {"gen_augment", CFG_WORD, 0, 0, CFG_NOCASE, "same|none|darknet|weak|strong"},
         {"tail_augment", CFG_WORD, 0, 0, CFG_NOCASE, "same|none|darknet|weak|strong"}, B("flip"), B("mixup"), B("cutmix"),
         FO("label_smooth_eps", 0, 1, CFG_OPEN_HI)}},

@@ -74,13 +74,14 @@ static int read_extras(const char *cfg, net_extras *ex)
     ex->mixup = ex->cutmix = 0;
     ex->preset = AUG_DARKNET;
     ex->gen_preset = ex->tail_preset = -1;
-    double smooth = 0;
+    double smooth = 0, crop = 0.2;
     kv_key keys[] = {
         {.name = "flip", .type = KV_BOOL, .out = &ex->flip},
         {.name = "mixup", .type = KV_BOOL, .out = &ex->mixup},
         {.name = "cutmix", .type = KV_BOOL, .out = &ex->cutmix},
         {.name = "label_smooth_eps", .type = KV_DOUBLE, .out = &smooth, .lo = 0, .hi = 1, .flags = KV_OPEN_HI},
         {.name = "augment", .type = KV_FUNC, .out = &ex->preset, .set = preset_set, .want = "darknet, weak or strong"},
+        {.name = "crop_scale", .type = KV_DOUBLE, .out = &crop, .lo = 0, .hi = 1, .flags = KV_OPEN_LO},
         {.name = "gen_augment", .type = KV_FUNC, .out = &ex->gen_preset, .set = gen_preset_set,
          .want = "same, none, darknet, weak or strong"},
         {.name = "tail_augment", .type = KV_FUNC, .out = &ex->tail_preset, .set = gen_preset_set,
@@ -89,6 +90,7 @@ static int read_extras(const char *cfg, net_extras *ex)
     const kv_spec spec = {.section = "net", .first_section = 1};
     if (kv_read(cfg, keys, sizeof keys / sizeof *keys, &spec)) return -1;
     ex->label_smooth = (float)smooth;
+    ex->crop_scale = (float)crop;
     return 0;
 }
 
@@ -258,6 +260,7 @@ aug_params netio_aug_params(const network *net, const net_extras *ex)
     p.saturation = net->saturation;
     p.exposure = net->exposure;
     p.flip = ex->flip;
+    p.crop_scale = ex->crop_scale;
     return p;
 }
 

@@ -10,6 +10,7 @@
 typedef struct {
     int flip, mixup, cutmix;
     float label_smooth;
+    float crop_scale;           /* crop_scale=: weak/strong's smallest crop area (torchvision's scale[0], 0.2) */
     enum aug_preset preset;     /* augment=darknet|weak|strong */
     int gen_preset;             /* gen_augment=: generated samples' preset (an aug_preset); -1: as augment= */
     int tail_preset;            /* tail_augment=: real images in the tail rows (tail_share); -1: as augment= */

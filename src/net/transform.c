@@ -124,13 +124,15 @@ static void affine_darknet(const aug_params *p, const img_u8 *im, philox_t *g, f
     m[3] = sn * ax; m[4] = c * ay;   m[5] = sn * ox + c * oy + im->h / 2.0f;
 }
 
+static float crop_scale(const aug_params *p) { return p->crop_scale > 0 ? p->crop_scale : 0.2f; }
+
 /* torchvision's RandomResizedCrop box (10 tries, then the centre crop of the clamped ratio), mapped to w x h. */
 static void affine_resized_crop(const aug_params *p, const img_u8 *im, philox_t *g, float m[6])
 {
     float W = im->w, H = im->h, area = W * H, cw = W, ch = H, x0 = 0, y0 = 0;
     int ok = 0;
     for (int t = 0; t < 10 && !ok; t++) {
-        float target = area * philox_range(g, 0.2f, 1.0f);
+        float target = area * philox_range(g, crop_scale(p), 1.0f);
         float ratio = expf(philox_range(g, logf(3.0f / 4), logf(4.0f / 3)));
         float bw = roundf(sqrtf(target * ratio)), bh = roundf(sqrtf(target / ratio));
         if (bw > 0 && bh > 0 && bw <= W && bh <= H) {
@@ -316,9 +318,9 @@ void transform_sample(const aug_params *p, const img_u8 *src, philox_t *g, float
 
 void transform_min_decode(const aug_params *p, int *min_w, int *min_h)
 {
-    /* darknet scales the shorter side to at most max_crop; a resized crop keeps at least sqrt(0.2) of a side. */
+    /* darknet scales the shorter side to at most max_crop; a resized crop keeps at least sqrt(crop_scale) of a side. */
     int side = p->w > p->h ? p->w : p->h;
     if (p->preset == AUG_DARKNET && p->max_crop > side) side = p->max_crop;
-    if (p->preset == AUG_WEAK || p->preset == AUG_STRONG) side = (int)ceilf(side / sqrtf(0.2f));
+    if (p->preset == AUG_WEAK || p->preset == AUG_STRONG) side = (int)ceilf(side / sqrtf(crop_scale(p)));
     *min_w = *min_h = side;
 }

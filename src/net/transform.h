@@ -8,7 +8,7 @@
 enum aug_preset {
     AUG_EVAL,       /* no randomness: shorter side resized to the net size, centre crop (darknet's valid) */
     AUG_DARKNET,    /* darknet's random_augment_image + flip + random_distort_image, from the [net] keys */
-    AUG_WEAK,       /* RandomResizedCrop(scale 0.2..1, ratio 3/4..4/3) + flip */
+    AUG_WEAK,       /* RandomResizedCrop(scale crop_scale..1, ratio 3/4..4/3) + flip */
     AUG_STRONG,     /* weak + colour jitter (p 0.8) + grayscale (p 0.2) + Gaussian blur (p 0.5) */
 };
 
@@ -19,6 +19,7 @@ typedef struct {
     int min_crop, max_crop;      /* shorter side scaled to a random size in [min_crop, max_crop] */
     float angle, aspect, hue, saturation, exposure;
     int flip;                    /* horizontal flip with probability 0.5 */
+    float crop_scale;            /* weak/strong: the smallest share of the area a resized crop keeps (0: 0.2) */
 } aug_params;
 
 /* Writes c*h*w floats in [0,1], planar, into out. tmp holds at least 4*w*h floats of scratch. */
