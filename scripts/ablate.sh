@@ -82,7 +82,8 @@ PHASE=${PHASE:-all}
 SOURCE_WEIGHT=${SOURCE_WEIGHT:-uniform}
 G=${GENIE:-./genie}
 mkdir -p "$OUT"
-BASE_NAME="base: ${AUG_KEYS:-no augmentation} (AUG=$AUG TAIL_AUG=$TAIL_AUG GEN_AUG=$GEN_AUG)"
+AUG_KEYS=${AUG_KEYS# }
+BASE_NAME="base: ${AUG_KEYS:-no augmentation}${GEN_SHARE:+, gen_share=$GEN_SHARE} (AUG=$AUG TAIL_AUG=$TAIL_AUG GEN_AUG=$GEN_AUG)"
 echo "ablate: $LIST -> $OUT; seeds $SEEDS; $BASE_NAME; recipe tail_share=$TAIL_SHARE gen_share=${GEN_SHARE:-uniform} gen_soft=$GEN_SOFT roundtrip_p=$RT_P pair_source=$PAIR_SOURCE; model $MODEL"
 echo "$BASE_NAME" > "$OUT/base.txt"
 # what the offline images depend on: a BASE run with the same line lends its images
