@@ -8,7 +8,10 @@
  *   GENIE_R_ADA   GeNIe-Ada: the pair is generated at every r of the set in ONE engine batch, from one source
  *                 latent and the same noise, each result embedded by the classifier backbone, and the result just
  *                 after the largest jump along Z_T - Z_S kept (augment/genie/ada.h).
- * A request's result depends only on the request (Philox keyed by its seed and stream), never on its batch. */
+ * A request's noise depends only on the request (Philox keyed by its seed and stream). Its pixels can also depend
+ * on its place in the engine batch: the CPU GEMMs' summation order follows the products' shapes, so the last bits
+ * move, and an 8-bit PNG sometimes with them. Callers that must reproduce images pack batches the same way
+ * (generate under MPI deals whole batches); a resumed `genie generate -batch N` can differ from a fresh run. */
 #ifndef GENIE_GENIE_H
 #define GENIE_GENIE_H
 #include <stdint.h>
