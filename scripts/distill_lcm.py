@@ -86,7 +86,6 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TEACHER = os.path.join(ROOT, "data", "models", "fmnist-ldm")
 ORIGINAL_STEPS = 50          # the skipping schedule: k = 1000 / 50 = 20
 TIMESTEP_SCALING = 10.0
-SIGMA_DATA = 0.5
 COND_DIM = 64                # time_cond_proj_dim (see the docstring)
 WARMUP = 100
 # GeNIe pairs of the model card (source class, target class), label indices of data/fmnist/labels.list
@@ -119,21 +118,16 @@ def load_student(folder):
 # LCM pieces (diffusers semantics)
 # ---------------------------------------------------------------------------------------------------------
 
-def boundary_scalings(t):
-    """LCMScheduler.get_scalings_for_boundary_condition_discrete: (c_skip, c_out) at timesteps t."""
-    s = TIMESTEP_SCALING * t.float()
-    return SIGMA_DATA ** 2 / (s ** 2 + SIGMA_DATA ** 2), s / (s ** 2 + SIGMA_DATA ** 2) ** 0.5
-
-
 def bcast(v):
     return v.reshape(-1, 1, 1, 1)
 
 
-def consistency_fn(unet, x, t, ctx, wemb, ac):
-    """f(x, t) = c_skip x + c_out x0, x0 from the UNet's epsilon."""
-    a = bcast(ac[t])
+def consistency_fn(unet, x, t, ctx, wemb, sched):
+    """f(x, t) = c_skip x + c_out x0, x0 from the UNet's epsilon; sched is the reference's LCMScheduler (its
+    alphas and boundary scalings)."""
+    a = bcast(sched.ac[t])
     x0 = (x - (1 - a).sqrt() * unet(x, t, ctx, timestep_cond=wemb)) / a.sqrt()
-    c_skip, c_out = boundary_scalings(t)
+    c_skip, c_out = sched.scalings(t.float())
     return bcast(c_skip) * x + bcast(c_out) * x0
 
 
@@ -210,7 +204,8 @@ def distill(args, log):
     teacher = R.load_diffusers(args.teacher)
     tunet = teacher.unet.eval().requires_grad_(False)
     sf = teacher.vae.cfg["scaling_factor"]
-    ac, _ = R.alphas_cumprod(teacher.sched_cfg)
+    sched = R.LCM(lcm_scheduler_config(teacher.sched_cfg))   # the student's scheduler: its alphas and scalings
+    ac = sched.ac
     k = teacher.sched_cfg["num_train_timesteps"] // ORIGINAL_STEPS
     ddim_ts = torch.arange(1, ORIGINAL_STEPS + 1, dtype=torch.int64) * k - 1     # 19, 39, ..., 999
 
@@ -286,7 +281,7 @@ def distill(args, log):
         g = args.g_min + (args.g_max - args.g_min) * torch.rand(B, generator=gen)
         wemb = R.guidance_scale_embedding(g - 1.0, cond_dim)
 
-        pred = consistency_fn(student, x, t, ctx, wemb, ac)
+        pred = consistency_fn(student, x, t, ctx, wemb, sched)
         with torch.no_grad():
             e = tunet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([ctx_all[:1].expand(B, -1, -1), ctx]))
             eu, ec = e.chunk(2)
@@ -294,7 +289,7 @@ def distill(args, log):
             a_t, a_s = bcast(ac[t]), bcast(ac[s])
             x0 = (x - (1 - a_t).sqrt() * eg) / a_t.sqrt()
             x_s = a_s.sqrt() * x0 + (1 - a_s).sqrt() * eg           # the DDIM step t -> s
-            tgt = consistency_fn(target, x_s, s, ctx, wemb, ac)
+            tgt = consistency_fn(target, x_s, s, ctx, wemb, sched)
         if args.loss == "l2":
             loss = F.mse_loss(pred, tgt)
         else:
