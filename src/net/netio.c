@@ -57,7 +57,7 @@ static int preset_set(char *val, void *out)
 }
 
 /* gen_augment= and tail_augment=: "same" keeps augment='s preset; "none" is the evaluation transform (resize and centre crop) */
-static int gen_preset_set(char *val, void *out)
+static int row_preset_set(char *val, void *out)
 {
     if (!strcasecmp(val, "same")) return *(int *)out = -1, 0;
     if (!strcasecmp(val, "none")) return *(int *)out = AUG_EVAL, 0;
@@ -82,9 +82,9 @@ static int read_extras(const char *cfg, net_extras *ex)
         {.name = "label_smooth_eps", .type = KV_DOUBLE, .out = &smooth, .lo = 0, .hi = 1, .flags = KV_OPEN_HI},
         {.name = "augment", .type = KV_FUNC, .out = &ex->preset, .set = preset_set, .want = "darknet, weak or strong"},
         {.name = "crop_scale", .type = KV_DOUBLE, .out = &crop, .lo = 0, .hi = 1, .flags = KV_OPEN_LO},
-        {.name = "gen_augment", .type = KV_FUNC, .out = &ex->gen_preset, .set = gen_preset_set,
+        {.name = "gen_augment", .type = KV_FUNC, .out = &ex->gen_preset, .set = row_preset_set,
          .want = "same, none, darknet, weak or strong"},
-        {.name = "tail_augment", .type = KV_FUNC, .out = &ex->tail_preset, .set = gen_preset_set,
+        {.name = "tail_augment", .type = KV_FUNC, .out = &ex->tail_preset, .set = row_preset_set,
          .want = "same, none, darknet, weak or strong"},
     };
     const kv_spec spec = {.section = "net", .first_section = 1};
