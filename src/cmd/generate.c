@@ -224,9 +224,8 @@ static void part_path(char *s, size_t n, const char *path, int rank)
     else snprintf(s, n, "%s.parts/%d.csv", path, rank);
 }
 
-/* The parts of an MPI run (part_path), each read as the index itself is; *nparts: how many were read. */
-static int index_read_parts(const char *path, plan *p, char *const *labels, int classes, const char *settings,
-                            int *former, int *dropped, int *torn, int *nparts)
+/* Calls fn on each part an MPI run left (part_path's names, nothing else in the folder), until one fails. */
+static int parts_each(const char *path, int (*fn)(const char *part, void *ctx), void *ctx)
 {
     char dir[4300];
     part_path(dir, sizeof dir, path, -1);
@@ -240,31 +239,34 @@ static int index_read_parts(const char *path, plan *p, char *const *labels, int 
         if (sscanf(e->d_name, "%d.cs%c", &rank, &tail) != 2 || tail != 'v' || rank < 0) continue;
         char part[4400];
         part_path(part, sizeof part, path, rank);
-        rc = index_read(part, p, labels, classes, settings, former, dropped, torn);
-        (*nparts)++;
+        rc = fn(part, ctx);
     }
     closedir(d);
     return rc;
 }
 
-/* Once their lines are in the index: the parts go (a part left by a failed unlink is read again, harmlessly). */
-static void parts_remove(const char *path)
+typedef struct {
+    plan *p;
+    char *const *labels;
+    int classes;
+    const char *settings;
+    int *former, *dropped, *torn, nparts;
+} parts_reading;
+
+/* Each part is read as the index itself is. */
+static int part_read(const char *part, void *ctx)
 {
-    char dir[4300];
-    part_path(dir, sizeof dir, path, -1);
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        int rank;
-        char tail;
-        if (sscanf(e->d_name, "%d.cs%c", &rank, &tail) != 2 || tail != 'v' || rank < 0) continue;
-        char part[4400];
-        part_path(part, sizeof part, path, rank);
-        if (unlink(part)) fprintf(stderr, "%s: %s\n", part, strerror(errno));
-    }
-    closedir(d);
-    rmdir(dir);
+    parts_reading *r = ctx;
+    r->nparts++;
+    return index_read(part, r->p, r->labels, r->classes, r->settings, r->former, r->dropped, r->torn);
+}
+
+/* Once their lines are in the index: the parts go (a part left by a failed unlink is read again, harmlessly). */
+static int part_remove(const char *part, void *ctx)
+{
+    (void)ctx;
+    if (unlink(part)) fprintf(stderr, "%s: %s\n", part, strerror(errno));
+    return 0;
 }
 
 /* The index of an earlier run (and the parts its MPI ranks appended to): its lines are kept for the plan's
@@ -274,10 +276,11 @@ static void parts_remove(const char *path)
  * when out is not NULL, the index is open for appending, in *out. */
 static int index_start(const char *path, plan *p, char *const *labels, int classes, const char *settings, FILE **out)
 {
-    int rewrite = 0, dropped = 0, torn = 0, nparts = 0, rc;
-    if (index_read(path, p, labels, classes, settings, &rewrite, &dropped, &torn) ||
-        index_read_parts(path, p, labels, classes, settings, &rewrite, &dropped, &torn, &nparts))
+    int rewrite = 0, dropped = 0, torn = 0, rc;
+    parts_reading pr = {p, labels, classes, settings, &rewrite, &dropped, &torn, 0};
+    if (index_read(path, p, labels, classes, settings, &rewrite, &dropped, &torn) || parts_each(path, part_read, &pr))
         return -1;
+    const int nparts = pr.nparts;
     rewrite |= dropped || torn || nparts;
     char **lines = calloc(p->n ? p->n : 1, sizeof *lines);
     if (!lines) return err_set("%s: out of memory", path);
@@ -301,7 +304,12 @@ static int index_start(const char *path, plan *p, char *const *labels, int class
     if (rewrite && (rc = genindex_rewrite(path, lines, p->n)) == 0 && dropped)
         fprintf(stderr, "%s: rewritten without %d lines of outputs that are not there or not in the plan\n", path,
                 dropped);
-    if (rc == 0 && nparts) parts_remove(path);
+    if (rc == 0 && nparts) {
+        char dir[4300];
+        parts_each(path, part_remove, NULL);
+        part_path(dir, sizeof dir, path, -1);
+        rmdir(dir);
+    }
     if (rc == 0 && out && !(*out = genindex_append(path))) rc = -1;
     for (int i = 0; rc == 0 && out && !rewrite && i < p->n; i++)
         if (lines[i]) fputs(lines[i], *out);
