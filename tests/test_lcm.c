@@ -64,6 +64,24 @@ static void test_config(void)
     scheduler *l = scheduler_create(SD_SCHED_LCM, &s);
     CHECK(l != NULL, "%s", err_msg());
     scheduler_free(l);
+    /* a config without clip_sample takes each class's default, as diffusers' from_config does: DDIMScheduler
+     * clips x0, LCMScheduler does not */
+    FILE *f = fopen("build/tests/lcm-noclip.json", "w");
+    CHECK(f && fputs("{\"beta_schedule\": \"scaled_linear\", \"beta_start\": 0.00085, \"beta_end\": 0.012}", f) >= 0 &&
+              fclose(f) == 0, "write build/tests/lcm-noclip.json");
+    CHECK(sd_parse_sched_config("build/tests/lcm-noclip.json", &s) == 0, "%s", err_msg());
+    for (int k = 0; k < 2; k++) {
+        scheduler *x = scheduler_create(k ? SD_SCHED_LCM : SD_SCHED_DDIM, &s);
+        float prev[4] = {0};
+        sched_state st;
+        sched_state_init(&st, prev, 4);
+        int start;
+        ops_step c = {0};
+        CHECK(x && !scheduler_set_timesteps(x, 4) && !scheduler_begin(x, &st, 1.0, &start) &&
+                  !scheduler_prepare(x, &st, 0, &c), "%s", err_msg());
+        CHECK(c.clip == !k, "%s without clip_sample: clip %d, diffusers' default %d", k ? "lcm" : "ddim", c.clip, !k);
+        scheduler_free(x);
+    }
     /* diffusers' single-file conversion maps no cond_proj: an LCM UNet config over a single file is refused */
     sd_model m;
     CHECK(sd_model_find("tests/fixtures/sd-tiny-b.safetensors", LCM, &m) == -1 && strstr(err_msg(), "cond_proj"),

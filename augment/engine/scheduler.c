@@ -273,7 +273,7 @@ static void ddim_coefs(const scheduler *s, int t, ops_step *c)
     float a_t = s->acp[t];
     float a_prev = prev_t >= 0 ? s->acp[prev_t] : s->final_acp;
     float b_t = 1.0f - a_t;
-    *c = (ops_step){.kind = OPS_STEP_DDIM, .s_eps = sqrtf(b_t), .s_x0 = sqrtf(a_t), .clip = s->cfg.clip_sample,
+    *c = (ops_step){.kind = OPS_STEP_DDIM, .s_eps = sqrtf(b_t), .s_x0 = sqrtf(a_t), .clip = s->cfg.clip_sample != 0,
                     .clip_range = s->cfg.clip_sample_range, .c_a = sqrtf(a_prev),
                     .c_b = sqrtf(1.0f - a_prev - 0.0f)};   /* eta = 0: std_dev_t is 0 */
 }
@@ -308,7 +308,7 @@ static int lcm_coefs(const scheduler *s, const sched_state *st, int i, ops_step 
     const int prev_t = last ? t : scheduler_item_timestep(s, st, i + 1);
     const float a_t = s->acp[t], b_t = 1.0f - a_t, a_prev = s->acp[prev_t], b_prev = 1.0f - a_prev;
     const float st_ = (float)t * s->cfg.timestep_scaling, d = st_ * st_ + 0.25f;   /* sigma_data = 0.5 */
-    *c = (ops_step){.kind = OPS_STEP_LCM, .s_eps = sqrtf(b_t), .s_x0 = sqrtf(a_t), .clip = s->cfg.clip_sample,
+    *c = (ops_step){.kind = OPS_STEP_LCM, .s_eps = sqrtf(b_t), .s_x0 = sqrtf(a_t), .clip = s->cfg.clip_sample > 0,
                     .clip_range = s->cfg.clip_sample_range, .c_a = sqrtf(a_prev), .c_b = sqrtf(b_prev),
                     .c_skip = 0.25f / d, .c_out = st_ / sqrtf(d), .vpred = !s->cfg.prediction_epsilon,
                     .noise = !last};

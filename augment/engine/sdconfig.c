@@ -191,8 +191,8 @@ static void clip_defaults(clip_config *c)
 
 static void sched_defaults(sched_config *s)
 {
-    /* DDIMScheduler / DPMSolverMultistepScheduler defaults (shared keys agree; clip_sample and set_alpha_to_one
-     * are DDIM's; timestep_spacing differs per class and stays UNSET) */
+    /* DDIMScheduler / DPMSolverMultistepScheduler defaults (shared keys agree; set_alpha_to_one is DDIM's;
+     * timestep_spacing and clip_sample differ per class and stay UNSET) */
     memset(s, 0, sizeof *s);
     s->num_train_timesteps = 1000;
     s->beta_start = 0.0001;
@@ -200,7 +200,7 @@ static void sched_defaults(sched_config *s)
     s->beta_schedule_scaled_linear = 0;
     s->steps_offset = 0;
     s->set_alpha_to_one = 1;
-    s->clip_sample = 1;
+    s->clip_sample = -1;
     s->clip_sample_range = 1.0f;
     s->timestep_spacing = SD_SPACING_UNSET;
     s->prediction_epsilon = 1;

@@ -62,7 +62,8 @@ typedef struct {
     int beta_schedule_scaled_linear;            /* 1: scaled_linear, 0: linear */
     int steps_offset;
     int set_alpha_to_one;
-    int clip_sample;
+    int clip_sample;                            /* -1 when the file does not say: the scheduler class's own
+                                                   default (DDIM true, LCM false) */
     float clip_sample_range;                    /* 1.0 */
     enum sd_spacing timestep_spacing;           /* UNSET: the scheduler class's own 0.19 default
                                                    (DDIM "leading", DPM-Solver "linspace") */
