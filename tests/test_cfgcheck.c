@@ -515,12 +515,40 @@ static void test_weights_header(void)
     expect_weights(cfg, T "/cut.weights", "truncated weights header", 0);
 }
 
+/* augment=, gen_augment= and tail_augment= reach the loader as the presets they name */
+static void test_presets(void)
+{
+    static const struct { const char *name; int preset; } want[] = {
+        {"darknet", AUG_DARKNET}, {"weak", AUG_WEAK}, {"strong", AUG_STRONG}, {"none", AUG_EVAL}};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++) {
+            char text[512];
+            snprintf(text, sizeof text, "[net]\nbatch=8\nsubdivisions=1\nheight=16\nwidth=16\nchannels=3\naugment=%s\n"
+                     "gen_augment=%s\ntail_augment=%s\n[convolutional]\nfilters=8\nsize=3\npad=1\n"
+                     "activation=leaky\n", want[i].name, want[j].name, want[3 - j].name);
+            check_write_text(T "/p.cfg", text);
+            net_extras ex;
+            int q = quiet_begin();
+            network *net = netio_load(T "/p.cfg", NULL, 0, &ex);
+            quiet_end(q);
+            CHECK(net != NULL, "netio_load: %s", err_msg());
+            if (!net) continue;
+            int a = netio_aug_params(net, &ex).preset, g = netio_gen_aug_params(net, &ex).preset,
+                t = netio_tail_aug_params(net, &ex).preset;
+            CHECK(a == want[i].preset && g == want[j].preset && t == want[3 - j].preset,
+                  "augment=%s gen_augment=%s tail_augment=%s: presets %d %d %d, want %d %d %d", want[i].name,
+                  want[j].name, want[3 - j].name, a, g, t, want[i].preset, want[j].preset, want[3 - j].preset);
+            free_network(net);
+        }
+}
+
 int main(void)
 {
     mkdir("build", 0755);
     CHECK(system("rm -rf " T " && mkdir -p " T) == 0, "workdir");
     test_table_walk();
     test_shapes();
+    test_presets();
     test_shipped();
     test_binary();
     test_weights_header();

@@ -50,9 +50,11 @@ int netio_device(int want)
 
 static int preset_set(char *val, void *out)
 {
-    static const char *const names[] = {"darknet", "weak", "strong"};   /* enum aug_preset's order */
-    for (int i = 0; i < 3; i++)
-        if (!strcasecmp(val, names[i])) return *(enum aug_preset *)out = (enum aug_preset)i, 0;
+    /* named, not by position: AUG_EVAL comes first in the enum and has no augment= name */
+    static const struct { const char *name; enum aug_preset p; } presets[] = {
+        {"darknet", AUG_DARKNET}, {"weak", AUG_WEAK}, {"strong", AUG_STRONG}};
+    for (size_t i = 0; i < sizeof presets / sizeof *presets; i++)
+        if (!strcasecmp(val, presets[i].name)) return *(enum aug_preset *)out = presets[i].p, 0;
     return -1;
 }
 
