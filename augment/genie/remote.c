@@ -9,7 +9,7 @@
 #include <time.h>
 
 /* The wire: both ends are the same genie binary, so the structs below go as bytes. */
-enum { TAG_READY = 1, TAG_SNAP, TAG_JOB, TAG_RESULT, TAG_STOP, TAG_PING };
+enum { TAG_READY = 1, TAG_SNAP, TAG_JOB, TAG_RESULT, TAG_STOP, TAG_PING, TAG_PONG, TAG_BYE, TAG_FINAL };
 
 typedef struct {
     int32_t status;             /* 0 ready, -1 failed to load (msg) */
@@ -45,7 +45,7 @@ enum { W_LOADING, W_IDLE, W_BUSY, W_LOST };
 typedef struct {
     int state, *snaps, n_snaps, cap_snaps;
     uint64_t job;
-    double since, used, pinged;     /* the state's start; the last job's end; the last ping */
+    double since, used, pinged, heard;   /* the state's start; the last job's end; the last ping; the last word */
     dist_msg *snap_msg, *job_msg, *ping_msg;
     int snap_sending;               /* the snapshot id snap_msg sends */
     unsigned char *buf;             /* the job's bytes, kept while job_msg is in flight */
@@ -71,7 +71,7 @@ struct remote {
     remote_result out;
 };
 
-static char ping_byte;
+static char ping_byte, pong_byte;
 
 static void nap_us(long us)
 {
@@ -283,6 +283,28 @@ static int parse_result(remote *r, int i, size_t bytes)
     return 0;
 }
 
+/* A message from a worker into r->rbuf: 1 (its source, tag, size), 0 none, 2 its receipt failed (*src), -1 +
+ * err_msg() when MPI fails. */
+static int take_message(remote *r, int *src, int *tag, size_t *bytes)
+{
+    int got = dist_probe(-1, -1, src, tag, bytes);
+    if (got <= 0 || *src < 1 || *src >= r->size) return got < 0 ? -1 : 0;
+    if (*bytes > r->rcap) {
+        unsigned char *b = realloc(r->rbuf, *bytes);
+        if (!b) return err_set("genie module: out of memory for a result");
+        r->rbuf = b, r->rcap = *bytes;
+    }
+    dist_msg *m = dist_irecv(*src, *tag, r->rbuf, *bytes);
+    return m && dist_wait(m, r->timeout, NULL) == 0 ? 1 : 2;
+}
+
+/* Silent for too long: loading or making a request since `since`, or idle (answering pings) since `heard`. */
+static int silent(const remote *r, const worker *w, double now)
+{
+    return ((w->state == W_LOADING || w->state == W_BUSY) && now - w->since > r->timeout) ||
+           (w->state == W_IDLE && now - w->heard > r->timeout);
+}
+
 int remote_poll(remote *r, const remote_result **res, int *lost_rank, uint64_t *lost_job, int *lost_busy)
 {
     double now = util_now();
@@ -290,30 +312,25 @@ int remote_poll(remote *r, const remote_result **res, int *lost_rank, uint64_t *
         worker *w = &r->w[i];
         if (w->state == W_LOST) continue;
         progress(r, i);
-        if (w->state == W_IDLE && !w->ping_msg && now - w->pinged >= 1) {
+        if (w->state == W_IDLE && !w->ping_msg && now - w->pinged >= (r->timeout < 4 ? r->timeout / 4 : 1)) {
             w->ping_msg = dist_isend(i, TAG_PING, &ping_byte, 1);
             w->pinged = now;
         }
     }
     int src, tag;
     size_t bytes;
-    int got = dist_probe(-1, -1, &src, &tag, &bytes);
+    int got = take_message(r, &src, &tag, &bytes);
     if (got < 0) return -1;
-    if (got && src > 0 && src < r->size) {
-        if (bytes > r->rcap) {
-            unsigned char *b = realloc(r->rbuf, bytes);
-            if (!b) return err_set("genie module: out of memory for a result");
-            r->rbuf = b, r->rcap = bytes;
-        }
+    if (got == 2) {
+        *lost_rank = src, *lost_job = r->w[src].job, *lost_busy = r->w[src].state == W_BUSY;
+        lose(r, src);
+        return 2;
+    }
+    if (got) {
         worker *w = &r->w[src];
-        dist_msg *m = dist_irecv(src, tag, r->rbuf, bytes);
-        if (!m || dist_wait(m, r->timeout, NULL)) {
-            int busy = w->state == W_BUSY;
-            *lost_rank = src, *lost_job = w->job, *lost_busy = busy;
-            lose(r, src);
-            return 2;
-        }
         if (w->state == W_LOST) return 0;   /* given up already: what it says now is not waited for */
+        w->heard = now;
+        if (tag == TAG_PONG) return 0;
         if (tag == TAG_READY && w->state == W_LOADING) {
             ready_wire h = {0};
             memcpy(&h, r->rbuf, bytes < sizeof h ? bytes : sizeof h);
@@ -342,7 +359,7 @@ int remote_poll(remote *r, const remote_result **res, int *lost_rank, uint64_t *
     }
     for (int i = 1; i < r->size; i++) {
         worker *w = &r->w[i];
-        if ((w->state == W_LOADING || w->state == W_BUSY) && now - w->since > r->timeout) {
+        if (silent(r, w, now)) {
             *lost_rank = i, *lost_job = w->job, *lost_busy = w->state == W_BUSY;
             lose(r, i);
             return 2;
@@ -353,21 +370,57 @@ int remote_poll(remote *r, const remote_result **res, int *lost_rank, uint64_t *
 
 static int g_stopped;   /* the workers were told to stop (once is enough) */
 
-/* Every worker stops, those given up too (one that was only slow then ends at once). The stop says whether a rank
- * was given up: then no rank calls MPI_Finalize, which would wait for the dead one (dist_peer_lost). */
+/* The end. Every worker is told to stop and says bye (a busy one once its request is made; what it sends before
+ * is dropped); one silent for worker_timeout, as remote_poll judges, is given up. Then each hears whether a rank
+ * was given up: if so no rank calls MPI_Finalize, which would wait for ever for the dead one (dist_peer_lost). r
+ * NULL (no module): nothing to wait for. */
 static void stop_all(remote *r)
 {
-    static char lost;
+    static char stop_byte, lost;
     if (g_stopped) return;
     g_stopped = 1;
-    for (int i = 1; r && i < r->size; i++) lost |= r->w[i].state == W_LOST;
+    int n = dist_size();
+    dist_msg **m = calloc(n, sizeof *m);
+    char *bye = calloc(n, 1);
+    if (!m || !bye) lost = 1;   /* then no rank can be waited for */
+    for (int i = 1; m && i < n; i++) m[i] = dist_isend(i, TAG_STOP, &stop_byte, 1);
+    while (r && bye) {
+        double now = util_now();
+        int waiting = 0, src, tag;
+        size_t bytes;
+        for (int i = 1; i < n; i++) {
+            if (r->w[i].state == W_LOST || bye[i]) continue;
+            if (silent(r, &r->w[i], now)) {
+                fprintf(stderr, "genie module: generator rank %d did not answer the stop in %g s (worker_timeout): "
+                        "given up\n", i, r->timeout);
+                lose(r, i);
+            } else
+                waiting = 1;
+        }
+        if (!waiting) break;
+        int got = take_message(r, &src, &tag, &bytes);
+        if (got < 0) {
+            lost = 1;
+            break;
+        }
+        if (got == 2) lose(r, src);
+        if (got == 1 && r->w[src].state != W_LOST) {
+            worker *w = &r->w[src];
+            w->heard = now;
+            if (tag == TAG_BYE) bye[src] = 1;
+            else if (w->state != W_IDLE) w->state = W_IDLE;   /* its last result or its ready: idle now */
+        }
+        if (!got) nap_us(500);
+    }
+    for (int i = 1; r && i < n; i++) lost |= r->w[i].state == W_LOST;
     if (lost) dist_peer_lost();
-    dist_msg **m = calloc(dist_size(), sizeof *m);
-    for (int i = 1; m && i < dist_size(); i++) m[i] = dist_isend(i, TAG_STOP, &lost, 1);
-    /* a stop is one byte (sent eagerly): a second is plenty, and a rank that died never completes it */
-    for (int i = 1; m && i < dist_size(); i++)
+    /* a stop and the final word are one byte (sent eagerly): a second is plenty, and a dead rank never takes them */
+    for (int i = 1; m && i < n; i++)
         if (m[i]) dist_wait(m[i], 1.0, NULL);
+    for (int i = 1; m && i < n; i++)
+        if ((m[i] = dist_isend(i, TAG_FINAL, &lost, 1))) dist_wait(m[i], 1.0, NULL);
     free(m);
+    free(bye);
 }
 
 void remote_close(remote *r)
@@ -438,12 +491,18 @@ int remote_serve(genie *g, int max_req, double timeout, int (*snapshot)(void *ct
     double heard = util_now();
     long nap = 100;
     dist_msg *sent = NULL;   /* the last result, on its way while this rank listens (rank 0 may stop first) */
+    dist_msg *pong = NULL, *bye = NULL;
     while (rc == 0) {
         int tag;
         size_t bytes;
         if (sent) {
             int t = dist_test(sent);
             if (t) sent = NULL;
+            if (t < 0) rc = -1;
+        }
+        if (pong) {
+            int t = dist_test(pong);
+            if (t) pong = NULL;
             if (t < 0) rc = -1;
         }
         int got = rc ? -1 : dist_probe(0, -1, NULL, &tag, &bytes);
@@ -476,11 +535,18 @@ int remote_serve(genie *g, int max_req, double timeout, int (*snapshot)(void *ct
             rc = -1;
             break;
         }
-        if (tag == TAG_STOP) {
+        if (tag == TAG_STOP) {   /* bye, then rank 0's final word */
+            if (!bye && !(bye = dist_isend(0, TAG_BYE, &pong_byte, 1))) rc = -1;
+            continue;
+        }
+        if (tag == TAG_FINAL) {
             if (bytes == 1 && in[0]) dist_peer_lost();   /* a rank was given up: rank 0 leaves without MPI_Finalize */
             break;
         }
-        if (tag == TAG_PING) continue;
+        if (tag == TAG_PING) {   /* alive and idle: said unless the last one is still on its way */
+            if (!pong && !(pong = dist_isend(0, TAG_PONG, &pong_byte, 1))) rc = -1;
+            continue;
+        }
         if (sent && dist_wait(sent, timeout, NULL)) {   /* rank 0 took it before sending more: done in fact */
             sent = NULL;
             rc = -1;
@@ -566,6 +632,8 @@ int remote_serve(genie *g, int max_req, double timeout, int (*snapshot)(void *ct
         if (!(sent = dist_isend(0, TAG_RESULT, out, sizeof h + (size_t)h.n * (sizeof(res_wire) + sizeof(float) * nimg))))
             rc = -1;
     }
+    dist_cancel(pong);
+    if (bye && dist_wait(bye, 1.0, NULL)) dist_peer_lost();
     if (sent) {   /* rank 0 stopped first: MPI may still hold the buffer, left to the process's exit */
         dist_cancel(sent);
         out = NULL;

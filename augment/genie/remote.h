@@ -5,10 +5,12 @@
  * the module would in-process (the same genie_run call, the same snapshot loaded the same way), so where a request
  * runs never changes its result.
  *
- * Rank 0 never blocks on a worker: every call below returns at once, and a worker that sends nothing for
- * worker_timeout seconds while loading or running a request is given up (remote_poll reports it; its request is
- * the caller's to place again). Rank 0 pings idle workers every second; a worker that hears nothing from rank 0 for
- * worker_timeout seconds stops. Only rank 0's module thread calls these (MPI_THREAD_SERIALIZED, common/dist.h). */
+ * Rank 0 never blocks on a worker: every call below returns at once, and a worker silent for worker_timeout
+ * seconds is given up (remote_poll reports it; its request is the caller's to place again): one loading or making
+ * a request since it started, one idle since it last answered rank 0's pings (every second). A worker that hears
+ * nothing from rank 0 for worker_timeout seconds stops. Once a rank was given up no rank calls MPI_Finalize (it
+ * would wait for the dead one): the stop tells the workers. Only rank 0's module thread calls these
+ * (MPI_THREAD_SERIALIZED, common/dist.h), and its caller's thread after that thread ended. */
 #ifndef GENIE_REMOTE_H
 #define GENIE_REMOTE_H
 #include <stddef.h>
