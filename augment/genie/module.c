@@ -462,10 +462,6 @@ static int snapshot_for(const module *m, uint64_t k)
     return it;
 }
 
-/* sync=1: the sample number of generated row j (rows counted in order from the run's start, through the row
- * router), UINT64_MAX once stopped. The search never runs past the rows the loader can reach by the trainer's
- * iteration (its lookahead, plus the snapshot period the module may work ahead): where no row there takes a
- * sample (a tiny share, or none) it waits for the trainer, releasing the snapshots no later row can use. */
 #define ROW_LATER (UINT64_MAX - 1)
 
 /* sync=1: from iteration `it` on, the trainer may drop the snapshots before it (need_iter never goes down). */
@@ -496,6 +492,10 @@ static uint64_t row_step(module *m, uint64_t j, int release)
     return ROW_LATER;
 }
 
+/* sync=1: the sample number of generated row j (rows counted in order from the run's start, through the row
+ * router), UINT64_MAX once stopped. The search never runs past the rows the loader can reach by the trainer's
+ * iteration (its lookahead, plus the snapshot period the module may work ahead): where no row there takes a
+ * sample (a tiny share, or none) it waits for the trainer, releasing the snapshots no later row can use. */
 static uint64_t row_of(module *m, uint64_t j)
 {
     while (!stopped(m)) {
