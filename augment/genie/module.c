@@ -967,7 +967,7 @@ static void *module_remote_main(void *arg)
             out += bt[i].state != J_UNPLANNED;
         }
         int live = remote_ranks(m->rem), w = live ? remote_idle(m->rem) : -1;
-        if (planned < 0 && (w >= 0 || !live)) {
+        if (planned < 0 && free_b >= 0 && (w >= 0 || !live)) {
             if (!quota_left(m)) {
                 if (!out) replay(m);
                 else nap_us(1000);
@@ -975,7 +975,8 @@ static void *module_remote_main(void *arg)
             }
             rbatch *b = &bt[free_b];
             if (!(b->nq = plan_batch(m, &q, b->rq, b->res, b->src, b->sc, b->si, b->imgs))) {
-                rc = out ? 0 : no_batch(m);
+                if (out) nap_us(1000);   /* nothing to plan until a batch in flight comes back */
+                else rc = no_batch(m);
                 continue;
             }
             planned = free_b;
