@@ -1,7 +1,11 @@
 /* genie generate split over MPI ranks (common/dist.h, src/cmd/generate.c): under `mpirun -np 2` every image is
  * byte for byte the one a single process makes for its row and the index is the same file; a rank killed mid-run
  * leaves a plan that a rerun completes to that same result; a start that fails at rank 0 (the index locked by
- * another run) ends every rank. Needs mpirun and a genie built with MPI: skipped with a line saying so otherwise. */
+ * another run) ends every rank.
+ * Online GeNIe with generator ranks (augment/genie/remote.h): a sync=1 GeNIe-Ada fine-tuning under `mpirun -np 3`
+ * (rank 0 trains, ranks 1 and 2 generate) gives the weights of the same run in one process, byte for byte; so does
+ * one whose rank 2 is killed mid-run (--enable-recovery), which reports the rank and ends.
+ * Needs mpirun and a genie built with MPI: skipped with a line saying so otherwise. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +20,60 @@
 #define GEN " generate " DIR "/p.csv -labels data/fmnist/labels.list -steps 8 -batch 2 -threads 1"
 
 static char out[16384];
+
+/* sync=1 GeNIe-Ada fine-tuning, 10 iterations: a learning rate hot enough that f_theta's snapshots (every 2
+ * iterations) change which r Ada keeps, so a generator rank that used a stale snapshot trains other weights */
+#define ONLINE_DIR DIR "/online"
+#define TRAIN " classifier train " ONLINE_DIR "/t.data " ONLINE_DIR "/hot.cfg data/models/fmnist-judge.weights -clear " \
+              "-seed 2 -iters 10 -threads 1 -genie " ONLINE_DIR "/g.cfg"
+#define MPIRUN3 "env LSAN_OPTIONS=detect_leaks=0 timeout 300 mpirun --oversubscribe --allow-run-as-root -np 3"
+
+static void online(void)
+{
+    system("rm -rf " ONLINE_DIR " && mkdir -p " ONLINE_DIR);
+    FILE *f = fopen(ONLINE_DIR "/t.data", "w");
+    CHECK(f != NULL, "cannot write the .data");
+    if (!f) return;
+    fprintf(f, "classes=10\ntrain=data/fmnist/lt/train.list\nlabels=data/fmnist/labels.list\nbackup=" ONLINE_DIR
+               "/bk\ntail_share=0.25\n");
+    fclose(f);
+    f = fopen(ONLINE_DIR "/g.cfg", "w");
+    fprintf(f, "[genie]\nmode=genie-ada\nr_set=0.3,0.6,0.9\nsteps=8\nwarmup=0\nshare=0.5\nreuse=2\nring=16\n"
+               "snapshot_every=2\nquota=20\nbatch=4\nsync=1\nworker_timeout=10\n");
+    fclose(f);
+    CHECK(check_sh("sed 's/^learning_rate=.*/learning_rate=0.1/' cfg/fmnist-ft.cfg > " ONLINE_DIR "/hot.cfg", out,
+                   sizeof out) == 0, "%s", out);
+    const char *w = ONLINE_DIR "/bk/hot.weights";
+
+    /* one process: the reference */
+    int rc = check_sh("$G" TRAIN " && cp " ONLINE_DIR "/bk/hot.weights " ONLINE_DIR "/ref.weights", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "rows served, 0 short"), "one process: %s", out);
+
+    /* ranks 1 and 2 make rank 0's requests: the same weights */
+    system("rm -rf " ONLINE_DIR "/bk");
+    rc = check_sh(MPIRUN3 " $G" TRAIN, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "2 generator ranks make the requests") && strstr(out, "rows served, 0 short"),
+          "three ranks: %s", out);
+    char cmp[256];
+    snprintf(cmp, sizeof cmp, "cmp %s " ONLINE_DIR "/ref.weights", w);
+    CHECK(check_sh(cmp, out, sizeof out) == 0, "three ranks trained other weights: %s", out);
+
+    /* rank 2 killed once 4 iterations are trained: given up after worker_timeout, its request made by rank 1,
+     * and still the same weights; mpirun ends (the bound: timeout) with status 0 */
+    system("rm -rf " ONLINE_DIR "/bk");
+    rc = check_sh("{ env LSAN_OPTIONS=detect_leaks=0 timeout 120 mpirun --oversubscribe --allow-run-as-root "
+                  "--enable-recovery -np 3 $G" TRAIN " > " ONLINE_DIR "/killed.log 2>&1 & m=$!; n=0; "
+                  "until [ \"$(cat " ONLINE_DIR "/bk/hot_log.csv 2>/dev/null | wc -l)\" -ge 5 ] || [ $n -gt 2400 ]; do "
+                  "sleep 0.05; n=$((n + 1)); done; "
+                  "k=no; for p in $(pgrep -P $(pgrep -P $m)); do "
+                  "grep -qz '^OMPI_COMM_WORLD_RANK=2$' /proc/$p/environ && kill -9 $p && k=yes; done; wait $m; s=$?; "
+                  "grep -v '^[0-9]*, \\|^ *[0-9]* [a-z]\\|^layer' " ONLINE_DIR "/killed.log; "
+                  "echo \"killed rank 2: $k; mpirun: $s\"; }",
+                  out, sizeof out);
+    CHECK(strstr(out, "killed rank 2: yes; mpirun: 0") && strstr(out, "generator rank 2 given up with sample") &&
+              strstr(out, "rows served, 0 short"), "rank 2 killed: %s", out);
+    CHECK(check_sh(cmp, out, sizeof out) == 0, "with rank 2 killed, other weights: %s", out);
+}
 
 /* The md5 of each output and of the index, one line (what a rerun must give again). */
 static void sums(char *s, size_t n)
@@ -85,5 +143,7 @@ int main(void)
     rc = check_sh("flock " DIR "/p.csv.index.csv.lock " MPIRUN " $G" GEN, out, sizeof out);
     CHECK(rc != 0 && rc != 124 && strstr(out, "in use by another run") && strstr(out, "another rank stopped"),
           "locked: %d %s", rc, out);
+
+    online();
     return check_done("test_dist");
 }

@@ -165,6 +165,46 @@ int backbone_net_copy(struct network *dst, const struct network *src)
     return 0;
 }
 
+size_t backbone_net_floats(const struct network *net)
+{
+    size_t total = 0;
+    for (int i = 0; i < net->n; i++) {
+        float *p[5];
+        size_t n[5];
+        for (int k = 0, kn = layer_params(&net->layers[i], 0, p, n); k < kn; k++) total += n[k];
+    }
+    return total;
+}
+
+/* the parameters to (pack) or from (unpack) the flat array */
+static int flat_copy(struct network *net, float *flat, size_t total, int pack)
+{
+    if (total != backbone_net_floats(net))
+        return err_set("backbone: a snapshot of %zu parameters for a network of %zu", total, backbone_net_floats(net));
+    int dev = ON_DEVICE(net);
+    size_t o = 0;
+    for (int i = 0; i < net->n; i++) {
+        float *p[5];
+        size_t n[5];
+        for (int k = 0, kn = layer_params(&net->layers[i], dev, p, n); k < kn; o += n[k], k++) {
+#ifdef GPU
+            if (dev) {
+                if (pack) cuda_pull_array(p[k], flat + o, n[k]);
+                else cuda_push_array(p[k], flat + o, n[k]);
+                continue;
+            }
+#endif
+            if (pack) memcpy(flat + o, p[k], n[k] * sizeof(float));
+            else memcpy(p[k], flat + o, n[k] * sizeof(float));
+        }
+    }
+    return 0;
+}
+
+int backbone_net_pack(const struct network *net, float *out, size_t n) { return flat_copy((network *)net, out, n, 1); }
+
+int backbone_net_unpack(struct network *net, const float *in, size_t n) { return flat_copy(net, (float *)in, n, 0); }
+
 int backbone_dim(const backbone *b) { return b->dim; }
 int backbone_max_batch(const backbone *b) { return b->max_batch; }
 

@@ -28,6 +28,12 @@ int backbone_copy_params(backbone *b, const struct network *src);
  * copies into it at an iteration boundary, f_theta picks it up between generation batches). */
 int backbone_net_copy(struct network *dst, const struct network *src);
 struct network *backbone_net_new(const char *cfg);
+/* The same parameters as one flat array, layer by layer (what backbone_net_copy copies, in its order): how many
+ * floats, and the network into out / from in (n floats, as backbone_net_floats says). The snapshot a generator rank
+ * of an MPI job receives. 0, or -1 + err_msg() when n does not match. */
+size_t backbone_net_floats(const struct network *net);
+int backbone_net_pack(const struct network *net, float *out, size_t n);
+int backbone_net_unpack(struct network *net, const float *in, size_t n);
 void backbone_net_free(struct network *net);
 /* Makes the calling thread run darknet layers (f_theta) on a compute pool of its own with `threads` threads, so it
  * never waits on the trainer's pool or its buffers; backbone_pool_end hands it back. NULL (out of memory or

@@ -107,6 +107,7 @@ int genie_cfg_read(const char *path, genie_cfg *c)
         KV_NUM("batch", KV_INT, &c->batch, 1, 1024),
         KV_NUM("warmup", KV_INT, &c->warmup, 0, 1000000000),
         {.name = "sync", .type = KV_BOOL, .out = &c->sync},
+        KV_NUM("worker_timeout", KV_DOUBLE, &c->worker_timeout, 0.1, 1e7),
     };
     int n = (int)(sizeof keys / sizeof keys[0]);
     kv_spec spec = {.section = "genie"};

@@ -26,6 +26,10 @@
  *   warmup=200                     iterations of this run before the planner trusts the confusion statistics;
  *                                  no generated rows before (sync: nor for the loader's lookahead after)
  *   sync=0                         1: the loader waits for the module's k-th sample (deterministic, slower)
+ *   worker_timeout=600             under mpirun (ranks >= 1 generate for rank 0's trainer): seconds a generator rank
+ *                                  may take to load or to return a request before it is given up (its requests
+ *                                  go to another rank, or run in rank 0 when none is left); the job survives a
+ *                                  dead rank only under `mpirun --enable-recovery`
  *
  * Every key is optional (read by common/kv.h). An unknown key (with the nearest known one), a bad value, a second
  * [section], a missing model, or an r or r_set entry that gives no denoising step at these steps (the engine runs
@@ -57,7 +61,7 @@ typedef struct {
     int n_targets;
     enum genie_sources sources;
     int top_k, quota, ring, reuse, snapshot_every, embed_layer, threads, batch, warmup, sync;
-    double share;
+    double share, worker_timeout;
 } genie_cfg;
 
 /* The defaults (augment/genie/recipe.c: every default of GeNIe, with why). */

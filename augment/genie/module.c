@@ -9,6 +9,8 @@
 #include "common/philox.h"
 #include "augment/genie/planner.h"
 #include "augment/genie/recipe.h"
+#include "augment/genie/remote.h"
+#include "common/dist.h"
 #include "common/image.h"
 #include "augment/genie/ring.h"
 #include "common/util.h"
@@ -74,6 +76,13 @@ struct module {
     int started;
     pthread_mutex_t mu;             /* stats */
     module_stats st;
+    /* under mpirun, rank 0: the generator ranks (remote.h), f_theta's snapshot as flat floats for them, and the
+     * snapshot this rank's own f_theta holds (for requests run here when no generator rank is left) */
+    remote *rem;
+    float *pack;
+    size_t pack_n;
+    struct network *lstage;         /* sync=0: the snapshot unpacked for a request run here */
+    int local_iter;
 };
 
 static int stopped(const module *m) { return __atomic_load_n(&m->stop, __ATOMIC_ACQUIRE); }
@@ -300,9 +309,9 @@ static int keep_result(module *m, const genie_request *rq, const genie_result *r
     return 0;
 }
 
-/* Plans, generates and keeps one engine batch. 0, or -1 + err_msg() (a stop returns 0). */
-static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_result *res, img_u8 *src, int *src_cls,
-                          int *src_idx, float *imgs, unsigned char *rgb)
+/* Plans one engine batch from the live confusion statistics (made[] counts its requests): how many requests. */
+static int plan_batch(module *m, uint64_t *q, genie_request *rq, genie_result *res, img_u8 *src, int *src_cls,
+                      int *src_idx, float *imgs)
 {
     const genie_cfg *c = &m->cfg;
     m->o.confusion(m->o.confusion_ctx, m->conf);
@@ -330,20 +339,21 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
         (*q)++;
         nq++;
     }
-    if (!nq) {
-        if (!quota_left(m) && !m->n_kept) return err_set("genie module: no target has a usable source image");
-        sleep_ms(5);
-        return 0;
-    }
-    double t0 = util_now();
-    int rc = genie_run(m->g, rq, nq, res);
-    double dt = util_now() - t0;
-    if (rc) {
-        pthread_mutex_lock(&m->mu);
-        for (int i = 0; i < nq; i++) m->made[rq[i].target]--;
-        pthread_mutex_unlock(&m->mu);
-        return stopped(m) ? 0 : -1;
-    }
+    return nq;
+}
+
+/* A batch planned but not made (the engine failed or stopped): its requests no longer count against the quota. */
+static void unplan_batch(module *m, const genie_request *rq, int nq)
+{
+    pthread_mutex_lock(&m->mu);
+    for (int i = 0; i < nq; i++) m->made[rq[i].target]--;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* A made batch (dt seconds in the engine): its kept samples into the ring. 0, or -1 + err_msg(). */
+static int keep_batch(module *m, const genie_request *rq, const genie_result *res, int nq, const int *src_cls,
+                      const int *src_idx, double dt, unsigned char *rgb)
+{
     for (int i = 0; i < nq; i++) {
         int t = rq[i].target;
         pthread_mutex_lock(&m->mu);
@@ -363,6 +373,31 @@ static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_resul
         ring_put(m->ring, rgb, &meta);
     }
     return 0;
+}
+
+/* A batch with no request (every target has its quota, or none has a usable source): -1 + err_msg() when there is
+ * nothing to serve at all, else a pause. */
+static int no_batch(module *m)
+{
+    if (!quota_left(m) && !m->n_kept) return err_set("genie module: no target has a usable source image");
+    sleep_ms(5);
+    return 0;
+}
+
+/* Plans, generates and keeps one engine batch. 0, or -1 + err_msg() (a stop returns 0). */
+static int generate_batch(module *m, uint64_t *q, genie_request *rq, genie_result *res, img_u8 *src, int *src_cls,
+                          int *src_idx, float *imgs, unsigned char *rgb)
+{
+    int nq = plan_batch(m, q, rq, res, src, src_cls, src_idx, imgs);
+    if (!nq) return no_batch(m);
+    double t0 = util_now();
+    int rc = genie_run(m->g, rq, nq, res);
+    double dt = util_now() - t0;
+    if (rc) {
+        unplan_batch(m, rq, nq);
+        return stopped(m) ? 0 : -1;
+    }
+    return keep_batch(m, rq, res, nq, src_cls, src_idx, dt, rgb);
 }
 
 /* The module's thread failed (err_msg() says why): recorded for the trainer (module_failed). In sync mode rows wait
@@ -427,6 +462,36 @@ static int snapshot_for(const module *m, uint64_t k)
     return it;
 }
 
+#define ROW_LATER (UINT64_MAX - 1)
+
+/* sync=1: from iteration `it` on, the trainer may drop the snapshots before it (need_iter never goes down). */
+static void release_before(module *m, int it)
+{
+    pthread_mutex_lock(&m->stage_mu);
+    if (it > m->need_iter) {
+        m->need_iter = it;
+        pthread_cond_broadcast(&m->hist_cv);
+    }
+    pthread_mutex_unlock(&m->stage_mu);
+}
+
+/* One look for row_of: the row, or ROW_LATER when it lies beyond the rows the loader can reach now (releasing the
+ * snapshots no later row can use when `release`). */
+static uint64_t row_step(module *m, uint64_t j, int release)
+{
+    int iter = __atomic_load_n(&m->iter, __ATOMIC_ACQUIRE);
+    if (iter < m->o.start_iter) iter = m->o.start_iter;
+    uint64_t batches = (uint64_t)(iter - m->o.start_iter) + m->o.lookahead + m->cfg.snapshot_every + 2;
+    uint64_t reach = m->o.start + batches * (uint64_t)m->o.batch;
+    while (m->scan_k < reach) {
+        uint64_t k = rows_next_generated(&m->o.rows, m->scan_k, reach);
+        m->scan_k = k < reach ? k + 1 : reach;
+        if (k < reach && m->scan_j++ == j) return k;
+    }
+    if (release) release_before(m, snapshot_for(m, m->scan_k));
+    return ROW_LATER;
+}
+
 /* sync=1: the sample number of generated row j (rows counted in order from the run's start, through the row
  * router), UINT64_MAX once stopped. The search never runs past the rows the loader can reach by the trainer's
  * iteration (its lookahead, plus the snapshot period the module may work ahead): where no row there takes a
@@ -434,23 +499,8 @@ static int snapshot_for(const module *m, uint64_t k)
 static uint64_t row_of(module *m, uint64_t j)
 {
     while (!stopped(m)) {
-        int iter = __atomic_load_n(&m->iter, __ATOMIC_ACQUIRE);
-        if (iter < m->o.start_iter) iter = m->o.start_iter;
-        uint64_t batches = (uint64_t)(iter - m->o.start_iter) + m->o.lookahead + m->cfg.snapshot_every + 2;
-        uint64_t reach = m->o.start + batches * (uint64_t)m->o.batch;
-        if (m->scan_k < reach) {
-            uint64_t k = rows_next_generated(&m->o.rows, m->scan_k, reach);
-            m->scan_k = k < reach ? k + 1 : reach;
-            if (k < reach && m->scan_j++ == j) return k;
-            continue;
-        }
-        int it = snapshot_for(m, m->scan_k);
-        pthread_mutex_lock(&m->stage_mu);
-        if (it > m->need_iter) {
-            m->need_iter = it;
-            pthread_cond_broadcast(&m->hist_cv);
-        }
-        pthread_mutex_unlock(&m->stage_mu);
+        uint64_t k = row_step(m, j, 1);
+        if (k != ROW_LATER) return k;
         sleep_ms(10);
     }
     return UINT64_MAX;
@@ -563,6 +613,407 @@ static void *module_sync_main(void *arg)
     return NULL;
 }
 
+/* ---- under mpirun: ranks >= 1 run the requests rank 0 plans (augment/genie/remote.h) ---- */
+
+static void nap_us(long us)
+{
+    struct timespec ts = {0, us * 1000L};
+    nanosleep(&ts, NULL);
+}
+
+/* This rank's f_theta at snapshot `it` (the network net holds), for a request run here, unless it is already. */
+static int local_snapshot(module *m, int it, const struct network *net)
+{
+    if (m->cfg.mode != GENIE_MODE_ADA || m->local_iter == it) return 0;
+    m->local_iter = -1;
+    if (genie_copy_backbone(m->g, net) || genie_set_class_means(m->g, m->mean_imgs, m->mean_counts)) return -1;
+    m->local_iter = it;
+    return 0;
+}
+
+/* Snapshot `it` (the network net holds) kept for the generator ranks, unless it is. */
+static int share_snapshot(module *m, int it, const struct network *net)
+{
+    if (m->cfg.mode != GENIE_MODE_ADA || remote_has_snapshot(m->rem, it)) return 0;
+    if (backbone_net_pack(net, m->pack, m->pack_n)) return -1;
+    return remote_add_snapshot(m->rem, it, m->pack, m->pack_n);
+}
+
+/* A generator rank given up: one line naming it and what it held. */
+static void lost_rank(module *m, int rank, uint64_t held)
+{
+    int left = remote_ranks(m->rem);
+    char what[64] = "";
+    if (held != UINT64_MAX)
+        snprintf(what, sizeof what, " with %s %llu", m->cfg.sync ? "sample" : "request batch", (unsigned long long)held);
+    fprintf(stderr, "genie module: generator rank %d given up%s (no answer in %g s, worker_timeout in %s, or it "
+                    "failed); %s\n", rank, what, m->cfg.worker_timeout, m->o.cfg_path,
+            left ? "its requests go to the other ranks" : "no generator rank is left: requests run on rank 0");
+}
+
+enum { J_UNPLANNED, J_PLANNED, J_SENT, J_DONE, J_REPLAY };
+
+/* sync=1 under mpirun: one sample of module_sync_main's loop, planned on rank 0 and made wherever */
+typedef struct {
+    uint64_t s, k, wire;            /* the sample, its row, its request's number on the wire (a newer one drops
+                                     * the answer to an older) */
+    int attempt, it, state, sc, si;
+    genie_request rq;
+    img_u8 src;
+    genie_result res;
+    double seconds;
+    int *post;                      /* made[], eligible[], src_fails[] once planned: a drop rolls back to it */
+} sjob;
+
+static void state_save(const module *m, int *p)
+{
+    int K = m->classes;
+    for (int c = 0; c < K; c++) p[c] = m->made[c], p[K + c] = m->eligible[c], p[2 * K + c] = m->src_fails[c];
+}
+
+static void state_load(module *m, const int *p)
+{
+    int K = m->classes;
+    pthread_mutex_lock(&m->mu);
+    for (int c = 0; c < K; c++)
+        m->made[c] = p[c], m->eligible[c] = (unsigned char)p[K + c], m->src_fails[c] = p[2 * K + c];
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* sync=1: the slot of the snapshot taken at iteration it, -1 while the trainer has not taken it. A slot at or after
+ * need_iter stays as it is (the trainer reuses older ones only). */
+static int hist_slot(module *m, int it)
+{
+    int h = -1;
+    pthread_mutex_lock(&m->stage_mu);
+    for (int i = 0; i < m->n_hist && h < 0; i++)
+        if (m->hist_iter[i] == it) h = i;
+    pthread_mutex_unlock(&m->stage_mu);
+    return h;
+}
+
+/* Plans sample j (its row known) from the planner's state now, exactly as module_sync_main does: the first
+ * attempt that draws a usable source is its request, counted in made[] as if kept (a drop rolls back); none (quota
+ * met, four failed draws) makes it a replay. 1 planned, 0 its snapshot is not taken yet, -1 + err_msg(). */
+static int plan_sample(module *m, sjob *j, int *conf_iter)
+{
+    int h = hist_slot(m, j->it);
+    if (h < 0) return 0;
+    if (*conf_iter != j->it) {
+        memcpy(m->conf, m->hist_conf[h], sizeof(double) * m->classes * m->classes);
+        *conf_iter = j->it;
+        if (share_snapshot(m, j->it, m->hist_net[h])) return -1;
+        pthread_mutex_lock(&m->mu);
+        if (j->it > m->st.snapshot_iter || !m->st.snapshots) m->st.snapshots++, m->st.snapshot_iter = j->it;
+        pthread_mutex_unlock(&m->mu);
+    }
+    j->state = J_REPLAY;
+    for (; j->attempt < 4 && quota_left(m); j->attempt++) {
+        philox_t g;
+        philox_init(&g, m->o.seed, philox_mix(philox_mix(j->s, (uint64_t)j->attempt), PHILOX_MODULE_REQUEST));
+        int planned = plan_request(m, &g, &j->rq, &j->src, &j->sc, &j->si);
+        if (planned < 0) source_failed(m, j->rq.target);
+        if (planned <= 0) continue;
+        j->rq.stream = j->s;
+        pthread_mutex_lock(&m->mu);
+        m->made[j->rq.target]++;
+        pthread_mutex_unlock(&m->mu);
+        j->state = J_PLANNED;
+        break;
+    }
+    state_save(m, j->post);
+    return 1;
+}
+
+/* sync=1 under mpirun: module_sync_main's samples, planned on rank 0 in the same order from the same state, each
+ * request made by a generator rank (the same genie_run call at the same snapshot: the same bytes). Samples are
+ * planned ahead while earlier ones are being made, as if those are kept; a dropped one (non-finite) rolls the
+ * planner back to its state after planning it and every later sample is planned again. Results enter the ring
+ * strictly in sample order. A rank given up hands its request to another, or to this rank when none is left. */
+static void *module_sync_remote_main(void *arg)
+{
+    module *m = arg;
+    const genie_cfg *c = &m->cfg;
+    struct blas_pool *pool = backbone_pool_begin(c->threads);
+    int cap = dist_size(), K = m->classes, head = 0, n = 0, conf_iter = -1;   /* a sample per rank, one ahead */
+    sjob *win = calloc(cap, sizeof *win);
+    unsigned char *rgb = malloc(m->nrgb);
+    int rc = win && rgb ? 0 : err_set("genie module: out of memory");
+    for (int i = 0; rc == 0 && i < cap; i++)
+        if (!(win[i].res.image = malloc(sizeof(float) * 3 * m->W * m->H)) || !(win[i].post = malloc(sizeof(int) * 3 * K)))
+            rc = err_set("genie module: out of memory");
+    uint64_t next_s = 0, generated = 0, wire = 0;
+#define J(i) (&win[(head + (i)) % cap])
+    while (rc == 0 && !stopped(m)) {
+        int busy = 0, lr, lb;
+        uint64_t lj;
+        const remote_result *res;
+        int ev = remote_poll(m->rem, &res, &lr, &lj, &lb);
+        if (ev < 0) rc = -1;
+        for (int i = 0; ev == 1 && rc == 0 && i < n; i++) {
+            sjob *j = J(i);
+            if (j->state != J_SENT || j->wire != res->job) continue;
+            if (res->rc) {
+                rc = err_set("genie module: generator rank %d: %s", res->rank, res->msg);
+                break;
+            }
+            float *img = j->res.image;
+            j->res = res->res[0];
+            j->res.image = img;
+            memcpy(img, res->res[0].image, sizeof(float) * 3 * m->W * m->H);
+            j->seconds = res->seconds;
+            j->state = J_DONE;
+        }
+        if (ev == 2) {
+            uint64_t held = UINT64_MAX;
+            for (int i = 0; lb && i < n; i++)
+                if (J(i)->state == J_SENT && J(i)->wire == lj) J(i)->state = J_PLANNED, held = J(i)->s;
+            lost_rank(m, lr, held);
+        }
+        busy |= ev > 0;
+        /* into the ring in sample order */
+        while (rc == 0 && n > 0 && (J(0)->state == J_DONE || J(0)->state == J_REPLAY)) {
+            sjob *j = J(0);
+            ring_meta meta = {.source_index = -1, .snapshot_iter = j->it};
+            busy = 1;
+            if (j->state == J_DONE) {
+                pthread_mutex_lock(&m->mu);
+                m->st.requests++;
+                m->st.gen_seconds += j->seconds;
+                if (j->res.nonfinite) m->st.dropped++;
+                else count_kept(m, &j->res);
+                if (j->res.nonfinite) {
+                    pthread_mutex_unlock(&m->mu);
+                    /* module_sync_main's next attempt, from the state its drop leaves; later samples again */
+                    state_load(m, j->post);
+                    pthread_mutex_lock(&m->mu);
+                    m->made[j->rq.target]--;
+                    pthread_mutex_unlock(&m->mu);
+                    j->attempt++;
+                    for (int i = 0; i < n; i++) J(i)->state = J_UNPLANNED, J(i)->attempt = i ? 0 : J(i)->attempt;
+                    break;
+                }
+                pthread_mutex_unlock(&m->mu);
+                if ((rc = keep_result(m, &j->rq, &j->res, j->sc, j->si, rgb))) break;
+                meta.target = j->rq.target, meta.source_class = j->sc, meta.source_index = j->si;
+                meta.r = (float)j->res.r;
+                generated++;
+            } else {
+                if (!m->n_kept) {
+                    rc = err_set("genie module: no sample to serve (every request dropped or without a source image)");
+                    break;
+                }
+                int i = (int)((j->s - generated) % (uint64_t)m->n_kept);
+                memcpy(rgb, m->kept[i], m->nrgb);
+                meta = kept_meta(m, i, meta.snapshot_iter);
+                pthread_mutex_lock(&m->mu);
+                m->st.replayed++;
+                pthread_mutex_unlock(&m->mu);
+            }
+            if (ring_put(m->ring, rgb, &meta) == UINT64_MAX) break;
+            head = (head + 1) % cap;
+            n--;
+            if (n) release_before(m, J(0)->it);   /* as use_snapshot does for the sample at hand */
+        }
+        if (rc || stopped(m)) break;
+        /* plan the first sample not planned, or find the next one's row (releasing snapshots, as row_of does,
+         * only when no sample is in hand) */
+        int i = 0;
+        while (i < n && J(i)->state != J_UNPLANNED) i++;
+        if (i == n && n < cap) {
+            uint64_t k = row_step(m, next_s * (uint64_t)c->reuse, n == 0);
+            if (k != ROW_LATER) {
+                sjob *j = J(n++);
+                j->s = next_s++, j->k = k, j->it = snapshot_for(m, k), j->attempt = 0, j->state = J_UNPLANNED;
+            }
+        }
+        if (i < n) {
+            if (i == 0) release_before(m, J(0)->it);
+            int p = plan_sample(m, J(i), &conf_iter);
+            if (p < 0) rc = -1;
+            busy |= p > 0;
+        }
+        /* planned requests to idle ranks; made here when none is left */
+        for (i = 0; rc == 0 && i < n; i++) {
+            sjob *j = J(i);
+            if (j->state != J_PLANNED) continue;
+            int h = hist_slot(m, j->it);
+            if (h < 0) {
+                rc = err_set("genie module: snapshot %d is gone before its sample %llu was made", j->it,
+                             (unsigned long long)j->s);
+                break;
+            }
+            if (!remote_ranks(m->rem)) {
+                double t0 = util_now();
+                if (local_snapshot(m, j->it, m->hist_net[h]) || genie_run(m->g, &j->rq, 1, &j->res)) {
+                    rc = stopped(m) ? 0 : -1;
+                    break;
+                }
+                j->seconds = util_now() - t0;
+                j->state = J_DONE;
+                busy = 1;
+                break;   /* one at a time: polling in between */
+            }
+            int w = remote_idle(m->rem);
+            if (w < 0) break;
+            if (share_snapshot(m, j->it, m->hist_net[h])) {
+                rc = -1;
+                break;
+            }
+            j->wire = ++wire;
+            if (remote_send(m->rem, w, j->wire, c->mode == GENIE_MODE_ADA ? j->it : -1, J(0)->it, &j->rq, 1) == 0)
+                j->state = J_SENT;
+            else
+                lost_rank(m, w, UINT64_MAX);
+            busy = 1;
+        }
+        if (!busy) nap_us(500);
+    }
+#undef J
+    if (rc && !stopped(m)) module_fail(m);
+    for (int i = 0; win && i < cap; i++) {
+        imgio_free(&win[i].src);
+        free(win[i].res.image);
+        free(win[i].post);
+    }
+    free(win);
+    free(rgb);
+    backbone_pool_end(pool);
+    return NULL;
+}
+
+/* sync=0 under mpirun: an engine batch planned by rank 0 and made by a generator rank (or here) */
+typedef struct {
+    genie_request *rq;
+    genie_result *res;
+    img_u8 *src;
+    int *sc, *si, nq, state;
+    float *imgs;
+    uint64_t wire;
+} rbatch;
+
+/* sync=0 under mpirun: module_main's loop, each planned batch handed to an idle generator rank and its kept samples
+ * put in the ring as they come; a rank given up hands its batch to another, or to this rank when none is left. */
+static void *module_remote_main(void *arg)
+{
+    module *m = arg;
+    const genie_cfg *c = &m->cfg;
+    struct blas_pool *pool = backbone_pool_begin(c->threads);
+    int B = c->batch, nb = dist_size(), cur = -1;   /* a batch per generator rank, one planned ahead */
+    rbatch *bt = calloc(nb, sizeof *bt);
+    unsigned char *rgb = malloc(m->nrgb);
+    int rc = bt && rgb ? 0 : err_set("genie module: out of memory");
+    for (int i = 0; rc == 0 && i < nb; i++) {
+        rbatch *b = &bt[i];
+        b->rq = calloc(B, sizeof *b->rq), b->res = calloc(B, sizeof *b->res), b->src = calloc(B, sizeof *b->src);
+        b->sc = calloc(B, sizeof *b->sc), b->si = calloc(B, sizeof *b->si);
+        b->imgs = malloc(sizeof(float) * B * m->W * m->H * 3);
+        if (!b->rq || !b->res || !b->src || !b->sc || !b->si || !b->imgs) rc = err_set("genie module: out of memory");
+    }
+    uint64_t q = 0, wire = 0;
+    for (int i = 0; i < m->n_kept && i < c->ring; i++) {   /* samples from the cache are ready at once */
+        ring_meta meta = kept_meta(m, i, -1);
+        ring_put(m->ring, m->kept[i], &meta);
+    }
+    while (rc == 0 && !stopped(m)) {
+        int busy = 0, lr, lb;
+        uint64_t lj;
+        const remote_result *res;
+        int ev = remote_poll(m->rem, &res, &lr, &lj, &lb);
+        if (ev < 0) rc = -1;
+        for (int i = 0; ev == 1 && i < nb; i++) {
+            rbatch *b = &bt[i];
+            if (b->state != J_SENT || b->wire != res->job) continue;
+            b->state = J_UNPLANNED;
+            if (res->rc || res->n != b->nq) {
+                unplan_batch(m, b->rq, b->nq);
+                rc = err_set("genie module: generator rank %d: %s", res->rank, res->msg);
+            } else
+                rc = keep_batch(m, b->rq, res->res, b->nq, b->sc, b->si, res->seconds, rgb);
+        }
+        if (ev == 2) {
+            uint64_t held = UINT64_MAX;
+            for (int i = 0; lb && i < nb; i++)
+                if (bt[i].state == J_SENT && bt[i].wire == lj) bt[i].state = J_PLANNED, held = lj;
+            lost_rank(m, lr, held);
+        }
+        busy |= ev > 0;
+        if (rc) break;
+        if (__atomic_load_n(&m->iter, __ATOMIC_ACQUIRE) < trust_iter(m) ||
+            (c->mode == GENIE_MODE_ADA && !__atomic_load_n(&m->have_snapshot, __ATOMIC_ACQUIRE))) {
+            nap_us(1000);
+            continue;
+        }
+        /* a new snapshot: for the ranks (packed), and for this rank's f_theta when it makes a batch itself */
+        if (c->mode == GENIE_MODE_ADA) {
+            pthread_mutex_lock(&m->stage_mu);
+            if (m->stage_version != m->used_version) {
+                rc = backbone_net_pack(m->stage, m->pack, m->pack_n);
+                m->used_version = m->stage_version;
+                cur = m->stage_iter;
+                pthread_mutex_lock(&m->mu);
+                m->st.snapshot_iter = m->stage_iter;
+                m->st.snapshots++;
+                pthread_mutex_unlock(&m->mu);
+                if (rc == 0 && !remote_has_snapshot(m->rem, cur)) rc = remote_add_snapshot(m->rem, cur, m->pack, m->pack_n);
+            }
+            pthread_mutex_unlock(&m->stage_mu);
+            if (rc) break;
+        }
+        int planned = -1, free_b = -1, out = 0;
+        for (int i = 0; i < nb; i++) {
+            if (bt[i].state == J_PLANNED && planned < 0) planned = i;
+            if (bt[i].state == J_UNPLANNED && free_b < 0) free_b = i;
+            out += bt[i].state != J_UNPLANNED;
+        }
+        int live = remote_ranks(m->rem), w = live ? remote_idle(m->rem) : -1;
+        if (planned < 0 && free_b >= 0 && (w >= 0 || !live)) {
+            if (!quota_left(m)) {
+                if (!out) replay(m);
+                else nap_us(1000);
+                continue;
+            }
+            rbatch *b = &bt[free_b];
+            if (!(b->nq = plan_batch(m, &q, b->rq, b->res, b->src, b->sc, b->si, b->imgs))) {
+                if (out) nap_us(1000);   /* nothing to plan until a batch in flight comes back */
+                else rc = no_batch(m);
+                continue;
+            }
+            planned = free_b;
+            b->state = J_PLANNED;
+        }
+        if (planned >= 0 && !live) {
+            rbatch *b = &bt[planned];
+            double t0 = util_now();
+            if ((cur >= 0 && m->local_iter != cur && backbone_net_unpack(m->lstage, m->pack, m->pack_n)) ||
+                (cur >= 0 && local_snapshot(m, cur, m->lstage)) || genie_run(m->g, b->rq, b->nq, b->res)) {
+                unplan_batch(m, b->rq, b->nq);
+                rc = stopped(m) ? 0 : -1;
+                break;
+            }
+            b->state = J_UNPLANNED;
+            rc = keep_batch(m, b->rq, b->res, b->nq, b->sc, b->si, util_now() - t0, rgb);
+            busy = 1;
+        } else if (planned >= 0 && w >= 0) {
+            rbatch *b = &bt[planned];
+            b->wire = ++wire;
+            if (remote_send(m->rem, w, b->wire, cur, cur, b->rq, b->nq) == 0) b->state = J_SENT;
+            else lost_rank(m, w, UINT64_MAX);
+            busy = 1;
+        }
+        if (!busy) nap_us(500);
+    }
+    if (rc && !stopped(m)) module_fail(m);
+    for (int i = 0; bt && i < nb; i++) {
+        for (int k = 0; bt[i].src && k < B; k++) imgio_free(&bt[i].src[k]);
+        free(bt[i].rq), free(bt[i].res), free(bt[i].src), free(bt[i].sc), free(bt[i].si), free(bt[i].imgs);
+    }
+    free(bt);
+    free(rgb);
+    backbone_pool_end(pool);
+    return NULL;
+}
+
 static int setup_targets(module *m)
 {
     const genie_cfg *c = &m->cfg;
@@ -602,6 +1053,7 @@ static int setup_targets(module *m)
 static void module_free(module *m)
 {
     if (!m) return;
+    remote_close(m->rem);   /* after the module's thread: the caller's thread then calls MPI alone */
     genie_free(m->g);
     ring_free(m->ring);
     for (int k = 0; k < m->classes; k++) {
@@ -616,6 +1068,8 @@ static void module_free(module *m)
     free(m->grid), free(m->grid_tmp);
     font_free(m->font);
     backbone_net_free(m->stage);
+    backbone_net_free(m->lstage);
+    free(m->pack);
     for (int i = 0; i < m->n_hist; i++) {
         if (m->hist_net) backbone_net_free(m->hist_net[i]);
         if (m->hist_conf) free(m->hist_conf[i]);
@@ -628,18 +1082,10 @@ static void module_free(module *m)
     free(m);
 }
 
-module *module_start(const module_opts *o)
+/* What every rank loads alike: the targets, GeNIe-Ada's class mean images, the generator. NULL + err_msg(). */
+static module *module_new(const module_opts *o)
 {
     const genie_cfg *c = o->cfg;
-    if (c->sync && (o->batch < 1 || o->lookahead < 1)) {
-        err_set("%s: sync=1 needs the trainer's batch and loader lookahead", o->cfg_path);
-        return NULL;
-    }
-    if (c->sync && c->cache[0]) {
-        err_set("%s: sync=1 makes every sample in the run (a cache would make runs depend on the ones before): "
-                "remove cache=", o->cfg_path);
-        return NULL;
-    }
     module *m = calloc(1, sizeof *m);
     if (!m) {
         err_set("genie module: out of memory");
@@ -651,7 +1097,7 @@ module *module_start(const module_opts *o)
     pthread_mutex_init(&m->stage_mu, NULL);
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->hist_cv, NULL);
-    m->used_iter = m->need_iter = m->last_pub = -1;
+    m->used_iter = m->need_iter = m->last_pub = m->local_iter = -1;
     m->scan_k = o->start;
     /* no generated rows before the planner trusts the statistics; in sync mode not before the first batch whose
      * sample is planned from a snapshot taken after that */
@@ -713,6 +1159,31 @@ module *module_start(const module_opts *o)
     }
     genie_image_size(m->g, &m->W, &m->H);
     m->nrgb = (size_t)m->W * m->H * 3;
+    for (int k = 0; k < K; k++) free(words[k]);
+    free(words);
+    return m;
+fail:
+    for (int k = 0; words && k < K; k++) free(words[k]);
+    free(words);
+    module_free(m);
+    return NULL;
+}
+
+module *module_start(const module_opts *o)
+{
+    const genie_cfg *c = o->cfg;
+    if (c->sync && (o->batch < 1 || o->lookahead < 1)) {
+        err_set("%s: sync=1 needs the trainer's batch and loader lookahead", o->cfg_path);
+        return NULL;
+    }
+    if (c->sync && c->cache[0]) {
+        err_set("%s: sync=1 makes every sample in the run (a cache would make runs depend on the ones before): "
+                "remove cache=", o->cfg_path);
+        return NULL;
+    }
+    module *m = module_new(o);
+    if (!m) return NULL;
+    int K = o->classes;
     if (o->grid_path && (!(m->grid = calloc(GRID_ROWS * 2, m->nrgb)) ||
                          !(m->grid_tmp = malloc(sizeof(float) * 3 * m->W * m->H)))) {
         err_set("genie module: out of memory");
@@ -748,19 +1219,57 @@ module *module_start(const module_opts *o)
                          .H = m->H, .take = cache_take, .ctx = m};
         if (!(m->cache = cache_open(&co))) goto fail;
     }
-    if (pthread_create(&m->th, NULL, c->sync ? module_sync_main : module_main, m) != 0) {
+    if (dist_size() > 1) {
+        /* ranks >= 1 generate (module_serve): f_theta's snapshots go to them as flat floats */
+        if (!(m->rem = remote_open(c->batch, genie_image_floats(m->g), c->worker_timeout))) goto fail;
+        if (c->mode == GENIE_MODE_ADA &&
+            (!(m->pack = malloc(sizeof(float) * (m->pack_n = backbone_net_floats(m->stage)))) ||
+             (!c->sync && !(m->lstage = backbone_net_new(o->net_cfg))))) {
+            err_set("genie module: out of memory");
+            goto fail;
+        }
+        fprintf(stderr, "genie module: %d generator ranks make the requests this rank plans\n", dist_size() - 1);
+    }
+    void *(*run)(void *) = c->sync ? (m->rem ? module_sync_remote_main : module_sync_main)
+                                   : (m->rem ? module_remote_main : module_main);
+    if (pthread_create(&m->th, NULL, run, m) != 0) {
         err_set("genie module: cannot start its thread");
         goto fail;
     }
     m->started = 1;
-    for (int k = 0; k < K; k++) free(words[k]);
-    free(words);
     return m;
 fail:
-    for (int k = 0; words && k < K; k++) free(words[k]);
-    free(words);
     module_free(m);
     return NULL;
+}
+
+void module_dismiss(void) { remote_dismiss(); }
+
+/* A generator rank: the snapshot rank 0 sent becomes f_theta's, and its class means with it. */
+static int serve_snapshot(void *ctx, const float *p, size_t n)
+{
+    module *m = ctx;
+    if (backbone_net_unpack(m->stage, p, n) || genie_copy_backbone(m->g, m->stage)) return -1;
+    return genie_set_class_means(m->g, m->mean_imgs, m->mean_counts);
+}
+
+int module_serve(const module_opts *o)
+{
+    const genie_cfg *c = o->cfg;
+    module *m = module_new(o);
+    if (m && c->mode == GENIE_MODE_ADA && !(m->stage = backbone_net_new(o->net_cfg))) {
+        module_free(m);
+        m = NULL;
+    }
+    if (!m) {
+        remote_refuse(err_msg());
+        return -1;
+    }
+    struct blas_pool *pool = backbone_pool_begin(c->threads);   /* f_theta's layers, as the module thread's */
+    int rc = remote_serve(m->g, c->batch, c->worker_timeout, serve_snapshot, m);
+    backbone_pool_end(pool);
+    module_free(m);
+    return rc;
 }
 
 void module_close(module *m)

@@ -66,6 +66,14 @@ typedef struct module module;
 
 /* Loads everything and starts the thread; NULL + err_msg() (bad model, unknown target label, no source images). */
 module *module_start(const module_opts *o);
+/* Under `mpirun -np 1+K`, rank 0 trains and its module plans every request (sync=1: exactly as alone, so the run
+ * gives the same weights, byte for byte) while ranks 1..K make them (augment/genie/remote.h). module_start on rank 0
+ * finds the ranks itself; each rank >= 1 calls module_serve with the options rank 0 starts its module with (it
+ * reads the same arguments: the trainer's position fields are not used), which loads the same generator and runs
+ * rank 0's requests until rank 0's module_stop. 0, or -1 + err_msg() (a failed load is reported to rank 0 too). */
+int module_serve(const module_opts *o);
+/* Rank 0 of such a job, at its end: the ranks >= 1 stop, when its module (which tells them) did not. */
+void module_dismiss(void);
 /* Wakes everything that waits on the module (sync rows then take real images); call it before stopping the
  * loader, whose threads may be waiting. The module does it itself when it fails in sync mode. */
 void module_close(module *m);

@@ -47,6 +47,9 @@ static const genie_cfg defaults = {
     .warmup = 200,
     /* 0: the trainer never waits for the module (a GPU run); 1 makes a run reproducible, at the module's pace */
     .sync = 0,
+    /* an MPI job's generator rank that takes longer than this to load or to return a request is given up:
+     * generous (an SD 1.5 GeNIe-Ada batch on a CPU takes minutes), since it only bounds a dead rank's cost */
+    .worker_timeout = 600,
 };
 
 const genie_cfg *recipe_defaults(void) { return &defaults; }
@@ -148,7 +151,7 @@ int recipe_write_cfg(FILE *f, const genie_cfg *c)
             shortest(c->share, b, sizeof b), c->ring, c->reuse, c->snapshot_every, c->embed_layer, c->threads, c->batch);
     if (c->device[0]) fprintf(f, "device=%s\n", c->device);
     if (c->cache[0]) fprintf(f, "cache=%s\n", c->cache);
-    fprintf(f, "warmup=%d\nsync=%d\n", c->warmup, c->sync);
+    fprintf(f, "warmup=%d\nsync=%d\nworker_timeout=%s\n", c->warmup, c->sync, shortest(c->worker_timeout, b, sizeof b));
     if (fflush(f) || ferror(f)) return err_set("genie.cfg settings: write failed");
     return 0;
 }

@@ -4,6 +4,7 @@
 #include "common/csv.h"
 #include "src/net/blas.h"
 #include "src/train/confusion.h"
+#include "common/dist.h"
 #include "src/train/dataset.h"
 #include "augment/genie/recipe.h"
 #include "common/err.h"
@@ -129,8 +130,38 @@ static void print_genie(module *gm, const genie_cfg *c, char *const *labels)
     fprintf(stderr, "\n");
 }
 
+/* A rank >= 1 of `mpirun -np 1+K genie classifier train ...`: no training, a generator for rank 0's online GeNIe
+ * (module_serve), from the same .data and genie.cfg. */
+static int serve(const train_args *a)
+{
+    datacfg dc;
+    if (datacfg_read(a->data, &dc)) return -1;
+    dataset ds = {0};
+    genie_cfg gcfg;
+    const char *gpath = a->genie ? a->genie : dc.genie;
+    int rc = -1;
+    if (!dc.train) err_set("%s: no train= line", a->data);
+    else if (dataset_load(dc.train, dc.labels, dc.classes, &ds) == 0 && (!gpath || genie_cfg_read(gpath, &gcfg) == 0)) {
+        if (!gpath || gcfg.mode == GENIE_MODE_NONE) {
+            fprintf(stderr, "rank %d of %d: this run has no online GeNIe (genie= in %s, or -genie): nothing to make\n",
+                    dist_rank(), dist_size(), a->data);
+            rc = 0;
+        } else {
+            imgio_set_max_pixels(dc.max_pixels);
+            module_opts mo = {.cfg = &gcfg, .cfg_path = gpath, .classes = ds.classes, .labels = ds.labels,
+                              .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = a->cfg,
+                              .seed = a->seed, .gpu = a->gpu};
+            rc = module_serve(&mo);
+        }
+    }
+    if (ds.paths) dataset_free(&ds);
+    datacfg_free(&dc);
+    return rc;
+}
+
 static int train(const train_args *a)
 {
+    if (dist_rank() > 0) return serve(a);
     datacfg dc;
     if (datacfg_read(a->data, &dc)) return -1;
     int rc = -1;
@@ -516,7 +547,12 @@ int classifier_main(int argc, char **argv)
         else if (!strcmp(s, "balanced")) a.sampling = SAMPLE_BALANCED;
         else return err_set("-sampling must be shuffle, replace or balanced, got '%s'", s);
         if ((a.gpu = netio_device(gpu)) < -1) return -1;
-        return train(&a);
+        /* under mpirun, ranks >= 1 generate for rank 0's online GeNIe (module.h) */
+        if (dist_init()) return -1;
+        int rc = train(&a);
+        module_dismiss();   /* rank 0: ranks still waiting for a module that did not start (or ended) stop */
+        dist_finalize();
+        return rc;
     }
     if (!strcmp(cmd, "valid")) {
         const char *csv = NULL, *pred = NULL;
