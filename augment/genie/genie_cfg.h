@@ -21,7 +21,8 @@
  *   snapshot_every=100             iterations between copies of the trainer's weights into f_theta
  *   embed_layer=-1                 f_theta's layer (-1: the input of the last connected/convolutional layer)
  *   threads=1  batch=10            the module's CPU threads; engine items per call
- *   device=                        cpu, cuda or cuda:N (empty: cuda in a CUDA build with a device, else cpu)
+ *   device=                        cpu, cuda or cuda:N (empty: cuda in a CUDA build with a device, else cpu;
+ *                                  cuda on a generator rank: cuda:<its rank on the machine>)
  *   cache=                         directory of kept samples reused across runs (empty: no cache)
  *   warmup=200                     iterations of this run before the planner trusts the confusion statistics;
  *                                  no generated rows before (sync: nor for the loader's lookahead after)

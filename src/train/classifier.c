@@ -148,6 +148,8 @@ static int serve(const train_args *a)
             rc = 0;
         } else {
             imgio_set_max_pixels(dc.max_pixels);
+            if (!strcmp(gcfg.device, "cuda"))   /* one device per rank of a machine, as genie generate does */
+                snprintf(gcfg.device, sizeof gcfg.device, "cuda:%d", dist_local_rank());
             module_opts mo = {.cfg = &gcfg, .cfg_path = gpath, .classes = ds.classes, .labels = ds.labels,
                               .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = a->cfg,
                               .seed = a->seed, .gpu = a->gpu};
