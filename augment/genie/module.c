@@ -537,6 +537,19 @@ static int use_snapshot(module *m, int it)
     return rc;
 }
 
+/* sync=1, quota met: the n-th replay is kept sample n mod kept, in order, into rgb and *meta (its snapshot_iter kept) */
+static int replay_kept(module *m, uint64_t n, unsigned char *rgb, ring_meta *meta)
+{
+    if (!m->n_kept) return err_set("genie module: no sample to serve (every request dropped or without a source image)");
+    int i = (int)(n % (uint64_t)m->n_kept);
+    memcpy(rgb, m->kept[i], m->nrgb);
+    *meta = kept_meta(m, i, meta->snapshot_iter);
+    pthread_mutex_lock(&m->mu);
+    m->st.replayed++;
+    pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
 /* sync=1: sample after sample in order, each planned from the snapshot its first row's batch is due to see. A
  * sample the engine drops is tried again with other noise; the quota met, kept samples come back in order. */
 static void *module_sync_main(void *arg)
@@ -592,16 +605,7 @@ static void *module_sync_main(void *arg)
         if (rc || stopped(m)) break;
         if (!kept) {
             /* quota met (or four drops in a row): the kept samples again, in order */
-            if (!m->n_kept) {
-                rc = err_set("genie module: no sample to serve (every request dropped or without a source image)");
-                break;
-            }
-            int i = (int)((s - generated) % (uint64_t)m->n_kept);
-            memcpy(rgb, m->kept[i], m->nrgb);
-            meta = kept_meta(m, i, meta.snapshot_iter);
-            pthread_mutex_lock(&m->mu);
-            m->st.replayed++;
-            pthread_mutex_unlock(&m->mu);
+            if ((rc = replay_kept(m, s - generated, rgb, &meta))) break;
         }
         if (ring_put(m->ring, rgb, &meta) == UINT64_MAX) break;
     }
@@ -799,16 +803,7 @@ static void *module_sync_remote_main(void *arg)
                 meta.r = (float)j->res.r;
                 generated++;
             } else {
-                if (!m->n_kept) {
-                    rc = err_set("genie module: no sample to serve (every request dropped or without a source image)");
-                    break;
-                }
-                int i = (int)((j->s - generated) % (uint64_t)m->n_kept);
-                memcpy(rgb, m->kept[i], m->nrgb);
-                meta = kept_meta(m, i, meta.snapshot_iter);
-                pthread_mutex_lock(&m->mu);
-                m->st.replayed++;
-                pthread_mutex_unlock(&m->mu);
+                if ((rc = replay_kept(m, j->s - generated, rgb, &meta))) break;
             }
             if (ring_put(m->ring, rgb, &meta) == UINT64_MAX) break;
             head = (head + 1) % cap;
