@@ -5,6 +5,7 @@
 #   - the engine: txt2img and img2img PNGs of the bundled model
 #   - genie plan and genie generate (offline GeNIe-Ada, its index)
 #   - a sync-mode online GeNIe-Ada fine-tuning (module, ring, rows, live f_theta), 60 iterations
+#   - a fine-tuning under named augmentation presets (augment=strong, tail_augment=weak), 20 iterations
 # Usage: scripts/fingerprint.sh [GENIE] [OUT]  (defaults ./genie, build/fingerprint); prints "name md5" lines.
 # Compare two binaries with the same OUT (the plan holds its paths): sh scripts/fingerprint.sh A/genie > a.txt;
 # sh scripts/fingerprint.sh B/genie > b.txt; diff a.txt b.txt
@@ -48,3 +49,9 @@ sed 's/^quota=.*/quota=6/; s/^steps=.*/steps=8/; s/^warmup=.*/warmup=5/; s/^snap
 { sed "s|^backup=.*|backup=$O/ft|" cfg/fmnist-lt.data; echo "tail_share=0.25"; echo "genie=$O/genie.cfg"; } > "$O/ft.data"
 q "$G" classifier train "$O/ft.data" "$O/ft.cfg" "$O/train/train.weights" -clear -seed 9 -threads 2
 echo "online $(md5sum < "$O/ft/ft.weights" | cut -d' ' -f1)"
+
+# the augmentation presets by name: a preset read as another changes these weights
+sed 's/^max_batches=.*/max_batches=20/; s/^\[net\]$/[net]\naugment=strong\ntail_augment=weak/' cfg/fmnist-ft.cfg > "$O/aug.cfg"
+{ sed "s|^backup=.*|backup=$O/aug|" cfg/fmnist-lt.data; echo "tail_share=0.25"; } > "$O/aug.data"
+q "$G" classifier train "$O/aug.data" "$O/aug.cfg" "$O/train/train.weights" -clear -seed 11 -threads 2
+echo "augment $(md5sum < "$O/aug/aug.weights" | cut -d' ' -f1)"
