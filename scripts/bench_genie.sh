@@ -122,6 +122,6 @@ ADA=$(module_line ada)
 set -- $C $ADA
 awk -v a="$A" -v t="$1" -v served="$4" -v short="$5" -v d0="$D0" -v d1="$D1" 'BEGIN {
     r = d1 / d0; tr = a > 0 ? t / a : 0; sh = served + short > 0 ? 100 * served / (served + short) : 0
-    printf "  sync=1 demo fine-tuning wall time  %.2fx  (goal <= 1.5x)   %s\n", r, r <= 1.5 ? "met" : "not met"
-    printf "  sync=0 trainer speed               %.2fx  (goal >= 0.8x)   %s\n", tr, tr >= 0.8 ? "met" : "not met"
-    printf "  sync=0 rows served                 %.1f%%  (goal >= 50%%)   %s\n", sh, sh >= 50 ? "met" : "not met" }'
+    printf "  sync=1 demo fine-tuning wall time  %.2fx  (goal <= 1.5x)   %s\n", r, (r <= 1.5 ? "met" : "not met")
+    printf "  sync=0 trainer speed               %.2fx  (goal >= 0.8x)   %s\n", tr, (tr >= 0.8 ? "met" : "not met")
+    printf "  sync=0 rows served                 %.1f%%  (goal >= 50%%)   %s\n", sh, (sh >= 50 ? "met" : "not met") }'
