@@ -1,8 +1,8 @@
 #include "common/dist.h"
 #include "common/err.h"
+#include "common/util.h"
 
 #include <stdlib.h>
-#include <time.h>
 
 static int g_rank, g_size = 1, g_local_rank, g_local_size = 1;
 
@@ -179,20 +179,17 @@ void dist_cancel(dist_msg *m) {}
 
 int dist_wait(dist_msg *m, double timeout, const int *stop)
 {
-    struct timespec t0, now, nap = {0, 200000};   /* 0.2 ms between tests */
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = util_now();
     for (;;) {
         int rc = dist_test(m);
         if (rc) return rc > 0 ? 0 : -1;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double dt = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
         int stopped = stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE);
-        if (dt > timeout || stopped) {
+        if (util_now() - t0 > timeout || stopped) {
             dist_cancel(m);
             return stopped ? err_set("MPI: stopped while waiting for a peer")
                            : err_set("MPI: no answer from a peer in %g s", timeout);
         }
-        nanosleep(&nap, NULL);
+        util_sleep(200e-6);   /* 0.2 ms between tests */
     }
 }
 

@@ -56,6 +56,12 @@ double util_now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+void util_sleep(double seconds)
+{
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
 int util_mkdirs(const char *path)
 {
     char tmp[4096];

@@ -6,6 +6,8 @@
 int util_cores(void);
 /* Monotonic clock in seconds. */
 double util_now(void);
+/* Sleeps about `seconds` (the pause of a poll loop). */
+void util_sleep(double seconds);
 /* Creates a directory and its parents (mkdir -p); -1 with err_msg() naming the part that failed. */
 int util_mkdirs(const char *path);
 /* Strips leading and trailing white space in place; returns the start of what is left. */

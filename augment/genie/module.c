@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define GRID_ROWS 8
@@ -86,12 +85,6 @@ struct module {
 };
 
 static int stopped(const module *m) { return __atomic_load_n(&m->stop, __ATOMIC_ACQUIRE); }
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {0, ms * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* The first iteration whose confusion statistics the planner trusts: warmup iterations into this run (the live
  * statistics start empty, resumed or not). */
@@ -226,7 +219,7 @@ static void replay(module *m)
     ring_stats rs;
     ring_get_stats(m->ring, &rs);
     if (!m->n_kept || rs.ready >= m->cfg.ring) {
-        sleep_ms(5);
+        util_sleep(0.005);
         return;
     }
     int i = m->replay++ % m->n_kept;
@@ -380,7 +373,7 @@ static int keep_batch(module *m, const genie_request *rq, const genie_result *re
 static int no_batch(module *m)
 {
     if (!quota_left(m) && !m->n_kept) return err_set("genie module: no target has a usable source image");
-    sleep_ms(5);
+    util_sleep(0.005);
     return 0;
 }
 
@@ -437,7 +430,7 @@ static void *module_main(void *arg)
     while (rc == 0 && !stopped(m)) {
         if (__atomic_load_n(&m->iter, __ATOMIC_ACQUIRE) < trust_iter(m) ||
             (m->cfg.mode == GENIE_MODE_ADA && !__atomic_load_n(&m->have_snapshot, __ATOMIC_ACQUIRE))) {
-            sleep_ms(10);
+            util_sleep(0.01);
             continue;
         }
         if ((rc = pick_up_snapshot(m))) break;
@@ -501,7 +494,7 @@ static uint64_t row_of(module *m, uint64_t j)
     while (!stopped(m)) {
         uint64_t k = row_step(m, j, 1);
         if (k != ROW_LATER) return k;
-        sleep_ms(10);
+        util_sleep(0.01);
     }
     return UINT64_MAX;
 }
@@ -618,12 +611,6 @@ static void *module_sync_main(void *arg)
 }
 
 /* ---- under mpirun: ranks >= 1 run the requests rank 0 plans (augment/genie/remote.h) ---- */
-
-static void nap_us(long us)
-{
-    struct timespec ts = {0, us * 1000L};
-    nanosleep(&ts, NULL);
-}
 
 /* This rank's f_theta at snapshot `it` (the network net holds), for a request run here, unless it is already. */
 static int local_snapshot(module *m, int it, const struct network *net)
@@ -862,7 +849,7 @@ static void *module_sync_remote_main(void *arg)
                 lost_rank(m, w, UINT64_MAX);
             busy = 1;
         }
-        if (!busy) nap_us(500);
+        if (!busy) util_sleep(0.0005);
     }
 #undef J
     if (rc && !stopped(m)) module_fail(m);
@@ -936,7 +923,7 @@ static void *module_remote_main(void *arg)
         if (rc) break;
         if (__atomic_load_n(&m->iter, __ATOMIC_ACQUIRE) < trust_iter(m) ||
             (c->mode == GENIE_MODE_ADA && !__atomic_load_n(&m->have_snapshot, __ATOMIC_ACQUIRE))) {
-            nap_us(1000);
+            util_sleep(0.001);
             continue;
         }
         /* a new snapshot: for the ranks (packed), and for this rank's f_theta when it makes a batch itself */
@@ -965,12 +952,12 @@ static void *module_remote_main(void *arg)
         if (planned < 0 && free_b >= 0 && (w >= 0 || !live)) {
             if (!quota_left(m)) {
                 if (!out) replay(m);
-                else nap_us(1000);
+                else util_sleep(0.001);
                 continue;
             }
             rbatch *b = &bt[free_b];
             if (!(b->nq = plan_batch(m, &q, b->rq, b->res, b->src, b->sc, b->si, b->imgs))) {
-                if (out) nap_us(1000);   /* nothing to plan until a batch in flight comes back */
+                if (out) util_sleep(0.001);   /* nothing to plan until a batch in flight comes back */
                 else rc = no_batch(m);
                 continue;
             }
@@ -996,7 +983,7 @@ static void *module_remote_main(void *arg)
             else lost_rank(m, w, UINT64_MAX);
             busy = 1;
         }
-        if (!busy) nap_us(500);
+        if (!busy) util_sleep(0.0005);
     }
     if (rc && !stopped(m)) module_fail(m);
     for (int i = 0; bt && i < nb; i++) {

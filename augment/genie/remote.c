@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* The wire: both ends are the same genie binary, so the structs below go as bytes. */
 enum { TAG_READY = 1, TAG_SNAP, TAG_JOB, TAG_RESULT, TAG_STOP, TAG_PING, TAG_PONG, TAG_BYE, TAG_FINAL };
@@ -72,12 +71,6 @@ struct remote {
 };
 
 static char ping_byte, pong_byte;
-
-static void nap_us(long us)
-{
-    struct timespec ts = {0, us * 1000L};
-    nanosleep(&ts, NULL);
-}
 
 remote *remote_open(int max_req, size_t nimg, double timeout)
 {
@@ -410,7 +403,7 @@ static void stop_all(remote *r)
             if (tag == TAG_BYE) bye[src] = 1;
             else if (w->state != W_IDLE) w->state = W_IDLE;   /* its last result or its ready: idle now */
         }
-        if (!got) nap_us(500);
+        if (!got) util_sleep(500e-6);
     }
     for (int i = 1; r && i < n; i++) lost |= r->w[i].state == W_LOST;
     if (lost) dist_peer_lost();
@@ -489,7 +482,7 @@ int remote_serve(genie *g, int max_req, double timeout, int (*snapshot)(void *ct
     if (rc) snprintf(hello.msg, sizeof hello.msg, "%s", err_msg());
     if (send_wait(TAG_READY, &hello, sizeof hello, timeout)) rc = -1;
     double heard = util_now();
-    long nap = 100;
+    double nap = 100e-6;
     dist_msg *sent = NULL;   /* the last result, on its way while this rank listens (rank 0 may stop first) */
     dist_msg *pong = NULL, *bye = NULL;
     while (rc == 0) {
@@ -516,11 +509,11 @@ int remote_serve(genie *g, int max_req, double timeout, int (*snapshot)(void *ct
                 rc = err_set("nothing from rank 0 in %g s (worker_timeout): stopping", timeout);
                 break;
             }
-            nap_us(nap);
-            if (nap < 2000) nap *= 2;   /* idle: at most 500 probes a second */
+            util_sleep(nap);
+            if (nap < 2e-3) nap *= 2;   /* idle: at most 500 probes a second */
             continue;
         }
-        nap = 100;
+        nap = 100e-6;
         heard = util_now();
         if (bytes > in_cap) {
             unsigned char *b = realloc(in, bytes);
