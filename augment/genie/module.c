@@ -530,6 +530,19 @@ static int use_snapshot(module *m, int it)
     return rc;
 }
 
+/* sync=1: attempt `attempt` at sample s, drawn from (seed, s, attempt) whichever path plans it, so the in-process
+ * and the generator-rank runs plan the same requests. 1 planned (its stream is s), 0 nothing to plan, -1 no
+ * usable source (counted). */
+static int plan_attempt(module *m, uint64_t s, int attempt, genie_request *rq, img_u8 *src, int *sc, int *si)
+{
+    philox_t g;
+    philox_init(&g, m->o.seed, philox_mix(philox_mix(s, (uint64_t)attempt), PHILOX_MODULE_REQUEST));
+    int planned = plan_request(m, &g, rq, src, sc, si);
+    if (planned < 0) source_failed(m, rq->target);
+    if (planned > 0) rq->stream = s;
+    return planned;
+}
+
 /* sync=1, quota met: the n-th replay is kept sample n mod kept, in order, into rgb and *meta (its snapshot_iter kept) */
 static int replay_kept(module *m, uint64_t n, unsigned char *rgb, ring_meta *meta)
 {
@@ -565,13 +578,9 @@ static void *module_sync_main(void *arg)
         ring_meta meta = {.source_index = -1, .snapshot_iter = it};
         int kept = 0;
         for (int attempt = 0; attempt < 4 && !kept && quota_left(m) && rc == 0; attempt++) {
-            philox_t g;
-            philox_init(&g, m->o.seed, philox_mix(philox_mix(s, (uint64_t)attempt), PHILOX_MODULE_REQUEST));
-            int sc, si, planned = plan_request(m, &g, &rq, &src, &sc, &si);
-            if (planned < 0) source_failed(m, rq.target);
-            if (planned <= 0) continue;
+            int sc, si;
+            if (plan_attempt(m, s, attempt, &rq, &src, &sc, &si) <= 0) continue;
             int t = rq.target;
-            rq.stream = s;
             res.image = img;
             double t0 = util_now();
             if (genie_run(m->g, &rq, 1, &res)) {
@@ -700,12 +709,7 @@ static int plan_sample(module *m, sjob *j, int *conf_iter)
     }
     j->state = J_REPLAY;
     for (; j->attempt < 4 && quota_left(m); j->attempt++) {
-        philox_t g;
-        philox_init(&g, m->o.seed, philox_mix(philox_mix(j->s, (uint64_t)j->attempt), PHILOX_MODULE_REQUEST));
-        int planned = plan_request(m, &g, &j->rq, &j->src, &j->sc, &j->si);
-        if (planned < 0) source_failed(m, j->rq.target);
-        if (planned <= 0) continue;
-        j->rq.stream = j->s;
+        if (plan_attempt(m, j->s, j->attempt, &j->rq, &j->src, &j->sc, &j->si) <= 0) continue;
         pthread_mutex_lock(&m->mu);
         m->made[j->rq.target]++;
         pthread_mutex_unlock(&m->mu);
