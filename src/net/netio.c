@@ -76,7 +76,7 @@ static int read_extras(const char *cfg, net_extras *ex)
     ex->mixup = ex->cutmix = 0;
     ex->preset = AUG_DARKNET;
     ex->gen_preset = ex->tail_preset = -1;
-    double smooth = 0, crop = 0.2;
+    double smooth = 0, crop = AUG_CROP_SCALE;
     kv_key keys[] = {
         {.name = "flip", .type = KV_BOOL, .out = &ex->flip},
         {.name = "mixup", .type = KV_BOOL, .out = &ex->mixup},

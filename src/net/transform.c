@@ -124,7 +124,7 @@ static void affine_darknet(const aug_params *p, const img_u8 *im, philox_t *g, f
     m[3] = sn * ax; m[4] = c * ay;   m[5] = sn * ox + c * oy + im->h / 2.0f;
 }
 
-static float crop_scale(const aug_params *p) { return p->crop_scale > 0 ? p->crop_scale : 0.2f; }
+static float crop_scale(const aug_params *p) { return p->crop_scale > 0 ? p->crop_scale : AUG_CROP_SCALE; }
 
 /* torchvision's RandomResizedCrop box (10 tries, then the centre crop of the clamped ratio), mapped to w x h. */
 static void affine_resized_crop(const aug_params *p, const img_u8 *im, philox_t *g, float m[6])

@@ -12,6 +12,9 @@ enum aug_preset {
     AUG_STRONG,     /* weak + colour jitter (p 0.8) + grayscale (p 0.2) + Gaussian blur (p 0.5) */
 };
 
+/* crop_scale= unset: the smallest share of the area a weak or strong resized crop keeps */
+#define AUG_CROP_SCALE 0.2f
+
 typedef struct {
     enum aug_preset preset;
     int w, h, c;                 /* output size; c is 1 (luma) or 3 (RGB) */
@@ -19,7 +22,8 @@ typedef struct {
     int min_crop, max_crop;      /* shorter side scaled to a random size in [min_crop, max_crop] */
     float angle, aspect, hue, saturation, exposure;
     int flip;                    /* horizontal flip with probability 0.5 */
-    float crop_scale;            /* weak/strong: the smallest share of the area a resized crop keeps (0: 0.2) */
+    float crop_scale;            /* weak/strong: the smallest share of the area a resized crop keeps (0:
+                                    AUG_CROP_SCALE) */
 } aug_params;
 
 /* Writes c*h*w floats in [0,1], planar, into out. tmp holds at least 4*w*h floats of scratch. */
