@@ -39,16 +39,16 @@
 # RESULTS=path also copied there (path.csv/.md/.paired.md/.fewclass.md/.png/.front.md/.front.png).
 # Resumable: finished models, images and rows are kept.
 #
-# Environment (MODEL, GUIDANCE, STEPS, SCHEDULER, TOP_K, GENIE_R and ADA_RSET default to cfg/fmnist-genie.cfg's model,
-# guidance, steps, scheduler, top_k, r and r_set: scripts/recipe.sh): SEEDS ("1 2 3"), ARMS (all), OUT (build/ablate/<split>),
+# Environment (MODEL, GUIDANCE, STEPS, SCHEDULER, ETA, TOP_K, GENIE_R and ADA_RSET default to cfg/fmnist-genie.cfg's
+# model, guidance, steps, scheduler, eta, top_k, r and r_set: scripts/recipe.sh): SEEDS ("1 2 3"), ARMS (all), OUT (build/ablate/<split>),
 # MODEL (data/models/fmnist-ldm), PER_CLASS (50), GUIDANCE (3), STEPS (25), SCHEDULER
-# (dpmpp2m; lcm with an LCM-distilled MODEL), THREADS (loader threads, 2), PHASE (all | base | gen | arms | report),
+# (dpmpp2m; lcm or tcd with an LCM-distilled MODEL), ETA (tcd's eta, 0.3), THREADS (loader threads, 2), PHASE (all | base | gen | arms | report),
 # GENIE_R (the genie arm's r, 0.9), ADA_RSET (GeNIe-Ada's candidates, 0.7,0.8,0.9: the rule keeps the image just
 # after the largest jump; the paper's 0.5..0.9 also keeps 0.6, where many of the bundled model's images still show
 # their source), TOP_K (9: from how many of the classes most confused with a Few class the GeNIe arms draw their
 # sources; the paper's long-tail protocol takes 4 of ImageNet's 999, but of Fashion-MNIST's 9 the top 4 give too
 # few kinds of source: data/results/README.md), SOURCE_WEIGHT (uniform: sources drawn uniformly from those classes,
-# as the paper; rate: in proportion to their confusion rates); the online arms take GUIDANCE, STEPS, SCHEDULER,
+# as the paper; rate: in proportion to their confusion rates); the online arms take GUIDANCE, STEPS, SCHEDULER, ETA,
 # TOP_K, GENIE_R and ADA_RSET into their copy of cfg/fmnist-genie.cfg. GENIE (the binary, ./genie),
 # BASE (the OUT of an earlier run on the same list: its plain models, training confusions and VAE round trips are
 # reused, so a run that changes only how images are generated, e.g. GUIDANCE or a model with the same VAE, trains
@@ -71,7 +71,7 @@ TAG=$(printf '%s' "$AUG_KEYS" | tr -s ' =' '-' | sed 's/^-//; s/-$//')
 OUT=${OUT:-build/ablate/$NAME${TAG:+-$TAG}}
 SEEDS=${SEEDS:-1 2 3}
 ARMS=${ARMS:-none weak strong cutmix mixup img2img-L img2img-H txt2img genie genie-ada online-genie online-genie-ada}
-. scripts/recipe.sh   # MODEL GUIDANCE STEPS SCHEDULER TOP_K GENIE_R ADA_RSET
+. scripts/recipe.sh   # MODEL GUIDANCE STEPS SCHEDULER ETA TOP_K GENIE_R ADA_RSET
 PER_CLASS=${PER_CLASS:-50}
 THREADS=${THREADS:-2}
 TAIL_SHARE=${TAIL_SHARE:-0.25}
@@ -88,6 +88,7 @@ echo "ablate: $LIST -> $OUT; seeds $SEEDS; $BASE_NAME; recipe tail_share=$TAIL_S
 echo "$BASE_NAME" > "$OUT/base.txt"
 # what the offline images depend on: a BASE run with the same line lends its images
 GEN_SETTINGS="model=$MODEL guidance=$GUIDANCE steps=$STEPS scheduler=$SCHEDULER top_k=$TOP_K r=$GENIE_R r_set=$ADA_RSET per_class=$PER_CLASS source_weight=$SOURCE_WEIGHT"
+[ "$SCHEDULER" = tcd ] && GEN_SETTINGS="$GEN_SETTINGS eta=$ETA"   # the others ignore it: their settings stay as they were
 echo "$GEN_SETTINGS" > "$OUT/gen.settings"
 
 mkdata() {   # file backup [extra lines]
@@ -148,7 +149,7 @@ generate() {   # seed
         $G plan "$d/base.data" -mode "$1" -r "$2" -per-class "$PER_CLASS" -top-k "$TOP_K" -seed "$3" \
             -source-weight "$SOURCE_WEIGHT" \
             -confusion "$d/train_confusion.csv" -dir "$d/gen/$arm" -o "$d/gen/$arm.csv"
-        $G generate "$d/gen/$arm.csv" -data "$d/base.data" -model "$MODEL" -guidance "$GUIDANCE" -steps "$STEPS" -scheduler "$SCHEDULER" \
+        $G generate "$d/gen/$arm.csv" -data "$d/base.data" -model "$MODEL" -guidance "$GUIDANCE" -steps "$STEPS" -scheduler "$SCHEDULER" -eta "$ETA" \
             -batch 20 -rset "$ADA_RSET" -backbone cfg/fmnist.cfg -weights "$d/base/fmnist.weights" -index "$d/gen/$arm.index.csv"
         set -- "$3"
     done
@@ -193,6 +194,7 @@ generated=$d/gen/$arm.index.csv"
                 gcfg=$OUT/cfg/$arm.cfg
                 sed "s/^mode=.*/mode=${arm#online-}/; s/^threads=.*/threads=$THREADS/; s|^model=.*|model=$MODEL|; s/^guidance=.*/guidance=$GUIDANCE/; s/^steps=.*/steps=$STEPS/; s/^scheduler=.*/scheduler=$SCHEDULER/; s/^top_k=.*/top_k=$TOP_K/; s/^r=.*/r=$GENIE_R/; s/^r_set=.*/r_set=$ADA_RSET/${GEN_SHARE:+; s/^share=.*/share=$GEN_SHARE/}" \
                     cfg/fmnist-genie.cfg > "$gcfg"
+                [ "$SCHEDULER" = tcd ] && echo "eta=$ETA" >> "$gcfg"
                 extra="$extra
 genie=$gcfg" ;;
         esac

@@ -348,6 +348,7 @@ LCM_TIMESTEPS = [(4, 1.0, 50), (4, 0.5, 50), (2, 0.6, 50), (1, 1.0, 50), (8, 1.0
                  (7, 1.0, 7)]
 LCM_STEPS, LCM_GUIDANCE, LCM_SEED = 3, 8.5, 5
 LCM_STRENGTHS = [0.5, 0.8]
+TCD_STEP_ETAS, TCD_ETA = [0.0, 0.3, 1.0], 0.3
 
 
 def check_lcm():
@@ -463,6 +464,25 @@ def lcm_refs(base):
     info["sampling"] = {"prompts": IMG_PROMPTS, "steps": LCM_STEPS, "guidance": LCM_GUIDANCE, "seed": LCM_SEED,
                         "streams": [0, 1], "img2img_strengths": LCM_STRENGTHS,
                         "images": ["../sd-tiny-a/img0.png", "../sd-tiny-a/img1.png"]}
+
+    # TCD (TCDScheduler 0.27 in the same pipeline): one step at each eta, then img2img at TCD_ETA as above
+    for pt in ("epsilon", "v_prediction"):
+        for eta in TCD_STEP_ETAS:
+            for i in (1, 3):
+                s = R.TCD(dict(R.LCM_SCHEDULER_CONFIG, prediction_type=pt), eta)
+                s.set_timesteps(4)
+                refs[f"tcd.step.{'v' if pt == 'v_prediction' else 'eps'}.e{round(eta * 100)}.i{i}"] = \
+                    s.step(eps, s.timesteps[i], x, noise)[0]
+    trajs, outs = [], []
+    for k in range(2):
+        traj = []
+        out, _ = m.lcm(image[k:k + 1], IMG_PROMPTS[k], LCM_STEPS, LCM_STRENGTHS[k], LCM_GUIDANCE,
+                       vae_noise[k:k + 1], latent_noise[k:k + 1], LCM_SEED, k, R.LCM_SCHEDULER_CONFIG, traj, TCD_ETA)
+        trajs.append(torch.cat(traj))
+        outs.append(out)
+    refs["tcd.img2img.latents"] = torch.stack(trajs, 1)
+    refs["tcd.img2img.image"] = torch.cat(outs)
+    info["tcd"] = {"step_etas": TCD_STEP_ETAS, "img2img_eta": TCD_ETA}
     R.save_safetensors({k: v.float().contiguous() for k, v in refs.items()}, os.path.join(d, "refs.safetensors"))
     info["tensors"] = {k: list(v.shape) for k, v in sorted(refs.items())}
     R.write_json(os.path.join(d, "refs.json"), info)

@@ -8,6 +8,7 @@ MODEL=${MODEL:-$(recipe_key model)}
 GUIDANCE=${GUIDANCE:-$(recipe_key guidance)}
 STEPS=${STEPS:-$(recipe_key steps)}
 SCHEDULER=${SCHEDULER:-$(recipe_key scheduler)}
+ETA=${ETA:-$(recipe_key eta)}
 TOP_K=${TOP_K:-$(recipe_key top_k)}
 GENIE_R=${GENIE_R:-$(recipe_key r)}
 ADA_RSET=${ADA_RSET:-$(recipe_key r_set)}

@@ -953,8 +953,45 @@ class LCM:
         return prev, denoised
 
 
+class TCD(LCM):
+    """TCDScheduler (diffusers 0.27): LCMScheduler's timesteps (strength in set_timesteps, as the LCM img2img
+    pipeline passes it), its own step: x0 and eps from the model output, the DDIM update to
+    s = floor((1 - eta) * prev_t), then noise from s to prev_t when eta > 0 and not on the last step, whose prev_t
+    is 0. The pipeline decodes the step's second value, which on the last step is the sample itself."""
+
+    def __init__(self, cfg=LCM_SCHEDULER_CONFIG, eta=0.3):
+        super().__init__(cfg)
+        self.eta = eta
+
+    def step(self, out, t, x, noise):
+        if self.step_index is None:
+            idx = (self.timesteps == t).nonzero()
+            self.step_index = idx[1 if len(idx) > 1 else 0].item()
+        p = self.step_index + 1
+        prev_t = self.timesteps[p] if p < len(self.timesteps) else torch.tensor(0)
+        s_t = torch.floor((1 - self.eta) * prev_t).to(dtype=torch.long)
+        a_t = self.ac[t]
+        b_t = 1 - a_t
+        a_p = self.ac[prev_t] if prev_t >= 0 else self.final_ac
+        a_s = self.ac[s_t]
+        b_s = 1 - a_s
+        if self.vpred:
+            x0 = (a_t ** 0.5) * x - (b_t ** 0.5) * out
+            e = (a_t ** 0.5) * out + (b_t ** 0.5) * x
+        else:
+            x0 = (x - b_t.sqrt() * out) / a_t.sqrt()
+            e = out
+        xs = a_s.sqrt() * x0 + b_s.sqrt() * e
+        if self.eta > 0 and self.step_index != self.n - 1:
+            prev = (a_p / a_s).sqrt() * xs + (1 - a_p / a_s).sqrt() * noise
+        else:
+            prev = xs
+        self.step_index += 1
+        return prev, xs
+
+
 def make_scheduler(kind, cfg=SD_SCHEDULER_CONFIG):
-    return {"ddim": DDIM, "dpm": DPMSolverPP, "lcm": LCM}[kind](cfg)
+    return {"ddim": DDIM, "dpm": DPMSolverPP, "lcm": LCM, "tcd": TCD}[kind](cfg)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1055,13 +1092,14 @@ class SDModel:
 
     @torch.no_grad()
     def lcm(self, image, prompt, n, strength, guidance, vae_noise, latent_noise, seed, stream, sched_cfg,
-            trace=None):
+            trace=None, tcd_eta=None):
         """One item through LatentConsistencyModel(Img2Img)Pipeline (0.27) with an LCM-distilled UNet: strength in
         set_timesteps, z0 and add_noise at the first timestep as img2img (txt2img: image None, x = latent_noise),
         one UNet call per step with timestep_cond = guidance embedding of guidance - 1 (no CFG), the scheduler's
-        noise after step i = philox_normal(seed, mix(mix(stream, PHILOX_ENGINE_STEP), i)); decodes `denoised`."""
+        noise after step i = philox_normal(seed, mix(mix(stream, PHILOX_ENGINE_STEP), i)); decodes `denoised`.
+        tcd_eta: TCDScheduler with that eta in place of LCMScheduler (the same pipeline)."""
         ctx = self.encode_prompts([prompt])
-        sched = LCM(sched_cfg)
+        sched = LCM(sched_cfg) if tcd_eta is None else TCD(sched_cfg, tcd_eta)
         sched.set_timesteps(n, strength)
         ts = sched.timesteps
         if image is not None:

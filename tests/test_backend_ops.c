@@ -502,30 +502,38 @@ static void sched_configs(sched_config *c, int clip, int midpoint)
     c->timestep_spacing = SD_SPACING_UNSET;
 }
 
-/* Every scheduler update of a 12-step schedule through dev's sched_step against the CPU's, on the same inputs. */
+/* Every scheduler update of a 12-step schedule through dev's sched_step against the CPU's, on the same inputs
+ * (LCM and TCD at eta 0.3: the same injected noise on both). */
 static void test_sched_step(enum sd_sched_kind kind, int clip, int midpoint, size_t n)
 {
     sched_config cfg;
     sched_configs(&cfg, clip, midpoint);
     scheduler *s = scheduler_create(kind, &cfg);
-    CHECK(s && !scheduler_set_timesteps(s, 12), "scheduler: %s", err_msg());
+    CHECK(s && !scheduler_set_eta(s, 0.3) && !scheduler_set_timesteps(s, 12), "scheduler: %s", err_msg());
     if (!s) return;
+    const int noised = kind == SD_SCHED_LCM || kind == SD_SCHED_TCD;
     float *x = rnd(n), *eps = rnd(n), *prev = host(n), *got = host(n);
     float *dx = to_dev(x, n), *de = dev->alloc(dev, n), *dp = dev->alloc(dev, n);
     if (!de || !dp) fatal("sched_step buffers");
     sched_state st_c, st_d;
     sched_state_init(&st_c, prev, n);
     sched_state_init(&st_d, dp, n);
+    int start;
+    CHECK(!scheduler_begin(s, &st_c, 1.0, &start) && !scheduler_begin(s, &st_d, 1.0, &start), "begin: %s", err_msg());
     char what[96];
     for (int i = 2; i < scheduler_num_steps(s); i++) {
         philox_fill_normal(11, (uint64_t)i, eps, n);
         dev->upload(dev, de, eps, n);
+        if (noised) {
+            philox_fill_normal(12, (uint64_t)i, prev, n);
+            dev->upload(dev, dp, prev, n);
+        }
         ops_step c, cd;
         CHECK(!scheduler_prepare(s, &st_c, i, &c) && !scheduler_prepare(s, &st_d, i, &cd), "prepare: %s", err_msg());
         cpu->sched_step(cpu, &c, eps, x, prev, n);
         dev->sched_step(dev, &cd, de, dx, dp, n);
         dev->download(dev, got, dx, n);
-        snprintf(what, sizeof what, "sched_step %s clip %d midpoint %d step %d n%zu", kind ? "dpm" : "ddim", clip,
+        snprintf(what, sizeof what, "sched_step %s clip %d midpoint %d step %d n%zu", scheduler_kind_name(kind), clip,
                  midpoint, i, n);
         compare(what, x, got, n, 0, 0);
         if (kind == SD_SCHED_DPMPP_2M) {
@@ -573,6 +581,8 @@ static void test_sampling_ops(size_t n)
     test_sched_step(SD_SCHED_DDIM, 1, 0, n);
     test_sched_step(SD_SCHED_DPMPP_2M, 0, 0, n);
     test_sched_step(SD_SCHED_DPMPP_2M, 0, 1, n);
+    test_sched_step(SD_SCHED_LCM, 0, 0, n);
+    test_sched_step(SD_SCHED_TCD, 0, 0, n);
 }
 
 /* The former host loops (engine.c, scheduler.c before the loop moved behind ops), verbatim but for names. */

@@ -66,7 +66,7 @@ int main(void)
     bad("[genie]\ndevice=gpu\n", ":2: key 'device' must be cpu, cuda or cuda:N, got 'gpu'");
     bad("[genie]\ndevice=cuda:x\n", ":2: key 'device' must be");
     bad("[genie]\ndevice=cuda:\n", ":2: key 'device' must be");
-    bad("[genie]\nscheduler=euler\n", ":2: key 'scheduler' must be ddim, dpmpp2m or lcm");
+    bad("[genie]\nscheduler=euler\n", ":2: key 'scheduler' must be ddim, dpmpp2m, lcm or tcd");
     bad("[genie]\nsources=best\n", ":2: key 'sources' must be confused, random or same");
     bad("[genie]\ntargets=,\n", ":2: key 'targets' must be few, all or a comma list of labels");
     bad("[genie]\nprompt=A photo\n", ":2: key 'prompt' must be a template with {}");
@@ -97,6 +97,10 @@ int main(void)
     /* lcm runs every step at any strength (its model's original_inference_steps bounds r, checked by the engine) */
     write_file("[genie]\nscheduler=lcm\nsteps=4\nr_set=0.2,0.5\nr=0.2\n");
     CHECK(genie_cfg_read(P, &c) == 0 && c.scheduler == SD_SCHED_LCM, "lcm with r = 0.2 at 4 steps: %s", err_msg());
+    write_file("[genie]\nscheduler=tcd\neta=0\nsteps=4\nr_set=0.2,0.5\nr=0.2\n");
+    CHECK(genie_cfg_read(P, &c) == 0 && c.scheduler == SD_SCHED_TCD && c.eta == 0.0, "tcd, eta 0, r = 0.2 at 4 steps: %s",
+          err_msg());
+    bad("[genie]\nscheduler=tcd\neta=1.5\n", ":3: key 'eta'");
     write_file("[genie]\nmode=txt2img\nsteps=1\n");
     CHECK(genie_cfg_read(P, &c) == 0, "txt2img uses no r: %s", err_msg());
     bad("[genie]\nshare=0.5\nsahre=0.5\n", ":3: unknown key 'sahre' in [genie] (did you mean 'share'?)");

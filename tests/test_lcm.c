@@ -1,8 +1,9 @@
 /* Latent consistency models against the PyTorch reference (scripts/sd_ref.py, diffusers 0.27's LCMScheduler,
- * cond_proj and LatentConsistencyModel(Img2Img)Pipeline; tests/fixtures/sd-tiny-lcm): the LCM timesteps for
- * several (steps, strength, original_inference_steps), one scheduler step (epsilon and v-prediction, with and
- * without the injected noise), the UNet with and without timestep_cond, and txt2img / img2img end to end on the
- * engine with its Philox noise between steps; the config keys, the scheduler name and what is refused. */
+ * TCDScheduler, cond_proj and LatentConsistencyModel(Img2Img)Pipeline; tests/fixtures/sd-tiny-lcm): the LCM
+ * (and TCD) timesteps for several (steps, strength, original_inference_steps), one scheduler step (epsilon and
+ * v-prediction, with and without the injected noise; TCD at eta 0, 0.3 and 1), the UNet with and without
+ * timestep_cond, and txt2img / img2img end to end on the engine with its Philox noise between steps (TCD: img2img
+ * at eta 0.3); the config keys, the scheduler names and what is refused. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,13 +36,13 @@ static float *ref(const char *name, size_t *n)
     return b;
 }
 
-static scheduler *make_lcm(int orig, int vpred)
+static scheduler *make_sched(enum sd_sched_kind kind, int orig, int vpred)
 {
     sched_config c;
     sd_default_configs(NULL, NULL, NULL, &c);
     c.original_inference_steps = orig;
     c.prediction_epsilon = !vpred;
-    scheduler *s = scheduler_create(SD_SCHED_LCM, &c);
+    scheduler *s = scheduler_create(kind, &c);
     CHECK(s != NULL, "%s", err_msg());
     return s;
 }
@@ -50,6 +51,8 @@ static void test_config(void)
 {
     CHECK(scheduler_kind_parse("lcm") == SD_SCHED_LCM && !strcmp(scheduler_kind_name(SD_SCHED_LCM), "lcm") &&
               strstr(SCHEDULER_NAMES, "lcm"), "the name lcm");
+    CHECK(scheduler_kind_parse("tcd") == SD_SCHED_TCD && !strcmp(scheduler_kind_name(SD_SCHED_TCD), "tcd") &&
+              strstr(SCHEDULER_NAMES, "tcd"), "the name tcd");
     unet_config u;
     sched_config s;
     CHECK(sd_load_configs(LCM, &u, NULL, NULL, &s) == 0, "%s", err_msg());
@@ -63,6 +66,12 @@ static void test_config(void)
     scheduler_free(d);
     scheduler *l = scheduler_create(SD_SCHED_LCM, &s);
     CHECK(l != NULL, "%s", err_msg());
+    scheduler_free(l);
+    l = scheduler_create(SD_SCHED_TCD, &s);
+    CHECK(l != NULL, "tcd with v_prediction: %s", err_msg());
+    /* eta is TCD's gamma in [0, 1] */
+    CHECK(l && scheduler_set_eta(l, -0.1) == -1 && strstr(err_msg(), "eta") && scheduler_set_eta(l, 1.5) == -1 &&
+              scheduler_set_eta(l, 1.0) == 0, "eta outside [0, 1] accepted");
     scheduler_free(l);
     /* a config without clip_sample takes each class's default, as diffusers' from_config does: DDIMScheduler
      * clips x0, LCMScheduler does not */
@@ -100,7 +109,8 @@ static void test_timesteps(void)
         snprintf(name, sizeof name, "lcm.t.n%d.s%d.o%d", n, combos[c][1], orig);
         size_t k = 0;
         float *want = ref(name, &k);
-        scheduler *s = make_lcm(orig, 0);
+        /* TCDScheduler.set_timesteps is LCMScheduler's */
+        scheduler *s = make_sched(c % 2 ? SD_SCHED_TCD : SD_SCHED_LCM, orig, 0);
         if (!want || !s) {
             free(want), scheduler_free(s);
             continue;
@@ -119,7 +129,7 @@ static void test_timesteps(void)
         free(want);
     }
     /* the LCM paper's 4-step schedule; strength 1 is the shared schedule */
-    scheduler *s = make_lcm(50, 0);
+    scheduler *s = make_sched(SD_SCHED_LCM, 50, 0);
     if (!s) return;
     CHECK(scheduler_set_timesteps(s, 4) == 0, "%s", err_msg());
     CHECK(scheduler_timestep(s, 0) == 999 && scheduler_timestep(s, 1) == 759 && scheduler_timestep(s, 2) == 499 &&
@@ -134,15 +144,20 @@ static void test_timesteps(void)
     scheduler_free(s);
 }
 
-static void test_step(void)
+/* eta < 0: LCM; else TCD at that eta (step index 1 injects noise when eta > 0, index 3 is the last) */
+static void test_step(double eta)
 {
     float *x = ref("step.x", NULL), *eps = ref("step.eps", NULL), *noise = ref("step.noise", NULL);
     for (int v = 0; v < 2 && x && eps && noise; v++)
         for (int i = 1; i <= 3; i += 2) {
-            char name[32];
-            snprintf(name, sizeof name, "step.%s.i%d", v ? "v" : "eps", i);
+            char name[48];
+            if (eta < 0)
+                snprintf(name, sizeof name, "step.%s.i%d", v ? "v" : "eps", i);
+            else
+                snprintf(name, sizeof name, "tcd.step.%s.e%d.i%d", v ? "v" : "eps", (int)lround(eta * 100), i);
             float *want = ref(name, NULL);
-            scheduler *s = make_lcm(50, v);
+            scheduler *s = make_sched(eta < 0 ? SD_SCHED_LCM : SD_SCHED_TCD, 50, v);
+            if (s && eta >= 0) CHECK(scheduler_set_eta(s, eta) == 0, "%s", err_msg());
             if (want && s && !scheduler_set_timesteps(s, 4)) {
                 float y[64], nz[64];
                 memcpy(y, x, sizeof y);
@@ -153,7 +168,7 @@ static void test_step(void)
                 CHECK(scheduler_begin(s, &st, 1.0, &start) == 0, "%s", err_msg());
                 CHECK(scheduler_step(s, &st, i, eps, y, 64) == 0, "%s: %s", name, err_msg());
                 double d = check_max_abs(y, want, 64);
-                CHECK(d <= 1e-5, "%s: LCM step differs from diffusers' by %g", name, d);
+                CHECK(d <= 1e-5, "%s: step differs from diffusers' by %g", name, d);
             }
             scheduler_free(s);
             free(want);
@@ -216,10 +231,13 @@ static float *load_image(const char *path)
     return p;
 }
 
-/* txt2img and img2img (strengths 0.5 and 0.8 in one batch) on the engine, step by step against the reference */
-static void test_engine(int img2img)
+/* txt2img and img2img (strengths 0.5 and 0.8 in one batch) on the engine, step by step against the reference;
+ * tcd: img2img with TCD at the fixtures' eta 0.3 */
+static void test_engine(int img2img, int tcd)
 {
-    const char *mode = img2img ? "img2img" : "txt2img";
+    const char *mode = img2img ? "img2img" : "txt2img", *pre = tcd ? "tcd." : "";
+    char what[24];
+    snprintf(what, sizeof what, "%s%s", pre, mode);
     tracer tr = {0};
     engine_opts o;
     engine_opts_default(&o);
@@ -227,7 +245,8 @@ static void test_engine(int img2img)
     o.threads = 2;
     o.max_batch = 2;
     o.vae_batch = 2;
-    o.scheduler = SD_SCHED_LCM;
+    o.scheduler = tcd ? SD_SCHED_TCD : SD_SCHED_LCM;
+    o.eta = 0.3;
     o.steps = 3;
     o.guidance = 8.5;
     o.trace = trace_fn;
@@ -238,10 +257,11 @@ static void test_engine(int img2img)
     /* guidance goes into the UNet's condition: no CFG pair, so the UNet was sized for 2 rows, not 4 */
     CHECK(engine_bench_unet(e, 3) == -1, "an LCM-distilled UNet runs one row per item");
     char name[64];
-    snprintf(name, sizeof name, "%s.latents", mode);
+    snprintf(name, sizeof name, "%s%s.latents", pre, mode);
     float *want_lat = ref(name, NULL);
-    snprintf(name, sizeof name, "%s.image", mode);
+    snprintf(name, sizeof name, "%s%s.image", pre, mode);
     float *want_img = ref(name, NULL);
+    /* TCD starts from LCM's timesteps: the same initial latents */
     snprintf(name, sizeof name, "%s.x_init", mode);
     float *want_init = ref(name, NULL);
     float *vn = ref("vae_noise", NULL), *ln = ref("latent_noise", NULL);
@@ -265,27 +285,27 @@ static void test_engine(int img2img)
         it[k].latent_noise = ln ? ln + k * NL : NULL;
     }
     if (want_lat && want_img && want_init && vn && ln && (!img2img || (img[0] && img[1]))) {
-        CHECK(engine_img2img(e, it, 2) == 0, "%s: %s", mode, err_msg());
+        CHECK(engine_img2img(e, it, 2) == 0, "%s: %s", what, err_msg());
         for (int k = 0; k < 2; k++) {
             double d = tr.lat[k][0] ? check_max_abs(tr.lat[k][0], want_init + k * NL, NL) : INFINITY;
-            CHECK(d <= 1e-4, "%s item %d: initial latents differ by %g", mode, k, d);
+            CHECK(d <= 1e-4, "%s item %d: initial latents differ by %g", what, k, d);
             for (int s = 0; s < 3; s++) {
                 d = tr.lat[k][s + 1] ? check_max_abs(tr.lat[k][s + 1], want_lat + (s * 2 + k) * NL, NL) : INFINITY;
-                CHECK(d <= 2e-4, "%s item %d: latents after step %d differ by %g", mode, k, s + 1, d);
+                CHECK(d <= 2e-4, "%s item %d: latents after step %d differ by %g", what, k, s + 1, d);
             }
             d = check_max_abs(out[k], want_img + k * 3 * 256, 3 * 256);
-            CHECK(d <= 2e-4, "%s item %d: decoded image differs by %g", mode, k, d);
+            CHECK(d <= 2e-4, "%s item %d: decoded image differs by %g", what, k, d);
         }
         /* an item alone gives what it gave in the batch (its own schedule, its own noise) */
         engine_item one = it[1];
         one.out = out[2];
         CHECK(engine_img2img(e, &one, 1) == 0, "%s", err_msg());
-        CHECK(check_max_abs(out[2], out[1], 3 * 256) <= 1e-5, "%s: batch 1 differs from batch 2 by %g", mode,
+        CHECK(check_max_abs(out[2], out[1], 3 * 256) <= 1e-5, "%s: batch 1 differs from batch 2 by %g", what,
               check_max_abs(out[2], out[1], 3 * 256));
         /* an item on another Philox stream gets other noise between steps */
         one.stream = 9;
         CHECK(engine_img2img(e, &one, 1) == 0 && check_max_abs(out[2], out[1], 3 * 256) > 1e-3,
-              "%s: the injected noise does not follow the item's stream", mode);
+              "%s: the injected noise does not follow the item's stream", what);
     }
     if (img2img) {
         engine_item bad = it[0];
@@ -307,10 +327,14 @@ int main(void)
     CHECK(R != NULL, "%s", err_msg());
     test_config();
     test_timesteps();
-    test_step();
+    test_step(-1);
+    test_step(0.0);
+    test_step(0.3);
+    test_step(1.0);
     test_unet();
-    test_engine(0);
-    test_engine(1);
+    test_engine(0, 0);
+    test_engine(1, 0);
+    test_engine(1, 1);
     st_close(R);
     return check_done("test_lcm");
 }

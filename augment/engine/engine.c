@@ -72,6 +72,7 @@ void engine_opts_default(engine_opts *o)
     o->scheduler = SD_SCHED_DDIM;
     o->steps = 50;
     o->guidance = 7.5;
+    o->eta = 0.3;
 }
 
 static void *xcalloc(size_t n, size_t size, int *fail)
@@ -178,7 +179,8 @@ engine *engine_load(const engine_opts *o)
                 m->unet.in_channels, m->unet.out_channels, m->vae.latent_channels);
         goto fail;
     }
-    if (!(e->sched = scheduler_create(o->scheduler, &m->sched)) || scheduler_set_timesteps(e->sched, o->steps)) {
+    if (!(e->sched = scheduler_create(o->scheduler, &m->sched)) || scheduler_set_eta(e->sched, o->eta) ||
+        scheduler_set_timesteps(e->sched, o->steps)) {
         err_wrap("%s: ", o->model);
         goto fail;
     }
@@ -480,9 +482,9 @@ static int denoise_step(engine *e, engine_item *items, int n, int na, int i)
         }
         ops_step c;
         if (scheduler_prepare(e->sched, &e->st[k], i, &c)) return err_wrap("item %d: ", k);
-        /* LCM's noise after step i: Philox of the item's seed on its stream mixed with PHILOX_ENGINE_STEP and i,
+        /* LCM's (TCD's) noise after step i: Philox of the item's seed on its stream mixed with PHILOX_ENGINE_STEP and i,
          * counter from 0 (where diffusers draws randn from the pipeline's generator) */
-        if (c.kind == OPS_STEP_LCM && c.noise)
+        if ((c.kind == OPS_STEP_LCM || c.kind == OPS_STEP_TCD) && c.noise)
             be->fill_normal(be, e->st[k].prev, nl, items[k].seed,
                             philox_mix(philox_mix(items[k].stream, PHILOX_ENGINE_STEP), (uint64_t)i));
         be->sched_step(be, &c, eps, e->x + k * nl, e->st[k].prev, nl);

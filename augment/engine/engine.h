@@ -29,6 +29,7 @@ typedef struct {
     int height, width;              /* image size; 0: the model's (UNet sample_size x VAE factor) */
     enum sd_sched_kind scheduler;
     int steps;                      /* inference steps N of the full schedule */
+    double eta;                     /* tcd: TCDScheduler.step's eta (the paper's gamma), 0 (deterministic) .. 1 */
     double guidance;                /* classifier-free guidance scale; <= 1 disables CFG (batch not doubled). A UNet
                                      * with time_cond_proj_dim (LCM-distilled) takes it as its guidance embedding
                                      * of guidance - 1 instead: one UNet row per item, never a CFG pair */
@@ -51,7 +52,8 @@ typedef struct {
     int drop_nonfinite;
 } engine_opts;
 
-/* Defaults: max_batch 1, DDIM, 50 steps, guidance 7.5, sampled posterior, model size. */
+/* Defaults: max_batch 1, DDIM, 50 steps, guidance 7.5, tcd eta 0.3 (diffusers' step default), sampled posterior,
+ * model size. */
 void engine_opts_default(engine_opts *o);
 
 /* NULL + err_msg() (missing files, bad configs, shapes, sizes). */

@@ -1,6 +1,6 @@
 /* DDIM and DPM-Solver++ (2M) as diffusers 0.19 computes them, LCMScheduler as diffusers 0.27 does (its
  * set_timesteps: the evenly spaced indices into the original schedule that 0.26 introduced; 0.24-0.25 took
- * origin[::-skip][:N] instead): tables and step arithmetic in float32, in the order torch evaluates the
+ * origin[::-skip][:N] instead), TCDScheduler as 0.27 does (LCM's timesteps, its own step): tables and step arithmetic in float32, in the order torch evaluates the
  * expressions; index arithmetic of set_timesteps in double as numpy does it. */
 #include "augment/engine/scheduler.h"
 #include <math.h>
@@ -16,6 +16,7 @@ struct scheduler {
     float *acp;                 /* alphas_cumprod [T] */
     float final_acp;            /* DDIM: ᾱ used when the previous timestep is < 0 */
     float *alpha_t, *sigma_t, *lambda_t;    /* DPM-Solver: sqrt(ᾱ), sqrt(1-ᾱ), log alpha - log sigma */
+    double eta;                 /* TCD: the step's stochasticity (gamma in the paper) */
     int n;                      /* inference steps */
     int *ts;                    /* [n] descending */
 };
@@ -44,22 +45,23 @@ int scheduler_kind_parse(const char *name)
     if (!strcmp(name, "ddim")) return SD_SCHED_DDIM;
     if (!strcmp(name, "dpmpp2m") || !strcmp(name, "dpm")) return SD_SCHED_DPMPP_2M;
     if (!strcmp(name, "lcm")) return SD_SCHED_LCM;
+    if (!strcmp(name, "tcd")) return SD_SCHED_TCD;
     return -1;
 }
 
 const char *scheduler_kind_name(enum sd_sched_kind kind)
 {
-    return kind == SD_SCHED_DDIM ? "ddim" : kind == SD_SCHED_LCM ? "lcm" : "dpmpp2m";
+    return kind == SD_SCHED_DDIM ? "ddim" : kind == SD_SCHED_LCM ? "lcm" : kind == SD_SCHED_TCD ? "tcd" : "dpmpp2m";
 }
 
 scheduler *scheduler_create(enum sd_sched_kind kind, const sched_config *cfg)
 {
-    if (kind != SD_SCHED_DDIM && kind != SD_SCHED_DPMPP_2M && kind != SD_SCHED_LCM) {
+    if (kind != SD_SCHED_DDIM && kind != SD_SCHED_DPMPP_2M && kind != SD_SCHED_LCM && kind != SD_SCHED_TCD) {
         err_set("scheduler: unknown kind %d", (int)kind);
         return NULL;
     }
-    if (!cfg->prediction_epsilon && kind != SD_SCHED_LCM) {
-        err_set("scheduler: %s runs epsilon prediction only (v_prediction: lcm)", scheduler_kind_name(kind));
+    if (!cfg->prediction_epsilon && kind != SD_SCHED_LCM && kind != SD_SCHED_TCD) {
+        err_set("scheduler: %s runs epsilon prediction only (v_prediction: lcm, tcd)", scheduler_kind_name(kind));
         return NULL;
     }
     if (cfg->thresholding) {
@@ -176,10 +178,11 @@ int scheduler_set_timesteps(scheduler *s, int n)
     if (n < 1 || n > T) return err_set("scheduler: %d inference steps (1..%d supported)", n, T);
     const int off = s->cfg.steps_offset;
     int *ts = s->ts, k = 0;
-    if (s->kind == SD_SCHED_LCM) {
+    if (s->kind == SD_SCHED_LCM || s->kind == SD_SCHED_TCD) {
         const int orig = s->cfg.original_inference_steps;
         if (n > orig)
-            return err_set("scheduler: lcm takes at most original_inference_steps = %d steps, not %d", orig, n);
+            return err_set("scheduler: %s takes at most original_inference_steps = %d steps, not %d",
+                           scheduler_kind_name(s->kind), orig, n);
         s->n = n;
         sched_state st = {.lcm_len = orig};
         for (int i = 0; i < n; i++) ts[i] = scheduler_item_timestep(s, &st, i);
@@ -239,7 +242,7 @@ int scheduler_begin(const scheduler *s, sched_state *st, double r, int *start)
 {
     const int N = s->n;
     if (!(r > 0.0 && r <= 1.0)) return err_set("scheduler: strength %g is outside (0, 1]", r);
-    if (s->kind == SD_SCHED_LCM) {
+    if (s->kind == SD_SCHED_LCM || s->kind == SD_SCHED_TCD) {
         /* set_timesteps(strength): int(original_steps * strength) original timesteps, len // N of them per step */
         const int len = (int)(s->cfg.original_inference_steps * r);
         if (len / N < 1)
@@ -261,7 +264,7 @@ int scheduler_begin(const scheduler *s, sched_state *st, double r, int *start)
  * entry floor(i * (len / N)) of it (np.linspace(0, len, N, endpoint=False), floored) */
 int scheduler_item_timestep(const scheduler *s, const sched_state *st, int i)
 {
-    if (s->kind != SD_SCHED_LCM) return s->ts[i];
+    if (s->kind != SD_SCHED_LCM && s->kind != SD_SCHED_TCD) return s->ts[i];
     const int len = st->lcm_len, k = s->T / s->cfg.original_inference_steps;
     const int j = (int)floor((double)i * ((double)len / (double)s->n));
     return (len - j) * k - 1;
@@ -315,6 +318,30 @@ static int lcm_coefs(const scheduler *s, const sched_state *st, int i, ops_step 
     return 0;
 }
 
+/* TCDScheduler.step: x0 and eps from the model output, the DDIM update to s = floor((1 - eta) * prev_t) (torch
+ * multiplies in float32), then with eta > 0 and before the last step noise from s forward to prev_t; the last step
+ * goes to timestep 0 */
+static int tcd_coefs(const scheduler *s, const sched_state *st, int i, ops_step *c)
+{
+    if (!st->lcm_len) return err_set("scheduler: tcd step before scheduler_begin");
+    const int t = scheduler_item_timestep(s, st, i), last = i == s->n - 1;
+    const int prev_t = last ? 0 : scheduler_item_timestep(s, st, i + 1);
+    const int ts = (int)floorf((float)(1.0 - s->eta) * (float)prev_t);
+    const float a_t = s->acp[t], b_t = 1.0f - a_t, a_prev = s->acp[prev_t], a_s = s->acp[ts], b_s = 1.0f - a_s;
+    const float q = a_prev / a_s;
+    *c = (ops_step){.kind = OPS_STEP_TCD, .s_eps = sqrtf(b_t), .s_x0 = sqrtf(a_t), .c_a = sqrtf(a_s),
+                    .c_b = sqrtf(b_s), .n_a = sqrtf(q), .n_b = sqrtf(1.0f - q), .vpred = !s->cfg.prediction_epsilon,
+                    .noise = s->eta > 0.0 && !last};
+    return 0;
+}
+
+int scheduler_set_eta(scheduler *s, double eta)
+{
+    if (!(eta >= 0.0 && eta <= 1.0)) return err_set("scheduler: eta %g is outside [0, 1]", eta);
+    s->eta = eta;
+    return 0;
+}
+
 int scheduler_prepare(const scheduler *s, sched_state *st, int i, ops_step *c)
 {
     if (i < 0 || i >= s->n) return err_set("scheduler: step index %d outside 0..%d", i, s->n - 1);
@@ -325,6 +352,8 @@ int scheduler_prepare(const scheduler *s, sched_state *st, int i, ops_step *c)
         ddim_coefs(s, s->ts[i], c);
     } else if (s->kind == SD_SCHED_LCM) {
         if (lcm_coefs(s, st, i, c)) return -1;
+    } else if (s->kind == SD_SCHED_TCD) {
+        if (tcd_coefs(s, st, i, c)) return -1;
     } else {
         if (!st->prev) return err_set("scheduler: DPM-Solver state has no buffer");
         dpm_coefs(s, st, i, c);

@@ -53,7 +53,7 @@ typedef struct {
     int bos_token_id, eos_token_id, pad_token_id;
 } clip_config;
 
-enum sd_sched_kind { SD_SCHED_DDIM, SD_SCHED_DPMPP_2M, SD_SCHED_LCM };
+enum sd_sched_kind { SD_SCHED_DDIM, SD_SCHED_DPMPP_2M, SD_SCHED_LCM, SD_SCHED_TCD };
 enum sd_spacing { SD_SPACING_UNSET, SD_SPACING_LEADING, SD_SPACING_LINSPACE, SD_SPACING_TRAILING };
 
 typedef struct {

@@ -94,6 +94,7 @@ int genie_cfg_read(const char *path, genie_cfg *c)
          .count = &c->n_r, .check = increasing, .want = "increasing ratios in (0, 1], comma separated (at least two)"},
         {.name = "r", .type = KV_DOUBLE, .out = &c->r, .lo = 0, .hi = 1, .flags = KV_OPEN_LO},
         {.name = "guidance", .type = KV_DOUBLE, .out = &c->guidance, .lo = 0, .hi = 100, .want = "a number in 0..100"},
+        {.name = "eta", .type = KV_DOUBLE, .out = &c->eta, .lo = 0, .hi = 1, .want = "a number in 0..1"},
         KV_NUM("share", KV_DOUBLE, &c->share, 0, 1),
         KV_NUM("steps", KV_INT, &c->steps, 1, 1000),
         KV_NUM("top_k", KV_INT, &c->top_k, 1, 1000),
@@ -118,9 +119,9 @@ int genie_cfg_read(const char *path, genie_cfg *c)
         if (!strcmp(keys[i].name, "steps")) line_steps = keys[i].line;
         if (!strcmp(keys[i].name, "r_set")) line_rset = keys[i].line;
     }
-    /* lcm runs all steps at any strength its model's original_inference_steps allows: the engine checks r there */
+    /* lcm and tcd run all steps at any strength its model's original_inference_steps allows: the engine checks r there */
     int uses_r = (c->mode == GENIE_MODE_GENIE || c->mode == GENIE_MODE_IMG2IMG || c->mode == GENIE_MODE_ADA) &&
-                 c->scheduler != SD_SCHED_LCM;
+                 c->scheduler != SD_SCHED_LCM && c->scheduler != SD_SCHED_TCD;
     if (uses_r && no_step(c->r, c->steps))
         return err_set("%s:%d: key 'r' = %g gives no denoising step with steps=%d (the engine runs int(steps * r)): "
                        "r must be at least 1/%d", path, line_r ? line_r : line_steps, c->r, c->steps, c->steps);

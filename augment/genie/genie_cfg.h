@@ -7,7 +7,8 @@
  *   mode=genie-ada                 genie | genie-ada | img2img | txt2img | none
  *   r=0.8                          the fixed r of genie / img2img (txt2img is r = 1); Ada's fallback
  *   r_set=0.5,0.6,0.7,0.8,0.9      Ada's candidate ratios, increasing
- *   steps=25  guidance=3  scheduler=dpmpp2m   (or ddim; dpm for short)
+ *   steps=25  guidance=3  scheduler=dpmpp2m   (or ddim, lcm, tcd; dpm for short)
+ *   eta=0.3                        tcd only: its step's stochasticity (0 keeps the noised source's trajectory)
  *   prompt=A photo of a {}         "{}" becomes the class's words
  *   names=                         optional file: one line per label, the words its prompt uses
  *   targets=few                    few (classes with < 20 training images) | all | a comma list of labels
@@ -53,7 +54,7 @@ typedef struct {
     char lora[LORA_MAX][1024];       /* "file[:scale]" each */
     int n_lora;
     enum genie_mode mode;
-    double r, guidance;
+    double r, guidance, eta;
     double r_set[ADA_MAX_R];
     int n_r;
     int steps, scheduler;            /* scheduler: an sd_scheduler_kind (sdconfig.h) */

@@ -1113,6 +1113,7 @@ static module *module_new(const module_opts *o)
     go.eo.n_lora = c->n_lora;
     go.eo.steps = c->steps;
     go.eo.guidance = c->guidance;
+    go.eo.eta = c->eta;
     go.eo.scheduler = c->scheduler;
     go.eo.max_batch = c->batch;
     go.eo.threads = c->threads;

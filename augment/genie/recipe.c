@@ -22,6 +22,8 @@ static const genie_cfg defaults = {
     .steps = 25,
     .guidance = 3,
     .scheduler = SD_SCHED_DPMPP_2M,
+    /* tcd only: diffusers' TCDScheduler.step default */
+    .eta = 0.3,
     /* GeNIe is for the tail: targets are the Few classes (recipe_shot_group) */
     .targets = GENIE_TARGETS_FEW,
     /* hard negatives: sources from the top_k classes most confused with the target */
@@ -65,6 +67,7 @@ void genie_opts_default(genie_opts *o)
     o->eo.scheduler = d->scheduler;
     o->eo.steps = d->steps;
     o->eo.guidance = d->guidance;
+    o->eo.eta = d->eta;
     /* sources as their posterior mean, as the official GeNIe code encodes them (latent_dist.mode()) */
     o->eo.vae_mean = 1;
     o->eo.max_batch = d->batch;
@@ -97,6 +100,8 @@ int recipe_settings(const genie_opts *o, char *const *labels, char *const *words
     size_t len = snprintf(s, n, "model %s (files %08x), %d steps, guidance %g, %s, template \"%s\", %d classes (labels "
                          "and words %08x)", o->eo.model, util_files_stamp(UTIL_FNV_INIT, o->eo.model), o->eo.steps,
                          o->eo.guidance, scheduler_kind_name(o->eo.scheduler), o->prompt_template, classes, names);
+    /* tcd's eta changes its images; the other schedulers ignore it, so their line stays as it was */
+    if (o->eo.scheduler == SD_SCHED_TCD && len < n) len += snprintf(s + len, n - len, ", eta %g", o->eo.eta);
     /* a LoRA changes the images: its file's stamp and its scale, in order */
     for (int i = 0; i < o->eo.n_lora && len < n; i++)
         len += snprintf(s + len, n - len, ", LoRA %s (files %08x)", o->eo.lora[i], lora_stamp(o->eo.lora[i]));
@@ -136,10 +141,11 @@ int recipe_write_cfg(FILE *f, const genie_cfg *c)
 {
     fprintf(f, "model=%s\nmode=%s\n", c->model, genie_mode_name(c->mode));
     for (int i = 0; i < c->n_lora; i++) fprintf(f, "%s%s%s", i ? "," : "lora=", c->lora[i], i + 1 < c->n_lora ? "" : "\n");
-    char b[32];
+    char b[32], b2[32];
     fprintf(f, "r=%s\nr_set=", shortest(c->r, b, sizeof b));
     for (int i = 0; i < c->n_r; i++) fprintf(f, "%s%s", i ? "," : "", shortest(c->r_set[i], b, sizeof b));
-    fprintf(f, "\nsteps=%d\nguidance=%s\n", c->steps, shortest(c->guidance, b, sizeof b));
+    fprintf(f, "\nsteps=%d\nguidance=%s\neta=%s\n", c->steps, shortest(c->guidance, b, sizeof b),
+            shortest(c->eta, b2, sizeof b2));
     fprintf(f, "scheduler=%s\nprompt=%s\n", scheduler_kind_name(c->scheduler), c->prompt);
     if (c->names[0]) fprintf(f, "names=%s\n", c->names);
     fprintf(f, "targets=");

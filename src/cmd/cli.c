@@ -60,6 +60,7 @@ static int parse_args(const char *name, int argc, char **argv, cli_args *a)
                             ARG_OPT("-ref", ARG_STR, &a->ref),
                             ARG_RANGE("-r", ARG_DOUBLE, &a->r, 0, 1),
                             ARG_RANGE("-guidance", ARG_DOUBLE, &a->eo.guidance, 0, 100),
+                            ARG_RANGE("-eta", ARG_DOUBLE, &a->eo.eta, 0, 1),
                             ARG_RANGE("-steps", ARG_INT, &a->eo.steps, 1, 1000),
                             ARG_RANGE("-threads", ARG_INT, &a->eo.threads, 0, 1024),
                             ARG_RANGE("-batch", ARG_INT, &a->batch, 1, 256),

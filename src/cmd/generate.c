@@ -514,6 +514,7 @@ int generate_main(int argc, char **argv)
                             ARG_RANGE("-batch", ARG_INT, &go.eo.max_batch, 1, 1024),
                             ARG_RANGE("-steps", ARG_INT, &go.eo.steps, 1, 1000),
                             ARG_RANGE("-guidance", ARG_DOUBLE, &go.eo.guidance, 0, 100),
+                            ARG_RANGE("-eta", ARG_DOUBLE, &go.eo.eta, 0, 1),
                             ARG_OPT("-scheduler", ARG_STR, &sched),
                             ARG_RANGE("-threads", ARG_INT, &go.eo.threads, 0, 1024),
                             ARG_OPT("-device", ARG_STR, &device),
@@ -524,7 +525,7 @@ int generate_main(int argc, char **argv)
     if (np < 0) return -1;
     if (np < 1)
         return err_set("usage: genie generate <plan.csv> [-labels L | -data D] [-model %s] [-lora file[:scale]]... "
-                       "[-backbone cfg -weights W] [-batch %d] [-steps %d] [-guidance %g] [-scheduler %s] [-threads N] "
+                       "[-backbone cfg -weights W] [-batch %d] [-steps %d] [-guidance %g] [-scheduler %s] [-eta E] [-threads N] "
                        "[-device cpu|cuda[:N]] [-rset %g,...] [-template \"%s\"] [-names file] [-index out.csv] [-remake]\n"
                        "  under mpirun -np N: the plan's rows split over N ranks, one index (rank 0's lock); -device "
                        "cuda: cuda:<the rank's place on its machine>", go.eo.model, go.eo.max_batch,

@@ -37,7 +37,7 @@ static const command commands[] = {
     {"recipe", show_recipe_main, "recipe <genie.cfg>   (its settings with the defaults filled in, as key=value lines)"},
     {"img2img", cli_img2img,
      "img2img -model M -i src -p \"A photo of a T\" -r 0.8 -o out.png [-steps N] [-guidance G] [-seed S]\n"
-     "        [-scheduler ddim|dpmpp2m|lcm] [-threads N] [-size WxH] [-noise file.safetensors] [-vae-mean]\n"
+     "        [-scheduler ddim|dpmpp2m|lcm|tcd] [-eta E] [-threads N] [-size WxH] [-noise file.safetensors] [-vae-mean]\n"
      "        [-device cpu|cuda[:N]] [-precision f32|f16|bf16] [-lora file.safetensors[:scale]]... [-v]"},
     {"txt2img", cli_txt2img, "txt2img -model M -p \"prompt\" -o out.png [options as img2img]"},
     {"sweep", cli_sweep, "sweep -model M -i src -p \"prompt\" -o strip.png   (r = 0.1 ... 1.0, labelled strip)"},

@@ -27,8 +27,10 @@ enum ops_act { OPS_ACT_NONE, OPS_ACT_SILU, OPS_ACT_GELU, OPS_ACT_QUICK_GELU };
  *   OPS_STEP_DPM1: x = c_a*x - c_b*m; prev = m
  *   OPS_STEP_DPM2: d1 = inv_r0*(m - prev); a = c_a*x - c_b*m; x = midpoint ? a - c_d1*d1 : a + c_d1*d1; prev = m
  *   OPS_STEP_LCM:  m as above, or m = s_x0*x - s_eps*eps when vpred (then clamped the same way);
- *                  d = c_out*m + c_skip*x; x = noise ? c_a*d + c_b*prev : d (prev holds the injected noise) */
-enum ops_step_kind { OPS_STEP_DDIM, OPS_STEP_DPM1, OPS_STEP_DPM2, OPS_STEP_LCM };
+ *                  d = c_out*m + c_skip*x; x = noise ? c_a*d + c_b*prev : d (prev holds the injected noise)
+ *   OPS_STEP_TCD:  m as LCM's but never clamped, e = eps, or e = s_x0*eps + s_eps*x when vpred;
+ *                  s = c_a*m + c_b*e; x = noise ? n_a*s + n_b*prev : s (prev holds the injected noise) */
+enum ops_step_kind { OPS_STEP_DDIM, OPS_STEP_DPM1, OPS_STEP_DPM2, OPS_STEP_LCM, OPS_STEP_TCD };
 typedef struct ops_step {
     enum ops_step_kind kind;
     float s_eps, s_x0;
@@ -38,6 +40,7 @@ typedef struct ops_step {
     float inv_r0, c_d1;
     int midpoint;
     float c_skip, c_out;
+    float n_a, n_b;
     int vpred, noise;
 } ops_step;
 

@@ -821,6 +821,14 @@ void ops_step_host(const ops_step *c, const float *eps, float *x, float *prev, s
         }
         break;
     }
+    case OPS_STEP_TCD:
+        for (size_t i = 0; i < n; i++) {
+            float x0 = c->vpred ? s_x0 * x[i] - s_eps * eps[i] : (x[i] - s_eps * eps[i]) / s_x0;
+            float e = c->vpred ? s_x0 * eps[i] + s_eps * x[i] : eps[i];
+            float xs = ca * x0 + cb * e;
+            x[i] = c->noise ? c->n_a * xs + c->n_b * prev[i] : xs;
+        }
+        break;
     }
 }
 

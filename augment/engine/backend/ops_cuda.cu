@@ -1041,6 +1041,14 @@ __global__ void sched_step_kernel(ops_step c, const float *eps, float *x, float 
             x[i] = c.noise ? __fadd_rn(__fmul_rn(c.c_a, d), __fmul_rn(c.c_b, prev[i])) : d;
             continue;
         }
+        if (c.kind == OPS_STEP_TCD) {
+            float m = c.vpred ? __fsub_rn(__fmul_rn(c.s_x0, x[i]), __fmul_rn(c.s_eps, eps[i]))
+                              : __fdiv_rn(__fsub_rn(x[i], __fmul_rn(c.s_eps, eps[i])), c.s_x0);
+            float e = c.vpred ? __fadd_rn(__fmul_rn(c.s_x0, eps[i]), __fmul_rn(c.s_eps, x[i])) : eps[i];
+            float xs = __fadd_rn(__fmul_rn(c.c_a, m), __fmul_rn(c.c_b, e));
+            x[i] = c.noise ? __fadd_rn(__fmul_rn(c.n_a, xs), __fmul_rn(c.n_b, prev[i])) : xs;
+            continue;
+        }
         float m = __fdiv_rn(__fsub_rn(x[i], __fmul_rn(c.s_eps, eps[i])), c.s_x0);
         if (c.kind == OPS_STEP_DDIM) {
             if (c.clip) m = m < -c.clip_range ? -c.clip_range : m > c.clip_range ? c.clip_range : m;
