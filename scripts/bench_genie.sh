@@ -1,8 +1,9 @@
 #!/bin/sh
 # `make bench-genie`: the online GeNIe module on Fashion-MNIST-LT with the bundled model, in one run each:
 #   (a) the trainer alone: cfg/fmnist-ft.cfg from a trained model, ITERS iterations (img/s)
-#   (b) the same with -genie, mode genie (fixed r) and (c) mode genie-ada: trainer img/s next to (a), the
-#       module's kept images/s, and the share of the rows the module was asked for that it served
+#   (b) the same with -genie, mode genie (fixed r) and (c) mode genie-ada, generating as GENIE_CFG does (its model,
+#       scheduler, steps, r) but with sync=0, no warmup and SHARE of every batch's rows: trainer img/s next to (a),
+#       the module's kept images/s, and the share of the rows the module was asked for that it served
 #   (d) make demo's long-tail fine-tuning (cfg/fmnist-ft.cfg, the recipe's .data keys, 200 iterations) without and
 #       with online GeNIe-Ada as the demo runs it (cfg/fmnist-genie.cfg, sync=1): the wall-time ratio
 # Each -genie run starts with an empty cache, so every sample is made during the run. Last, the goals of online
@@ -32,10 +33,12 @@ run() {   # name [genie.cfg]
         > "$log" 2>&1
     awk '/iterations in/ { for (i = 1; i <= NF; i++) if ($i == "img/s,") print $(i - 1) }' "$log"
 }
-gen_cfg() {   # mode
+GENIE_CFG=${GENIE_CFG:-cfg/fmnist-genie.cfg}
+gen_cfg() {   # mode: GENIE_CFG with these keys after its own (the last value of a key wins)
     rm -rf "$OUT/cache-$1"
-    printf '[genie]\nmode=%s\nwarmup=0\nshare=%s\nthreads=%s\ncache=%s/cache-%s\n' "$1" "$SHARE" "$THREADS" "$OUT" "$1" \
-        > "$OUT/$1.cfg"
+    { sed '/^cache=/d' "$GENIE_CFG"
+      printf 'mode=%s\nwarmup=0\nsync=0\nshare=%s\nthreads=%s\ncache=%s/cache-%s\n' "$1" "$SHARE" "$THREADS" "$OUT" "$1"
+    } > "$OUT/$1.cfg"
     echo "$OUT/$1.cfg"
 }
 module_line() {   # name -> "kept img/s served short"
@@ -94,7 +97,7 @@ echo "== (b) with -genie, mode genie (r 0.8), module threads $THREADS, share $SH
 B=$(run genie "$(gen_cfg genie)")
 echo "== (c) with -genie, mode genie-ada"
 C=$(run ada "$(gen_cfg genie-ada)")
-echo "== (d) the demo's fine-tuning without and with online GeNIe-Ada (${GENIE_CFG:=cfg/fmnist-genie.cfg})"
+echo "== (d) the demo's fine-tuning without and with online GeNIe-Ada ($GENIE_CFG)"
 # the demo's recipe keys; its VAE round trips when make demo has made them (they change which real pixels a row
 # shows, not the work)
 RT=backup/fmnist-lt/roundtrip.index.csv

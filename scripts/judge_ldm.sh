@@ -7,9 +7,9 @@
 #   3. the C engine against the PyTorch reference (scripts/ldm_torch_check.py) on the same inputs and noise.
 # Generated images are 32x32 PNGs given to the judge as files: its validation transform scales the shorter side to
 # 28 and centre-crops, as the trainer's loader does with GeNIe outputs.
-# usage: scripts/judge_ldm.sh [MODEL] [OUTDIR]     (env: N_T2I, N_SRC, STEPS, GUIDANCE, SCHED (ddim; lcm for an
-#        LCM-distilled model, whose engine-vs-PyTorch check is tests/test_lcm.c: part 3 is then skipped), PAIRS,
-#        JUDGE_CFG, JUDGE_W)
+# usage: scripts/judge_ldm.sh [MODEL] [OUTDIR]     (env: N_T2I, N_SRC, STEPS, GUIDANCE, SCHED (ddim; lcm or tcd for
+#        an LCM-distilled model, whose engine-vs-PyTorch check is tests/test_lcm.c: part 3 is then skipped), ETA
+#        (tcd's eta, 0.3), PAIRS, JUDGE_CFG, JUDGE_W)
 # Writes OUTDIR/results.json, OUTDIR/genie_curve.png, OUTDIR/sweep_<S>_<T>.png; prints every figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +20,14 @@ N_SRC=${N_SRC:-20}
 STEPS=${STEPS:-25}
 GUIDANCE=${GUIDANCE:-7.5}
 SCHED=${SCHED:-ddim}
+ETA=${ETA:-0.3}
 PAIRS=${PAIRS:-"sandal:sneaker tee:dress bag:boot trouser:coat"}
 JUDGE_CFG=${JUDGE_CFG:-cfg/fmnist.cfg}
 JUDGE_W=${JUDGE_W:-data/models/fmnist-judge.weights}
 PY=/usr/bin/python3
 CLASSES=(tee trouser pullover dress coat sandal shirt sneaker bag boot)
 G="./genie"
-OPTS=(-model "$MODEL" -steps "$STEPS" -guidance "$GUIDANCE" -scheduler "$SCHED")
+OPTS=(-model "$MODEL" -steps "$STEPS" -guidance "$GUIDANCE" -scheduler "$SCHED" -eta "$ETA")
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -76,9 +77,9 @@ for pair in $PAIRS; do
     p=$((p + 1))
 done
 echo "== $n txt2img samples ($N_T2I per class) and GeNIe img2img of $N_SRC sources per pair at r = 0.1 .. 1.0" \
-     "($SCHED $STEPS steps, guidance $GUIDANCE)"
+     "($SCHED $STEPS steps, guidance $GUIDANCE$([ "$SCHED" = tcd ] && echo ", eta $ETA"))"
 "$G" generate "$PLAN" -labels data/fmnist/labels.list -model "$MODEL" -steps "$STEPS" -guidance "$GUIDANCE" \
-    -scheduler "$SCHED" -batch 20 2> "$OUT/generate.log"
+    -scheduler "$SCHED" -eta "$ETA" -batch 20 2> "$OUT/generate.log"
 judge "$OUT/t2i.list" t2i
 p=0
 for pair in $PAIRS; do
@@ -103,7 +104,7 @@ $PY scripts/ldm_torch_check.py "$MODEL" "$OUT/torch" --steps "$STEPS" --guidance
 $PY scripts/ldm_torch_check.py --compare-png "$OUT/torch/genie_t2i.png" "$OUT/torch/txt2img.png" > "$OUT/torch/png.log"
 fi
 
-OUT="$OUT" PAIRS="$PAIRS" STEPS="$STEPS" GUIDANCE="$GUIDANCE" MODEL="$MODEL" SCHED="$SCHED" $PY - <<'EOF'
+OUT="$OUT" PAIRS="$PAIRS" STEPS="$STEPS" GUIDANCE="$GUIDANCE" MODEL="$MODEL" SCHED="$SCHED" ETA="$ETA" $PY - <<'EOF'
 import json, os, re, sys
 import numpy as np
 sys.path.insert(0, "scripts")
@@ -118,6 +119,8 @@ def conf(name):
 
 res = {"model": os.environ["MODEL"], "steps": int(os.environ["STEPS"]), "guidance": float(os.environ["GUIDANCE"]),
        "scheduler": os.environ["SCHED"]}
+if res["scheduler"] == "tcd":
+    res["eta"] = float(os.environ["ETA"])
 m = conf("t2i")
 per = {names[c]: m[c, c] / m[c].sum() for c in range(10)}
 res["txt2img_accuracy"] = float(np.trace(m) / m.sum())

@@ -1,7 +1,9 @@
-/* The bundled model (data/models/fmnist-ldm, made by scripts/train_fmnist_ldm.py) loads through the engine and
- * 10 DDIM steps of txt2img give garments the bundled Fashion-MNIST judge (data/models/fmnist-judge.weights,
- * cfg/fmnist.cfg) classifies as prompted; a source image at low strength stays its own class, at high strength
- * becomes the prompted one (GeNIe's premise). Generated PNGs are judged through `genie classifier valid`. */
+/* The bundled models load through the engine and make what the bundled Fashion-MNIST judge
+ * (data/models/fmnist-judge.weights, cfg/fmnist.cfg) classifies as prompted: data/models/fmnist-ldm (made by
+ * scripts/train_fmnist_ldm.py) with 10 DDIM steps, and its consistency-distilled student data/models/fmnist-lcm
+ * (scripts/distill_lcm.py) with 4 TCD steps, one UNet call each. For each, txt2img gives the prompted garments, and
+ * a source image at low strength stays its own class while at high strength it becomes the prompted one (GeNIe's
+ * premise). Generated PNGs are judged through `genie classifier valid`. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +14,6 @@
 #include "common/err.h"
 #include "common/imgio.h"
 
-#define MODEL "data/models/fmnist-ldm"
 #define DIR "build/tests/bundled_model"
 #define NCLS 10
 
@@ -83,20 +84,15 @@ static int judge(const char *tag, const float *imgs, const int *want, int n, int
     return rows == NCLS ? 0 : -1;
 }
 
-int main(void)
+/* tag names the model's files under DIR; the engine runs o's model, scheduler, steps and guidance */
+static void check_model(const char *tag, engine_opts o)
 {
-    mkdir("build", 0755);
-    mkdir("build/tests", 0755);
-    mkdir(DIR, 0755);
-    engine_opts o;
-    engine_opts_default(&o);
-    o.model = MODEL;
-    o.steps = 10;
     o.max_batch = 6;
     o.threads = 2;
     engine *e = engine_load(&o);
-    CHECK(e != NULL, "%s", err_msg());
-    if (!e) return check_done("bundled_model");
+    CHECK(e != NULL, "%s: %s", o.model, err_msg());
+    if (!e) return;
+    char jt[64];
     engine_info info;
     engine_get_info(e, &info);
     CHECK(info.width == 32 && info.height == 32, "image size %dx%d", info.width, info.height);
@@ -118,12 +114,13 @@ int main(void)
         it[k].seed = 1 + k % 2;
         it[k].out = outs + k * ni;
     }
-    CHECK(engine_img2img(e, it, 6) == 0, "txt2img: %s", err_msg());
+    CHECK(engine_img2img(e, it, 6) == 0, "%s txt2img: %s", tag, err_msg());
     int conf[NCLS][NCLS];
-    CHECK(judge("t2i", outs, want, 6, info.width, info.height, conf) == 0, "judge: %s", err_msg());
+    snprintf(jt, sizeof jt, "%s_t2i", tag);
+    CHECK(judge(jt, outs, want, 6, info.width, info.height, conf) == 0, "judge: %s", err_msg());
     for (int k = 0; k < 3; k++) {
         int c = want[2 * k];
-        CHECK(conf[c][c] == 2, "txt2img \"%s\": judged as prompted %d of 2", names[k], conf[c][c]);
+        CHECK(conf[c][c] == 2, "%s txt2img \"%s\": judged as prompted %d of 2", tag, names[k], conf[c][c]);
     }
 
     /* img2img of a bag towards "boot": r = 0.2 keeps the bag, r = 1.0 gives a boot */
@@ -159,15 +156,35 @@ int main(void)
             it[k].out = outs + k * ni;
             want[k] = class_index(k < 2 ? "bag" : "boot");
         }
-        CHECK(engine_img2img(e, it, 4) == 0, "img2img: %s", err_msg());
-        CHECK(judge("i2i", outs, want, 4, info.width, info.height, conf) == 0, "judge: %s", err_msg());
+        CHECK(engine_img2img(e, it, 4) == 0, "%s img2img: %s", tag, err_msg());
+        snprintf(jt, sizeof jt, "%s_i2i", tag);
+        CHECK(judge(jt, outs, want, 4, info.width, info.height, conf) == 0, "judge: %s", err_msg());
         int s = class_index("bag"), b = class_index("boot");
-        CHECK(conf[s][s] == 2, "bag at r=0.2 towards boot: judged bag %d of 2", conf[s][s]);
-        CHECK(conf[b][b] == 2, "bag at r=1.0 towards boot: judged boot %d of 2", conf[b][b]);
+        CHECK(conf[s][s] == 2, "%s: bag at r=0.2 towards boot: judged bag %d of 2", tag, conf[s][s]);
+        CHECK(conf[b][b] == 2, "%s: bag at r=1.0 towards boot: judged boot %d of 2", tag, conf[b][b]);
         free(img);
     }
     imgio_free(&src);
     free(outs);
     engine_free(e);
+}
+
+int main(void)
+{
+    mkdir("build", 0755);
+    mkdir("build/tests", 0755);
+    mkdir(DIR, 0755);
+    engine_opts o;
+    engine_opts_default(&o);
+    o.model = "data/models/fmnist-ldm";
+    o.steps = 10;
+    check_model("ldm", o);
+    /* the student takes the guidance as its embedding: one UNet row per item */
+    o.model = "data/models/fmnist-lcm";
+    o.scheduler = SD_SCHED_TCD;
+    o.steps = 4;
+    o.guidance = 3;
+    o.eta = 0.6;
+    check_model("lcm", o);
     return check_done("bundled_model");
 }
