@@ -124,6 +124,7 @@ static void test_ada_rule(void)
     CHECK(ada_parse_rset("0.5,0.5", r, ADA_MAX_R) < 0 && strstr(err_msg(), "increase"), "%s", err_msg());
     CHECK(ada_parse_rset("0.5,1.5", r, ADA_MAX_R) < 0 && strstr(err_msg(), "1.5"), "%s", err_msg());
     CHECK(ada_parse_rset("0.7", r, ADA_MAX_R) < 0, "a single ratio is refused");
+    CHECK(ada_parse_rset("0.8,0.9", r, ADA_MAX_R) < 0 && strstr(err_msg(), "fixed-r GeNIe at r 0.9"), "%s", err_msg());
     CHECK(ada_parse_rset("0.5;0.6", r, ADA_MAX_R) < 0, "bad separator is refused");
 }
 

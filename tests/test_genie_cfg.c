@@ -92,15 +92,19 @@ int main(void)
     bad("[genie]\nsteps=4\nr=0.2\n", ":3: key 'r' = 0.2 gives no denoising step with steps=4");
     bad("[genie]\nr=0.2\nmode=genie\nsteps=4\n", ":2: key 'r' = 0.2 gives no denoising step with steps=4");
     bad("[genie]\nsteps=4\nr_set=0.2,0.5\nr=0.5\n", ":3: key 'r_set' entry 0.2 gives no denoising step with steps=4");
-    write_file("[genie]\nsteps=4\nr_set=0.25,0.5\nr=0.25\n");
-    CHECK(genie_cfg_read(P, &c) == 0 && c.n_r == 2, "int(4 * 0.25) = 1 step is enough: %s", err_msg());
+    write_file("[genie]\nsteps=4\nr_set=0.25,0.5,0.75\nr=0.25\n");
+    CHECK(genie_cfg_read(P, &c) == 0 && c.n_r == 3, "int(4 * 0.25) = 1 step is enough: %s", err_msg());
     /* lcm runs every step at any strength (its model's original_inference_steps bounds r, checked by the engine) */
-    write_file("[genie]\nscheduler=lcm\nsteps=4\nr_set=0.2,0.5\nr=0.2\n");
+    write_file("[genie]\nscheduler=lcm\nsteps=4\nr_set=0.2,0.5,0.8\nr=0.2\n");
     CHECK(genie_cfg_read(P, &c) == 0 && c.scheduler == SD_SCHED_LCM, "lcm with r = 0.2 at 4 steps: %s", err_msg());
-    write_file("[genie]\nscheduler=tcd\neta=0\nsteps=4\nr_set=0.2,0.5\nr=0.2\n");
+    write_file("[genie]\nscheduler=tcd\neta=0\nsteps=4\nr_set=0.2,0.5,0.8\nr=0.2\n");
     CHECK(genie_cfg_read(P, &c) == 0 && c.scheduler == SD_SCHED_TCD && c.eta == 0.0, "tcd, eta 0, r = 0.2 at 4 steps: %s",
           err_msg());
     bad("[genie]\nscheduler=tcd\neta=1.5\n", ":3: key 'eta'");
+    /* two ratios: Ada would always keep the second */
+    bad("[genie]\nr_set=0.8,0.9\n", ":2: key 'r_set' has 2 ratios; genie-ada needs at least 3");
+    write_file("[genie]\nmode=genie\nr_set=0.8,0.9\n");
+    CHECK(genie_cfg_read(P, &c) == 0, "fixed-r genie ignores r_set: %s", err_msg());
     write_file("[genie]\nmode=txt2img\nsteps=1\n");
     CHECK(genie_cfg_read(P, &c) == 0, "txt2img uses no r: %s", err_msg());
     bad("[genie]\nshare=0.5\nsahre=0.5\n", ":3: unknown key 'sahre' in [genie] (did you mean 'share'?)");

@@ -617,6 +617,7 @@ void engine_get_info(const engine *e, engine_info *info)
     info->latent_w = e->w;
     info->steps = scheduler_num_steps(e->sched);
     info->max_batch = e->o.max_batch;
+    info->cfg_pair = e->cfg;
     info->weight_file_bytes = e->weight_bytes;
     ops_mem m;
     e->be->mem(e->be, &m);

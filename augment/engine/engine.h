@@ -90,6 +90,8 @@ typedef struct {
     int height, width;              /* image size */
     int latent_channels, latent_h, latent_w;
     int steps, max_batch;
+    int cfg_pair;                   /* 1: every item takes two UNet rows (CFG); 0: one (guidance <= 1, or a UNet
+                                     * that takes the guidance as its embedding) */
     size_t weight_file_bytes;       /* size of the weight files on disk (a single file counted once) */
     const char *device, *precision; /* the backend's name ("cpu", "cuda") and weights' precision ("f32", ...) */
     /* the backend's memory now (bytes): weights in their stored precision, buffers (arenas, state, scratch),

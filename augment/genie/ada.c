@@ -53,7 +53,10 @@ int ada_parse_rset(const char *text, double *r, int max)
         if (!s[len]) break;
         s += len + 1;
     }
-    if (n < 2) return err_set("r set \"%s\": GeNIe-Ada needs at least two ratios", text);
+    if (n < ADA_MIN_R)
+        return err_set("r set \"%s\": GeNIe-Ada needs at least %d ratios (it never keeps the first, so with two it "
+                       "always keeps the second: fixed-r GeNIe at r %g, for twice the work)", text, ADA_MIN_R,
+                       r[n - 1]);
     return n;
 }
 

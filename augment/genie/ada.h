@@ -15,6 +15,9 @@
 #include "common/imgio.h"
 
 #define ADA_MAX_R 16
+/* The rule never keeps r_1 (it is the far end of the first gap), so with two ratios it always keeps the second:
+ * fixed-r GeNIe at twice the work. An r set for GeNIe-Ada has at least three. */
+#define ADA_MIN_R 3
 
 /* |v| below this (embeddings are L2-normalised) means source and target cannot be told apart along v. */
 #define ADA_MIN_NORM 1e-6

@@ -91,7 +91,7 @@ int genie_cfg_read(const char *path, genie_cfg *c)
          .want = "few, all or a comma list of labels"},
         {.name = "sources", .type = KV_WORD, .out = &c->sources, .words = "confused|random|same"},
         {.name = "r_set", .type = KV_LIST, .out = c->r_set, .lo = 0, .hi = 1, .flags = KV_OPEN_LO, .size = ADA_MAX_R,
-         .count = &c->n_r, .check = increasing, .want = "increasing ratios in (0, 1], comma separated (at least two)"},
+         .count = &c->n_r, .check = increasing, .want = "increasing ratios in (0, 1], comma separated (at least three for genie-ada)"},
         {.name = "r", .type = KV_DOUBLE, .out = &c->r, .lo = 0, .hi = 1, .flags = KV_OPEN_LO},
         {.name = "guidance", .type = KV_DOUBLE, .out = &c->guidance, .lo = 0, .hi = 100, .want = "a number in 0..100"},
         {.name = "eta", .type = KV_DOUBLE, .out = &c->eta, .lo = 0, .hi = 1, .want = "a number in 0..1"},
@@ -130,6 +130,10 @@ int genie_cfg_read(const char *path, genie_cfg *c)
             return err_set("%s:%d: key 'r_set' entry %g gives no denoising step with steps=%d (the engine runs "
                            "int(steps * r)): each ratio must be at least 1/%d", path, line_rset ? line_rset : line_steps,
                            c->r_set[i], c->steps, c->steps);
+    if (c->mode == GENIE_MODE_ADA && c->n_r < ADA_MIN_R)
+        return err_set("%s:%d: key 'r_set' has %d ratios; genie-ada needs at least %d (it never keeps the first, so with "
+                       "two it always keeps the second: mode=genie r=%g does that for half the work)", path, line_rset,
+                       c->n_r, ADA_MIN_R, c->r_set[c->n_r - 1]);
     struct stat st;
     if (c->mode != GENIE_MODE_NONE && stat(c->model, &st) != 0)
         return err_set("%s: model %s: %s", path, c->model, strerror(errno));

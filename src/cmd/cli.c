@@ -343,7 +343,7 @@ static int run(const char *name, int argc, char **argv, int mode)
     double t_unet = 0;
     if (mode == MODE_BENCH) {
         /* one UNet forward at the CFG batch (warm-up, then the median of -repeat runs) */
-        int ub = a.eo.guidance > 1.0 ? 2 * n : n;
+        int ub = info.cfg_pair ? 2 * n : n;
         double ts[1000];
         if (engine_bench_unet(e, ub)) goto bench_done;
         for (int k = 0; k < a.repeat; k++) {
