@@ -4,7 +4,8 @@
 # Then the long-tail fine-tuning recipe (cfg/fmnist-ft.cfg from that model, tail_share 0.25, VAE round trips of
 # real images with p 0.5) twice, the same seed and schedule: without GeNIe, and with online GeNIe-Ada
 # (cfg/fmnist-genie.cfg: the bundled diffusion model makes hard negatives for the Few classes during training,
-# its noise ratio chosen per sample from the network being trained); Many/Medium/Few side by side.
+# its noise ratio chosen per sample from the network being trained), and with few-step online GeNIe-Ada
+# (cfg/fmnist-genie-fast.cfg: the model's distilled student, 4 TCD steps); Many/Medium/Few and wall time side by side.
 # Last, a GeNIe sweep strip over r from a tail-class image.
 set -e
 cd "$(dirname "$0")/.."
@@ -31,19 +32,23 @@ roundtrip=$B/roundtrip.index.csv
 roundtrip_p=0.5"
 mkdata ft-none "$recipe"
 mkdata ft-genie-ada "$recipe" "genie=cfg/fmnist-genie.cfg"
-for arm in ft-none ft-genie-ada; do
+mkdata ft-genie-ada-fast "$recipe" "genie=cfg/fmnist-genie-fast.cfg"
+for arm in ft-none ft-genie-ada ft-genie-ada-fast; do
     echo "== fine-tuning on the tail: $arm"
+    t0=$(date +%s)
     ./genie classifier train $B/$arm.data cfg/fmnist-ft.cfg $B/fmnist.weights -clear -seed "$SEED" 2>&1 |
         awk 'NR % 50 == 0 || /img\/s, waited|saved|error|genie|GeNIe|chosen r|target/'
+    echo $(($(date +%s) - t0)) > $B/$arm.wall_s
 done
 echo "== long-tail fine-tuning, seed $SEED, validated on the 10000 test images"
-printf '%-22s %7s %7s %7s %7s\n' arm top-1 Many Medium Few
-for arm in ft-none ft-genie-ada; do
+printf '%-26s %7s %7s %7s %7s %7s\n' arm top-1 Many Medium Few wall_s
+for arm in ft-none ft-genie-ada ft-genie-ada-fast; do
+    case $arm in ft-none) name="without GeNIe" ;; ft-genie-ada) name="online GeNIe-Ada" ;; *) name="online GeNIe-Ada, 4 steps" ;; esac
     ./genie classifier valid $B/$arm.data cfg/fmnist-ft.cfg $B/$arm/fmnist-ft.weights 2>/dev/null |
-        awk -v arm="$([ $arm = ft-none ] && echo "without GeNIe" || echo "online GeNIe-Ada")" '
+        awk -v arm="$name" -v wall="$(cat $B/$arm.wall_s)" '
             /^top-1:/ { t = $2 } /^Many/ { m = $NF } /^Medium/ { md = $NF } /^Few/ { f = $NF }
             $3 ~ /^[0-9.]+$/ && $4 ~ /^[0-9]+$/ && $4 < 20 { few = few sprintf(" %s %s", $1, $3) }
-            END { printf "%-22s %7s %7s %7s %7s   Few classes:%s\n", arm, t, m, md, f, few }'
+            END { printf "%-26s %7s %7s %7s %7s %7s   Few classes:%s\n", arm, t, m, md, f, wall, few }'
 done
 echo "GeNIe-Ada's latest samples (source | generated | S -> T, r): $B/ft-genie-ada/fmnist-ft_genie_grid.png"
 

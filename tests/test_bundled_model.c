@@ -184,7 +184,7 @@ int main(void)
     o.scheduler = SD_SCHED_TCD;
     o.steps = 4;
     o.guidance = 3;
-    o.eta = 0.6;
+    o.eta = 0.75;
     check_model("lcm", o);
     return check_done("bundled_model");
 }
