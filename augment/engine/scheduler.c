@@ -1,7 +1,8 @@
 /* DDIM and DPM-Solver++ (2M) as diffusers 0.19 computes them, LCMScheduler as diffusers 0.27 does (its
  * set_timesteps: the evenly spaced indices into the original schedule that 0.26 introduced; 0.24-0.25 took
- * origin[::-skip][:N] instead), TCDScheduler as 0.27 does (LCM's timesteps, its own step): tables and step arithmetic in float32, in the order torch evaluates the
- * expressions; index arithmetic of set_timesteps in double as numpy does it. */
+ * origin[::-skip][:N] instead), TCDScheduler as 0.27 does (LCM's timesteps, its own step): tables and step
+ * arithmetic in float32, in the order torch evaluates the expressions; index arithmetic of set_timesteps in double
+ * as numpy does it. */
 #include "augment/engine/scheduler.h"
 #include <math.h>
 #include <stdlib.h>

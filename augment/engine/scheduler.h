@@ -33,7 +33,8 @@ int scheduler_set_eta(scheduler *s, double eta);
  * (LCM, TCD: also n > original_inference_steps). */
 int scheduler_set_timesteps(scheduler *s, int n);
 int scheduler_num_steps(const scheduler *s);
-int scheduler_timestep(const scheduler *s, int i);          /* i-th timestep, 0 <= i < num_steps (LCM, TCD: strength 1) */
+/* i-th timestep, 0 <= i < num_steps (LCM, TCD: strength 1) */
+int scheduler_timestep(const scheduler *s, int i);
 const float *scheduler_alphas_cumprod(const scheduler *s);  /* [num_train_timesteps], float32 as torch has it */
 float scheduler_init_noise_sigma(const scheduler *s);      /* 1 for both */
 

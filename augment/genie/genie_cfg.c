@@ -91,7 +91,7 @@ int genie_cfg_read(const char *path, genie_cfg *c)
          .want = "few, all or a comma list of labels"},
         {.name = "sources", .type = KV_WORD, .out = &c->sources, .words = "confused|random|same"},
         {.name = "r_set", .type = KV_LIST, .out = c->r_set, .lo = 0, .hi = 1, .flags = KV_OPEN_LO, .size = ADA_MAX_R,
-         .count = &c->n_r, .check = increasing, .want = "increasing ratios in (0, 1], comma separated (at least three for genie-ada)"},
+         .count = &c->n_r, .check = increasing, .want = "increasing ratios in (0, 1], comma separated"},
         {.name = "r", .type = KV_DOUBLE, .out = &c->r, .lo = 0, .hi = 1, .flags = KV_OPEN_LO},
         {.name = "guidance", .type = KV_DOUBLE, .out = &c->guidance, .lo = 0, .hi = 100, .want = "a number in 0..100"},
         {.name = "eta", .type = KV_DOUBLE, .out = &c->eta, .lo = 0, .hi = 1, .want = "a number in 0..1"},
@@ -119,7 +119,7 @@ int genie_cfg_read(const char *path, genie_cfg *c)
         if (!strcmp(keys[i].name, "steps")) line_steps = keys[i].line;
         if (!strcmp(keys[i].name, "r_set")) line_rset = keys[i].line;
     }
-    /* lcm and tcd run all steps at any strength its model's original_inference_steps allows: the engine checks r there */
+    /* lcm and tcd run all steps at any strength their model's original_inference_steps allows: the engine checks r */
     int uses_r = (c->mode == GENIE_MODE_GENIE || c->mode == GENIE_MODE_IMG2IMG || c->mode == GENIE_MODE_ADA) &&
                  c->scheduler != SD_SCHED_LCM && c->scheduler != SD_SCHED_TCD;
     if (uses_r && no_step(c->r, c->steps))
