@@ -484,7 +484,7 @@ static int denoise_step(engine *e, engine_item *items, int n, int na, int i)
         if (scheduler_prepare(e->sched, &e->st[k], i, &c)) return err_wrap("item %d: ", k);
         /* LCM's (TCD's) noise after step i: Philox of the item's seed on its stream mixed with PHILOX_ENGINE_STEP
          * and i, counter from 0 (where diffusers draws randn from the pipeline's generator) */
-        if ((c.kind == OPS_STEP_LCM || c.kind == OPS_STEP_TCD) && c.noise)
+        if (c.noise)
             be->fill_normal(be, e->st[k].prev, nl, items[k].seed,
                             philox_mix(philox_mix(items[k].stream, PHILOX_ENGINE_STEP), (uint64_t)i));
         be->sched_step(be, &c, eps, e->x + k * nl, e->st[k].prev, nl);

@@ -50,6 +50,8 @@ int scheduler_kind_parse(const char *name)
     return -1;
 }
 
+int scheduler_own_timesteps(enum sd_sched_kind kind) { return kind == SD_SCHED_LCM || kind == SD_SCHED_TCD; }
+
 const char *scheduler_kind_name(enum sd_sched_kind kind)
 {
     return kind == SD_SCHED_DDIM ? "ddim" : kind == SD_SCHED_LCM ? "lcm" : kind == SD_SCHED_TCD ? "tcd" : "dpmpp2m";
@@ -179,7 +181,7 @@ int scheduler_set_timesteps(scheduler *s, int n)
     if (n < 1 || n > T) return err_set("scheduler: %d inference steps (1..%d supported)", n, T);
     const int off = s->cfg.steps_offset;
     int *ts = s->ts, k = 0;
-    if (s->kind == SD_SCHED_LCM || s->kind == SD_SCHED_TCD) {
+    if (scheduler_own_timesteps(s->kind)) {
         const int orig = s->cfg.original_inference_steps;
         if (n > orig)
             return err_set("scheduler: %s takes at most original_inference_steps = %d steps, not %d",
@@ -243,7 +245,7 @@ int scheduler_begin(const scheduler *s, sched_state *st, double r, int *start)
 {
     const int N = s->n;
     if (!(r > 0.0 && r <= 1.0)) return err_set("scheduler: strength %g is outside (0, 1]", r);
-    if (s->kind == SD_SCHED_LCM || s->kind == SD_SCHED_TCD) {
+    if (scheduler_own_timesteps(s->kind)) {
         /* set_timesteps(strength): int(original_steps * strength) original timesteps, len // N of them per step */
         const int len = (int)(s->cfg.original_inference_steps * r);
         if (len / N < 1)
@@ -265,7 +267,7 @@ int scheduler_begin(const scheduler *s, sched_state *st, double r, int *start)
  * entry floor(i * (len / N)) of it (np.linspace(0, len, N, endpoint=False), floored) */
 int scheduler_item_timestep(const scheduler *s, const sched_state *st, int i)
 {
-    if (s->kind != SD_SCHED_LCM && s->kind != SD_SCHED_TCD) return s->ts[i];
+    if (!scheduler_own_timesteps(s->kind)) return s->ts[i];
     const int len = st->lcm_len, k = s->T / s->cfg.original_inference_steps;
     const int j = (int)floor((double)i * ((double)len / (double)s->n));
     return (len - j) * k - 1;

@@ -21,6 +21,9 @@ typedef struct scheduler scheduler;
 #define SCHEDULER_NAMES "ddim, dpmpp2m, lcm or tcd"
 int scheduler_kind_parse(const char *name);
 const char *scheduler_kind_name(enum sd_sched_kind kind);
+/* 1 for LCM and TCD: every item runs all N steps over timesteps of its own, drawn at its strength (so any r that
+ * leaves N original timesteps gives steps); 0 for DDIM and DPM-Solver, whose items run int(N * r) shared steps. */
+int scheduler_own_timesteps(enum sd_sched_kind kind);
 
 /* NULL + err_msg() on a config the chosen scheduler cannot run (e.g. DPM solver_order 3, karras sigmas). */
 scheduler *scheduler_create(enum sd_sched_kind kind, const sched_config *cfg);

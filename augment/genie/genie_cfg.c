@@ -121,7 +121,7 @@ int genie_cfg_read(const char *path, genie_cfg *c)
     }
     /* lcm and tcd run all steps at any strength their model's original_inference_steps allows: the engine checks r */
     int uses_r = (c->mode == GENIE_MODE_GENIE || c->mode == GENIE_MODE_IMG2IMG || c->mode == GENIE_MODE_ADA) &&
-                 c->scheduler != SD_SCHED_LCM && c->scheduler != SD_SCHED_TCD;
+                 !scheduler_own_timesteps(c->scheduler);
     if (uses_r && no_step(c->r, c->steps))
         return err_set("%s:%d: key 'r' = %g gives no denoising step with steps=%d (the engine runs int(steps * r)): "
                        "r must be at least 1/%d", path, line_r ? line_r : line_steps, c->r, c->steps, c->steps);

@@ -41,7 +41,8 @@ typedef struct ops_step {
     int midpoint;
     float c_skip, c_out;
     float n_a, n_b;
-    int vpred, noise;
+    int vpred;
+    int noise;                  /* the step mixes in the noise in prev (LCM, TCD): the caller draws it there first */
 } ops_step;
 
 /* The CPU loop of the sched_step op (ops_cpu.c); scheduler_step runs it on host arrays. */
