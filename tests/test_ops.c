@@ -342,6 +342,11 @@ int main(void)
     test_conv(1, 24, 13, 7, 40, 3, 1, P1, 1);
     test_conv(1, 17, 19, 18, 130, 3, 1, P1, 0);
     test_conv(1, 2600, 4, 6, 20, 3, 1, P1, 1);
+    /* stride 1 over whole rows (the small-map path): pads on some sides only, and pads wider than the map */
+    const int PTL[4] = {0, 1, 2, 0}, P2[4] = {2, 2, 2, 2};
+    test_conv(2, 3, 4, 6, 5, 3, 1, PTL, 1);
+    test_conv(1, 3, 5, 1, 2, 3, 1, P2, 1);
+    test_conv(1, 2, 1, 2, 3, 3, 1, P2, 0);
     test_linear(37, 19, 300, 1);                 /* few rows: columns split */
     test_linear(600, 33, 17, 0);
     test_linear(1, 64, 5, 1);
