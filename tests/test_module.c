@@ -363,6 +363,14 @@ int main(void)
              "build/test_module_a.weights", run, run);
     int rc = check_sh(cmd, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "rows served, 0 short"), "sync runs differ or failed: %d %s", rc, out);
+    /* the same batches trained, the same rows served: counted as the trainer takes a batch, not as the loader fills
+     * batches ahead (3 threads fill more of them than 1 before the run stops) */
+    unsigned long long served[2] = {0, 0}, sh[2] = {1, 1};
+    const char *at = out;
+    for (int i = 0; i < 2 && (at = strstr(at, "img/s); ")); i++, at++)
+        sscanf(at + 8, "%llu rows served, %llu short", &served[i], &sh[i]);
+    CHECK(served[0] > 0 && served[0] == served[1] && sh[0] == 0 && sh[1] == 0,
+          "rows served at 1 and 3 loader threads: %llu and %llu (short %llu, %llu)", served[0], served[1], sh[0], sh[1]);
     /* the inspection grid: 8 rows of source | generated (2 x 32 + 2 wide) | "S -> T  r 0.80" in darknet's
      * alphabet, and the same labels in its CSV */
     FILE *gc = fopen("build/test_module_bk/fmnist-ft_genie_grid.png.csv", "r");

@@ -110,7 +110,7 @@ typedef struct {
 static void live_snapshot(void *ctx, double *m) { confusion_snapshot(ctx, m); }
 
 /* The module's account at the end of a run: what it made, for whom, at which r, and what the batches got. */
-static void print_genie(module *gm, const genie_cfg *c, char *const *labels)
+static void print_genie(module *gm, const genie_cfg *c, char *const *labels, const loader_stats *ls)
 {
     module_stats ms;
     module_get_stats(gm, &ms);
@@ -119,7 +119,7 @@ static void print_genie(module *gm, const genie_cfg *c, char *const *labels)
                     "%llu Ada fallbacks, %llu replays\n",
             (unsigned long long)ms.requests, (unsigned long long)ms.kept, (unsigned long long)ms.cached,
             (unsigned long long)ms.dropped, ms.gen_seconds, ms.gen_seconds > 0 ? ms.requests / ms.gen_seconds : 0.0,
-            (unsigned long long)ms.taken, (unsigned long long)ms.shortfall, (unsigned long long)ms.snapshots,
+            (unsigned long long)ls->gen_served, (unsigned long long)ls->gen_short, (unsigned long long)ms.snapshots,
             (unsigned long long)ms.ada_fallback, (unsigned long long)ms.replayed);
     fprintf(stderr, "  per target:");
     for (int i = 0; i < ms.n_targets; i++) fprintf(stderr, " %s %d", labels[ms.targets[i]], ms.made[i]);
@@ -316,10 +316,10 @@ static int train(const train_args *a)
             module_get_stats(gm, &ms);
             double rate = ms.gen_seconds > 0 ? ms.requests / ms.gen_seconds : 0.0;
             printf(", genie: %llu kept (%.1f img/s), ring %d, %llu served, %llu short",
-                   (unsigned long long)(ms.kept + ms.cached), rate, ms.ring_ready, (unsigned long long)ms.taken,
-                   (unsigned long long)ms.shortfall);
+                   (unsigned long long)(ms.kept + ms.cached), rate, ms.ring_ready, (unsigned long long)st.gen_served,
+                   (unsigned long long)st.gen_short);
             fprintf(log, ",%llu,%.2f,%d,%llu,%llu", (unsigned long long)(ms.kept + ms.cached), rate, ms.ring_ready,
-                    (unsigned long long)ms.taken, (unsigned long long)ms.shortfall);
+                    (unsigned long long)st.gen_served, (unsigned long long)st.gen_short);
         }
         printf("\n");
         fputc('\n', log);
@@ -349,7 +349,7 @@ static int train(const train_args *a)
     }
     loader_stats st;
     loader_get_stats(l, &st);
-    if (gm) print_genie(gm, &gcfg, ds.labels);
+    if (gm) print_genie(gm, &gcfg, ds.labels, &st);
     double wall = util_now() - t_start;
     fprintf(stderr, "%d iterations in %.1f s: %.0f img/s, waited for data %.2f%% of the time, %llu bad images\n", iter,
             wall, iter * imgs / wall, 100 * st.wait_s / wall, (unsigned long long)st.bad_images);

@@ -17,6 +17,7 @@ enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_IN_USE };
 typedef struct {
     loader_batch b;
     enum slot_state state;
+    int gen_served, gen_short;    /* rows that asked for a generated sample: got one, took a real image */
     /* The batch this slot takes next (slot index + k * nslots). Without it a fast worker could fill a just-freed
      * slot with a later batch while the worker that claimed the slot's own batch was still waking up: the
      * consumer would then wait for a batch that can never be written. */
@@ -37,6 +38,7 @@ struct loader {
     char fail_msg[1024];
     unsigned char *bad;           /* per dataset index: already reported as bad */
     uint64_t images, bad_images, replaced;
+    uint64_t gen_served, gen_short; /* of the batches taken: counted there, not when filled ahead */
     double wait_s;
 };
 
@@ -221,6 +223,7 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
     int got = wants && (module_sync(o->genie)
                             ? module_take_seq(o->genie, (*gen_next)++, &sc->img, &lab)
                             : module_take(o->genie, &sc->img, &lab)) == 0;
+    if (wants) got ? s->gen_served++ : s->gen_short++;
     if (got) {
         if (o->pair_source > 0) sc->pair_src = lab.source_index;
         /* an online generated sample: the same augmentation as a real image, its target's label (soft towards
@@ -303,6 +306,7 @@ static void *worker(void *arg)
         while ((s->state != SLOT_FREE || s->turn != b) && !l->stop) pthread_cond_wait(&l->freed, &l->mu);
         if (l->stop) break;
         s->state = SLOT_FILLING;
+        s->gen_served = s->gen_short = 0;
         pthread_mutex_unlock(&l->mu);
 
         uint64_t first = l->o.start + b * (uint64_t)l->o.batch;
@@ -433,6 +437,8 @@ const loader_batch *loader_next(loader *l)
         goto done;
     }
     s->state = SLOT_IN_USE;
+    l->gen_served += s->gen_served;
+    l->gen_short += s->gen_short;
     l->next_take++;
     out = &s->b;
 done:
@@ -458,6 +464,8 @@ void loader_get_stats(loader *l, loader_stats *s)
     s->bad_images = __atomic_load_n(&l->bad_images, __ATOMIC_RELAXED);
     s->replaced = __atomic_load_n(&l->replaced, __ATOMIC_RELAXED);
     s->wait_s = l->wait_s;
+    s->gen_served = l->gen_served;
+    s->gen_short = l->gen_short;
     pthread_mutex_unlock(&l->mu);
 }
 

@@ -56,6 +56,9 @@ typedef struct {
 typedef struct {
     uint64_t images, bad_images, replaced;
     double wait_s;               /* time loader_next spent blocked */
+    /* rows of the batches loader_next returned that asked for a generated sample: served one, and short (a real
+     * image instead). Batches filled ahead count once taken, so a sync run's counts are the same every time. */
+    uint64_t gen_served, gen_short;
 } loader_stats;
 
 typedef struct loader loader;
