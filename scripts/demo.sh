@@ -5,7 +5,7 @@
 # real images with p 0.5) twice, the same seed and schedule: without GeNIe, and with online GeNIe-Ada
 # (cfg/fmnist-genie.cfg: the bundled diffusion model makes hard negatives for the Few classes during training,
 # its noise ratio chosen per sample from the network being trained), and with few-step online GeNIe-Ada
-# (cfg/fmnist-genie-fast.cfg: the model's distilled student, 4 TCD steps); Many/Medium/Few and wall time side by side.
+# (cfg/fmnist-genie-fast.cfg: the model's distilled student, 2 TCD steps); Many/Medium/Few and wall time side by side.
 # Last, a GeNIe sweep strip over r from a tail-class image.
 set -e
 cd "$(dirname "$0")/.."
@@ -43,7 +43,7 @@ done
 echo "== long-tail fine-tuning, seed $SEED, validated on the 10000 test images"
 printf '%-26s %7s %7s %7s %7s %7s\n' arm top-1 Many Medium Few wall_s
 for arm in ft-none ft-genie-ada ft-genie-ada-fast; do
-    case $arm in ft-none) name="without GeNIe" ;; ft-genie-ada) name="online GeNIe-Ada" ;; *) name="online GeNIe-Ada, 4 steps" ;; esac
+    case $arm in ft-none) name="without GeNIe" ;; ft-genie-ada) name="online GeNIe-Ada" ;; *) name="online GeNIe-Ada, 2 steps" ;; esac
     ./genie classifier valid $B/$arm.data cfg/fmnist-ft.cfg $B/$arm/fmnist-ft.weights 2>/dev/null |
         awk -v arm="$name" -v wall="$(cat $B/$arm.wall_s)" '
             /^top-1:/ { t = $2 } /^Many/ { m = $NF } /^Medium/ { md = $NF } /^Few/ { f = $NF }
