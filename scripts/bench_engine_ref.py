@@ -62,7 +62,7 @@ def image(size):
     return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
 
 
-def unet_flops(unet, x, t, ctx):
+def unet_flops(unet, x, t, ctx, cond=None):
     """FLOPs of one UNet call (see the module doc): 2*MACs of Conv2d, Linear and the two attention products."""
     total = [0]
 
@@ -83,7 +83,7 @@ def unet_flops(unet, x, t, ctx):
         if f:
             hooks.append(m.register_forward_hook(f))
     try:
-        unet(x, t, ctx)
+        unet(x, t, ctx, timestep_cond=cond)
     finally:
         for h in hooks:
             h.remove()
@@ -115,8 +115,14 @@ def main():
     ap.add_argument("--no-img2img", action="store_true", help="time the UNet forward only")
     ap.add_argument("--model", metavar="DIR", help="time this diffusers folder instead (its own size)")
     ap.add_argument("--prompt", default=PROMPT)
+    ap.add_argument("--tcd-eta", type=float, metavar="E",
+                    help="an LCM-distilled --model: TCD with this eta, one UNet call per step at the batch (no CFG)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.tcd_eta is not None:
+        if not a.model:
+            ap.error("--tcd-eta needs --model")
+        return consistency(a)
 
     if a.model:
         model = R.load_diffusers(a.model)
@@ -199,6 +205,54 @@ def main():
             if a.save:
                 R.save_safetensors({"image": out.contiguous()}, os.path.join(a.save, "torch_out.safetensors"))
     print(f"torch peak_rss_mb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
+
+
+def consistency(a):
+    """The few-step path of an LCM-distilled model (the module's with scheduler=tcd): the guidance folded into the
+    UNet's timestep_cond, so one UNet call per step at the batch B; its img2img's denoising loop (median of
+    --repeat). The noise between steps is torch's (timing only: no output is compared)."""
+    model = R.load_diffusers(a.model)
+    dim = model.unet.cfg.get("time_cond_proj_dim")
+    if not dim:
+        sys.exit(f"bench_engine_ref: {a.model}: the UNet has no time_cond_proj_dim (not LCM-distilled)")
+    size = model.vae.cfg["sample_size"]
+    lc = model.vae.cfg["latent_channels"]
+    h = size // 2 ** (len(model.vae.cfg["block_out_channels"]) - 1)
+    g = torch.Generator().manual_seed(a.seed + 1)
+    vae_noise = torch.randn(a.batch, lc, h, h, generator=g)
+    latent_noise = torch.randn(a.batch, lc, h, h, generator=g)
+    x_img = torch.from_numpy(image(size).astype(np.float32) / 255 * 2 - 1).permute(2, 0, 1)[None].repeat(a.batch, 1, 1, 1)
+    print(f"torch threads {a.threads}")
+    print(f"torch version {torch.__version__}")
+    with torch.no_grad():
+        ctx = model.encode_prompts([a.prompt] * a.batch)
+        w = R.guidance_scale_embedding(torch.tensor(a.guidance - 1).repeat(a.batch), dim)
+        x = torch.randn(a.batch, model.unet.cfg["in_channels"], h, h, generator=g)
+        flops = unet_flops(model.unet, x, torch.tensor(999), ctx, w)   # also the warm-up
+        t_unet, _ = timed(lambda: model.unet(x, torch.tensor(999), ctx, timestep_cond=w), a.repeat)
+        print(f"torch unet_forward_s {t_unet:.4f}")
+        print(f"torch unet_batch {a.batch}")
+        print(f"torch unet_flops {flops}")
+        print(f"torch unet_gflops_s {flops / t_unet / 1e9:.2f}")
+        sched = R.TCD(model.sched_cfg, a.tcd_eta)
+        sched.set_timesteps(a.steps, a.strength)
+        ts = sched.timesteps
+        mean, logvar = model.vae.encode(x_img)
+        z0 = R.add_noise(sched.ac, model.vae.cfg["scaling_factor"] * model.vae.sample(mean, logvar, vae_noise),
+                         latent_noise, ts[:1])
+
+        def denoise():
+            sched.set_timesteps(a.steps, a.strength)   # a fresh step index
+            z = z0
+            for t in ts:
+                out = model.unet(z, t, ctx, timestep_cond=w)
+                z, denoised = sched.step(out, t, z, torch.randn(z.shape, generator=g))
+            return denoised
+        t_denoise, denoised = timed(denoise, a.repeat)
+        print(f"torch img2img_steps {len(ts)}")
+        print(f"torch denoise_s {t_denoise:.4f}")
+        print(f"torch ms_per_item_step {1000 * t_denoise / (len(ts) * a.batch):.3f}")
+        print(f"torch img2img_mean {model.decode_image(denoised).mean().item():.6f}")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@
 # least 0.8x its speed alone while the module serves at least 50% of the rows asked.
 # Environment: ITERS (default 200), THREADS (the module's threads, 1), SHARE (0.25), GENIE (the binary, ./genie),
 # GENIE_CFG (the online cfg of (d), cfg/fmnist-genie.cfg).
-# Then the engine on the bundled model next to PyTorch (engine_figures below; `sh scripts/bench_genie.sh engine`
-# runs that part alone).
+# Then the engine on the bundled model and on its distilled student next to PyTorch (engine_figures below;
+# `sh scripts/bench_genie.sh engine` runs that part alone).
 set -eu
 ITERS=${ITERS:-200}
 THREADS=${THREADS:-1}
@@ -55,6 +55,18 @@ module_line() {   # name -> "kept img/s served short"
 # ms per item-step of the denoising loop, GFLOP/s of one UNet call (FLOPs counted by bench_engine_ref.py: convs,
 # linears, attention products), sgemm's GFLOP/s at 2048^3 on the same threads (genie -peak), the ratio
 # torch/genie (> 1: genie is faster) and the largest difference of the two outputs. E_BATCH (10), E_REPEAT (5).
+engine_row() {   # label threads torch.txt genie.txt: one line of figures
+    cat "$3" "$4" | awk -v name="$1" -v t="$2" '{ v[$1 " " $2] = $3 }
+        END {
+            gm = v["genie ms_per_item_step"]; tm = v["torch ms_per_item_step"]
+            gg = v["genie unet_gflops_s"]; tg = v["torch unet_gflops_s"]; pk = v["genie sgemm_peak_gflops_s"]
+            printf "%s threads %d: genie %7.2f ms/item-step", name, t, gm
+            if (gg > 0) printf ", %6.2f GFLOP/s (%.0f%% of sgemm %.1f)", gg, 100 * gg / pk, pk
+            if (tm > 0) printf "; torch %7.2f ms/item-step, %6.2f GFLOP/s; genie %.2fx torch (UNet call %.2fx)",
+                tm, tg, tm / gm, v["torch unet_forward_s"] / v["genie unet_forward_s"]
+            if (v["genie max_abs_diff_vs_torch"] != "") printf "; max |diff| %s", v["genie max_abs_diff_vs_torch"]
+            printf "\n" }'
+}
 engine_figures() {
     E_BATCH=${E_BATCH:-10}
     E_REPEAT=${E_REPEAT:-5}
@@ -78,16 +90,20 @@ engine_figures() {
         "$G" bench-engine -model "$M" "$@" -p "A photo of a coat" -batch "$E_BATCH" -steps 25 -r 0.8 -guidance 3 \
             -scheduler dpmpp2m -threads "$t" -repeat "$E_REPEAT" ${flops:+-flops "$flops"} -peak \
             > "$D/genie$t.txt" 2>/dev/null
-        cat "$D/torch$t.txt" "$D/genie$t.txt" | awk -v t="$t" '{ v[$1 " " $2] = $3 }
-            END {
-                gm = v["genie ms_per_item_step"]; tm = v["torch ms_per_item_step"]
-                gg = v["genie unet_gflops_s"]; tg = v["torch unet_gflops_s"]; pk = v["genie sgemm_peak_gflops_s"]
-                printf "engine threads %d: genie %7.2f ms/item-step", t, gm
-                if (gg > 0) printf ", %6.2f GFLOP/s (%.0f%% of sgemm %.1f)", gg, 100 * gg / pk, pk
-                if (tm > 0) printf "; torch %7.2f ms/item-step, %6.2f GFLOP/s; genie %.2fx torch (UNet call %.2fx); max |diff| %s",
-                    tm, tg, tm / gm, v["torch unet_forward_s"] / v["genie unet_forward_s"],
-                    v["genie max_abs_diff_vs_torch"]
-                printf "\n" }'
+        engine_row engine "$t" "$D/torch$t.txt" "$D/genie$t.txt"
+    done
+    # the few-step path as cfg/fmnist-genie-fast.cfg runs it: the distilled model, TCD 2 steps at r 0.8, the guidance
+    # folded into the UNet (one call per step at the batch, no CFG pair); timing only, as torch draws its own noise
+    # between steps
+    for t in 1 2; do
+        /usr/bin/python3 scripts/bench_engine_ref.py --model data/models/fmnist-lcm --tcd-eta 0.75 --threads "$t" \
+            --batch "$E_BATCH" --steps 2 --strength 0.8 --guidance 3 --prompt "A photo of a coat" \
+            --repeat "$E_REPEAT" > "$D/torch-lcm$t.txt" 2>/dev/null || : > "$D/torch-lcm$t.txt"
+        flops=$(awk '$2 == "unet_flops" { print $3 }' "$D/torch-lcm$t.txt")
+        "$G" bench-engine -model data/models/fmnist-lcm -i data/fmnist/images/test/00010_coat.jpg -p "A photo of a coat" \
+            -batch "$E_BATCH" -steps 2 -r 0.8 -guidance 3 -scheduler tcd -eta 0.75 -threads "$t" -repeat "$E_REPEAT" \
+            ${flops:+-flops "$flops"} -peak > "$D/genie-lcm$t.txt" 2>/dev/null
+        engine_row "engine, distilled (TCD 2 steps)" "$t" "$D/torch-lcm$t.txt" "$D/genie-lcm$t.txt"
     done
 }
 [ "${1:-}" = engine ] && { engine_figures; exit 0; }
