@@ -510,15 +510,14 @@ static void im2col_rows(const conv_job *j, const float *x, int oy0, int oy1, flo
             for (int ci = 0; ci < j->Cin; ci++) {
                 float *c = col + ((size_t)(ci * k + ky) * k + kx) * n;
                 const float *xc = x + ci * plane;
-                memset(c, 0, sizeof(float) * (size_t)(ya - oy0) * Wo);
+                row_copy(c, NULL, (ya - oy0) * Wo);
                 for (int oy = ya; oy < yb; oy++) {
                     float *d = c + (size_t)(oy - oy0) * Wo;
-                    const float *src = xc + (size_t)(oy + dy) * W + xa + dx;
-                    for (int ox = 0; ox < xa; ox++) d[ox] = 0.0f;
-                    for (int ox = xa; ox < xb; ox++) d[ox] = src[ox - xa];
-                    for (int ox = xb; ox < Wo; ox++) d[ox] = 0.0f;
+                    row_copy(d, NULL, xa);
+                    row_copy(d + xa, xc + (size_t)(oy + dy) * W + xa + dx, xb - xa);
+                    row_copy(d + xb, NULL, Wo - xb);
                 }
-                memset(c + (size_t)(yb - oy0) * Wo, 0, sizeof(float) * (size_t)(oy1 - yb) * Wo);
+                row_copy(c + (size_t)(yb - oy0) * Wo, NULL, (oy1 - yb) * Wo);
             }
         }
     }
@@ -540,7 +539,7 @@ static void conv_task(void *v, int task, int worker)
         col = x + p0;
         ldb = P;
     } else {
-        if (j->stride == 1 && p0 % j->Wo == 0 && (p1 % j->Wo == 0))
+        if (j->stride == 1 && p0 % j->Wo == 0 && p1 % j->Wo == 0)
             im2col_rows(j, x, p0 / j->Wo, p1 / j->Wo, scratch);
         else
             im2col(j, x, p0, p1, scratch);
