@@ -99,6 +99,30 @@ def timed(fn, repeat):
     return statistics.median(ts), out
 
 
+def model_shape(model):
+    """A loaded diffusers folder's image size, latent channels and latent side."""
+    size = model.vae.cfg["sample_size"]
+    return size, model.vae.cfg["latent_channels"], size // 2 ** (len(model.vae.cfg["block_out_channels"]) - 1)
+
+
+def inputs(a, size, lc, h):
+    """The seeded inputs of img2img: the generator (drawn on after them), the posterior's and add_noise's epsilons,
+    the test image and its batch in [-1, 1]."""
+    g = torch.Generator().manual_seed(a.seed + 1)
+    vae_noise = torch.randn(a.batch, lc, h, h, generator=g)
+    latent_noise = torch.randn(a.batch, lc, h, h, generator=g)
+    img = image(size)
+    x_img = torch.from_numpy(img.astype(np.float32) / 255 * 2 - 1).permute(2, 0, 1)[None].repeat(a.batch, 1, 1, 1)
+    return g, vae_noise, latent_noise, img, x_img
+
+
+def print_unet(t_unet, batch, flops):
+    print(f"torch unet_forward_s {t_unet:.4f}")
+    print(f"torch unet_batch {batch}")
+    print(f"torch unet_flops {flops}")
+    print(f"torch unet_gflops_s {flops / t_unet / 1e9:.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -126,9 +150,7 @@ def main():
 
     if a.model:
         model = R.load_diffusers(a.model)
-        a.size = model.vae.cfg["sample_size"]
-        lc = model.vae.cfg["latent_channels"]
-        h = a.size // 2 ** (len(model.vae.cfg["block_out_channels"]) - 1)
+        a.size, lc, h = model_shape(model)
     else:
         if a.size % 8:
             ap.error("--size must be a multiple of 8")
@@ -138,11 +160,7 @@ def main():
             for m in (model.clip, model.unet, model.vae):
                 R.round_weights(m, dtype)
         lc, h = 4, a.size // 8
-    g = torch.Generator().manual_seed(a.seed + 1)
-    vae_noise = torch.randn(a.batch, lc, h, h, generator=g)
-    latent_noise = torch.randn(a.batch, lc, h, h, generator=g)
-    img = image(a.size)
-    x_img = torch.from_numpy(img.astype(np.float32) / 255 * 2 - 1).permute(2, 0, 1)[None].repeat(a.batch, 1, 1, 1)
+    g, vae_noise, latent_noise, img, x_img = inputs(a, a.size, lc, h)
     if a.save and a.model:
         os.makedirs(a.save, exist_ok=True)
         R.write_png(os.path.join(a.save, "image.png"), img)
@@ -171,10 +189,7 @@ def main():
         x = torch.randn(2 * a.batch, model.unet.cfg["in_channels"], h, h, generator=g)
         flops = unet_flops(model.unet, x, torch.tensor(999), ctx)   # also the warm-up
         t_unet, _ = timed(lambda: model.unet(x, torch.tensor(999), ctx), a.repeat)
-        print(f"torch unet_forward_s {t_unet:.4f}")
-        print(f"torch unet_batch {2 * a.batch}")
-        print(f"torch unet_flops {flops}")
-        print(f"torch unet_gflops_s {flops / t_unet / 1e9:.2f}")
+        print_unet(t_unet, 2 * a.batch, flops)
         if not a.no_img2img:
             t_denoise = []
             denoise = model.denoise
@@ -215,13 +230,8 @@ def consistency(a):
     dim = model.unet.cfg.get("time_cond_proj_dim")
     if not dim:
         sys.exit(f"bench_engine_ref: {a.model}: the UNet has no time_cond_proj_dim (not LCM-distilled)")
-    size = model.vae.cfg["sample_size"]
-    lc = model.vae.cfg["latent_channels"]
-    h = size // 2 ** (len(model.vae.cfg["block_out_channels"]) - 1)
-    g = torch.Generator().manual_seed(a.seed + 1)
-    vae_noise = torch.randn(a.batch, lc, h, h, generator=g)
-    latent_noise = torch.randn(a.batch, lc, h, h, generator=g)
-    x_img = torch.from_numpy(image(size).astype(np.float32) / 255 * 2 - 1).permute(2, 0, 1)[None].repeat(a.batch, 1, 1, 1)
+    size, lc, h = model_shape(model)
+    g, vae_noise, latent_noise, _, x_img = inputs(a, size, lc, h)
     print(f"torch threads {a.threads}")
     print(f"torch version {torch.__version__}")
     with torch.no_grad():
@@ -230,10 +240,7 @@ def consistency(a):
         x = torch.randn(a.batch, model.unet.cfg["in_channels"], h, h, generator=g)
         flops = unet_flops(model.unet, x, torch.tensor(999), ctx, w)   # also the warm-up
         t_unet, _ = timed(lambda: model.unet(x, torch.tensor(999), ctx, timestep_cond=w), a.repeat)
-        print(f"torch unet_forward_s {t_unet:.4f}")
-        print(f"torch unet_batch {a.batch}")
-        print(f"torch unet_flops {flops}")
-        print(f"torch unet_gflops_s {flops / t_unet / 1e9:.2f}")
+        print_unet(t_unet, a.batch, flops)
         sched = R.TCD(model.sched_cfg, a.tcd_eta)
         sched.set_timesteps(a.steps, a.strength)
         ts = sched.timesteps
