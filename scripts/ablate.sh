@@ -34,9 +34,11 @@
 # Many/Medium/Few always by the split's real per-class counts. Results: OUT/results.csv (arm,seed,top1,many,
 # medium,few), OUT/table.md (means +- std), OUT/paired.md (each arm against none and txt2img, paired by seed:
 # mean difference +- standard error, and on how many seeds it is ahead), OUT/fewclass.md (each Few class's recall
-# per arm), OUT/ablation.png, OUT/front.md and OUT/front.png (Few against Many of every arm, and of the runs in
-# FRONT_WITH, other OUTs, so that one plot holds each base; the arms no other arm beats on both are marked); with
-# RESULTS=path also copied there (path.csv/.md/.paired.md/.fewclass.md/.png/.front.md/.front.png).
+# per arm), OUT/classes.md (every class's recall per arm and its change against none, paired by seed: which head
+# classes pay the Many cost), OUT/ablation.png, OUT/front.md and OUT/front.png (Few against Many of every arm, and
+# of the runs in FRONT_WITH, other OUTs, so that one plot holds each base; the arms no other arm beats on both are
+# marked); with RESULTS=path also copied there (path.csv/.md/.paired.md/.fewclass.md/.classes.md/.png/.front.md/
+# .front.png).
 # Resumable: finished models, images and rows are kept.
 #
 # Environment (MODEL, GUIDANCE, STEPS, SCHEDULER, ETA, TOP_K, GENIE_R and ADA_RSET default to cfg/fmnist-genie.cfg's
@@ -253,6 +255,28 @@ report() {
               END { printf "| %s | %d |", arm, nf; n = split(few, c, " ")
                     for (i = 1; i <= n; i++) printf " %.3f |", r[c[i]] / nf; printf "\n" }' $files
       done; } > "$OUT/fewclass.md"
+    # every class's recall per arm, most training images first, and its change against none paired by seed
+    # (points): which head classes pay an arm's Many cost (those its generated samples' sources come from)
+    allc=$(awk '{ n = split($0, p, "/"); f = p[n]; sub(/\.[^.]*$/, "", f); sub(/^.*_/, "", f); c[f]++ }
+                END { for (k in c) print c[k], k }' "$LIST" | sort -k1,1nr -k2 | awk '{ print $2 }' | tr '\n' ' ')
+    arml=$(awk -F, 'NR > 1 && !seen[$1]++ { print $1 }' "$OUT/results.sorted.csv" | tr '\n' ' ')
+    set --
+    for arm in $arml; do
+        for s in $(awk -F, -v a="$arm" '$1 == a { print $2 }' "$OUT/results.sorted.csv"); do
+            [ -f "$OUT/s$s/$arm.confusion.csv" ] && set -- "$@" "a=$arm" "s=$s" "$OUT/s$s/$arm.confusion.csv"
+        done
+    done
+    [ $# -gt 0 ] && awk -F, -v cls="$allc" -v arms="$arml" 'FNR == 1 { next }
+        { t = 0; for (i = 2; i <= NF; i++) t += $i; r[a, s, $1] = t ? $FNR / t : 0; if (!((a, s) in n)) { n[a, s] = 1; ns[a]++ } }
+        END { nc = split(cls, c, " "); na = split(arms, ar, " ")
+              printf "| arm | seeds |"; for (i = 1; i <= nc; i++) printf " %s |", c[i]; printf "\n|---|---|"
+              for (i = 1; i <= nc; i++) printf "---|"; printf "\n"
+              for (j = 1; j <= na; j++) { k = ar[j]; if (!ns[k]) continue; printf "| %s | %d |", k, ns[k]
+                  for (i = 1; i <= nc; i++) { m = d = nd = 0
+                      for (x in n) { split(x, q, SUBSEP); if (q[1] != k) continue; m += r[k, q[2], c[i]]
+                          if (k != "none" && ("none", q[2]) in n) { d += r[k, q[2], c[i]] - r["none", q[2], c[i]]; nd++ } }
+                      printf " %.3f", m / ns[k]; if (nd) printf " (%+.1f)", 100 * d / nd; printf " |" }
+                  printf "\n" } }' "$@" > "$OUT/classes.md"
     # Few against Many: every arm of this run and of the FRONT_WITH runs (each its own base); an arm is on the front
     # when no other arm (the plain model aside: it is where every arm starts) has at least its Few and its Many
     for o in "$OUT" $FRONT_WITH; do
@@ -315,6 +339,8 @@ GP
     cat "$OUT/table.md"
     echo; echo "Paired by seed (points, mean ± standard error; wins: seeds where the arm is ahead):"; cat "$OUT/paired.md"
     echo; echo "Recall of each Few class (mean over the seeds):"; cat "$OUT/fewclass.md"
+    echo; echo "Recall of every class (mean over the seeds; in brackets its change against none, points, paired by seed):"
+    cat "$OUT/classes.md" 2>/dev/null || true
     echo; echo "Few against Many (the front: no other arm has at least its Few and its Many):"; cat "$OUT/front.md"
     if [ -n "$RESULTS" ]; then
         mkdir -p "$(dirname "$RESULTS")"
@@ -322,6 +348,7 @@ GP
         cp "$OUT/table.md" "$RESULTS.md"
         cp "$OUT/paired.md" "$RESULTS.paired.md"
         cp "$OUT/fewclass.md" "$RESULTS.fewclass.md"
+        [ -f "$OUT/classes.md" ] && cp "$OUT/classes.md" "$RESULTS.classes.md"
         [ -f "$OUT/ablation.png" ] && cp "$OUT/ablation.png" "$RESULTS.png"
         cp "$OUT/base.txt" "$RESULTS.base.txt"
         cp "$OUT/front.md" "$RESULTS.front.md"
