@@ -260,6 +260,7 @@ report() {
     allc=$(awk '{ n = split($0, p, "/"); f = p[n]; sub(/\.[^.]*$/, "", f); sub(/^.*_/, "", f); c[f]++ }
                 END { for (k in c) print c[k], k }' "$LIST" | sort -k1,1nr -k2 | awk '{ print $2 }' | tr '\n' ' ')
     arml=$(awk -F, 'NR > 1 && !seen[$1]++ { print $1 }' "$OUT/results.sorted.csv" | tr '\n' ' ')
+    rm -f "$OUT/classes.md"   # none from an earlier report when no confusion file is left
     set --
     for arm in $arml; do
         for s in $(awk -F, -v a="$arm" '$1 == a { print $2 }' "$OUT/results.sorted.csv"); do
