@@ -241,12 +241,15 @@ report() {
               for (j = 1; j <= no; j++) { k = order[j]; if (k == "plain" || k == "none") continue
                   print "| " k " " diff(k, "none", "few") (k == "txt2img" ? "| | " : diff(k, "txt2img", "few")) \
                         diff(k, "none", "many") "|" } }' "$OUT/results.sorted.csv" > "$OUT/paired.md"
+    # "count label" of each class of the list (the label is what follows the last _ of a file name), and the arms
+    counts=$(awk '{ n = split($0, p, "/"); f = p[n]; sub(/\.[^.]*$/, "", f); sub(/^.*_/, "", f); c[f]++ }
+                  END { for (k in c) print c[k], k }' "$LIST")
+    arml=$(awk -F, 'NR > 1 && !seen[$1]++ { print $1 }' "$OUT/results.sorted.csv" | tr '\n' ' ')
     # each Few class's recall per arm, mean over the seeds' confusion CSVs: which class an arm's Few gain comes from
-    fewc=$(awk '{ n = split($0, p, "/"); f = p[n]; sub(/\.[^.]*$/, "", f); sub(/^.*_/, "", f); c[f]++ }
-                END { for (k in c) if (c[k] < 20) print c[k], k }' "$LIST" | sort -n | awk '{ print $2 }' | tr '\n' ' ')
+    fewc=$(printf '%s\n' "$counts" | awk '$1 < 20' | sort -n | awk '{ print $2 }' | tr '\n' ' ')
     { printf '| arm | seeds |'; for c in $fewc; do printf ' %s |' "$c"; done; echo
       printf '|---|---|'; for c in $fewc; do printf -- '---|'; done; echo
-      for arm in $(awk -F, 'NR > 1 && !seen[$1]++ { print $1 }' "$OUT/results.sorted.csv"); do
+      for arm in $arml; do
           files=$(awk -F, -v a="$arm" '$1 == a { print $2 }' "$OUT/results.sorted.csv" | while read -r s; do
                       if [ -f "$OUT/s$s/$arm.confusion.csv" ]; then echo "$OUT/s$s/$arm.confusion.csv"; fi; done)
           [ -n "$files" ] || continue
@@ -257,9 +260,7 @@ report() {
       done; } > "$OUT/fewclass.md"
     # every class's recall per arm, most training images first, and its change against none paired by seed
     # (points): which head classes pay an arm's Many cost (those its generated samples' sources come from)
-    allc=$(awk '{ n = split($0, p, "/"); f = p[n]; sub(/\.[^.]*$/, "", f); sub(/^.*_/, "", f); c[f]++ }
-                END { for (k in c) print c[k], k }' "$LIST" | sort -k1,1nr -k2 | awk '{ print $2 }' | tr '\n' ' ')
-    arml=$(awk -F, 'NR > 1 && !seen[$1]++ { print $1 }' "$OUT/results.sorted.csv" | tr '\n' ' ')
+    allc=$(printf '%s\n' "$counts" | sort -k1,1nr -k2 | awk '{ print $2 }' | tr '\n' ' ')
     rm -f "$OUT/classes.md"   # none from an earlier report when no confusion file is left
     set --
     for arm in $arml; do
