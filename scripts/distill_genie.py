@@ -63,13 +63,7 @@ def teacher_genie(teacher, z0, eps, ctx_c, ctx_u, r, guidance):
 
 def student_genie(unet, sched_cfg, z0, eps, ctx_c, r, guidance, n_steps, eta, gen):
     """The engine's few-step GeNIe: TCD at strength r, n_steps UNet calls, the final sample (with gradients)."""
-    sched = R.TCD(sched_cfg, eta)
-    sched.set_timesteps(n_steps, r)
-    w = R.guidance_scale_embedding(torch.full((z0.shape[0],), guidance - 1.0), unet.cfg["time_cond_proj_dim"])
-    x = R.add_noise(sched.ac, z0, eps, sched.timesteps[:1])
-    for t in sched.timesteps:
-        x, den = sched.step(unet(x, t, ctx_c, timestep_cond=w), t, x, torch.randn(x.shape, generator=gen))
-    return den
+    return L.lcm_img2img(unet, z0, ctx_c, guidance, n_steps, r, eps, gen, sched_cfg, tcd_eta=eta)
 
 
 def make_pairs(n, mean, logvar, labels, r_set, gen):

@@ -131,11 +131,12 @@ def consistency_fn(unet, x, t, ctx, wemb, sched):
     return bcast(c_skip) * x + bcast(c_out) * x0
 
 
-@torch.no_grad()
-def lcm_img2img(unet, z0, ctx, guidance, n, strength, latent_noise, gen, sched_cfg):
+def lcm_img2img(unet, z0, ctx, guidance, n, strength, latent_noise, gen, sched_cfg, tcd_eta=None):
     """LatentConsistencyModelImg2ImgPipeline on given latents z0, through the reference's LCMScheduler (its
-    timesteps for n and strength, the boundary scalings, fresh noise between steps): the last denoised latents."""
-    sched = R.LCM(sched_cfg)
+    timesteps for n and strength, the boundary scalings, fresh noise between steps): the last denoised latents.
+    tcd_eta: TCDScheduler with that eta instead (the same pipeline). Differentiable: callers that only evaluate
+    run it under torch.no_grad."""
+    sched = R.LCM(sched_cfg) if tcd_eta is None else R.TCD(sched_cfg, tcd_eta)
     sched.set_timesteps(n, strength)
     wemb = R.guidance_scale_embedding(torch.full((z0.shape[0],), guidance - 1.0), unet.cfg["time_cond_proj_dim"])
     x = R.add_noise(sched.ac, z0, latent_noise, sched.timesteps[:1])
