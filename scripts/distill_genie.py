@@ -160,11 +160,11 @@ def main():
     log(f"held-out latent MSE against the teacher before: {before}")
     student.train()
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0)
+    pools = [(train[2] == k).nonzero().flatten() for k in range(len(r_set))]   # the training pairs of each r
     t_start, loss_sum = time.time(), 0.0
     for step in range(args.steps):
         k = step % len(r_set)
-        pool = (train[2] == k).nonzero().flatten()
-        j = pool[torch.randint(0, len(pool), (args.batch,), generator=gen)]
+        j = pools[k][torch.randint(0, len(pools[k]), (args.batch,), generator=gen)]
         s = student_genie(student, sched_cfg, train[0][j], train[3][j], ctx_lab[train[1][j]], r_set[k], args.guidance,
                           args.n_steps, args.eta, gen)
         loss = F.mse_loss(s, train[4][j])
