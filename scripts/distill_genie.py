@@ -17,7 +17,9 @@ then --n-steps TCD steps (one UNet call each, the guidance embedding of --guidan
 of them. Loss: mean squared error between the two final latents. With eta 0 the student's sampler is
 deterministic, so the regression is exact; with eta > 0 the re-noising between steps uses fresh noise.
 
-The targets are made once (--pairs of them, --holdout more for the check) and cached in OUT.targets.pt. Training
+The targets are made once (--pairs of them, --holdout more for the check) and cached in OUT.targets.pt; the training
+pairs of other such caches, made with another --seed, may join them (--more-targets; their held-out pairs stay out,
+the check is always this run's own). Training
 starts from --init's UNet (the bundled student by default), AdamW at --lr, batch --batch, --steps steps, each
 batch one r. The end: OUT as a diffusers folder (distill_lcm.write_folder: the teacher's VAE, text encoder and
 tokenizer, this UNet in F16, an LCMScheduler config), and the held-out pairs' latent error against the teacher,
@@ -25,7 +27,7 @@ before and after, printed and written into OUT/training.json.
 
 usage: scripts/distill_genie.py --out DIR [--init DIR] [--teacher DIR] [--pairs N] [--holdout N] [--steps N]
                                 [--batch B] [--lr LR] [--n-steps K] [--eta E] [--r-set 0.7,0.8,0.9]
-                                [--guidance G] [--threads T] [--seed S]
+                                [--guidance G] [--threads T] [--seed S] [--more-targets A.targets.pt,...]
 """
 import os
 import sys
@@ -123,6 +125,8 @@ def main():
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--more-targets", default="",
+                    help="other OUT.targets.pt files (made with another --seed) whose training pairs join these")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     r_set = [float(v) for v in args.r_set.split(",")]
@@ -154,6 +158,13 @@ def main():
     n = args.pairs
     train = [data[k][:n] for k in ("z0", "target", "ri", "eps", "tgt")]
     hold = [data[k][n:] for k in ("z0", "target", "ri", "eps", "tgt")]
+    for path in filter(None, args.more_targets.split(",")):
+        more = torch.load(path)
+        if more["key"]["r_set"] != r_set or more["key"]["guidance"] != args.guidance or more["key"]["seed"] == args.seed:
+            sys.exit(f"{path}: its pairs were made with another r set or guidance, or with this --seed")
+        m = more["key"]["pairs"]
+        train = [torch.cat([t, more[k][:m]]) for t, k in zip(train, ("z0", "target", "ri", "eps", "tgt"))]
+        log(f"{path}: {m} more training pairs, {len(train[0])} in all")
 
     student.eval()
     before = held_out_error(student, sched_cfg, hold, ctx_lab, r_set, args, gen)
@@ -184,7 +195,7 @@ def main():
                       "DPM-Solver++ img2img from the same source latent and noise (scripts/distill_genie.py)",
             "init": os.path.relpath(os.path.abspath(args.init), os.path.abspath(ROOT)),
             "teacher": os.path.relpath(os.path.abspath(args.teacher), os.path.abspath(ROOT)),
-            "teacher_sampler": f"dpmpp2m {TEACHER_STEPS} steps, CFG {args.guidance}", "pairs": args.pairs,
+            "teacher_sampler": f"dpmpp2m {TEACHER_STEPS} steps, CFG {args.guidance}", "pairs": len(train[0]),
             "holdout": args.holdout, "r_set": r_set, "student_sampler": f"tcd {args.n_steps} steps eta {args.eta}",
             "steps": args.steps, "batch": args.batch, "lr": args.lr, "optimizer": "AdamW, weight decay 0",
             "grad_clip": 1.0, "seed": args.seed, "threads": args.threads,
