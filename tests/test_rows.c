@@ -30,11 +30,12 @@ static void flat_confusion(void *ctx, double *m)
     for (int i = 0; i < ds.classes * ds.classes; i++) m[i] = i % (ds.classes + 1) == 0 ? 90 : 1;
 }
 
-/* A sync GeNIe run through a loader pool of `threads` threads: every row's dataset index (-1: generated) into idx,
- * and the rows the loader asked of the router into r. */
+/* A sync GeNIe run through a loader pool of `threads` threads (with cutmix: CutMix on every row): every row's
+ * dataset index (-1: generated) into idx, its label into y (classes floats a row) when y is not NULL, and the rows
+ * the loader asked of the router into r. */
 #define BATCH 16
 #define NB 8
-static int threaded_run(int threads, int *idx, rows_opts *r)
+static int threaded_run(int threads, int cutmix, int *idx, float *y, rows_opts *r)
 {
     genie_cfg c;
     genie_cfg_default(&c);
@@ -43,7 +44,7 @@ static int threaded_run(int threads, int *idx, rows_opts *r)
     snprintf(c.model, sizeof c.model, "data/models/fmnist-ldm");
     loader_opts lo = {.ds = &ds, .aug = {.preset = AUG_EVAL, .w = 28, .h = 28, .c = 1}, .batch = BATCH,
                       .threads = threads, .slots = 4, .seed = 11, .start = 320, .sampling = SAMPLE_SHUFFLE,
-                      .tail_share = 0.5, .pair_source = 0.5};
+                      .tail_share = 0.5, .pair_source = 0.5, .cutmix = cutmix};
     module_opts mo = {.cfg = &c, .cfg_path = "test.cfg", .classes = ds.classes, .labels = ds.labels,
                       .n_real = ds.n_real, .paths = ds.paths, .cls = ds.cls, .net_cfg = "cfg/fmnist.cfg",
                       .seed = lo.seed, .confusion = flat_confusion, .start = lo.start, .start_iter = 20,
@@ -64,6 +65,7 @@ static int threaded_run(int threads, int *idx, rows_opts *r)
             break;
         }
         memcpy(idx + b * BATCH, lb->index, BATCH * sizeof *idx);
+        if (y) memcpy(y + (size_t)b * BATCH * ds.classes, lb->y, (size_t)BATCH * ds.classes * sizeof *y);
         loader_release(l, lb);
         module_snapshot(m, NULL, 21 + b);
     }
@@ -147,9 +149,9 @@ int main(void)
     if (ds.n == 0) return check_done("rows");
     static int idx1[NB * BATCH], idx3[NB * BATCH];
     rows_opts r1, r3;
-    int rc1 = threaded_run(1, idx1, &r1);
+    int rc1 = threaded_run(1, 0, idx1, NULL, &r1);
     CHECK(rc1 == 0, "1 thread: %s", err_msg());
-    int rc3 = threaded_run(3, idx3, &r3);
+    int rc3 = threaded_run(3, 0, idx3, NULL, &r3);
     CHECK(rc3 == 0, "3 threads: %s", err_msg());
     CHECK(!memcmp(idx1, idx3, sizeof idx1), "1 and 3 loader threads filled different rows");
     int gen_rows = 0, tail_rows = 0, wrong = 0;
@@ -171,6 +173,27 @@ int main(void)
     CHECK(wrong == 0 && gen_rows > 3 && tail_rows > 20 && before == 0,
           "%d rows not what the router says (%d generated, %d tail rows; %d generated in warmup + lookahead)", wrong,
           gen_rows, tail_rows, before);
+
+    /* CutMix takes online generated rows as it takes every other row: about half of them mixed, labels summing
+     * to 1, and the same rows as without it */
+    static int idxm[NB * BATCH];
+    static float ym[NB * BATCH * 10];
+    rows_opts rm;
+    int rcm = ds.classes == 10 ? threaded_run(2, 1, idxm, ym, &rm) : err_set("%d classes", ds.classes);
+    CHECK(rcm == 0, "cutmix: %s", err_msg());
+    int gen_mixed = 0, gen_n = 0, real_mixed = 0, sums_ok = 1;
+    for (int i = 0; rcm == 0 && i < NB * BATCH; i++) {
+        float sum = 0, mx = 0;
+        for (int c = 0; c < 10; c++) sum += ym[i * 10 + c], mx = fmaxf(mx, ym[i * 10 + c]);
+        sums_ok &= fabsf(sum - 1) < 1e-5f;
+        gen_n += idxm[i] == -1;
+        gen_mixed += idxm[i] == -1 && mx < 0.95f;
+        real_mixed += idxm[i] >= 0 && mx < 0.95f;
+    }
+    CHECK(rcm == 0 && !memcmp(idx1, idxm, sizeof idx1) && sums_ok && gen_mixed > 0 && gen_mixed < gen_n &&
+              real_mixed > 0,
+          "cutmix: same rows %d, sums ok %d, %d of %d generated rows mixed, %d real rows mixed",
+          !memcmp(idx1, idxm, sizeof idx1), sums_ok, gen_mixed, gen_n, real_mixed);
     dataset_free(&ds);
     return check_done("rows");
 }

@@ -206,6 +206,38 @@ static void add_label(const loader *l, float *y, int target, int source, float l
         for (int j = 0; j < l->classes; j++) y[j] = y[j] * (1 - o->label_smooth) + o->label_smooth / l->classes;
 }
 
+/* mixup or cutmix, each with probability 0.5 a row (drawn from g): a partner image of the dataset mixed into the
+ * row's input x, its label's share into y. Returns the row's own share of the label (1: not mixed), -1 when no
+ * partner image decodes. */
+static float mix_partner(loader *l, uint64_t k, philox_t *g, float *x, float *y, scratch *sc)
+{
+    const loader_opts *o = &l->o;
+    if (!(o->mixup || o->cutmix) || !(philox_uniform(g) < 0.5f)) return 1;
+    int cut = o->cutmix && (!o->mixup || (philox_next(g) & 1));
+    int other = decode_or_replace(l, k, philox_int(g, o->ds->n), 1, sc);
+    if (other < 0) return -1;
+    philox_t g2;
+    philox_init(&g2, o->seed, philox_mix(k, PHILOX_PARTNER));
+    transform_sample(other >= o->ds->n_real ? &o->gen_aug : &o->aug, &sc->img, &g2, sc->other, sc->tmp);
+    int w = o->aug.w, h = o->aug.h, c = o->aug.c;
+    float lam;
+    if (cut) {
+        /* A rectangle of 9..64% of the area (side fractions 0.3..0.8) from the partner. */
+        float f = philox_range(g, 0.3f, 0.8f);
+        int rw = (int)(f * w + 0.5f), rh = (int)(f * h + 0.5f);
+        int x0 = philox_int(g, w - rw + 1), y0 = philox_int(g, h - rh + 1);
+        for (int ch = 0; ch < c; ch++)
+            for (int yy = y0; yy < y0 + rh; yy++)
+                memcpy(x + ((size_t)ch * h + yy) * w + x0, sc->other + ((size_t)ch * h + yy) * w + x0, rw * sizeof *x);
+        lam = 1 - (float)(rw * rh) / (w * h);
+    } else {
+        for (int j = 0; j < l->row; j++) x[j] = 0.5f * (x[j] + sc->other[j]);
+        lam = 0.5f;
+    }
+    y[o->ds->cls[other]] += 1 - lam;
+    return lam;
+}
+
 /* Fills row i of the slot with sample k: image, augmentation, optional mixup/cutmix partner, soft labels; a real
  * image only when may_generate is 0. */
 static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t *gen_next, int may_generate)
@@ -226,12 +258,15 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
     if (wants) got ? s->gen_served++ : s->gen_short++;
     if (got) {
         if (o->pair_source > 0) sc->pair_src = lab.source_index;
-        /* an online generated sample: the same augmentation as a real image, its target's label (soft towards
-         * its source with gen_soft), left out of the training statistics; no mixup partner */
+        /* an online generated sample: the same augmentation as a real image, mixup/cutmix included (as an offline
+         * one gets: otherwise only the generated rows would come unmixed), its target's label (soft towards its
+         * source with gen_soft), left out of the training statistics */
         s->b.index[i] = -1;
         s->b.truth[i] = -1;
         transform_sample(&o->gen_aug, &sc->img, &g, x, sc->tmp);
-        add_label(l, y, lab.target, lab.source_class, 1);
+        float lam = mix_partner(l, k, &g, x, y, sc);
+        if (lam < 0) return -1;
+        add_label(l, y, lab.target, lab.source_class, lam);
         return 0;
     }
     int idx = row_index(o, &l->rows, k, kind);
@@ -254,31 +289,8 @@ static int fill_row(loader *l, slot *s, int i, uint64_t k, scratch *sc, uint64_t
     }
     transform_sample(idx >= ds->n_real ? &o->gen_aug : (kind & ROW_TAIL) ? &o->tail_aug : &o->aug, &sc->img, &g, x,
                      sc->tmp);
-    float lam = 1;
-    if ((o->mixup || o->cutmix) && philox_uniform(&g) < 0.5f) {
-        int cut = o->cutmix && (!o->mixup || (philox_next(&g) & 1));
-        int other = decode_or_replace(l, k, philox_int(&g, o->ds->n), 1, sc);
-        if (other < 0) return -1;
-        philox_t g2;
-        philox_init(&g2, o->seed, philox_mix(k, PHILOX_PARTNER));
-        transform_sample(other >= ds->n_real ? &o->gen_aug : &o->aug, &sc->img, &g2, sc->other, sc->tmp);
-        int w = o->aug.w, h = o->aug.h, c = o->aug.c;
-        if (cut) {
-            /* A rectangle of 9..64% of the area (side fractions 0.3..0.8) from the partner. */
-            float f = philox_range(&g, 0.3f, 0.8f);
-            int rw = (int)(f * w + 0.5f), rh = (int)(f * h + 0.5f);
-            int x0 = philox_int(&g, w - rw + 1), y0 = philox_int(&g, h - rh + 1);
-            for (int ch = 0; ch < c; ch++)
-                for (int yy = y0; yy < y0 + rh; yy++)
-                    memcpy(x + ((size_t)ch * h + yy) * w + x0, sc->other + ((size_t)ch * h + yy) * w + x0,
-                           rw * sizeof *x);
-            lam = 1 - (float)(rw * rh) / (w * h);
-        } else {
-            for (int j = 0; j < l->row; j++) x[j] = 0.5f * (x[j] + sc->other[j]);
-            lam = 0.5f;
-        }
-        y[o->ds->cls[other]] += 1 - lam;
-    }
+    float lam = mix_partner(l, k, &g, x, y, sc);
+    if (lam < 0) return -1;
     add_label(l, y, ds->cls[idx], ds->src_cls ? ds->src_cls[idx] : -1, lam);
     s->b.truth[i] = lam == 1 && idx < ds->n_real ? ds->cls[idx] : -1;
     return 0;
