@@ -17,11 +17,11 @@ then --n-steps TCD steps (one UNet call each, the guidance embedding of --guidan
 of them. Loss: mean squared error between the two final latents. With eta 0 the student's sampler is
 deterministic, so the regression is exact; with eta > 0 the re-noising between steps uses fresh noise.
 
-The targets are made once (--pairs of them, --holdout more for the check) and cached in OUT.targets.pt; the training
-pairs of other such caches, made with another --seed, may join them (--more-targets; their held-out pairs stay out,
-the check is always this run's own). Training
-starts from --init's UNet (the bundled student by default), AdamW at --lr, batch --batch, --steps steps, each
-batch one r. The end: OUT as a diffusers folder (distill_lcm.write_folder: the teacher's VAE, text encoder and
+The targets are made once (--pairs of them, --holdout more for the check) and cached in OUT.targets.pt; the
+training pairs of other such caches, made with another --seed, may join them (--more-targets; their held-out pairs
+stay out, the check is always this run's own). Training starts from --init's UNet (the bundled student by
+default), AdamW at --lr (constant, or annealed to 0 with --cosine), batch --batch, --steps steps, each batch one r.
+The end: OUT as a diffusers folder (distill_lcm.write_folder: the teacher's VAE, text encoder and
 tokenizer, this UNet in F16, an LCMScheduler config), and the held-out pairs' latent error against the teacher,
 before and after, printed and written into OUT/training.json.
 
@@ -44,6 +44,7 @@ import train_fmnist_ldm as T  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TEACHER_STEPS = 25       # the recipe's DPM-Solver++ steps (cfg/fmnist-genie.cfg)
+FIELDS = ("z0", "target", "ri", "eps", "tgt")   # a target cache's tensors, one row per pair
 
 
 def label_prompts(teacher):
@@ -101,7 +102,8 @@ def held_out_error(unet, sched_cfg, hold, ctx_lab, r_set, args, gen):
         j = (ri == k).nonzero().flatten()
         if len(j) == 0:
             continue
-        s = student_genie(unet, sched_cfg, z0[j], eps[j], ctx_lab[target[j]], r, args.guidance, args.n_steps, args.eta, gen)
+        s = student_genie(unet, sched_cfg, z0[j], eps[j], ctx_lab[target[j]], r, args.guidance, args.n_steps,
+                          args.eta, gen)
         e = F.mse_loss(s, tgt[j], reduction="sum").item()
         errs[str(r)] = e / tgt[j].numel()
         tot += e
@@ -157,14 +159,15 @@ def main():
         os.replace(cache + ".tmp", cache)
     gen.set_state(data["gen"])
     n = args.pairs
-    train = [data[k][:n] for k in ("z0", "target", "ri", "eps", "tgt")]
-    hold = [data[k][n:] for k in ("z0", "target", "ri", "eps", "tgt")]
+    train = [data[k][:n] for k in FIELDS]
+    hold = [data[k][n:] for k in FIELDS]
     for path in filter(None, args.more_targets.split(",")):
         more = torch.load(path)
-        if more["key"]["r_set"] != r_set or more["key"]["guidance"] != args.guidance or more["key"]["seed"] == args.seed:
+        mk = more["key"]
+        if mk["r_set"] != r_set or mk["guidance"] != args.guidance or mk["seed"] == args.seed:
             sys.exit(f"{path}: its pairs were made with another r set or guidance, or with this --seed")
-        m = more["key"]["pairs"]
-        train = [torch.cat([t, more[k][:m]]) for t, k in zip(train, ("z0", "target", "ri", "eps", "tgt"))]
+        m = mk["pairs"]
+        train = [torch.cat([t, more[k][:m]]) for t, k in zip(train, FIELDS)]
         log(f"{path}: {m} more training pairs, {len(train[0])} in all")
 
     student.eval()
@@ -190,7 +193,8 @@ def main():
             lr_sched.step()
         loss_sum += loss.item()
         if (step + 1) % 50 == 0:
-            log(f"step {step + 1}/{args.steps} loss {loss_sum / 50:.5f} {(time.time() - t_start) / (step + 1):.2f} s/step")
+            per_step = (time.time() - t_start) / (step + 1)
+            log(f"step {step + 1}/{args.steps} loss {loss_sum / 50:.5f} {per_step:.2f} s/step")
             loss_sum = 0.0
     student.eval()
     R.round_weights(student, torch.float16)
@@ -202,8 +206,8 @@ def main():
             "teacher": os.path.relpath(os.path.abspath(args.teacher), os.path.abspath(ROOT)),
             "teacher_sampler": f"dpmpp2m {TEACHER_STEPS} steps, CFG {args.guidance}", "pairs": len(train[0]),
             "holdout": args.holdout, "r_set": r_set, "student_sampler": f"tcd {args.n_steps} steps eta {args.eta}",
-            "steps": args.steps, "batch": args.batch, "lr": args.lr, "lr_schedule": "cosine to 0" if args.cosine else "constant",
-            "optimizer": "AdamW, weight decay 0",
+            "steps": args.steps, "batch": args.batch, "lr": args.lr,
+            "lr_schedule": "cosine to 0" if args.cosine else "constant", "optimizer": "AdamW, weight decay 0",
             "grad_clip": 1.0, "seed": args.seed, "threads": args.threads,
             "heldout_mse_before": before, "heldout_mse_after": after, "wall_s": round(time.time() - t_start, 1)}
     L.write_folder(args.out, args.teacher, student, info)
