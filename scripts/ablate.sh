@@ -19,6 +19,8 @@
 #   online-genie         the same, made during fine-tuning by the online module (cfg/fmnist-genie.cfg, sync=1):
 #   online-genie-ada     sources from the live confusion, Ada's f_theta = the network being trained; they take
 #                        0.8 of the tail rows, about the offline arms' share of generated images there
+#   online-genie-ada-fast  online GeNIe-Ada as cfg/fmnist-genie-fast.cfg makes it (the GeNIe-distilled student,
+#                        2 TCD steps, no CFG pair): that cfg as it is, none of the generation settings below
 #   any other name       trains on OUT/s<seed>/gen/<name>.index.csv when one is there (scripts/label_noise.sh's
 #                        genie-judged), else on nothing
 # The recipe (every arm, from the environment): TAIL_SHARE (default 0.25), GEN_SHARE (unset: a tail row draws
@@ -72,7 +74,7 @@ esac
 TAG=$(printf '%s' "$AUG_KEYS" | tr -s ' =' '-' | sed 's/^-//; s/-$//')
 OUT=${OUT:-build/ablate/$NAME${TAG:+-$TAG}}
 SEEDS=${SEEDS:-1 2 3}
-ARMS=${ARMS:-none weak strong cutmix mixup img2img-L img2img-H txt2img genie genie-ada online-genie online-genie-ada}
+ARMS=${ARMS:-none weak strong cutmix mixup img2img-L img2img-H txt2img genie genie-ada online-genie online-genie-ada online-genie-ada-fast}
 . scripts/recipe.sh   # MODEL GUIDANCE STEPS SCHEDULER ETA TOP_K GENIE_R ADA_RSET
 PER_CLASS=${PER_CLASS:-50}
 THREADS=${THREADS:-2}
@@ -192,6 +194,13 @@ generated=$d/gen/$arm.index.csv"
                 /^\[net\]$/ { print; for (i = 1; i <= n; i++) print v[order[i]]; next } { print }' - cfg/fmnist-ft.cfg > "$cfg"
         fi
         case $arm in
+            online-*-fast)
+                gcfg=$OUT/cfg/$arm.cfg
+                mode=${arm#online-}
+                sed "s/^mode=.*/mode=${mode%-fast}/; s/^threads=.*/threads=$THREADS/${GEN_SHARE:+; s/^share=.*/share=$GEN_SHARE/}" \
+                    cfg/fmnist-genie-fast.cfg > "$gcfg"
+                extra="$extra
+genie=$gcfg" ;;
             online-*)
                 gcfg=$OUT/cfg/$arm.cfg
                 sed "s/^mode=.*/mode=${arm#online-}/; s/^threads=.*/threads=$THREADS/; s|^model=.*|model=$MODEL|; s/^guidance=.*/guidance=$GUIDANCE/; s/^steps=.*/steps=$STEPS/; s/^scheduler=.*/scheduler=$SCHEDULER/; s/^top_k=.*/top_k=$TOP_K/; s/^r=.*/r=$GENIE_R/; s/^r_set=.*/r_set=$ADA_RSET/${GEN_SHARE:+; s/^share=.*/share=$GEN_SHARE/}" \
@@ -331,6 +340,7 @@ set style data histograms
 set style histogram errorbars gap 2 lw 1
 set style fill solid 0.8 border -1
 set xtics rotate by -30
+set rmargin 10
 set key outside top center horizontal
 plot "$OUT/means.dat" using 2:3:xtic(1) title "Many", '' using 4:5 title "Medium", '' using 6:7 title "Few"
 GP

@@ -6,13 +6,14 @@
 #       scheduler, steps, r) but with sync=0, no warmup and SHARE of every batch's rows: trainer img/s next to (a),
 #       the module's kept images/s, and the share of the rows the module was asked for that it served
 #   (d) make demo's long-tail fine-tuning (cfg/fmnist-ft.cfg, the recipe's .data keys, 200 iterations) without and
-#       with online GeNIe-Ada as the demo runs it (cfg/fmnist-genie.cfg, sync=1): the wall-time ratio (without: the
-#       mean of a run before and one after)
+#       with online GeNIe-Ada as GENIE_CFG makes it (sync=1): the wall-time ratio (without: the mean of a run before
+#       and one after)
 # Each -genie run starts with an empty cache, so every sample is made during the run. Last, the goals of online
 # GeNIe at the price of plain training, each with today's figure: (d) at most 1.5x; with sync=0, the trainer at
 # least 0.8x its speed alone while the module serves at least 50% of the rows asked.
 # Environment: ITERS (default 200), THREADS (the module's threads, 1), SHARE (0.25), GENIE (the binary, ./genie),
-# GENIE_CFG (the online cfg of (d), cfg/fmnist-genie.cfg).
+# GENIE_CFG (the online cfg of (b), (c) and (d): cfg/fmnist-genie-fast.cfg, the few-step setting the goals are
+# about; cfg/fmnist-genie.cfg for the recipe's 25 steps with CFG).
 # Then the engine on the bundled model and on its distilled student next to PyTorch (engine_figures below;
 # `sh scripts/bench_genie.sh engine` runs that part alone).
 set -eu
@@ -35,7 +36,7 @@ run() {   # name [genie.cfg]
         > "$log" 2>&1
     awk '/iterations in/ { for (i = 1; i <= NF; i++) if ($i == "img/s,") print $(i - 1) }' "$log"
 }
-GENIE_CFG=${GENIE_CFG:-cfg/fmnist-genie.cfg}
+GENIE_CFG=${GENIE_CFG:-cfg/fmnist-genie-fast.cfg}
 gen_cfg() {   # mode: GENIE_CFG with these keys after its own (the last value of a key wins)
     rm -rf "$OUT/cache-$1"
     { sed '/^cache=/d' "$GENIE_CFG"
@@ -92,17 +93,16 @@ engine_figures() {
             > "$D/genie$t.txt" 2>/dev/null
         engine_row engine "$t" "$D/torch$t.txt" "$D/genie$t.txt"
     done
-    # the few-step path as cfg/fmnist-genie-fast.cfg runs it: the distilled model, TCD 2 steps at r 0.8, the guidance
-    # folded into the UNet (one call per step at the batch, no CFG pair); timing only, as torch draws its own noise
-    # between steps
+    # the few-step path as cfg/fmnist-genie-fast.cfg runs it: the GeNIe-distilled student, TCD 2 steps at r 0.8,
+    # eta 0, the guidance folded into the UNet (one call per step at the batch, no CFG pair); timing only
     for t in 1 2; do
-        /usr/bin/python3 scripts/bench_engine_ref.py --model data/models/fmnist-lcm --tcd-eta 0.75 --threads "$t" \
+        /usr/bin/python3 scripts/bench_engine_ref.py --model data/models/fmnist-genie-student --tcd-eta 0 --threads "$t" \
             --batch "$E_BATCH" --steps 2 --strength 0.8 --guidance 3 --prompt "A photo of a coat" \
             --repeat "$E_REPEAT" > "$D/torch-lcm$t.txt" 2>/dev/null || : > "$D/torch-lcm$t.txt"
         flops=$(awk '$2 == "unet_flops" { print $3 }' "$D/torch-lcm$t.txt")
-        "$G" bench-engine -model data/models/fmnist-lcm -i data/fmnist/images/test/00010_coat.jpg -p "A photo of a coat" \
-            -batch "$E_BATCH" -steps 2 -r 0.8 -guidance 3 -scheduler tcd -eta 0.75 -threads "$t" -repeat "$E_REPEAT" \
-            ${flops:+-flops "$flops"} -peak > "$D/genie-lcm$t.txt" 2>/dev/null
+        "$G" bench-engine -model data/models/fmnist-genie-student -i data/fmnist/images/test/00010_coat.jpg \
+            -p "A photo of a coat" -batch "$E_BATCH" -steps 2 -r 0.8 -guidance 3 -scheduler tcd -eta 0 -threads "$t" \
+            -repeat "$E_REPEAT" ${flops:+-flops "$flops"} -peak > "$D/genie-lcm$t.txt" 2>/dev/null
         engine_row "engine, distilled (TCD 2 steps)" "$t" "$D/torch-lcm$t.txt" "$D/genie-lcm$t.txt"
     done
 }

@@ -1,7 +1,9 @@
 /* The bundled models load through the engine and make what the bundled Fashion-MNIST judge
  * (data/models/fmnist-judge.weights, cfg/fmnist.cfg) classifies as prompted: data/models/fmnist-ldm (made by
- * scripts/train_fmnist_ldm.py) with 10 DDIM steps, and its consistency-distilled student data/models/fmnist-lcm
- * (scripts/distill_lcm.py) with 4 TCD steps, one UNet call each. For each, txt2img gives the prompted garments, and
+ * scripts/train_fmnist_ldm.py) with 10 DDIM steps, its consistency-distilled student data/models/fmnist-lcm
+ * (scripts/distill_lcm.py) with 4 TCD steps, one UNet call each, and that student distilled on GeNIe's own img2img,
+ * data/models/fmnist-genie-student (scripts/distill_genie.py), with 2 TCD steps at eta 0 (cfg/fmnist-genie-fast.cfg).
+ * For each, txt2img gives the prompted garments, and
  * a source image at low strength stays its own class while at high strength it becomes the prompted one (GeNIe's
  * premise). Generated PNGs are judged through `genie classifier valid`. */
 #include <stdio.h>
@@ -186,5 +188,11 @@ int main(void)
     o.guidance = 3;
     o.eta = 0.75;
     check_model("lcm", o);
+    /* the GeNIe-distilled student as cfg/fmnist-genie-fast.cfg samples it: distilled at r 0.7 to 0.9 alone, it must
+     * still make the prompted garment from pure noise and keep the source at low r */
+    o.model = "data/models/fmnist-genie-student";
+    o.steps = 2;
+    o.eta = 0;
+    check_model("genie-student", o);
     return check_done("bundled_model");
 }

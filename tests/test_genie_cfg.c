@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define P "build/test_genie_cfg.cfg"
 
@@ -51,6 +52,14 @@ int main(void)
               !strcmp(c.cache, "build/cache dir") && c.warmup == 0 && c.sync == 1 && !strcmp(c.device, "cuda:1"),
           "full file read wrong");
     CHECK(genie_cfg_read("cfg/fmnist-genie.cfg", &c) == 0 && c.mode == GENIE_MODE_ADA, "shipped cfg: %s", err_msg());
+    /* the few-step cfg runs its model with the sampler it was distilled through, and names a bundled folder */
+    struct stat st;
+    char idx[1100];
+    CHECK(genie_cfg_read("cfg/fmnist-genie-fast.cfg", &c) == 0 && c.mode == GENIE_MODE_ADA &&
+              c.scheduler == SD_SCHED_TCD && c.steps == 2 && c.eta == 0,
+          "shipped few-step cfg: %s", err_msg());
+    snprintf(idx, sizeof idx, "%s/model_index.json", c.model);
+    CHECK(stat(idx, &st) == 0, "shipped few-step cfg: model %s has no model_index.json", c.model);
 
     bad("[genie]\nmode=fancy\n", ":2: key 'mode' must be none, genie, genie-ada, img2img or txt2img, got 'fancy'");
     bad("[genie]\n\nr=1.5\n", ":3: key 'r' must be a number in (0, 1]");
