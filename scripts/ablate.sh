@@ -53,7 +53,7 @@
 # sources; the paper's long-tail protocol takes 4 of ImageNet's 999, but of Fashion-MNIST's 9 the top 4 give too
 # few kinds of source: data/results/README.md), SOURCE_WEIGHT (uniform: sources drawn uniformly from those classes,
 # as the paper; rate: in proportion to their confusion rates); the online arms take GUIDANCE, STEPS, SCHEDULER, ETA,
-# TOP_K, GENIE_R and ADA_RSET into their copy of cfg/fmnist-genie.cfg. GENIE (the binary, ./genie),
+# TOP_K, GENIE_R and ADA_RSET into their copy of cfg/fmnist-genie.cfg (the -fast arm none). GENIE (the binary, ./genie),
 # BASE (the OUT of an earlier run on the same list: its plain models, training confusions and VAE round trips are
 # reused, so a run that changes only how images are generated, e.g. GUIDANCE or a model with the same VAE, trains
 # no plain model; and its generated images too when they were made with the same generation settings, so a run
