@@ -14,8 +14,11 @@ class T other than its own (GeNIe's pairs; T's prompt is the label name genie pr
 r from --r-set, latent noise eps. Teacher: add_noise(z0, eps, its first img2img timestep), 25 DPM-Solver++ steps
 from there (int(25 r) of them), CFG --guidance. Student: add_noise(z0, eps, TCD's first timestep at strength r),
 then --n-steps TCD steps (one UNet call each, the guidance embedding of --guidance), differentiated through all
-of them. Loss: mean squared error between the two final latents. With eta 0 the student's sampler is
-deterministic, so the regression is exact; with eta > 0 the re-noising between steps uses fresh noise.
+of them. Loss: mean squared error between the two final latents; with --feature-loss W, plus W times the error of
+the judge's last conv features (data/models/fmnist-judge.weights, cfg/fmnist.cfg's network) on the two decoded
+images, relative to the teacher's feature energy: what the classifier tells the classes apart by, where the latent
+error weighs every detail alike. With eta 0 the student's sampler is deterministic, so the regression is exact;
+with eta > 0 the re-noising between steps uses fresh noise.
 
 The targets are made once (--pairs of them, --holdout more for the check) and cached in OUT.targets.pt; the
 training pairs of other such caches, made with another --seed, may join them (--more-targets; their held-out pairs
@@ -28,12 +31,14 @@ before and after, printed and written into OUT/training.json.
 usage: scripts/distill_genie.py --out DIR [--init DIR] [--teacher DIR] [--pairs N] [--holdout N] [--steps N]
                                 [--batch B] [--lr LR] [--cosine] [--n-steps K] [--eta E] [--r-set 0.7,0.8,0.9]
                                 [--guidance G] [--threads T] [--seed S] [--more-targets A.targets.pt,...]
+                                [--feature-loss W] [--judge darknet.weights]
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import argparse  # noqa: E402
+import struct  # noqa: E402
 import time  # noqa: E402
 
 import sd_ref as R  # noqa: E402
@@ -67,6 +72,53 @@ def teacher_genie(teacher, z0, eps, ctx_c, ctx_u, r, guidance):
 def student_genie(unet, sched_cfg, z0, eps, ctx_c, r, guidance, n_steps, eta, gen):
     """The engine's few-step GeNIe: TCD at strength r, n_steps UNet calls, the final sample (with gradients)."""
     return L.lcm_img2img(unet, z0, ctx_c, guidance, n_steps, r, eps, gen, sched_cfg, tcd_eta=eta)
+
+
+class Judge(torch.nn.Module):
+    """cfg/fmnist.cfg's network (three 3x3 conv + batch norm + leaky blocks, two 2x2 max pools, a connected layer)
+    with a darknet .weights file's parameters, as darknet computes it (normalise by sqrt(var) + 1e-6). features()
+    is the last conv block's output, [B, 128, 7, 7]: what the classifier tells the classes apart by."""
+
+    SHAPES = ((3, 32), (32, 64), (64, 128))
+
+    def __init__(self, path):
+        super().__init__()
+        with open(path, "rb") as f:
+            raw = f.read()
+        major, minor = struct.unpack("<2i", raw[:8])
+        head = 20 if major * 10 + minor >= 2 else 16          # darknet writes "seen" as size_t from version 0.2
+        v = torch.frombuffer(bytearray(raw[head:]), dtype=torch.float32)
+        at, self.convs = 0, []
+
+        def take(n):
+            nonlocal at
+            at += n
+            return v[at - n:at].clone()
+        for cin, cout in self.SHAPES:
+            b, sc, m, var = take(cout), take(cout), take(cout), take(cout)
+            self.convs.append((take(cout * cin * 9).view(cout, cin, 3, 3), b, sc, m, var.sqrt() + 1e-6))
+        self.fc_b = take(10)
+        self.fc_w = take(10 * 128 * 7 * 7).view(10, -1)
+        if at != v.numel():
+            sys.exit(f"{path}: {v.numel()} floats, cfg/fmnist.cfg's network has {at}")
+
+    def features(self, x):
+        for i, (w, b, sc, m, sd) in enumerate(self.convs):
+            x = F.conv2d(x, w, padding=1)
+            x = (x - m[:, None, None]) / sd[:, None, None] * sc[:, None, None] + b[:, None, None]
+            x = F.leaky_relu(x, 0.1)
+            if i < 2:
+                x = F.max_pool2d(x, 2, 2)
+        return x
+
+    def forward(self, x):
+        return self.features(x).flatten(1) @ self.fc_w.t() + self.fc_b
+
+
+def judge_view(vae, z, sf):
+    """Latents -> the judge's input: decoded, [0, 1], resized to 28x28 as the loader scales a 32x32 sample."""
+    img = (vae.decode(z / sf).clamp(-1, 1) + 1) / 2
+    return F.interpolate(img, size=(28, 28), mode="bilinear", align_corners=False, antialias=True)
 
 
 def make_pairs(n, mean, logvar, labels, r_set, gen):
@@ -128,6 +180,9 @@ def main():
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--feature-loss", type=float, default=0.0, metavar="W",
+                    help="add W times the judge's feature error of the decoded images (relative to the teacher's)")
+    ap.add_argument("--judge", default=os.path.join(ROOT, "data", "models", "fmnist-judge.weights"))
     ap.add_argument("--more-targets", default="",
                     help="other OUT.targets.pt files (made with another --seed) whose training pairs join these")
     args = ap.parse_args()
@@ -178,24 +233,35 @@ def main():
     # a constant rate leaves a noisy last iterate (the held-out error can rise while the training loss falls)
     lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(args.steps, 1)) if args.cosine else None
     pools = [(train[2] == k).nonzero().flatten() for k in range(len(r_set))]   # the training pairs of each r
-    t_start, loss_sum = time.time(), 0.0
+    judge = None
+    if args.feature_loss > 0:
+        judge = Judge(args.judge)
+        teacher.vae.requires_grad_(False)
+    t_start, loss_sum, feat_sum = time.time(), 0.0, 0.0
     for step in range(args.steps):
         k = step % len(r_set)
         j = pools[k][torch.randint(0, len(pools[k]), (args.batch,), generator=gen)]
         s = student_genie(student, sched_cfg, train[0][j], train[3][j], ctx_lab[train[1][j]], r_set[k], args.guidance,
                           args.n_steps, args.eta, gen)
-        loss = F.mse_loss(s, train[4][j])
+        loss = lat = F.mse_loss(s, train[4][j])
+        if judge is not None:
+            with torch.no_grad():
+                ft = judge.features(judge_view(teacher.vae, train[4][j], sf))
+            fe = F.mse_loss(judge.features(judge_view(teacher.vae, s, sf)), ft) / ft.pow(2).mean()
+            feat_sum += fe.item()
+            loss = loss + args.feature_loss * fe
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
         if lr_sched:
             lr_sched.step()
-        loss_sum += loss.item()
+        loss_sum += lat.item()
         if (step + 1) % 50 == 0:
             per_step = (time.time() - t_start) / (step + 1)
-            log(f"step {step + 1}/{args.steps} loss {loss_sum / 50:.5f} {per_step:.2f} s/step")
-            loss_sum = 0.0
+            fe = f" (judge features {feat_sum / 50:.4f})" if judge is not None else ""
+            log(f"step {step + 1}/{args.steps} loss {loss_sum / 50:.5f}{fe} {per_step:.2f} s/step")
+            loss_sum = feat_sum = 0.0
     student.eval()
     R.round_weights(student, torch.float16)
     after = held_out_error(student, sched_cfg, hold, ctx_lab, r_set, args, gen)
@@ -208,7 +274,7 @@ def main():
             "holdout": args.holdout, "r_set": r_set, "student_sampler": f"tcd {args.n_steps} steps eta {args.eta}",
             "steps": args.steps, "batch": args.batch, "lr": args.lr,
             "lr_schedule": "cosine to 0" if args.cosine else "constant", "optimizer": "AdamW, weight decay 0",
-            "grad_clip": 1.0, "seed": args.seed, "threads": args.threads,
+            "grad_clip": 1.0, "seed": args.seed, "threads": args.threads, "feature_loss": args.feature_loss,
             "heldout_mse_before": before, "heldout_mse_after": after, "wall_s": round(time.time() - t_start, 1)}
     L.write_folder(args.out, args.teacher, student, info)
     log(f"wrote {args.out}")
