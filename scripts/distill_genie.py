@@ -116,7 +116,7 @@ class Judge(torch.nn.Module):
 
 
 def judge_view(vae, z, sf):
-    """Latents -> the judge's input: decoded, [0, 1], resized to 28x28 as the loader scales a 32x32 sample."""
+    """Latents -> the judge's input: decoded, [0, 1], resized to 28x28 (the loader scales a 32x32 sample so too)."""
     img = (vae.decode(z / sf).clamp(-1, 1) + 1) / 2
     return F.interpolate(img, size=(28, 28), mode="bilinear", align_corners=False, antialias=True)
 
