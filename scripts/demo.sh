@@ -5,7 +5,7 @@
 # real images with p 0.5) twice, the same seed and schedule: without GeNIe, and with online GeNIe-Ada
 # (cfg/fmnist-genie.cfg: the bundled diffusion model makes hard negatives for the Few classes during training,
 # its noise ratio chosen per sample from the network being trained), and with few-step online GeNIe-Ada
-# (cfg/fmnist-genie-fast.cfg: the model's GeNIe-distilled student, 2 TCD steps; 1.4x to 1.5x the time without GeNIe
+# (cfg/fmnist-genie-fast.cfg: the model's GeNIe-distilled student, 2 TCD steps; 1.3x the time without GeNIe
 # where the recipe's takes 5x); Many/Medium/Few and wall time side by side.
 # Last, a GeNIe sweep strip over r from a tail-class image.
 set -e

@@ -35,13 +35,13 @@ int main(void)
           err_msg());
     CHECK(c.mode == GENIE_MODE_ADA && c.r == 0.8 && c.n_r == 5 && c.r_set[0] == 0.5 && c.r_set[4] == 0.9 &&
               c.top_k == 4 && c.quota == 50 && c.targets == GENIE_TARGETS_FEW && c.sources == GENIE_SOURCES_CONFUSED &&
-              !strcmp(c.prompt, "A photo of a {}") && !strcmp(c.model, "data/models/fmnist-ldm"),
+              !strcmp(c.prompt, "A photo of a {}") && !strcmp(c.model, "data/models/fmnist-ldm") && c.vae_batch == 1,
           "defaults");
 
     write_file("[genie]\nmodel = data/models/fmnist-ldm\nmode=img2img\nr=0.3\nr_set=0.4, 0.6\nsteps=10\nguidance=7.5\n"
                "scheduler=ddim\nprompt=a picture of one {}\nnames=data/x.names\ntargets=shirt, coat\nsources=same\n"
                "top_k=2\nquota=7\nshare=0.5\nring=16\nreuse=1\nsnapshot_every=20\nembed_layer=4\nthreads=2\n"
-               "batch=3\ncache=build/cache dir\nwarmup=0\nsync=1\ndevice=cuda:1\n");
+               "batch=3\nvae_batch=2\ncache=build/cache dir\nwarmup=0\nsync=1\ndevice=cuda:1\n");
     CHECK(genie_cfg_read(P, &c) == 0, "full file: %s", err_msg());
     CHECK(c.mode == GENIE_MODE_IMG2IMG && c.r == 0.3 && c.n_r == 2 && c.r_set[1] == 0.6 && c.steps == 10 &&
               c.guidance == 7.5 && c.scheduler == SD_SCHED_DDIM && !strcmp(c.prompt, "a picture of one {}") &&
@@ -49,14 +49,14 @@ int main(void)
               !strcmp(c.target_list[0], "shirt") && !strcmp(c.target_list[1], "coat") &&
               c.sources == GENIE_SOURCES_SAME && c.top_k == 2 && c.quota == 7 && c.share == 0.5 && c.ring == 16 &&
               c.reuse == 1 && c.snapshot_every == 20 && c.embed_layer == 4 && c.threads == 2 && c.batch == 3 &&
-              !strcmp(c.cache, "build/cache dir") && c.warmup == 0 && c.sync == 1 && !strcmp(c.device, "cuda:1"),
+              c.vae_batch == 2 && !strcmp(c.cache, "build/cache dir") && c.warmup == 0 && c.sync == 1 && !strcmp(c.device, "cuda:1"),
           "full file read wrong");
     CHECK(genie_cfg_read("cfg/fmnist-genie.cfg", &c) == 0 && c.mode == GENIE_MODE_ADA, "shipped cfg: %s", err_msg());
     /* the few-step cfg runs its model with the sampler it was distilled through, and names a bundled folder */
     struct stat st;
     char idx[1100];
     CHECK(genie_cfg_read("cfg/fmnist-genie-fast.cfg", &c) == 0 && c.mode == GENIE_MODE_ADA &&
-              c.scheduler == SD_SCHED_TCD && c.steps == 2 && c.eta == 0,
+              c.scheduler == SD_SCHED_TCD && c.steps == 2 && c.eta == 0 && c.vae_batch == c.batch,
           "shipped few-step cfg: %s", err_msg());
     snprintf(idx, sizeof idx, "%s/model_index.json", c.model);
     CHECK(stat(idx, &st) == 0, "shipped few-step cfg: model %s has no model_index.json", c.model);
@@ -95,6 +95,8 @@ int main(void)
     bad("# empty\n", "no [genie] section");
     bad("[genie]\nmodel=build/no/such/model\n", "model build/no/such/model: No such file or directory");
     bad("[genie]\nbatch=4\n", "batch=4 cannot hold one GeNIe-Ada request (5 ratios in r_set)");
+    bad("[genie]\nbatch=10\n\nvae_batch=11\n", ":4: key 'vae_batch' = 11 is more than batch=10");
+    bad("[genie]\nvae_batch=0\n", ":2: key 'vae_batch'");
     /* a list longer than the engine can hold; ratios that give the engine no denoising step (int(steps * r) = 0) */
     bad("[genie]\nr_set=0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9\n",
         ":2: key 'r_set' takes at most 16 values, got 17");

@@ -347,6 +347,11 @@ int main(void)
     test_conv(2, 3, 4, 6, 5, 3, 1, PTL, 1);
     test_conv(1, 3, 5, 1, 2, 3, 1, P2, 1);
     test_conv(1, 2, 1, 2, 3, 3, 1, P2, 0);
+    /* "same" convs (as wide out as in: one shifted run per tap and channel): 5x5, pads wider than the map, and
+     * tiles of 16 whole rows that start inside the map */
+    test_conv(1, 3, 6, 5, 4, 5, 1, P2, 1);
+    test_conv(2, 2, 2, 1, 3, 5, 1, P2, 0);
+    test_conv(1, 2, 48, 64, 3, 3, 1, P1, 1);
     test_linear(37, 19, 300, 1);                 /* few rows: columns split */
     test_linear(600, 33, 17, 0);
     test_linear(1, 64, 5, 1);

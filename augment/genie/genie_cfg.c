@@ -106,6 +106,7 @@ int genie_cfg_read(const char *path, genie_cfg *c)
          .want = "-1 or a layer index"},
         KV_NUM("threads", KV_INT, &c->threads, 1, 1024),
         KV_NUM("batch", KV_INT, &c->batch, 1, 1024),
+        KV_NUM("vae_batch", KV_INT, &c->vae_batch, 1, 1024),
         KV_NUM("warmup", KV_INT, &c->warmup, 0, 1000000000),
         {.name = "sync", .type = KV_BOOL, .out = &c->sync},
         KV_NUM("worker_timeout", KV_DOUBLE, &c->worker_timeout, 0.1, 1e7),
@@ -113,8 +114,9 @@ int genie_cfg_read(const char *path, genie_cfg *c)
     int n = (int)(sizeof keys / sizeof keys[0]);
     kv_spec spec = {.section = "genie"};
     if (kv_read(path, keys, n, &spec)) return -1;
-    int line_r = 0, line_steps = 0, line_rset = 0;
+    int line_r = 0, line_steps = 0, line_rset = 0, line_vb = 0;
     for (int i = 0; i < n; i++) {
+        if (!strcmp(keys[i].name, "vae_batch")) line_vb = keys[i].line;
         if (!strcmp(keys[i].name, "r")) line_r = keys[i].line;
         if (!strcmp(keys[i].name, "steps")) line_steps = keys[i].line;
         if (!strcmp(keys[i].name, "r_set")) line_rset = keys[i].line;
@@ -143,6 +145,9 @@ int genie_cfg_read(const char *path, genie_cfg *c)
         if (lora_spec_parse(c->lora[i], p, sizeof p, &scale)) return err_wrap("%s: ", path);
         if (stat(p, &st) != 0) return err_set("%s: lora %s: %s", path, p, strerror(errno));
     }
+    if (c->vae_batch > c->batch)
+        return err_set("%s:%d: key 'vae_batch' = %d is more than batch=%d (a call never has more images than items)",
+                       path, line_vb, c->vae_batch, c->batch);
     if (c->mode == GENIE_MODE_ADA && c->batch < c->n_r)
         return err_set("%s: batch=%d cannot hold one GeNIe-Ada request (%d ratios in r_set)", path, c->batch, c->n_r);
     return 0;

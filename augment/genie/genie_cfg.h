@@ -22,6 +22,9 @@
  *   snapshot_every=100             iterations between copies of the trainer's weights into f_theta
  *   embed_layer=-1                 f_theta's layer (-1: the input of the last connected/convolutional layer)
  *   threads=1  batch=10            the module's CPU threads; engine items per call
+ *   vae_batch=1                    images per VAE encode/decode call, at most batch (a VAE call on one small
+ *                                  image is too small to split over threads; each image's pixels differ from
+ *                                  one at a time by float rounding only, as a UNet batch's items do)
  *   device=                        cpu, cuda or cuda:N (empty: cuda in a CUDA build with a device, else cpu;
  *                                  cuda on a generator rank: cuda:<its rank on the machine>)
  *   cache=                         directory of kept samples reused across runs (empty: no cache)
@@ -62,7 +65,7 @@ typedef struct {
     char target_list[GENIE_CFG_MAX_TARGETS][64];   /* GENIE_TARGETS_LIST: label names, checked by the caller */
     int n_targets;
     enum genie_sources sources;
-    int top_k, quota, ring, reuse, snapshot_every, embed_layer, threads, batch, warmup, sync;
+    int top_k, quota, ring, reuse, snapshot_every, embed_layer, threads, batch, vae_batch, warmup, sync;
     double share, worker_timeout;
 } genie_cfg;
 

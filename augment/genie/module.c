@@ -1116,6 +1116,7 @@ static module *module_new(const module_opts *o)
     go.eo.eta = c->eta;
     go.eo.scheduler = c->scheduler;
     go.eo.max_batch = c->batch;
+    go.eo.vae_batch = c->vae_batch;
     go.eo.threads = c->threads;
     const char *note = NULL;
     char same[16]; /* read by genie_load below */

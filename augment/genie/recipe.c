@@ -45,6 +45,9 @@ static const genie_cfg defaults = {
     /* one CPU thread beside the trainer's; 10 engine items: two Ada requests of the default 5 ratios */
     .threads = 1,
     .batch = 10,
+    /* one image per VAE call: what the recipe's images were made with (a batch changes their float rounding), and
+     * an SD 1.5 decode at 512x512 needs hundreds of MB per image */
+    .vae_batch = 1,
     /* the confusion statistics of the first iterations are noise: no planning on them */
     .warmup = 200,
     /* 0: the trainer never waits for the module (a GPU run); 1 makes a run reproducible, at the module's pace */
@@ -71,6 +74,7 @@ void genie_opts_default(genie_opts *o)
     /* sources as their posterior mean, as the official GeNIe code encodes them (latent_dist.mode()) */
     o->eo.vae_mean = 1;
     o->eo.max_batch = d->batch;
+    o->eo.vae_batch = d->vae_batch;
     o->prompt_template = d->prompt;
     memcpy(o->r_set, d->r_set, sizeof o->r_set);
     o->n_r = d->n_r;
@@ -153,8 +157,9 @@ int recipe_write_cfg(FILE *f, const genie_cfg *c)
     for (int i = 0; c->targets == GENIE_TARGETS_LIST && i < c->n_targets; i++)
         fprintf(f, "%s%s", i ? "," : "", c->target_list[i]);
     fprintf(f, "\nsources=%s\ntop_k=%d\nquota=%d\n", recipe_sources_name(c->sources), c->top_k, c->quota);
-    fprintf(f, "share=%s\nring=%d\nreuse=%d\nsnapshot_every=%d\nembed_layer=%d\nthreads=%d\nbatch=%d\n",
-            shortest(c->share, b, sizeof b), c->ring, c->reuse, c->snapshot_every, c->embed_layer, c->threads, c->batch);
+    fprintf(f, "share=%s\nring=%d\nreuse=%d\nsnapshot_every=%d\nembed_layer=%d\nthreads=%d\nbatch=%d\nvae_batch=%d\n",
+            shortest(c->share, b, sizeof b), c->ring, c->reuse, c->snapshot_every, c->embed_layer, c->threads, c->batch,
+            c->vae_batch);
     if (c->device[0]) fprintf(f, "device=%s\n", c->device);
     if (c->cache[0]) fprintf(f, "cache=%s\n", c->cache);
     fprintf(f, "warmup=%d\nsync=%d\nworker_timeout=%s\n", c->warmup, c->sync, shortest(c->worker_timeout, b, sizeof b));

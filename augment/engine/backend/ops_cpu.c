@@ -489,6 +489,46 @@ static void im2col(const conv_job *j, const float *x, int p0, int p1, float *col
     }
 }
 
+/* im2col_rows when the output rows are as wide as the input's (stride 1, "same" padding: every 3x3 conv of the
+ * UNet and the VAE). A (ky, kx) tap then reads, for the rows inside the image, one contiguous run of the input plane
+ * shifted by dy * W + dx: one copy per channel instead of three short copies per row (on an 8-wide map those were
+ * half a UNet call), then the columns the shift wrapped around are zeroed. The same values as im2col. */
+static void im2col_rows_same(const conv_job *j, const float *x, int oy0, int oy1, float *col)
+{
+    int k = j->k, W = j->W, n = (oy1 - oy0) * W;
+    long plane = (long)j->H * W;
+    for (int ky = 0; ky < k; ky++) {
+        int dy = ky - j->pt;
+        int ya = oy0 > -dy ? oy0 : -dy, yb = oy1 < j->H - dy ? oy1 : j->H - dy; /* rows reading inside */
+        if (ya > oy1) ya = oy1;
+        if (yb < ya) yb = ya;
+        long m = (long)(yb - ya) * W, s0 = (long)(ya + dy) * W;
+        for (int kx = 0; kx < k; kx++) {
+            int dx = kx - j->pl;
+            int xa = dx < 0 ? -dx : 0, xb = W - dx < W ? W - dx : W;               /* columns reading inside */
+            if (xa > W) xa = W;
+            if (xb < xa) xb = xa;
+            /* the run d[i] = plane[s + i], clipped to the plane: what falls outside it is in the zeroed columns */
+            long s = s0 + dx, lo = s < 0 ? -s : 0, hi = s + m > plane ? plane - s : m;
+            if (hi < lo) hi = lo;
+            for (int ci = 0; ci < j->Cin; ci++) {
+                float *c = col + ((size_t)(ci * k + ky) * k + kx) * n, *d = c + (size_t)(ya - oy0) * W;
+                const float *xc = x + ci * plane;
+                row_copy(c, NULL, (ya - oy0) * W);
+                row_copy(d + lo, xc + s + lo, (int)(hi - lo));
+                for (long i = 0; i < lo; i++) d[i] = 0.0f;
+                for (long i = hi; i < m; i++) d[i] = 0.0f;
+                for (int oy = ya; oy < yb && (xa > 0 || xb < W); oy++) {
+                    float *r = d + (size_t)(oy - ya) * W;
+                    for (int ox = 0; ox < xa; ox++) r[ox] = 0.0f;
+                    for (int ox = xb; ox < W; ox++) r[ox] = 0.0f;
+                }
+                row_copy(d + m, NULL, (oy1 - yb) * W);
+            }
+        }
+    }
+}
+
 /* im2col of a tile of whole output rows oy0..oy1-1 at stride 1 (every tile of a small map, such as the 8x8
  * latents of a small model, whose 8-float rows made im2col a sixth of a GeNIe sample's time). For one (ky, kx) the
  * output rows and columns that read inside the image are the same in every input channel, so they are found once
@@ -497,6 +537,10 @@ static void im2col_rows(const conv_job *j, const float *x, int oy0, int oy1, flo
 {
     int k = j->k, Wo = j->Wo, W = j->W, n = (oy1 - oy0) * Wo;
     size_t plane = (size_t)j->H * W;
+    if (W == Wo) {
+        im2col_rows_same(j, x, oy0, oy1, col);
+        return;
+    }
     for (int ky = 0; ky < k; ky++) {
         int dy = ky - j->pt;
         int ya = oy0 > -dy ? oy0 : -dy, yb = oy1 < j->H - dy ? oy1 : j->H - dy; /* rows reading inside */
