@@ -49,7 +49,8 @@ int main(void)
               !strcmp(c.target_list[0], "shirt") && !strcmp(c.target_list[1], "coat") &&
               c.sources == GENIE_SOURCES_SAME && c.top_k == 2 && c.quota == 7 && c.share == 0.5 && c.ring == 16 &&
               c.reuse == 1 && c.snapshot_every == 20 && c.embed_layer == 4 && c.threads == 2 && c.batch == 3 &&
-              c.vae_batch == 2 && !strcmp(c.cache, "build/cache dir") && c.warmup == 0 && c.sync == 1 && !strcmp(c.device, "cuda:1"),
+              c.vae_batch == 2 && !strcmp(c.cache, "build/cache dir") && c.warmup == 0 && c.sync == 1 &&
+              !strcmp(c.device, "cuda:1"),
           "full file read wrong");
     CHECK(genie_cfg_read("cfg/fmnist-genie.cfg", &c) == 0 && c.mode == GENIE_MODE_ADA, "shipped cfg: %s", err_msg());
     /* the few-step cfg runs its model with the sampler it was distilled through, and names a bundled folder */

@@ -508,7 +508,7 @@ static void im2col_rows_same(const conv_job *j, const float *x, int oy0, int oy1
             int xa = dx < 0 ? -dx : 0, xb = W - dx < W ? W - dx : W;               /* columns reading inside */
             if (xa > W) xa = W;
             if (xb < xa) xb = xa;
-            /* the run d[i] = plane[s + i], clipped to the plane: what falls outside it is in the zeroed columns */
+            /* the run d[i] = plane[s + i], clipped to the plane: what it leaves out lies in the columns zeroed below */
             long s = s0 + dx, lo = s < 0 ? -s : 0, hi = s + m > plane ? plane - s : m;
             if (hi < lo) hi = lo;
             for (int ci = 0; ci < j->Cin; ci++) {
@@ -516,8 +516,6 @@ static void im2col_rows_same(const conv_job *j, const float *x, int oy0, int oy1
                 const float *xc = x + ci * plane;
                 row_copy(c, NULL, (ya - oy0) * W);
                 row_copy(d + lo, xc + s + lo, (int)(hi - lo));
-                for (long i = 0; i < lo; i++) d[i] = 0.0f;
-                for (long i = hi; i < m; i++) d[i] = 0.0f;
                 for (int oy = ya; oy < yb && (xa > 0 || xb < W); oy++) {
                     float *r = d + (size_t)(oy - ya) * W;
                     for (int ox = 0; ox < xa; ox++) r[ox] = 0.0f;
